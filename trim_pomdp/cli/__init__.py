@@ -1,0 +1,59 @@
+"""The ``trim-pomdp`` command line.
+
+Each sub-command lives in its own module of this package and is imported only when it runs, so
+``trim-pomdp --help`` stays fast and a command's heavy dependencies load only for that command.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+from .._version import __version__
+
+__all__ = ["main", "COMMANDS"]
+
+#: command name -> (module in trim_pomdp.cli, one-line help shown by ``trim-pomdp --help``)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "fit-observations": ("fit_observations", "Fit class-conditional PRM-score densities on ProcessBench."),
+    "score-processbench": ("score_processbench", "Score ProcessBench steps with a PRM (GPU recommended)."),
+    "solve": ("solve", "Build and solve the TRIM-POMDP for one or more λ into policies."),
+    "solve-file": ("solve_file", "Solve a .pomdp/.pomdpx file with the point-based solver."),
+    "setup-julia": ("setup_julia", "Resolve and precompile the Julia environment of the SARSOP backend."),
+    "train-agg": ("train_agg", "Train the TRIM-Agg PPO router for one λ."),
+    "metrics": ("metrics", "Compute PGR, CPT and ΔIBC from per-query records."),
+    "evaluate": ("evaluate", "Sweep routers on the simulator or on records; write tables and plots."),
+    "demo": ("demo", "Fit, solve, evaluate and plot on the shipped defaults."),
+    "run": ("run", "Run TRIM end to end with real models (vLLM/OpenAI, Anthropic, PRM)."),
+    "merge": ("merge", "Merge the records of sharded `trim-pomdp run` outputs."),
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose sub-commands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module_name, _ = COMMANDS[name]
+        module = importlib.import_module(f"{__name__}.{module_name}")
+        return module.command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="trim-pomdp")
+def main() -> None:
+    """trim-pomdp: step-level routing between a cheap and an expensive LLM (TRIM) with a POMDP planner."""
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

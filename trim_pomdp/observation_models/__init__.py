@@ -1,0 +1,1 @@
+"""Observation models: reflected KDE, class-conditional PRM-score densities, ProcessBench loading."""
