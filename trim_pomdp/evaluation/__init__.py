@@ -1,0 +1,67 @@
+"""Evaluation: per-query records, the paper's metrics (PGR, CPT, ΔIBC), the offline simulator, knob sweeps,
+Table-1-style tables and Figure-6-style cost–accuracy curves.
+
+The simulator and sweep modules load on first access, so ``import trim_pomdp.evaluation`` stays light.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .metrics import (
+    CPT_LEVELS,
+    PGR_LEVELS,
+    Frontier,
+    cpt,
+    delta_ibc,
+    delta_ibc_levels,
+    frontier_cost_at,
+    pareto_frontier,
+    pgr,
+    summarize,
+)
+from .records import RECORD_COLUMNS, RESERVED_POLICIES, RecordWriter, Records, read_records, write_records
+
+__all__ = [
+    "CPT_LEVELS",
+    "PGR_LEVELS",
+    "Frontier",
+    "cpt",
+    "delta_ibc",
+    "delta_ibc_levels",
+    "frontier_cost_at",
+    "pareto_frontier",
+    "pgr",
+    "summarize",
+    "RECORD_COLUMNS",
+    "RESERVED_POLICIES",
+    "RecordWriter",
+    "Records",
+    "read_records",
+    "write_records",
+    "Simulator",
+    "SimulatorParams",
+    "QueryBatch",
+    "load_default_simulator_params",
+    "plot_curves",
+    "markdown_table",
+    "rich_table",
+]
+
+_LAZY = {
+    "Simulator": "simulator",
+    "SimulatorParams": "simulator",
+    "QueryBatch": "simulator",
+    "load_default_simulator_params": "simulator",
+    "plot_curves": "plots",
+    "markdown_table": "tables",
+    "rich_table": "tables",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        module = importlib.import_module(f"{__name__}.{_LAZY[name]}")
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

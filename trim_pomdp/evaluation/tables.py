@@ -1,0 +1,95 @@
+"""Table-1-style tables of a metrics summary: rich for the terminal, Markdown for files.
+
+One row per policy; columns CPT(50%), CPT(80%), CPT(95%) as ``tokens (fraction%)`` and ΔIBC, as in the paper's
+Table 1. A level the policy never reaches shows as ``unreached``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .metrics import CPT_LEVELS
+
+__all__ = ["POLICY_LABELS", "policy_label", "ordered_policies", "table_rows", "markdown_table", "rich_table"]
+
+#: Display names of the built-in routers (the paper's names).
+POLICY_LABELS: dict[str, str] = {
+    "random": "Random (query)",
+    "oracle": "Oracle (query)",
+    "automix": "AutoMix-PRM",
+    "thr": "TRIM-Thr",
+    "agg": "TRIM-Agg",
+    "pomdp": "TRIM-POMDP",
+}
+
+_ORDER = ("random", "oracle", "automix", "thr", "agg", "pomdp")
+
+UNREACHED = "unreached"
+
+
+def policy_label(name: str) -> str:
+    """The display name of a policy (its own name when it is not a built-in router)."""
+    return POLICY_LABELS.get(name, name)
+
+
+def ordered_policies(summary: Mapping[str, Any]) -> list[str]:
+    """Policies of a summary: built-in routers in the paper's order (baselines first), then the rest."""
+    names = list(summary["policies"])
+    known = [n for n in _ORDER if n in names]
+    return known + [n for n in names if n not in _ORDER]
+
+
+def _cpt_cell(entry: Mapping[str, float] | None) -> str:
+    if entry is None:
+        return UNREACHED
+    return f"{entry['tokens']:.2f} ({100 * entry['fraction']:.2f}%)"
+
+
+def table_rows(summary: Mapping[str, Any]) -> list[list[str]]:
+    """Header + one row per policy of cells: method, CPT(50/80/95%), ΔIBC, ΔIBC levels reached."""
+    header = ["Method"] + [f"CPT({lv}%)" for lv in CPT_LEVELS] + ["ΔIBC", "levels"]
+    rows = [header]
+    for name in ordered_policies(summary):
+        pol = summary["policies"][name]
+        d = pol["delta_ibc"]
+        rows.append(
+            [policy_label(name)]
+            + [_cpt_cell(pol["cpt"][lv]) for lv in CPT_LEVELS]
+            + ["—" if d is None else f"{d:.2f}", str(pol.get("levels_reached", ""))]
+        )
+    return rows
+
+
+def _caption(summary: Mapping[str, Any], note: str | None) -> str:
+    w, s = summary["weak"], summary["strong"]
+    parts = [
+        f"{summary.get('n_queries', '?')} queries; M_w accuracy {100 * w['accuracy']:.2f}%, "
+        f"M_s accuracy {100 * s['accuracy']:.2f}% with {s['mean_tokens']:.1f} tokens/query (C̄_s). "
+        "CPT = M_s tokens per query (% of M_s-alone tokens) to reach the PGR level on the Pareto frontier; "
+        "ΔIBC averaged over the PGR levels 1..100% the frontier reaches ('levels')."
+    ]
+    if note:
+        parts.append(note)
+    return " ".join(parts)
+
+
+def markdown_table(summary: Mapping[str, Any], *, note: str | None = None) -> str:
+    """The table as GitHub Markdown with a caption line below it."""
+    rows = table_rows(summary)
+    out = ["| " + " | ".join(rows[0]) + " |", "|" + "|".join([" --- "] + [" ---: "] * (len(rows[0]) - 1)) + "|"]
+    out += ["| " + " | ".join(r) + " |" for r in rows[1:]]
+    return "\n".join(out) + "\n\n" + _caption(summary, note) + "\n"
+
+
+def rich_table(summary: Mapping[str, Any], *, title: str | None = None, note: str | None = None):
+    """The table as a :class:`rich.table.Table` (print it with a rich ``Console``)."""
+    from rich.table import Table
+
+    rows = table_rows(summary)
+    table = Table(title=title, caption=_caption(summary, note), caption_justify="left")
+    for i, h in enumerate(rows[0]):
+        table.add_column(h, justify="left" if i == 0 else "right")
+    for r in rows[1:]:
+        table.add_row(*r)
+    return table
