@@ -1,0 +1,80 @@
+"""POMDP file formats: Cassandra ``.pomdp`` and APPL ``.pomdpx``, read into / written from a ``TabularPOMDP``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ...exceptions import DataFormatError, InvalidParameterError
+from ..tabular import TabularPOMDP
+from .cassandra import parse_cassandra, read_cassandra, write_cassandra
+from .pomdpx import parse_pomdpx, read_pomdpx, write_pomdpx
+
+__all__ = [
+    "read_pomdp",
+    "write_pomdp",
+    "read_cassandra",
+    "write_cassandra",
+    "parse_cassandra",
+    "read_pomdpx",
+    "write_pomdpx",
+    "parse_pomdpx",
+    "FORMATS",
+]
+
+#: format name -> file suffix written by :func:`write_pomdp`
+FORMATS = {"pomdp": ".pomdp", "pomdpx": ".pomdpx"}
+
+
+def _sniff(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix == ".pomdpx" or suffix == ".xml":
+        return "pomdpx"
+    if suffix == ".pomdp":
+        return "pomdp"
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(512).lstrip()
+    except OSError as exc:
+        raise DataFormatError(f"cannot read {path}: {exc}") from exc
+    return "pomdpx" if head.startswith(b"<") else "pomdp"
+
+
+def read_pomdp(path: str | Path) -> TabularPOMDP:
+    """Read a ``.pomdp`` (Cassandra) or ``.pomdpx`` (APPL XML) file into a :class:`TabularPOMDP`.
+
+    The format is chosen by the suffix (``.pomdp``/``.POMDP`` or ``.pomdpx``/``.xml``) and otherwise by the
+    content (XML starts with ``<``).
+
+    Parameters
+    ----------
+    path : str or Path
+
+    Returns
+    -------
+    TabularPOMDP
+        ``T[a, s, s']``, ``O[a, s', o]``, expected rewards ``R[s, a]`` (costs negated), ``b0`` and the discount;
+        names where the file gives them; ``meta["source"]`` and ``meta["format"]``.
+
+    Raises
+    ------
+    DataFormatError
+        If the file cannot be read or parsed; the message names the line (or XML element) and what was expected.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataFormatError(f"{path} does not exist or is not a file")
+    return read_pomdpx(path) if _sniff(path) == "pomdpx" else read_cassandra(path)
+
+
+def write_pomdp(model: TabularPOMDP, path: str | Path, format: str | None = None) -> Path:
+    """Write ``model`` sparse in Cassandra (``format="pomdp"``) or APPL XML (``format="pomdpx"``) form.
+
+    ``format=None`` takes it from the suffix of ``path`` (``.pomdpx`` → pomdpx, anything else → pomdp).
+    Both are readable by APPL ``pomdpsol`` and SARSOP.jl and read back by :func:`read_pomdp` to the same arrays.
+    """
+    path = Path(path)
+    if format is None:
+        format = "pomdpx" if path.suffix.lower() in (".pomdpx", ".xml") else "pomdp"
+    if format not in FORMATS:
+        raise InvalidParameterError(f"format must be one of {sorted(FORMATS)}, got {format!r}")
+    return write_pomdpx(model, path) if format == "pomdpx" else write_cassandra(model, path)
