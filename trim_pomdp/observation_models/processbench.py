@@ -385,8 +385,15 @@ def _parse_scored_line(line: str, where: str) -> ScoredItem:
     return ScoredItem(item, [float(x) for x in rec["prm_scores"]], simulated=simulated, prm=rec.get("prm"))
 
 
-def load_scored_items(path: str | os.PathLike) -> list[ScoredItem]:
+def load_scored_items(path: str | os.PathLike, *, ignore_torn_tail: bool = False) -> list[ScoredItem]:
     """Read a scored-items JSONL file written by :func:`save_scored_items` (or by any tool in that format).
+
+    Parameters
+    ----------
+    path : path-like
+    ignore_torn_tail : bool
+        Skip a last line without a trailing newline (an interrupted write, which resumed scoring repairs)
+        instead of failing on it.
 
     Raises
     ------
@@ -402,6 +409,8 @@ def load_scored_items(path: str | os.PathLike) -> list[ScoredItem]:
     out: list[ScoredItem] = []
     with path.open(encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, start=1):
+            if ignore_torn_tail and not line.endswith("\n"):
+                break
             if not line.strip():
                 continue
             out.append(_parse_scored_line(line, f"{path} line {lineno}"))
