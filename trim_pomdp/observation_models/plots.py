@@ -1,0 +1,108 @@
+"""Heatmaps of the class-conditional observation densities (the TRIM paper's Figure 5).
+
+matplotlib is imported on first use (``pip install 'trim-pomdp[plots]'``); no global pyplot state is touched.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._optional import require
+from ..constants import CLASS_DESCRIPTIONS, HIDDEN_CLASSES
+from ..exceptions import InvalidParameterError
+
+__all__ = ["plot_class_densities", "density_grid"]
+
+
+def density_grid(model: Any, resolution: int = 200, binned: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The ``t >= 2`` class densities on a regular grid of ``(r, m)``.
+
+    Parameters
+    ----------
+    model : ObservationModel
+    resolution : int, default=200
+        Cells per axis (ignored when ``binned``).
+    binned : bool, default=False
+        True: the piecewise-constant density of the bins (bin mass / bin area) on the model's own grid.
+
+    Returns
+    -------
+    centers : ndarray of shape (k,)
+        Cell centres on each axis.
+    dens : ndarray of shape (3, k, k)
+        ``dens[z, i_r, i_m]``.
+    """
+    if binned:
+        e = model.edges
+        area = np.outer(np.diff(e), np.diff(e))
+        return 0.5 * (e[:-1] + e[1:]), model.pair_probs / area[None]
+    if resolution < 2:
+        raise InvalidParameterError(f"resolution must be >= 2, got {resolution}")
+    c = (np.arange(resolution) + 0.5) / resolution
+    R, M = np.meshgrid(c, c, indexing="ij")
+    dens = np.empty((3, resolution, resolution))
+    for z, kde in enumerate(model.pair_kdes):
+        X = R.reshape(-1, 1) if model.r_only else np.column_stack([R.ravel(), M.ravel()])
+        dens[z] = kde.pdf(X).reshape(resolution, resolution)
+    return c, dens
+
+
+def plot_class_densities(
+    model: Any,
+    path: str | Path | None = None,
+    *,
+    binned: bool = False,
+    resolution: int = 200,
+    log: bool = True,
+    dpi: int = 150,
+) -> Any:
+    """Plot the S0/S1/S2 densities of ``(r_t, m_t)`` side by side.
+
+    Parameters
+    ----------
+    model : ObservationModel
+    path : str or Path, optional
+        Write a PNG there and return the path; otherwise return the matplotlib ``Figure``.
+    binned : bool, default=False
+        Plot the bins the solver uses instead of the continuous KDE.
+    resolution : int, default=200
+    log : bool, default=True
+        Colour by ``log10`` density (the densities span orders of magnitude).
+    dpi : int, default=150
+
+    Returns
+    -------
+    Path or matplotlib.figure.Figure
+    """
+    require("matplotlib", "plots", "plotting observation densities")
+    from matplotlib.figure import Figure
+
+    centers, dens = density_grid(model, resolution=resolution, binned=binned)
+    fig = Figure(figsize=(13, 4.8), layout="constrained")
+    axes = fig.subplots(1, 3, sharey=True)
+    shown = np.log10(np.maximum(dens, 1e-6)) if log else dens
+    vmin, vmax = float(shown.min()), float(shown.max())
+    extent = (0.0, 1.0, 0.0, 1.0)
+    image = None
+    for z, ax in enumerate(axes):
+        name = HIDDEN_CLASSES[z]
+        image = ax.imshow(shown[z].T, origin="lower", extent=extent, aspect="equal", cmap="viridis",
+                          vmin=vmin, vmax=vmax, interpolation="nearest" if binned else "bilinear")
+        count = model.card.get("counts", {}).get(name)
+        title = f"{name}: {CLASS_DESCRIPTIONS[name].split('(')[0].strip()}"
+        ax.set_title(title + (f"\n({count} steps)" if count is not None else ""), fontsize=9)
+        ax.set_xlabel("$r_t$ (PRM score of the newest step)")
+    axes[0].set_ylabel("$m_t = \\min\\, r_{1:t-1}$")
+    cbar = fig.colorbar(image, ax=list(axes), shrink=0.85)
+    cbar.set_label("log10 density" if log else "density")
+    sim = " — SIMULATED PRM scores" if model.card.get("simulated") else ""
+    fig.suptitle(f"Observation densities by hidden class ({model.card.get('prm', 'PRM')}){sim}", fontsize=10)
+    if path is None:
+        return fig
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    return path
