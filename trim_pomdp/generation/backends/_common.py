@@ -1,0 +1,220 @@
+"""Shared pieces of the backends: retries with backoff, the user-turn continuation prompt, micro-batching."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import re
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from ...exceptions import TrimPomdpError
+
+__all__ = [
+    "GenerationError",
+    "RetryPolicy",
+    "call_with_retries",
+    "DEFAULT_SYSTEM_PROMPT",
+    "QWEN_MATH_TEMPLATE",
+    "user_turn_messages",
+    "MicroBatcher",
+]
+
+log = logging.getLogger("trim_pomdp.generation")
+T = TypeVar("T")
+
+
+class GenerationError(TrimPomdpError, RuntimeError):
+    """A model call failed for good (non-retryable error, or retries exhausted)."""
+
+
+class RetryPolicy:
+    """Exponential backoff with full jitter.
+
+    Attempt ``k`` (0-based) sleeps ``uniform(0, min(max_delay, base_delay * 2**k))``, or the server's
+    ``retry-after`` when it gives one (capped at ``max_delay``).
+
+    Parameters
+    ----------
+    max_retries : int
+        Retries after the first attempt.
+    base_delay, max_delay : float
+        Seconds.
+    timeout : float or None
+        Wall-clock limit of one attempt (``asyncio.wait_for``), covering a server that accepts and then hangs.
+    """
+
+    def __init__(self, max_retries: int = 6, base_delay: float = 0.5, max_delay: float = 30.0,
+                 timeout: float | None = 120.0, seed: int | None = None) -> None:
+        if max_retries < 0 or base_delay < 0 or max_delay < 0 or (timeout is not None and timeout <= 0):
+            raise ValueError("max_retries, base_delay, max_delay must be >= 0 and timeout > 0")
+        self.max_retries = max_retries
+        self.base_delay = base_delay
+        self.max_delay = max_delay
+        self.timeout = timeout
+        self._rng = random.Random(seed)
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        if retry_after is not None and retry_after >= 0:
+            return min(self.max_delay, retry_after)
+        return self._rng.uniform(0.0, min(self.max_delay, self.base_delay * (2**attempt)))
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    if not headers:
+        return None
+    for name in ("retry-after-ms", "retry-after"):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            seconds = float(value)
+        except ValueError:
+            continue
+        return seconds / 1000.0 if name.endswith("-ms") else seconds
+    return None
+
+
+async def call_with_retries(
+    fn: Callable[[], Awaitable[T]],
+    policy: RetryPolicy,
+    is_retryable: Callable[[BaseException], bool],
+    what: str,
+) -> tuple[T, int]:
+    """Run ``fn`` with the policy's per-attempt timeout, retrying retryable failures.
+
+    Returns ``(result, attempts)``; raises :class:`GenerationError` (chained to the last error) otherwise. Error
+    messages name the error class and status only — never headers or request bodies (which hold the API key).
+    """
+    attempt = 0
+    while True:
+        try:
+            if policy.timeout is not None:
+                result = await asyncio.wait_for(fn(), policy.timeout)
+            else:
+                result = await fn()
+            return result, attempt + 1
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - classified below
+            timed_out = isinstance(exc, (asyncio.TimeoutError, TimeoutError))
+            retryable = timed_out or is_retryable(exc)
+            status = getattr(exc, "status_code", None)
+            desc = f"{type(exc).__name__}" + (f" (HTTP {status})" if status else "")
+            if timed_out:
+                desc = f"timeout after {policy.timeout:g} s"
+            if not retryable or attempt >= policy.max_retries:
+                raise GenerationError(
+                    f"{what} failed after {attempt + 1} attempt(s): {desc}: {_safe_message(exc)}"
+                ) from exc
+            wait = policy.delay(attempt, _retry_after(exc))
+            log.warning("%s: %s; retry %d/%d in %.2f s", what, desc, attempt + 1, policy.max_retries, wait)
+            await asyncio.sleep(wait)
+            attempt += 1
+
+
+_KEYLIKE = re.compile(r"(sk-[A-Za-z0-9_\-]{6,}|sk-ant-[A-Za-z0-9_\-]{6,})")
+
+
+def _safe_message(exc: BaseException) -> str:
+    msg = str(exc)
+    msg = _KEYLIKE.sub("[redacted]", msg)
+    return msg[:500]
+
+
+DEFAULT_SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
+
+#: Qwen2.5(-Math)-Instruct chat format, for raw completions against servers whose model uses it.
+QWEN_MATH_TEMPLATE = (
+    "<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{problem}<|im_end|>\n<|im_start|>assistant\n"
+)
+
+_USER_TURN = (
+    "Solve the following math problem step by step. Steps are separated by a single blank line; put the final "
+    "answer within \\boxed{{}}.\n\nProblem:\n{problem}\n\n{partial}"
+    "Write ONLY the {which} step of the solution: one paragraph with no blank lines, no preamble, and do not "
+    "repeat earlier steps. If this step reaches the final answer, write it within \\boxed{{}}.{marker_note}"
+)
+
+
+def user_turn_messages(problem: str, steps: list[str], marker: str | None = None) -> list[dict[str, str]]:
+    """The user-turn continuation prompt: problem + accepted steps in the user message, asking for the next step.
+
+    Used for models that reject assistant prefill (Claude 4.6+) and for chat-only endpoints. Every accepted step
+    is quoted verbatim, so consecutive calls of one problem share the whole prompt up to the new step.
+    """
+    if steps:
+        body = "\n\n".join(steps)
+        partial = f"Partial solution so far:\n<partial_solution>\n{body}\n</partial_solution>\n\n"
+        which = "next"
+    else:
+        partial, which = "", "first"
+    note = f" End the step with {marker}" if marker else ""
+    return [{"role": "user", "content": _USER_TURN.format(problem=problem, partial=partial, which=which,
+                                                           marker_note=note)}]
+
+
+class MicroBatcher:
+    """Collects concurrent requests into batches for a batch function.
+
+    ``await batcher.submit(item)`` returns ``fn(items)[i]`` for the batch the item landed in. A batch is flushed
+    when it reaches ``max_batch`` items or ``max_wait_s`` after its first item arrived; batches run one at a time
+    (the model is one device). ``fn`` is synchronous and runs in a worker thread (torch and vLLM release the GIL),
+    or is a coroutine function awaited directly.
+    """
+
+    def __init__(self, fn: Callable[[list[Any]], Any], max_batch: int = 16, max_wait_s: float = 0.002) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        self.fn = fn
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_s
+        self._pending: list[tuple[Any, asyncio.Future]] = []
+        self._worker: asyncio.Task | None = None
+        self.batches = 0
+        self.items = 0
+        self.busy_s = 0.0
+
+    async def submit(self, item: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future = loop.create_future()
+        self._pending.append((item, fut))
+        if self._worker is None or self._worker.done():
+            self._worker = loop.create_task(self._work())
+        return await fut
+
+    async def _work(self) -> None:
+        # One worker per event loop: batches run one at a time; items that arrive while a batch runs form the
+        # next batch, so the batch size adapts to the load.
+        while self._pending:
+            if len(self._pending) < self.max_batch and self.max_wait_s > 0:
+                await asyncio.sleep(self.max_wait_s)
+            batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
+            await self._run(batch)
+
+    async def _run(self, batch: list[tuple[Any, asyncio.Future]]) -> None:
+        items = [b[0] for b in batch]
+        t0 = time.perf_counter()
+        try:
+            if asyncio.iscoroutinefunction(self.fn):
+                results = await self.fn(items)
+            else:
+                results = await asyncio.to_thread(self.fn, items)
+            if len(results) != len(items):
+                raise RuntimeError(f"batch function returned {len(results)} results for {len(items)} items")
+        except Exception as exc:  # noqa: BLE001 - delivered to every waiter
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(exc)
+            return
+        finally:
+            self.busy_s += time.perf_counter() - t0
+        self.batches += 1
+        self.items += len(items)
+        for (_, fut), res in zip(batch, results):
+            if not fut.done():
+                fut.set_result(res)

@@ -1,0 +1,129 @@
+"""A persistent, process-safe cache of model and PRM calls (SQLite).
+
+Keys are SHA-256 digests of a canonical JSON of ``(kind, model, params, problem, prefix)``, so any change of
+sampling parameters, prompt format or model gives a different key. Values are JSON. The database runs in WAL mode
+with ``synchronous=NORMAL``: a killed process loses nothing that was committed, several processes (shards on one
+machine) can share one file, and a write costs no fsync. Calls are short local-disk operations, made directly from
+the event loop under a lock (a thread hop would cost more than the query).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Cache", "cache_key"]
+
+
+def cache_key(kind: str, model: str, params: dict[str, Any], *parts: Any) -> str:
+    """Digest of the canonical JSON of the call's identity."""
+    blob = json.dumps([kind, model, params, *parts], sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+class Cache:
+    """SQLite key–value cache.
+
+    Parameters
+    ----------
+    path : str or Path or None
+        Database file (created with its folder). ``None`` or ``":memory:"`` keeps it in memory.
+    readonly : bool
+        Never write (lookups only).
+    """
+
+    def __init__(self, path: str | Path | None = None, *, readonly: bool = False) -> None:
+        self.path = ":memory:" if path in (None, ":memory:") else str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self.readonly = readonly
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30.0, isolation_level=None)
+        if self.path != ":memory:":
+            self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.execute(
+            "CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, kind TEXT, model TEXT, value TEXT, created REAL)"
+        )
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: str) -> Any | None:
+        """The cached value or ``None``."""
+        with self._lock:
+            row = self._conn.execute("SELECT value FROM calls WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        return json.loads(row[0])
+
+    def put(self, key: str, value: Any, *, kind: str = "", model: str = "") -> None:
+        """Store ``value`` (JSON-serialisable) under ``key`` (last write wins)."""
+        if self.readonly:
+            return
+        blob = json.dumps(value, ensure_ascii=False)
+        with self._lock:
+            self._conn.execute(
+                "INSERT OR REPLACE INTO calls (key, kind, model, value, created) VALUES (?, ?, ?, ?, ?)",
+                (key, kind, model, blob, time.time()),
+            )
+
+    def __len__(self) -> int:
+        with self._lock:
+            return int(self._conn.execute("SELECT COUNT(*) FROM calls").fetchone()[0])
+
+    def stats(self) -> dict[str, int]:
+        """Hits and misses of this session and the number of stored entries."""
+        return {"hits": self.hits, "misses": self.misses, "entries": len(self)}
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> Cache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class CachedGenerator:
+    """Wraps a step generator with a :class:`Cache` lookup keyed by model, cache params, problem and prefix.
+
+    A hit returns the stored :class:`~trim_pomdp.generation.base.StepResult` with ``cached=True`` and the original
+    ``latency_s`` and token counts (so token accounting is identical on reruns).
+    """
+
+    def __init__(self, generator: Any, cache: Cache, kind: str = "step") -> None:
+        self.inner = generator
+        self.cache = cache
+        self.kind = kind
+        self.model = generator.model
+
+    def cache_params(self) -> dict[str, Any]:
+        return self.inner.cache_params()
+
+    def key(self, problem: str, steps: list[str], max_tokens: int | None) -> str:
+        return cache_key(self.kind, self.model, self.inner.cache_params(), problem, list(steps), max_tokens)
+
+    async def generate_step(self, problem: str, steps: list[str], *, max_tokens: int | None = None):
+        from .base import StepResult  # noqa: PLC0415 - avoid an import cycle at module load
+
+        key = self.key(problem, steps, max_tokens)
+        hit = self.cache.get(key)
+        if hit is not None:
+            res = StepResult.from_dict(hit)
+            res.cached = True
+            return res
+        res = await self.inner.generate_step(problem, steps, max_tokens=max_tokens)
+        self.cache.put(key, res.to_dict(), kind=self.kind, model=self.model)
+        return res
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
