@@ -1,0 +1,416 @@
+"""Fit :class:`~trim_pomdp.evaluation.simulator.SimulatorParams` from ProcessBench statistics.
+
+Each number comes from the solutions of one generator in ProcessBench (human first-error labels):
+
+- next-step accuracy distribution (``p_w`` from the weak generator, ``p_s`` from the strong one): a solution with
+  first error at 0-based step ``k`` survived ``k`` steps and failed the next; a correct one survived all ``n``. With
+  ``p ~ Beta(a, b)`` per problem this is the beta-geometric model, fitted by maximum likelihood (mean ``a/(a+b)``,
+  concentration ``a+b``);
+- recovery: among the weak generator's erroneous solutions with ``m ≥ 1`` steps after the error, the final answer
+  is still right with probability ``1 − (1 − ρ)^m``; ``ρ`` by maximum likelihood (solutions whose error is the last
+  step cannot recover and are left out);
+- step counts: the weak generator's histogram, solutions longer than H folded into H;
+- step token counts: a tokenizer's counts when given, else the proxy :func:`approx_token_count`; the quantiles of
+  the weak generator's step lengths, the intra-solution correlation of their normal scores, and the strong / weak
+  ratio of mean step lengths; the strong length spread is the strong generator's within-solution log-s.d.
+
+Caveat (in the card too): ProcessBench over-samples erroneous solutions, so its per-step accuracies are lower than
+the generators' natural ones; the simulator inherits that (it is a hard-ish benchmark, not a model of a deployment).
+The copula correlation of ``p_w`` and ``p_s`` is not identified by ProcessBench (the generators solved different
+problems) and is set by judgement (0.5).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+from scipy import optimize, special
+
+from ..exceptions import InvalidParameterError
+from ..observation_models.processbench import SPLITS, ProcessBenchItem
+from .simulator import SimulatorParams
+
+__all__ = [
+    "DEFAULT_WEAK_GENERATOR",
+    "DEFAULT_STRONG_GENERATOR",
+    "DEFAULT_SPLIT",
+    "approx_token_count",
+    "fit_beta_geometric",
+    "fit_recovery",
+    "pooled_step_accuracy",
+    "same_problem_error_corr",
+    "fit_concentration",
+    "estimate_simulator_params",
+    "default_simulator_document",
+]
+
+#: The default pair: the weakest generator present in every ProcessBench split, and the strongest math model.
+DEFAULT_WEAK_GENERATOR = "Llama-3.1-8B-Instruct"
+DEFAULT_STRONG_GENERATOR = "Qwen2.5-Math-72B-Instruct"
+#: The default split (the paper's main evaluation is MATH-500).
+DEFAULT_SPLIT = "math"
+#: Judgement value of the p_w / p_s copula correlation (not identified by ProcessBench).
+DEFAULT_DIFFICULTY_CORR = 0.5
+
+_TOKEN_RE = re.compile(r"\w+|[^\w\s]")
+
+
+def approx_token_count(text: str) -> int:
+    """Proxy token count without a tokenizer: words plus single non-space symbols (≥ 1).
+
+    On LaTeX-heavy math text this tracks BPE tokenizers to within roughly ±25% (each ``\\``, brace, operator is
+    about one token, as is each short word).
+    """
+    return max(1, len(_TOKEN_RE.findall(text)))
+
+
+def _token_counter(tokenizer: Any | None) -> Callable[[str], int]:
+    if tokenizer is None:
+        return approx_token_count
+    return lambda s: max(1, len(tokenizer.encode(s, add_special_tokens=False)))
+
+
+def fit_beta_geometric(survived: np.ndarray, failed: np.ndarray) -> tuple[float, float]:
+    """Maximum-likelihood ``(mean, concentration)`` of a Beta prior on a per-problem step success probability.
+
+    Parameters
+    ----------
+    survived : array of int
+        Steps each solution got right before its first error (or in total when it has none).
+    failed : array of bool
+        Whether the solution then failed (an error was observed) — else it is censored.
+
+    Returns
+    -------
+    (mean, concentration)
+    """
+    k = np.asarray(survived, dtype=float)
+    f = np.asarray(failed, dtype=bool)
+    if k.size == 0:
+        raise InvalidParameterError("fit_beta_geometric needs at least one solution")
+    if not f.any():
+        raise InvalidParameterError("no solution has an error: the step accuracy is not identified (it is 1)")
+
+    def nll(theta: np.ndarray) -> float:
+        a, b = np.exp(theta)
+        base = special.betaln(a, b)
+        # failed at step k+1: B(a + k, b + 1) / B(a, b); censored after k: B(a + k, b) / B(a, b)
+        ll = np.where(f, special.betaln(a + k, b + 1.0), special.betaln(a + k, b)) - base
+        return float(-ll.sum())
+
+    pooled = 1.0 - f.sum() / (k.sum() + f.sum())
+    x0 = np.log([pooled * 20.0, (1 - pooled) * 20.0])
+    res = optimize.minimize(nll, x0, method="Nelder-Mead", options={"xatol": 1e-6, "fatol": 1e-9, "maxiter": 4000})
+    a, b = np.exp(res.x)
+    conc = float(min(a + b, 1e4))  # an unbounded concentration means "no problem-to-problem spread"
+    return float(a / (a + b)), conc
+
+
+def fit_recovery(steps_after: np.ndarray, final_correct: np.ndarray) -> float:
+    """Per-step recovery probability ρ from erroneous solutions: ``P(final right) = 1 − (1 − ρ)^m``.
+
+    Parameters
+    ----------
+    steps_after : array of int
+        Steps after the first error (solutions with 0 are ignored: they cannot recover).
+    final_correct : array of bool
+        Whether the final answer is right anyway.
+    """
+    m = np.asarray(steps_after, dtype=float)
+    y = np.asarray(final_correct, dtype=bool)
+    keep = m >= 1
+    m, y = m[keep], y[keep]
+    if m.size == 0 or not y.any():
+        return 0.0
+
+    def nll(r: float) -> float:
+        surv = m * math.log1p(-r)
+        return float(-(np.where(y, np.log(-np.expm1(surv)), surv)).sum())
+
+    res = optimize.minimize_scalar(nll, bounds=(1e-6, 0.999), method="bounded", options={"xatol": 1e-7})
+    return float(res.x)
+
+
+def pooled_step_accuracy(items: Sequence[ProcessBenchItem]) -> float:
+    """``S0 / (S0 + S2)`` over the steps of ``items``: correct steps with a correct prefix over all such steps."""
+    k, f = _survival(items)
+    total = k.sum() + f.sum()
+    if total == 0:
+        raise InvalidParameterError("no steps to estimate a step accuracy from")
+    return float(k.sum() / total)
+
+
+def same_problem_error_corr(items: Sequence[ProcessBenchItem]) -> float:
+    """Correlation of "the solution has an error" between two ProcessBench solutions of the same problem.
+
+    Over all pairs of solutions (any generators) that share a problem statement; the between-problem spread of
+    difficulty is what makes it positive.
+    """
+    by_problem: dict[str, list[bool]] = {}
+    for it in items:
+        by_problem.setdefault(it.problem, []).append(it.label >= 0)
+    a, b = [], []
+    for errs in by_problem.values():
+        for i in range(len(errs)):
+            for j in range(i + 1, len(errs)):
+                a.append(errs[i])
+                b.append(errs[j])
+    if len(a) < 10:
+        raise InvalidParameterError(f"only {len(a)} pairs of solutions share a problem; need >= 10")
+    x, y = np.asarray(a, float), np.asarray(b, float)
+    if x.std() == 0 or y.std() == 0:
+        return 0.0
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+def fit_concentration(
+    target_corr: float,
+    p_w_mean: float,
+    p_s_mean: float,
+    difficulty_corr: float,
+    step_count_probs: np.ndarray,
+    *,
+    n: int = 40000,
+    seed: int = 0,
+) -> float:
+    """Beta concentration κ (shared by ``p_w`` and ``p_s``) matching a same-problem error correlation.
+
+    Simulates ``n`` problems (copula-coupled ``p_w``, ``p_s`` with the given means and κ; independent solution
+    lengths from ``step_count_probs``) and bisects ``log κ`` on [log 0.5, log 1e4] until the correlation between
+    "the weak solution has an error" and "the strong solution has an error" equals ``target_corr`` (common random
+    numbers, so the curve is smooth). Returns the end of the range when the target is outside it.
+    """
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal((n, 2))
+    zs = difficulty_corr * z[:, 0] + math.sqrt(max(0.0, 1 - difficulty_corr**2)) * z[:, 1]
+    uw, us = special.ndtr(z[:, 0]), special.ndtr(zs)
+    probs = np.asarray(step_count_probs, float)
+    lw = rng.choice(np.arange(1, probs.size + 1), size=n, p=probs / probs.sum())
+    ls = rng.choice(np.arange(1, probs.size + 1), size=n, p=probs / probs.sum())
+    ew, es = rng.random(n), rng.random(n)
+
+    def corr(log_k: float) -> float:
+        k = math.exp(log_k)
+        pw = special.betaincinv(p_w_mean * k, (1 - p_w_mean) * k, uw)
+        ps = special.betaincinv(p_s_mean * k, (1 - p_s_mean) * k, us)
+        x = (ew > pw**lw).astype(float)
+        y = (es > ps**ls).astype(float)
+        if x.std() == 0 or y.std() == 0:
+            return 0.0
+        return float(np.corrcoef(x, y)[0, 1])
+
+    lo, hi = math.log(0.5), math.log(1e4)
+    if corr(lo) <= target_corr:
+        return 0.5
+    if corr(hi) >= target_corr:
+        return 1e4
+    for _ in range(40):
+        mid = 0.5 * (lo + hi)
+        if corr(mid) > target_corr:
+            lo = mid
+        else:
+            hi = mid
+    return float(round(math.exp(0.5 * (lo + hi)), 4))
+
+
+def _survival(items: Sequence[ProcessBenchItem]) -> tuple[np.ndarray, np.ndarray]:
+    k = np.array([len(it.steps) if it.label < 0 else it.label for it in items])
+    f = np.array([it.label >= 0 for it in items])
+    return k, f
+
+
+def _log_lengths(items: Sequence[ProcessBenchItem], count: Callable[[str], int]) -> list[np.ndarray]:
+    return [np.log([count(s) for s in it.steps]) for it in items if it.steps]
+
+
+def _within_sd(logs: list[np.ndarray]) -> float:
+    dev = np.concatenate([x - x.mean() for x in logs if x.size > 1])
+    dof = sum(x.size - 1 for x in logs if x.size > 1)
+    return float(math.sqrt((dev**2).sum() / max(dof, 1)))
+
+
+def _intra_corr(logs: list[np.ndarray], all_logs: np.ndarray) -> float:
+    """Intra-solution correlation of step-length normal scores (one-way ANOVA estimator), clipped to [0, 0.9]."""
+    ranks = (np.argsort(np.argsort(all_logs, kind="stable"), kind="stable") + 0.5) / all_logs.size
+    z = special.ndtri(ranks)
+    groups, i = [], 0
+    for x in logs:
+        groups.append(z[i : i + x.size])
+        i += x.size
+    groups = [g for g in groups if g.size > 1]
+    k = len(groups)
+    n = sum(g.size for g in groups)
+    grand = np.concatenate(groups).mean()
+    ssb = sum(g.size * (g.mean() - grand) ** 2 for g in groups)
+    ssw = sum(((g - g.mean()) ** 2).sum() for g in groups)
+    msb, msw = ssb / max(k - 1, 1), ssw / max(n - k, 1)
+    n0 = (n - sum(g.size**2 for g in groups) / n) / max(k - 1, 1)
+    icc = (msb - msw) / (msb + (n0 - 1) * msw)
+    return float(np.clip(icc, 0.0, 0.9))
+
+
+def estimate_simulator_params(
+    items: Sequence[ProcessBenchItem],
+    weak_generator: str = DEFAULT_WEAK_GENERATOR,
+    strong_generator: str = DEFAULT_STRONG_GENERATOR,
+    *,
+    split: str | None = DEFAULT_SPLIT,
+    horizon: int = 30,
+    tokenizer: Any | None = None,
+    n_quantiles: int = 101,
+    difficulty_corr: float = DEFAULT_DIFFICULTY_CORR,
+) -> SimulatorParams:
+    """Simulator parameters from ProcessBench items of a weak and a strong generator.
+
+    Parameters
+    ----------
+    items : sequence of ProcessBenchItem
+        E.g. ``load_processbench()``.
+    weak_generator, strong_generator : str
+        ProcessBench ``generator`` names.
+    split : str or None
+        Use only this split's items (``None``: all splits pooled; the PRM then uses ``math``'s calibration).
+    horizon : int
+    tokenizer : object with ``encode(text, add_special_tokens=False)``, optional
+        Token counts for step lengths; default :func:`approx_token_count`.
+    n_quantiles : int
+        Number of step-length quantiles stored.
+    difficulty_corr : float
+        Copula correlation of ``p_w`` and ``p_s`` (not identified by the data).
+    """
+    pool = [it for it in items if split is None or it.split == split]
+    weak = [it for it in pool if it.generator == weak_generator]
+    strong = [it for it in pool if it.generator == strong_generator]
+    gens = sorted({it.generator for it in pool})
+    for name, sel in ((weak_generator, weak), (strong_generator, strong)):
+        if len(sel) < 10:
+            raise InvalidParameterError(
+                f"only {len(sel)} ProcessBench solutions of generator {name!r} in split {split!r}; need >= 10. "
+                f"Generators there: {gens}"
+            )
+    count = _token_counter(tokenizer)
+    pw_mean = pooled_step_accuracy(weak)
+    ps_mean = pooled_step_accuracy(strong)
+    n_steps = np.minimum([len(it.steps) for it in weak], horizon)
+    hist = np.bincount(n_steps, minlength=horizon + 1)[1:].astype(float)
+    target_corr = same_problem_error_corr(items)
+    conc = fit_concentration(target_corr, pw_mean, ps_mean, difficulty_corr, hist / hist.sum())
+    err = [it for it in weak if it.label >= 0]
+    rec = fit_recovery(
+        np.array([len(it.steps) - it.label - 1 for it in err]), np.array([it.final_answer_correct for it in err])
+    )
+    weak_logs = _log_lengths(weak, count)
+    strong_logs = _log_lengths(strong, count)
+    all_weak = np.concatenate(weak_logs)
+    weak_tokens = np.exp(all_weak)
+    strong_tokens = np.exp(np.concatenate(strong_logs))
+    quantiles = np.quantile(weak_tokens, np.linspace(0, 1, n_quantiles))
+    card = {
+        "simulated": True,
+        "source": "ProcessBench (Zheng et al. 2024; hub Qwen/ProcessBench), human first-error labels",
+        "weak_items": len(weak),
+        "strong_items": len(strong),
+        "split": split or "all",
+        "token_counts": "tokenizer" if tokenizer is not None else "proxy: approx_token_count (words + symbols)",
+        "estimated_by": "trim_pomdp.evaluation.calibration.estimate_simulator_params",
+        "methods": {
+            "p_w_mean, p_s_mean": "pooled S0 / (S0 + S2) over the generator's steps (as the TRIM model estimates p)",
+            "concentration": (
+                "shared Beta concentration chosen so that the simulated correlation of 'has an error' between the "
+                "weak and the strong solution of one problem equals ProcessBench's correlation between two "
+                f"solutions of the same problem ({target_corr:.3f}, all splits)"
+            ),
+            "recovery": "ML of P(final answer right | error, m later steps) = 1 - (1 - rho)^m",
+            "step_count_probs": "weak generator's step-count histogram, > H folded into H",
+            "token_quantiles": "weak generator's step lengths",
+            "token_item_corr": "one-way ANOVA intra-solution correlation of normal scores of step lengths",
+            "strong_ratio": "mean strong step length / mean weak step length",
+            "strong_length_sd": "strong generator's within-solution s.d. of log step length",
+            "difficulty_corr": f"judgement ({difficulty_corr}); not identified by ProcessBench",
+        },
+        "caveat": (
+            "ProcessBench over-samples erroneous solutions, so these per-step accuracies are lower than the "
+            "generators' natural ones."
+        ),
+        "observed": {
+            "weak_final_answer_correct": float(np.mean([it.final_answer_correct for it in weak])),
+            "strong_final_answer_correct": float(np.mean([it.final_answer_correct for it in strong])),
+            "weak_mean_steps": float(np.mean([len(it.steps) for it in weak])),
+            "weak_mean_step_tokens": float(weak_tokens.mean()),
+            "strong_mean_step_tokens": float(strong_tokens.mean()),
+        },
+    }
+    return SimulatorParams(
+        weak_generator=weak_generator,
+        strong_generator=strong_generator,
+        split=split if split is not None else DEFAULT_SPLIT,
+        p_w_mean=pw_mean,
+        p_w_concentration=conc,
+        p_s_mean=ps_mean,
+        p_s_concentration=conc,
+        recovery=rec,
+        step_count_probs=(hist / hist.sum()).tolist(),
+        token_quantiles=[round(float(x), 3) for x in quantiles],
+        strong_ratio=float(strong_tokens.mean() / weak_tokens.mean()),
+        strong_length_sd=_within_sd(strong_logs),
+        token_item_corr=_intra_corr(weak_logs, all_weak),
+        difficulty_corr=difficulty_corr,
+        horizon=horizon,
+        prm={},
+        card=card,
+    )
+
+
+def default_simulator_document(
+    items: Sequence[ProcessBenchItem],
+    weak_generator: str = DEFAULT_WEAK_GENERATOR,
+    strong_generator: str = DEFAULT_STRONG_GENERATOR,
+    splits: Sequence[str] = SPLITS,
+    **kw: Any,
+) -> dict[str, Any]:
+    """The shipped multi-split parameters document (``trim_pomdp/data/simulator_default.json``)."""
+    per_split = {
+        s: estimate_simulator_params(items, weak_generator, strong_generator, split=s, **kw).to_dict() for s in splits
+    }
+    return {
+        "card": {
+            "simulated": True,
+            "what": "Parameters of trim_pomdp.evaluation.Simulator, one set per ProcessBench split.",
+            "weak_generator": weak_generator,
+            "strong_generator": strong_generator,
+            "regenerate": (
+                "python -m trim_pomdp.evaluation.calibration --data-dir ../shared/data/processbench "
+                "--out trim_pomdp/data/simulator_default.json"
+            ),
+            "prm": "SyntheticPRM with its calibrated defaults for the split (simulated scores)",
+        },
+        "default_split": DEFAULT_SPLIT,
+        "splits": per_split,
+    }
+
+
+def _main(argv: Sequence[str] | None = None) -> None:  # pragma: no cover - exercised by regenerating the file
+    import argparse
+    import json
+
+    from ..observation_models.processbench import load_processbench
+
+    ap = argparse.ArgumentParser(description="Regenerate the shipped simulator parameters from ProcessBench.")
+    ap.add_argument("--data-dir", default=None, help="folder with <split>.json (default: the hub dataset)")
+    ap.add_argument("--weak", default=DEFAULT_WEAK_GENERATOR)
+    ap.add_argument("--strong", default=DEFAULT_STRONG_GENERATOR)
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args(argv)
+    doc = default_simulator_document(load_processbench(data_dir=args.data_dir), args.weak, args.strong)
+    with open(args.out, "w") as fh:
+        json.dump(doc, fh, indent=1)
+        fh.write("\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    _main()
