@@ -59,6 +59,16 @@ def test_stepwise_shapes_state_and_active():
         prm.score_step(state, np.full(5, 3), rng)
 
 
+def test_offset_shifts_scores():
+    prm = SyntheticPRM()
+    classes = np.zeros(4000, dtype=int)
+    lo = prm.score_step(prm.new_episodes(4000, 0, offset=-3.0), classes, np.random.default_rng(1))
+    hi = prm.score_step(prm.new_episodes(4000, 0, offset=np.full(4000, 3.0)), classes, np.random.default_rng(1))
+    assert np.all(hi >= lo) and np.mean(hi - lo) > 0.01
+    with pytest.raises(InvalidParameterError, match="finite"):
+        prm.new_episodes(2, 0, offset=np.nan)
+
+
 def test_row_draws_do_not_depend_on_other_rows_activity():
     prm = SyntheticPRM()
     classes = np.array([0, 2, 1, 0])

@@ -15,9 +15,9 @@ The per-split means ``mu_s0`` / ``mu_s2`` are the calibrated quantities (per-spl
 that under the ProcessBench protocol (first step with score < 0.5 is the predicted error, -1 if none; a sample is
 right iff the prediction equals the label) the simulated PRM reproduces Qwen2.5-Math-PRM-7B's published accuracies
 on erroneous / correct samples per split (Zhang et al. 2025, arXiv:2501.07301, Table 7). The shape parameters
-(``item_sd``, ``rho``, ``s0_sd``, ``s2_sd``, ``s1_high``, ``s1_shift``) are not identified by those 8 numbers; they are
-fixed by judgement (bimodal, near-saturated scores as Qwen2.5-Math-PRM produces; see :data:`SHAPE_DEFAULTS`).
-:func:`calibrate_synthetic_prm` re-derives the per-split means (``benchmarks/calibrate_synthetic_prm.py`` runs it).
+(``item_sd``, ``rho``, ``s0_sd``, ``s2_sd``, ``s1_high``, ``s1_shift``) are not identified by those 8 numbers; three of
+them were picked by a grid search against the one real trace, the rest by judgement (see :data:`SHAPE_DEFAULTS`).
+:func:`calibrate_synthetic_prm` re-derives the per-split means; ``benchmarks/calibrate_synthetic_prm.py`` runs both.
 
 The stepwise API (:meth:`SyntheticPRM.new_episodes`, :meth:`SyntheticPRM.score_step`) is what simulators use;
 :meth:`SyntheticPRM.score_items` is built on it, so both produce the same scores.
@@ -54,37 +54,43 @@ QWEN25_MATH_PRM_7B_PROCESSBENCH: dict[str, tuple[float, float]] = {
     "omnimath": (55.2, 83.0),
 }
 
-#: Shape parameters (logit scale), fixed by judgement, shared by all splits:
+#: Shape parameters (logit scale), shared by all splits:
 #: ``item_sd`` per-solution bias s.d.; ``rho`` AR(1) lag-1 correlation of step noise; ``s0_sd`` / ``s2_sd`` step noise
 #: s.d. of correct steps / first errors; ``s1_high`` probability that a step after an error scores like a correct
 #: step; ``s1_shift`` its mean offset from ``mu_s0`` (such steps score a little lower than truly correct ones).
+#: ``s0_sd``, ``s1_high`` and ``s1_shift`` are the best point of a grid search against the one real
+#: Qwen2.5-Math-PRM-7B trace (``python benchmarks/calibrate_synthetic_prm.py --search-shapes``: grid s0_sd in
+#: 1.5..4.0, s1_high in {0.4, 0.55, 0.7}, s1_shift in {-1, 0}; for each point the gsm8k means were calibrated and the
+#: log-probability of the trace's four scores under the simulated class marginals computed). One trace identifies
+#: little (the log-likelihood varies by < 0.5 nats over most of the grid); ``item_sd``, ``rho`` and ``s2_sd`` are
+#: fixed by judgement (moderate per-solution bias and step correlation, first errors more spread than correct steps).
 SHAPE_DEFAULTS: dict[str, float] = {
     "item_sd": 1.0,
     "rho": 0.5,
-    "s0_sd": 2.0,
+    "s0_sd": 3.0,
     "s2_sd": 2.5,
-    "s1_high": 0.55,
+    "s1_high": 0.7,
     "s1_shift": -1.0,
 }
 
 # Calibrated per-split means (logit scale). Obtained once with
-#   python benchmarks/calibrate_synthetic_prm.py --data-dir ../shared/data/processbench
-# i.e. calibrate_synthetic_prm(load_processbench(data_dir=...), repeats=20, seed=0) with SHAPE_DEFAULTS:
+#   python benchmarks/calibrate_synthetic_prm.py --data-dir ../shared/data/processbench --search-shapes
+# i.e. calibrate_synthetic_prm(load_processbench(data_dir=...), repeats=20, seed=0, **SHAPE_DEFAULTS):
 # bisection of mu_s0 on the correct-sample accuracy, then of mu_s2 on the error-sample accuracy, per split, with
 # common random numbers over 20 replicates of the split's real ProcessBench items (real step counts and labels).
 #: split -> calibrated mean logit of correct (S0) steps.
 CALIBRATED_MU_S0: dict[str, float] = {
-    "gsm8k": 5.3336,
-    "math": 4.4601,
-    "olympiadbench": 4.3466,
-    "omnimath": 4.0103,
+    "gsm8k": 7.6456,
+    "math": 6.4114,
+    "olympiadbench": 6.3266,
+    "omnimath": 5.7675,
 }
 #: split -> calibrated mean logit of first-error (S2) steps.
 CALIBRATED_MU_S2: dict[str, float] = {
-    "gsm8k": -1.6704,
-    "math": -1.5862,
-    "olympiadbench": -0.8034,
-    "omnimath": -0.8345,
+    "gsm8k": -1.6685,
+    "math": -1.5724,
+    "olympiadbench": -0.7658,
+    "omnimath": -0.8180,
 }
 
 
@@ -244,7 +250,11 @@ class SyntheticPRM:
     # ------------------------------------------------------------------------------------------- stepwise API
 
     def new_episodes(
-        self, n: int, rng: np.random.Generator | int | None = None, split: str | Sequence[str] | None = None
+        self,
+        n: int,
+        rng: np.random.Generator | int | None = None,
+        split: str | Sequence[str] | None = None,
+        offset: float | np.ndarray | None = None,
     ) -> SyntheticPRMState:
         """Start ``n`` episodes (draw their biases).
 
@@ -256,6 +266,9 @@ class SyntheticPRM:
         split : str or sequence of str, optional
             The split whose calibrated means each episode uses (one for all, or one per episode); default
             ``default_split``.
+        offset : float or array of shape (n,), optional
+            Extra logit added to each episode's drawn bias (e.g. to make the PRM more optimistic on some
+            problems); default 0.
 
         Returns
         -------
@@ -271,8 +284,11 @@ class SyntheticPRM:
         if len(splits) != n:
             raise InvalidParameterError(f"split has {len(splits)} entries for n = {n} episodes")
         mu0, mu2 = self._split_means(splits)
+        extra = np.zeros(n) if offset is None else np.broadcast_to(np.asarray(offset, dtype=float), (n,))
+        if not np.all(np.isfinite(extra)):
+            raise InvalidParameterError("offset must be finite")
         return SyntheticPRMState(
-            bias=self.item_sd * rng.standard_normal(n),
+            bias=self.item_sd * rng.standard_normal(n) + extra,
             noise=np.zeros(n),
             t=np.zeros(n, dtype=np.int64),
             mu_s0=mu0,
