@@ -1,0 +1,36 @@
+"""The TRIM-POMDP model (DESIGN §3): parameters, builder, policies, belief filter, generative process.
+
+Heavy pieces (matplotlib for region plots, the ProcessBench loader) are imported only when used.
+"""
+
+from .belief import BeliefFilter
+from .defaults import default_observation_model, load_default_params
+from .estimation import estimate_params
+from .montecarlo import MCResult, PolicyBatchRouter, monte_carlo
+from .params import TrimParams
+from .policy import TrimPolicy, solve_trim
+from .process import ModelObservation, ModelProcess
+from .regions import format_region_table, plot_regenerate_regions, regenerate_region, regenerate_region_table
+from .trim import ArrayObservationModel, TrimPOMDP, build_trim_pomdp
+
+__all__ = [
+    "ArrayObservationModel",
+    "BeliefFilter",
+    "MCResult",
+    "ModelObservation",
+    "ModelProcess",
+    "PolicyBatchRouter",
+    "TrimPOMDP",
+    "TrimParams",
+    "TrimPolicy",
+    "build_trim_pomdp",
+    "default_observation_model",
+    "estimate_params",
+    "format_region_table",
+    "load_default_params",
+    "monte_carlo",
+    "plot_regenerate_regions",
+    "regenerate_region",
+    "regenerate_region_table",
+    "solve_trim",
+]
