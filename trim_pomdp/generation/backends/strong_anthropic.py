@@ -87,12 +87,15 @@ class AnthropicStepGenerator:
     continuation : {"user", "prefill"}
     step_mode : {"marker", "cut"}
     temperature : float or None
-        ``None`` sends no temperature (some models reject it).
+        ``None`` (default) sends no temperature: Claude Opus 4.7+ reject it. Sent through ``extra_body``.
     max_tokens_per_step : int
     stream : bool
         Stream the response (default). ``step_mode="cut"`` requires it.
     retry : RetryPolicy, optional
     system_prompt : str or None
+    prompt_cache : bool
+        Ask for prompt caching (top-level ``cache_control``): the user-turn prompt of a problem grows by one step
+        per call, so the cached prefix cuts input cost.
     client : anthropic.AsyncAnthropic, optional
     """
 
@@ -104,11 +107,12 @@ class AnthropicStepGenerator:
         base_url: str | None = None,
         continuation: str = "user",
         step_mode: str = "marker",
-        temperature: float | None = 0.0,
+        temperature: float | None = None,
         max_tokens_per_step: int = 1024,
         stream: bool = True,
         retry: RetryPolicy | None = None,
         system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+        prompt_cache: bool = False,
         client: Any = None,
     ) -> None:
         if continuation not in ("user", "prefill"):
@@ -129,6 +133,7 @@ class AnthropicStepGenerator:
         self.stream = stream
         self.retry = retry or RetryPolicy()
         self.system_prompt = system_prompt
+        self.prompt_cache = prompt_cache
         self.base_url = base_url
         self._api_key = api_key
         self._client = client
@@ -182,7 +187,10 @@ class AnthropicStepGenerator:
         if marker:
             req["stop_sequences"] = [marker]
         if self.temperature is not None:
-            req["temperature"] = self.temperature
+            # recent SDKs no longer type sampling parameters (newer models reject them): send them raw
+            req["extra_body"] = {"temperature": self.temperature}
+        if self.prompt_cache:
+            req["cache_control"] = {"type": "ephemeral"}
         return req
 
     async def _call_stream(self, req: dict[str, Any]) -> dict[str, Any]:
