@@ -55,24 +55,24 @@ def regenerate_region_table(policy: Any, ts: Sequence[int] | None = None, bucket
 
 
 def format_region_table(rows: list[dict[str, Any]]) -> str:
-    """Plain-text table: one line per epoch, per bucket ``threshold on b(S2) (area %)``."""
+    """Plain-text table: one line per epoch; per bucket ``c<k>`` the ``b(S2)`` threshold and the area in %."""
     if not rows:
         return "(empty)"
     buckets = sorted({r["bucket"] for r in rows})
     by = {(r["t"], r["bucket"]): r for r in rows}
-    head = f"{'t':>3} | " + " | ".join(f"bucket {c}: b(S2)≥ (area)" for c in buckets)
+    head = f"{'t':>3} |" + "|".join(f"{'c' + str(c) + ' b(S2)>= area':>19}" for c in buckets)
     lines = [head, "-" * len(head)]
     for t in sorted({r["t"] for r in rows}):
         cells = []
         for c in buckets:
             r = by.get((t, c))
             if r is None:
-                cells.append(" " * 22)
+                cells.append(" " * 19)
                 continue
             thr = r["s2_threshold"]
             ts = "never" if thr is None else ("n/a" if np.isnan(thr) else f"{thr:.3f}")
-            cells.append(f"{ts:>8} ({100 * r['area']:5.1f}%)".ljust(22))
-        lines.append(f"{t:>3} | " + " | ".join(cells))
+            cells.append(f"{ts:>12} {100 * r['area']:5.1f}%")
+        lines.append(f"{t:>3} |" + "|".join(cells))
     return "\n".join(lines)
 
 
