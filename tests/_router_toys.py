@@ -73,3 +73,35 @@ class ToyProcess:
     @property
     def strong_tokens(self) -> np.ndarray:
         return self._spent.copy()
+
+
+def small_obs_model(n_bins: int = 5):
+    """A binned observation model with informative class-conditional Beta scores (no fitted artifact needed)."""
+    from scipy import stats
+
+    from trim_pomdp.model.trim import ArrayObservationModel
+
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+
+    def mass(a, b):
+        p = np.diff(stats.beta(a, b).cdf(edges))
+        return p / p.sum()
+
+    r_dist = {0: mass(5.0, 1.5), 1: mass(2.0, 2.5), 2: mass(1.5, 4.0)}
+    m_dist = {0: mass(5.0, 1.5), 1: mass(1.5, 3.0), 2: mass(4.0, 1.5)}
+    pair = np.stack([np.outer(r_dist[z], m_dist[z]) for z in range(3)])
+    first = np.stack([r_dist[z] for z in range(3)])
+    return ArrayObservationModel(pair, first, edges, card={"toy": True})
+
+
+def small_trim(horizon: int = 6, n_bins: int = 5, lam: float = 5e-4, p_w: float = 0.8, p_s: float = 0.95):
+    """A small TRIM-POMDP (2 token buckets) for router tests."""
+    from trim_pomdp.model.params import TrimParams
+    from trim_pomdp.model.trim import build_trim_pomdp
+
+    params = TrimParams(
+        p_w=p_w, p_s=p_s, horizon=horizon, bucket_edges=[100.0],
+        bucket_probs=np.tile([0.5, 0.5], (horizon, 1)), hazard=np.full(horizon, 0.2),
+        bucket_mean_tokens=[60.0, 200.0], lam=lam, discount=0.999,
+    )
+    return build_trim_pomdp(params, small_obs_model(n_bins))

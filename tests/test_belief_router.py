@@ -1,0 +1,223 @@
+"""BeliefRouter: belief tracking with the action taken, the gate, re-planning (exact vs budgeted), load, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from _router_toys import small_obs_model, small_trim
+from trim_pomdp.exceptions import InvalidParameterError, ZeroLikelihoodError
+from trim_pomdp.model.belief import BeliefFilter
+from trim_pomdp.model.montecarlo import monte_carlo
+from trim_pomdp.model.policy import solve_trim
+from trim_pomdp.model.process import ModelProcess
+from trim_pomdp.model.trim import ArrayObservationModel, TrimPOMDP
+from trim_pomdp.routers.base import BatchRouter, Router
+from trim_pomdp.routers.belief_router import BeliefRouter, gate_open
+from trim_pomdp.routers.rollout import rollout
+from trim_pomdp.solvers.finite_horizon import FiniteHorizonSolver
+from trim_pomdp.types import StepObservation
+
+LAM = 5e-4
+
+
+@pytest.fixture(scope="module")
+def model():
+    return small_trim(horizon=6, n_bins=5, lam=LAM)
+
+
+@pytest.fixture(scope="module")
+def policy(model):
+    return solve_trim(model)
+
+
+def test_protocols_and_last_decision(model, policy):
+    r = BeliefRouter(policy, model)
+    assert isinstance(r, Router) and isinstance(r, BatchRouter)
+    r.reset()
+    np.testing.assert_allclose(r.belief, [0.8, 0.0, 0.2])
+    a = r.decide(StepObservation(1, (0.95,), 50, False))
+    d = r.last_decision
+    assert a in ("continue", "regenerate") and d["action"] == a
+    assert set(d) >= {"t", "bucket", "final", "predicted", "belief", "gate_open", "source", "values", "action"}
+    assert d["bucket"] == 0 and abs(sum(d["belief"]) - 1) < 1e-12 and len(d["values"]) == 2
+
+
+def test_belief_follows_the_filter_including_the_action_taken(model, policy):
+    """Posterior_t = update(predict(posterior_{t-1}, a_{t-1})): checked against BeliefFilter step by step."""
+    f = BeliefFilter(model)
+    router = BeliefRouter(policy, model, gate=False)
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        router.reset()
+        scores: list[float] = []
+        pred = f.prior()
+        for t in range(1, 7):
+            scores.append(float(rng.random()))
+            obs = StepObservation(t, tuple(scores), int(rng.integers(10, 300)), t == 6)
+            action = router.decide(obs)
+            post = f.update(pred, t, obs.score, obs.prefix_min)
+            np.testing.assert_allclose(router.belief, post, atol=1e-12)
+            np.testing.assert_allclose(router.last_decision["predicted"], pred, atol=1e-12)
+            q = policy.action_values(t, model.bucket_of(obs.tokens), obs.final, post)
+            np.testing.assert_allclose(router.last_decision["values"], q, atol=1e-12)
+            a = 1 if action == "regenerate" else 0
+            assert a == int(q[1] > q[0])
+            pred = f.predict(post, a)
+    # a regenerate changes the next prediction differently from a continue
+    assert not np.allclose(f.predict([0.5, 0.0, 0.5], 0), f.predict([0.5, 0.0, 0.5], 1))
+
+
+def test_batch_matches_single_and_monte_carlo(model, policy):
+    src = ModelProcess(model)
+    n = 40
+    obs = src.reset(n, seed=4)
+    batch = BeliefRouter(policy, model, gate=True)
+    batch.reset_batch(n)
+    singles = [BeliefRouter(policy, model, gate=True) for _ in range(n)]
+    for s in singles:
+        s.reset()
+    while obs.active.any():
+        acts = batch.decide_batch(obs)
+        for i in np.flatnonzero(obs.active):
+            assert acts[i] == (singles[i].decide(obs.row(i)) == "regenerate")
+            np.testing.assert_allclose(batch._B[i], singles[i].belief, atol=1e-12)
+        obs = src.step(acts)
+    # without the gate the router is the policy + filter that monte_carlo evaluates
+    ours = rollout(BeliefRouter(policy, model, gate=False), ModelProcess(model), 5000, lam=LAM, seed=7)
+    theirs = monte_carlo(policy, ModelProcess(model), 5000, seed=7)
+    assert ours.ret == pytest.approx(theirs.ret) and ours.accuracy == pytest.approx(theirs.accuracy)
+
+
+def test_gate(model, policy):
+    assert gate_open(np.array([0.5, 0.1, 0.4]), 0.375) and not gate_open(np.array([0.8, 0.0, 0.2]), 0.375)
+    np.testing.assert_array_equal(gate_open(np.array([[0.5, 0.1, 0.4], [0.9, 0.0, 0.1]]), 0.375), [True, False])
+    gated = BeliefRouter(policy, model, gate=True, delta=0.375)
+    gated.reset()
+    gated.decide(StepObservation(1, (0.99,), 50, False))  # confident S0: gate closed
+    d = gated.last_decision
+    assert not d["gate_open"] and d["source"] == "gate" and d["action"] == "continue"
+    # delta = 1 keeps the gate always open: identical to no gate
+    src = ModelProcess(model)
+    a = rollout(BeliefRouter(policy, model, delta=1.0), src, 3000, lam=LAM, seed=2)
+    b = rollout(BeliefRouter(policy, model, gate=False), src, 3000, lam=LAM, seed=2)
+    assert a == b
+    # the gate only ever turns regenerate into continue
+    c = rollout(BeliefRouter(policy, model, delta=0.375), src, 3000, lam=LAM, seed=2)
+    assert c.strong_tokens <= b.strong_tokens
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_exact_replanning_never_changes_the_action(cache):
+    model = small_trim(horizon=3, n_bins=3, lam=LAM)
+    exact = solve_trim(model, FiniteHorizonSolver(mode="exact"))
+    plain = BeliefRouter(exact, model, gate=True)
+    replan = BeliefRouter(exact, model, replan_solver=FiniteHorizonSolver(mode="exact"), gate=True, replan_cache=cache)
+    src = ModelProcess(model)
+    obs = src.reset(30 if cache else 10, seed=3)
+    plain.reset_batch(obs.n)
+    singles = []
+    for _ in range(obs.n):
+        replan.reset()
+        singles.append(BeliefRouter(exact, model, replan_solver=FiniteHorizonSolver(mode="exact"), gate=True,
+                                    replan_cache=cache))
+        singles[-1].reset()
+    n_open = 0
+    while obs.active.any():
+        acts = plain.decide_batch(obs)
+        for i in np.flatnonzero(obs.active):
+            s = singles[i]
+            assert (s.decide(obs.row(i)) == "regenerate") == bool(acts[i])
+            d = s.last_decision
+            if d["gate_open"]:
+                n_open += 1
+                assert d["source"] == "replan"
+                q = exact.action_values(d["t"], d["bucket"], d["final"], np.array(d["belief"]))
+                np.testing.assert_allclose(d["values"], q, atol=1e-9)
+        obs = src.step(acts)
+    assert n_open > 0 and sum(s.n_replans for s in singles) == n_open
+
+
+def test_budgeted_replanning_can_change_the_action_and_fixes_it():
+    from trim_pomdp.solvers.pointbased import PointBasedSolver
+
+    model = small_trim(horizon=4, n_bins=3, lam=LAM)
+    exact = solve_trim(model, FiniteHorizonSolver(mode="exact"))
+    budgeted = PointBasedSolver(precision=0.1, time_limit=None, seed=0)  # stops far from optimal
+    coarse = solve_trim(model, budgeted)
+    router = BeliefRouter(coarse, model, replan_solver=budgeted, gate=False)
+    changed = fixed = 0
+    for t in range(1, 5):
+        for ctx in range(4):
+            for b in [(0.9, 0, 0.1), (0.6, 0.1, 0.3), (0.4, 0.2, 0.4), (0.3, 0, 0.7), (0.2, 0.6, 0.2)]:
+                b = np.array(b)
+                before = coarse.action(t, ctx // 2, ctx % 2, b)
+                q = router.replan_values(t, ctx // 2, ctx % 2, b)
+                after = int(q[1] > q[0])
+                if after != before:
+                    changed += 1
+                    fixed += after == exact.action(t, ctx // 2, ctx % 2, b)
+    assert changed >= 1 and fixed == changed  # re-planning from the current belief moves to the optimal action
+
+
+def test_load_from_solve_output(model, policy, tmp_path):
+    policy.save(tmp_path / "pol")
+    loaded = BeliefRouter.load(tmp_path / "pol", gate=False)
+    a = rollout(loaded, ModelProcess(model), 2000, lam=LAM, seed=5)
+    b = rollout(BeliefRouter(policy, model, gate=False), ModelProcess(model), 2000, lam=LAM, seed=5)
+    assert a == b and loaded.lam == LAM
+    other = small_obs_model(4)
+    with pytest.raises(InvalidParameterError):
+        BeliefRouter.load(tmp_path / "pol", observation_model=other)
+
+
+def test_errors(model, policy):
+    r = BeliefRouter(policy, model)
+    r.reset()
+    with pytest.raises(InvalidParameterError, match="reset"):
+        r.decide(StepObservation(2, (0.5, 0.5), 10, False))
+    with pytest.raises(InvalidParameterError, match=r"\[0, 1\]"):
+        r.decide(StepObservation(1, (1.5,), 10, False))
+    for t in range(1, 7):
+        r.decide(StepObservation(t, (0.5,) * t, 10, False))
+    with pytest.raises(InvalidParameterError, match="horizon"):
+        r.decide(StepObservation(7, (0.5,) * 7, 10, False))
+    with pytest.raises(InvalidParameterError, match="continuous"):
+        BeliefRouter(policy, model, continuous_likelihood=True)
+    with pytest.raises(InvalidParameterError, match="delta"):
+        BeliefRouter(policy, model, delta=2.0)
+    with pytest.raises(InvalidParameterError, match="solved for this model"):
+        BeliefRouter(policy, small_trim(horizon=5))
+    with pytest.raises(InvalidParameterError, match="TrimPolicy"):
+        BeliefRouter("policy.npz", model)
+    # a bin no class can produce: raise, or floor on request
+    obs = small_obs_model(5)
+    first = obs.first_probs.copy()
+    first[:, 0] = 0.0
+    first /= first.sum(axis=1, keepdims=True)
+    m0 = TrimPOMDP(model.params, ArrayObservationModel(obs.pair_probs, first, obs.edges))
+    p0 = solve_trim(m0)
+    r0 = BeliefRouter(p0, m0)
+    r0.reset()
+    with pytest.raises(ZeroLikelihoodError):
+        r0.decide(StepObservation(1, (0.05,), 10, False))
+    rf = BeliefRouter(p0, m0, floor=1e-9)
+    rf.reset()
+    rf.decide(StepObservation(1, (0.05,), 10, False))
+    np.testing.assert_allclose(rf.belief, [0.8, 0.0, 0.2], atol=1e-6)
+
+
+def test_continuous_likelihood_plumbing(model, policy):
+    """With a 'continuous' likelihood equal to the bin probabilities, decisions equal the binned ones."""
+    base = model.obs_model
+
+    class Continuous(ArrayObservationModel):
+        def likelihood(self, r, m=None, continuous=False):
+            first = m is None
+            idx = self.observation_index(r, None if first else m)
+            return self.bin_probs(first)[:, idx]
+
+    cm = TrimPOMDP(model.params, Continuous(base.pair_probs, base.first_probs, base.edges))
+    a = rollout(BeliefRouter(policy, cm, continuous_likelihood=True, gate=False), ModelProcess(model), 1000, lam=LAM, seed=8)
+    b = rollout(BeliefRouter(policy, model, gate=False), ModelProcess(model), 1000, lam=LAM, seed=8)
+    assert a == b
