@@ -251,3 +251,72 @@ def test_cli_errors(saved_prm, pb_dir, tmp_path):
     res = runner.invoke(main, ["score-processbench", "--prm", str(tmp_path / "no-model"), "--out",
                                str(tmp_path / "o.jsonl"), "--data-dir", str(pb_dir), "--split", "gsm8k"])
     assert res.exit_code != 0 and "could not load PRM" in res.output
+
+
+REMOTE_CODE = '''
+import torch
+from transformers import PreTrainedModel, Qwen2Config, Qwen2Model
+
+
+class TinyPRMConfig(Qwen2Config):
+    model_type = "tiny_prm"
+
+
+class TinyProcessRewardModel(PreTrainedModel):
+    """Shaped like Qwen2.5-Math-PRM's remote-code Qwen2ForProcessRewardModel: a 2-label head, tuple output."""
+
+    config_class = TinyPRMConfig
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.model = Qwen2Model(config)
+        self.score = torch.nn.Sequential(torch.nn.Linear(config.hidden_size, config.hidden_size), torch.nn.ReLU(),
+                                         torch.nn.Linear(config.hidden_size, 2))
+        self.post_init()
+
+    def forward(self, input_ids, attention_mask=None, **kwargs):
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return (self.score(hidden),)
+'''
+
+
+def test_from_pretrained_remote_code_prm(tmp_path):
+    """A checkpoint with its own modelling code (auto_map, trust_remote_code) loads through AutoModel and scores.
+
+    Loaded in a subprocess with its own HF_MODULES_CACHE, so the test writes nothing outside tmp_path.
+    """
+    import importlib.util
+    import subprocess
+    import sys
+
+    from tests._data import REPO_ROOT
+
+    folder = tmp_path / "tiny-remote-prm"
+    folder.mkdir()
+    (folder / "modeling_tiny.py").write_text(REMOTE_CODE)
+    spec = importlib.util.spec_from_file_location("modeling_tiny", folder / "modeling_tiny.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    tok = make_tokenizer()
+    torch.manual_seed(0)
+    config = mod.TinyPRMConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                               num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
+    config.auto_map = {"AutoConfig": "modeling_tiny.TinyPRMConfig", "AutoModel": "modeling_tiny.TinyProcessRewardModel"}
+    model = mod.TinyProcessRewardModel(config).eval()
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    expected = TransformersPRM(model, tok).score(PROBLEM, STEPS)
+
+    code = (
+        "import json, sys\n"
+        "from trim_pomdp.prm.transformers_backend import TransformersPRM\n"
+        "prm = TransformersPRM.from_pretrained(sys.argv[1], device='cpu')\n"
+        "print(json.dumps([type(prm.model).__name__, prm.score(sys.argv[2], json.loads(sys.argv[3]))]))\n"
+    )
+    env = dict(__import__("os").environ, HF_MODULES_CACHE=str(tmp_path / "hf_modules"), HF_HUB_OFFLINE="1")
+    out = subprocess.run([sys.executable, "-c", code, str(folder), PROBLEM, json.dumps(STEPS)], capture_output=True,
+                         text=True, env=env, cwd=REPO_ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    name, scores = json.loads(out.stdout.strip().splitlines()[-1])
+    assert name == "TinyProcessRewardModel"
+    assert scores == pytest.approx(expected, abs=1e-5)
