@@ -399,3 +399,48 @@ class FakeAnthropicServer(_Base):
         self.stream_chunk_delay_s = stream_chunk_delay_s
         self.completed_streams = 0
         self.aborted_streams = 0
+
+
+# ------------------------------------------------------------------------------------------------ in-process fakes
+
+
+class ScriptedGenerator:
+    """The :class:`ScriptedMathModel` as an in-process step generator (no HTTP): measures the loop's own cost."""
+
+    def __init__(self, model: ScriptedMathModel, name: str = "scripted", latency_s: float = 0.0) -> None:
+        self.script = model
+        self.model = name
+        self.latency_s = latency_s
+        self.calls = 0
+
+    def cache_params(self) -> dict[str, Any]:
+        return {"backend": "scripted", "weak": self.script.weak, "n_steps": self.script.n_steps}
+
+    async def generate_step(self, problem: str, steps: list[str], *, max_tokens: int | None = None):
+        import asyncio  # noqa: PLC0415
+
+        from trim_pomdp.generation.answers import has_boxed  # noqa: PLC0415
+        from trim_pomdp.generation.base import StepResult  # noqa: PLC0415
+
+        self.calls += 1
+        if self.latency_s:
+            await asyncio.sleep(self.latency_s)
+        rest = self.script.steps(problem, steps)
+        text = rest[0] if rest else ""
+        final = len(rest) <= 1
+        return StepResult(text=text, tokens=count_tokens(text), finish="eos" if final else "step",
+                          final=final or has_boxed(text), model=self.model)
+
+    async def aclose(self) -> None:
+        return None
+
+
+class FakePRMBackend:
+    """Synchronous PRM backend with the fake scoring rule (``score_batch``)."""
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+
+    def score_batch(self, items):
+        self.batches.append(len(items))
+        return [prm_scores_of(list(steps)) for _, steps in items]
