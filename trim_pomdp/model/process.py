@@ -85,6 +85,8 @@ class ModelProcess:
         self._pair_is_2d = trim_pomdp.observation_probs(2).shape[1] == n * n
         self._rng = np.random.default_rng()
         self._n_ep = 0
+        self._correct = np.zeros(0, dtype=bool)
+        self._strong_tokens = np.zeros(0)
 
     def _bucket_tokens(self) -> np.ndarray:
         """An integer token count inside each bucket (nearest to the bucket's mean)."""

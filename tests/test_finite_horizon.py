@@ -1,0 +1,225 @@
+"""The generic finite-horizon solver: envelopes, rank-2 factorisation, certified bounds, exactness vs brute force."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from trim_pomdp.exceptions import InvalidParameterError, ModelCheckError, SolverError
+from trim_pomdp.solvers.finite_horizon import (
+    FiniteHorizonPOMDP,
+    FiniteHorizonPolicy,
+    FiniteHorizonSolver,
+    segment_factorization,
+    upper_envelope,
+)
+
+
+# ------------------------------------------------------------------------------------------------ brute force
+def brute_force_value(model: FiniteHorizonPOMDP, i: int = 0, beta=None) -> float:
+    """Expectimax over all observation histories on the full hidden state (no rank-2 reduction)."""
+    beta = model.b0 if beta is None else beta
+    H = model.horizon
+    if i == H:
+        return 0.0
+    O = model.observation[i]
+    total = 0.0
+    for c in range(model.n_contexts):
+        pc = model.context_probs[i, c]
+        if pc == 0:
+            continue
+        for o in range(O.shape[1]):
+            u = beta * O[:, o]
+            s = u.sum()
+            if s == 0:
+                continue
+            b = u / s
+            best = -np.inf
+            for a in range(model.n_actions):
+                q = b @ model.reward[i, c, :, a]
+                if not model.terminal[i, c]:
+                    q += model.discount * brute_force_value(model, i + 1, b @ model.transition[a])
+                best = max(best, q)
+            total += pc * s * best
+    return total
+
+
+def policy_value(policy: FiniteHorizonPolicy, model: FiniteHorizonPOMDP, i: int = 0, beta=None) -> float:
+    """Exact value of the greedy policy (its own action choice at every posterior belief)."""
+    beta = model.b0 if beta is None else beta
+    if i == model.horizon:
+        return 0.0
+    O = model.observation[i]
+    total = 0.0
+    for c in range(model.n_contexts):
+        pc = model.context_probs[i, c]
+        if pc == 0:
+            continue
+        for o in range(O.shape[1]):
+            u = beta * O[:, o]
+            s = u.sum()
+            if s == 0:
+                continue
+            b = u / s
+            a = int(np.argmax(policy.action_values(i + 1, c, b)))
+            q = b @ model.reward[i, c, :, a]
+            if not model.terminal[i, c]:
+                q += model.discount * policy_value(policy, model, i + 1, b @ model.transition[a])
+            total += pc * s * q
+    return total
+
+
+def random_rank2_model(rng, Z=3, A=2, H=3, C=3, n_obs=3, discount=1.0) -> FiniteHorizonPOMDP:
+    """Transitions mixing two random vertex distributions; random observations, contexts, rewards."""
+    V = rng.dirichlet(np.ones(Z), size=2)
+    g = rng.uniform(size=(A, Z))
+    T = g[..., None] * V[0] + (1 - g[..., None]) * V[1]
+    obs = [rng.dirichlet(np.ones(n_obs) * 0.7, size=Z) for _ in range(H)]
+    ctx = rng.dirichlet(np.ones(C), size=H)
+    term = rng.uniform(size=(H, C)) < 0.3
+    reward = rng.normal(size=(H, C, Z, A))
+    b0 = rng.dirichlet(np.ones(Z))
+    return FiniteHorizonPOMDP(T, obs, ctx, term, reward, b0, discount)
+
+
+# ------------------------------------------------------------------------------------------------ pieces
+def test_upper_envelope_matches_pointwise_max():
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        n = rng.integers(1, 40)
+        at1, at0 = rng.normal(size=n), rng.normal(size=n)
+        if rng.uniform() < 0.3:  # duplicated and parallel lines
+            at1[: n // 2] = at1[0]
+            at0[: n // 2] = at0[0] - np.arange(n // 2) * 0.0
+        keep, breaks = upper_envelope(at1, at0)
+        assert len(breaks) == len(keep) - 1
+        assert np.all(np.diff(breaks) > 0) and (breaks.size == 0 or (breaks[0] > 0 and breaks[-1] < 1))
+        g = np.linspace(0, 1, 2001)
+        truth = (at0[None, :] + (at1 - at0)[None, :] * g[:, None]).max(axis=1)
+        k = np.searchsorted(breaks, g, side="right")
+        env = at0[keep][k] + (at1[keep][k] - at0[keep][k]) * g
+        np.testing.assert_allclose(env, truth, atol=1e-12)
+
+
+def test_segment_factorization_trim_and_full_rank():
+    p_w, p_s = 0.8, 0.9
+    T = np.array([[[p_w, 0, 1 - p_w], [0, 1, 0], [0, 1, 0]],
+                  [[p_s * p_w, 1 - p_s, p_s * (1 - p_w)], [0, 1, 0], [p_s * p_w, 1 - p_s, p_s * (1 - p_w)]]])
+    f = segment_factorization(T, anchor=np.array([p_w, 0, 1 - p_w]))
+    np.testing.assert_allclose(f.V[0], [p_w, 0, 1 - p_w])
+    np.testing.assert_allclose(f.V[1], [0, 1, 0])
+    np.testing.assert_allclose(np.einsum("azk,kj->azj", f.M, f.V), T, atol=1e-12)
+    np.testing.assert_allclose(f.M[1, 0], [p_s, 1 - p_s])
+    rng = np.random.default_rng(0)
+    assert segment_factorization(rng.dirichlet(np.ones(3), size=(2, 3))) is None
+
+
+def test_check_names_offending_index():
+    rng = np.random.default_rng(2)
+    m = random_rank2_model(rng)
+    m.transition[1, 2, 0] += 0.1
+    with pytest.raises(ModelCheckError, match=r"transition\[1, 2, :\] sums to"):
+        m.check()
+    m = random_rank2_model(rng)
+    m.context_probs[1, 0] = -0.2
+    with pytest.raises(ModelCheckError, match=r"context_probs\[1, 0\]"):
+        m.check()
+    m = random_rank2_model(rng)
+    with pytest.raises(ModelCheckError, match="reward must have shape"):
+        FiniteHorizonPOMDP(m.transition, m.observation, m.context_probs, m.terminal, m.reward[:, :, :, :1], m.b0).check()
+
+
+def test_full_rank_dynamics_raise_a_clear_error():
+    rng = np.random.default_rng(3)
+    m = random_rank2_model(rng)
+    m.transition = rng.dirichlet(np.ones(3), size=(2, 3))
+    with pytest.raises(SolverError, match="point-based"):
+        FiniteHorizonSolver().solve(m)
+
+
+def test_bad_solver_arguments():
+    with pytest.raises(InvalidParameterError):
+        FiniteHorizonSolver(precision=-1)
+    with pytest.raises(InvalidParameterError):
+        FiniteHorizonSolver(mode="fast")
+    with pytest.raises(InvalidParameterError):
+        FiniteHorizonSolver(time_limit=0)
+
+
+# ------------------------------------------------------------------------------------------------ exactness
+@pytest.mark.parametrize("seed", range(6))
+def test_exact_mode_equals_brute_force_on_random_rank2_models(seed):
+    rng = np.random.default_rng(100 + seed)
+    Z = 3 if seed % 2 == 0 else 4
+    m = random_rank2_model(rng, Z=Z, H=3, C=2 + seed % 2, n_obs=3, discount=1.0 if seed < 3 else 0.9)
+    truth = brute_force_value(m)
+    solver = FiniteHorizonSolver(mode="exact")
+    pol = solver.solve(m)
+    assert solver.info.lower_bound == pytest.approx(truth, abs=1e-9)
+    assert solver.info.upper_bound == pytest.approx(truth, abs=1e-9)
+    assert policy_value(pol, m) == pytest.approx(truth, abs=1e-9)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_grid_bounds_bracket_and_policy_achieves_lower_bound(seed):
+    rng = np.random.default_rng(200 + seed)
+    m = random_rank2_model(rng, H=4, C=2, n_obs=3)
+    truth = brute_force_value(m)
+    solver = FiniteHorizonSolver(mode="grid", grid_size=3)
+    pol = solver.solve(m)
+    lo, hi = solver.info.lower_bound, solver.info.upper_bound
+    assert lo <= truth + 1e-12 <= hi + 2e-12
+    assert policy_value(pol, m) >= lo - 1e-12  # the returned policy is worth at least its lower bound
+    auto = FiniteHorizonSolver(precision=1e-7)
+    auto.solve(m)
+    assert auto.info.converged and auto.info.gap <= 1e-7
+    assert auto.info.lower_bound <= truth + 1e-12 <= auto.info.upper_bound + 1e-12
+
+
+def test_upper_action_values_dominate_and_meet_in_exact_mode():
+    rng = np.random.default_rng(7)
+    m = random_rank2_model(rng, H=3, C=2)
+    grid_pol = FiniteHorizonSolver(mode="grid", grid_size=2).solve(m)
+    exact_pol = FiniteHorizonSolver(mode="exact").solve(m)
+    B = rng.dirichlet(np.ones(3), size=50)
+    for t in (1, 2, 3):
+        for c in range(2):
+            lo = grid_pol.action_values(t, c, B).max(axis=1)
+            hi = grid_pol.action_values(t, c, B, upper=True).max(axis=1)
+            ex = exact_pol.action_values(t, c, B).max(axis=1)
+            ex_hi = exact_pol.action_values(t, c, B, upper=True).max(axis=1)
+            assert np.all(lo <= ex + 1e-12) and np.all(ex <= hi + 1e-12)
+            np.testing.assert_allclose(ex_hi, ex, atol=1e-9)
+
+
+def test_time_limit_returns_certified_unconverged_bounds():
+    rng = np.random.default_rng(8)
+    m = random_rank2_model(rng, H=6, C=3, n_obs=5)
+    solver = FiniteHorizonSolver(precision=1e-14, time_limit=1e-4)
+    solver.solve(m)
+    assert not solver.info.converged
+    assert solver.info.lower_bound <= solver.info.upper_bound
+
+
+def test_horizon_one_is_a_single_exact_backup():
+    rng = np.random.default_rng(9)
+    m = random_rank2_model(rng, H=1, C=2)
+    solver = FiniteHorizonSolver()
+    solver.solve(m)
+    assert solver.info.gap == pytest.approx(0.0, abs=1e-12)
+    assert solver.info.lower_bound == pytest.approx(brute_force_value(m), abs=1e-12)
+
+
+def test_policy_arrays_round_trip():
+    rng = np.random.default_rng(10)
+    m = random_rank2_model(rng, H=3, C=2)
+    pol = FiniteHorizonSolver(mode="grid", grid_size=5).solve(m)
+    back = FiniteHorizonPolicy.from_arrays(pol.to_arrays())
+    B = rng.dirichlet(np.ones(3), size=20)
+    for t in (1, 2, 3):
+        np.testing.assert_array_equal(pol.action_values(t, 1, B), back.action_values(t, 1, B))
+        np.testing.assert_array_equal(pol.action_values(t, 1, B, upper=True), back.action_values(t, 1, B, upper=True))
+    al, ac = pol.alphas(2, 0)
+    q = B @ al.T
+    for a in (0, 1):
+        np.testing.assert_allclose(q[:, ac == a].max(axis=1), pol.action_values(2, 0, B)[:, a], atol=1e-12)
