@@ -2,10 +2,12 @@
 
 Each number comes from the solutions of one generator in ProcessBench (human first-error labels):
 
-- next-step accuracy distribution (``p_w`` from the weak generator, ``p_s`` from the strong one): a solution with
-  first error at 0-based step ``k`` survived ``k`` steps and failed the next; a correct one survived all ``n``. With
-  ``p ~ Beta(a, b)`` per problem this is the beta-geometric model, fitted by maximum likelihood (mean ``a/(a+b)``,
-  concentration ``a+b``);
+- next-step accuracies: the means of ``p_w`` (weak generator) and ``p_s`` (strong generator) are the pooled
+  ``S0 / (S0 + S2)`` over the generator's steps — the estimator the TRIM model uses for its single p; the spread
+  across problems (one Beta concentration κ for both) is chosen so that the simulated correlation of "the solution
+  has an error" between the weak and the strong solution of one problem equals ProcessBench's correlation between
+  two solutions (by different generators) of the same problem. (A per-generator beta-geometric likelihood does not
+  identify κ here: ProcessBench's balanced sampling of erroneous and correct solutions removes the spread.)
 - recovery: among the weak generator's erroneous solutions with ``m ≥ 1`` steps after the error, the final answer
   is still right with probability ``1 − (1 − ρ)^m``; ``ρ`` by maximum likelihood (solutions whose error is the last
   step cannot recover and are left out);
@@ -39,7 +41,6 @@ __all__ = [
     "DEFAULT_STRONG_GENERATOR",
     "DEFAULT_SPLIT",
     "approx_token_count",
-    "fit_beta_geometric",
     "fit_recovery",
     "pooled_step_accuracy",
     "same_problem_error_corr",
@@ -72,42 +73,6 @@ def _token_counter(tokenizer: Any | None) -> Callable[[str], int]:
     if tokenizer is None:
         return approx_token_count
     return lambda s: max(1, len(tokenizer.encode(s, add_special_tokens=False)))
-
-
-def fit_beta_geometric(survived: np.ndarray, failed: np.ndarray) -> tuple[float, float]:
-    """Maximum-likelihood ``(mean, concentration)`` of a Beta prior on a per-problem step success probability.
-
-    Parameters
-    ----------
-    survived : array of int
-        Steps each solution got right before its first error (or in total when it has none).
-    failed : array of bool
-        Whether the solution then failed (an error was observed) — else it is censored.
-
-    Returns
-    -------
-    (mean, concentration)
-    """
-    k = np.asarray(survived, dtype=float)
-    f = np.asarray(failed, dtype=bool)
-    if k.size == 0:
-        raise InvalidParameterError("fit_beta_geometric needs at least one solution")
-    if not f.any():
-        raise InvalidParameterError("no solution has an error: the step accuracy is not identified (it is 1)")
-
-    def nll(theta: np.ndarray) -> float:
-        a, b = np.exp(theta)
-        base = special.betaln(a, b)
-        # failed at step k+1: B(a + k, b + 1) / B(a, b); censored after k: B(a + k, b) / B(a, b)
-        ll = np.where(f, special.betaln(a + k, b + 1.0), special.betaln(a + k, b)) - base
-        return float(-ll.sum())
-
-    pooled = 1.0 - f.sum() / (k.sum() + f.sum())
-    x0 = np.log([pooled * 20.0, (1 - pooled) * 20.0])
-    res = optimize.minimize(nll, x0, method="Nelder-Mead", options={"xatol": 1e-6, "fatol": 1e-9, "maxiter": 4000})
-    a, b = np.exp(res.x)
-    conc = float(min(a + b, 1e4))  # an unbounded concentration means "no problem-to-problem spread"
-    return float(a / (a + b)), conc
 
 
 def fit_recovery(steps_after: np.ndarray, final_correct: np.ndarray) -> float:
@@ -208,7 +173,7 @@ def fit_concentration(
         return 0.5
     if corr(hi) >= target_corr:
         return 1e4
-    for _ in range(40):
+    while hi - lo > 1e-3:  # κ to 0.1%
         mid = 0.5 * (lo + hi)
         if corr(mid) > target_corr:
             lo = mid

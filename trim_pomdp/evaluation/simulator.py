@@ -316,6 +316,9 @@ class Simulator:
         self.prm = prm
         self.horizon = int(self.params.horizon)
         self._n = 0
+        self._correct = np.zeros(0, dtype=bool)
+        self._tokens = np.zeros(0)
+        self._regens = np.zeros(0, dtype=np.int64)
 
     def __repr__(self) -> str:
         p = self.params
