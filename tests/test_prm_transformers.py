@@ -20,7 +20,7 @@ from tests._data import require_shared_data  # noqa: E402
 from trim_pomdp.cli import main  # noqa: E402
 from trim_pomdp.exceptions import DataFormatError, InvalidParameterError  # noqa: E402
 from trim_pomdp.observation_models.processbench import load_scored_items  # noqa: E402
-from trim_pomdp.prm import qwen  # noqa: E402
+from trim_pomdp.prm import PRMScorer, qwen  # noqa: E402
 from trim_pomdp.prm.transformers_backend import TransformersPRM  # noqa: E402
 
 CHAT_TEMPLATE = (
@@ -147,6 +147,7 @@ def test_tiny_token_classification_model_end_to_end():
     tok = make_tokenizer()
     model = make_model(tok)
     prm = TransformersPRM(model, tok, batch_size=2, device="cpu")
+    assert isinstance(prm, PRMScorer)
     alone = prm.score(PROBLEM, STEPS)
     assert len(alone) == 3 and all(0.0 <= s <= 1.0 for s in alone)
     # equals a manual forward pass on the formatted input

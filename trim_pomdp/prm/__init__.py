@@ -1,5 +1,6 @@
 """Process reward models (PRMs): the Qwen2.5-Math-PRM input format and scoring backends.
 
+- :class:`~trim_pomdp.prm.base.PRMScorer` — the protocol of every backend (``score``, ``score_batch``).
 - :mod:`trim_pomdp.prm.qwen` — the prompt format (steps separated by ``<extra_0>`` inside the chat template) and
   the extraction of step scores (softmax positive-class probability at each separator). No heavy imports.
 - :mod:`trim_pomdp.prm.transformers_backend` — :class:`~trim_pomdp.prm.transformers_backend.TransformersPRM`,
@@ -8,9 +9,11 @@
 
 from __future__ import annotations
 
+from .base import PRMScorer
 from .qwen import STEP_SEPARATOR, SYSTEM_PROMPT, format_prm_input, step_scores_from_logits, step_scores_from_probs
 
 __all__ = [
+    "PRMScorer",
     "STEP_SEPARATOR",
     "SYSTEM_PROMPT",
     "format_prm_input",
