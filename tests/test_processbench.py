@@ -12,7 +12,6 @@ from tests._data import require_shared_data
 from trim_pomdp.exceptions import DataFormatError, InvalidParameterError
 from trim_pomdp.observation_models.processbench import (
     SPLITS,
-    ProcessBenchItem,
     ScoredItem,
     load_processbench,
     load_scored_items,
