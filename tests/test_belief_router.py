@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -19,6 +24,7 @@ from trim_pomdp.solvers.finite_horizon import FiniteHorizonSolver
 from trim_pomdp.types import StepObservation
 
 LAM = 5e-4
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -221,3 +227,40 @@ def test_continuous_likelihood_plumbing(model, policy):
     a = rollout(BeliefRouter(policy, cm, continuous_likelihood=True, gate=False), ModelProcess(model), 1000, lam=LAM, seed=8)
     b = rollout(BeliefRouter(policy, model, gate=False), ModelProcess(model), 1000, lam=LAM, seed=8)
     assert a == b
+
+
+# -- examples/embed_router.py ---------------------------------------------------------------------------------
+
+
+def _observation_model_arg(tmp_path: Path) -> list[str]:
+    """Use the shipped observation model; while none is shipped, fit a small one on synthetic labelled steps."""
+    try:
+        from trim_pomdp.observation_models.observation import load_shipped_observation_model
+
+        load_shipped_observation_model()
+        return []
+    except FileNotFoundError:
+        from trim_pomdp.observation_models.observation import ObservationModel
+
+        rng = np.random.default_rng(0)
+        n = 900
+        z = rng.choice(3, size=n, p=[0.6, 0.25, 0.15])
+        t = np.where(z == 1, rng.integers(2, 8, n), rng.integers(1, 8, n))
+        r = np.where(z == 0, rng.beta(6, 1.5, n), np.where(z == 2, rng.beta(1.5, 4, n), rng.beta(2, 3, n)))
+        m = np.where(t == 1, np.nan, np.where(z == 1, rng.beta(1.5, 3, n), rng.beta(5, 1.5, n)))
+        table = SimpleNamespace(r=r, m=m, z=z, t=t, item_index=np.arange(n))
+        ObservationModel.fit(table, n_bins=10).save(tmp_path / "obs")
+        return ["--observation-model", str(tmp_path / "obs")]
+
+
+def test_embed_router_example_runs(tmp_path):
+    cmd = [sys.executable, str(ROOT / "examples" / "embed_router.py"), "--queries", "60", *_observation_model_arg(tmp_path)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.splitlines()
+    assert any(line.startswith("trim ") for line in lines), out.stdout
+    rows = {line.split()[0]: line.split() for line in lines if line.split() and line.split()[0] in ("trim", "weak", "strong")}
+    trim_cost = float(rows["trim"][-1])
+    strong_cost = float(rows["strong"][-1])
+    assert 0 < trim_cost < strong_cost  # it routes some steps, far from all
+    assert "last decision" in out.stdout

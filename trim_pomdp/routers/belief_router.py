@@ -210,6 +210,14 @@ class BeliefRouter:
         e.g. for ``continuous_likelihood=True``; it must have the same bins. Other keyword arguments go to the
         constructor.
         """
+        d = Path(directory)
+        if d.is_dir() and not (d / "policy.npz").exists():
+            subs = sorted(p.parent.name for p in d.glob("*/policy.npz"))
+            if subs:
+                raise InvalidParameterError(
+                    f"{d} holds a λ sweep, not one policy: pass one of its sub-directories, e.g. {d / subs[0]} "
+                    f"(available: {', '.join(subs[:8])}{' ...' if len(subs) > 8 else ''})"
+                )
         policy = TrimPolicy.load(directory)
         trim = policy.trim_pomdp()
         if observation_model is not None:
@@ -229,6 +237,28 @@ class BeliefRouter:
                     )
             trim = new
         return cls(policy, trim, **kwargs)
+
+    @classmethod
+    def from_defaults(
+        cls, lam: float = 5e-4, *, solver: Any = None, observation_model: Any = None, **kwargs: Any
+    ) -> BeliefRouter:
+        """Solve the shipped default TRIM-POMDP for ``lam`` (native solver unless ``solver`` is given) and wrap it.
+
+        ``observation_model`` (an object, or a path for ``ObservationModel.load``) replaces the shipped one.
+        Other keyword arguments go to the constructor (``gate``, ``delta``, ``replan_solver``, ...).
+        """
+        from ..model.defaults import default_observation_model, load_default_params
+        from ..model.policy import solve_trim
+        from ..model.trim import build_trim_pomdp
+
+        if observation_model is None:
+            observation_model = default_observation_model()
+        elif isinstance(observation_model, (str, Path)):
+            from ..observation_models.observation import ObservationModel
+
+            observation_model = ObservationModel.load(observation_model)
+        trim = build_trim_pomdp(load_default_params(lam=float(lam)), observation_model)
+        return cls(solve_trim(trim, solver), trim, **kwargs)
 
     def __repr__(self) -> str:
         rp = "" if self.replan_solver is None else f", replan_solver={type(self.replan_solver).__name__}"
