@@ -1,0 +1,189 @@
+"""The generation loop: routing semantics, records, cache replay, kill-and-resume, sharding and merge, the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tests.servers.fake import (
+    FakeAnthropicServer,
+    FakeOpenAIServer,
+    FakePRMBackend,
+    ScriptedGenerator,
+    ScriptedMathModel,
+)
+from trim_pomdp.cli import main
+from trim_pomdp.generation import BatchedPRM, Cache, CachedGenerator, LoopConfig, Problem, run
+from trim_pomdp.generation.records import RECORD_KEYS, read_jsonl
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class Thr:
+    """Minimal Router: regenerate iff r_t < k (kept here so the loop test does not depend on other areas)."""
+
+    def __init__(self, k):
+        self.k, self.n_reset, self._last = k, 0, {}
+
+    def reset(self):
+        self.n_reset += 1
+
+    def decide(self, obs):
+        self._last = {"r": obs.score, "m": obs.prefix_min, "t": obs.t}
+        return "regenerate" if obs.score < self.k else "continue"
+
+    @property
+    def last_decision(self):
+        return self._last
+
+
+def problems(n):
+    return [Problem(id=f"q{i}", problem=f"What is {i} + {i + 1}?", answer=str(2 * i + 1)) for i in range(n)]
+
+
+def parts(latency=0.0):
+    weak = ScriptedGenerator(ScriptedMathModel(weak=True), "weak", latency)
+    strong = ScriptedGenerator(ScriptedMathModel(weak=False, words_per_step=12), "strong", latency)
+    backend = FakePRMBackend()
+    return weak, strong, backend, BatchedPRM(backend, "fake-prm", max_batch=32)
+
+
+def test_loop_routes_and_records(tmp_path):
+    weak, strong, backend, prm = parts(latency=0.002)
+    probs = problems(30)  # (2i+1) % 3 == 0 for i = 1, 4, 7, ...: 10 problems where the weak model errs
+    s_weak = run(probs, weak, None, None, None, LoopConfig(mode="weak", policy="weak"), tmp_path / "weak")
+    s_thr = run(probs, weak, strong, prm, lambda: Thr(0.5), LoopConfig(policy="thr", knob=0.5), tmp_path / "thr")
+    s_strong = run(probs, None, strong, None, None, LoopConfig(mode="strong", policy="strong"), tmp_path / "strong")
+    assert s_weak.correct == 20 and s_thr.correct == 30 and s_strong.correct == 30
+    assert s_weak.strong_tokens == 0 and 0 < s_thr.strong_tokens < s_strong.strong_tokens
+    recs = read_jsonl(tmp_path / "thr" / "records.jsonl")
+    assert len(recs) == 30 and all(tuple(r) == RECORD_KEYS for r in recs)
+    traces = {t["query_id"]: t for t in read_jsonl(tmp_path / "thr" / "traces.jsonl")}
+    bad = traces["q1"]
+    assert [s["action"] for s in bad["steps"]] == ["continue", "regenerate", "continue"]
+    assert bad["steps"][1]["r"] == 0.1 and bad["steps"][1]["r_strong"] == 0.9 and bad["scores"] == [0.9, 0.9, 0.9]
+    assert bad["steps"][1]["decision"]["m"] == 0.9 and bad["strong_tokens"] == bad["steps"][1]["strong"]["tokens"]
+    assert traces["q0"]["strong_tokens"] == 0 and traces["q0"]["n_regenerated"] == 0
+    assert max(backend.batches) > 1  # PRM calls of concurrent problems were batched
+
+
+def test_step_and_token_caps(tmp_path):
+    weak, strong, _, prm = parts()
+    weak.script.n_steps = 50
+    s = run(problems(2), weak, strong, prm, lambda: Thr(0.0), LoopConfig(max_steps=4, policy="thr", knob=0.0))
+    assert s.steps == 8
+    tr = run(problems(1), weak, strong, prm, lambda: Thr(0.0),
+             LoopConfig(max_solution_tokens=20, policy="thr", knob=0.0), tmp_path / "cap")
+    t = read_jsonl(tmp_path / "cap" / "traces.jsonl")[0]
+    assert tr.completed == 1 and t["stop"] == "token_cap" and t["correct"] is False
+
+
+def test_resume_skips_finished_and_refuses_other_settings(tmp_path):
+    weak, strong, _, prm = parts()
+    out = tmp_path / "run"
+    run(problems(5), weak, strong, prm, lambda: Thr(0.5), LoopConfig(policy="thr", knob=0.5), out)
+    calls = weak.calls
+    # a torn last line (a kill mid-write) is dropped on resume
+    with open(out / "traces.jsonl", "a") as fh:
+        fh.write('{"query_id": "q9", "trunc')
+    s = run(problems(8), weak, strong, prm, lambda: Thr(0.5), LoopConfig(policy="thr", knob=0.5), out)
+    assert s.done_before == 5 and s.completed == 3 and weak.calls - calls == 3 * 3
+    ids = [r["query_id"] for r in read_jsonl(out / "records.jsonl")]
+    assert sorted(ids) == [f"q{i}" for i in range(8)]
+    with pytest.raises(ValueError, match="different settings"):
+        run(problems(8), weak, strong, prm, lambda: Thr(0.9), LoopConfig(policy="thr", knob=0.9), out)
+
+
+def test_cached_rerun_makes_no_calls(tmp_path):
+    weak, strong, backend, _ = parts()
+    cache = Cache(tmp_path / "cache.sqlite")
+    w, s = CachedGenerator(weak, cache), CachedGenerator(strong, cache)
+    prm = BatchedPRM(backend, "fake-prm", cache=cache)
+    a = run(problems(12), w, s, prm, lambda: Thr(0.5), LoopConfig(policy="thr", knob=0.5), tmp_path / "a")
+    n = (weak.calls, strong.calls, sum(backend.batches))
+    b = run(problems(12), w, s, prm, lambda: Thr(0.5), LoopConfig(policy="thr", knob=0.5), tmp_path / "b")
+    assert (weak.calls, strong.calls, sum(backend.batches)) == n
+    assert (a.correct, a.strong_tokens) == (b.correct, b.strong_tokens)
+    key = lambda r: r["query_id"]  # noqa: E731 - completion order differs between runs
+    assert sorted(read_jsonl(tmp_path / "a" / "records.jsonl"), key=key) == sorted(
+        read_jsonl(tmp_path / "b" / "records.jsonl"), key=key)
+
+
+def _write_problems(path, n):
+    with open(path, "w") as fh:
+        for p in problems(n):
+            fh.write(json.dumps({"id": p.id, "problem": p.problem, "answer": p.answer}) + "\n")
+
+
+def _env(ant):
+    env = dict(os.environ, ANTHROPIC_API_KEY=ant.api_key, ANTHROPIC_BASE_URL=ant.url, PYTHONPATH=str(REPO))
+    return env
+
+
+def test_cli_kill_and_resume(tmp_path):
+    data = tmp_path / "p.jsonl"
+    _write_problems(data, 16)
+    with FakeOpenAIServer(delay_s=0.03) as oai, FakeAnthropicServer(delay_s=0.03) as ant:
+        args = [sys.executable, "-m", "trim_pomdp", "run", "--dataset", str(data), "--weak", oai.url,
+                "--weak-model", "weak", "--prm", oai.url, "--router", "thr:0.5", "--concurrency", "2",
+                "--timeout", "10"]
+        out = tmp_path / "run"
+        proc = subprocess.Popen(args + ["--out", str(out)], env=_env(ant), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE)
+        deadline = time.time() + 40
+        while time.time() < deadline:
+            recs = out / "records.jsonl"
+            if recs.exists() and len(recs.read_text().splitlines()) >= 4:
+                break
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        n_killed = len(read_jsonl(out / "records.jsonl"))
+        assert 4 <= n_killed < 16, proc.stderr.read().decode()[-2000:]
+        requests_before = len(oai.requests) + len(ant.requests)
+        oai.delay_s = ant.delay_s = 0.005
+        args[args.index("--concurrency") + 1] = "8"
+        res = subprocess.run(args + ["--out", str(out)], env=_env(ant), capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0, res.stderr[-2000:]
+        recs = read_jsonl(out / "records.jsonl")
+        ids = [r["query_id"] for r in recs]
+        assert sorted(ids) == sorted(f"q{i}" for i in range(16)) and len(ids) == len(set(ids))
+        assert len(read_jsonl(out / "traces.jsonl")) == 16
+        # finished problems cost no request on resume: at most the unfinished problems' steps were requested
+        new_requests = len(oai.requests) + len(ant.requests) - requests_before
+        assert new_requests <= (16 - n_killed) * 3 * 3
+        assert sum(r["correct"] for r in recs) == 16 and all(r["policy"] == "thr" and r["knob"] == 0.5 for r in recs)
+
+
+def test_cli_shards_merge_and_errors(tmp_path):
+    data = tmp_path / "p.jsonl"
+    _write_problems(data, 9)
+    runner = CliRunner()
+    with FakeOpenAIServer() as oai, FakeAnthropicServer() as ant:
+        env = {"ANTHROPIC_API_KEY": ant.api_key, "ANTHROPIC_BASE_URL": ant.url}
+        outs = []
+        for k in (1, 2, 3):
+            out = tmp_path / f"s{k}"
+            r = runner.invoke(main, ["run", "--dataset", str(data), "--weak", oai.url + "/v1", "--weak-model", "weak",
+                                     "--prm", oai.url, "--router", "thr:0.5", "--out", str(out), "--shard", f"{k}/3"],
+                              env=env)
+            assert r.exit_code == 0, r.output
+            outs.append(str(out))
+        r = runner.invoke(main, ["merge", *outs, "--out", str(tmp_path / "all")])
+        assert r.exit_code == 0, r.output
+        recs = read_jsonl(tmp_path / "all" / "records.jsonl")
+        assert sorted(x["query_id"] for x in recs) == sorted(f"q{i}" for i in range(9))
+        r = runner.invoke(main, ["run", "--dataset", str(data), "--weak", oai.url, "--weak-model", "weak", "--prm",
+                                 oai.url, "--router", "thr:0.5", "--out", str(tmp_path / "x")],
+                          env={"ANTHROPIC_API_KEY": ""})
+        assert r.exit_code != 0 and "ANTHROPIC_API_KEY" in r.output and "Traceback" not in r.output
+        r = runner.invoke(main, ["run", "--dataset", str(data), "--router", "bogus", "--out", str(tmp_path / "y")])
+        assert r.exit_code != 0 and "trim-pomdp solve" in r.output
