@@ -410,7 +410,7 @@ def test_live_tiger(backend, tmp_path):
 @needs_julia
 @pytest.mark.parametrize("backend", ["sarsop.jl", "native"])
 def test_live_tiger_matches_point_based_solver(backend):
-    pointbased = pytest.importorskip("trim_pomdp.solvers.pointbased")
+    from trim_pomdp.solvers import pointbased
     model = tiger(b0=(0.9, 0.1))
     ours = SarsopSolver(backend=backend, timeout=30.0).solve(model)
     pb = pointbased.PointBasedSolver(precision=1e-3, time_limit=30.0)
@@ -427,3 +427,137 @@ def test_live_tests_skip_with_a_reason_when_julia_is_missing():
         pytest.skip("Julia is available here")
     assert "Julia not available: " in needs_julia.kwargs["reason"] and len(JULIA_WHY) > 10
     assert sys.executable  # the worker is started with this interpreter
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# the model handed to SARSOP is the model the other solvers solve (shared .pomdp/.pomdpx fixtures)
+# ------------------------------------------------------------------------------------------------------------------
+def small_trim(horizon: int = 4, n_bins: int = 3):
+    """A small TRIM-POMDP (2 token buckets, 3 observation bins) built from arrays, no fitted artifact needed."""
+    from trim_pomdp.model.params import TrimParams
+    from trim_pomdp.model.trim import ArrayObservationModel, build_trim_pomdp
+
+    first = np.array([[0.1, 0.3, 0.6], [0.4, 0.4, 0.2], [0.6, 0.3, 0.1]])[:, :n_bins]
+    first /= first.sum(axis=1, keepdims=True)
+    m_marg = np.array([[0.1, 0.2, 0.7], [0.6, 0.3, 0.1], [0.2, 0.3, 0.5]])[:, :n_bins]
+    m_marg /= m_marg.sum(axis=1, keepdims=True)
+    pair = np.stack([np.outer(first[z], m_marg[z]) for z in range(3)])
+    params = TrimParams(
+        p_w=0.8, p_s=0.95, horizon=horizon, bucket_edges=[100.0],
+        bucket_probs=np.tile([0.5, 0.5], (horizon, 1)), hazard=np.full(horizon, 0.3),
+        bucket_mean_tokens=[60.0, 200.0], lam=5e-4, discount=0.999,
+    )
+    return build_trim_pomdp(params, ArrayObservationModel(pair, first))
+
+
+def _assert_same_sparse(a: SparseTabularArrays, b: SparseTabularArrays, *, terminals: bool = True):
+    assert (a.n_states, a.n_actions, a.n_observations) == (b.n_states, b.n_actions, b.n_observations)
+    for name in ("T_a", "T_s", "T_sp", "O_a", "O_sp", "O_o"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    for name in ("T_p", "O_p", "R", "b0"):
+        np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=1e-12, atol=1e-15, err_msg=name)
+    assert a.discount == pytest.approx(b.discount, rel=1e-15)
+    if terminals:
+        np.testing.assert_array_equal(a.terminals, b.terminals)
+
+
+@pytest.mark.parametrize("fmt", ["pomdp", "pomdpx"])
+@pytest.mark.parametrize("which", ["tiger", "trim", "trim-replan"])
+def test_model_files_roundtrip_to_the_same_sparse_tabular_pomdp(tmp_path, fmt, which):
+    from trim_pomdp.solvers.formats import read_pomdp, write_pomdp
+
+    if which == "tiger":
+        model = tiger(b0=(0.9, 0.1))
+    elif which == "trim":
+        model = small_trim().flatten()
+    else:  # re-planning from a mid-episode belief, as BeliefRouter does
+        model = small_trim().flatten(start=(2, 1, False, [0.5, 0.1, 0.4]))
+    path = write_pomdp(model, tmp_path / f"model.{fmt}")
+    back = read_pomdp(path)
+    ours = to_sparse_tabular(model)
+    # the files carry no terminal flags; everything else must be identical
+    _assert_same_sparse(ours, to_sparse_tabular(back), terminals=False)
+    np.testing.assert_array_equal(ours.dense_T(), model.T)
+    np.testing.assert_array_equal(ours.dense_O(), model.O)
+    if which != "tiger":
+        assert ours.terminals.tolist() == [model.n_states]  # the absorbing terminal state, 1-based
+        assert model.T[:, -1, -1].tolist() == [1.0, 1.0] and not model.R[-1].any()
+
+
+def test_flattened_trim_crosses_the_worker_boundary_intact(fake, tmp_path):
+    """The arrays the Julia side receives (via the request file) rebuild the flattened TRIM-POMDP exactly."""
+    fake("blind")
+    model = small_trim().flatten()
+    solver = SarsopSolver(backend="native", workdir=tmp_path)
+    policy = solver.solve(model)
+    problem, params = read_request(tmp_path / "request.npz")
+    _assert_same_sparse(problem, to_sparse_tabular(model))
+    assert params["backend"] == "native"
+    np.testing.assert_allclose(policy.alphas, blind_alphas(model.T, model.R, model.discount), rtol=1e-10)
+    received = json.loads((tmp_path / "fake_received.json").read_text())
+    assert received["terminals"] == [model.n_states]
+    assert policy.action_names == ("continue", "regenerate")
+
+
+def _native_bounds(trim):
+    """γ-scaled certified bounds of the native finite-horizon solver at the flattened model's b0."""
+    from trim_pomdp.solvers.finite_horizon import FiniteHorizonSolver
+
+    gamma = trim.params.discount
+    fh = FiniteHorizonSolver(precision=1e-4)
+    fh.solve(trim.structured(discount=gamma))  # V_flat(b0) = γ · V_structured(b0) with the same γ
+    return gamma * fh.info.lower_bound, gamma * fh.info.upper_bound
+
+
+def _assert_intervals_overlap(ours, lo, hi, rel=1e-4):
+    slack = rel * max(1.0, abs(lo), abs(hi))
+    assert ours.lower_bound <= hi + slack, (ours.lower_bound, lo, hi)
+    if math.isfinite(ours.upper_bound):
+        assert ours.upper_bound >= lo - slack, (ours.upper_bound, lo, hi)
+
+
+@pytest.mark.julia
+@needs_julia
+@pytest.mark.parametrize("backend", ["sarsop.jl", "native"])
+def test_live_small_trim_agrees_with_the_native_solver(backend):
+    from trim_pomdp.model.policy import solve_trim
+
+    trim = small_trim()
+    solver = SarsopSolver(backend=backend, timeout=60.0, precision=1e-4)
+    policy = solve_trim(trim, solver)
+    lo, hi = _native_bounds(trim)
+    _assert_intervals_overlap(solver.info, lo, hi)
+    gap = solver.info.gap if math.isfinite(solver.info.gap) else 1.0
+    assert solver.info.lower_bound == pytest.approx(lo, abs=1e-3 + gap)
+    assert policy is not None
+
+
+@pytest.mark.julia
+@needs_julia
+@pytest.mark.parametrize("backend", ["sarsop.jl", "native"])
+def test_live_default_trim_within_the_native_gap(backend):
+    from trim_pomdp.model.trim import build_trim_pomdp
+
+    try:
+        trim = build_trim_pomdp()
+    except FileNotFoundError as exc:
+        pytest.skip(f"the shipped default model is not available: {exc}")
+    solver = SarsopSolver(backend=backend, timeout=120.0, precision=1e-3)
+    solver.solve(trim.flatten())
+    lo, hi = _native_bounds(trim)
+    _assert_intervals_overlap(solver.info, lo, hi)
+
+
+def test_arrays_handed_to_julia_solve_to_the_same_value_as_the_native_solvers():
+    """Rebuild a TabularPOMDP from exactly what crosses to Julia; the point-based solver and the native
+    finite-horizon solver must find the same V(b0) on it as on the structured model (tiny instance: exact)."""
+    from trim_pomdp.solvers.pointbased import PointBasedSolver
+
+    trim = small_trim(horizon=3)
+    p = to_sparse_tabular(trim.flatten())
+    rebuilt = TabularPOMDP(T=p.dense_T(), O=p.dense_O(), R=p.R, b0=p.b0, discount=p.discount)
+    pb = PointBasedSolver(precision=1e-6, time_limit=60.0)
+    pb.solve(rebuilt)
+    lo, hi = _native_bounds(trim)
+    assert pb.info.lower_bound <= hi + 1e-9 and pb.info.upper_bound >= lo - 1e-9
+    assert pb.info.lower_bound == pytest.approx(lo, abs=1e-5)
