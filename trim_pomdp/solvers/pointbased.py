@@ -1,0 +1,326 @@
+"""Point-based solver for discounted tabular POMDPs (HSVI2/SARSOP style) with certified bounds at ``b0``.
+
+Algorithm
+---------
+* **Lower bound**: alpha vectors (one action each), initialised with the blind policies "always do a" (exact
+  sparse linear solves). Point-based backups at visited beliefs add vectors; a vector is dropped when another
+  dominates it pointwise, and the set is periodically pruned to the vectors that are maximal at some belief of the
+  sampled tree. ``max_k alpha_k . b0`` is the value of an actual conditional plan, so it is a certified lower bound.
+* **Upper bound**: the fast informed bound (FIB), iterated from the exact MDP Q-values (policy iteration), gives
+  upper-bound planes and corner values; visited beliefs add (belief, value) points, combined by sawtooth
+  interpolation. Every stored value is a valid upper bound, so the bound at ``b0`` is certified.
+* **Sampling**: depth-first trials from ``b0`` toward the optimal reachable belief space: the action with the
+  largest upper Q-value (IE-MAX), the observation with the largest weighted excess gap
+  ``p(o | b, a) (V̄ - V̲ - ε γ^{-(t+1)})``, ``ε = ζ (V̄(b0) - V̲(b0))``; then backups in reverse order.
+* **Stop** when ``V̄(b0) - V̲(b0) <= precision`` or at the time limit.
+
+Beliefs are kept sparse (support + values); a node's children live on the support of ``b T_a``, so nothing in
+the hot path loops over states in Python or touches states outside the reachable support.
+
+A finite-horizon mode (``finite_horizon=H``) runs exact value iteration with alpha-vector pruning (see
+:mod:`trim_pomdp.solvers._pb_exact`), for small problems.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..exceptions import InvalidParameterError, SolverError
+from ._pb_bounds import AlphaSet, SawtoothUpper
+from ._pb_exact import exact_value_iteration
+from ._pb_model import SparseModel, blind_lower_bound, fast_informed_bound, mdp_upper_bound
+from .base import AlphaVectorPolicy, SolveInfo, package_versions
+from .tabular import TabularPOMDP
+
+__all__ = ["PointBasedSolver"]
+
+
+class _Node:
+    """A belief of the sampled tree (sparse) with its cached bounds and visited children."""
+
+    __slots__ = ("idx", "vals", "lb", "ub", "children", "q_up")
+
+    def __init__(self, idx: np.ndarray, vals: np.ndarray):
+        self.idx, self.vals = idx, vals
+        self.lb = -math.inf
+        self.ub = math.inf
+        self.children: dict[tuple[int, int], _Node] = {}
+        self.q_up: np.ndarray | None = None  # upper Q-values of the last backup (valid, possibly stale)
+
+
+class PointBasedSolver:
+    """SARSOP/HSVI-style point-based solver for discounted tabular POMDPs.
+
+    Parameters
+    ----------
+    precision : float, default 1e-3
+        Stop when the gap ``V̄(b0) - V̲(b0)`` is at most this.
+    time_limit : float or None, default 60.0
+        Wall-clock limit in seconds (bound initialisation included). ``None``: no limit.
+    seed : int, default 0
+        Seeds the random witness beliefs of the finite-horizon pruning and tie-breaking among observations.
+    finite_horizon : int or None, default None
+        If given, solve the ``H``-step problem exactly by value iteration with alpha-vector pruning instead
+        (the returned vectors are the ``H``-steps-to-go value function; lower = upper bound = exact value).
+    zeta : float, default 0.5
+        Trial depth target as a fraction of the current gap at ``b0`` (SARSOP's trial improvement factor).
+    max_depth : int, default 2000
+        Hard cap on a trial's depth.
+    callback : callable, optional
+        Called about every ``callback_interval`` seconds with a dict (``seconds``, ``lower_bound``,
+        ``upper_bound``, ``alphas``, ``trials``); used by the CLI to show progress.
+    callback_interval : float, default 0.5
+
+    Attributes
+    ----------
+    info : SolveInfo or None
+        The report of the last solve: bounds at ``b0``, seconds, trials, sizes.
+
+    Examples
+    --------
+    >>> from trim_pomdp.solvers.formats import read_pomdp                      # doctest: +SKIP
+    >>> policy = PointBasedSolver(precision=1e-3).solve(read_pomdp("Tiger.pomdp"))  # doctest: +SKIP
+    """
+
+    name = "pointbased"
+
+    def __init__(self, precision: float = 1e-3, time_limit: float | None = 60.0, seed: int = 0,
+                 finite_horizon: int | None = None, *, zeta: float = 0.5, max_depth: int = 2000,
+                 callback: Callable[[dict[str, Any]], None] | None = None, callback_interval: float = 0.5):
+        if not (precision > 0 and math.isfinite(precision)):
+            raise InvalidParameterError(f"precision must be a positive number, got {precision!r}")
+        if time_limit is not None and not time_limit > 0:
+            raise InvalidParameterError(f"time_limit must be positive or None, got {time_limit!r}")
+        if finite_horizon is not None and (int(finite_horizon) != finite_horizon or finite_horizon < 1):
+            raise InvalidParameterError(f"finite_horizon must be a positive integer or None, got {finite_horizon!r}")
+        if not 0 < zeta < 1:
+            raise InvalidParameterError(f"zeta must lie in (0, 1), got {zeta!r}")
+        self.precision = float(precision)
+        self.time_limit = None if time_limit is None else float(time_limit)
+        self.seed = int(seed)
+        self.finite_horizon = None if finite_horizon is None else int(finite_horizon)
+        self.zeta = float(zeta)
+        self.max_depth = int(max_depth)
+        self.callback = callback
+        self.callback_interval = float(callback_interval)
+        self.info: SolveInfo | None = None
+
+    # ------------------------------------------------------------------------------------------------------------
+    def solve(self, model: TabularPOMDP, b0=None) -> AlphaVectorPolicy:
+        """Solve ``model`` (optionally from the initial belief ``b0`` instead of ``model.b0``).
+
+        Returns
+        -------
+        AlphaVectorPolicy
+            The lower-bound alpha vectors and their actions; ``policy.card`` holds the bounds and settings.
+
+        Raises
+        ------
+        ModelCheckError
+            If the model's arrays are inconsistent.
+        InvalidParameterError
+            If the discount is 1 in infinite-horizon mode.
+        """
+        if not isinstance(model, TabularPOMDP):
+            raise InvalidParameterError(f"PointBasedSolver solves a TabularPOMDP, got {type(model).__name__}")
+        if b0 is not None:
+            model = replace(model, b0=np.asarray(b0, float))
+        model.check()
+        if self.finite_horizon is not None:
+            return self._solve_finite(model)
+        if model.discount >= 1.0:
+            raise InvalidParameterError(
+                "the point-based solver needs a discount < 1 (use finite_horizon=H for undiscounted problems)")
+        return self._solve_discounted(model)
+
+    # ------------------------------------------------------------------------------------------------------------
+    def _solve_finite(self, model: TabularPOMDP) -> AlphaVectorPolicy:
+        start = time.perf_counter()
+        deadline = None if self.time_limit is None else start + self.time_limit
+        G, acts, sizes = exact_value_iteration(model, self.finite_horizon, rng=np.random.default_rng(self.seed),
+                                               deadline=deadline)
+        value = float((G @ model.b0).max())
+        seconds = time.perf_counter() - start
+        self.info = SolveInfo(
+            solver=self.name, seconds=seconds, iterations=self.finite_horizon, lower_bound=value, upper_bound=value,
+            converged=True,
+            sizes={"states": model.n_states, "actions": model.n_actions, "observations": model.n_observations,
+                   "alphas": int(len(G))},
+            extra={"mode": "finite_horizon", "horizon": self.finite_horizon, "alphas_per_step": sizes},
+        )
+        return self._policy(model, G, acts)
+
+    def _policy(self, model: TabularPOMDP, G: np.ndarray, acts: np.ndarray) -> AlphaVectorPolicy:
+        info = self.info
+        card = {
+            "solver": self.name,
+            "parameters": {"precision": self.precision, "time_limit": self.time_limit, "seed": self.seed,
+                           "finite_horizon": self.finite_horizon, "zeta": self.zeta},
+            "discount": float(model.discount),
+            "b0": np.asarray(model.b0, float).tolist() if model.n_states <= 64 else None,
+            "lower_bound": info.lower_bound, "upper_bound": info.upper_bound, "gap": info.gap,
+            "solve_seconds": info.seconds, "converged": info.converged, "info": info.to_dict(),
+            "source": model.meta.get("source"), "versions": package_versions(),
+        }
+        return AlphaVectorPolicy(G, acts, model.action_names, card)
+
+    # ------------------------------------------------------------------------------------------------------------
+    def _solve_discounted(self, model: TabularPOMDP) -> AlphaVectorPolicy:
+        start = time.perf_counter()
+        limit = math.inf if self.time_limit is None else self.time_limit
+        m = SparseModel(model)
+        gamma = m.gamma
+
+        # lower bound: blind policies
+        lower = AlphaSet(m.S)
+        for a, alpha in enumerate(blind_lower_bound(m)):
+            lower.add(alpha, a)
+        # upper bound: MDP by policy iteration, then FIB (each iterate valid)
+        q_mdp = mdp_upper_bound(m)
+        fib, fib_iters = fast_informed_bound(m, q_mdp, time_budget=max(0.05, 0.2 * min(limit, 600.0)))
+        upper = SawtoothUpper(fib)
+        init_seconds = time.perf_counter() - start
+
+        b0 = m.b0
+        root = _Node(np.flatnonzero(b0 > 0), b0[b0 > 0])
+        self._m, self._lower, self._upper = m, lower, upper
+        self._backup(root)
+        nodes = [root]
+        trials = backups = 0
+        last_prune_k = lower.K
+        last_cb = time.perf_counter()
+        stop = "precision reached"
+        # bound range for the depth cap
+        span = float(np.max(upper.corner) - np.min(lower.alphas)) + 1e-12
+        while True:
+            gap = root.ub - root.lb
+            elapsed = time.perf_counter() - start
+            if gap <= self.precision:
+                break
+            if elapsed >= limit:
+                stop = "time limit reached"
+                break
+            if self.callback is not None and time.perf_counter() - last_cb >= self.callback_interval:
+                last_cb = time.perf_counter()
+                self.callback({"seconds": elapsed, "lower_bound": root.lb, "upper_bound": root.ub,
+                               "alphas": lower.K, "trials": trials})
+            eps = self.zeta * gap
+            path, n_new = self._trial(root, eps, gamma, span, start + limit)
+            nodes.extend(n_new)
+            for node in reversed(path):
+                self._backup(node)
+                backups += 1
+            trials += 1
+            if lower.K > 1.1 * last_prune_k + 10:
+                W = self._witness_matrix(nodes, m.S)
+                lower.prune_to_witnesses(W)
+                last_prune_k = lower.K
+        seconds = time.perf_counter() - start
+        lb = float((lower.alphas @ b0).max())
+        ub = float(root.ub)
+        if lb > ub + 1e-9 * (1 + abs(ub)):
+            raise SolverError(f"bounds crossed at b0 (lower {lb!r} > upper {ub!r}); please report this model")
+        self.info = SolveInfo(
+            solver=self.name, seconds=seconds, iterations=trials, lower_bound=lb, upper_bound=ub,
+            converged=ub - lb <= self.precision,
+            sizes={"states": m.S, "actions": m.A, "observations": m.Z, "alphas": int(lower.K),
+                   "upper_points": int(upper.n_points), "tree_nodes": len(nodes), "backups": backups},
+            extra={"mode": "discounted", "stop_reason": stop, "init_seconds": init_seconds,
+                   "fib_iterations": fib_iters, "precision": self.precision},
+        )
+        if self.callback is not None:
+            self.callback({"seconds": seconds, "lower_bound": lb, "upper_bound": ub, "alphas": lower.K,
+                           "trials": trials, "done": True})
+        G, acts = lower.alphas.copy(), lower.actions.copy()
+        del self._m, self._lower, self._upper
+        return self._policy(model, G, acts)
+
+    @staticmethod
+    def _witness_matrix(nodes: list[_Node], S: int) -> sp.csc_matrix:
+        rows = np.concatenate([n.idx for n in nodes])
+        vals = np.concatenate([n.vals for n in nodes])
+        cols = np.repeat(np.arange(len(nodes)), [len(n.idx) for n in nodes])
+        return sp.csc_matrix((vals, (rows, cols)), shape=(S, len(nodes)))
+
+    # ------------------------------------------------------------------------------------------------------------
+    def _expand(self, node: _Node):
+        """Per action: R(b, a), children (support, obs, probabilities, beliefs) and their bounds."""
+        m, lower, upper = self._m, self._lower, self._upper
+        out = []
+        for a in range(m.A):
+            idx2, obs, p, B, pred = m.children(node.idx, node.vals, a)
+            r = float(node.vals @ m.R[node.idx, a])
+            lv, lk = lower.values(idx2, B)
+            uv = upper.values(idx2, B)
+            uv = np.maximum(uv, lv)  # both are valid; never let round-off cross them
+            out.append((r, idx2, obs, p, B, pred, lv, lk, uv))
+        return out
+
+    def _backup(self, node: _Node):
+        """Recompute Q-bounds at ``node``, add the backed-up alpha vector and the upper point."""
+        m, lower, upper = self._m, self._lower, self._upper
+        gamma = m.gamma
+        exp = self._expand(node)
+        q_lo = np.array([r + gamma * p @ lv for (r, _, _, p, _, _, lv, _, _) in exp])
+        q_up = np.array([r + gamma * p @ uv for (r, _, _, p, _, _, _, _, uv) in exp])
+        a = int(q_lo.argmax())
+        r, idx2, obs, p, B, pred, lv, lk, uv = exp[a]
+        # alpha_a = R[:, a] + γ T_a g,  g(s') = Σ_o O_a[s', o] α_{k(o)}(s'); unreachable o use the vector best at b T_a
+        k_of_o = np.full(m.Z, int(lower.values(idx2, pred[None, :] / pred.sum())[1][0]), dtype=np.int64)
+        k_of_o[obs] = lk
+        ks, inv = np.unique(k_of_o, return_inverse=True)
+        G = lower.alphas
+        if len(ks) == 1:
+            g = G[ks[0]].copy()
+        else:
+            onehot = sp.csr_matrix((np.ones(m.Z), (np.arange(m.Z), inv)), shape=(m.Z, len(ks)))
+            W = np.asarray((onehot.T @ m.O[a].T).T)  # (S, n_ks): Σ_{o in group} O_a[s', o]
+            g = np.einsum("sk,ks->s", W, G[ks])
+        alpha = m.R[:, a] + gamma * (m.T[a] @ g)
+        lower.add(alpha, a)
+        node.lb = float(max(q_lo[a], node.lb))
+        ub = float(q_up.max())
+        node.ub = min(node.ub, ub, upper.value(node.idx, node.vals))
+        upper.add(node.idx, node.vals, node.ub)
+        node.ub = max(node.ub, node.lb)
+        node.q_up = q_up
+        return exp, q_up
+
+    def _trial(self, root: _Node, eps: float, gamma: float, span: float, deadline: float):
+        path: list[_Node] = []
+        new_nodes: list[_Node] = []
+        node, t = root, 0
+        while True:
+            if node.q_up is None:
+                exp, q_up = self._backup(node)
+                a = int(np.argmax(q_up))
+                r, idx2, obs, p, B, pred, lv, lk, uv = exp[a]
+            else:  # revisited node: choose by its cached upper Q-values, refresh only that action's children
+                a = int(np.argmax(node.q_up))
+                idx2, obs, p, B, pred = self._m.children(node.idx, node.vals, a)
+                lv, _ = self._lower.values(idx2, B)
+                uv = np.maximum(self._upper.values(idx2, B), lv)
+            path.append(node)
+            thr = eps * gamma ** (-t)
+            if node.ub - node.lb <= thr or t >= self.max_depth or thr > span or time.perf_counter() > deadline:
+                break
+            excess = p * (uv - lv - eps * gamma ** (-(t + 1)))
+            j = int(np.argmax(excess))
+            if excess[j] <= 0:
+                break
+            o = int(obs[j])
+            child = node.children.get((a, o))
+            if child is None:
+                nz = np.flatnonzero(B[j] > 0)
+                child = _Node(idx2[nz], B[j, nz])
+                node.children[(a, o)] = child
+                new_nodes.append(child)
+            node, t = child, t + 1
+        return path, new_nodes
