@@ -1,7 +1,8 @@
 """Weak model from a local transformers causal LM (small models, CPU or one GPU; no server).
 
 The prompt is the tokenizer's chat template (system + user, generation prompt) followed by the partial solution
-text, re-encoded each step; generation stops at ``"\\n\\n"`` (``stop_strings``), at EOS or at the step's token cap.
+text, re-encoded each step; generation stops at ``"\\n\\n"`` (a stopping criterion on the decoded tail), at EOS
+or at the step's token cap.
 Concurrent requests from the loop are grouped by a :class:`~._common.MicroBatcher` and generated one after
 another in a worker thread (greedy decoding of a small model; batching with padding would change greedy outputs
 on some models, so it is not done).
@@ -92,8 +93,19 @@ class TransformersStepGenerator:
         input_ids = enc["input_ids"].to(device)
         eos = self.tokenizer.eos_token_id
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else eos
+        transformers = require("transformers", "hf", _FEATURE)
+        start = input_ids.shape[1]
+        tokenizer = self.tokenizer
+
+        class _StopAtBlankLine(transformers.StoppingCriteria):
+            # decodes the tail of the new tokens: works with any tokenizer (``stop_strings`` needs the separator
+            # to be representable in the vocabulary's token pieces)
+            def __call__(self, ids, scores, **kwargs):  # noqa: ARG002
+                tail = tokenizer.decode(ids[0, max(start, ids.shape[1] - 8):], skip_special_tokens=True)
+                return STEP_SEPARATOR in tail
+
         kw: dict[str, Any] = {"max_new_tokens": cap, "pad_token_id": pad, "eos_token_id": eos,
-                              "stop_strings": [STEP_SEPARATOR], "tokenizer": self.tokenizer}
+                              "stopping_criteria": transformers.StoppingCriteriaList([_StopAtBlankLine()])}
         if self.temperature > 0:
             kw.update(do_sample=True, temperature=self.temperature)
             if self.seed is not None:
