@@ -29,7 +29,7 @@ Evaluation of the log-density
 -----------------------------
 ``method="exact"`` evaluates the sum above with a log-sum-exp over training points, in chunks of queries so
 that no ``n_queries x N`` matrix is ever held (at most ``2**21`` floats per block). ``method="grid"`` first
-evaluates ``log f`` exactly at the nodes of a regular grid (spacing at most ``h_j / 8``) — cheaply, because the
+evaluates ``log f`` exactly at the nodes of a regular grid (spacing at most ``h_j / 8``, ``h / 32`` in 1-D) — cheaply, because the
 product kernel makes the grid of sums a matrix product ``K_1 K_2^T`` accumulated over chunks of training
 points — and then interpolates ``log f`` with a cubic spline (mirror boundary, which matches the zero normal
 derivative of a reflected density at the faces). The interpolation error is of order ``(spacing / h)^4``;
@@ -62,11 +62,16 @@ _RULES = ("scott", "silverman")
 _METHODS = ("auto", "exact", "grid")
 
 
-def _spread(x: np.ndarray) -> float:
-    """Robust spread of a 1-D sample: ``min(std, IQR / 1.349)`` (Silverman), falling back to the larger one."""
+def _spread(x: np.ndarray, robust: bool) -> float:
+    """Spread of a 1-D sample: the standard deviation, or Silverman's robust ``min(std, IQR / 1.349)``.
+
+    When the robust choice is asked for and one of the two is 0, the other is used.
+    """
     if x.size < 2:
         return 0.0
     std = float(np.std(x, ddof=1))
+    if not robust:
+        return std
     q75, q25 = np.percentile(x, [75.0, 25.0])
     iqr = float(q75 - q25) / 1.349
     positive = [s for s in (std, iqr) if s > 0]
@@ -74,11 +79,14 @@ def _spread(x: np.ndarray) -> float:
 
 
 def rule_of_thumb_bandwidth(X: np.ndarray, rule: str = "scott", bounds: np.ndarray | None = None) -> np.ndarray:
-    """Per-dimension Scott or Silverman bandwidth, scaled by each dimension's robust spread.
+    """Per-dimension Scott or Silverman bandwidth, scaled by each dimension's spread.
 
-    ``h_j = factor * min(std_j, IQR_j / 1.349)`` with ``factor = N^(-1/(d+4))`` (Scott) or
-    ``(N (d + 2) / 4)^(-1/(d+4))`` (Silverman). Unlike scikit-learn's ``"scott"`` (which is the bare factor, i.e.
-    assumes unit spread), this adapts to data concentrated in a small part of the box. A dimension with zero
+    Scott (1992): ``h_j = N^(-1/(d+4)) * std_j``. Silverman (1986): ``h_j = (N (d + 2) / 4)^(-1/(d+4)) *
+    min(std_j, IQR_j / 1.349)`` (the robust spread). Unlike scikit-learn's ``"scott"`` (the bare factor, i.e.
+    unit spread assumed), both adapt to data concentrated in a small part of the box. The robust spread of
+    Silverman's rule follows the bulk of skewed data (PRM scores of correct steps pile up near 1) and so
+    undersmooths their tails; Scott's standard deviation smooths the tails more, which gave the better held-out
+    class posteriors on ProcessBench (docs/readme/observations.md), hence the default. A dimension with zero
     spread (all values equal) uses a spread of ``1e-3 * (b_j - a_j)``, and every bandwidth is floored at
     ``1e-4 * (b_j - a_j)``.
 
@@ -104,7 +112,7 @@ def rule_of_thumb_bandwidth(X: np.ndarray, rule: str = "scott", bounds: np.ndarr
     else:
         raise InvalidParameterError(f"rule must be one of {_RULES}, got {rule!r}")
     widths = np.ones(d) if bounds is None else np.diff(np.asarray(bounds, dtype=float), axis=1).ravel()
-    spreads = np.array([_spread(X[:, j]) for j in range(d)])
+    spreads = np.array([_spread(X[:, j], robust=rule == "silverman") for j in range(d)])
     spreads = np.where(spreads > 0, spreads, 1e-3 * widths)
     return np.maximum(factor * spreads, 1e-4 * widths)
 
@@ -123,8 +131,8 @@ class ReflectedKDE(BaseEstimator):
     Parameters
     ----------
     bandwidth : {"scott", "silverman", "cv"} or float or sequence of float, default="scott"
-        ``"scott"``/``"silverman"``: rule of thumb per dimension, scaled by that dimension's robust spread
-        (:func:`rule_of_thumb_bandwidth`). ``"cv"``: the factor times the Scott bandwidth that maximises
+        ``"scott"``/``"silverman"``: rule of thumb per dimension, scaled by that dimension's standard deviation
+        (Scott) or robust spread (Silverman); see :func:`rule_of_thumb_bandwidth`. ``"cv"``: the factor times the Scott bandwidth that maximises
         ``cv_folds``-fold held-out log-likelihood over ``cv_factors``. A float: the same absolute bandwidth
         (standard deviation of the kernel, in data units) in every dimension; a sequence: one per dimension.
     bounds : array-like of shape (2,) or (n_features, 2), optional
@@ -132,8 +140,8 @@ class ReflectedKDE(BaseEstimator):
     method : {"auto", "exact", "grid"}, default="auto"
         How :meth:`score_samples` evaluates the density (module docstring). Masses are always exact.
     grid_size : int, optional
-        Nodes per dimension for ``method="grid"``. Default: spacing ``<= h_j / 8``, between 65 and 1025 nodes
-        (2-D) or 8193 (1-D).
+        Nodes per dimension for ``method="grid"``. Default: spacing ``<= h_j / 8`` with 65 to 1025 nodes (2-D),
+        ``<= h / 32`` with 65 to 8193 nodes (1-D).
     cv_factors : sequence of float, optional
         Multipliers of the Scott bandwidth tried by ``bandwidth="cv"``. Default: 15 values geometrically spaced
         in [0.15, 3].
@@ -439,14 +447,14 @@ class ReflectedKDE(BaseEstimator):
 
     def _grid_nodes(self) -> list[np.ndarray]:
         d = self.n_features_in_
-        cap = 8193 if d == 1 else 1025
+        cap, per_h = (8193, 32.0) if d == 1 else (1025, 8.0)
         nodes = []
         for j in range(d):
             a, b = self.bounds_[j]
             if self.grid_size is not None:
                 g = int(self.grid_size)
             else:
-                g = int(np.clip(np.ceil((b - a) / (self.bandwidth_[j] / 8.0)) + 1, 65, cap))
+                g = int(np.clip(np.ceil((b - a) / (self.bandwidth_[j] / per_h)) + 1, 65, cap))
             nodes.append(np.linspace(a, b, g))
         return nodes
 

@@ -98,8 +98,9 @@ def plot_class_densities(
     axes[0].set_ylabel("$m_t = \\min\\, r_{1:t-1}$")
     cbar = fig.colorbar(image, ax=list(axes), shrink=0.85)
     cbar.set_label("log10 density" if log else "density")
-    sim = " — SIMULATED PRM scores" if model.card.get("simulated") else ""
-    fig.suptitle(f"Observation densities by hidden class ({model.card.get('prm', 'PRM')}){sim}", fontsize=10)
+    prm = str(model.card.get("prm", "PRM"))
+    sim = " — SIMULATED PRM scores" if model.card.get("simulated") and "simulated" not in prm.lower() else ""
+    fig.suptitle(f"Observation densities of (r_t, m_t), t ≥ 2, by hidden class ({prm}){sim}", fontsize=10)
     if path is None:
         return fig
     path = Path(path)
