@@ -66,7 +66,9 @@ def blind(problem, *, backend, timeout, precision, workdir, options):
         "row_sums_T": np.round(T.sum(axis=2), 12).tolist(),
         "row_sums_O": np.round(O.sum(axis=2), 12).tolist(),
         "terminals": problem.terminals.tolist(),
+        "b0_support": (np.flatnonzero(problem.b0 > 0) + 1).tolist(),
         "pid": os.getpid(),
+        "handle_signals": os.environ.get("PYTHON_JULIACALL_HANDLE_SIGNALS"),
     }
     Path(workdir, "fake_received.json").write_text(json.dumps(received))
     if backend == "sarsop.jl":  # SARSOP.jl returns no bounds: the parent reads them from pomdpsol's log

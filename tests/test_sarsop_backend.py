@@ -222,6 +222,7 @@ def test_child_process_roundtrip_with_fake_solver(fake, tmp_path, backend):
     received = json.loads((tmp_path / "fake_received.json").read_text())
     assert Path(received["cwd"]).resolve() == tmp_path.resolve()  # the worker ran in the working directory
     assert received["pid"] != os.getpid()  # ... in another process
+    assert received["handle_signals"] == os.environ.get("PYTHON_JULIACALL_HANDLE_SIGNALS", "yes")
     assert (received["backend"], received["timeout"], received["precision"]) == (backend, 5.0, 1e-2)
     assert received["row_sums_T"] == [[1.0, 1.0]] * 3 and received["row_sums_O"] == [[1.0, 1.0]] * 3
     assert (tmp_path / "request.npz").exists() and (tmp_path / "result.npz").exists()
@@ -244,6 +245,7 @@ def test_in_process_mode_matches_child_process(fake, tmp_path):
     np.testing.assert_array_equal(a.actions, b.actions)
     received = json.loads((tmp_path / "fake_received.json").read_text())
     assert received["pid"] == os.getpid() and received["terminals"] == [3]
+    assert received["handle_signals"] == os.environ.get("PYTHON_JULIACALL_HANDLE_SIGNALS")  # untouched in-process
 
 
 def test_converged_follows_pomdpsol_stop_reason(fake, tmp_path):
@@ -561,3 +563,24 @@ def test_arrays_handed_to_julia_solve_to_the_same_value_as_the_native_solvers():
     lo, hi = _native_bounds(trim)
     assert pb.info.lower_bound <= hi + 1e-9 and pb.info.upper_bound >= lo - 1e-9
     assert pb.info.lower_bound == pytest.approx(lo, abs=1e-5)
+
+
+def test_belief_router_replans_through_sarsop_solver(fake, tmp_path):
+    """BeliefRouter's online re-planning (paper, Appendix B) runs through SarsopSolver like any Solver."""
+    from trim_pomdp.model.policy import solve_trim
+    from trim_pomdp.routers.belief_router import BeliefRouter
+    from trim_pomdp.types import StepObservation
+
+    fake("blind")
+    trim = small_trim()
+    solver = SarsopSolver(backend="sarsop.jl", isolate=False, workdir=tmp_path)
+    router = BeliefRouter(solve_trim(trim), trim, replan=solver, delta=1.0)  # δ = 1: the gate is always open
+    router.reset()
+    actions = [router.decide(StepObservation(t=1, scores=(0.2,), tokens=80, final=False)),
+               router.decide(StepObservation(t=2, scores=(0.2, 0.9), tokens=250, final=False))]
+    assert set(actions) <= {"continue", "regenerate"} and router.n_replans == 2
+    assert solver.info is not None and solver.info.sizes["n_states"] == trim.flatten().n_states
+    # the last re-plan started from the router's belief on the states of context (t=2, bucket 1, not final)
+    received = json.loads((tmp_path / "fake_received.json").read_text())
+    expected = (trim.state_index(np.arange(3), 2, 1, False) + 1).tolist()
+    assert set(received["b0_support"]) <= set(expected) and received["b0_support"]

@@ -50,9 +50,16 @@ BACKENDS: dict[str, tuple[str, str]] = {
     "native": ("native_backend.jl", "TrimPomdpNativeSARSOP"),
 }
 
-#: juliacall options set (unless the user set them) before juliacall is first imported. Julia's own signal
-#: handling is what PythonCall's FAQ recommends for multithreaded Julia code called from Python.
+#: juliacall options the worker process sets (unless the user set them) before juliacall is first imported:
+#: Julia's own signal handling, which PythonCall's FAQ recommends for multithreaded Julia code called from Python.
+#: In-process solves (``isolate=False``) leave the user's process settings alone.
 JULIACALL_ENV_DEFAULTS: dict[str, str] = {"PYTHON_JULIACALL_HANDLE_SIGNALS": "yes"}
+
+
+def apply_worker_env_defaults() -> None:
+    """Set :data:`JULIACALL_ENV_DEFAULTS` in this process's environment where the user has not set them."""
+    for key, value in JULIACALL_ENV_DEFAULTS.items():
+        os.environ.setdefault(key, value)
 
 REQUEST_FORMAT = "trim-pomdp/sarsop-request/1"
 
@@ -464,12 +471,10 @@ _MODULES: dict[str, Any] = {}
 
 
 def _juliacall():
-    """Import juliacall after applying :data:`JULIACALL_ENV_DEFAULTS`; refuse if the environment is not ready."""
+    """Import juliacall; refuse (instead of letting juliacall download things) if the environment is not ready."""
     ok, why = julia_status()
     if not ok:
         raise BackendUnavailableError(f"the SARSOP backend needs Julia: {why}")
-    for key, value in JULIACALL_ENV_DEFAULTS.items():
-        os.environ.setdefault(key, value)
     try:
         return require("juliacall", "julia", "the SARSOP backend")
     except BackendUnavailableError:

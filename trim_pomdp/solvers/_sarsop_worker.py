@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from ._julia import REQUEST_FORMAT, RawSolution, SparseTabularArrays
+from ._julia import REQUEST_FORMAT, RawSolution, SparseTabularArrays, apply_worker_env_defaults
 
 __all__ = [
     "FAKE_ENV", "RESULT_FORMAT", "WorkerError", "write_request", "read_request", "read_result", "solve_function",
@@ -201,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         problem, params = read_request(request_path)
         os.chdir(params["workdir"])  # anything a solver writes to "the current directory" lands in the temp dir
+        apply_worker_env_defaults()
         solve = solve_function()
         raw = solve(
             problem,
