@@ -1,7 +1,8 @@
 """Fake solve functions injected into the SARSOP worker through ``TRIM_POMDP_SARSOP_FAKE`` (tests only).
 
 Each has the signature of :func:`trim_pomdp.solvers._julia.solve_with_julia`. ``blind`` computes a real answer
-from the arrays it receives (so a test can check what crossed the process boundary); the others misbehave in the
+from the arrays it receives (so a test can check what crossed the process boundary); the others misbehave in
+the
 ways a Julia worker can.
 """
 
@@ -40,15 +41,44 @@ def _pomdpsol_log(lower: float, upper: float, n_alphas: int, timed_out: bool) ->
     """A console log in pomdpsol's format (header, progress rows, 'SARSOP finishing', final row)."""
     sep = "-" * 79
     header = " Time   |#Trial |#Backup |LBound    |UBound    |Precision  |#Alphas |#Beliefs  "
-    first = f" 0       0       0        {lower - 5:.6g}    {upper + 5:.6g}    {upper - lower + 10:.6g}    3        1"
-    last = f" 0.02    12      140      {lower:.6g}    {upper:.6g}    {upper - lower:.6g}    {n_alphas}        9"
-    reason = ("  Preset timeout reached\n  Timeout     : 1.000000s\n  Actual Time : 1.010000s" if timed_out else
-              "  target precision reached\n  target precision  : 0.001000\n  precision reached : 0.000900 ")
-    return "\n".join([
-        "Loading the model ...", "  input file   : model.pomdpx", "", sep, header, sep, first, last, sep, "",
-        "SARSOP finishing ...", reason, "", sep, header, sep, last, sep, "", "Writing out policy ...",
-        "  output file : policy.out", "",
-    ])
+    first = (
+        f" 0       0       0        {lower - 5:.6g}    {upper + 5:.6g}    {upper - lower + 10:.6g}"
+        "    3        1"
+    )
+    last = (
+        f" 0.02    12      140      {lower:.6g}    {upper:.6g}    {upper - lower:.6g}    {n_alphas}        9"
+    )
+    reason = (
+        "  Preset timeout reached\n  Timeout     : 1.000000s\n  Actual Time : 1.010000s"
+        if timed_out
+        else "  target precision reached\n  target precision  : 0.001000\n  precision reached : 0.000900 "
+    )
+    return "\n".join(
+        [
+            "Loading the model ...",
+            "  input file   : model.pomdpx",
+            "",
+            sep,
+            header,
+            sep,
+            first,
+            last,
+            sep,
+            "",
+            "SARSOP finishing ...",
+            reason,
+            "",
+            sep,
+            header,
+            sep,
+            last,
+            sep,
+            "",
+            "Writing out policy ...",
+            "  output file : policy.out",
+            "",
+        ]
+    )
 
 
 def blind(problem, *, backend, timeout, precision, workdir, options):
@@ -73,17 +103,23 @@ def blind(problem, *, backend, timeout, precision, workdir, options):
     Path(workdir, "fake_received.json").write_text(json.dumps(received))
     if backend == "sarsop.jl":  # SARSOP.jl returns no bounds: the parent reads them from pomdpsol's log
         Path(workdir, "pomdpsol.log").write_text(
-            _pomdpsol_log(lower, upper, len(alphas), timed_out=bool(options.get("pretend_timeout"))))
+            _pomdpsol_log(lower, upper, len(alphas), timed_out=bool(options.get("pretend_timeout")))
+        )
         lower_out, upper_out, log = float("nan"), float("nan"), Path(workdir, "pomdpsol.log").read_text()
         iterations = -1
     else:
         lower_out, upper_out, log = lower, upper, ""
         iterations = 7
     return RawSolution(
-        alphas=np.ascontiguousarray(alphas.T),             # Julia layout: |S| x K
-        actions=np.arange(1, problem.n_actions + 1),       # 1-based, like action_map
-        lower=lower_out, upper=upper_out, iterations=iterations, seconds=0.01, log=log,
-        versions="julia=1.10.0;POMDPs=1.0.0;FAKE=0.0.1", extra={"options": options},
+        alphas=np.ascontiguousarray(alphas.T),  # Julia layout: |S| x K
+        actions=np.arange(1, problem.n_actions + 1),  # 1-based, like action_map
+        lower=lower_out,
+        upper=upper_out,
+        iterations=iterations,
+        seconds=0.01,
+        log=log,
+        versions="julia=1.10.0;POMDPs=1.0.0;FAKE=0.0.1",
+        extra={"options": options},
     )
 
 
@@ -119,7 +155,9 @@ def wrong_format(problem, **kwargs):
 
 def julia_error(problem, **kwargs):
     """Raises like juliacall does when Julia throws."""
-    raise RuntimeError("MethodError: no method matching build_pomdp(::Int64)\nStacktrace: [1] top-level scope")
+    raise RuntimeError(
+        "MethodError: no method matching build_pomdp(::Int64)\nStacktrace: [1] top-level scope"
+    )
 
 
 def zero_based_actions(problem, **kwargs):

@@ -8,10 +8,10 @@ import re
 import subprocess
 import sys
 import time
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 import tree_sitter_julia
 from click.testing import CliRunner
 from tree_sitter import Language, Parser
@@ -34,14 +34,18 @@ EXPECTED_UUIDS = {
     "SparseArrays": "2f01184e-e22b-5df5-ae63-d93ebab69eaf",
 }
 #: versions the compat ranges must admit: the newest releases, and what the older General-registry copy offers
-MUST_ADMIT = {"POMDPs": ["0.9.4", "1.0.0"], "POMDPTools": ["1.0.0", "1.1.0"], "SARSOP": ["0.5.7", "0.6.0"],
-              "NativeSARSOP": ["0.1.3"]}
+MUST_ADMIT = {
+    "POMDPs": ["0.9.4", "1.0.0"],
+    "POMDPTools": ["1.0.0", "1.1.0"],
+    "SARSOP": ["0.5.7", "0.6.0"],
+    "NativeSARSOP": ["0.1.3"],
+}
 MUST_REJECT = {"SARSOP": ["0.5.4"]}  # pre-POMDPTools API (no policy_filename, returns a POMDPPolicy)
 
 
-# ------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # Project.toml <-> juliapkg.json
-# ------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 def _project():
     return tomllib.loads(PROJECT_TOML.read_text())
 
@@ -82,7 +86,9 @@ def test_compat_ranges_admit_the_versions_the_code_was_written_for():
     for name, versions in MUST_REJECT.items():
         for version in versions:
             assert not _admits(compat[name], version), f"{name} compat {compat[name]!r} admits {version}"
-    assert _admits(compat["julia"], "1.10.4") and not _admits(compat["julia"], "1.9.4")  # juliacall needs 1.10
+    assert _admits(compat["julia"], "1.10.4") and not _admits(
+        compat["julia"], "1.9.4"
+    )  # juliacall needs 1.10
 
 
 def test_compat_strings_parse_with_juliapkg():
@@ -99,9 +105,9 @@ def test_juliapkg_json_ships_inside_the_package():
     assert (julia_source_dir() / "common.jl").is_file()
 
 
-# ------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # the Julia sources parse, and agree with the Python side
-# ------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 PARSER = Parser(Language(tree_sitter_julia.language()))
 
 
@@ -110,7 +116,7 @@ def _problems(source: bytes) -> list[str]:
 
     def walk(node):
         if node.type == "ERROR" or node.is_missing:
-            out.append(f"{node.type} at {node.start_point}: {source[node.start_byte:node.end_byte][:60]!r}")
+            out.append(f"{node.type} at {node.start_point}: {source[node.start_byte : node.end_byte][:60]!r}")
         for child in node.children:
             walk(child)
 
@@ -141,11 +147,14 @@ def test_julia_sources_use_only_declared_packages_and_never_both_sarsops():
     for path in JL_FILES:
         code = _strip_comments(path.read_text())
         used = set()
-        for match in re.finditer(r"^\s*(?:using|import)\s+([A-Za-z_][\w.]*(?:\s*,\s*[A-Za-z_][\w.]*)*)", code, re.M):
+        for match in re.finditer(
+            r"^\s*(?:using|import)\s+([A-Za-z_][\w.]*(?:\s*,\s*[A-Za-z_][\w.]*)*)", code, re.M
+        ):
             used.update(name.strip().split(".")[0] for name in match.group(1).split(","))
         assert used <= declared | {"Base"}, f"{path.name} loads undeclared packages {sorted(used - declared)}"
         assert not re.search(r"^\s*using\s+.*\b(SARSOP|NativeSARSOP)\b", code, re.M), (
-            f"{path.name}: `using` SARSOP/NativeSARSOP would clash on SARSOPSolver; use `import`")
+            f"{path.name}: `using` SARSOP/NativeSARSOP would clash on SARSOPSolver; use `import`"
+        )
 
 
 @pytest.mark.parametrize("backend", sorted(BACKENDS))
@@ -154,8 +163,12 @@ def test_backend_files_define_the_module_and_functions_python_calls(backend):
     code = _strip_comments((julia_source_dir() / filename).read_text())
     assert re.search(rf"^module {module}\s*$", code, re.M)
     assert 'include("common.jl")' in code
-    assert re.search(r"^function solve_pomdp\(m, workdir::AbstractString, timeout::Real, precision::Real; "
-                     r"kwargs\.\.\.\)", code, re.M)
+    assert re.search(
+        r"^function solve_pomdp\(m, workdir::AbstractString, timeout::Real, precision::Real; "
+        r"kwargs\.\.\.\)",
+        code,
+        re.M,
+    )
     # the tuple it returns has the 7 fields _julia.solve_with_julia unpacks
     returns = re.findall(r"return \(alphas, actions, ([^)]*(?:\([^)]*\)[^)]*)*)\)", code)
     assert returns and all(len(_split_top(r)) == 5 for r in returns), returns
@@ -180,25 +193,59 @@ def test_build_pomdp_signature_matches_the_python_call():
     assert match
     params = [p.strip() for p in match.group(1).replace("\n", " ").split(",")]
     names = [p.split("::")[0] for p in params]
-    assert names == ["n_states", "n_actions", "n_obs", "t_a", "t_s", "t_sp", "t_p", "o_a", "o_sp", "o_o", "o_p",
-                     "R", "b0", "terminals", "discount"]
+    assert names == [
+        "n_states",
+        "n_actions",
+        "n_obs",
+        "t_a",
+        "t_s",
+        "t_sp",
+        "t_p",
+        "o_a",
+        "o_sp",
+        "o_o",
+        "o_p",
+        "R",
+        "b0",
+        "terminals",
+        "discount",
+    ]
     # the Python side passes exactly these, in this order
     import inspect
 
     src = inspect.getsource(_julia.solve_with_julia)
     call = re.search(r"module\.build_pomdp\(([\s\S]*?)\)\n", src).group(1)
     passed = [a.strip() for a in call.replace("\n", " ").split(",") if a.strip()]
-    assert passed == ["p.n_states", "p.n_actions", "p.n_observations", "p.T_a", "p.T_s", "p.T_sp", "p.T_p",
-                      "p.O_a", "p.O_sp", "p.O_o", "p.O_p", "p.R", "p.b0", "p.terminals", "float(p.discount)"]
+    assert passed == [
+        "p.n_states",
+        "p.n_actions",
+        "p.n_observations",
+        "p.T_a",
+        "p.T_s",
+        "p.T_sp",
+        "p.T_p",
+        "p.O_a",
+        "p.O_sp",
+        "p.O_o",
+        "p.O_p",
+        "p.R",
+        "p.b0",
+        "p.terminals",
+        "float(p.discount)",
+    ]
 
 
-# ------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # trim-pomdp setup-julia
-# ------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 def _isolated_env(tmp_path: Path) -> dict[str, str]:
     """An environment in which no Julia can be found and juliapkg uses a fresh project under tmp_path."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PYTHON_JULIAPKG_", "PYTHON_JULIACALL_", "JULIA_")) and k.lower() != "https_proxy"}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PYTHON_JULIAPKG_", "PYTHON_JULIACALL_", "JULIA_"))
+        and k.lower() != "https_proxy"
+    }
     env["PATH"] = str(Path(sys.executable).parent)  # no julia / juliaup on PATH
     env["PYTHON_JULIAPKG_PROJECT"] = str(tmp_path / "julia_env")
     env["JULIA_DEPOT_PATH"] = str(tmp_path / "depot")
@@ -207,12 +254,19 @@ def _isolated_env(tmp_path: Path) -> dict[str, str]:
 
 
 def test_setup_julia_fails_fast_with_an_actionable_message(tmp_path):
-    """The real command, in a fresh process, on a machine where it cannot work: a message in seconds, no hang."""
+    """The real command, in a fresh process, where it cannot work: a message within seconds, no hang."""
     env = _isolated_env(tmp_path)
-    env["HTTPS_PROXY"] = "http://127.0.0.1:9"  # unreachable, so that it also fails fast on machines that are online
+    env["HTTPS_PROXY"] = (
+        "http://127.0.0.1:9"  # unreachable, so that it also fails fast on machines that are online
+    )
     start = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "trim_pomdp", "setup-julia"], env=env, capture_output=True,
-                          text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "trim_pomdp", "setup-julia"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     elapsed = time.monotonic() - start
     assert proc.returncode != 0
     assert elapsed < 10, f"setup-julia took {elapsed:.1f} s to fail"
@@ -223,22 +277,33 @@ def test_setup_julia_fails_fast_with_an_actionable_message(tmp_path):
 
 
 def test_setup_julia_fails_fast_when_offline_with_the_julia_extra_installed(tmp_path):
-    """Same, past the package check: stub juliacall/juliapkg specs so the command reaches its network probe."""
+    """Same, past the package check: a stub juliacall spec lets the command reach its network probe."""
     pytest.importorskip("juliapkg")
     env = _isolated_env(tmp_path)
     env["HTTPS_PROXY"] = "http://127.0.0.1:9"
     stub = tmp_path / "stubs" / "juliacall"
     stub.mkdir(parents=True)
-    (stub / "__init__.py").write_text("raise ImportError('test stub: importing juliacall would start Julia')\n")
-    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path / "stubs"), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    (stub / "__init__.py").write_text(
+        "raise ImportError('test stub: importing juliacall would start Julia')\n"
+    )
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path / "stubs"), env.get("PYTHONPATH", "")]).rstrip(
+        os.pathsep
+    )
     start = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "trim_pomdp", "setup-julia", "--probe-timeout", "2"], env=env,
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "trim_pomdp", "setup-julia", "--probe-timeout", "2"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     elapsed = time.monotonic() - start
     assert proc.returncode == 1 and elapsed < 10, (proc.returncode, elapsed, proc.stderr)
     assert "Traceback" not in proc.stderr + proc.stdout
     assert "cannot reach 127.0.0.1:9 (the HTTPS proxy)" in proc.stderr
-    assert "PYTHON_JULIAPKG_EXE=/path/to/julia" in proc.stderr and "PYTHON_JULIAPKG_OFFLINE=yes" in proc.stderr
+    assert (
+        "PYTHON_JULIAPKG_EXE=/path/to/julia" in proc.stderr and "PYTHON_JULIAPKG_OFFLINE=yes" in proc.stderr
+    )
 
 
 def _pretend_installed(monkeypatch):
@@ -292,8 +357,14 @@ def test_probe_gives_up_within_its_timeout():
 def test_setup_julia_cli_reports_blocked_plans_without_traceback(monkeypatch):
     from trim_pomdp.cli import main
 
-    monkeypatch.setattr(_julia, "plan_setup", lambda probe_timeout=3.0: _julia.SetupPlan(
-        "blocked", problems=["cannot reach example:443 (timed out); set PYTHON_JULIAPKG_EXE=/path/to/julia"]))
+    monkeypatch.setattr(
+        _julia,
+        "plan_setup",
+        lambda probe_timeout=3.0: _julia.SetupPlan(
+            "blocked",
+            problems=["cannot reach example:443 (timed out); set PYTHON_JULIAPKG_EXE=/path/to/julia"],
+        ),
+    )
     result = CliRunner().invoke(main, ["setup-julia", "--probe-timeout", "0.5"])
     assert result.exit_code == 1
     assert "Julia cannot be set up here" in result.output and "PYTHON_JULIAPKG_EXE" in result.output
@@ -303,7 +374,9 @@ def test_setup_julia_cli_reports_blocked_plans_without_traceback(monkeypatch):
 def test_setup_julia_dry_run_when_already_set_up(monkeypatch):
     from trim_pomdp.cli import main
 
-    monkeypatch.setattr(_julia, "plan_setup", lambda probe_timeout=3.0: _julia.SetupPlan("done", julia="/x/julia"))
+    monkeypatch.setattr(
+        _julia, "plan_setup", lambda probe_timeout=3.0: _julia.SetupPlan("done", julia="/x/julia")
+    )
     result = CliRunner().invoke(main, ["setup-julia", "--dry-run"])
     assert result.exit_code == 0, result.output
     assert "already set up" in result.output

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from _sarsop_fakes import blind_alphas, mdp_values
+
 from trim_pomdp.exceptions import BackendUnavailableError, InvalidParameterError, ModelCheckError, SolverError
 from trim_pomdp.solvers._julia import (
     RawSolution,
@@ -38,7 +38,8 @@ def tiger(b0=(0.5, 0.5)) -> TabularPOMDP:
         T=np.stack([listen, reset, reset]),
         O=np.stack([np.array([[0.85, 0.15], [0.15, 0.85]]), reset, reset]),
         R=np.array([[-1.0, -100.0, 10.0], [-1.0, 10.0, -100.0]]),
-        b0=np.array(b0, dtype=float), discount=0.95,
+        b0=np.array(b0, dtype=float),
+        discount=0.95,
         action_names=["listen", "open-left", "open-right"],
     )
 
@@ -52,8 +53,9 @@ def chain_with_terminal() -> TabularPOMDP:
     O[0] = [[1.0, 0.0], [0.25, 0.75], [0.0, 1.0]]
     O[1] = [[0.5, 0.5], [0.5, 0.5], [0.0, 1.0]]
     R = np.array([[0.0, -1.0], [2.0, 5.0], [0.0, 0.0]])
-    return TabularPOMDP(T=T, O=O, R=R, b0=np.array([0.6, 0.4, 0.0]), discount=0.9,
-                        terminal=np.array([False, False, True]))
+    return TabularPOMDP(
+        T=T, O=O, R=R, b0=np.array([0.6, 0.4, 0.0]), discount=0.9, terminal=np.array([False, False, True])
+    )
 
 
 @pytest.fixture
@@ -68,9 +70,9 @@ def fake(monkeypatch):
     return use
 
 
-# ------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # numpy -> SparseTabularPOMDP conversion (pure)
-# ------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 def test_conversion_hand_built_indices_values_and_terminals():
     m = chain_with_terminal()
     p = to_sparse_tabular(m)
@@ -81,9 +83,16 @@ def test_conversion_hand_built_indices_values_and_terminals():
     assert p.T_sp.tolist() == [2, 3, 2, 3, 1, 3, 3]
     assert p.T_p.tolist() == [0.7, 0.3, 1.0, 1.0, 1.0, 1.0, 1.0]
     # O[a][sp, o]
-    assert list(zip(p.O_a.tolist(), p.O_sp.tolist(), p.O_o.tolist(), p.O_p.tolist())) == [
-        (1, 1, 1, 1.0), (1, 2, 1, 0.25), (1, 2, 2, 0.75), (1, 3, 2, 1.0),
-        (2, 1, 1, 0.5), (2, 1, 2, 0.5), (2, 2, 1, 0.5), (2, 2, 2, 0.5), (2, 3, 2, 1.0),
+    assert list(zip(p.O_a.tolist(), p.O_sp.tolist(), p.O_o.tolist(), p.O_p.tolist(), strict=True)) == [
+        (1, 1, 1, 1.0),
+        (1, 2, 1, 0.25),
+        (1, 2, 2, 0.75),
+        (1, 3, 2, 1.0),
+        (2, 1, 1, 0.5),
+        (2, 1, 2, 0.5),
+        (2, 2, 1, 0.5),
+        (2, 2, 2, 0.5),
+        (2, 3, 2, 1.0),
     ]
     assert p.terminals.tolist() == [3]
     np.testing.assert_array_equal(p.R, m.R)
@@ -154,9 +163,9 @@ def test_policy_arrays_transposes_and_zero_bases():
         policy_arrays(RawSolution(alphas=np.ones((2, 2)), actions=np.array([1])), 2, 2)
 
 
-# ------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # pomdpsol's log
-# ------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 POMDPSOL_LOG = """\
 Loading the model ...
 -------------------------------------------------------------------------------
@@ -183,16 +192,21 @@ def test_parse_pomdpsol_log():
     out = parse_pomdpsol_log(POMDPSOL_LOG)
     assert out["stop_reason"] == "precision"
     assert (out["lower"], out["upper"], out["trials"], out["n_alphas"], out["n_beliefs"]) == (
-        19.3711, 19.3721, 183, 5, 60)
+        19.3711,
+        19.3721,
+        183,
+        5,
+        60,
+    )
     timed_out = POMDPSOL_LOG.replace("target precision reached", "Preset timeout reached")
     assert parse_pomdpsol_log(timed_out)["stop_reason"] == "timeout"
     empty = parse_pomdpsol_log("")
     assert empty["stop_reason"] is None and math.isnan(empty["upper"]) and empty["trials"] == -1
 
 
-# ------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # worker protocol with injected fakes
-# ------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 def _expected_blind(model: TabularPOMDP):
     alphas = blind_alphas(model.T, model.R, model.discount)
     upper = float(mdp_values(model.T, model.R, model.discount) @ model.b0)
@@ -203,13 +217,22 @@ def _expected_blind(model: TabularPOMDP):
 def test_child_process_roundtrip_with_fake_solver(fake, tmp_path, backend):
     fake("blind")
     model = tiger(b0=(0.9, 0.1))
-    solver = SarsopSolver(backend=backend, timeout=5.0, precision=1e-2, workdir=tmp_path,
-                          julia_kwargs={"trial_improvement_factor": 0.3, "randomization": True})
+    solver = SarsopSolver(
+        backend=backend,
+        timeout=5.0,
+        precision=1e-2,
+        workdir=tmp_path,
+        julia_kwargs={"trial_improvement_factor": 0.3, "randomization": True},
+    )
     policy = solver.solve(model)
     alphas, lower, upper = _expected_blind(model)
     assert isinstance(policy, AlphaVectorPolicy)
     np.testing.assert_allclose(policy.alphas, alphas, rtol=1e-12)
-    assert policy.actions.tolist() == [0, 1, 2] and policy.action_names == ("listen", "open-left", "open-right")
+    assert policy.actions.tolist() == [0, 1, 2] and policy.action_names == (
+        "listen",
+        "open-left",
+        "open-right",
+    )
     info = solver.info
     assert info.solver == f"sarsop[{backend}]"
     assert info.lower_bound == pytest.approx(lower, rel=1e-12)
@@ -245,7 +268,9 @@ def test_in_process_mode_matches_child_process(fake, tmp_path):
     np.testing.assert_array_equal(a.actions, b.actions)
     received = json.loads((tmp_path / "fake_received.json").read_text())
     assert received["pid"] == os.getpid() and received["terminals"] == [3]
-    assert received["handle_signals"] == os.environ.get("PYTHON_JULIACALL_HANDLE_SIGNALS")  # untouched in-process
+    assert received["handle_signals"] == os.environ.get(
+        "PYTHON_JULIACALL_HANDLE_SIGNALS"
+    )  # untouched in-process
 
 
 def test_converged_follows_pomdpsol_stop_reason(fake, tmp_path):
@@ -310,12 +335,24 @@ def test_backend_unavailable_is_reported_as_such(fake):
 
 def test_request_file_roundtrip(tmp_path):
     p = to_sparse_tabular(chain_with_terminal())
-    write_request(tmp_path / "r.npz", p, backend="native", timeout=3.0, precision=1e-4, workdir=tmp_path,
-                  options={"kappa": 0.5})
+    write_request(
+        tmp_path / "r.npz",
+        p,
+        backend="native",
+        timeout=3.0,
+        precision=1e-4,
+        workdir=tmp_path,
+        options={"kappa": 0.5},
+    )
     q, params = read_request(tmp_path / "r.npz")
     np.testing.assert_array_equal(q.dense_T(), p.dense_T())
-    assert params == {"backend": "native", "timeout": 3.0, "precision": 1e-4, "workdir": str(tmp_path),
-                      "options": {"kappa": 0.5}}
+    assert params == {
+        "backend": "native",
+        "timeout": 3.0,
+        "precision": 1e-4,
+        "workdir": str(tmp_path),
+        "options": {"kappa": 0.5},
+    }
     with np.load(tmp_path / "r.npz", allow_pickle=False) as data:  # no object arrays anywhere
         assert all(data[k].dtype != object for k in data.files)
 
@@ -326,9 +363,9 @@ def test_worker_bad_usage_exit_code():
     assert main(["only-one-arg"]) == 2
 
 
-# ------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # parameters and inputs
-# ------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("kwargs", "pattern"),
     [
@@ -382,9 +419,9 @@ def test_solver_protocol_and_repr():
     assert "native" in repr(s) and s.get_params()["julia_kwargs"] == {"epsilon": 0.5}
 
 
-# ------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # live Julia tests (skip with the reason where Julia is not set up)
-# ------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 JULIA_OK, JULIA_WHY = julia_status()
 needs_julia = pytest.mark.skipif(not JULIA_OK, reason=f"Julia not available: {JULIA_WHY}")
 
@@ -413,6 +450,7 @@ def test_live_tiger(backend, tmp_path):
 @pytest.mark.parametrize("backend", ["sarsop.jl", "native"])
 def test_live_tiger_matches_point_based_solver(backend):
     from trim_pomdp.solvers import pointbased
+
     model = tiger(b0=(0.9, 0.1))
     ours = SarsopSolver(backend=backend, timeout=30.0).solve(model)
     pb = pointbased.PointBasedSolver(precision=1e-3, time_limit=30.0)
@@ -431,11 +469,11 @@ def test_live_tests_skip_with_a_reason_when_julia_is_missing():
     assert sys.executable  # the worker is started with this interpreter
 
 
-# ------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # the model handed to SARSOP is the model the other solvers solve (shared .pomdp/.pomdpx fixtures)
-# ------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 def small_trim(horizon: int = 4, n_bins: int = 3):
-    """A small TRIM-POMDP (2 token buckets, 3 observation bins) built from arrays, no fitted artifact needed."""
+    """A small TRIM-POMDP (2 token buckets, 3 observation bins) built from arrays, no fitted artifact."""
     from trim_pomdp.model.params import TrimParams
     from trim_pomdp.model.trim import ArrayObservationModel, build_trim_pomdp
 
@@ -445,9 +483,15 @@ def small_trim(horizon: int = 4, n_bins: int = 3):
     m_marg /= m_marg.sum(axis=1, keepdims=True)
     pair = np.stack([np.outer(first[z], m_marg[z]) for z in range(3)])
     params = TrimParams(
-        p_w=0.8, p_s=0.95, horizon=horizon, bucket_edges=[100.0],
-        bucket_probs=np.tile([0.5, 0.5], (horizon, 1)), hazard=np.full(horizon, 0.3),
-        bucket_mean_tokens=[60.0, 200.0], lam=5e-4, discount=0.999,
+        p_w=0.8,
+        p_s=0.95,
+        horizon=horizon,
+        bucket_edges=[100.0],
+        bucket_probs=np.tile([0.5, 0.5], (horizon, 1)),
+        hazard=np.full(horizon, 0.3),
+        bucket_mean_tokens=[60.0, 200.0],
+        lam=5e-4,
+        discount=0.999,
     )
     return build_trim_pomdp(params, ArrayObservationModel(pair, first))
 
@@ -576,8 +620,10 @@ def test_belief_router_replans_through_sarsop_solver(fake, tmp_path):
     solver = SarsopSolver(backend="sarsop.jl", isolate=False, workdir=tmp_path)
     router = BeliefRouter(solve_trim(trim), trim, replan=solver, delta=1.0)  # δ = 1: the gate is always open
     router.reset()
-    actions = [router.decide(StepObservation(t=1, scores=(0.2,), tokens=80, final=False)),
-               router.decide(StepObservation(t=2, scores=(0.2, 0.9), tokens=250, final=False))]
+    actions = [
+        router.decide(StepObservation(t=1, scores=(0.2,), tokens=80, final=False)),
+        router.decide(StepObservation(t=2, scores=(0.2, 0.9), tokens=250, final=False)),
+    ]
     assert set(actions) <= {"continue", "regenerate"} and router.n_replans == 2
     assert solver.info is not None and solver.info.sizes["n_states"] == trim.flatten().n_states
     # the last re-plan started from the router's belief on the states of context (t=2, bucket 1, not final)

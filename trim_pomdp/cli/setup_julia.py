@@ -1,8 +1,10 @@
 """``trim-pomdp setup-julia``: install and precompile the Julia side of the SARSOP backend.
 
-It resolves the Julia environment declared in ``trim_pomdp/juliapkg.json`` with juliapkg (which downloads Julia
+It resolves the Julia environment declared in ``trim_pomdp/juliapkg.json`` with juliapkg (which downloads
+Julia
 if none is found, then installs and precompiles POMDPs, POMDPTools, SARSOP, NativeSARSOP and PythonCall), then
-checks the setup by solving the Tiger POMDP with each backend in a child process. Before anything is downloaded
+checks the setup by solving the Tiger POMDP with each backend in a child process. Before anything is
+downloaded
 it checks, within a few seconds, that the download can work; offline it stops with a message naming what is
 missing and how to point at an existing Julia instead of hanging.
 """
@@ -29,10 +31,16 @@ def tiger_pomdp():
     T = np.stack([listen, reset, reset])
     O = np.stack([np.array([[0.85, 0.15], [0.15, 0.85]]), reset, reset])
     R = np.array([[-1.0, -100.0, 10.0], [-1.0, 10.0, -100.0]])
-    return TabularPOMDP(T=T, O=O, R=R, b0=np.array([0.5, 0.5]), discount=0.95,
-                        state_names=["tiger-left", "tiger-right"],
-                        action_names=["listen", "open-left", "open-right"],
-                        observation_names=["hear-left", "hear-right"])
+    return TabularPOMDP(
+        T=T,
+        O=O,
+        R=R,
+        b0=np.array([0.5, 0.5]),
+        discount=0.95,
+        state_names=["tiger-left", "tiger-right"],
+        action_names=["listen", "open-left", "open-right"],
+        observation_names=["hear-left", "hear-right"],
+    )
 
 
 def _format_problems(problems: list[str]) -> str:
@@ -40,18 +48,39 @@ def _format_problems(problems: list[str]) -> str:
 
 
 @click.command("setup-julia")
-@click.option("--check/--no-check", default=True, show_default=True,
-              help="After setup, solve the Tiger POMDP with the checked backends to prove it works.")
-@click.option("--backend", "backends", type=click.Choice(["sarsop.jl", "native", "both"]), default="both",
-              show_default=True, help="Which SARSOP backend(s) to check.")
+@click.option(
+    "--check/--no-check",
+    default=True,
+    show_default=True,
+    help="After setup, solve the Tiger POMDP with the checked backends to prove it works.",
+)
+@click.option(
+    "--backend",
+    "backends",
+    type=click.Choice(["sarsop.jl", "native", "both"]),
+    default="both",
+    show_default=True,
+    help="Which SARSOP backend(s) to check.",
+)
 @click.option("--force", is_flag=True, help="Re-resolve even if juliapkg's environment looks up to date.")
-@click.option("--probe-timeout", type=click.FloatRange(min=0.1), default=3.0, show_default=True,
-              help="Seconds allowed to reach each download host before giving up (offline detection).")
-@click.option("--check-timeout", type=click.FloatRange(min=1.0), default=300.0, show_default=True,
-              help="Wall-clock allowance of each check solve, Julia's start-up included.")
+@click.option(
+    "--probe-timeout",
+    type=click.FloatRange(min=0.1),
+    default=3.0,
+    show_default=True,
+    help="Seconds allowed to reach each download host before giving up (offline detection).",
+)
+@click.option(
+    "--check-timeout",
+    type=click.FloatRange(min=1.0),
+    default=300.0,
+    show_default=True,
+    help="Wall-clock allowance of each check solve, Julia's start-up included.",
+)
 @click.option("--dry-run", is_flag=True, help="Only say what would be done.")
-def command(check: bool, backends: str, force: bool, probe_timeout: float, check_timeout: float,
-            dry_run: bool) -> None:
+def command(
+    check: bool, backends: str, force: bool, probe_timeout: float, check_timeout: float, dry_run: bool
+) -> None:
     """Resolve and precompile the Julia environment of the SARSOP backend (downloads Julia and packages).
 
     \b
@@ -73,25 +102,30 @@ def command(check: bool, backends: str, force: bool, probe_timeout: float, check
         raise click.ClickException(_format_problems(plan.problems))
     descriptions = {
         "done": "the Julia environment is already set up and current",
-        "bypass": "juliacall is configured by PYTHON_JULIACALL_EXE/PYTHON_JULIACALL_PROJECT; juliapkg is not used",
+        "bypass": "juliacall is configured by PYTHON_JULIACALL_EXE/PYTHON_JULIACALL_PROJECT "
+        "(juliapkg is not used)",
         "resolve": "resolve the Julia environment with juliapkg"
-                   + (f" using {plan.julia}" if plan.julia else " (downloading Julia)")
-                   + (" offline" if plan.offline else ""),
+        + (f" using {plan.julia}" if plan.julia else " (downloading Julia)")
+        + (" offline" if plan.offline else ""),
     }
-    console.print(f"[bold]setup-julia[/]: {descriptions[plan.action]} "
-                  f"(checked in {time.perf_counter() - started:.1f} s)")
+    console.print(
+        f"[bold]setup-julia[/]: {descriptions[plan.action]} "
+        f"(checked in {time.perf_counter() - started:.1f} s)"
+    )
     if dry_run:
         return
     if plan.action == "resolve":
         import juliapkg
 
-        console.print("Resolving (this downloads and precompiles packages the first time; it can take minutes)...")
+        console.print(
+            "Resolving (this downloads and precompiles packages the first time; it can take minutes)..."
+        )
         try:
             juliapkg.resolve(force=force)
         except Exception as exc:  # noqa: BLE001 - juliapkg raises plain Exceptions
             raise click.ClickException(
-                f"juliapkg could not set up Julia: {exc}\nIf this machine is offline, set PYTHON_JULIAPKG_EXE to "
-                "an installed Julia and PYTHON_JULIAPKG_OFFLINE=yes."
+                f"juliapkg could not set up Julia: {exc}\nIf this machine is offline, set "
+                "PYTHON_JULIAPKG_EXE to an installed Julia and PYTHON_JULIAPKG_OFFLINE=yes."
             ) from None
     if check:
         _check_backends(console, ["sarsop.jl", "native"] if backends == "both" else [backends], check_timeout)
@@ -122,8 +156,14 @@ def _check_backends(console, backends: list[str], check_timeout: float) -> None:
         if not ok:
             failures.append(f"{backend}: V(b0) lower bound {info.lower_bound:.4f}, expected about 19.37")
         upper = "n/a" if not math.isfinite(info.upper_bound) else f"{info.upper_bound:.4f}"
-        table.add_row(backend, f"{info.lower_bound:.4f}", upper, str(policy.alphas.shape[0]),
-                      f"{info.seconds:.1f}", "[green]ok[/]" if ok else "[red]wrong value[/]")
+        table.add_row(
+            backend,
+            f"{info.lower_bound:.4f}",
+            upper,
+            str(policy.alphas.shape[0]),
+            f"{info.seconds:.1f}",
+            "[green]ok[/]" if ok else "[red]wrong value[/]",
+        )
     console.print(table)
     if failures:
         raise click.ClickException("the check failed:\n" + "\n".join(f"  - {f}" for f in failures))

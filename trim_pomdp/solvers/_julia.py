@@ -1,7 +1,8 @@
-"""The Julia boundary of the SARSOP backend: numpy → Julia conversion, environment checks, the juliacall calls.
+"""The Julia boundary of the SARSOP backend: numpy → Julia conversion, environment checks, juliacall calls.
 
 This is the only module of trim-pomdp that imports ``juliacall``, and it does so lazily, inside
-:func:`solve_with_julia`, after checking that the Julia environment has been set up (``trim-pomdp setup-julia``);
+:func:`solve_with_julia`, after checking that the Julia environment has been set up (``trim-pomdp
+setup-julia``);
 a solve never starts a download. Everything else here is plain numpy and runs without Julia:
 
 * :func:`to_sparse_tabular` turns a :class:`~trim_pomdp.solvers.tabular.TabularPOMDP` (``T[a, s, s']``,
@@ -21,9 +22,9 @@ import shutil
 import socket
 import threading
 from dataclasses import dataclass, field
-from urllib.parse import urlparse
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import numpy as np
 
@@ -51,7 +52,8 @@ BACKENDS: dict[str, tuple[str, str]] = {
 }
 
 #: juliacall options the worker process sets (unless the user set them) before juliacall is first imported:
-#: Julia's own signal handling, which PythonCall's FAQ recommends for multithreaded Julia code called from Python.
+# : Julia's own signal handling, which PythonCall's FAQ recommends for multithreaded Julia code called from
+# Python.
 #: In-process solves (``isolate=False``) leave the user's process settings alone.
 JULIACALL_ENV_DEFAULTS: dict[str, str] = {"PYTHON_JULIACALL_HANDLE_SIGNALS": "yes"}
 
@@ -61,6 +63,7 @@ def apply_worker_env_defaults() -> None:
     for key, value in JULIACALL_ENV_DEFAULTS.items():
         os.environ.setdefault(key, value)
 
+
 REQUEST_FORMAT = "trim-pomdp/sarsop-request/1"
 
 
@@ -69,9 +72,9 @@ def julia_source_dir() -> Path:
     return Path(__file__).resolve().parent / "julia"
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # numpy -> SparseTabularPOMDP arrays (pure, testable without Julia)
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class SparseTabularArrays:
     """A tabular POMDP as the 1-based coordinate triplets handed to Julia's ``build_pomdp``.
@@ -127,9 +130,16 @@ class SparseTabularArrays:
         kwargs: dict[str, Any] = {
             name: np.ascontiguousarray(data[name], dtype=np.int64) for name in cls._INT_FIELDS
         }
-        kwargs.update({name: np.ascontiguousarray(data[name], dtype=np.float64) for name in cls._FLOAT_FIELDS})
-        return cls(n_states=n_states, n_actions=n_actions, n_observations=n_observations,
-                   discount=float(data["discount"]), **kwargs)
+        kwargs.update(
+            {name: np.ascontiguousarray(data[name], dtype=np.float64) for name in cls._FLOAT_FIELDS}
+        )
+        return cls(
+            n_states=n_states,
+            n_actions=n_actions,
+            n_observations=n_observations,
+            discount=float(data["discount"]),
+            **kwargs,
+        )
 
 
 def _coo_1based(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -149,7 +159,8 @@ def to_sparse_tabular(model, *, check: bool = True, atol: float = 1e-9) -> Spars
     Parameters
     ----------
     model : TabularPOMDP
-        ``T[a, s, s']``, ``O[a, s', o]``, ``R[s, a]``, ``b0``, ``discount`` and optionally ``terminal`` (a boolean
+        ``T[a, s, s']``, ``O[a, s', o]``, ``R[s, a]``, ``b0``, ``discount`` and optionally ``terminal`` (a
+        boolean
         mask of absorbing zero-reward states).
     check : bool, default True
         Run :meth:`TabularPOMDP.check` first (shapes, ranges, row sums).
@@ -159,13 +170,16 @@ def to_sparse_tabular(model, *, check: bool = True, atol: float = 1e-9) -> Spars
     Returns
     -------
     SparseTabularArrays
-        Exactly the nonzeros of ``T`` and ``O`` (no thresholding), ``R``, ``b0`` and the terminal states, 1-based.
+        Exactly the nonzeros of ``T`` and ``O`` (no thresholding), ``R``, ``b0`` and the terminal states,
+        1-based.
 
     Raises
     ------
     ModelCheckError
-        If the arrays are inconsistent, or a state marked terminal is not absorbing with zero reward under every
-        action: SparseTabularPOMDP's ``terminal_states`` make POMDPs.jl solvers treat those states as absorbing with
+        If the arrays are inconsistent, or a state marked terminal is not absorbing with zero reward under
+        every
+        action: SparseTabularPOMDP's ``terminal_states`` make POMDPs.jl solvers treat those states as
+        absorbing with
         reward 0, so marking any other state terminal would silently solve a different model.
     """
     if check:
@@ -182,15 +196,17 @@ def to_sparse_tabular(model, *, check: bool = True, atol: float = 1e-9) -> Spars
     else:
         mask = np.asarray(terminal, dtype=bool).reshape(-1)
         if mask.shape != (n_states,):
-            raise ModelCheckError(f"terminal must be a boolean mask of length {n_states}, got shape {mask.shape}")
+            raise ModelCheckError(
+                f"terminal must be a boolean mask of length {n_states}, got shape {mask.shape}"
+            )
         term_idx = np.flatnonzero(mask)
         for s in term_idx:
             for a in range(n_actions):
                 if abs(T[a, s, s] - 1.0) > atol:
                     raise ModelCheckError(
-                        f"state {s} is marked terminal but T[{a}, {s}, {s}] = {T[a, s, s]!r}, not 1: POMDPs.jl "
-                        "treats terminal states as absorbing, so this would solve a different model; make the "
-                        "state absorbing or unmark it"
+                        f"state {s} is marked terminal but T[{a}, {s}, {s}] = {T[a, s, s]!r}, not 1: "
+                        "POMDPs.jl treats terminal states as absorbing, so this would solve a different "
+                        "model; make the state absorbing or unmark it"
                     )
                 if abs(R[s, a]) > atol:
                     raise ModelCheckError(
@@ -201,16 +217,27 @@ def to_sparse_tabular(model, *, check: bool = True, atol: float = 1e-9) -> Spars
     T_a, T_s, T_sp, T_p = _coo_1based(T)
     O_a, O_sp, O_o, O_p = _coo_1based(O)
     return SparseTabularArrays(
-        n_states=int(n_states), n_actions=int(n_actions), n_observations=int(n_obs),
-        T_a=T_a, T_s=T_s, T_sp=T_sp, T_p=T_p,
-        O_a=O_a, O_sp=O_sp, O_o=O_o, O_p=O_p,
-        R=R, b0=b0, terminals=term_idx, discount=float(model.discount),
+        n_states=int(n_states),
+        n_actions=int(n_actions),
+        n_observations=int(n_obs),
+        T_a=T_a,
+        T_s=T_s,
+        T_sp=T_sp,
+        T_p=T_p,
+        O_a=O_a,
+        O_sp=O_sp,
+        O_o=O_o,
+        O_p=O_p,
+        R=R,
+        b0=b0,
+        terminals=term_idx,
+        discount=float(model.discount),
     )
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # What a backend returns, and its conversion to the package's policy layout
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 @dataclass
 class RawSolution:
     """A backend's answer in Julia's layout.
@@ -276,9 +303,9 @@ def policy_arrays(raw: RawSolution, n_states: int, n_actions: int) -> tuple[np.n
     return np.ascontiguousarray(alphas.T), actions - 1
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # Is Julia usable here?
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 def _bypass_vars() -> tuple[str | None, str | None]:
     return os.environ.get("PYTHON_JULIACALL_EXE"), os.environ.get("PYTHON_JULIACALL_PROJECT")
 
@@ -331,9 +358,9 @@ def julia_available() -> bool:
     return julia_status()[0]
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # `trim-pomdp setup-julia`: decide quickly whether resolving can work here
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 #: where juliapkg downloads Julia from (its list of releases) and the default Julia package server
 JULIA_DOWNLOAD_HOST = "julialang-s3.julialang.org"
 DEFAULT_PKG_SERVER = "https://pkg.julialang.org"
@@ -350,7 +377,7 @@ def _host_port(url: str, default_port: int = 443) -> tuple[str, int]:
 
 
 def probe(host: str, port: int, timeout: float) -> str | None:
-    """Try a TCP connection to ``host:port`` within ``timeout`` seconds (DNS included); ``None`` or the error."""
+    """Try a TCP connection to ``host:port`` within ``timeout`` s (DNS included); ``None`` or the error."""
     result: list[str | None] = ["timed out"]
 
     def attempt() -> None:
@@ -390,9 +417,11 @@ class SetupPlan:
     Attributes
     ----------
     action : {"resolve", "done", "bypass", "blocked"}
-        ``"resolve"``: run ``juliapkg.resolve()`` (installs Julia/packages); ``"done"``: juliapkg's environment is
+        ``"resolve"``: run ``juliapkg.resolve()`` (installs Julia/packages); ``"done"``: juliapkg's
+        environment is
         already resolved and current; ``"bypass"``: juliacall is pointed at a Julia and project by
-        ``PYTHON_JULIACALL_EXE``/``PYTHON_JULIACALL_PROJECT``, juliapkg is not used; ``"blocked"``: it cannot work
+        ``PYTHON_JULIACALL_EXE``/``PYTHON_JULIACALL_PROJECT``, juliapkg is not used; ``"blocked"``: it cannot
+        work
         here, ``problems`` says why.
     julia : str or None
         Local Julia executable, if any.
@@ -412,12 +441,16 @@ class SetupPlan:
 
 
 def plan_setup(probe_timeout: float = 3.0) -> SetupPlan:
-    """Decide what ``setup-julia`` can do here, in at most a few seconds (network probes run with a timeout)."""
+    """Decide what ``setup-julia`` can do here, within seconds (network probes run with a timeout)."""
     missing = [name for name in ("juliacall", "juliapkg") if not _module_installed(name)]
     if missing:
-        return SetupPlan("blocked", problems=[
-            f"missing Python package(s) {', '.join(missing)}: install them with pip install 'trim-pomdp[julia]'"
-        ])
+        return SetupPlan(
+            "blocked",
+            problems=[
+                f"missing Python package(s) {', '.join(missing)}: "
+                "install them with pip install 'trim-pomdp[julia]'"
+            ],
+        )
     exe, project = _bypass_vars()
     if exe or project:
         ok, why = julia_status()
@@ -437,8 +470,9 @@ def plan_setup(probe_timeout: float = 3.0) -> SetupPlan:
     if offline:
         if julia is None:
             plan.problems.append(
-                "PYTHON_JULIAPKG_OFFLINE is on and no Julia was found: set PYTHON_JULIAPKG_EXE=/path/to/julia "
-                "(Julia >= 1.10 whose depot already holds POMDPs, POMDPTools, SARSOP, NativeSARSOP and PythonCall)"
+                "PYTHON_JULIAPKG_OFFLINE is on and no Julia was found: set "
+                "PYTHON_JULIAPKG_EXE=/path/to/julia (Julia >= 1.10 whose depot already holds POMDPs, "
+                "POMDPTools, SARSOP, NativeSARSOP and PythonCall)"
             )
     else:
         proxy = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy")
@@ -453,9 +487,10 @@ def plan_setup(probe_timeout: float = 3.0) -> SetupPlan:
             if error is not None:
                 via = " (the HTTPS proxy)" if proxy else ""
                 plan.problems.append(
-                    f"cannot reach {host}:{port}{via} ({error}); this machine looks offline. To use a Julia that "
-                    "is already installed, with the packages in its depot, set PYTHON_JULIAPKG_EXE=/path/to/julia "
-                    "and PYTHON_JULIAPKG_OFFLINE=yes, or point PYTHON_JULIACALL_EXE and PYTHON_JULIACALL_PROJECT at "
+                    f"cannot reach {host}:{port}{via} ({error}); this machine looks offline. To use a "
+                    "Julia that is already installed, with the packages in its depot, set "
+                    "PYTHON_JULIAPKG_EXE=/path/to/julia and PYTHON_JULIAPKG_OFFLINE=yes, or point "
+                    "PYTHON_JULIACALL_EXE and PYTHON_JULIACALL_PROJECT at "
                     "a Julia and a project holding POMDPs, POMDPTools, SARSOP, NativeSARSOP and PythonCall "
                     "(see julia/Project.toml)"
                 )
@@ -464,14 +499,14 @@ def plan_setup(probe_timeout: float = 3.0) -> SetupPlan:
     return plan
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # juliacall (only here, only lazily)
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 _MODULES: dict[str, Any] = {}
 
 
 def _juliacall():
-    """Import juliacall; refuse (instead of letting juliacall download things) if the environment is not ready."""
+    """Import juliacall; refuse (rather than let juliacall download things) if the setup is not done."""
     ok, why = julia_status()
     if not ok:
         raise BackendUnavailableError(f"the SARSOP backend needs Julia: {why}")
@@ -560,10 +595,21 @@ def solve_with_julia(
     p = problem
     try:
         model = module.build_pomdp(
-            p.n_states, p.n_actions, p.n_observations,
-            p.T_a, p.T_s, p.T_sp, p.T_p,
-            p.O_a, p.O_sp, p.O_o, p.O_p,
-            p.R, p.b0, p.terminals, float(p.discount),
+            p.n_states,
+            p.n_actions,
+            p.n_observations,
+            p.T_a,
+            p.T_s,
+            p.T_sp,
+            p.T_p,
+            p.O_a,
+            p.O_sp,
+            p.O_o,
+            p.O_p,
+            p.R,
+            p.b0,
+            p.terminals,
+            float(p.discount),
         )
         result = module.solve_pomdp(model, str(workdir), float(timeout), float(precision), **(options or {}))
         alphas = _to_numpy(result[0], np.float64)
@@ -578,6 +624,12 @@ def solve_with_julia(
             message += f"\n--- solver output (last lines of {log_path.name}) ---\n{tail}"
         raise SolverError(message) from exc
     return RawSolution(
-        alphas=alphas, actions=actions, lower=lower, upper=upper, iterations=iterations, seconds=seconds,
-        log=_read_text(log_path), versions=versions,
+        alphas=alphas,
+        actions=actions,
+        lower=lower,
+        upper=upper,
+        iterations=iterations,
+        seconds=seconds,
+        log=_read_text(log_path),
+        versions=versions,
     )

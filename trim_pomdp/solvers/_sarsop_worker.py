@@ -7,17 +7,20 @@ Usage (started by :class:`~trim_pomdp.solvers.sarsop.SarsopSolver`, not by hand)
 ``REQUEST.npz`` holds the model as the 1-based sparse arrays of
 :class:`~trim_pomdp.solvers._julia.SparseTabularArrays` plus the solve parameters (``backend``, ``timeout``,
 ``precision``, ``options_json``, ``workdir``); the worker changes into ``workdir``, solves, and writes
-``RESULT.npz`` atomically (``status`` ``"ok"`` with the backend's alpha vectors in Julia's layout, or ``"error"``
+``RESULT.npz`` atomically (``status`` ``"ok"`` with the backend's alpha vectors in Julia's layout, or
+``"error"``
 with the error's type and message). Exit status: 0 on success, 1 on a reported error, 2 on bad usage. Only
 numpy arrays and strings cross the process boundary (``allow_pickle=False`` on both sides).
 
-Julia runs in this separate process because juliacall is fragile in a process that already holds torch or vLLM,
+Julia runs in this separate process because juliacall is fragile in a process that already holds torch or
+vLLM,
 and because a hung solver can then be killed.
 
 Test-only hook: if the environment variable ``TRIM_POMDP_SARSOP_FAKE`` is set to ``"module:function"``, that
 function is called instead of Julia, with the same arguments as
 :func:`~trim_pomdp.solvers._julia.solve_with_julia`, and must return a
-:class:`~trim_pomdp.solvers._julia.RawSolution`. It lets the test suite exercise the whole protocol on machines
+:class:`~trim_pomdp.solvers._julia.RawSolution`. It lets the test suite exercise the whole protocol on
+machines
 without Julia; it is not a user-facing option.
 """
 
@@ -37,7 +40,13 @@ import numpy as np
 from ._julia import REQUEST_FORMAT, RawSolution, SparseTabularArrays, apply_worker_env_defaults
 
 __all__ = [
-    "FAKE_ENV", "RESULT_FORMAT", "WorkerError", "write_request", "read_request", "read_result", "solve_function",
+    "FAKE_ENV",
+    "RESULT_FORMAT",
+    "WorkerError",
+    "write_request",
+    "read_request",
+    "read_result",
+    "solve_function",
     "main",
 ]
 
@@ -52,7 +61,8 @@ class WorkerError(RuntimeError):
     Attributes
     ----------
     error_type : str
-        Name of the exception class raised in the worker (e.g. ``"SolverError"``, ``"BackendUnavailableError"``).
+        Name of the exception class raised in the worker (e.g. ``"SolverError"``,
+        ``"BackendUnavailableError"``).
     message : str
         Its message (for Julia errors: Julia's message and the tail of the solver's log).
     """
@@ -76,9 +86,9 @@ def solve_function() -> Callable[..., RawSolution]:
     return getattr(importlib.import_module(module_name), func_name)
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # request / result files
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
     tmp = path.with_name(path.name + ".partial")
     with open(tmp, "wb") as fh:
@@ -164,7 +174,8 @@ def read_result(path: str | os.PathLike) -> RawSolution:
     Raises
     ------
     ValueError
-        The file is not a worker result (wrong format key, missing arrays). Callers treat it as garbage output.
+        The file is not a worker result (wrong format key, missing arrays). Callers treat it as garbage
+        output.
     WorkerError
         The worker reported an error.
     """
@@ -190,7 +201,7 @@ def read_result(path: str | os.PathLike) -> RawSolution:
         )
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     """Run one request; see the module docstring for the protocol."""
     argv = sys.argv[1:] if argv is None else argv
@@ -200,7 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     request_path, result_path = Path(argv[0]).resolve(), Path(argv[1]).resolve()
     try:
         problem, params = read_request(request_path)
-        os.chdir(params["workdir"])  # anything a solver writes to "the current directory" lands in the temp dir
+        os.chdir(
+            params["workdir"]
+        )  # anything a solver writes to "the current directory" lands in the temp dir
         apply_worker_env_defaults()
         solve = solve_function()
         raw = solve(

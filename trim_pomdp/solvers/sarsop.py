@@ -1,12 +1,15 @@
-"""SARSOP through POMDPs.jl (juliacall): the solver the TRIM paper used, behind the common ``Solver`` protocol.
+"""SARSOP through POMDPs.jl (juliacall): the solver the TRIM paper used, behind the ``Solver`` protocol.
 
-``SarsopSolver(backend="sarsop.jl")`` runs SARSOP.jl, i.e. APPL's C++ ``pomdpsol`` (the paper's Appendix B setup);
+``SarsopSolver(backend="sarsop.jl")`` runs SARSOP.jl, i.e. APPL's C++ ``pomdpsol`` (the paper's Appendix B
+setup);
 ``backend="native"`` runs NativeSARSOP.jl, a pure-Julia SARSOP. Both take any discounted
 :class:`~trim_pomdp.solvers.tabular.TabularPOMDP` (e.g. the flattened TRIM-POMDP), build a
 ``POMDPTools.SparseTabularPOMDP`` from it and return an :class:`~trim_pomdp.solvers.base.AlphaVectorPolicy`.
 
-By default the Julia work runs in a child process (``python -m trim_pomdp.solvers._sarsop_worker``) with arrays in
-and out through ``.npz`` files, a hard wall-clock limit (``timeout + startup_timeout``) after which the process
+By default the Julia work runs in a child process (``python -m trim_pomdp.solvers._sarsop_worker``) with
+arrays in
+and out through ``.npz`` files, a hard wall-clock limit (``timeout + startup_timeout``) after which the
+process
 group is killed, and a temporary working directory for every file the solver writes. ``isolate=False`` runs
 Julia in this process instead. Julia must have been set up once with ``trim-pomdp setup-julia``.
 """
@@ -34,9 +37,12 @@ from .base import AlphaVectorPolicy, SolveInfo, package_versions
 __all__ = ["SarsopSolver", "parse_pomdpsol_log"]
 
 #: keyword arguments of the Julia solvers that SarsopSolver sets itself
-RESERVED_JULIA_KWARGS = frozenset({"precision", "timeout", "max_time", "verbose", "policy_filename", "pomdp_filename"})
+RESERVED_JULIA_KWARGS = frozenset(
+    {"precision", "timeout", "max_time", "verbose", "policy_filename", "pomdp_filename"}
+)
 _JULIA_KEYWORDS = frozenset(
-    "baremodule begin break catch const continue do else elseif end export false finally for function global if "
+    "baremodule begin break catch const continue do else elseif end export false finally for function "
+    "global if "
     "import let local macro module quote return struct true try using while".split()
 )
 
@@ -44,20 +50,29 @@ _JULIA_KEYWORDS = frozenset(
 def parse_pomdpsol_log(text: str) -> dict[str, Any]:
     """Read the final bounds and the stop reason from pomdpsol's console output.
 
-    pomdpsol prints a table ``Time |#Trial |#Backup |LBound |UBound |Precision |#Alphas |#Beliefs`` while it runs,
+    pomdpsol prints a table ``Time |#Trial |#Backup |LBound |UBound |Precision |#Alphas |#Beliefs`` while it
+    runs,
     then ``SARSOP finishing ...`` with the stop reason (``target precision reached`` or ``Preset timeout
     reached``) and the table's final row once more. LBound and UBound are bounds on ``V*(b0)``.
 
     Returns
     -------
     dict
-        ``lower``, ``upper``, ``gap``, ``time``, ``trials``, ``backups``, ``n_alphas``, ``n_beliefs`` from the last
+        ``lower``, ``upper``, ``gap``, ``time``, ``trials``, ``backups``, ``n_alphas``, ``n_beliefs`` from the
+        last
         table row (``nan``/``-1`` if there is none) and ``stop_reason`` (``"precision"``, ``"timeout"``,
         ``"memory"``, or ``None`` if the log does not say).
     """
     out: dict[str, Any] = {
-        "lower": math.nan, "upper": math.nan, "gap": math.nan, "time": math.nan,
-        "trials": -1, "backups": -1, "n_alphas": -1, "n_beliefs": -1, "stop_reason": None,
+        "lower": math.nan,
+        "upper": math.nan,
+        "gap": math.nan,
+        "time": math.nan,
+        "trials": -1,
+        "backups": -1,
+        "n_alphas": -1,
+        "n_beliefs": -1,
+        "stop_reason": None,
     }
     last_row = None
     for line in text.splitlines():
@@ -71,8 +86,16 @@ def parse_pomdpsol_log(text: str) -> dict[str, Any]:
         last_row = values
     if last_row is not None:
         t, trials, backups, lb, ub, gap, n_alphas, n_beliefs = last_row
-        out.update(time=t, trials=int(trials), backups=int(backups), lower=lb, upper=ub, gap=gap,
-                   n_alphas=int(n_alphas), n_beliefs=int(n_beliefs))
+        out.update(
+            time=t,
+            trials=int(trials),
+            backups=int(backups),
+            lower=lb,
+            upper=ub,
+            gap=gap,
+            n_alphas=int(n_alphas),
+            n_beliefs=int(n_beliefs),
+        )
     lowered = text.lower()
     finish = lowered.rfind("sarsop finishing")
     tail = lowered[finish:] if finish >= 0 else lowered
@@ -95,14 +118,18 @@ def _check_julia_kwargs(kwargs: dict[str, Any] | None) -> dict[str, Any]:
     out = {}
     for key, value in kwargs.items():
         if not isinstance(key, str) or not key.isidentifier() or not key.isascii() or key in _JULIA_KEYWORDS:
-            raise InvalidParameterError(f"julia_kwargs key {key!r} is not a valid Julia keyword-argument name")
+            raise InvalidParameterError(
+                f"julia_kwargs key {key!r} is not a valid Julia keyword-argument name"
+            )
         if key in RESERVED_JULIA_KWARGS:
             raise InvalidParameterError(
-                f"julia_kwargs may not set {key!r}: SarsopSolver sets it (use the timeout/precision parameters)"
+                f"julia_kwargs may not set {key!r}: SarsopSolver sets it "
+                "(use the timeout/precision parameters)"
             )
         if value is not None and not isinstance(value, (bool, int, float, str)):
             raise InvalidParameterError(
-                f"julia_kwargs[{key!r}] = {value!r}: only None, bool, int, float and str values can be passed to Julia"
+                f"julia_kwargs[{key!r}] = {value!r}: only None, bool, int, float and str values "
+                "can be passed to Julia"
             )
         if isinstance(value, float) and not math.isfinite(value):
             raise InvalidParameterError(f"julia_kwargs[{key!r}] = {value!r} is not finite")
@@ -116,23 +143,29 @@ class SarsopSolver:
     Parameters
     ----------
     backend : {"sarsop.jl", "native"}, default "sarsop.jl"
-        ``"sarsop.jl"``: SARSOP.jl, the C++ APPL solver the TRIM paper used (default hyperparameters). ``"native"``:
+        ``"sarsop.jl"``: SARSOP.jl, the C++ APPL solver the TRIM paper used (default hyperparameters).
+        ``"native"``:
         NativeSARSOP.jl, a pure-Julia implementation.
     timeout : float, default 60.0
-        Seconds the solver may search (pomdpsol ``--timeout`` / NativeSARSOP ``max_time``). Always passed: without
+        Seconds the solver may search (pomdpsol ``--timeout`` / NativeSARSOP ``max_time``). Always passed:
+        without
         it pomdpsol runs until the precision is reached, which may never happen.
     precision : float, default 1e-3
         Stop when the gap between the bounds at ``b0`` is at most this.
     isolate : bool, default True
         Run Julia in a child process (recommended: juliacall is fragile in a process that holds torch or vLLM,
-        and a stuck solve can be killed). ``False`` runs it in this process (Julia then stays loaded, which makes
+        and a stuck solve can be killed). ``False`` runs it in this process (Julia then stays loaded, which
+        makes
         repeated solves faster).
     julia_kwargs : dict, optional
-        Further keyword arguments of the Julia ``SARSOPSolver`` (e.g. ``{"trial_improvement_factor": 0.3}`` for
-        SARSOP.jl, ``{"epsilon": 0.5, "kappa": 0.5, "delta": 0.1}`` for NativeSARSOP). Values must be None, bool,
+        Further keyword arguments of the Julia ``SARSOPSolver`` (e.g. ``{"trial_improvement_factor": 0.3}``
+        for
+        SARSOP.jl, ``{"epsilon": 0.5, "kappa": 0.5, "delta": 0.1}`` for NativeSARSOP). Values must be None,
+        bool,
         int, float or str.
     startup_timeout : float, default 180.0
-        Extra wall-clock allowance of the child process for starting Julia, loading the packages and writing the
+        Extra wall-clock allowance of the child process for starting Julia, loading the packages and writing
+        the
         model; the child is killed after ``timeout + startup_timeout`` seconds.
     workdir : path, optional
         Directory for the solver's files (``model.pomdpx``, ``policy.out``, ``pomdpsol.log``, the worker's
@@ -141,10 +174,13 @@ class SarsopSolver:
     Attributes
     ----------
     info : SolveInfo or None
-        Report of the last solve. ``lower_bound`` is ``max_k alphas[k] @ b0``, the value the returned alpha vectors
-        guarantee at ``b0``; ``upper_bound`` is the solver's upper bound on ``V*(b0)`` (read from pomdpsol's log
+        Report of the last solve. ``lower_bound`` is ``max_k alphas[k] @ b0``, the value the returned alpha
+        vectors
+        guarantee at ``b0``; ``upper_bound`` is the solver's upper bound on ``V*(b0)`` (read from pomdpsol's
+        log
         for SARSOP.jl, from NativeSARSOP's belief tree for ``"native"``; ``nan`` if the backend did not report
-        one, with ``info.extra["upper_bound_source"]`` saying so). pomdpsol writes alpha vectors with about six
+        one, with ``info.extra["upper_bound_source"]`` saying so). pomdpsol writes alpha vectors with about
+        six
         significant digits, so expect ~1e-4 relative noise against other solvers.
 
     Examples
@@ -167,8 +203,16 @@ class SarsopSolver:
         backend = str(backend).lower()
         if backend not in BACKENDS:
             raise InvalidParameterError(f"backend must be one of {sorted(BACKENDS)}, got {backend!r}")
-        for name, value in (("timeout", timeout), ("startup_timeout", startup_timeout), ("precision", precision)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+        for name, value in (
+            ("timeout", timeout),
+            ("startup_timeout", startup_timeout),
+            ("precision", precision),
+        ):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not (math.isfinite(value) and value > 0)
+            ):
                 unit = "" if name == "precision" else " of seconds"
                 raise InvalidParameterError(f"{name} must be a positive finite number{unit}, got {value!r}")
         self.backend = backend
@@ -181,17 +225,23 @@ class SarsopSolver:
         self.info: SolveInfo | None = None
 
     def __repr__(self) -> str:
-        return (f"SarsopSolver(backend={self.backend!r}, timeout={self.timeout!r}, precision={self.precision!r}, "
-                f"isolate={self.isolate!r}, julia_kwargs={self.julia_kwargs!r})")
+        return (
+            f"SarsopSolver(backend={self.backend!r}, timeout={self.timeout!r}, precision={self.precision!r}, "
+            f"isolate={self.isolate!r}, julia_kwargs={self.julia_kwargs!r})"
+        )
 
     def get_params(self) -> dict[str, Any]:
         """The constructor parameters (recorded in the policy card)."""
         return {
-            "backend": self.backend, "timeout": self.timeout, "precision": self.precision, "isolate": self.isolate,
-            "julia_kwargs": dict(self.julia_kwargs), "startup_timeout": self.startup_timeout,
+            "backend": self.backend,
+            "timeout": self.timeout,
+            "precision": self.precision,
+            "isolate": self.isolate,
+            "julia_kwargs": dict(self.julia_kwargs),
+            "startup_timeout": self.startup_timeout,
         }
 
-    # ------------------------------------------------------------------------------------------------------------
+    # ----------------------------------------------------------------------------------------------------
     def solve(self, model) -> AlphaVectorPolicy:
         """Solve a discounted tabular POMDP.
 
@@ -204,7 +254,8 @@ class SarsopSolver:
         Returns
         -------
         AlphaVectorPolicy
-            Alpha vectors over the model's states, 0-based actions, and a card with the solver, its parameters, the
+            Alpha vectors over the model's states, 0-based actions, and a card with the solver, its
+            parameters, the
             bounds and the package versions.
 
         Raises
@@ -249,44 +300,66 @@ class SarsopSolver:
         names = getattr(model, "action_names", None)
         return AlphaVectorPolicy(alphas, actions, action_names=names, card=_json_safe(card))
 
-    # ------------------------------------------------------------------------------------------------------------
+    # ----------------------------------------------------------------------------------------------------
     def _run(self, problem: SparseTabularArrays, workdir: Path) -> RawSolution:
         if self.isolate:
             return self._run_isolated(problem, workdir)
         solve = solve_function()
-        return solve(problem, backend=self.backend, timeout=self.timeout, precision=self.precision,
-                     workdir=workdir, options=dict(self.julia_kwargs))
+        return solve(
+            problem,
+            backend=self.backend,
+            timeout=self.timeout,
+            precision=self.precision,
+            workdir=workdir,
+            options=dict(self.julia_kwargs),
+        )
 
     def _run_isolated(self, problem: SparseTabularArrays, workdir: Path) -> RawSolution:
         request, result, log_path = workdir / "request.npz", workdir / "result.npz", workdir / "worker.log"
         for stale in (result, log_path):
             stale.unlink(missing_ok=True)
-        write_request(request, problem, backend=self.backend, timeout=self.timeout, precision=self.precision,
-                      workdir=workdir, options=self.julia_kwargs)
+        write_request(
+            request,
+            problem,
+            backend=self.backend,
+            timeout=self.timeout,
+            precision=self.precision,
+            workdir=workdir,
+            options=self.julia_kwargs,
+        )
         cmd = [sys.executable, "-m", "trim_pomdp.solvers._sarsop_worker", str(request), str(result)]
         limit = self.timeout + self.startup_timeout
         with open(log_path, "wb") as log:
-            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                    env=_child_env(), start_new_session=(os.name == "posix"))
+            proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=_child_env(),
+                start_new_session=(os.name == "posix"),
+            )
             try:
                 rc = proc.wait(timeout=limit)
             except subprocess.TimeoutExpired:
                 _kill_tree(proc)
                 raise SolverError(
                     f"the SARSOP worker ({self.backend}) did not finish within {limit:.0f} s (timeout "
-                    f"{self.timeout:g} s + startup allowance {self.startup_timeout:g} s) and was killed. Raise "
-                    "`startup_timeout` if Julia is slow to start (run `trim-pomdp setup-julia` once so that the "
+                    f"{self.timeout:g} s + startup allowance {self.startup_timeout:g} s) and was killed. "
+                    "Raise `startup_timeout` if Julia is slow to start (run `trim-pomdp setup-julia` once so "
+                    "that the "
                     f"packages are precompiled).{_tail(log_path)}"
                 ) from None
             except BaseException:  # e.g. KeyboardInterrupt: never leave Julia running
                 _kill_tree(proc)
                 raise
         if rc != 0 and not result.exists():
-            raise SolverError(f"the SARSOP worker ({self.backend}) {_describe_exit(rc)} without a result"
-                              f"{_tail(log_path)}")
+            raise SolverError(
+                f"the SARSOP worker ({self.backend}) {_describe_exit(rc)} without a result{_tail(log_path)}"
+            )
         if not result.exists():
-            raise SolverError(f"the SARSOP worker ({self.backend}) exited without writing {result.name}"
-                              f"{_tail(log_path)}")
+            raise SolverError(
+                f"the SARSOP worker ({self.backend}) exited without writing {result.name}{_tail(log_path)}"
+            )
         try:
             return read_result(result)
         except WorkerError as exc:  # an error the worker reported (Julia's message included)
@@ -299,8 +372,9 @@ class SarsopSolver:
                 f"{_tail(log_path)}"
             ) from None
 
-    def _make_info(self, raw: RawSolution, problem: SparseTabularArrays, alphas: np.ndarray,
-                   seconds: float) -> SolveInfo:
+    def _make_info(
+        self, raw: RawSolution, problem: SparseTabularArrays, alphas: np.ndarray, seconds: float
+    ) -> SolveInfo:
         parsed = parse_pomdpsol_log(raw.log) if raw.log else parse_pomdpsol_log("")
         lower = float(np.max(alphas @ problem.b0))
         if math.isfinite(raw.upper):
@@ -317,8 +391,12 @@ class SarsopSolver:
             converged = False
         iterations = raw.iterations if raw.iterations >= 0 else parsed["trials"]
         sizes = {
-            "n_states": problem.n_states, "n_actions": problem.n_actions, "n_observations": problem.n_observations,
-            "n_vectors": int(alphas.shape[0]), "nnz_T": int(problem.T_p.size), "nnz_O": int(problem.O_p.size),
+            "n_states": problem.n_states,
+            "n_actions": problem.n_actions,
+            "n_observations": problem.n_observations,
+            "n_vectors": int(alphas.shape[0]),
+            "nnz_T": int(problem.T_p.size),
+            "nnz_O": int(problem.O_p.size),
         }
         if parsed["n_beliefs"] >= 0:
             sizes["n_beliefs"] = parsed["n_beliefs"]
@@ -336,13 +414,21 @@ class SarsopSolver:
         }
         if raw.extra:
             extra["backend_extra"] = dict(raw.extra)
-        return SolveInfo(solver=f"sarsop[{self.backend}]", seconds=seconds, iterations=int(iterations),
-                         lower_bound=lower, upper_bound=upper, converged=bool(converged), sizes=sizes, extra=extra)
+        return SolveInfo(
+            solver=f"sarsop[{self.backend}]",
+            seconds=seconds,
+            iterations=int(iterations),
+            lower_bound=lower,
+            upper_bound=upper,
+            converged=bool(converged),
+            sizes=sizes,
+            extra=extra,
+        )
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 def _child_env() -> dict[str, str]:
-    """The worker's environment: ours, plus the package's parent directory on PYTHONPATH for source checkouts."""
+    """The worker's environment: ours, plus the package root on PYTHONPATH (for source checkouts)."""
     env = os.environ.copy()
     root = str(Path(__file__).resolve().parents[2])
     if Path(root).name not in ("site-packages", "dist-packages"):
@@ -402,4 +488,3 @@ def _json_safe(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [_json_safe(v) for v in obj]
     return obj
-
