@@ -2,8 +2,7 @@
 
 Each has the signature of :func:`trim_pomdp.solvers._julia.solve_with_julia`. ``blind`` computes a real answer
 from the arrays it receives (so a test can check what crossed the process boundary); the others misbehave in
-the
-ways a Julia worker can.
+the ways a Julia worker can.
 """
 
 from __future__ import annotations

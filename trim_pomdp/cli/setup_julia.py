@@ -1,12 +1,10 @@
 """``trim-pomdp setup-julia``: install and precompile the Julia side of the SARSOP backend.
 
 It resolves the Julia environment declared in ``trim_pomdp/juliapkg.json`` with juliapkg (which downloads
-Julia
-if none is found, then installs and precompiles POMDPs, POMDPTools, SARSOP, NativeSARSOP and PythonCall), then
-checks the setup by solving the Tiger POMDP with each backend in a child process. Before anything is
-downloaded
-it checks, within a few seconds, that the download can work; offline it stops with a message naming what is
-missing and how to point at an existing Julia instead of hanging.
+Julia if none is found, then installs and precompiles POMDPs, POMDPTools, SARSOP, NativeSARSOP and
+PythonCall), then checks the setup by solving the Tiger POMDP with each backend in a child process. Before
+anything is downloaded it checks, within a few seconds, that the download can work; offline it stops with a
+message naming what is missing and how to point at an existing Julia instead of hanging.
 """
 
 from __future__ import annotations

@@ -2,8 +2,7 @@
 
 This is the only module of trim-pomdp that imports ``juliacall``, and it does so lazily, inside
 :func:`solve_with_julia`, after checking that the Julia environment has been set up (``trim-pomdp
-setup-julia``);
-a solve never starts a download. Everything else here is plain numpy and runs without Julia:
+setup-julia``); a solve never starts a download. Everything else here is plain numpy and runs without Julia:
 
 * :func:`to_sparse_tabular` turns a :class:`~trim_pomdp.solvers.tabular.TabularPOMDP` (``T[a, s, s']``,
   ``O[a, s', o]``, ``R[s, a]``, 0-based) into the 1-based coordinate triplets from which the Julia side
@@ -52,9 +51,8 @@ BACKENDS: dict[str, tuple[str, str]] = {
 }
 
 #: juliacall options the worker process sets (unless the user set them) before juliacall is first imported:
-# : Julia's own signal handling, which PythonCall's FAQ recommends for multithreaded Julia code called from
-# Python.
-#: In-process solves (``isolate=False``) leave the user's process settings alone.
+#: Julia's own signal handling, recommended by PythonCall's FAQ for multithreaded Julia code called from
+#: Python. In-process solves (``isolate=False``) leave the user's process settings alone.
 JULIACALL_ENV_DEFAULTS: dict[str, str] = {"PYTHON_JULIACALL_HANDLE_SIGNALS": "yes"}
 
 
@@ -160,8 +158,7 @@ def to_sparse_tabular(model, *, check: bool = True, atol: float = 1e-9) -> Spars
     ----------
     model : TabularPOMDP
         ``T[a, s, s']``, ``O[a, s', o]``, ``R[s, a]``, ``b0``, ``discount`` and optionally ``terminal`` (a
-        boolean
-        mask of absorbing zero-reward states).
+        boolean mask of absorbing zero-reward states).
     check : bool, default True
         Run :meth:`TabularPOMDP.check` first (shapes, ranges, row sums).
     atol : float, default 1e-9
@@ -177,10 +174,8 @@ def to_sparse_tabular(model, *, check: bool = True, atol: float = 1e-9) -> Spars
     ------
     ModelCheckError
         If the arrays are inconsistent, or a state marked terminal is not absorbing with zero reward under
-        every
-        action: SparseTabularPOMDP's ``terminal_states`` make POMDPs.jl solvers treat those states as
-        absorbing with
-        reward 0, so marking any other state terminal would silently solve a different model.
+        every action: SparseTabularPOMDP's ``terminal_states`` make POMDPs.jl solvers treat those states as
+        absorbing with reward 0, so marking any other state terminal would silently solve a different model.
     """
     if check:
         model.check()
@@ -418,11 +413,9 @@ class SetupPlan:
     ----------
     action : {"resolve", "done", "bypass", "blocked"}
         ``"resolve"``: run ``juliapkg.resolve()`` (installs Julia/packages); ``"done"``: juliapkg's
-        environment is
-        already resolved and current; ``"bypass"``: juliacall is pointed at a Julia and project by
-        ``PYTHON_JULIACALL_EXE``/``PYTHON_JULIACALL_PROJECT``, juliapkg is not used; ``"blocked"``: it cannot
-        work
-        here, ``problems`` says why.
+        environment is already resolved and current; ``"bypass"``: juliacall is pointed at a Julia and project
+        by ``PYTHON_JULIACALL_EXE``/``PYTHON_JULIACALL_PROJECT``, juliapkg is not used; ``"blocked"``: it
+        cannot work here, ``problems`` says why.
     julia : str or None
         Local Julia executable, if any.
     offline : bool

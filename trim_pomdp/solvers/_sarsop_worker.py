@@ -8,20 +8,17 @@ Usage (started by :class:`~trim_pomdp.solvers.sarsop.SarsopSolver`, not by hand)
 :class:`~trim_pomdp.solvers._julia.SparseTabularArrays` plus the solve parameters (``backend``, ``timeout``,
 ``precision``, ``options_json``, ``workdir``); the worker changes into ``workdir``, solves, and writes
 ``RESULT.npz`` atomically (``status`` ``"ok"`` with the backend's alpha vectors in Julia's layout, or
-``"error"``
-with the error's type and message). Exit status: 0 on success, 1 on a reported error, 2 on bad usage. Only
-numpy arrays and strings cross the process boundary (``allow_pickle=False`` on both sides).
+``"error"`` with the error's type and message). Exit status: 0 on success, 1 on a reported error, 2 on bad
+usage. Only numpy arrays and strings cross the process boundary (``allow_pickle=False`` on both sides).
 
 Julia runs in this separate process because juliacall is fragile in a process that already holds torch or
-vLLM,
-and because a hung solver can then be killed.
+vLLM, and because a hung solver can then be killed.
 
 Test-only hook: if the environment variable ``TRIM_POMDP_SARSOP_FAKE`` is set to ``"module:function"``, that
 function is called instead of Julia, with the same arguments as
 :func:`~trim_pomdp.solvers._julia.solve_with_julia`, and must return a
 :class:`~trim_pomdp.solvers._julia.RawSolution`. It lets the test suite exercise the whole protocol on
-machines
-without Julia; it is not a user-facing option.
+machines without Julia; it is not a user-facing option.
 """
 
 from __future__ import annotations

@@ -1,17 +1,15 @@
 """SARSOP through POMDPs.jl (juliacall): the solver the TRIM paper used, behind the ``Solver`` protocol.
 
 ``SarsopSolver(backend="sarsop.jl")`` runs SARSOP.jl, i.e. APPL's C++ ``pomdpsol`` (the paper's Appendix B
-setup);
-``backend="native"`` runs NativeSARSOP.jl, a pure-Julia SARSOP. Both take any discounted
+setup); ``backend="native"`` runs NativeSARSOP.jl, a pure-Julia SARSOP. Both take any discounted
 :class:`~trim_pomdp.solvers.tabular.TabularPOMDP` (e.g. the flattened TRIM-POMDP), build a
 ``POMDPTools.SparseTabularPOMDP`` from it and return an :class:`~trim_pomdp.solvers.base.AlphaVectorPolicy`.
 
 By default the Julia work runs in a child process (``python -m trim_pomdp.solvers._sarsop_worker``) with
-arrays in
-and out through ``.npz`` files, a hard wall-clock limit (``timeout + startup_timeout``) after which the
-process
-group is killed, and a temporary working directory for every file the solver writes. ``isolate=False`` runs
-Julia in this process instead. Julia must have been set up once with ``trim-pomdp setup-julia``.
+arrays in and out through ``.npz`` files, a hard wall-clock limit (``timeout + startup_timeout``) after which
+the process group is killed, and a temporary working directory for every file the solver writes.
+``isolate=False`` runs Julia in this process instead. Julia must have been set up once with ``trim-pomdp
+setup-julia``.
 """
 
 from __future__ import annotations
@@ -51,16 +49,14 @@ def parse_pomdpsol_log(text: str) -> dict[str, Any]:
     """Read the final bounds and the stop reason from pomdpsol's console output.
 
     pomdpsol prints a table ``Time |#Trial |#Backup |LBound |UBound |Precision |#Alphas |#Beliefs`` while it
-    runs,
-    then ``SARSOP finishing ...`` with the stop reason (``target precision reached`` or ``Preset timeout
+    runs, then ``SARSOP finishing ...`` with the stop reason (``target precision reached`` or ``Preset timeout
     reached``) and the table's final row once more. LBound and UBound are bounds on ``V*(b0)``.
 
     Returns
     -------
     dict
         ``lower``, ``upper``, ``gap``, ``time``, ``trials``, ``backups``, ``n_alphas``, ``n_beliefs`` from the
-        last
-        table row (``nan``/``-1`` if there is none) and ``stop_reason`` (``"precision"``, ``"timeout"``,
+        last table row (``nan``/``-1`` if there is none) and ``stop_reason`` (``"precision"``, ``"timeout"``,
         ``"memory"``, or ``None`` if the log does not say).
     """
     out: dict[str, Any] = {
@@ -148,25 +144,20 @@ class SarsopSolver:
         NativeSARSOP.jl, a pure-Julia implementation.
     timeout : float, default 60.0
         Seconds the solver may search (pomdpsol ``--timeout`` / NativeSARSOP ``max_time``). Always passed:
-        without
-        it pomdpsol runs until the precision is reached, which may never happen.
+        without it pomdpsol runs until the precision is reached, which may never happen.
     precision : float, default 1e-3
         Stop when the gap between the bounds at ``b0`` is at most this.
     isolate : bool, default True
         Run Julia in a child process (recommended: juliacall is fragile in a process that holds torch or vLLM,
         and a stuck solve can be killed). ``False`` runs it in this process (Julia then stays loaded, which
-        makes
-        repeated solves faster).
+        makes repeated solves faster).
     julia_kwargs : dict, optional
         Further keyword arguments of the Julia ``SARSOPSolver`` (e.g. ``{"trial_improvement_factor": 0.3}``
-        for
-        SARSOP.jl, ``{"epsilon": 0.5, "kappa": 0.5, "delta": 0.1}`` for NativeSARSOP). Values must be None,
-        bool,
-        int, float or str.
+        for SARSOP.jl, ``{"epsilon": 0.5, "kappa": 0.5, "delta": 0.1}`` for NativeSARSOP). Values must be
+        None, bool, int, float or str.
     startup_timeout : float, default 180.0
         Extra wall-clock allowance of the child process for starting Julia, loading the packages and writing
-        the
-        model; the child is killed after ``timeout + startup_timeout`` seconds.
+        the model; the child is killed after ``timeout + startup_timeout`` seconds.
     workdir : path, optional
         Directory for the solver's files (``model.pomdpx``, ``policy.out``, ``pomdpsol.log``, the worker's
         request/result ``.npz``), kept after the solve. By default a temporary directory is used and removed.
@@ -175,13 +166,10 @@ class SarsopSolver:
     ----------
     info : SolveInfo or None
         Report of the last solve. ``lower_bound`` is ``max_k alphas[k] @ b0``, the value the returned alpha
-        vectors
-        guarantee at ``b0``; ``upper_bound`` is the solver's upper bound on ``V*(b0)`` (read from pomdpsol's
-        log
-        for SARSOP.jl, from NativeSARSOP's belief tree for ``"native"``; ``nan`` if the backend did not report
-        one, with ``info.extra["upper_bound_source"]`` saying so). pomdpsol writes alpha vectors with about
-        six
-        significant digits, so expect ~1e-4 relative noise against other solvers.
+        vectors guarantee at ``b0``; ``upper_bound`` is the solver's upper bound on ``V*(b0)`` (read from
+        pomdpsol's log for SARSOP.jl, from NativeSARSOP's belief tree for ``"native"``; ``nan`` if the backend
+        did not report one, with ``info.extra["upper_bound_source"]`` saying so). pomdpsol writes alpha
+        vectors with about six significant digits, so expect ~1e-4 relative noise against other solvers.
 
     Examples
     --------
@@ -255,8 +243,7 @@ class SarsopSolver:
         -------
         AlphaVectorPolicy
             Alpha vectors over the model's states, 0-based actions, and a card with the solver, its
-            parameters, the
-            bounds and the package versions.
+            parameters, the bounds and the package versions.
 
         Raises
         ------
