@@ -2,8 +2,10 @@
 
 Each number comes from the solutions of one generator in ProcessBench (human first-error labels):
 
-- next-step accuracies: the means of ``p_w`` (weak generator) and ``p_s`` (strong generator) are the pooled
-  ``S0 / (S0 + S2)`` over the generator's steps — the estimator the TRIM model uses for its single p; the spread
+- next-step accuracies: the means of ``p_w`` (weak generator) and ``p_s`` (strong generator) are set so that the
+  simulated pooled ``S0 / (S0 + S2)`` — the estimator the TRIM model uses for its single p — equals the
+  generator's pooled value on ProcessBench (easy problems survive more steps, so the pooled value exceeds the mean
+  per-problem accuracy); the spread
   across problems (one Beta concentration κ for both) is chosen so that the simulated correlation of "the solution
   has an error" between the weak and the strong solution of one problem equals ProcessBench's correlation between
   two solutions (by different generators) of the same problem. (A per-generator beta-geometric likelihood does not
@@ -18,8 +20,8 @@ Each number comes from the solutions of one generator in ProcessBench (human fir
 
 Caveat (in the card too): ProcessBench over-samples erroneous solutions, so its per-step accuracies are lower than
 the generators' natural ones; the simulator inherits that (it is a hard-ish benchmark, not a model of a deployment).
-The copula correlation of ``p_w`` and ``p_s`` is not identified by ProcessBench (the generators solved different
-problems) and is set by judgement (0.5).
+The copula correlations of ``p_w`` and ``p_s`` across problems and of the two models' step outcomes at the same step
+are not identified by ProcessBench (steps are not aligned across generators) and are set by judgement (0.5 each).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ __all__ = [
     "pooled_step_accuracy",
     "same_problem_error_corr",
     "fit_concentration",
+    "fit_mean_for_pooled",
     "estimate_simulator_params",
     "default_simulator_document",
 ]
@@ -56,6 +59,8 @@ DEFAULT_STRONG_GENERATOR = "Qwen2.5-Math-72B-Instruct"
 DEFAULT_SPLIT = "math"
 #: Judgement value of the p_w / p_s copula correlation (not identified by ProcessBench).
 DEFAULT_DIFFICULTY_CORR = 0.5
+#: Judgement value of the per-step weak/strong correctness copula correlation (not identified by ProcessBench).
+DEFAULT_STEP_CORR = 0.5
 
 _TOKEN_RE = re.compile(r"\w+|[^\w\s]")
 
@@ -139,7 +144,7 @@ def fit_concentration(
     difficulty_corr: float,
     step_count_probs: np.ndarray,
     *,
-    n: int = 40000,
+    n: int = 20000,
     seed: int = 0,
 ) -> float:
     """Beta concentration κ (shared by ``p_w`` and ``p_s``) matching a same-problem error correlation.
@@ -180,6 +185,50 @@ def fit_concentration(
         else:
             hi = mid
     return float(round(math.exp(0.5 * (lo + hi)), 4))
+
+
+def fit_mean_for_pooled(
+    target_pooled: float,
+    concentration: float,
+    step_count_probs: np.ndarray,
+    *,
+    n: int = 20000,
+    seed: int = 0,
+) -> float:
+    """Beta mean whose simulated pooled step accuracy ``S0 / (S0 + S2)`` equals ``target_pooled``.
+
+    With problems of varying difficulty the pooled estimator over-weights easy problems (they survive more steps),
+    so it exceeds the mean per-problem accuracy; this inverts that bias by simulation (common random numbers,
+    bisection on the mean).
+    """
+    rng = np.random.default_rng(seed)
+    probs = np.asarray(step_count_probs, float)
+    H = probs.size
+    u = rng.random(n)
+    lengths = rng.choice(np.arange(1, H + 1), size=n, p=probs / probs.sum())
+    steps = rng.random((n, H))
+    cols = np.arange(H)[None, :]
+    live = cols < lengths[:, None]
+
+    def pooled(m: float) -> float:
+        p = special.betaincinv(m * concentration, (1 - m) * concentration, u)
+        fail = (steps >= p[:, None]) & live
+        failed = fail.any(axis=1)
+        survived = np.where(failed, np.argmax(fail, axis=1), lengths)
+        return float(survived.sum() / (survived.sum() + failed.sum()))
+
+    lo, hi = 1e-3, 1 - 1e-6
+    if pooled(hi) <= target_pooled:
+        return hi
+    if pooled(lo) >= target_pooled:
+        return lo
+    while hi - lo > 1e-4:
+        mid = 0.5 * (lo + hi)
+        if pooled(mid) < target_pooled:
+            lo = mid
+        else:
+            hi = mid
+    return float(round(0.5 * (lo + hi), 4))
 
 
 def _survival(items: Sequence[ProcessBenchItem]) -> tuple[np.ndarray, np.ndarray]:
@@ -228,6 +277,7 @@ def estimate_simulator_params(
     tokenizer: Any | None = None,
     n_quantiles: int = 101,
     difficulty_corr: float = DEFAULT_DIFFICULTY_CORR,
+    step_corr: float = DEFAULT_STEP_CORR,
 ) -> SimulatorParams:
     """Simulator parameters from ProcessBench items of a weak and a strong generator.
 
@@ -246,6 +296,8 @@ def estimate_simulator_params(
         Number of step-length quantiles stored.
     difficulty_corr : float
         Copula correlation of ``p_w`` and ``p_s`` (not identified by the data).
+    step_corr : float
+        Copula correlation of M_w's and M_s's correctness at the same step (not identified by the data).
     """
     pool = [it for it in items if split is None or it.split == split]
     weak = [it for it in pool if it.generator == weak_generator]
@@ -258,12 +310,19 @@ def estimate_simulator_params(
                 f"Generators there: {gens}"
             )
     count = _token_counter(tokenizer)
-    pw_mean = pooled_step_accuracy(weak)
-    ps_mean = pooled_step_accuracy(strong)
+    pooled_w = pooled_step_accuracy(weak)
+    pooled_s = pooled_step_accuracy(strong)
     n_steps = np.minimum([len(it.steps) for it in weak], horizon)
     hist = np.bincount(n_steps, minlength=horizon + 1)[1:].astype(float)
+    step_probs = hist / hist.sum()
     target_corr = same_problem_error_corr(items)
-    conc = fit_concentration(target_corr, pw_mean, ps_mean, difficulty_corr, hist / hist.sum())
+    # alternate: means that reproduce the pooled accuracies given the spread, spread that reproduces the
+    # same-problem correlation given the means (two rounds settle to ~1e-3)
+    pw_mean, ps_mean = pooled_w, pooled_s
+    for _ in range(2):
+        conc = fit_concentration(target_corr, pw_mean, ps_mean, difficulty_corr, step_probs)
+        pw_mean = fit_mean_for_pooled(pooled_w, conc, step_probs)
+        ps_mean = fit_mean_for_pooled(pooled_s, conc, step_probs)
     err = [it for it in weak if it.label >= 0]
     rec = fit_recovery(
         np.array([len(it.steps) - it.label - 1 for it in err]), np.array([it.final_answer_correct for it in err])
@@ -283,7 +342,10 @@ def estimate_simulator_params(
         "token_counts": "tokenizer" if tokenizer is not None else "proxy: approx_token_count (words + symbols)",
         "estimated_by": "trim_pomdp.evaluation.calibration.estimate_simulator_params",
         "methods": {
-            "p_w_mean, p_s_mean": "pooled S0 / (S0 + S2) over the generator's steps (as the TRIM model estimates p)",
+            "p_w_mean, p_s_mean": (
+                "Beta means whose simulated pooled S0 / (S0 + S2) equals the generator's pooled S0 / (S0 + S2) on "
+                f"ProcessBench (weak {pooled_w:.4f}, strong {pooled_s:.4f}), alternating with the concentration fit"
+            ),
             "concentration": (
                 "shared Beta concentration chosen so that the simulated correlation of 'has an error' between the "
                 "weak and the strong solution of one problem equals ProcessBench's correlation between two "
@@ -296,6 +358,8 @@ def estimate_simulator_params(
             "strong_ratio": "mean strong step length / mean weak step length",
             "strong_length_sd": "strong generator's within-solution s.d. of log step length",
             "difficulty_corr": f"judgement ({difficulty_corr}); not identified by ProcessBench",
+            "step_corr": f"judgement ({step_corr}); not identified by ProcessBench (steps are not aligned across "
+            "generators)",
         },
         "caveat": (
             "ProcessBench over-samples erroneous solutions, so these per-step accuracies are lower than the "
@@ -324,6 +388,7 @@ def estimate_simulator_params(
         strong_length_sd=_within_sd(strong_logs),
         token_item_corr=_intra_corr(weak_logs, all_weak),
         difficulty_corr=difficulty_corr,
+        step_corr=step_corr,
         horizon=horizon,
         prm={},
         card=card,

@@ -9,6 +9,9 @@ What it simulates, per query (problem) ``q``:
   concentrations fitted by beta-geometric maximum likelihood on the weak / strong generator's ProcessBench
   solutions), coupled by a Gaussian copula with correlation ``difficulty_corr`` (hard for one model → hard for the
   other).
+- **Step difficulty**: at each step, M_w's and M_s's chances of getting it right are coupled (Gaussian copula,
+  ``step_corr``): the steps M_w gets wrong are more often ones M_s gets wrong too, so a regeneration is not an
+  independent second try.
 - **Length**: the number of steps ``L(q)`` of M_w's solution from the weak generator's ProcessBench step-count
   histogram (longer ones folded into the horizon ``H``); step ``t = L(q)`` is the final one.
 - **Step tokens**: M_w's step lengths from the empirical quantiles of ProcessBench step lengths, with a per-query
@@ -80,6 +83,9 @@ class SimulatorParams:
         Beta distributions of the per-query next-step accuracies: ``Beta(m κ, (1 − m) κ)``.
     difficulty_corr : float
         Gaussian-copula correlation between a query's ``p_w`` and ``p_s`` (in [−1, 1]).
+    step_corr : float
+        Gaussian-copula correlation, at the same step, between M_w's and M_s's chance of getting it right (in
+        [0, 1)): a step M_w gets wrong is more often one M_s gets wrong too.
     recovery : float
         Per-step probability that a trajectory with an error becomes correct again.
     step_count_probs : list of float, length H
@@ -112,6 +118,7 @@ class SimulatorParams:
     strong_length_sd: float = 0.5
     token_item_corr: float = 0.3
     difficulty_corr: float = 0.5
+    step_corr: float = 0.5
     horizon: int = 30
     prm: dict[str, Any] = field(default_factory=dict)
     card: dict[str, Any] = field(default_factory=dict)
@@ -142,6 +149,8 @@ class SimulatorParams:
             raise bad("recovery", "is a probability in [0, 1)")
         if not -1.0 <= self.difficulty_corr <= 1.0:
             raise bad("difficulty_corr", "must lie in [-1, 1]")
+        if not 0.0 <= self.step_corr < 1.0:
+            raise bad("step_corr", "must lie in [0, 1)")
         if not 0.0 <= self.token_item_corr < 1.0:
             raise bad("token_item_corr", "must lie in [0, 1)")
         p = np.asarray(self.step_count_probs)
@@ -358,8 +367,11 @@ class Simulator:
         self.strong_len = np.maximum(1, np.rint(p.strong_ratio * self.weak_len * factor))
         cols = np.arange(H)[None, :]
         self.strong_len = np.where(cols < self.n_steps[:, None], self.strong_len, 0.0)
-        self.u_weak = rng.random((n, H))
-        self.u_strong = rng.random((n, H))
+        # step outcomes: a step that is hard for M_w tends to be hard for M_s too (Gaussian copula, step_corr)
+        zw = rng.standard_normal((n, H))
+        zs = p.step_corr * zw + math.sqrt(1.0 - p.step_corr**2) * rng.standard_normal((n, H))
+        self.u_weak = special.ndtr(zw)
+        self.u_strong = special.ndtr(zs)
         self.u_recover = rng.random((n, H))
 
     def _strong_alone(self) -> tuple[np.ndarray, np.ndarray]:
@@ -524,6 +536,39 @@ class Simulator:
         raise InvalidParameterError(
             f"{type(router).__name__} is not a router: it needs reset_batch/decide_batch or reset/decide"
         )
+
+    def labelled_statistics(self, n: int, seed: int | None = None) -> dict[str, Any]:
+        """What a user could measure on ``n`` labelled training queries (as ProcessBench labels steps).
+
+        Returns a dict with ``weak_s0`` / ``weak_s2`` (M_w steps right / wrong after a correct prefix, along M_w's
+        own solutions), ``strong_s0`` / ``strong_s2`` (the same for M_s solving alone), ``n_steps`` (n,),
+        ``weak_tokens`` (list of per-query arrays of step lengths) and ``strong_tokens`` (flat array).
+        """
+        self.run(None, n, seed)
+        H = self.horizon
+        cols = np.arange(H)[None, :]
+        live = cols < self.n_steps[:, None]
+        ok_w = self.u_weak < self.p_w[:, None]
+        ok_s = self.u_strong < self.p_s[:, None]
+
+        def counts(ok: np.ndarray) -> tuple[int, int]:
+            # steps taken with a correct prefix: every step up to and including the first error
+            first_bad = np.where((~ok & live).any(axis=1), np.argmax(~ok & live, axis=1), H)
+            at_risk = live & (cols <= first_bad[:, None])
+            return int((at_risk & ok).sum()), int((at_risk & ~ok).sum())
+
+        w0, w2 = counts(ok_w)
+        s0, s2 = counts(ok_s)
+        return {
+            "weak_s0": w0,
+            "weak_s2": w2,
+            "strong_s0": s0,
+            "strong_s2": s2,
+            "n_steps": self.n_steps.copy(),
+            "weak_tokens": [self.weak_len[i, : self.n_steps[i]].copy() for i in range(self.n_steps.shape[0])],
+            "strong_tokens": self.strong_len[live].copy(),
+            "weak_step_scores": self._scores[live].copy(),
+        }
 
     def queries(self, n: int, seed: int | None = None) -> QueryBatch:
         """The query-level facts of the ``n`` queries of ``reset(n, seed)``.

@@ -1,0 +1,480 @@
+"""Sweep routers' knobs on a simulated benchmark and write resumable per-query records.
+
+A *benchmark* is a pair of simulators: a **training** one (what routers may learn or estimate from: the POMDP's
+parameters, AutoMix's bins, TRIM-Agg's PPO episodes, the threshold grid) and an **evaluation** one (``n`` queries
+drawn with one seed and given to every router and knob: common random numbers). For the in-distribution setting
+(Table 1) both use the same split with different seeds; for cross-dataset generalisation (Table 2) the training
+simulator uses another split's statistics.
+
+Routers and their knobs:
+
+==========  ================================================================================================
+``pomdp``   λ grid; per λ the TRIM-POMDP (parameters estimated from labelled training queries, the shipped
+            observation model) solved with the native solver, run through :class:`BeliefRouter`
+``thr``     threshold k: 0 … 1 plus the quantiles of training step scores
+``agg``     λ grid (a few); PPO per λ on the training simulator for ``agg_timesteps`` steps
+``automix`` λ values where AutoMix-PRM's policy changes (bins fitted on training queries)
+``oracle``  budget fraction 0 … 1
+``random``  routing probability 0 … 1
+==========  ================================================================================================
+
+:func:`run_sweep` writes ``records.csv`` one ``(policy, knob)`` group at a time (flushed), so a killed run keeps
+every finished group; rerunning skips complete groups and redoes a torn one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..exceptions import DataFormatError, InvalidParameterError
+from .records import RecordWriter, Records, read_records
+from .simulator import SIMULATED_NOTE, Simulator, SimulatorParams
+
+__all__ = [
+    "STEP_ROUTERS",
+    "QUERY_ROUTERS",
+    "ALL_ROUTERS",
+    "DEFAULT_LAMBDAS",
+    "DEFAULT_AGG_LAMBDAS",
+    "DEFAULT_AGG_TIMESTEPS",
+    "SweepSettings",
+    "Benchmark",
+    "Group",
+    "estimate_trim_params",
+    "plan_groups",
+    "complete_groups",
+    "run_sweep",
+]
+
+STEP_ROUTERS: tuple[str, ...] = ("pomdp", "thr", "agg")
+QUERY_ROUTERS: tuple[str, ...] = ("automix", "oracle", "random")
+ALL_ROUTERS: tuple[str, ...] = ("pomdp", "thr", "agg", "automix", "oracle", "random")
+
+#: λ grid of the POMDP sweep (price per M_s token, in units of the reward).
+DEFAULT_LAMBDAS: tuple[float, ...] = tuple(float(f"{x:.3g}") for x in np.geomspace(1e-4, 3e-2, 15))
+#: λ grid of TRIM-Agg (PPO per λ is the expensive part of a sweep, so fewer values).
+DEFAULT_AGG_LAMBDAS: tuple[float, ...] = (3e-4, 1e-3, 3e-3, 1e-2)
+#: PPO timesteps per λ by default: a short budget that fits a laptop sweep; the paper trains far longer.
+DEFAULT_AGG_TIMESTEPS = 20_000
+
+
+@dataclass
+class SweepSettings:
+    """What to sweep and on how many queries.
+
+    Attributes
+    ----------
+    routers : tuple of str
+        Subset of :data:`ALL_ROUTERS`.
+    n_queries : int
+        Evaluation queries (the same ones for every router and knob).
+    seed : int
+        Seed of the evaluation queries.
+    n_train : int
+        Labelled training queries (POMDP parameter estimation, AutoMix bins, threshold grid).
+    train_seed : int
+        Seed of the training queries and of PPO.
+    lambdas : tuple of float
+        POMDP λ grid.
+    agg_lambdas : tuple of float
+        TRIM-Agg λ grid.
+    agg_timesteps : int
+        PPO timesteps per λ.
+    thresholds : tuple of float or None
+        TRIM-Thr grid; ``None``: 0, 0.05, …, 1 plus the 5 … 95% quantiles of training step scores.
+    budgets : tuple of float
+        Oracle / random router grid.
+    pomdp_gate : bool
+        Use :class:`BeliefRouter`'s re-planning gate (δ = 0.375). Off by default: the native solver's policy is
+        valid at every belief, and the gate (which forces ``continue`` outside it) only helps SARSOP-style
+        policies that are accurate near b0.
+    n_buckets : int
+        Token buckets of the POMDP.
+    """
+
+    routers: tuple[str, ...] = ALL_ROUTERS
+    n_queries: int = 2000
+    seed: int = 0
+    n_train: int = 2000
+    train_seed: int = 1
+    lambdas: tuple[float, ...] = DEFAULT_LAMBDAS
+    agg_lambdas: tuple[float, ...] = DEFAULT_AGG_LAMBDAS
+    agg_timesteps: int = DEFAULT_AGG_TIMESTEPS
+    thresholds: tuple[float, ...] | None = None
+    budgets: tuple[float, ...] = tuple(float(x) for x in np.linspace(0.0, 1.0, 21))
+    pomdp_gate: bool = False
+    n_buckets: int = 5
+
+    def __post_init__(self) -> None:
+        self.routers = tuple(self.routers)
+        unknown = [r for r in self.routers if r not in ALL_ROUTERS]
+        if unknown:
+            raise InvalidParameterError(f"unknown router(s) {unknown}; choose from {', '.join(ALL_ROUTERS)}")
+        if not self.routers:
+            raise InvalidParameterError("no routers to evaluate")
+        for name in ("n_queries", "n_train", "agg_timesteps", "n_buckets"):
+            if int(getattr(self, name)) < 1:
+                raise InvalidParameterError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        for name in ("lambdas", "agg_lambdas"):
+            vals = tuple(float(x) for x in getattr(self, name))
+            if any(not (math.isfinite(v) and v >= 0) for v in vals):
+                raise InvalidParameterError(f"{name} must be finite numbers >= 0, got {vals}")
+            setattr(self, name, vals)
+        if self.thresholds is not None:
+            self.thresholds = tuple(float(x) for x in self.thresholds)
+        self.budgets = tuple(float(x) for x in self.budgets)
+
+
+class Benchmark:
+    """Training and evaluation simulators plus the evaluation queries' reserved outcomes.
+
+    Parameters
+    ----------
+    eval_params, train_params : SimulatorParams
+        Statistics of the evaluation and training queries (the same for in-distribution evaluation).
+    settings : SweepSettings
+    name : str, optional
+        Label used in outputs (default: the evaluation split).
+    """
+
+    def __init__(
+        self, eval_params: SimulatorParams, train_params: SimulatorParams, settings: SweepSettings, name: str = ""
+    ) -> None:
+        self.settings = settings
+        self.eval_params = eval_params
+        self.train_params = train_params
+        self.eval_sim = Simulator(eval_params)
+        self.train_sim = Simulator(train_params)
+        self.name = name or eval_params.split
+        self.queries = self.eval_sim.queries(settings.n_queries, settings.seed)
+        self.query_ids = self.queries.query_ids
+        self._train_queries = None
+        self._train_stats = None
+
+    @property
+    def train_queries(self):
+        """Training queries (query-level facts), drawn once."""
+        if self._train_queries is None:
+            self._train_queries = self.train_sim.queries(self.settings.n_train, self.settings.train_seed)
+        return self._train_queries
+
+    @property
+    def train_stats(self) -> dict[str, Any]:
+        """Labelled statistics of the training queries (:meth:`Simulator.labelled_statistics`)."""
+        if self._train_stats is None:
+            self._train_stats = self.train_sim.labelled_statistics(self.settings.n_train, self.settings.train_seed)
+        return self._train_stats
+
+    def run_step_router(self, router: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Per-query ``(correct, strong_tokens)`` of a step router on the evaluation queries."""
+        return self.eval_sim.run(router, self.settings.n_queries, self.settings.seed)
+
+    def identity(self) -> dict[str, Any]:
+        """What fixes the evaluation queries; a resumed run must match it."""
+        digest = hashlib.sha256(json.dumps(self.eval_params.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+        tdigest = hashlib.sha256(json.dumps(self.train_params.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+        return {
+            "n_queries": self.settings.n_queries,
+            "seed": self.settings.seed,
+            "n_train": self.settings.n_train,
+            "train_seed": self.settings.train_seed,
+            "eval_params_sha256": digest,
+            "train_params_sha256": tdigest,
+            # settings that change a group's outcome for the same knob
+            "pomdp_gate": self.settings.pomdp_gate,
+            "n_buckets": self.settings.n_buckets,
+            "agg_timesteps": self.settings.agg_timesteps,
+        }
+
+
+def estimate_trim_params(stats: dict[str, Any], *, n_buckets: int = 5, smoothing: float = 2.0, base: Any = None):
+    """TRIM-POMDP parameters from labelled training statistics, with the TRIM model's own estimators.
+
+    ``p = S0 / (S0 + S2)`` per model; the hazard ``q(t)`` from step counts; token buckets at quantiles of M_w's step
+    lengths with ``P(c | t)`` shrunk to the pooled distribution (``smoothing`` pseudo-counts); the strong / weak
+    length ratio from mean step lengths. The rest (horizon, reward, discount) comes from ``base`` (default
+    :func:`trim_pomdp.model.load_default_params`).
+    """
+    from ..model import load_default_params
+
+    base = base if base is not None else load_default_params()
+    H = int(base.horizon)
+    a = float(smoothing)
+    p_w = stats["weak_s0"] / max(1, stats["weak_s0"] + stats["weak_s2"])
+    p_s = stats["strong_s0"] / max(1, stats["strong_s0"] + stats["strong_s2"])
+    lengths = np.asarray(stats["n_steps"])
+    rows = stats["weak_tokens"]
+    flat = np.concatenate(rows).astype(float)
+    qbar = len(lengths) / max(1, lengths.sum())
+    hazard = np.empty(H)
+    for t in range(1, H + 1):
+        at_risk, ends = np.sum(lengths >= t), np.sum(lengths == t)
+        hazard[t - 1] = (ends + a * qbar) / (at_risk + a)
+    hazard[-1] = 1.0
+    edges = np.unique(np.quantile(flat, np.arange(1, n_buckets) / n_buckets)) if n_buckets > 1 else np.zeros(0)
+    edges = edges[edges > flat.min()]
+    K = edges.size + 1
+
+    def bucket(x: np.ndarray) -> np.ndarray:
+        return np.searchsorted(edges, np.asarray(x, dtype=float), side="right")
+
+    pooled = np.bincount(bucket(flat), minlength=K).astype(float)
+    pooled /= pooled.sum()
+    probs = np.empty((H, K))
+    for t in range(1, H + 1):
+        at_t = np.array([r[t - 1] for r in rows if len(r) >= t], dtype=float)
+        counts = np.bincount(bucket(at_t), minlength=K).astype(float) if at_t.size else np.zeros(K)
+        probs[t - 1] = (counts + a * pooled) / (counts.sum() + a)
+    b = bucket(flat)
+    means = np.array([flat[b == c].mean() if np.any(b == c) else 0.0 for c in range(K)])
+    ratio = float(np.mean(stats["strong_tokens"]) / flat.mean())
+    card = {
+        "estimated_from": "labelled simulated training queries (SIMULATED)",
+        "queries": int(lengths.size),
+        "weak": {"S0": stats["weak_s0"], "S2": stats["weak_s2"]},
+        "strong": {"S0": stats["strong_s0"], "S2": stats["strong_s2"]},
+        "estimators": "p = S0/(S0+S2); hazard with shrinkage; P(c|t) shrunk to pooled; bucket edges = quantiles",
+        "simulated": True,
+    }
+    return base.replace(
+        p_w=float(p_w), p_s=float(p_s), bucket_edges=edges, bucket_probs=probs, hazard=hazard,
+        bucket_mean_tokens=means, strong_weak_ratio=ratio, card=card,
+    )
+
+
+@dataclass
+class Group:
+    """One ``(policy, knob)`` of a sweep and how to run it on the evaluation queries."""
+
+    policy: str
+    knob: float | None
+    run: Callable[[], tuple[np.ndarray, np.ndarray]]
+
+
+def _query_group(bench: Benchmark, policy: str, router: Any, knob: float) -> Group:
+    q = bench.queries
+
+    def run() -> tuple[np.ndarray, np.ndarray]:
+        routed = router.route_batch(q.outcomes())
+        return np.where(routed, q.strong_correct, q.weak_correct), np.where(routed, q.strong_tokens, 0.0)
+
+    return Group(policy, float(knob), run)
+
+
+def threshold_grid(bench: Benchmark) -> tuple[float, ...]:
+    """0, 0.05, …, 1 plus the 5 … 95% quantiles of the training queries' step scores (rounded to 1e-4)."""
+    scores = bench.train_stats["weak_step_scores"]
+    qs = np.quantile(scores, np.linspace(0.05, 0.95, 19))
+    grid = np.unique(np.round(np.r_[np.linspace(0, 1, 21), qs], 4))
+    return tuple(float(x) for x in grid)
+
+
+def plan_groups(
+    bench: Benchmark,
+    obs_model_loader: Callable[[], Any] | None = None,
+    agg_dir: Path | None = None,
+    log: Callable[[str], None] | None = None,
+) -> Iterator[Group]:
+    """The reserved groups then every router's ``(policy, knob)`` groups, in the order of ``settings.routers``.
+
+    Expensive work (solving a POMDP, training PPO, fitting AutoMix) happens inside each group's ``run`` (or once,
+    lazily, for the first group that needs it), so skipping complete groups on resume skips it too.
+    """
+    s = bench.settings
+    q = bench.queries
+    say = log or (lambda msg: None)
+    yield Group("weak", None, lambda: (q.weak_correct.copy(), np.zeros(len(q))))
+    yield Group("strong", None, lambda: (q.strong_correct.copy(), q.strong_tokens.copy()))
+    cache: dict[str, Any] = {}
+
+    def pomdp_base():
+        if "pomdp" not in cache:
+            from ..model import build_trim_pomdp  # noqa: F401  (import errors surface here, once)
+
+            loader = obs_model_loader
+            if loader is None:
+                from ..model import default_observation_model as loader
+            params = estimate_trim_params(bench.train_stats, n_buckets=s.n_buckets)
+            cache["pomdp"] = (params, loader())
+            say(f"POMDP parameters from training queries: p_w={params.p_w:.4f}, p_s={params.p_s:.4f}, "
+                f"K={params.n_buckets}, ratio={params.strong_weak_ratio:.3f}")
+        return cache["pomdp"]
+
+    for name in s.routers:
+        if name == "pomdp":
+            for lam in s.lambdas:
+
+                def run(lam: float = lam) -> tuple[np.ndarray, np.ndarray]:
+                    from ..model import build_trim_pomdp, solve_trim
+                    from ..routers import BeliefRouter
+
+                    params, obs = pomdp_base()
+                    model = build_trim_pomdp(params.replace(lam=lam), obs)
+                    policy = solve_trim(model)
+                    router = BeliefRouter(policy, model, gate=s.pomdp_gate, floor=1e-300)
+                    return bench.run_step_router(router)
+
+                yield Group("pomdp", lam, run)
+        elif name == "thr":
+            from ..routers import ThresholdRouter
+
+            grid = s.thresholds if s.thresholds is not None else threshold_grid(bench)
+            for k in grid:
+                yield Group("thr", k, lambda k=k: bench.run_step_router(ThresholdRouter(k)))
+        elif name == "agg":
+            for lam in s.agg_lambdas:
+
+                def run(lam: float = lam) -> tuple[np.ndarray, np.ndarray]:
+                    from ..routers.agg import AggRouter, train_agg
+
+                    target = None if agg_dir is None else agg_dir / f"lam-{lam:.3g}"
+                    if target is not None and (target / "agg.json").is_file():
+                        router = AggRouter.load(target)
+                    else:
+                        train_params = bench.train_params
+                        router = train_agg(
+                            lambda: Simulator(train_params), lam, timesteps=s.agg_timesteps, seed=s.train_seed,
+                            n_envs=4, source_card={"type": "Simulator", "simulated": True,
+                                                   "split": train_params.split},
+                        )
+                        if target is not None:
+                            router.save(target)
+                    return bench.run_step_router(router)
+
+                yield Group("agg", lam, run)
+        elif name == "automix":
+            from ..routers import AutoMixRouter
+
+            fitted = AutoMixRouter().fit(bench.train_queries.outcomes())
+            for lam in fitted.knob_values():
+                yield _query_group(bench, "automix", fitted.with_knob(float(lam)), float(lam))
+        elif name == "oracle":
+            from ..routers import OracleQueryRouter
+
+            for b in s.budgets:
+                yield _query_group(bench, "oracle", OracleQueryRouter(b), b)
+        elif name == "random":
+            from ..routers import RandomQueryRouter
+
+            for p in s.budgets:
+                yield _query_group(bench, "random", RandomQueryRouter(p, seed=s.seed), p)
+
+
+def complete_groups(records: Records, query_ids: Sequence[str]) -> set[tuple[str, float | None]]:
+    """``(policy, knob)`` groups whose records cover exactly ``query_ids`` once each."""
+    want = np.unique(np.asarray(list(query_ids), dtype=object))
+    done = set()
+    for key, idx in records.groups().items():
+        got = records.query_id[idx]
+        if got.shape[0] == want.shape[0] and np.array_equal(np.unique(got), want):
+            done.add(key)
+    return done
+
+
+def _key(policy: str, knob: float | None) -> tuple[str, float | None]:
+    return (policy, None if knob is None else float(knob))
+
+
+def _check_identity(out_dir: Path, identity: dict[str, Any]) -> None:
+    path = out_dir / "evaluate.json"
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text()).get("identity")
+        except json.JSONDecodeError:
+            old = None
+        if old is not None and old != identity:
+            diff = {k: (old.get(k), v) for k, v in identity.items() if old.get(k) != v}
+            raise DataFormatError(
+                f"{out_dir} holds records of other queries ({diff}); resume with the same settings or use a new "
+                "--out directory"
+            )
+
+
+def run_sweep(
+    bench: Benchmark,
+    out_dir: str | Path,
+    *,
+    obs_model_loader: Callable[[], Any] | None = None,
+    on_group: Callable[[Group, int, int, float, bool], None] | None = None,
+    log: Callable[[str], None] | None = None,
+    extra_card: dict[str, Any] | None = None,
+) -> Path:
+    """Run every group of :func:`plan_groups` not already complete in ``out_dir/records.csv``.
+
+    Parameters
+    ----------
+    bench : Benchmark
+    out_dir : path
+        Created if needed. Holds ``records.csv`` (appended one group at a time) and ``evaluate.json``
+        (settings, the identity of the queries, the simulator card).
+    obs_model_loader : callable, optional
+        Returns the POMDP's observation model (default: the shipped one).
+    on_group : callable ``(group, index, total, seconds, skipped)``, optional
+        Progress callback after each group.
+    log : callable, optional
+        Receives one-line messages.
+
+    Returns
+    -------
+    Path
+        The records file.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    identity = bench.identity()
+    _check_identity(out, identity)
+    records_path = out / "records.csv"
+    existing = read_records(records_path) if records_path.is_file() else Records.empty()
+    done = complete_groups(existing, bench.query_ids)
+    if len(existing):
+        keep = np.array([_key(p, None if math.isnan(k) else k) in done for p, k in zip(existing.policy, existing.knob)])
+        if not keep.all():
+            # drop the torn group of a killed run before appending to the file again
+            with RecordWriter(records_path, append=False) as w:
+                w.write(existing.select(keep))
+    card = {
+        "identity": identity,
+        "settings": asdict(bench.settings),
+        "benchmark": bench.name,
+        "simulated": True,
+        "note": SIMULATED_NOTE,
+        "eval_simulator": bench.eval_sim.card,
+        "train_split": bench.train_params.split,
+    }
+    card.update(extra_card or {})
+    (out / "evaluate.json").write_text(json.dumps(card, indent=2, default=_json_default) + "\n")
+    agg_dir = out / "agg"
+    groups = list(plan_groups(bench, obs_model_loader, agg_dir, log))
+    total = len(groups)
+    with RecordWriter(records_path, append=True) as writer:
+        for i, g in enumerate(groups):
+            if _key(g.policy, g.knob) in done:
+                if on_group:
+                    on_group(g, i, total, 0.0, True)
+                continue
+            t0 = time.perf_counter()
+            correct, tokens = g.run()
+            writer.write(Records.from_arrays(g.policy, g.knob, bench.query_ids, correct, tokens))
+            if on_group:
+                on_group(g, i, total, time.perf_counter() - t0, False)
+    return records_path
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot serialise {type(obj).__name__}")
+
