@@ -394,7 +394,7 @@ class SyntheticPRM:
         classes, lengths = _class_matrix(items)
         scores = self.score_matrix(classes, lengths, [it.split for it in items], seed)
         return [
-            ScoredItem(it, scores[i, : lengths[i]].tolist(), simulated=True, prm="synthetic")
+            ScoredItem(it, scores[i, : lengths[i]].tolist(), simulated=True, prm="synthetic-prm (simulated)")
             for i, it in enumerate(items)
         ]
 
