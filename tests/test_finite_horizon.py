@@ -173,7 +173,7 @@ def test_grid_bounds_bracket_and_policy_achieves_lower_bound(seed):
     auto = FiniteHorizonSolver(precision=1e-7)
     auto.solve(m)
     assert auto.info.converged and auto.info.gap <= 1e-7
-    assert auto.info.lower_bound <= truth + 1e-12 <= auto.info.upper_bound + 1e-12
+    assert auto.info.lower_bound <= truth + 1e-12 and truth <= auto.info.upper_bound + 1e-12
 
 
 def test_upper_action_values_dominate_and_meet_in_exact_mode():

@@ -432,7 +432,7 @@ class FiniteHorizonSolver:
     mode : {"auto", "grid", "exact"}
         ``auto``: adaptive grids until the precision is met. ``grid``: one pass on uniform grids of
         ``grid_size`` points. ``exact``: grids on every breakpoint of the exact value function (small models).
-    grid_size : int, default 17
+    grid_size : int, default 9
         Initial (``auto``) or fixed (``grid``) number of grid points per epoch.
     max_grid : int, default 20000
         Upper limit on grid points per epoch (auto/exact); exceeding it in ``exact`` mode raises.
@@ -446,7 +446,7 @@ class FiniteHorizonSolver:
     name = "finite-horizon"
 
     def __init__(self, precision: float = 1e-3, time_limit: float | None = None, mode: str = "auto",
-                 grid_size: int = 17, max_grid: int = 20000):
+                 grid_size: int = 9, max_grid: int = 20000):
         if not (precision >= 0):
             raise InvalidParameterError(f"precision must be >= 0, got {precision}")
         if time_limit is not None and not (time_limit > 0):
@@ -485,23 +485,21 @@ class FiniteHorizonSolver:
         start = time.perf_counter()
         deadline = None if self.time_limit is None else start + float(self.time_limit)
         H = model.horizon
-        grids: list[np.ndarray | None] = [None] + [np.linspace(0.0, 1.0, self.grid_size) for _ in range(1, H)]
+        grids: list[np.ndarray | None] = [None] + [self._initial_grid() for _ in range(1, H)]
+        rng = np.random.default_rng(0)
         iterations = 0
-        tau = self.precision
         result = None
         while True:
             iterations += 1
             result = self._backward(model, factor, grids, exact=self.mode == "exact")
-            lo, hi = result["lower"], result["upper"]
-            gap = hi - lo
-            if self.mode != "auto" or gap <= self.precision:
+            gap = result["upper"] - result["lower"]
+            if self.mode != "auto" or gap <= self.precision or H == 1:
                 break
             if deadline is not None and time.perf_counter() >= deadline:
                 break
-            if H == 1:
-                break
-            grids, n_split = self._refine(result, grids, tau)
-            tau = tau / 2.0
+            slacks = self._local_slacks(result)
+            occ = self._occupancy(model, factor, result, rng)
+            grids = self._refine(result, slacks, occ, gap)
             if max(len(g) for g in grids[1:]) > self.max_grid:
                 break
         seconds = time.perf_counter() - start
@@ -588,45 +586,53 @@ class FiniteHorizonSolver:
         u_out = np.empty(G)
         alpha_out = np.empty((G, Z))
         chunk = max(1, int(2_000_000 // max(1, len(ctx) * A * n_o)))
+        wnt = (gamma * nt)[:, None, None]  # (c, 1, 1)
         for s in range(0, G, chunk):
             bt = beta[s : s + chunk]
             g = bt.shape[0]
             u = bt[:, :, None] * O[None, :, :]  # (g, Z, n_o)
             sig = u.sum(axis=1)  # (g, n_o)
-            imm = np.einsum("gzo,cza->cago", u, Rc)  # (c, A, g, n_o)
-            QL = imm.copy()
-            QU = imm
-            if any_future:
-                safe = np.where(sig > 0, sig, 1.0)
-                FL = np.empty((A, g, n_o))
-                FU = np.empty((A, g, n_o))
-                K = np.empty((A, g, n_o), dtype=np.int64)
-                for a in range(A):
-                    x = np.einsum("gzo,z->go", u, M[a, :, 0]) / safe
+            safe = np.where(sig > 0, sig, 1.0)
+            qu_max = ql_max = best = None
+            chosen = []  # per action: (line index per (g, o)) for the alpha vectors
+            for a in range(A):
+                imm = Rc[:, 0, a, None, None] * u[None, :, 0, :]
+                for z in range(1, Z):
+                    imm = imm + Rc[:, z, a, None, None] * u[None, :, z, :]  # (c, g, n_o)
+                qu = ql = imm
+                k = None
+                if any_future:
+                    x = M[a, 0, 0] * u[:, 0, :]
+                    for z in range(1, Z):
+                        x = x + M[a, z, 0] * u[:, z, :]
+                    x /= safe
                     np.clip(x, 0.0, 1.0, out=x)
                     lv, k = _eval_envelope(at1, at0, br, x)
-                    FL[a] = sig * lv
-                    K[a] = k
-                    FU[a] = sig * np.interp(x, next_grid, next_u)
-                w = (gamma * nt)[:, None, None, None]
-                QL = QL + w * FL[None]
-                QU = QU + w * FU[None]
-            u_out[s : s + g] = np.einsum("c,cgo->g", pc, QU.max(axis=1))
-            best = QL.argmax(axis=1)  # (c, g, n_o)
-            alpha = np.zeros((g, Z))
-            for a in range(A):
-                mask = (best == a).astype(float)  # (c, g, n_o)
-                if not mask.any():
-                    continue
-                # immediate part: sum_c p_c R[c, z, a] sum_o O[z, o] mask[c, g, o]
-                mo = np.einsum("cgo,zo->cgz", mask, O)
-                alpha += np.einsum("c,cz,cgz->gz", pc, Rc[:, :, a], mo)
-                if any_future:
-                    wa = np.einsum("c,cgo->go", pc * gamma * nt, mask)
-                    ka = K[a]
-                    fa = O @ (wa * at1[ka]).T  # (Z, g)
-                    fb = O @ (wa * at0[ka]).T
-                    alpha += (M[a, :, 0][:, None] * fa + M[a, :, 1][:, None] * fb).T
+                    ql = imm + wnt * (sig * lv)[None]
+                    qu = imm + wnt * (sig * np.interp(x, next_grid, next_u))[None]
+                chosen.append(k)
+                if a == 0:
+                    qu_max, ql_max = qu, ql
+                    best = np.zeros(ql.shape, dtype=np.int8)
+                else:
+                    qu_max = np.maximum(qu_max, qu)
+                    better = ql > ql_max
+                    best[better] = a
+                    ql_max = np.where(better, ql, ql_max)
+            u_out[s : s + g] = pc @ qu_max.sum(axis=2)
+            # lower-bound alpha vector per grid point: sum_c p_c sum_o O[z, o] alpha_{c,g,o}[z] with the chosen
+            # action's alpha  R[c, z, a] + γ [not terminal] (M[a, z, 0] at1[k] + M[a, z, 1] at0[k])
+            alpha = np.empty((g, Z))
+            for z in range(Z):
+                vz = None
+                for a in range(A):
+                    va = np.broadcast_to(Rc[:, z, a, None, None], (len(ctx), g, n_o))
+                    if any_future:
+                        k = chosen[a]
+                        fut = M[a, z, 0] * at1[k] + M[a, z, 1] * at0[k]  # (g, n_o)
+                        va = va + wnt * fut[None]
+                    vz = va if a == 0 else np.where(best == a, va, vz)
+                alpha[:, z] = (pc @ vz.reshape(len(ctx), -1)).reshape(g, n_o) @ O[z]
             alpha_out[s : s + g] = alpha
         return u_out, alpha_out
 
@@ -664,11 +670,10 @@ class FiniteHorizonSolver:
         return np.unique(np.concatenate([allp, mids]))
 
     @staticmethod
-    def _refine(result: dict, grids, tau: float):
-        """Split grid intervals whose local slack (chord of U minus envelope of L, beyond the grid gaps) > tau."""
-        new = [grids[0]]
-        n_split = 0
-        H = len(grids)
+    def _local_slacks(result: dict) -> list[np.ndarray]:
+        """Per epoch and grid interval: chord of U minus envelope of L at the midpoint, beyond the endpoint gaps."""
+        out = []
+        H = len(result["grids"]) - 1
         for i in range(1, H):
             grid = result["grids"][i]
             uv = result["uvals"][i]
@@ -677,8 +682,94 @@ class FiniteHorizonSolver:
             mids = 0.5 * (grid[1:] + grid[:-1])
             u_mid = 0.5 * (uv[1:] + uv[:-1])
             l_mid = _eval_envelope(at1, at0, br, mids)[0]
-            local = (u_mid - l_mid) - 0.5 * (gap_pts[1:] + gap_pts[:-1])
-            sel = (local > tau) & (np.diff(grid) > 1e-9)
-            n_split += int(sel.sum())
-            new.append(np.sort(np.concatenate([grid, mids[sel]])) if sel.any() else grid)
-        return new, n_split
+            out.append((u_mid - l_mid) - 0.5 * (gap_pts[1:] + gap_pts[:-1]))
+        return out
+
+    def _initial_grid(self) -> np.ndarray:
+        """Uniform grid; in ``auto`` mode plus geometric points towards both ends (boundary layers of W)."""
+        grid = np.linspace(0.0, 1.0, self.grid_size)
+        if self.mode == "auto":
+            h = 1.0 / (self.grid_size - 1)
+            ends = np.geomspace(1e-5, h, 8)[:-1]
+            grid = np.unique(np.concatenate([grid, ends, 1.0 - ends]))
+        return grid
+
+    def _occupancy(self, model, factor, result, rng, n_particles: int = 2000) -> list[np.ndarray]:
+        """Monte Carlo estimate of how much probability mass of predicted ``g`` each grid interval receives.
+
+        Particles start at ``b0`` and follow the lower-bound (returned) policy; only a refinement heuristic.
+        """
+        H = model.horizon
+        V, M = factor.V, factor.M
+        gamma = float(model.discount)
+        N = n_particles
+        beta = np.broadcast_to(model.b0, (N, model.n_hidden)).copy()
+        alive = np.ones(N, dtype=bool)
+        out = []
+        for i in range(H - 1):
+            idx = np.flatnonzero(alive)
+            if idx.size == 0:
+                out.extend(np.zeros(len(result["grids"][j]) - 1) for j in range(i + 1, H))
+                break
+            b = beta[idx]
+            pc = model.context_probs[i]
+            c = np.minimum((np.cumsum(pc)[None, :] < rng.random(idx.size)[:, None]).sum(axis=1), len(pc) - 1)
+            O = model.observation[i]
+            # sample the hidden state, then the observation given it (same law as o ~ b @ O)
+            zc = np.cumsum(b, axis=1)
+            z = np.minimum((zc < rng.random(idx.size)[:, None] * zc[:, -1:]).sum(axis=1), b.shape[1] - 1)
+            o = np.empty(idx.size, dtype=np.int64)
+            ocum = np.cumsum(O, axis=1)
+            for zz in np.unique(z):
+                sel = z == zz
+                o[sel] = np.minimum(np.searchsorted(ocum[zz], rng.random(int(sel.sum())) * ocum[zz, -1]),
+                                    O.shape[1] - 1)
+            post = b * O[:, o].T
+            post /= np.maximum(post.sum(axis=1, keepdims=True), 1e-300)
+            live = ~model.terminal[i, c]
+            at1, at0, br = result["lines"][i + 1]
+            q = np.einsum("nz,nza->na", post, model.reward[i, c])
+            xs = np.einsum("nz,az->na", post, M[:, :, 0])
+            for a in range(M.shape[0]):
+                q[:, a] += gamma * _eval_envelope(at1, at0, br, xs[:, a])[0]
+            a_star = q.argmax(axis=1)
+            g_next = xs[np.arange(idx.size), a_star]
+            alive[idx[~live]] = False
+            keep = idx[live]
+            gn = g_next[live]
+            beta[keep] = gn[:, None] * V[0][None, :] + (1 - gn[:, None]) * V[1][None, :]
+            grid = result["grids"][i + 1]
+            k = np.clip(np.searchsorted(grid, gn, side="right") - 1, 0, len(grid) - 2)
+            out.append(np.bincount(k, minlength=len(grid) - 1) / N)
+        return out
+
+    def _refine(self, result: dict, slacks: list[np.ndarray], occ: list[np.ndarray], gap: float) -> list:
+        """Subdivide intervals so that the occupancy-weighted local slack drops below half the precision.
+
+        An interval with weighted slack ``w`` (occupancy × slack, plus a small floor so that no interval is ignored
+        for ever) is cut into ``ceil((w / μ)^(1/3))`` equal parts: with slack ∝ width², this spends grid points
+        optimally for a target sum of weighted slacks, which is scaled by how the current sum relates to the gap.
+        """
+        ws = []
+        for sl, oc in zip(slacks, occ):
+            ws.append(np.clip(sl, 0.0, None) * (oc + 1e-4))
+        total = float(sum(w.sum() for w in ws))
+        new: list = [None]
+        if total <= 0:
+            return [None] + [result["grids"][i] for i in range(1, len(slacks) + 1)]
+        target = 0.5 * self.precision * total / max(gap, 1e-300)
+        cube = float(sum(np.cbrt(w).sum() for w in ws))
+        mu = (target / cube) ** 1.5
+        for i, w in enumerate(ws, start=1):
+            grid = result["grids"][i]
+            m = np.ceil(np.cbrt(w / mu)).astype(np.int64)
+            m = np.clip(m, 1, 64)
+            m[np.diff(grid) <= 1e-12] = 1
+            if np.all(m == 1):
+                new.append(grid)
+                continue
+            pieces = [grid]
+            for j in np.flatnonzero(m > 1):
+                pieces.append(np.linspace(grid[j], grid[j + 1], m[j] + 1)[1:-1])
+            new.append(np.unique(np.concatenate(pieces)))
+        return new
