@@ -1,9 +1,9 @@
 """Embed TRIM's BeliefRouter in your own generation loop.
 
-The router never calls a model: your loop generates each step with the cheap model, scores the prefix with your
-PRM, asks the router, and calls the expensive model when told to. Here the three models are offline stand-ins
-(a random step generator with hidden correctness and a scorer whose scores are noisy in the correctness), so the
-script runs anywhere in a few seconds:
+The router never calls a model: your loop generates each step with the cheap model, scores the prefix with
+your PRM, asks the router, and calls the expensive model when told to. Here the three models are offline
+stand-ins (a random step generator with hidden correctness and a scorer whose scores are noisy in the
+correctness), so the script runs anywhere in a few seconds:
 
     python examples/embed_router.py [--lambda 5e-4] [--queries 300] [--seed 0]
 
@@ -25,7 +25,7 @@ from trim_pomdp.types import StepObservation
 MAX_STEPS = 30  # the horizon H of the shipped model: solutions are cut at 30 steps
 
 
-# -- offline stand-ins for M_w, M_s and the PRM (replace these with your own) -------------------------------------
+# -- offline stand-ins for M_w, M_s and the PRM (replace these with your own) -----
 @dataclass
 class Step:
     text: str
@@ -56,7 +56,7 @@ class ToyModel:
 
 
 def toy_prm(problem: Problem, steps: list[Step]) -> list[float]:
-    """Scores r_1..r_t of the prefix: high for right steps, low for wrong ones, noisy (a real PRM is noisier)."""
+    """Scores r_1..r_t of the prefix: high for right steps, low for wrong ones, noisy."""
     out = []
     for s in steps:
         a, b = (6.0, 1.5) if s.correct else (1.5, 3.5)
@@ -64,8 +64,10 @@ def toy_prm(problem: Problem, steps: list[Step]) -> list[float]:
     return out
 
 
-# -- the loop ------------------------------------------------------------------------------------------------------
-def solve_with_trim(problem: Problem, router: BeliefRouter, weak: ToyModel, strong: ToyModel) -> tuple[list[Step], int]:
+# -- the loop -----
+def solve_with_trim(
+    problem: Problem, router: BeliefRouter, weak: ToyModel, strong: ToyModel
+) -> tuple[list[Step], int]:
     """One query: returns the accepted steps and the strong model's output tokens."""
     router.reset()
     steps: list[Step] = []
@@ -73,7 +75,9 @@ def solve_with_trim(problem: Problem, router: BeliefRouter, weak: ToyModel, stro
     for t in range(1, MAX_STEPS + 1):
         step = weak.generate_step(problem, steps)
         scores = toy_prm(problem, steps + [step])
-        obs = StepObservation(t=t, scores=tuple(scores), tokens=step.tokens, final=step.final or t == MAX_STEPS)
+        obs = StepObservation(
+            t=t, scores=tuple(scores), tokens=step.tokens, final=step.final or t == MAX_STEPS
+        )
         if router.decide(obs) == "regenerate":
             step = strong.generate_step(problem, steps)
             strong_tokens += step.tokens
@@ -88,7 +92,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--lambda", dest="lam", type=float, default=5e-4, help="price of one strong token")
     ap.add_argument("--queries", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--observation-model", default=None, help="observation model file/dir (default: the shipped one)")
+    ap.add_argument(
+        "--observation-model", default=None, help="observation model file/dir (default: the shipped one)"
+    )
     args = ap.parse_args(argv)
 
     t0 = time.perf_counter()
@@ -104,7 +110,8 @@ def main(argv: list[str] | None = None) -> None:
         n_steps = int(rng.integers(3, 12))
         seed = int(rng.integers(2**31))
 
-        def problem() -> Problem:  # the same problem (and randomness) for each way of solving it
+        def problem(q: int = q, n_steps: int = n_steps, seed: int = seed) -> Problem:
+            # the same problem (and randomness) for each way of solving it
             return Problem(f"problem {q}", n_steps, np.random.default_rng(seed))
 
         steps, cost = solve_with_trim(problem(), router, weak, strong)
@@ -113,7 +120,9 @@ def main(argv: list[str] | None = None) -> None:
             p, prefix = problem(), []
             while not prefix or not prefix[-1].final:
                 prefix.append(model.generate_step(p, prefix))
-            results[name].append((all(s.correct for s in prefix), sum(s.tokens for s in prefix) if model is strong else 0))
+            results[name].append(
+                (all(s.correct for s in prefix), sum(s.tokens for s in prefix) if model is strong else 0)
+            )
     seconds = time.perf_counter() - t0
     print(f"{args.queries} queries in {seconds:.2f} s")
     print(f"{'':12s} {'accuracy':>9s} {'strong tokens/query':>20s}")
@@ -122,8 +131,10 @@ def main(argv: list[str] | None = None) -> None:
         cost = np.mean([k for _, k in rows])
         print(f"{name:12s} {acc:9.3f} {cost:20.1f}")
     d = router.last_decision
-    print(f"last decision: t={d['t']} belief(S0,S1,S2)={np.round(d['belief'], 3).tolist()} "
-          f"gate_open={d['gate_open']} action={d['action']}")
+    print(
+        f"last decision: t={d['t']} belief(S0,S1,S2)={np.round(d['belief'], 3).tolist()} "
+        f"gate_open={d['gate_open']} action={d['action']}"
+    )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """A tiny self-contained EpisodeBatch used by the router tests (independent of trim_pomdp.model).
 
-Hidden classes follow DESIGN §3 (S0/S1/S2, continue/regenerate dynamics, final-step reward); PRM scores are Beta
-draws per class, so low scores mean errors and a router that regenerates low-score steps should gain accuracy.
+Hidden classes follow DESIGN §3 (S0/S1/S2, continue/regenerate dynamics, final-step reward); PRM scores are
+Beta draws per class, so low scores mean errors and a router that regenerates low-score steps should gain
+accuracy.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ class ToyProcess:
         return self.rng.beta(a, b)
 
     def _obs(self) -> BatchObservation:
-        return BatchObservation(self.t.copy(), self.S.copy(), self.tok.copy(), self.fin.copy(), self.act.copy())
+        return BatchObservation(
+            self.t.copy(), self.S.copy(), self.tok.copy(), self.fin.copy(), self.act.copy()
+        )
 
     def reset(self, n: int, seed: int | None = None) -> BatchObservation:
         self.rng = np.random.default_rng(seed)
@@ -76,7 +79,7 @@ class ToyProcess:
 
 
 def small_obs_model(n_bins: int = 5):
-    """A binned observation model with informative class-conditional Beta scores (no fitted artifact needed)."""
+    """A binned observation model with informative class-conditional Beta scores (no artifact)."""
     from scipy import stats
 
     from trim_pomdp.model.trim import ArrayObservationModel
@@ -100,8 +103,14 @@ def small_trim(horizon: int = 6, n_bins: int = 5, lam: float = 5e-4, p_w: float 
     from trim_pomdp.model.trim import build_trim_pomdp
 
     params = TrimParams(
-        p_w=p_w, p_s=p_s, horizon=horizon, bucket_edges=[100.0],
-        bucket_probs=np.tile([0.5, 0.5], (horizon, 1)), hazard=np.full(horizon, 0.2),
-        bucket_mean_tokens=[60.0, 200.0], lam=lam, discount=0.999,
+        p_w=p_w,
+        p_s=p_s,
+        horizon=horizon,
+        bucket_edges=[100.0],
+        bucket_probs=np.tile([0.5, 0.5], (horizon, 1)),
+        hazard=np.full(horizon, 0.2),
+        bucket_mean_tokens=[60.0, 200.0],
+        lam=lam,
+        discount=0.999,
     )
     return build_trim_pomdp(params, small_obs_model(n_bins))

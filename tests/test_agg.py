@@ -10,6 +10,7 @@ import pytest
 pytest.importorskip("stable_baselines3")
 
 from _router_toys import ToyProcess  # noqa: E402
+
 from trim_pomdp.exceptions import DataFormatError, InvalidParameterError  # noqa: E402
 from trim_pomdp.routers.agg import PPO_HYPERPARAMETERS, AggRouter, train_agg  # noqa: E402
 from trim_pomdp.routers.base import BatchRouter, Router  # noqa: E402
@@ -21,7 +22,7 @@ LAM = 5e-4
 
 @pytest.fixture(scope="module")
 def trained():
-    return train_agg(ToyProcess, LAM, timesteps=16_384, seed=0, n_envs=8)
+    return train_agg(ToyProcess, LAM, timesteps=8192, seed=0, n_envs=8)
 
 
 def test_paper_hyperparameters():
@@ -45,7 +46,9 @@ def test_trained_router_learns_to_route(trained):
 
 def test_numpy_actor_matches_sb3_deterministic_prediction(trained):
     rng = np.random.default_rng(0)
-    x = np.column_stack([rng.random(200), rng.random(200), 2 * rng.random(200), rng.random(200)]).astype(np.float32)
+    x = np.column_stack([rng.random(200), rng.random(200), 2 * rng.random(200), rng.random(200)]).astype(
+        np.float32
+    )
     sb3_actions, _ = trained.ppo.predict(x, deterministic=True)
     ours = trained.logits(x).argmax(axis=1)
     assert (sb3_actions == ours).mean() > 0.99  # float32 vs float64 ties aside
@@ -80,9 +83,15 @@ def test_load_errors(tmp_path):
 
 
 def test_training_is_seeded():
-    a = train_agg(ToyProcess, LAM, timesteps=512, seed=3, n_envs=2, hyperparameters={"n_steps": 128, "batch_size": 64})
-    b = train_agg(ToyProcess, LAM, timesteps=512, seed=3, n_envs=2, hyperparameters={"n_steps": 128, "batch_size": 64})
-    c = train_agg(ToyProcess, LAM, timesteps=512, seed=4, n_envs=2, hyperparameters={"n_steps": 128, "batch_size": 64})
+    a = train_agg(
+        ToyProcess, LAM, timesteps=512, seed=3, n_envs=2, hyperparameters={"n_steps": 128, "batch_size": 64}
+    )
+    b = train_agg(
+        ToyProcess, LAM, timesteps=512, seed=3, n_envs=2, hyperparameters={"n_steps": 128, "batch_size": 64}
+    )
+    c = train_agg(
+        ToyProcess, LAM, timesteps=512, seed=4, n_envs=2, hyperparameters={"n_steps": 128, "batch_size": 64}
+    )
     np.testing.assert_array_equal(a.weights[0][0], b.weights[0][0])
     assert not np.array_equal(a.weights[0][0], c.weights[0][0])
 
@@ -94,12 +103,18 @@ def test_train_agg_rejects_bad_input():
         train_agg(ToyProcess(), LAM, n_envs=4)
 
 
-# -- TRIM-Seq ---------------------------------------------------------------------------------------------------
+# -- TRIM-Seq -----
 def test_seq_router_trains_saves_loads_and_single_matches_batch(tmp_path):
     from trim_pomdp.routers.seq import SeqRouter, train_seq
 
-    router = train_seq(ToyProcess, LAM, timesteps=2048, seed=0, n_envs=4,
-                       hyperparameters={"n_steps": 128, "batch_size": 128, "n_epochs": 2})
+    router = train_seq(
+        ToyProcess,
+        LAM,
+        timesteps=2048,
+        seed=0,
+        n_envs=4,
+        hyperparameters={"n_steps": 128, "batch_size": 128, "n_epochs": 2},
+    )
     assert isinstance(router, Router) and isinstance(router, BatchRouter)
     src = ToyProcess()
     n = 16
@@ -127,8 +142,14 @@ def test_seq_extractor_ignores_padding():
 
     from trim_pomdp.routers.seq import train_seq
 
-    router = train_seq(ToyProcess, LAM, timesteps=256, seed=1, n_envs=2,
-                       hyperparameters={"n_steps": 128, "batch_size": 128, "n_epochs": 1})
+    router = train_seq(
+        ToyProcess,
+        LAM,
+        timesteps=256,
+        seed=1,
+        n_envs=2,
+        hyperparameters={"n_steps": 128, "batch_size": 128, "n_epochs": 1},
+    )
     H = router.horizon
     x = np.zeros((2, H, 3), dtype=np.float32)
     x[:, :3] = [[0.9, 0.5, 1.0], [0.2, 0.4, 1.0], [0.7, 0.6, 1.0]]

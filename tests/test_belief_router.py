@@ -1,4 +1,4 @@
-"""BeliefRouter: belief tracking with the action taken, the gate, re-planning (exact vs budgeted), load, errors."""
+"""BeliefRouter: belief tracking with the action taken, gate, exact vs budgeted re-planning, load, errors."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-
 from _router_toys import small_obs_model, small_trim
+
 from trim_pomdp.exceptions import InvalidParameterError, ZeroLikelihoodError
 from trim_pomdp.model.belief import BeliefFilter
 from trim_pomdp.model.montecarlo import monte_carlo
@@ -45,7 +45,17 @@ def test_protocols_and_last_decision(model, policy):
     a = r.decide(StepObservation(1, (0.95,), 50, False))
     d = r.last_decision
     assert a in ("continue", "regenerate") and d["action"] == a
-    assert set(d) >= {"t", "bucket", "final", "predicted", "belief", "gate_open", "source", "values", "action"}
+    assert set(d) >= {
+        "t",
+        "bucket",
+        "final",
+        "predicted",
+        "belief",
+        "gate_open",
+        "source",
+        "values",
+        "action",
+    }
     assert d["bucket"] == 0 and abs(sum(d["belief"]) - 1) < 1e-12 and len(d["values"]) == 2
 
 
@@ -97,7 +107,9 @@ def test_batch_matches_single_and_monte_carlo(model, policy):
 
 def test_gate(model, policy):
     assert gate_open(np.array([0.5, 0.1, 0.4]), 0.375) and not gate_open(np.array([0.8, 0.0, 0.2]), 0.375)
-    np.testing.assert_array_equal(gate_open(np.array([[0.5, 0.1, 0.4], [0.9, 0.0, 0.1]]), 0.375), [True, False])
+    np.testing.assert_array_equal(
+        gate_open(np.array([[0.5, 0.1, 0.4], [0.9, 0.0, 0.1]]), 0.375), [True, False]
+    )
     gated = BeliefRouter(policy, model, gate=True, delta=0.375)
     gated.reset()
     gated.decide(StepObservation(1, (0.99,), 50, False))  # confident S0: gate closed
@@ -118,15 +130,20 @@ def test_exact_replanning_never_changes_the_action(cache):
     model = small_trim(horizon=3, n_bins=3, lam=LAM)
     exact = solve_trim(model, FiniteHorizonSolver(mode="exact"))
     plain = BeliefRouter(exact, model, gate=True)
-    replan = BeliefRouter(exact, model, replan_solver=FiniteHorizonSolver(mode="exact"), gate=True, replan_cache=cache)
+    replan = BeliefRouter(
+        exact, model, replan_solver=FiniteHorizonSolver(mode="exact"), gate=True, replan_cache=cache
+    )
     src = ModelProcess(model)
     obs = src.reset(30 if cache else 10, seed=3)
     plain.reset_batch(obs.n)
     singles = []
     for _ in range(obs.n):
         replan.reset()
-        singles.append(BeliefRouter(exact, model, replan_solver=FiniteHorizonSolver(mode="exact"), gate=True,
-                                    replan_cache=cache))
+        singles.append(
+            BeliefRouter(
+                exact, model, replan_solver=FiniteHorizonSolver(mode="exact"), gate=True, replan_cache=cache
+            )
+        )
         singles[-1].reset()
     n_open = 0
     while obs.active.any():
@@ -163,7 +180,9 @@ def test_budgeted_replanning_can_change_the_action_and_fixes_it():
                 if after != before:
                     changed += 1
                     fixed += after == exact.action(t, ctx // 2, ctx % 2, b)
-    assert changed >= 1 and fixed == changed  # re-planning from the current belief moves to the optimal action
+    assert (
+        changed >= 1 and fixed == changed
+    )  # re-planning from the current belief moves to the optimal action
 
 
 def test_load_from_solve_output(model, policy, tmp_path):
@@ -224,16 +243,22 @@ def test_continuous_likelihood_plumbing(model, policy):
             return self.bin_probs(first)[:, idx]
 
     cm = TrimPOMDP(model.params, Continuous(base.pair_probs, base.first_probs, base.edges))
-    a = rollout(BeliefRouter(policy, cm, continuous_likelihood=True, gate=False), ModelProcess(model), 1000, lam=LAM, seed=8)
+    a = rollout(
+        BeliefRouter(policy, cm, continuous_likelihood=True, gate=False),
+        ModelProcess(model),
+        1000,
+        lam=LAM,
+        seed=8,
+    )
     b = rollout(BeliefRouter(policy, model, gate=False), ModelProcess(model), 1000, lam=LAM, seed=8)
     assert a == b
 
 
-# -- examples/embed_router.py ---------------------------------------------------------------------------------
+# -- examples/embed_router.py -----
 
 
 def _observation_model_arg(tmp_path: Path) -> list[str]:
-    """Use the shipped observation model; while none is shipped, fit a small one on synthetic labelled steps."""
+    """The shipped observation model; while none is shipped, one fitted on synthetic labelled steps."""
     try:
         from trim_pomdp.observation_models.observation import load_shipped_observation_model
 
@@ -254,12 +279,22 @@ def _observation_model_arg(tmp_path: Path) -> list[str]:
 
 
 def test_embed_router_example_runs(tmp_path):
-    cmd = [sys.executable, str(ROOT / "examples" / "embed_router.py"), "--queries", "60", *_observation_model_arg(tmp_path)]
+    cmd = [
+        sys.executable,
+        str(ROOT / "examples" / "embed_router.py"),
+        "--queries",
+        "60",
+        *_observation_model_arg(tmp_path),
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     lines = out.stdout.splitlines()
     assert any(line.startswith("trim ") for line in lines), out.stdout
-    rows = {line.split()[0]: line.split() for line in lines if line.split() and line.split()[0] in ("trim", "weak", "strong")}
+    rows = {
+        line.split()[0]: line.split()
+        for line in lines
+        if line.split() and line.split()[0] in ("trim", "weak", "strong")
+    }
     trim_cost = float(rows["trim"][-1])
     strong_cost = float(rows["strong"][-1])
     assert 0 < trim_cost < strong_cost  # it routes some steps, far from all

@@ -28,7 +28,11 @@ def synthetic_records(n=3000, seed=0):
         steps = rng.integers(2, 8)
         weak = rng.random() < q
         scores = np.clip(rng.beta(8, 2, steps) if weak else rng.beta(2, 3, steps), 0, 1)
-        out.append(QueryOutcome(f"q{i}", bool(weak), bool(rng.random() < 0.9), float(rng.integers(200, 1200)), tuple(scores)))
+        out.append(
+            QueryOutcome(
+                f"q{i}", bool(weak), bool(rng.random() < 0.9), float(rng.integers(200, 1200)), tuple(scores)
+            )
+        )
     return out
 
 
@@ -62,7 +66,9 @@ def test_automix_bins_probabilities_and_decision_rule():
     cls = np.array([outcome_class(r) for r in recs])
     for k in range(8):
         if (b == k).sum():
-            np.testing.assert_allclose(router.class_probs_[k], np.bincount(cls[b == k], minlength=3) / (b == k).sum())
+            np.testing.assert_allclose(
+                router.class_probs_[k], np.bincount(cls[b == k], minlength=3) / (b == k).sum()
+            )
     # decision = argmax of expected returns, and equals the closed-form rule
     for r in recs[:200]:
         keep, route = router.expected_returns(r.weak_scores)
@@ -79,9 +85,11 @@ def test_automix_knob_sweep_is_monotone_and_better_than_random():
     router = AutoMixRouter(n_bins=8).fit(train)
     lams = router.knob_values()
     assert np.all(np.diff(lams) > 0)
-    costs = [query_level_result(test, router.with_knob(l).route_batch(test))["normalized_cost"] for l in lams]
+    costs = [query_level_result(test, router.with_knob(x).route_batch(test))["normalized_cost"] for x in lams]
     assert costs[0] > 0 and costs[-1] == 0
-    assert all(a >= b for a, b in zip(costs, costs[1:]))  # more expensive tokens -> fewer routed queries
+    assert all(
+        a >= b for a, b in zip(costs, costs[1:], strict=False)
+    )  # more expensive tokens -> fewer routed queries
     # at matched route rate, AutoMix beats random routing
     mid = router.with_knob(lams[len(lams) // 2]).route_batch(test)
     rnd = RandomQueryRouter(mid.mean(), seed=1).route_batch(test)

@@ -37,7 +37,11 @@ def _source_factory(source: str, params_path: str | None, obs_path: str | None, 
         def factory():
             return ModelProcess(trim)
 
-        card = {"type": "ModelProcess", "params": params_path or "default", "observation_model": obs_path or "shipped"}
+        card = {
+            "type": "ModelProcess",
+            "params": params_path or "default",
+            "observation_model": obs_path or "shipped",
+        }
         return factory, card, trim
     from ..evaluation import Simulator, load_default_simulator_params
 
@@ -50,8 +54,12 @@ def _source_factory(source: str, params_path: str | None, obs_path: str | None, 
 
 
 @click.command("train-agg")
-@click.option("--lambda", "lam", type=float, required=True, help="Price of one M_s output token (in units of R).")
-@click.option("--out", "out", type=click.Path(file_okay=False), required=True, help="Directory for the router.")
+@click.option(
+    "--lambda", "lam", type=float, required=True, help="Price of one M_s output token (in units of R)."
+)
+@click.option(
+    "--out", "out", type=click.Path(file_okay=False), required=True, help="Directory for the router."
+)
 @click.option(
     "--source",
     type=click.Choice(["model", "simulator"]),
@@ -59,19 +67,48 @@ def _source_factory(source: str, params_path: str | None, obs_path: str | None, 
     show_default=True,
     help="Episode source: the TRIM-POMDP's own generative process, or the evaluation simulator.",
 )
-@click.option("--timesteps", type=click.IntRange(min=1), default=300_000, show_default=True, help="PPO environment steps.")
+@click.option(
+    "--timesteps",
+    type=click.IntRange(min=1),
+    default=300_000,
+    show_default=True,
+    help="PPO environment steps.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--n-envs", type=click.IntRange(min=1), default=8, show_default=True, help="Environments per PPO rollout.")
-@click.option("--params", "params_path", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="TrimParams JSON for --source model (default: the shipped defaults).")
-@click.option("--observation-model", "obs_path", type=click.Path(exists=True), default=None,
-              help="Observation model (.npz or directory) for --source model (default: the shipped one).")
-@click.option("--eval-episodes", type=click.IntRange(min=0), default=10_000, show_default=True,
-              help="Episodes for the evaluation after training (0: skip).")
-@click.option("--compare-pomdp/--no-compare-pomdp", default=True, show_default=True,
-              help="With --source model, also evaluate the exact POMDP policy and report the gap.")
+@click.option(
+    "--n-envs", type=click.IntRange(min=1), default=8, show_default=True, help="Environments per PPO rollout."
+)
+@click.option(
+    "--params",
+    "params_path",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="TrimParams JSON for --source model (default: the shipped defaults).",
+)
+@click.option(
+    "--observation-model",
+    "obs_path",
+    type=click.Path(exists=True),
+    default=None,
+    help="Observation model (.npz or directory) for --source model (default: the shipped one).",
+)
+@click.option(
+    "--eval-episodes",
+    type=click.IntRange(min=0),
+    default=10_000,
+    show_default=True,
+    help="Episodes for the evaluation after training (0: skip).",
+)
+@click.option(
+    "--compare-pomdp/--no-compare-pomdp",
+    default=True,
+    show_default=True,
+    help="With --source model, also evaluate the exact POMDP policy and report the gap.",
+)
 @click.option("--progress/--no-progress", default=True, show_default=True)
-def command(lam, out, source, timesteps, seed, n_envs, params_path, obs_path, eval_episodes, compare_pomdp, progress):
+def command(
+    lam, out, source, timesteps, seed, n_envs, params_path, obs_path, eval_episodes, compare_pomdp, progress
+):
     """Train TRIM-Agg (PPO, the paper's Table 3) for one λ and save it to OUT.
 
     Writes OUT/agg_policy.npz, OUT/agg.json, OUT/ppo.zip and OUT/evaluation.json.
@@ -87,9 +124,19 @@ def command(lam, out, source, timesteps, seed, n_envs, params_path, obs_path, ev
         from ..routers.rollout import rollout
 
         factory, card, trim = _source_factory(source, params_path, obs_path, lam)
-        console.print(f"training TRIM-Agg for λ={lam:g} on {card['type']} ({timesteps} steps, {n_envs} envs, seed {seed})")
-        router = train_agg(factory, lam, timesteps=timesteps, seed=seed, n_envs=n_envs, progress_bar=progress,
-                           source_card=card)
+        console.print(
+            f"training TRIM-Agg for λ={lam:g} on {card['type']} "
+            f"({timesteps} steps, {n_envs} envs, seed {seed})"
+        )
+        router = train_agg(
+            factory,
+            lam,
+            timesteps=timesteps,
+            seed=seed,
+            n_envs=n_envs,
+            progress_bar=progress,
+            source_card=card,
+        )
         out_dir = Path(out)
         router.save(out_dir)
         console.print(f"saved the router to {out_dir} ({router.card['train_seconds']:.0f} s of training)")
@@ -106,8 +153,14 @@ def command(lam, out, source, timesteps, seed, n_envs, params_path, obs_path, ev
                 t0 = time.perf_counter()
                 policy = solve_trim(trim)
                 results["pomdp_solve_seconds"] = time.perf_counter() - t0
-                pres = rollout(BeliefRouter(policy, trim, gate=False), factory(), eval_episodes, lam=lam,
-                               reward=reward, seed=seed + 1)
+                pres = rollout(
+                    BeliefRouter(policy, trim, gate=False),
+                    factory(),
+                    eval_episodes,
+                    lam=lam,
+                    reward=reward,
+                    seed=seed + 1,
+                )
                 results["pomdp"] = pres.to_dict()
                 results["relative_gap"] = (pres.ret - res.ret) / abs(pres.ret) if pres.ret else None
                 rows.append(("TRIM-POMDP (exact)", pres))
@@ -115,8 +168,13 @@ def command(lam, out, source, timesteps, seed, n_envs, params_path, obs_path, ev
             for col in ("router", "return", "accuracy", "M_s tokens", "regenerate rate"):
                 table.add_column(col)
             for name, r in rows:
-                table.add_row(name, f"{r.ret:.4f} ± {r.ret_se:.4f}", f"{r.accuracy:.4f}", f"{r.strong_tokens:.1f}",
-                              f"{r.regenerate_rate:.3f}")
+                table.add_row(
+                    name,
+                    f"{r.ret:.4f} ± {r.ret_se:.4f}",
+                    f"{r.accuracy:.4f}",
+                    f"{r.strong_tokens:.1f}",
+                    f"{r.regenerate_rate:.3f}",
+                )
             console.print(table)
             if "relative_gap" in results and results["relative_gap"] is not None:
                 console.print(f"return gap to the exact POMDP policy: {100 * results['relative_gap']:.2f}%")

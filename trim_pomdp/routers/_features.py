@@ -1,8 +1,9 @@
 """Feature maps from step observations to the vectors the learned routers (TRIM-Agg, TRIM-Seq) look at.
 
 Both are *trackers*: ``reset(n)`` per batch of queries, then one call per step with the
-:class:`~trim_pomdp.types.BatchObservation`. TRIM-Agg's features depend on the current observation only; TRIM-Seq's
-need the token counts of earlier steps, which a step observation does not repeat, so the tracker remembers them.
+:class:`~trim_pomdp.types.BatchObservation`. TRIM-Agg's features depend on the current observation only;
+TRIM-Seq's need the token counts of earlier steps, which a step observation does not repeat, so the tracker
+remembers them.
 """
 
 from __future__ import annotations
@@ -28,10 +29,10 @@ def token_feature(tokens: np.ndarray | float) -> np.ndarray:
 
 
 class AggFeatures:
-    """TRIM-Agg's features ``(r_t, min r_{1:t-1}, c_t, t/H)`` as float32, all within [0, 1] except ``c`` (≤ 2).
+    """TRIM-Agg's features ``(r_t, min r_{1:t-1}, c_t, t/H)`` as float32, in [0, 1] except ``c`` (≤ 2).
 
-    At ``t = 1`` there is no earlier step; ``min r_{1:0}`` is taken as 1.0 (the minimum over an empty set, with
-    scores bounded by 1: no evidence of an earlier error). ``t/H`` is clipped to 1.
+    At ``t = 1`` there is no earlier step; ``min r_{1:0}`` is taken as 1.0 (the minimum over an empty set,
+    with scores bounded by 1: no evidence of an earlier error). ``t/H`` is clipped to 1.
 
     Parameters
     ----------
@@ -66,7 +67,12 @@ class AggFeatures:
     def card(self) -> dict:
         return {
             "name": self.name,
-            "columns": ["r_t", "min_r_1_to_t_minus_1 (1.0 at t=1)", "log1p(c_t)/log1p(1000) clipped to [0,2]", "t/H"],
+            "columns": [
+                "r_t",
+                "min_r_1_to_t_minus_1 (1.0 at t=1)",
+                "log1p(c_t)/log1p(1000) clipped to [0,2]",
+                "t/H",
+            ],
             "horizon": self.horizon,
         }
 
@@ -74,9 +80,9 @@ class AggFeatures:
 class SeqFeatures:
     """TRIM-Seq's padded sequence ``((r_1, c_1), …, (r_t, c_t))`` as a float32 array of shape ``(H, 3)``.
 
-    Row ``i`` holds ``(r_{i+1}, token_feature(c_{i+1}), 1)`` for ``i < t`` and zeros after (the third column is
-    the validity mask). ``c_i`` for an earlier step is the token count of M_w's proposal at that step (the count
-    the router was shown), also where M_s regenerated it.
+    Row ``i`` holds ``(r_{i+1}, token_feature(c_{i+1}), 1)`` for ``i < t`` and zeros after (the third column
+    is the validity mask). ``c_i`` for an earlier step is the token count of M_w's proposal at that step (the
+    count the router was shown), also where M_s regenerated it.
     """
 
     name = "seq"
@@ -87,7 +93,9 @@ class SeqFeatures:
         self.horizon = int(horizon)
         self.shape = (self.horizon, 3)
         self.low = np.zeros(self.shape, dtype=np.float32)
-        self.high = np.broadcast_to(np.array([1.0, TOKEN_FEATURE_MAX, 1.0], dtype=np.float32), self.shape).copy()
+        self.high = np.broadcast_to(
+            np.array([1.0, TOKEN_FEATURE_MAX, 1.0], dtype=np.float32), self.shape
+        ).copy()
         self._tok = np.zeros((0, self.horizon), dtype=np.float32)
 
     def reset(self, n: int) -> None:
@@ -96,7 +104,9 @@ class SeqFeatures:
     def __call__(self, obs: BatchObservation) -> np.ndarray:
         n, H = obs.n, self.horizon
         if self._tok.shape[0] != n:
-            raise InvalidParameterError(f"SeqFeatures was reset for {self._tok.shape[0]} rows, got {n}: call reset(n)")
+            raise InvalidParameterError(
+                f"SeqFeatures was reset for {self._tok.shape[0]} rows, got {n}: call reset(n)"
+            )
         t = np.clip(obs.t, 1, H)
         rows = np.arange(n)
         self._tok[rows, t - 1] = np.where(obs.active, token_feature(obs.tokens), self._tok[rows, t - 1])

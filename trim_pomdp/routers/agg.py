@@ -1,7 +1,7 @@
 """TRIM-Agg: a PPO-trained MLP router on ``(r_t, min r_{1:t-1}, c_t, t)`` (paper §4.2, Appendix B, Table 3).
 
-Training uses stable-baselines3 on :class:`~trim_pomdp.routers.env.RoutingEnv` (imported lazily: the router itself
-runs in numpy, so loading and using a trained router needs neither torch nor SB3).
+Training uses stable-baselines3 on :class:`~trim_pomdp.routers.env.RoutingEnv` (imported lazily: the router
+itself runs in numpy, so loading and using a trained router needs neither torch nor SB3).
 
 Saved layout of a trained router (``AggRouter.save(DIR)``)::
 
@@ -31,8 +31,8 @@ __all__ = ["AggRouter", "train_agg", "PPO_HYPERPARAMETERS", "POLICY_KWARGS"]
 
 FORMAT = "trim-pomdp/agg-router/1"
 
-#: The paper's Table 3 (learning rate, clipping, entropy, unnormalised advantages, undiscounted, GAE 0.95) plus the
-#: rollout sizes the paper leaves open (chosen here for CPU training).
+# : The paper's Table 3 (learning rate, clipping, entropy, unnormalised advantages, undiscounted, GAE 0.95)
+# plus the : rollout sizes the paper leaves open (chosen here for CPU training).
 PPO_HYPERPARAMETERS: dict[str, Any] = {
     "learning_rate": 1e-4,
     "clip_range": 0.2,
@@ -58,7 +58,8 @@ class AggRouter:
     Parameters
     ----------
     weights : list of (W, b)
-        Layers of the actor, ``W`` of shape (in, out); tanh after every layer but the last (the 2 action logits).
+        Layers of the actor, ``W`` of shape (in, out); tanh after every layer but the last (the 2 action
+        logits).
     horizon : int
         ``H`` used for the ``t/H`` feature (must match training).
     card : dict, optional
@@ -72,10 +73,14 @@ class AggRouter:
         The trained SB3 model when the router was just trained (not restored by :meth:`load`).
     """
 
-    def __init__(self, weights: list[tuple[np.ndarray, np.ndarray]], horizon: int, card: dict[str, Any] | None = None):
+    def __init__(
+        self, weights: list[tuple[np.ndarray, np.ndarray]], horizon: int, card: dict[str, Any] | None = None
+    ):
         if not weights:
             raise InvalidParameterError("AggRouter needs at least one layer of weights")
-        self.weights = [(np.asarray(W, dtype=np.float64), np.asarray(b, dtype=np.float64)) for W, b in weights]
+        self.weights = [
+            (np.asarray(W, dtype=np.float64), np.asarray(b, dtype=np.float64)) for W, b in weights
+        ]
         if self.weights[0][0].shape[0] != AggFeatures.dim or self.weights[-1][0].shape[1] != 2:
             raise InvalidParameterError(
                 f"AggRouter's network must map {AggFeatures.dim} features to 2 logits, got "
@@ -94,7 +99,7 @@ class AggRouter:
     def __repr__(self) -> str:
         return f"AggRouter(lam={self.lam!r}, horizon={self.horizon})"
 
-    # -- network -------------------------------------------------------------------------------------------------
+    # -- network -----
     def logits(self, x: np.ndarray) -> np.ndarray:
         """Action logits for feature rows ``x`` of shape (n, 4)."""
         h = np.asarray(x, dtype=np.float64)
@@ -104,7 +109,7 @@ class AggRouter:
                 h = np.tanh(h)
         return h
 
-    # -- Router --------------------------------------------------------------------------------------------------
+    # -- Router -----
     def reset(self) -> None:
         self._last = {}
 
@@ -128,7 +133,7 @@ class AggRouter:
     def last_decision(self) -> dict[str, Any]:
         return dict(self._last)
 
-    # -- BatchRouter ---------------------------------------------------------------------------------------------
+    # -- BatchRouter -----
     def reset_batch(self, n: int) -> None:
         """Stateless across steps: nothing to do."""
 
@@ -136,9 +141,9 @@ class AggRouter:
         z = self.logits(self.features(obs))
         return np.where(obs.active, (z[:, 1] > z[:, 0]).astype(np.int64), 0)
 
-    # -- persistence ---------------------------------------------------------------------------------------------
+    # -- persistence -----
     def save(self, directory: str | Path) -> Path:
-        """Write ``agg_policy.npz``, ``agg.json`` (and ``ppo.zip`` when the SB3 model is at hand) into ``directory``."""
+        """Write ``agg_policy.npz``, ``agg.json`` and, with the SB3 model at hand, ``ppo.zip`` to a folder."""
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         arrays: dict[str, np.ndarray] = {"format": np.array(FORMAT), "n_layers": np.array(len(self.weights))}
@@ -155,11 +160,13 @@ class AggRouter:
 
     @classmethod
     def load(cls, directory: str | Path) -> AggRouter:
-        """Read a router written by :meth:`save` (numpy only; a foreign or corrupted file raises DataFormatError)."""
+        """Read a router written by :meth:`save` (numpy only; a bad file raises DataFormatError)."""
         d = Path(directory)
         npz, js = d / "agg_policy.npz", d / "agg.json"
         if not npz.exists():
-            raise DataFormatError(f"{d} holds no TRIM-Agg router: {npz.name} is missing (train one with `trim-pomdp train-agg`)")
+            raise DataFormatError(
+                f"{d} holds no TRIM-Agg router: {npz.name} is missing (train one with `trim-pomdp train-agg`)"
+            )
         try:
             card = json.loads(js.read_text()) if js.exists() else {}
         except json.JSONDecodeError as exc:
@@ -230,7 +237,8 @@ def train_agg(
     timesteps : int, default=300_000
         Total environment steps.
     seed : int, default=0
-        Seeds PPO (torch, numpy) and the environments; the same seed on the same machine gives the same router.
+        Seeds PPO (torch, numpy) and the environments; the same seed on the same machine gives the same
+        router.
     n_envs : int, default=8
         Environments stepped together (``DummyVecEnv``).
     hyperparameters : dict, optional
@@ -272,12 +280,21 @@ def train_agg(
     if torch_threads:
         torch.set_num_threads(int(torch_threads))
     try:
+
         def env_fn() -> RoutingEnv:
             return RoutingEnv(source, lam, reward=reward, features="agg")
 
         venv = make_vec_env(env_fn, n_envs=int(n_envs), seed=int(seed))
         horizon = int(venv.get_attr("horizon", [0])[0])
-        model = sb3.PPO("MlpPolicy", venv, policy_kwargs=policy_kwargs, seed=int(seed), device="cpu", verbose=verbose, **hp)
+        model = sb3.PPO(
+            "MlpPolicy",
+            venv,
+            policy_kwargs=policy_kwargs,
+            seed=int(seed),
+            device="cpu",
+            verbose=verbose,
+            **hp,
+        )
         t0 = time.perf_counter()
         model.learn(total_timesteps=int(timesteps), progress_bar=progress_bar, callback=callback)
         seconds = time.perf_counter() - t0

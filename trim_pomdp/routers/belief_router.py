@@ -5,21 +5,20 @@ Per proposed step the router
 1. predicts the belief over ``(S0, S1, S2)`` with the action it returned at the previous step,
 2. updates it with the PRM observation ``(r_t, m_t)`` (binned like the solver's model, or with the continuous
    KDE likelihood on request),
-3. applies the gate of the paper (Appendix B): the policy is consulted only when ``b(S2)`` is within ``delta`` of
-   ``max_z b(z)``; otherwise the router answers ``continue``,
-4. answers the policy's action at ``(t, bucket(c_t), final, belief)`` — or, with a ``replan_solver``, the action
-   of a policy solved again from the current belief (any :class:`~trim_pomdp.solvers.base.Solver`: the native
-   finite-horizon solver gets the remaining-horizon structured model, any other solver gets
+3. applies the gate of the paper (Appendix B): the policy is consulted only when ``b(S2)`` is within
+   ``delta`` of ``max_z b(z)``; otherwise the router answers ``continue``,
+4. answers the policy's action at ``(t, bucket(c_t), final, belief)`` — or, with a ``replan_solver``, the
+   action of a policy solved again from the current belief (any :class:`~trim_pomdp.solvers.base.Solver`:
+   the native finite-horizon solver gets the remaining-horizon structured model, any other solver gets
    ``trim_pomdp.flatten(start=(t, bucket, final, belief))``).
 
-The native solver's policy is optimal for every belief at once, so re-planning with it changes nothing; re-planning
-pays off with budgeted solvers (point-based, SARSOP) whose policies are good only near the beliefs they were solved
-from.
+The native solver's policy is optimal for every belief at once, so re-planning with it changes nothing;
+re-planning pays off with budgeted solvers (point-based, SARSOP) whose policies are good only near the beliefs
+they were solved from.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from bisect import bisect_right
 from pathlib import Path
@@ -45,7 +44,7 @@ def gate_open(belief: np.ndarray, delta: float) -> np.ndarray | bool:
 
 
 class _FastNative:
-    """Scalar-Python evaluation of a native TrimPolicy's Q-values at one belief (same numbers, ~µs per call)."""
+    """Scalar-Python Q-values of a native TrimPolicy at one belief (the same numbers, ~µs per call)."""
 
     def __init__(self, policy: TrimPolicy):
         nat = policy.native
@@ -104,21 +103,21 @@ class BeliefRouter:
     gate : bool, default True
         Apply the gate. ``False`` consults the policy (or re-plans) at every step.
     continuous_likelihood : bool, default False
-        Update the belief with the continuous KDE density of ``(r, m)`` instead of its bin (needs an observation
-        model with ``likelihood(r, m, continuous=True)``, e.g. a fitted
-        :class:`~trim_pomdp.observation_models.observation.ObservationModel`). The default uses the same bins as
-        the solver, so plan and filter agree.
+        Update the belief with the continuous KDE density of ``(r, m)`` instead of its bin (needs an
+        observation model with ``likelihood(r, m, continuous=True)``, e.g. a fitted
+        :class:`~trim_pomdp.observation_models.observation.ObservationModel`). The default uses the same bins
+        as the solver, so plan and filter agree.
     floor : float, optional
         Floor on likelihoods (see :class:`~trim_pomdp.model.belief.BeliefFilter`); ``None`` raises
         :class:`~trim_pomdp.exceptions.ZeroLikelihoodError` on an observation no class explains.
     replan : Solver, optional
         Alias of ``replan_solver``.
     replan_cache : bool or "auto", default "auto"
-        Memoise the remaining-horizon solution per epoch. Only valid for solvers whose solution does not depend on
-        the start belief: ``"auto"`` enables it for the native solver in ``"exact"`` or ``"grid"`` mode (where the
-        re-solved tail is the same for every belief, so a re-plan reduces to one backup at the current belief)
-        and disables it otherwise (point-based, SARSOP and the native ``"auto"`` mode, whose refinement stops on
-        the gap at the start belief, re-solve every time).
+        Memoise the remaining-horizon solution per epoch. Only valid for solvers whose solution does not
+        depend on the start belief: ``"auto"`` enables it for the native solver in ``"exact"`` or ``"grid"``
+        mode (where the re-solved tail is the same for every belief, so a re-plan reduces to one backup at the
+        current belief) and disables it otherwise (point-based, SARSOP and the native ``"auto"`` mode, whose
+        refinement stops on the gap at the start belief, re-solve every time).
 
     Attributes
     ----------
@@ -126,8 +125,9 @@ class BeliefRouter:
         Posterior over (S0, S1, S2) after the last observation (the prior before the first).
     last_decision : dict
         ``t``, ``bucket``, ``final``, ``predicted`` (belief before the observation), ``belief`` (after),
-        ``gate_open``, ``source`` (``"gate"``, ``"policy"`` or ``"replan"``), ``values`` (per-action values the
-        decision used; the policy's when the gate closed), ``action`` and, after a re-plan, ``replan_seconds``.
+        ``gate_open``, ``source`` (``"gate"``, ``"policy"`` or ``"replan"``), ``values`` (per-action values
+        the decision used; the policy's when the gate closed), ``action`` and, after a re-plan,
+        ``replan_seconds``.
 
     Examples
     --------
@@ -152,13 +152,18 @@ class BeliefRouter:
     ) -> None:
         if not isinstance(policy, TrimPolicy):
             raise InvalidParameterError(
-                f"policy must be a TrimPolicy (solve_trim(...) or TrimPolicy.load(dir)), got {type(policy).__name__}"
+                "policy must be a TrimPolicy (solve_trim(...) or TrimPolicy.load(dir)), "
+                f"got {type(policy).__name__}"
             )
         if replan is not None and replan_solver is not None and replan is not replan_solver:
-            raise InvalidParameterError("pass the re-planning solver once: replan_solver=... (replan is its alias)")
+            raise InvalidParameterError(
+                "pass the re-planning solver once: replan_solver=... (replan is its alias)"
+            )
         replan_solver = replan_solver if replan_solver is not None else replan
         if replan_solver is not None and not callable(getattr(replan_solver, "solve", None)):
-            raise InvalidParameterError(f"replan_solver must have a solve(model) method, got {type(replan_solver).__name__}")
+            raise InvalidParameterError(
+                f"replan_solver must have a solve(model) method, got {type(replan_solver).__name__}"
+            )
         if not (isinstance(delta, (int, float, np.floating)) and 0.0 <= delta <= 1.0):
             raise InvalidParameterError(f"delta must be a float in [0, 1], got {delta!r}")
         self.policy = policy
@@ -170,7 +175,10 @@ class BeliefRouter:
             )
         self.replan_solver = replan_solver
         if replan_cache == "auto":
-            replan_cache = isinstance(replan_solver, FiniteHorizonSolver) and replan_solver.mode in ("exact", "grid")
+            replan_cache = isinstance(replan_solver, FiniteHorizonSolver) and replan_solver.mode in (
+                "exact",
+                "grid",
+            )
         elif not isinstance(replan_cache, bool):
             raise InvalidParameterError(f"replan_cache must be True, False or 'auto', got {replan_cache!r}")
         self.replan_cache = bool(replan_cache)
@@ -181,16 +189,23 @@ class BeliefRouter:
         obs = self.trim_pomdp.obs_model
         if self.continuous_likelihood and not callable(getattr(obs, "likelihood", None)):
             raise InvalidParameterError(
-                "continuous_likelihood=True needs an observation model with likelihood(r, m, continuous=True) "
+                "continuous_likelihood=True needs an observation model with "
+                "likelihood(r, m, continuous=True) "
                 "(a fitted ObservationModel); this model only has bin probabilities"
             )
         self.filter = BeliefFilter(self.trim_pomdp, floor=floor)
         self.floor = floor
         # scalar fast path
-        self._edges = [float(x) for x in np.asarray(getattr(obs, "edges", np.linspace(0, 1, int(obs.n_bins) + 1)))]
+        self._edges = [
+            float(x) for x in np.asarray(getattr(obs, "edges", np.linspace(0, 1, int(obs.n_bins) + 1)))
+        ]
         self._n = int(obs.n_bins)
-        self._lik1 = [tuple(float(v) for v in col) for col in np.asarray(self.trim_pomdp.observation_probs(1)).T]
-        self._lik2 = [tuple(float(v) for v in col) for col in np.asarray(self.trim_pomdp.observation_probs(2)).T]
+        self._lik1 = [
+            tuple(float(v) for v in col) for col in np.asarray(self.trim_pomdp.observation_probs(1)).T
+        ]
+        self._lik2 = [
+            tuple(float(v) for v in col) for col in np.asarray(self.trim_pomdp.observation_probs(2)).T
+        ]
         self._pair_2d = len(self._lik2) == self._n * self._n
         self._T = [[[float(x) for x in row] for row in Ta] for Ta in np.asarray(self.trim_pomdp.transition)]
         self._bucket_edges = [float(x) for x in np.asarray(self.trim_pomdp.params.bucket_edges)]
@@ -200,22 +215,23 @@ class BeliefRouter:
         self.replan_seconds = 0.0
         self.reset()
 
-    # -- construction --------------------------------------------------------------------------------------------
+    # -- construction -----
     @classmethod
     def load(cls, directory: str | Path, *, observation_model: Any = None, **kwargs: Any) -> BeliefRouter:
         """A router from ``trim-pomdp solve`` output (``DIR/policy.npz`` + ``DIR/policy.json``).
 
         The model is rebuilt from the parameters and observation-model arrays stored with the policy.
-        ``observation_model`` (an object or a path for ``ObservationModel.load``) replaces the stored arrays' model,
-        e.g. for ``continuous_likelihood=True``; it must have the same bins. Other keyword arguments go to the
-        constructor.
+        ``observation_model`` (an object or a path for ``ObservationModel.load``) replaces the stored arrays'
+        model, e.g. for ``continuous_likelihood=True``; it must have the same bins. Other keyword arguments go
+        to the constructor.
         """
         d = Path(directory)
         if d.is_dir() and not (d / "policy.npz").exists():
             subs = sorted(p.parent.name for p in d.glob("*/policy.npz"))
             if subs:
                 raise InvalidParameterError(
-                    f"{d} holds a λ sweep, not one policy: pass one of its sub-directories, e.g. {d / subs[0]} "
+                    f"{d} holds a λ sweep, not one policy: pass one of its sub-directories, "
+                    f"e.g. {d / subs[0]} "
                     f"(available: {', '.join(subs[:8])}{' ...' if len(subs) > 8 else ''})"
                 )
         policy = TrimPolicy.load(directory)
@@ -232,7 +248,8 @@ class BeliefRouter:
                 a, b = np.asarray(new.observation_probs(t)), np.asarray(trim.observation_probs(t))
                 if a.shape != b.shape or not np.allclose(a, b, atol=1e-9):
                     raise InvalidParameterError(
-                        "the observation model passed to BeliefRouter.load differs from the one the policy was solved "
+                        "the observation model passed to BeliefRouter.load differs from the one the "
+                        "policy was solved "
                         "with; solve again with it (trim-pomdp solve --observation-model ...)"
                     )
             trim = new
@@ -242,7 +259,7 @@ class BeliefRouter:
     def from_defaults(
         cls, lam: float = 5e-4, *, solver: Any = None, observation_model: Any = None, **kwargs: Any
     ) -> BeliefRouter:
-        """Solve the shipped default TRIM-POMDP for ``lam`` (native solver unless ``solver`` is given) and wrap it.
+        """Solve the shipped default TRIM-POMDP for ``lam`` (native solver unless ``solver`` is given).
 
         ``observation_model`` (an object, or a path for ``ObservationModel.load``) replaces the shipped one.
         Other keyword arguments go to the constructor (``gate``, ``delta``, ``replan_solver``, ...).
@@ -268,7 +285,7 @@ class BeliefRouter:
     def lam(self) -> float:
         return self.policy.lam
 
-    # -- single-query API ------------------------------------------------------------------------------------------
+    # -- single-query API -----
     def reset(self) -> None:
         """Start a new query: the belief returns to the prior ``(p_w, 0, 1 - p_w)``."""
         prior = self.filter.prior()
@@ -297,12 +314,14 @@ class BeliefRouter:
         t = obs.t
         if t != self._t + 1:
             raise InvalidParameterError(
-                f"BeliefRouter expected step t = {self._t + 1} but got t = {t}: call reset() before each query and "
+                f"BeliefRouter expected step t = {self._t + 1} but got t = {t}: "
+                "call reset() before each query and "
                 "decide() once per proposed step"
             )
         if t > self.trim_pomdp.horizon:
             raise InvalidParameterError(
-                f"step t = {t} is beyond the model's horizon H = {self.trim_pomdp.horizon}: the episode should "
+                f"step t = {t} is beyond the model's horizon H = {self.trim_pomdp.horizon}: "
+                "the episode should "
                 "have ended (the caller truncates solutions at H steps)"
             )
         r = obs.score
@@ -337,7 +356,9 @@ class BeliefRouter:
             raise ZeroLikelihoodError(
                 f"the observation r = {r}, m = {m} at t = {t} has zero likelihood under the predicted belief "
                 f"{[p0, p1, p2]} (pass floor=... to BeliefRouter to floor likelihoods instead)",
-                belief=np.array([p0, p1, p2]), action=self._a, observation={"t": t, "r": r, "m": m, "bin": idx},
+                belief=np.array([p0, p1, p2]),
+                action=self._a,
+                observation={"t": t, "r": r, "m": m, "bin": idx},
             )
         b = (q0 / s, q1 / s, q2 / s)
         # 3.-4. gate, policy or re-plan
@@ -362,18 +383,27 @@ class BeliefRouter:
             action = 1 if values[1] > values[0] else 0
         self._post, self._a, self._t = b, action, t
         decision.update(
-            t=t, bucket=bucket, final=final, predicted=[p0, p1, p2], belief=list(b), gate_open=is_open,
-            source=source, values=[float(values[0]), float(values[1])], action=ACTIONS[action],
+            t=t,
+            bucket=bucket,
+            final=final,
+            predicted=[p0, p1, p2],
+            belief=list(b),
+            gate_open=is_open,
+            source=source,
+            values=[float(values[0]), float(values[1])],
+            action=ACTIONS[action],
         )
         self._last = decision
         return ACTIONS[action]
 
-    # -- re-planning ----------------------------------------------------------------------------------------------
-    def _remaining_model(self, t: int, bucket: int | None, final: bool, belief: np.ndarray) -> FiniteHorizonPOMDP:
+    # -- re-planning -----
+    def _remaining_model(
+        self, t: int, bucket: int | None, final: bool, belief: np.ndarray
+    ) -> FiniteHorizonPOMDP:
         """The structured model of epochs ``t … H`` starting after epoch ``t``'s observation.
 
-        With ``bucket=None`` the first epoch keeps the model's context distribution (for the memoised tail), else
-        the observed context has probability 1.
+        With ``bucket=None`` the first epoch keeps the model's context distribution (for the memoised tail),
+        else the observed context has probability 1.
         """
         if self._structured is None:
             self._structured = self.trim_pomdp.structured()
@@ -385,7 +415,8 @@ class BeliefRouter:
             first_ctx[0, 2 * bucket + int(final)] = 1.0
         return FiniteHorizonPOMDP(
             transition=fh.transition,
-            observation=[np.ones((fh.n_hidden, 1))] + list(fh.observation[t:]),  # the epoch-t observation is in b
+            observation=[np.ones((fh.n_hidden, 1))]
+            + list(fh.observation[t:]),  # the epoch-t observation is in b
             context_probs=np.vstack([first_ctx, fh.context_probs[t:]]),
             terminal=fh.terminal[t - 1 :],
             reward=fh.reward[t - 1 :],
@@ -403,7 +434,9 @@ class BeliefRouter:
         values, _ = self._replan(int(t), int(bucket), bool(final), np.asarray(belief, dtype=float))
         return np.asarray(values)
 
-    def _replan(self, t: int, bucket: int, final: bool, belief: np.ndarray) -> tuple[tuple[float, float], float]:
+    def _replan(
+        self, t: int, bucket: int, final: bool, belief: np.ndarray
+    ) -> tuple[tuple[float, float], float]:
         start = time.perf_counter()
         solver = self.replan_solver
         if isinstance(solver, FiniteHorizonSolver):
@@ -424,7 +457,7 @@ class BeliefRouter:
         self.replan_seconds += seconds
         return (float(q[0]), float(q[1])), seconds
 
-    # -- vectorised API --------------------------------------------------------------------------------------------
+    # -- vectorised API -----
     def reset_batch(self, n: int) -> None:
         """Start ``n`` parallel queries."""
         self._B = np.broadcast_to(self.filter.prior(), (int(n), 3)).copy()
@@ -442,24 +475,32 @@ class BeliefRouter:
             return out
         t = np.asarray(obs.t)[rows]
         if t.max() > self.trim_pomdp.horizon:
-            raise InvalidParameterError(f"step t = {int(t.max())} is beyond the model's horizon {self.trim_pomdp.horizon}")
+            raise InvalidParameterError(
+                f"step t = {int(t.max())} is beyond the model's horizon {self.trim_pomdp.horizon}"
+            )
         pred = self._B[rows]
         pend = self._pending[rows]
         if pend.any():
             pred[pend] = self.filter.predict_batch(pred[pend], self._A[rows][pend])
         if self.continuous_likelihood:
             r, m = obs.score[rows], obs.prefix_min[rows]
-            lik = np.array([
-                self.trim_pomdp.obs_model.likelihood(float(ri), None if ti == 1 else float(mi), continuous=True)
-                for ri, mi, ti in zip(r, m, t)
-            ])
+            lik = np.array(
+                [
+                    self.trim_pomdp.obs_model.likelihood(
+                        float(ri), None if ti == 1 else float(mi), continuous=True
+                    )
+                    for ri, mi, ti in zip(r, m, t, strict=True)
+                ]
+            )
             if self.floor is not None:
                 lik = np.maximum(lik, self.floor)
             post = pred * lik
             s = post.sum(axis=1)
             if np.any(~(s > 0)):
                 i = int(np.flatnonzero(~(s > 0))[0])
-                raise ZeroLikelihoodError(f"row {int(rows[i])}: observation has zero likelihood", belief=pred[i])
+                raise ZeroLikelihoodError(
+                    f"row {int(rows[i])}: observation has zero likelihood", belief=pred[i]
+                )
             post = post / s[:, None]
         else:
             idx = getattr(obs, "obs_index", None)
@@ -468,7 +509,11 @@ class BeliefRouter:
             else:
                 post = self.filter.update_batch(pred, t, obs.score[rows], obs.prefix_min[rows])
         bucket = getattr(obs, "bucket", None)
-        bucket = np.asarray(bucket)[rows] if bucket is not None else self.trim_pomdp.bucket_of(np.asarray(obs.tokens)[rows])
+        bucket = (
+            np.asarray(bucket)[rows]
+            if bucket is not None
+            else self.trim_pomdp.bucket_of(np.asarray(obs.tokens)[rows])
+        )
         bucket = np.atleast_1d(np.asarray(bucket, dtype=np.int64))
         final = np.asarray(obs.final, dtype=bool)[rows]
         is_open = gate_open(post, self.delta)

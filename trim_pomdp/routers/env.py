@@ -1,11 +1,12 @@
-"""A gymnasium environment over any :class:`~trim_pomdp.types.EpisodeBatch` source, for training routers with RL.
+"""A gymnasium environment over any :class:`~trim_pomdp.types.EpisodeBatch` source, for RL-trained routers.
 
-One environment episode is one query. Each step the agent sees the features of the current proposal (TRIM-Agg's
-``(r_t, min r_{1:t-1}, c_t, t/H)`` by default, or TRIM-Seq's padded sequence) and answers 0 = continue or
-1 = regenerate. The reward is the paper's return split over steps: ``-lam`` times the M_s tokens the step spent,
-plus ``R`` when the episode ends with a correct answer. Episodes come from the source (the TRIM model's own
-generative process, the evaluation simulator, recorded runs), which is reset with one row per episode and a seed
-drawn from the environment's own generator, so ``env.reset(seed=s)`` makes a run reproducible.
+One environment episode is one query. Each step the agent sees the features of the current proposal
+(TRIM-Agg's ``(r_t, min r_{1:t-1}, c_t, t/H)`` by default, or TRIM-Seq's padded sequence) and answers 0 =
+continue or 1 = regenerate. The reward is the paper's return split over steps: ``-lam`` times the M_s tokens
+the step spent, plus ``R`` when the episode ends with a correct answer. Episodes come from the source (the
+TRIM model's own generative process, the evaluation simulator, recorded runs), which is reset with one row per
+episode and a seed drawn from the environment's own generator, so ``env.reset(seed=s)`` makes a run
+reproducible.
 
 Requires ``gymnasium`` (``pip install 'trim-pomdp[rl]'``).
 """
@@ -65,13 +66,20 @@ class RoutingEnv(gym.Env):
     features : {"agg", "seq"}, default="agg"
         Observation features (see :mod:`trim_pomdp.routers._features`).
     max_steps : int, optional
-        Safety cap on the steps of one episode (default: ``source.horizon + 1``); hitting it truncates the episode.
+        Safety cap on the steps of one episode (default: ``source.horizon + 1``); hitting it truncates the
+        episode.
     """
 
     metadata = {"render_modes": []}
 
     def __init__(
-        self, source: SourceLike, lam: float, *, reward: float = 1.0, features: str = "agg", max_steps: int | None = None
+        self,
+        source: SourceLike,
+        lam: float,
+        *,
+        reward: float = 1.0,
+        features: str = "agg",
+        max_steps: int | None = None,
     ) -> None:
         super().__init__()
         if not (isinstance(lam, (int, float, np.floating)) and math.isfinite(lam) and lam >= 0):
@@ -107,7 +115,9 @@ class RoutingEnv(gym.Env):
         self._steps = 0
         self._done = not bool(obs.active[0])
         if self._done:
-            raise InvalidParameterError("the episode source returned an episode that is already over at reset")
+            raise InvalidParameterError(
+                "the episode source returned an episode that is already over at reset"
+            )
         return self._last_obs.copy(), {"t": int(obs.t[0])}
 
     def step(self, action):

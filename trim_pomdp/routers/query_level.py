@@ -4,13 +4,13 @@ A query-level router makes one decision per query after M_w has solved it: keep 
 whole query to M_s (paying M_s's output tokens ``C_s``). Each router here maps a list of :class:`QueryOutcome`
 records to a boolean "routed" mask and has one knob that traces its cost–accuracy curve:
 
-=====================  ==============  ====================================================================
-router                 knob            meaning
-=====================  ==============  ====================================================================
-:class:`AutoMixRouter`  ``lam``         cost per M_s token in the expected-return decision
-:class:`OracleQueryRouter` ``budget``   fraction of ``sum(C_s)`` it may spend, on the queries only M_s solves
-:class:`RandomQueryRouter` ``p``        probability of routing a query
-=====================  ==============  ====================================================================
+==========================  ==========  ==============================================================
+router                      knob        meaning
+==========================  ==========  ==============================================================
+:class:`AutoMixRouter`      ``lam``     cost per M_s token in the expected-return decision
+:class:`OracleQueryRouter`  ``budget``  fraction of ``sum(C_s)`` it may spend on queries only M_s solves
+:class:`RandomQueryRouter`  ``p``       probability of routing a query
+==========================  ==========  ==============================================================
 
 :func:`query_level_result` turns a mask into accuracy and cost.
 """
@@ -91,7 +91,9 @@ class QueryOutcome:
                 weak_scores=tuple(d.get("weak_scores") or ()),
             )
         except KeyError as exc:
-            raise DataFormatError(f"query outcome record is missing the field {exc.args[0]!r}: {d!r}") from exc
+            raise DataFormatError(
+                f"query outcome record is missing the field {exc.args[0]!r}: {d!r}"
+            ) from exc
 
 
 def outcome_class(record: QueryOutcome) -> int:
@@ -159,9 +161,9 @@ class AutoMixRouter:
 
     As in AutoMix's code (``POMDPSimple``), the verifier score — here the cumulative PRM score of M_w's full
     solution — is cut into ``n_bins`` equal bins on [0, 1]; per bin the empirical distribution over the three
-    outcome classes (M_w right / only M_s right / neither) is estimated from training records (with an additive
-    ``prior`` per class so empty bins fall back to uniform), together with the mean ``C_s`` of the bin. A query
-    is routed iff routing has the higher expected return::
+    outcome classes (M_w right / only M_s right / neither) is estimated from training records (with an
+    additive ``prior`` per class so empty bins fall back to uniform), together with the mean ``C_s`` of the
+    bin. A query is routed iff routing has the higher expected return::
 
         keep:  R * P(weak_right)
         route: R * (P(weak_right) + P(only_strong_right)) - lam * E[C_s | bin]
@@ -192,7 +194,13 @@ class AutoMixRouter:
     knob_name = "lam"
 
     def __init__(
-        self, lam: float = 5e-4, *, n_bins: int = 8, aggregate: str = "product", reward: float = 1.0, prior: float = 1.0
+        self,
+        lam: float = 5e-4,
+        *,
+        n_bins: int = 8,
+        aggregate: str = "product",
+        reward: float = 1.0,
+        prior: float = 1.0,
     ) -> None:
         self.lam = lam
         self.n_bins = n_bins
@@ -207,11 +215,15 @@ class AutoMixRouter:
         if not (isinstance(self.n_bins, (int, np.integer)) and self.n_bins >= 1):
             raise InvalidParameterError(f"AutoMixRouter's 'n_bins' must be an int >= 1, got {self.n_bins!r}")
         if self.aggregate not in AGGREGATES:
-            raise InvalidParameterError(f"AutoMixRouter's 'aggregate' must be one of {AGGREGATES}, got {self.aggregate!r}")
+            raise InvalidParameterError(
+                f"AutoMixRouter's 'aggregate' must be one of {AGGREGATES}, got {self.aggregate!r}"
+            )
         for name in ("lam", "reward", "prior"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float, np.floating)) and math.isfinite(v) and v >= 0):
-                raise InvalidParameterError(f"AutoMixRouter's {name!r} must be a finite float >= 0, got {v!r}")
+                raise InvalidParameterError(
+                    f"AutoMixRouter's {name!r} must be a finite float >= 0, got {v!r}"
+                )
 
     def fit(self, records: Iterable[QueryOutcome | dict]) -> AutoMixRouter:
         """Estimate the per-bin class probabilities and mean ``C_s`` from training records."""
@@ -244,7 +256,7 @@ class AutoMixRouter:
         return np.minimum((s * self.n_bins).astype(np.int64), self.n_bins - 1)
 
     def expected_returns(self, weak_scores: Sequence[float]) -> np.ndarray:
-        """``[keep, route]`` expected returns for a query whose M_w solution has step scores ``weak_scores``."""
+        """``[keep, route]`` expected returns of a query whose M_w solution scored ``weak_scores``."""
         self._check_fitted()
         b = int(self.bin_of(cumulative_score(weak_scores, self.aggregate)))
         p = self.class_probs_[b]
@@ -271,17 +283,19 @@ class AutoMixRouter:
     def with_knob(self, lam: float) -> AutoMixRouter:
         """A copy with another ``lam`` sharing the fitted statistics."""
         self._check_fitted()
-        other = AutoMixRouter(lam, n_bins=self.n_bins, aggregate=self.aggregate, reward=self.reward, prior=self.prior)
+        other = AutoMixRouter(
+            lam, n_bins=self.n_bins, aggregate=self.aggregate, reward=self.reward, prior=self.prior
+        )
         other._validate()
         other.counts_, other.class_probs_ = self.counts_, self.class_probs_
         other.mean_strong_tokens_ = self.mean_strong_tokens_
         return other
 
     def knob_values(self) -> np.ndarray:
-        """One ``lam`` per distinct policy, from routing every bin to routing none (AutoMix's unique policies).
+        """One ``lam`` per distinct policy, from routing every bin to none (AutoMix's unique policies).
 
-        Bin ``b`` is routed iff ``lam < lam_b = R * P(only_strong_right | b) / E[C_s | b]``; the returned values
-        sit between consecutive breakpoints (and beyond the largest), in increasing order.
+        Bin ``b`` is routed iff ``lam < lam_b = R * P(only_strong_right | b) / E[C_s | b]``; the returned
+        values sit between consecutive breakpoints (and beyond the largest), in increasing order.
         """
         self._check_fitted()
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -312,7 +326,9 @@ class AutoMixRouter:
         """Inverse of :meth:`to_dict`."""
         if d.get("format") != "trim-pomdp/automix/1":
             raise DataFormatError(f"not a trim-pomdp AutoMix router (format {d.get('format')!r})")
-        r = cls(d["lam"], n_bins=int(d["n_bins"]), aggregate=d["aggregate"], reward=d["reward"], prior=d["prior"])
+        r = cls(
+            d["lam"], n_bins=int(d["n_bins"]), aggregate=d["aggregate"], reward=d["reward"], prior=d["prior"]
+        )
         r._validate()
         r.counts_ = np.asarray(d["counts"], dtype=float).reshape(r.n_bins, 3)
         smoothed = r.counts_ + r.prior
@@ -330,8 +346,8 @@ class OracleQueryRouter:
     Parameters
     ----------
     budget : float, default=1.0
-        Fraction of ``sum(C_s)`` over the evaluated queries it may spend (the knob). ``budget = 1`` always covers
-        every such query.
+        Fraction of ``sum(C_s)`` over the evaluated queries it may spend (the knob). ``budget = 1`` always
+        covers every such query.
     """
 
     knob_name = "budget"
@@ -349,7 +365,7 @@ class OracleQueryRouter:
         return self
 
     def route_batch(self, records: Iterable[QueryOutcome | dict]) -> np.ndarray:
-        """Boolean routed mask: the only-M_s-right queries, cheapest first, while the spend stays within budget."""
+        """Routed mask: the only-M_s-right queries, cheapest first, while the spend stays within budget."""
         recs = _as_records(records)
         cs = np.array([r.strong_tokens for r in recs], dtype=float)
         needy = np.array([(not r.weak_correct) and r.strong_correct for r in recs], dtype=bool)
@@ -375,8 +391,8 @@ class OracleQueryRouter:
 class RandomQueryRouter:
     """Routes each query with probability ``p``, independently of its outcome.
 
-    The draw for a query is a hash of ``(seed, query_id)``, so a query gets the same draw whatever the order of
-    the records, and the routed sets are nested in ``p`` for a fixed seed.
+    The draw for a query is a hash of ``(seed, query_id)``, so a query gets the same draw whatever the order
+    of the records, and the routed sets are nested in ``p`` for a fixed seed.
 
     Parameters
     ----------

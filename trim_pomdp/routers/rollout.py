@@ -70,7 +70,9 @@ def rollout(
             steps += int(obs.active.sum())
             obs = source.step(actions)
         if obs.active.any():
-            raise RuntimeError(f"episodes still active after {H + 2} steps: the source does not respect its horizon")
+            raise RuntimeError(
+                f"episodes still active after {H + 2} steps: the source does not respect its horizon"
+            )
         correct = np.asarray(source.correct, dtype=float)
         tokens = np.asarray(source.strong_tokens, dtype=float)
     else:

@@ -1,9 +1,9 @@
-"""TRIM-Seq: a small transformer over ((r_1, c_1) … (r_t, c_t)), trained by the same PPO as TRIM-Agg (paper §4.2).
+"""TRIM-Seq: a small transformer over ((r_1, c_1) … (r_t, c_t)) trained by TRIM-Agg's PPO (paper §4.2).
 
-The observation is TRIM-Seq's padded sequence (:class:`~trim_pomdp.routers._features.SeqFeatures`, shape
-``(H, 3)``: score, token feature, validity). A custom SB3 features extractor embeds each step, adds a learned
-position embedding, runs a pre-norm transformer encoder with the padding masked out and returns the output at the
-newest step; the same two 128-unit tanh layers as TRIM-Agg then form the separate actor and critic heads.
+The observation is TRIM-Seq's padded sequence (:class:`~trim_pomdp.routers._features.SeqFeatures`, shape ``(H,
+3)``: score, token feature, validity). A custom SB3 features extractor embeds each step, adds a learned
+position embedding, runs a pre-norm transformer encoder with the padding masked out and returns the output at
+the newest step; the same two 128-unit tanh layers as TRIM-Agg then form the separate actor and critic heads.
 
 Needs torch and stable-baselines3 (``pip install 'trim-pomdp[rl]'``) for training *and* inference.
 
@@ -45,7 +45,9 @@ def _extractor_class():
     class SeqTransformerExtractor(BaseFeaturesExtractor):
         """Transformer encoder over the padded (score, tokens, valid) sequence; output at the newest step."""
 
-        def __init__(self, observation_space, d_model: int = 32, n_heads: int = 4, n_layers: int = 2, d_ff: int = 64):
+        def __init__(
+            self, observation_space, d_model: int = 32, n_heads: int = 4, n_layers: int = 2, d_ff: int = 64
+        ):
             super().__init__(observation_space, features_dim=d_model)
             horizon = observation_space.shape[0]
             self.embed = nn.Linear(2, d_model)
@@ -154,7 +156,14 @@ class SeqRouter:
         d.mkdir(parents=True, exist_ok=True)
         self.ppo.save(str(d / "ppo.zip"))
         card = dict(self.card)
-        card.update({"format": FORMAT, "horizon": self.horizon, "features": self.features.card(), "sb3_model": "ppo.zip"})
+        card.update(
+            {
+                "format": FORMAT,
+                "horizon": self.horizon,
+                "features": self.features.card(),
+                "sb3_model": "ppo.zip",
+            }
+        )
         (d / "seq.json").write_text(json.dumps(card, indent=2, default=_json_default) + "\n")
         return d
 
@@ -201,7 +210,9 @@ def train_seq(
     from .env import RoutingEnv, is_source_factory
 
     if not is_source_factory(source) and n_envs > 1:
-        raise InvalidParameterError("with n_envs > 1 pass a callable that builds a fresh episode source per environment")
+        raise InvalidParameterError(
+            "with n_envs > 1 pass a callable that builds a fresh episode source per environment"
+        )
     torch = require("torch", "rl", "TRIM-Seq training")
     sb3 = require("stable_baselines3", "rl", "TRIM-Seq training")
     from stable_baselines3.common.env_util import make_vec_env
@@ -213,10 +224,19 @@ def train_seq(
     if torch_threads:
         torch.set_num_threads(int(torch_threads))
     try:
-        venv = make_vec_env(lambda: RoutingEnv(source, lam, reward=reward, features="seq"), n_envs=int(n_envs), seed=int(seed))
+        venv = make_vec_env(
+            lambda: RoutingEnv(source, lam, reward=reward, features="seq"), n_envs=int(n_envs), seed=int(seed)
+        )
         horizon = int(venv.get_attr("horizon", [0])[0])
-        model = sb3.PPO("MlpPolicy", venv, policy_kwargs=_policy_kwargs(arch), seed=int(seed), device="cpu",
-                        verbose=verbose, **hp)
+        model = sb3.PPO(
+            "MlpPolicy",
+            venv,
+            policy_kwargs=_policy_kwargs(arch),
+            seed=int(seed),
+            device="cpu",
+            verbose=verbose,
+            **hp,
+        )
         t0 = time.perf_counter()
         model.learn(total_timesteps=int(timesteps), progress_bar=progress_bar, callback=callback)
         seconds = time.perf_counter() - t0
@@ -234,7 +254,11 @@ def train_seq(
         "train_seconds": seconds,
         "ppo": hp,
         "arch": arch,
-        "policy": {"net_arch": {"pi": [128, 128], "vf": [128, 128]}, "activation_fn": "tanh", "deterministic": "argmax"},
+        "policy": {
+            "net_arch": {"pi": [128, 128], "vf": [128, 128]},
+            "activation_fn": "tanh",
+            "deterministic": "argmax",
+        },
         "source": source_card or {"type": type(venv.get_attr("source", [0])[0]).__name__},
         "versions": package_versions("stable-baselines3", "gymnasium", "torch"),
     }

@@ -44,7 +44,9 @@ class ThresholdRouter:
         try:
             k = float(k)
         except (TypeError, ValueError) as exc:
-            raise InvalidParameterError(f"ThresholdRouter's 'k' must be a float in [0, 1], got {k!r}") from exc
+            raise InvalidParameterError(
+                f"ThresholdRouter's 'k' must be a float in [0, 1], got {k!r}"
+            ) from exc
         if not math.isfinite(k):
             raise InvalidParameterError(f"ThresholdRouter's 'k' must be a finite float in [0, 1], got {k!r}")
         self.k = k
@@ -53,9 +55,9 @@ class ThresholdRouter:
     def __repr__(self) -> str:
         return f"ThresholdRouter(k={self.k!r})"
 
-    # -- Router --------------------------------------------------------------------------------------------------
+    # -- Router -----
     def reset(self) -> None:
-        """Start a new query (the router is stateless across steps; this only clears :attr:`last_decision`)."""
+        """Start a new query (the router is stateless; this only clears :attr:`last_decision`)."""
         self._last = {}
 
     def decide(self, obs: StepObservation) -> str:
@@ -69,7 +71,7 @@ class ThresholdRouter:
     def last_decision(self) -> dict[str, Any]:
         return dict(self._last)
 
-    # -- BatchRouter ---------------------------------------------------------------------------------------------
+    # -- BatchRouter -----
     def reset_batch(self, n: int) -> None:
         """Start ``n`` parallel queries (stateless: nothing to do)."""
 
