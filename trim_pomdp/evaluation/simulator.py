@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import special, stats
+from scipy import special
 
 from ..constants import HIDDEN_CLASSES
 from ..exceptions import DataFormatError, InvalidParameterError
@@ -352,8 +352,8 @@ class Simulator:
         rho = p.difficulty_corr
         zs = rho * z[:, 0] + math.sqrt(max(0.0, 1.0 - rho * rho)) * z[:, 1]
         uw, us = special.ndtr(z[:, 0]), special.ndtr(zs)
-        self.p_w = stats.beta.ppf(uw, *_beta_ab(p.p_w_mean, p.p_w_concentration))
-        self.p_s = stats.beta.ppf(us, *_beta_ab(p.p_s_mean, p.p_s_concentration))
+        self.p_w = special.betaincinv(*_beta_ab(p.p_w_mean, p.p_w_concentration), uw)
+        self.p_s = special.betaincinv(*_beta_ab(p.p_s_mean, p.p_s_concentration), us)
         probs = np.asarray(p.step_count_probs)
         self.n_steps = rng.choice(np.arange(1, H + 1), size=n, p=probs / probs.sum())
         # step token counts: Gaussian copula (query effect + step noise) through the empirical quantile function
@@ -569,6 +569,30 @@ class Simulator:
             "strong_tokens": self.strong_len[live].copy(),
             "weak_step_scores": self._scores[live].copy(),
         }
+
+    def step_table(self, n: int, seed: int | None = None) -> Any:
+        """Labelled step table of M_w's own solutions of ``n`` queries, in the shape observation models fit on.
+
+        Returns an object with per-step arrays ``r`` (score), ``m`` (prefix minimum, NaN at t = 1), ``z`` (class
+        0/1/2), ``t`` (1-based) and ``item_index`` (query), like
+        :func:`trim_pomdp.observation_models.processbench.step_table` — simulated.
+        """
+        from types import SimpleNamespace
+
+        obs = self.reset(n, seed)
+        r, m, z, t, item = [], [], [], [], []
+        while obs.active.any():
+            rows = np.flatnonzero(obs.active)
+            r.append(obs.score[rows])
+            m.append(obs.prefix_min[rows])
+            z.append(self._proposal_class[rows])
+            t.append(obs.t[rows])
+            item.append(rows)
+            obs = self.step(np.zeros(n, dtype=np.int64))
+        return SimpleNamespace(
+            r=np.concatenate(r), m=np.concatenate(m), z=np.concatenate(z), t=np.concatenate(t),
+            item_index=np.concatenate(item), simulated=True,
+        )
 
     def queries(self, n: int, seed: int | None = None) -> QueryBatch:
         """The query-level facts of the ``n`` queries of ``reset(n, seed)``.

@@ -53,6 +53,8 @@ __all__ = [
     "plan_groups",
     "complete_groups",
     "run_sweep",
+    "threshold_grid",
+    "write_reports",
 ]
 
 STEP_ROUTERS: tuple[str, ...] = ("pomdp", "thr", "agg")
@@ -478,3 +480,35 @@ def _json_default(obj: Any) -> Any:
         return str(obj)
     raise TypeError(f"cannot serialise {type(obj).__name__}")
 
+
+
+def write_reports(
+    records_path: str | Path,
+    out_dir: str | Path,
+    *,
+    title: str,
+    note: str | None = None,
+    simulated: bool = True,
+    plot: bool = True,
+) -> dict[str, Any]:
+    """``summary.json``, ``table.md``, ``curves.csv`` and ``curves.png`` of a records file.
+
+    Returns the summary (with ``"simulated"`` and ``"note"`` added when the records are simulated).
+    """
+    from .metrics import summarize
+    from .plots import curves_csv, plot_curves
+    from .tables import markdown_table
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = summarize(read_records(records_path), incomplete="drop")
+    if simulated:
+        summary["simulated"] = True
+        summary["note"] = SIMULATED_NOTE
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    text = markdown_table(summary, note=note or (SIMULATED_NOTE if simulated else None))
+    (out / "table.md").write_text(f"### {title}\n\n{text}")
+    curves_csv(summary, out / "curves.csv")
+    if plot:
+        plot_curves(summary, out / "curves.png", title=title, note=SIMULATED_NOTE if simulated else note)
+    return summary
