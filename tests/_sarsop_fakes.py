@@ -81,7 +81,13 @@ def _pomdpsol_log(lower: float, upper: float, n_alphas: int, timed_out: bool) ->
 
 
 def blind(problem, *, backend, timeout, precision, workdir, options):
-    """Blind-policy alpha vectors and the MDP upper bound, computed from the received 1-based triplets."""
+    """Blind-policy alpha vectors and the MDP upper bound, computed from the received 1-based triplets.
+
+    ``options["raise_error"]`` makes it fail like a Julia exception instead (for keep-alive workers, whose
+    environment, hence fake, is fixed when they start).
+    """
+    if options.get("raise_error"):
+        julia_error(problem)
     T, O = problem.dense_T(), problem.dense_O()
     alphas = blind_alphas(T, problem.R, problem.discount)
     lower = float(np.max(alphas @ problem.b0))

@@ -630,3 +630,55 @@ def test_belief_router_replans_through_sarsop_solver(fake, tmp_path):
     received = json.loads((tmp_path / "fake_received.json").read_text())
     expected = (trim.state_index(np.arange(3), 2, 1, False) + 1).tolist()
     assert set(received["b0_support"]) <= set(expected) and received["b0_support"]
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# keep-alive worker (Julia stays loaded between solves; still isolated and killable)
+# ------------------------------------------------------------------------------------------------------------------
+def _received(workdir: Path) -> dict:
+    return json.loads((workdir / "fake_received.json").read_text())
+
+
+def test_keep_alive_worker_is_reused_and_restarted(fake, tmp_path):
+    import pickle
+
+    fake("blind")
+    with SarsopSolver(backend="native", keep_alive=True, workdir=tmp_path) as solver:
+        first = solver.solve(tiger())
+        pid = _received(tmp_path)["pid"]
+        second = solver.solve(chain_with_terminal())
+        assert _received(tmp_path)["pid"] == pid != os.getpid()  # same child process, reused
+        assert _received(tmp_path)["terminals"] == [3]
+        np.testing.assert_allclose(first.alphas, _expected_blind(tiger())[0], rtol=1e-12)
+        assert second.alphas.shape == (2, 3)
+        clone = pickle.loads(pickle.dumps(solver))  # the running child is not part of the state
+        assert clone._worker is None and clone.keep_alive
+        solver.julia_kwargs = {"raise_error": True}  # a reported error leaves the worker running
+        with pytest.raises(SolverError, match="no method matching build_pomdp"):
+            solver.solve(tiger())
+        solver.julia_kwargs = {}
+        solver.solve(tiger())
+        assert _received(tmp_path)["pid"] == pid
+        worker = solver._worker
+    assert solver._worker is None and worker.proc.poll() is not None  # closed by the with block
+    solver.solve(tiger())  # a later solve starts a new child
+    assert _received(tmp_path)["pid"] != pid
+    solver.close()
+
+
+def test_keep_alive_worker_timeout_and_crash_kill_it_and_the_next_solve_recovers(fake, tmp_path):
+    solver = SarsopSolver(keep_alive=True, timeout=0.5, startup_timeout=3.0, workdir=tmp_path)
+    fake("sleeper")
+    start = time.monotonic()
+    with pytest.raises(SolverError, match=r"did not answer within 4 s .*was killed"):
+        solver.solve(tiger())
+    assert time.monotonic() - start < 12 and solver._worker is None
+    if Path("/proc").is_dir():
+        assert _process_gone(int((tmp_path / "grandchild.pid").read_text()))
+    fake("crasher")
+    with pytest.raises(SolverError, match=r"keep-alive SARSOP worker .* was killed by SIGABRT"):
+        solver.solve(tiger())
+    fake("blind")
+    policy = solver.solve(tiger())
+    assert policy.alphas.shape == (3, 2)
+    solver.close()

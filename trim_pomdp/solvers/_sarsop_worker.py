@@ -3,6 +3,7 @@
 Usage (started by :class:`~trim_pomdp.solvers.sarsop.SarsopSolver`, not by hand)::
 
     python -m trim_pomdp.solvers._sarsop_worker REQUEST.npz RESULT.npz
+    python -m trim_pomdp.solvers._sarsop_worker --serve      # keep-alive: one request per stdin line
 
 ``REQUEST.npz`` holds the model as the 1-based sparse arrays of
 :class:`~trim_pomdp.solvers._julia.SparseTabularArrays` plus the solve parameters (``backend``, ``timeout``,
@@ -39,6 +40,8 @@ from ._julia import REQUEST_FORMAT, RawSolution, SparseTabularArrays, apply_work
 __all__ = [
     "FAKE_ENV",
     "RESULT_FORMAT",
+    "handle",
+    "serve",
     "WorkerError",
     "write_request",
     "read_request",
@@ -199,18 +202,13 @@ def read_result(path: str | os.PathLike) -> RawSolution:
 
 
 # ----------------------------------------------------------------------------------------------------
-def main(argv: list[str] | None = None) -> int:
-    """Run one request; see the module docstring for the protocol."""
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 2:
-        print("usage: python -m trim_pomdp.solvers._sarsop_worker REQUEST.npz RESULT.npz", file=sys.stderr)
-        return 2
-    request_path, result_path = Path(argv[0]).resolve(), Path(argv[1]).resolve()
+def handle(request_path: str | os.PathLike, result_path: str | os.PathLike) -> int:
+    """Solve one request file into a result file; ``0`` on success, ``1`` if an error was reported."""
+    request_path, result_path = Path(request_path).resolve(), Path(result_path).resolve()
     try:
         problem, params = read_request(request_path)
-        os.chdir(
-            params["workdir"]
-        )  # anything a solver writes to "the current directory" lands in the temp dir
+        # anything a solver writes to "the current directory" lands in the request's working directory
+        os.chdir(params["workdir"])
         apply_worker_env_defaults()
         solve = solve_function()
         raw = solve(
@@ -228,6 +226,47 @@ def main(argv: list[str] | None = None) -> int:
         _write_error(result_path, exc)
         return 1
     return 0
+
+
+def serve() -> int:
+    """Keep-alive mode: handle requests until stdin closes, so that Julia stays loaded between solves.
+
+    Each stdin line is a JSON object ``{"request": PATH, "result": PATH}``; after handling it the worker
+    answers on its original stdout with one JSON line ``{"result": PATH, "status": 0 | 1}``. Anything else
+    printed to stdout (by Julia, say) is diverted to stderr first, so it cannot corrupt the answers.
+    """
+    answers = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    for line in sys.stdin:
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            job = json.loads(line)
+            request, result = job["request"], job["result"]
+        except (ValueError, KeyError, TypeError) as exc:
+            print(f"ignoring malformed request line {line!r}: {exc}", file=sys.stderr)
+            continue
+        status = handle(request, result)
+        answers.write(json.dumps({"result": result, "status": status}) + "\n")
+        answers.flush()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; see the module docstring for the protocol."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv == ["--serve"]:
+        return serve()
+    if len(argv) != 2:
+        print(
+            "usage: python -m trim_pomdp.solvers._sarsop_worker REQUEST.npz RESULT.npz\n"
+            "       python -m trim_pomdp.solvers._sarsop_worker --serve",
+            file=sys.stderr,
+        )
+        return 2
+    return handle(argv[0], argv[1])
 
 
 if __name__ == "__main__":  # pragma: no cover - exercised through subprocess in the tests

@@ -14,13 +14,18 @@ setup-julia``.
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import queue
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import weakref
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -158,6 +163,11 @@ class SarsopSolver:
     startup_timeout : float, default 180.0
         Extra wall-clock allowance of the child process for starting Julia, loading the packages and writing
         the model; the child is killed after ``timeout + startup_timeout`` seconds.
+    keep_alive : bool, default False
+        With ``isolate=True``, keep the child process (and Julia, with its packages loaded) alive between
+        solves instead of starting a fresh one each time: what online re-planning (``BeliefRouter(...,
+        replan=SarsopSolver(keep_alive=True))``) wants. A solve that times out or crashes kills the child; the
+        next solve starts a new one. :meth:`close` (or leaving a ``with`` block) stops it.
     workdir : path, optional
         Directory for the solver's files (``model.pomdpx``, ``policy.out``, ``pomdpsol.log``, the worker's
         request/result ``.npz``), kept after the solve. By default a temporary directory is used and removed.
@@ -186,6 +196,7 @@ class SarsopSolver:
         isolate: bool = True,
         julia_kwargs: dict[str, Any] | None = None,
         startup_timeout: float = 180.0,
+        keep_alive: bool = False,
         workdir: str | os.PathLike | None = None,
     ):
         backend = str(backend).lower()
@@ -209,8 +220,10 @@ class SarsopSolver:
         self.isolate = bool(isolate)
         self.julia_kwargs = _check_julia_kwargs(julia_kwargs)
         self.startup_timeout = float(startup_timeout)
+        self.keep_alive = bool(keep_alive)
         self.workdir = None if workdir is None else Path(workdir)
         self.info: SolveInfo | None = None
+        self._worker: _KeepAliveWorker | None = None
 
     def __repr__(self) -> str:
         return (
@@ -227,7 +240,25 @@ class SarsopSolver:
             "isolate": self.isolate,
             "julia_kwargs": dict(self.julia_kwargs),
             "startup_timeout": self.startup_timeout,
+            "keep_alive": self.keep_alive,
         }
+
+    def close(self) -> None:
+        """Stop the keep-alive child process, if one is running (a later solve starts a new one)."""
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.close()
+
+    def __enter__(self) -> SarsopSolver:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict[str, Any]:  # a running child process is not part of the solver's state
+        state = dict(self.__dict__)
+        state["_worker"] = None
+        return state
 
     # ----------------------------------------------------------------------------------------------------
     def solve(self, model) -> AlphaVectorPolicy:
@@ -305,6 +336,17 @@ class SarsopSolver:
         request, result, log_path = workdir / "request.npz", workdir / "result.npz", workdir / "worker.log"
         for stale in (result, log_path):
             stale.unlink(missing_ok=True)
+        if self.keep_alive:
+            write_request(
+                request,
+                problem,
+                backend=self.backend,
+                timeout=self.timeout,
+                precision=self.precision,
+                workdir=workdir,
+                options=self.julia_kwargs,
+            )
+            return self._run_kept_alive(request, result)
         write_request(
             request,
             problem,
@@ -339,6 +381,35 @@ class SarsopSolver:
             except BaseException:  # e.g. KeyboardInterrupt: never leave Julia running
                 _kill_tree(proc)
                 raise
+        return self._read_result(result, rc, log_path)
+
+    def _run_kept_alive(self, request: Path, result: Path) -> RawSolution:
+        limit = self.timeout + self.startup_timeout
+        if self._worker is None or not self._worker.alive():
+            self.close()
+            self._worker = _KeepAliveWorker()
+        worker = self._worker
+        try:
+            rc = worker.run(request, result, limit)
+        except TimeoutError:
+            tail = _tail(worker.log_path)
+            self.close()
+            raise SolverError(
+                f"the keep-alive SARSOP worker ({self.backend}) did not answer within {limit:.0f} s "
+                f"(timeout {self.timeout:g} s + startup allowance {self.startup_timeout:g} s) and was killed; "
+                f"the next solve starts a new one.{tail}"
+            ) from None
+        except (EOFError, OSError):
+            code = worker.proc.wait()
+            tail = _tail(worker.log_path)
+            self.close()
+            raise SolverError(
+                f"the keep-alive SARSOP worker ({self.backend}) {_describe_exit(code)} without a result; the "
+                f"next solve starts a new one.{tail}"
+            ) from None
+        return self._read_result(result, rc, worker.log_path)
+
+    def _read_result(self, result: Path, rc: int, log_path: Path) -> RawSolution:
         if rc != 0 and not result.exists():
             raise SolverError(
                 f"the SARSOP worker ({self.backend}) {_describe_exit(rc)} without a result{_tail(log_path)}"
@@ -414,6 +485,77 @@ class SarsopSolver:
 
 
 # ----------------------------------------------------------------------------------------------------
+class _KeepAliveWorker:
+    """A ``_sarsop_worker --serve`` child process: one request per stdin line, one answer per stdout line."""
+
+    def __init__(self):
+        self._dir = tempfile.mkdtemp(prefix="trim-pomdp-sarsop-worker-")
+        self.log_path = Path(self._dir) / "worker.log"
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in close()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "trim_pomdp.solvers._sarsop_worker", "--serve"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            env=_child_env(),
+            text=True,
+            bufsize=1,
+            start_new_session=(os.name == "posix"),
+        )
+        self._answers: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read_answers, daemon=True).start()
+        # stop the child when the worker object goes away or the interpreter exits
+        self._finalizer = weakref.finalize(self, _stop_worker, self.proc, self._log, self._dir)
+
+    def _read_answers(self) -> None:
+        for line in self.proc.stdout:
+            self._answers.put(line)
+        self._answers.put(None)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def run(self, request: Path, result: Path, limit: float) -> int:
+        """Send one request and wait for its answer: the worker's status (0 ok, 1 error reported)."""
+        self.proc.stdin.write(json.dumps({"request": str(request), "result": str(result)}) + "\n")
+        self.proc.stdin.flush()
+        deadline = time.monotonic() + limit
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError
+            try:
+                line = self._answers.get(timeout=remaining)
+            except queue.Empty:
+                raise TimeoutError from None
+            if line is None:
+                raise EOFError("the worker closed its output")
+            try:
+                answer = json.loads(line)
+            except ValueError:
+                continue
+            if answer.get("result") == str(result):
+                return int(answer.get("status", 1))
+
+    def close(self) -> None:
+        self._finalizer()
+
+
+def _stop_worker(proc: subprocess.Popen, log, directory: str) -> None:
+    try:
+        if proc.poll() is None:
+            try:
+                proc.stdin.close()  # the worker's loop ends at EOF
+                proc.wait(timeout=2)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+        if proc.poll() is None:
+            _kill_tree(proc)
+    finally:
+        log.close()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 def _child_env() -> dict[str, str]:
     """The worker's environment: ours, plus the package root on PYTHONPATH (for source checkouts)."""
     env = os.environ.copy()
