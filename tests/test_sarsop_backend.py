@@ -632,9 +632,9 @@ def test_belief_router_replans_through_sarsop_solver(fake, tmp_path):
     assert set(received["b0_support"]) <= set(expected) and received["b0_support"]
 
 
-# ------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # keep-alive worker (Julia stays loaded between solves; still isolated and killable)
-# ------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 def _received(workdir: Path) -> dict:
     return json.loads((workdir / "fake_received.json").read_text())
 

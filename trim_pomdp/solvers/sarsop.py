@@ -396,8 +396,8 @@ class SarsopSolver:
             self.close()
             raise SolverError(
                 f"the keep-alive SARSOP worker ({self.backend}) did not answer within {limit:.0f} s "
-                f"(timeout {self.timeout:g} s + startup allowance {self.startup_timeout:g} s) and was killed; "
-                f"the next solve starts a new one.{tail}"
+                f"(timeout {self.timeout:g} s + startup allowance {self.startup_timeout:g} s) and was "
+                f"killed; the next solve starts a new one.{tail}"
             ) from None
         except (EOFError, OSError):
             code = worker.proc.wait()
