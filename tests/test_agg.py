@@ -157,3 +157,42 @@ def test_seq_extractor_ignores_padding():
     with torch.no_grad():
         f = router.ppo.policy.extract_features(torch.as_tensor(x), router.ppo.policy.pi_features_extractor)
     np.testing.assert_allclose(f[0].numpy(), f[1].numpy(), atol=1e-5)
+
+
+def test_checkpoint_and_resume(tmp_path):
+    hp = {"n_steps": 128, "batch_size": 128, "n_epochs": 1}
+    first = train_agg(
+        ToyProcess, LAM, timesteps=512, seed=0, n_envs=2, hyperparameters=hp, checkpoint_dir=tmp_path
+    )
+    assert (tmp_path / "ppo.zip").exists() and json.loads((tmp_path / "checkpoint.json").read_text())[
+        "num_timesteps"
+    ] == first.ppo.num_timesteps
+    more = train_agg(
+        ToyProcess, LAM, timesteps=1024, seed=0, n_envs=2, hyperparameters=hp, checkpoint_dir=tmp_path
+    )
+    assert more.card["resumed_from_timesteps"] == first.ppo.num_timesteps and more.ppo.num_timesteps >= 1024
+    # another λ does not pick up this run's checkpoint
+    other = train_agg(
+        ToyProcess, 2 * LAM, timesteps=256, seed=0, n_envs=2, hyperparameters=hp, checkpoint_dir=tmp_path
+    )
+    assert other.card["resumed_from_timesteps"] == 0
+
+
+def test_train_agg_cli(tmp_path):
+    from click.testing import CliRunner
+
+    from trim_pomdp.cli import main
+
+    out = tmp_path / "agg"
+    args = ["train-agg", "--lambda", "5e-4", "--timesteps", "256", "--n-envs", "2", "--eval-episodes", "200"]
+    res = CliRunner().invoke(main, [*args, "--no-progress", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    ev = json.loads((out / "evaluation.json").read_text())
+    assert ev["lam"] == 5e-4 and "agg" in ev and "pomdp" in ev and ev["relative_gap"] is not None
+    assert AggRouter.load(out).lam == 5e-4
+    res = CliRunner().invoke(
+        main, [*args, "--no-progress", "--out", str(out)]
+    )  # done already: resumes at 256
+    assert res.exit_code == 0 and "resuming" in res.output
+    bad = CliRunner().invoke(main, ["train-agg", "--lambda", "-1", "--out", str(out)])
+    assert bad.exit_code != 0 and "--lambda" in bad.output

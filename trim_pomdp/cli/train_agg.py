@@ -27,7 +27,7 @@ def _model(params_path: str | None, obs_path: str | None, lam: float):
     return build_trim_pomdp(params, obs)
 
 
-def _source_factory(source: str, params_path: str | None, obs_path: str | None, lam: float):
+def _source_factory(source: str, params_path: str | None, obs_path: str | None, lam: float, split=None):
     """(factory, card, trim_pomdp or None)."""
     if source == "model":
         from ..model import ModelProcess
@@ -45,12 +45,13 @@ def _source_factory(source: str, params_path: str | None, obs_path: str | None, 
         return factory, card, trim
     from ..evaluation import Simulator, load_default_simulator_params
 
-    sim_params = load_default_simulator_params()
+    sim_params = load_default_simulator_params(split)
 
     def factory():
         return Simulator(sim_params)
 
-    return factory, {"type": "Simulator", "simulated_prm_scores": True}, None
+    card = {"type": "Simulator", "split": sim_params.split, "simulated_prm_scores": True}
+    return factory, card, None
 
 
 @click.command("train-agg")
@@ -105,13 +106,31 @@ def _source_factory(source: str, params_path: str | None, obs_path: str | None, 
     show_default=True,
     help="With --source model, also evaluate the exact POMDP policy and report the gap.",
 )
+@click.option(
+    "--split",
+    type=click.Choice(["gsm8k", "math", "olympiadbench", "omnimath"]),
+    default=None,
+    help="ProcessBench split whose statistics drive --source simulator (default: the simulator's own).",
+)
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def command(
-    lam, out, source, timesteps, seed, n_envs, params_path, obs_path, eval_episodes, compare_pomdp, progress
+    lam,
+    out,
+    source,
+    timesteps,
+    seed,
+    n_envs,
+    params_path,
+    obs_path,
+    eval_episodes,
+    compare_pomdp,
+    split,
+    progress,
 ):
     """Train TRIM-Agg (PPO, the paper's Table 3) for one λ and save it to OUT.
 
-    Writes OUT/agg_policy.npz, OUT/agg.json, OUT/ppo.zip and OUT/evaluation.json.
+    Writes OUT/agg_policy.npz, OUT/agg.json, OUT/ppo.zip and OUT/evaluation.json. Training checkpoints to
+    OUT/ppo.zip + OUT/checkpoint.json as it goes; running the same command again resumes from there.
     """
     from rich.console import Console
     from rich.table import Table
@@ -123,11 +142,19 @@ def command(
         from ..routers.agg import train_agg
         from ..routers.rollout import rollout
 
-        factory, card, trim = _source_factory(source, params_path, obs_path, lam)
+        factory, card, trim = _source_factory(source, params_path, obs_path, lam, split)
         console.print(
             f"training TRIM-Agg for λ={lam:g} on {card['type']} "
             f"({timesteps} steps, {n_envs} envs, seed {seed})"
         )
+        out_dir = Path(out)
+        ckpt = out_dir / "checkpoint.json"
+        if ckpt.exists():
+            try:
+                done = json.loads(ckpt.read_text()).get("num_timesteps")
+            except json.JSONDecodeError:
+                done = None
+            console.print(f"found a checkpoint in {out_dir} ({done} steps); resuming if it matches this run")
         router = train_agg(
             factory,
             lam,
@@ -136,8 +163,8 @@ def command(
             n_envs=n_envs,
             progress_bar=progress,
             source_card=card,
+            checkpoint_dir=out_dir,
         )
-        out_dir = Path(out)
         router.save(out_dir)
         console.print(f"saved the router to {out_dir} ({router.card['train_seconds']:.0f} s of training)")
         results: dict[str, Any] = {"lam": lam, "source": card, "train_seconds": router.card["train_seconds"]}

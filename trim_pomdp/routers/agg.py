@@ -224,6 +224,8 @@ def train_agg(
     torch_threads: int | None = 1,
     source_card: dict[str, Any] | None = None,
     verbose: int = 0,
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every: int = 50_000,
 ) -> AggRouter:
     """Train TRIM-Agg with PPO for one λ.
 
@@ -248,6 +250,10 @@ def train_agg(
     callback : SB3 callback, optional
     torch_threads : int or None, default=1
         ``torch.set_num_threads`` during training (a 128-unit MLP trains fastest single-threaded).
+    checkpoint_dir : path, optional
+        Save ``ppo.zip`` + ``checkpoint.json`` there about every ``checkpoint_every`` steps, and resume from
+        a checkpoint found there (same λ, reward, seed and ``n_envs``) instead of starting over; the steps
+        already done count towards ``timesteps``.
 
     Returns
     -------
@@ -286,17 +292,41 @@ def train_agg(
 
         venv = make_vec_env(env_fn, n_envs=int(n_envs), seed=int(seed))
         horizon = int(venv.get_attr("horizon", [0])[0])
-        model = sb3.PPO(
-            "MlpPolicy",
-            venv,
-            policy_kwargs=policy_kwargs,
-            seed=int(seed),
-            device="cpu",
-            verbose=verbose,
-            **hp,
-        )
+        run_key = {"lam": float(lam), "reward": float(reward), "seed": int(seed), "n_envs": int(n_envs)}
+        model, done = None, 0
+        ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        if ckpt is not None and (ckpt / "checkpoint.json").exists() and (ckpt / "ppo.zip").exists():
+            try:
+                meta = json.loads((ckpt / "checkpoint.json").read_text())
+            except json.JSONDecodeError as exc:
+                raise DataFormatError(
+                    f"checkpoint card {ckpt / 'checkpoint.json'} is not valid JSON: {exc}"
+                ) from exc
+            if meta.get("run") == run_key:
+                model = sb3.PPO.load(str(ckpt / "ppo.zip"), env=venv, device="cpu")
+                done = int(model.num_timesteps)
+        if model is None:
+            model = sb3.PPO(
+                "MlpPolicy",
+                venv,
+                policy_kwargs=policy_kwargs,
+                seed=int(seed),
+                device="cpu",
+                verbose=verbose,
+                **hp,
+            )
+        callbacks = [callback] if callback is not None else []
+        if ckpt is not None:
+            callbacks.append(_checkpoint_callback(ckpt, int(checkpoint_every), run_key))
         t0 = time.perf_counter()
-        model.learn(total_timesteps=int(timesteps), progress_bar=progress_bar, callback=callback)
+        remaining = max(int(timesteps) - done, 0)
+        if remaining:
+            model.learn(
+                total_timesteps=remaining,
+                progress_bar=progress_bar,
+                callback=callbacks or None,
+                reset_num_timesteps=done == 0,
+            )
         seconds = time.perf_counter() - t0
     finally:
         torch.set_num_threads(old_threads)
@@ -310,9 +340,39 @@ def train_agg(
         "seed": int(seed),
         "n_envs": int(n_envs),
         "train_seconds": seconds,
+        "resumed_from_timesteps": done,
         "ppo": hp,
         "policy": {"net_arch": POLICY_KWARGS["net_arch"], "activation_fn": "tanh", "deterministic": "argmax"},
         "source": source_card or {"type": type(venv.get_attr("source", [0])[0]).__name__},
         "versions": package_versions("stable-baselines3", "gymnasium", "torch"),
     }
     return AggRouter.from_ppo(model, horizon, card)
+
+
+def _checkpoint_callback(directory: Path, every: int, run_key: dict[str, Any]) -> Any:
+    """An SB3 callback that saves the model and a small card about every ``every`` steps (atomically)."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class Checkpoint(BaseCallback):
+        def __init__(self) -> None:
+            super().__init__()
+            self._last = 0
+
+        def _save(self) -> None:
+            directory.mkdir(parents=True, exist_ok=True)
+            tmp = directory / "ppo.partial.zip"
+            self.model.save(str(tmp))
+            tmp.replace(directory / "ppo.zip")
+            card = {"run": run_key, "num_timesteps": int(self.model.num_timesteps)}
+            (directory / "checkpoint.json").write_text(json.dumps(card) + "\n")
+
+        def _on_step(self) -> bool:
+            if self.model.num_timesteps - self._last >= every:
+                self._last = self.model.num_timesteps
+                self._save()
+            return True
+
+        def _on_training_end(self) -> None:
+            self._save()
+
+    return Checkpoint()
