@@ -98,9 +98,16 @@ class _DensePoints:
         if len(pts) == 0:
             return np.zeros(len(B))
         Pi = P[np.ix_(pts, idx)]  # (n, k)
+        # a point helps a belief only if its support lies inside the belief's support
+        ok = ((B > 0).astype(float) @ (Pi > 0).T.astype(float)) >= self._n_supp[pts] - 0.5  # (Q, n)
+        cols = np.flatnonzero(ok.any(axis=0))
+        if len(cols) == 0:
+            return np.zeros(len(B))
+        Pi, ok, pts = Pi[cols], ok[:, cols], pts[cols]
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = B[:, None, :] / Pi[None, :, :]  # b(s)/b_i(s): inf or nan off the support of b_i
         phi = np.fmin.reduce(ratio, axis=2)  # nan-ignoring min over the support of b_i
+        phi[~ok] = 0.0
         return np.minimum(0.0, np.min(phi * self._c[pts], axis=1))
 
     def add(self, idx: np.ndarray, vals: np.ndarray, v: float, c: float) -> None:

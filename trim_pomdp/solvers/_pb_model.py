@@ -34,6 +34,9 @@ class SparseModel:
         # small models: dense rows are faster to slice than CSR
         self.T_dense = T if T.size <= 4_000_000 else None
         self.O = np.ascontiguousarray(np.asarray(model.O, float))
+        # sparse copies of O for the column-group sums of the alpha backup and for the FIB (S x Z CSR per action)
+        self.O_sparse = [sp.csr_matrix(self.O[a]) for a in range(self.A)]
+        self.o_is_sparse = sum(x.nnz for x in self.O_sparse) < 0.25 * self.O.size
         self.R = np.ascontiguousarray(np.asarray(model.R, float))
         self.b0 = np.asarray(model.b0, float)
 
@@ -67,7 +70,7 @@ class SparseModel:
         p_all = M.sum(axis=0)
         obs = np.flatnonzero(p_all > 1e-300)
         p = p_all[obs]
-        B = (M[:, obs] / p).T
+        B = M.T[obs] / p[:, None]  # contiguous (n_obs, len(idx2))
         return idx2, obs, p, B, pred
 
 
@@ -122,9 +125,14 @@ def fast_informed_bound(m: SparseModel, Q0: np.ndarray, tol: float = 1e-9, time_
         for a in range(m.A):
             best = None
             for a2 in range(m.A):
-                X = m.T[a] @ (m.O[a] * Q[a2][:, None])  # (S, Z): sum_s' T[s,s'] O[s',o] Q(s', a2)
-                best = X if best is None else np.maximum(best, X)
-            new[a] = m.R[:, a] + m.gamma * best.sum(axis=1)
+                # X[s, o] = sum_s' T[s, s'] O[s', o] Q(s', a2)
+                if m.o_is_sparse:
+                    X = (m.T[a] @ m.O_sparse[a].multiply(Q[a2][:, None]).tocsr()).tocsr()
+                    best = X if best is None else best.maximum(X)
+                else:
+                    X = m.T[a] @ (m.O[a] * Q[a2][:, None])
+                    best = X if best is None else np.maximum(best, X)
+            new[a] = m.R[:, a] + m.gamma * np.asarray(best.sum(axis=1)).ravel()
         new = np.minimum(new, Q)  # monotone: never loosen (guards against round-off)
         delta = float(np.max(Q - new))
         Q = new

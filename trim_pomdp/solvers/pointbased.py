@@ -23,6 +23,7 @@ A finite-horizon mode (``finite_horizon=H``) runs exact value iteration with alp
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -40,6 +41,21 @@ from .base import AlphaVectorPolicy, SolveInfo, package_versions
 from .tabular import TabularPOMDP
 
 __all__ = ["PointBasedSolver"]
+
+
+@contextlib.contextmanager
+def _blas_threads(n: int | None):
+    """Limit BLAS threads: the solver's many small products run far slower with threads on a busy machine."""
+    if n is None:
+        yield
+        return
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl ships with scikit-learn, a core dependency
+        yield
+        return
+    with threadpool_limits(limits=n, user_api="blas"):
+        yield
 
 
 class _Node:
@@ -73,6 +89,12 @@ class PointBasedSolver:
         Trial depth target as a fraction of the current gap at ``b0`` (SARSOP's trial improvement factor).
     max_depth : int, default 2000
         Hard cap on a trial's depth.
+    sweeps : bool, default True
+        Interleave lower-bound-only backups over all tree beliefs (deepest first, at most a third of the time, less while they stop improving the bound at ``b0``)
+        with the trials; they spread improvements of the lower bound through the tree cheaply.
+    blas_threads : int or None, default 1
+        BLAS threads while solving (``None``: leave as is). The hot path is many small matrix products, which
+        threads slow down, badly so when the machine is busy.
     callback : callable, optional
         Called about every ``callback_interval`` seconds with a dict (``seconds``, ``lower_bound``,
         ``upper_bound``, ``alphas``, ``trials``); used by the CLI to show progress.
@@ -93,7 +115,8 @@ class PointBasedSolver:
 
     def __init__(self, precision: float = 1e-3, time_limit: float | None = 60.0, seed: int = 0,
                  finite_horizon: int | None = None, *, zeta: float = 0.5, max_depth: int = 2000,
-                 callback: Callable[[dict[str, Any]], None] | None = None, callback_interval: float = 0.5):
+                 sweeps: bool = True, blas_threads: int | None = 1, callback: Callable[[dict[str, Any]], None] | None = None,
+                 callback_interval: float = 0.5):
         if not (precision > 0 and math.isfinite(precision)):
             raise InvalidParameterError(f"precision must be a positive number, got {precision!r}")
         if time_limit is not None and not time_limit > 0:
@@ -108,6 +131,8 @@ class PointBasedSolver:
         self.finite_horizon = None if finite_horizon is None else int(finite_horizon)
         self.zeta = float(zeta)
         self.max_depth = int(max_depth)
+        self.sweeps = bool(sweeps)
+        self.blas_threads = blas_threads
         self.callback = callback
         self.callback_interval = float(callback_interval)
         self.info: SolveInfo | None = None
@@ -133,12 +158,13 @@ class PointBasedSolver:
         if b0 is not None:
             model = replace(model, b0=np.asarray(b0, float))
         model.check()
-        if self.finite_horizon is not None:
-            return self._solve_finite(model)
-        if model.discount >= 1.0:
+        if self.finite_horizon is None and model.discount >= 1.0:
             raise InvalidParameterError(
                 "the point-based solver needs a discount < 1 (use finite_horizon=H for undiscounted problems)")
-        return self._solve_discounted(model)
+        with _blas_threads(self.blas_threads):
+            if self.finite_horizon is not None:
+                return self._solve_finite(model)
+            return self._solve_discounted(model)
 
     # ------------------------------------------------------------------------------------------------------------
     def _solve_finite(self, model: TabularPOMDP) -> AlphaVectorPolicy:
@@ -194,6 +220,8 @@ class PointBasedSolver:
         self._backup(root)
         nodes = [root]
         trials = backups = 0
+        trial_time = sweep_time = 0.0
+        sweep_share = 0.5
         last_prune_k = lower.K
         last_cb = time.perf_counter()
         stop = "precision reached"
@@ -212,12 +240,26 @@ class PointBasedSolver:
                 self.callback({"seconds": elapsed, "lower_bound": root.lb, "upper_bound": root.ub,
                                "alphas": lower.K, "trials": trials})
             eps = self.zeta * gap
+            t0 = time.perf_counter()
             path, n_new = self._trial(root, eps, gamma, span, start + limit)
             nodes.extend(n_new)
             for node in reversed(path):
                 self._backup(node)
                 backups += 1
             trials += 1
+            trial_time += time.perf_counter() - t0
+            if self.sweeps and sweep_time < sweep_share * trial_time:
+                t1 = time.perf_counter()
+                lb_before = root.lb
+                for node in reversed(nodes):
+                    self._backup_lower(node)
+                    backups += 1
+                    if time.perf_counter() > start + limit:
+                        break
+                sweep_time += time.perf_counter() - t1
+                root.lb = max(root.lb, float((lower.alphas[:, root.idx] @ root.vals).max()))
+                # back off when sweeps stop paying at b0 (e.g. when the upper bound is what is left to close)
+                sweep_share = min(0.5, 2 * sweep_share) if root.lb - lb_before > 0.02 * gap else max(0.02, sweep_share / 4)
             if lower.K > 1.1 * last_prune_k + 10:
                 W = self._witness_matrix(nodes, m.S)
                 lower.prune_to_witnesses(W)
@@ -272,19 +314,7 @@ class PointBasedSolver:
         q_up = np.array([r + gamma * p @ uv for (r, _, _, p, _, _, _, _, uv) in exp])
         a = int(q_lo.argmax())
         r, idx2, obs, p, B, pred, lv, lk, uv = exp[a]
-        # alpha_a = R[:, a] + γ T_a g,  g(s') = Σ_o O_a[s', o] α_{k(o)}(s'); unreachable o use the vector best at b T_a
-        k_of_o = np.full(m.Z, int(lower.values(idx2, pred[None, :] / pred.sum())[1][0]), dtype=np.int64)
-        k_of_o[obs] = lk
-        ks, inv = np.unique(k_of_o, return_inverse=True)
-        G = lower.alphas
-        if len(ks) == 1:
-            g = G[ks[0]].copy()
-        else:
-            onehot = sp.csr_matrix((np.ones(m.Z), (np.arange(m.Z), inv)), shape=(m.Z, len(ks)))
-            W = np.asarray((onehot.T @ m.O[a].T).T)  # (S, n_ks): Σ_{o in group} O_a[s', o]
-            g = np.einsum("sk,ks->s", W, G[ks])
-        alpha = m.R[:, a] + gamma * (m.T[a] @ g)
-        lower.add(alpha, a)
+        lower.add(self._alpha(a, idx2, obs, pred, lk), a)
         node.lb = float(max(q_lo[a], node.lb))
         ub = float(q_up.max())
         node.ub = min(node.ub, ub, upper.value(node.idx, node.vals))
@@ -292,6 +322,45 @@ class PointBasedSolver:
         node.ub = max(node.ub, node.lb)
         node.q_up = q_up
         return exp, q_up
+
+    def _alpha(self, a: int, idx2, obs, pred, lk) -> np.ndarray:
+        """Backed-up vector ``R[:, a] + γ T_a g`` with ``g(s') = Σ_o O_a[s', o] α_{k(o)}(s')``.
+
+        ``k(o)`` is the best vector at the child belief for reachable observations and, for the others, the best
+        vector at the predicted distribution ``b T_a`` (any choice gives a valid lower bound).
+        """
+        m, lower = self._m, self._lower
+        k_of_o = np.full(m.Z, int(lower.values(idx2, pred[None, :] / pred.sum())[1][0]), dtype=np.int64)
+        k_of_o[obs] = lk
+        ks, inv = np.unique(k_of_o, return_inverse=True)
+        G = lower.alphas
+        if len(ks) == 1:
+            g = G[ks[0]].copy()
+        elif m.Z <= 64:
+            onehot = np.zeros((m.Z, len(ks)))
+            onehot[np.arange(m.Z), inv] = 1.0
+            g = np.einsum("sk,ks->s", m.O[a] @ onehot, G[ks])
+        else:
+            onehot = sp.csr_matrix((np.ones(m.Z), (np.arange(m.Z), inv)), shape=(m.Z, len(ks)))
+            W = (m.O_sparse[a] @ onehot).toarray()  # (S, n_ks): Σ_{o in group} O_a[s', o]
+            g = np.einsum("sk,ks->s", W, G[ks])
+        Tg = m.T_dense[a] @ g if m.T_dense is not None else m.T[a] @ g
+        return m.R[:, a] + m.gamma * Tg
+
+    def _backup_lower(self, node: _Node) -> None:
+        """Lower-bound-only backup at ``node`` (no upper-bound evaluation; used by the sweeps)."""
+        m, lower = self._m, self._lower
+        best = None
+        for a in range(m.A):
+            idx2, obs, p, B, pred = m.children(node.idx, node.vals, a)
+            lv, lk = lower.values(idx2, B)
+            q = float(node.vals @ m.R[node.idx, a]) + m.gamma * float(p @ lv)
+            if best is None or q > best[0]:
+                best = (q, a, idx2, obs, pred, lk)
+        q, a, idx2, obs, pred, lk = best
+        if q > node.lb + 1e-12:
+            lower.add(self._alpha(a, idx2, obs, pred, lk), a)
+            node.lb = q
 
     def _trial(self, root: _Node, eps: float, gamma: float, span: float, deadline: float):
         path: list[_Node] = []
