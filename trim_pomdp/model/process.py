@@ -122,10 +122,12 @@ class ModelProcess:
         first = t == 1
         z = self.z[rows]
         idx = np.empty(rows.size, dtype=np.int64)
-        if first.any():
-            idx[first] = self._draw(self._cum_first[z[first]], rng)
-        if (~first).any():
-            idx[~first] = self._draw(self._cum_pair[z[~first]], rng)
+        for is_first, cum in ((True, self._cum_first), (False, self._cum_pair)):
+            for zz in range(3):
+                sel = np.flatnonzero((first == is_first) & (z == zz))
+                if sel.size:
+                    u = rng.random(sel.size) * cum[zz, -1]
+                    idx[sel] = np.minimum(np.searchsorted(cum[zz], u, side="right"), cum.shape[1] - 1)
         self.obs_index[rows] = idx
         n = self._n
         if self._pair_is_2d:

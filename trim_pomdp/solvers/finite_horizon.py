@@ -586,7 +586,10 @@ class FiniteHorizonSolver:
         u_out = np.empty(G)
         alpha_out = np.empty((G, Z))
         chunk = max(1, int(2_000_000 // max(1, len(ctx) * A * n_o)))
-        wnt = (gamma * nt)[:, None, None]  # (c, 1, 1)
+        nt_idx = np.flatnonzero(nt > 0)
+        const = np.all(Rc == Rc[:, :1, :], axis=1)  # (c, A): reward independent of the hidden state
+        wF = pc * gamma * nt  # (c,)
+        OT = O.T  # (n_o, Z)
         for s in range(0, G, chunk):
             bt = beta[s : s + chunk]
             g = bt.shape[0]
@@ -594,12 +597,18 @@ class FiniteHorizonSolver:
             sig = u.sum(axis=1)  # (g, n_o)
             safe = np.where(sig > 0, sig, 1.0)
             qu_max = ql_max = best = None
-            chosen = []  # per action: (line index per (g, o)) for the alpha vectors
+            chosen = []  # per action: line index per (g, o) for the alpha vectors
             for a in range(A):
-                imm = Rc[:, 0, a, None, None] * u[None, :, 0, :]
-                for z in range(1, Z):
-                    imm = imm + Rc[:, z, a, None, None] * u[None, :, z, :]  # (c, g, n_o)
-                qu = ql = imm
+                imm = np.empty((len(ctx), g, n_o))
+                cc = np.flatnonzero(const[:, a])
+                if cc.size:
+                    imm[cc] = Rc[cc, 0, a, None, None] * sig[None]
+                gc = np.flatnonzero(~const[:, a])
+                if gc.size:
+                    acc = Rc[gc, 0, a, None, None] * u[None, :, 0, :]
+                    for z in range(1, Z):
+                        acc += Rc[gc, z, a, None, None] * u[None, :, z, :]
+                    imm[gc] = acc
                 k = None
                 if any_future:
                     x = M[a, 0, 0] * u[:, 0, :]
@@ -608,8 +617,12 @@ class FiniteHorizonSolver:
                     x /= safe
                     np.clip(x, 0.0, 1.0, out=x)
                     lv, k = _eval_envelope(at1, at0, br, x)
-                    ql = imm + wnt * (sig * lv)[None]
-                    qu = imm + wnt * (sig * np.interp(x, next_grid, next_u))[None]
+                    qu = imm.copy()
+                    ql = imm
+                    ql[nt_idx] += gamma * (sig * lv)[None]
+                    qu[nt_idx] += gamma * (sig * np.interp(x, next_grid, next_u))[None]
+                else:
+                    qu = ql = imm
                 chosen.append(k)
                 if a == 0:
                     qu_max, ql_max = qu, ql
@@ -621,18 +634,27 @@ class FiniteHorizonSolver:
                     ql_max = np.where(better, ql, ql_max)
             u_out[s : s + g] = pc @ qu_max.sum(axis=2)
             # lower-bound alpha vector per grid point: sum_c p_c sum_o O[z, o] alpha_{c,g,o}[z] with the chosen
-            # action's alpha  R[c, z, a] + γ [not terminal] (M[a, z, 0] at1[k] + M[a, z, 1] at0[k])
-            alpha = np.empty((g, Z))
-            for z in range(Z):
-                vz = None
-                for a in range(A):
-                    va = np.broadcast_to(Rc[:, z, a, None, None], (len(ctx), g, n_o))
-                    if any_future:
-                        k = chosen[a]
-                        fut = M[a, z, 0] * at1[k] + M[a, z, 1] * at0[k]  # (g, n_o)
-                        va = va + wnt * fut[None]
-                    vz = va if a == 0 else np.where(best == a, va, vz)
-                alpha[:, z] = (pc @ vz.reshape(len(ctx), -1)).reshape(g, n_o) @ O[z]
+            # action's alpha  R[c, z, a] + γ [not terminal] (M[a, z, 0] at1[k] + M[a, z, 1] at0[k]).
+            # Linear in the action masks; action 0 takes what the others leave (rows of O sum to 1).
+            alpha = np.zeros((g, Z))
+            mo_rest = np.ones((len(ctx), g, Z))
+            w_rest = np.broadcast_to(wF[:, None, None], (len(ctx), g, n_o)).sum(axis=0)
+            for a in list(range(1, A)) + [0]:
+                if a == 0:
+                    mo, wa = mo_rest, w_rest
+                else:
+                    mask = (best == a).astype(float)  # (c, g, n_o)
+                    mo = (mask.reshape(-1, n_o) @ OT).reshape(len(ctx), g, Z)  # sum_o O[z, o] mask
+                    wa = wF @ mask.reshape(len(ctx), -1)
+                    wa = wa.reshape(g, n_o)
+                    mo_rest = mo_rest - mo
+                    w_rest = w_rest - wa
+                alpha += np.einsum("cz,cgz->gz", pc[:, None] * Rc[:, :, a], mo)
+                if any_future:
+                    ka = chosen[a]
+                    pa = (wa * at1[ka]) @ OT  # (g, Z)
+                    pb = (wa * at0[ka]) @ OT
+                    alpha += M[a, :, 0][None, :] * pa + M[a, :, 1][None, :] * pb
             alpha_out[s : s + g] = alpha
         return u_out, alpha_out
 
