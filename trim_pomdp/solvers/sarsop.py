@@ -365,6 +365,7 @@ class SarsopSolver:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=_child_env(),
+                cwd=workdir,  # a neutral sys.path[0] (juliapkg scans sys.path for juliapkg.json files)
                 start_new_session=(os.name == "posix"),
             )
             try:
@@ -498,6 +499,7 @@ class _KeepAliveWorker:
             stdout=subprocess.PIPE,
             stderr=self._log,
             env=_child_env(),
+            cwd=self._dir,
             text=True,
             bufsize=1,
             start_new_session=(os.name == "posix"),
