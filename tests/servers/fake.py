@@ -92,6 +92,7 @@ def _apply_stops(text: str, stops: list[str], max_tokens: int | None) -> tuple[s
 
 class _Base(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 256  # the stdlib default (5) drops connections at 64 in flight
     allow_reuse_address = True
 
     def __init__(self, handler: type, delay_s: float = 0.0) -> None:
@@ -138,6 +139,7 @@ class _Base(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are separate writes: avoid Nagle + delayed-ACK stalls
     server: _Base
 
     def log_message(self, format: str, *args: Any) -> None:  # silence

@@ -40,20 +40,25 @@ class BatchedPRM:
         Largest batch sent to the backend.
     max_wait_s : float
         How long a partial batch waits for more requests.
+    max_inflight : int, optional
+        Batches in flight at once. Default: 1 for a synchronous (local) backend, 16 for an async (server) backend,
+        whose server batches requests itself.
     """
 
     def __init__(self, backend: Any, model: str = "prm", *, cache: Cache | None = None, max_batch: int = 16,
-                 max_wait_s: float = 0.002) -> None:
+                 max_wait_s: float = 0.002, max_inflight: int | None = None) -> None:
         if hasattr(backend, "ascore_batch"):
             fn = backend.ascore_batch
+            inflight = max_inflight or 16
         elif hasattr(backend, "score_batch"):
             fn = backend.score_batch
+            inflight = max_inflight or 1
         else:
             raise TypeError("a PRM backend needs a score_batch(items) or async ascore_batch(items) method")
         self.backend = backend
         self.model = model
         self.cache = cache
-        self._batcher = MicroBatcher(fn, max_batch=max_batch, max_wait_s=max_wait_s)
+        self._batcher = MicroBatcher(fn, max_batch=max_batch, max_wait_s=max_wait_s, max_inflight=inflight)
         self.calls = 0
         self.wait_s = 0.0
 

@@ -162,14 +162,20 @@ class MicroBatcher:
     """Collects concurrent requests into batches for a batch function.
 
     ``await batcher.submit(item)`` returns ``fn(items)[i]`` for the batch the item landed in. A batch is flushed
-    when it reaches ``max_batch`` items or ``max_wait_s`` after its first item arrived; batches run one at a time
-    (the model is one device). ``fn`` is synchronous and runs in a worker thread (torch and vLLM release the GIL),
+    when it reaches ``max_batch`` items or ``max_wait_s`` after its first item arrived. At most ``max_inflight``
+    batches run at once: 1 for a local model (one device), more for a server that batches on its own (vLLM's
+    continuous batching), so that batches are not serialised behind each other's latency. ``fn`` is synchronous and runs in a worker thread (torch and vLLM release the GIL),
     or is a coroutine function awaited directly.
     """
 
-    def __init__(self, fn: Callable[[list[Any]], Any], max_batch: int = 16, max_wait_s: float = 0.002) -> None:
-        if max_batch < 1:
-            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+    def __init__(self, fn: Callable[[list[Any]], Any], max_batch: int = 16, max_wait_s: float = 0.002,
+                 max_inflight: int = 1) -> None:
+        if max_batch < 1 or max_inflight < 1:
+            raise ValueError(f"max_batch and max_inflight must be >= 1, got {max_batch}, {max_inflight}")
+        self.max_inflight = max_inflight
+        self._slots: asyncio.Semaphore | None = None
+        self._slots_loop: Any = None
+        self._tasks: set[asyncio.Task] = set()
         self.fn = fn
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
@@ -188,13 +194,23 @@ class MicroBatcher:
         return await fut
 
     async def _work(self) -> None:
-        # One worker per event loop: batches run one at a time; items that arrive while a batch runs form the
-        # next batch, so the batch size adapts to the load.
+        # One worker per event loop. At most ``max_inflight`` batches run at once; items that arrive meanwhile
+        # form the next batch, so the batch size adapts to the load.
+        if self._slots is None or self._slots_loop is not asyncio.get_running_loop():
+            self._slots = asyncio.Semaphore(self.max_inflight)
+            self._slots_loop = asyncio.get_running_loop()
         while self._pending:
             if len(self._pending) < self.max_batch and self.max_wait_s > 0:
                 await asyncio.sleep(self.max_wait_s)
+            await self._slots.acquire()
             batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
-            await self._run(batch)
+            task = asyncio.get_running_loop().create_task(self._run(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        self._slots.release()
 
     async def _run(self, batch: list[tuple[Any, asyncio.Future]]) -> None:
         items = [b[0] for b in batch]
