@@ -274,3 +274,26 @@ def test_region_plot_writes_a_png(tmp_path):
     pol = solve_trim(make_model(10, H=3))
     fig = plot_regenerate_regions(pol, bucket=1, resolution=15, path=tmp_path / "r.png")
     assert (tmp_path / "r.png").stat().st_size > 1000 and len(fig.axes) == 3
+
+
+def test_bounds_stay_tight_at_the_beliefs_the_policy_visits():
+    from trim_pomdp.model import PolicyBatchRouter
+
+    tp = make_model(11, H=12, K=3, n=6, lam=1e-3)
+    prec = 1e-4
+    pol = solve_trim(tp, FiniteHorizonSolver(precision=prec))
+    assert pol.info.gap <= prec
+    proc = ModelProcess(tp)
+    router = PolicyBatchRouter(pol, tp)
+    obs = proc.reset(300, seed=5)
+    router.reset_batch(300)
+    gaps = []
+    while obs.active.any():
+        a = router.decide_batch(obs)
+        for i in np.flatnonzero(obs.active):
+            lo, hi = pol.value_bounds(int(obs.t[i]), int(obs.bucket[i]), bool(obs.final[i]), router.post[i])
+            assert hi >= lo
+            gaps.append(hi - lo)
+        obs = proc.step(a)
+    gaps = np.asarray(gaps)
+    assert gaps.mean() <= prec and gaps.max() <= 10 * prec
