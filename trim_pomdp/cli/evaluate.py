@@ -88,7 +88,7 @@ def run_evaluation(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ..evaluation.sweep import Benchmark, run_sweep, write_reports
-    from ..evaluation.tables import rich_table
+    from ..evaluation.tables import comparison_lines, rich_table
 
     console = console or Console()
     bench = Benchmark(eval_params, train_params, settings, name=eval_params.split)
@@ -113,6 +113,8 @@ def run_evaluation(
         console.log(f"resumed: {skipped} (policy, knob) groups were already complete in {records}")
     summary = write_reports(records, out, title=title)
     console.print(rich_table(summary, title=title))
+    for line in comparison_lines(summary):
+        console.print(f"  {line}")
     return summary
 
 

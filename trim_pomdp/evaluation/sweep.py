@@ -497,7 +497,7 @@ def write_reports(
     """
     from .metrics import summarize
     from .plots import curves_csv, plot_curves
-    from .tables import markdown_table
+    from .tables import comparison_lines, markdown_table
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -507,7 +507,8 @@ def write_reports(
         summary["note"] = SIMULATED_NOTE
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     text = markdown_table(summary, note=note or (SIMULATED_NOTE if simulated else None))
-    (out / "table.md").write_text(f"### {title}\n\n{text}")
+    lines = "".join(f"- {line}\n" for line in comparison_lines(summary))
+    (out / "table.md").write_text(f"### {title}\n\n{text}\n{lines}")
     curves_csv(summary, out / "curves.csv")
     if plot:
         plot_curves(summary, out / "curves.png", title=title, note=SIMULATED_NOTE if simulated else note)

@@ -11,7 +11,15 @@ from typing import Any
 
 from .metrics import CPT_LEVELS
 
-__all__ = ["POLICY_LABELS", "policy_label", "ordered_policies", "table_rows", "markdown_table", "rich_table"]
+__all__ = [
+    "POLICY_LABELS",
+    "policy_label",
+    "ordered_policies",
+    "table_rows",
+    "markdown_table",
+    "rich_table",
+    "comparison_lines",
+]
 
 #: Display names of the built-in routers (the paper's names).
 POLICY_LABELS: dict[str, str] = {
@@ -93,3 +101,56 @@ def rich_table(summary: Mapping[str, Any], *, title: str | None = None, note: st
     for r in rows[1:]:
         table.add_row(*r)
     return table
+
+
+def _cpt95(pol: Mapping[str, Any]) -> float | None:
+    e = pol["cpt"]["95"]
+    return None if e is None else e["fraction"]
+
+
+def _better(a: float | None, b: float | None, lower: bool) -> str:
+    """'yes' / 'no' / 'n/a' for "a beats b" (lower or higher is better); None is the worst value."""
+    if a is None and b is None:
+        return "n/a"
+    if a is None:
+        return "no"
+    if b is None:
+        return "yes"
+    return "yes" if (a < b if lower else a > b) else "no"
+
+
+def comparison_lines(summary: Mapping[str, Any]) -> list[str]:
+    """Plain statements of the issue's questions, read off a summary (no judgement added).
+
+    - does TRIM-POMDP beat TRIM-Thr on ΔIBC and on CPT(95%)?
+    - does every step-level router beat every deployable query-level baseline (AutoMix-PRM, random) on ΔIBC and
+      CPT(95%)? (The oracle query router looks at outcomes; it is reported as a reference.)
+    """
+    pols = summary["policies"]
+    lines: list[str] = []
+
+    def fmt(pol: Mapping[str, Any]) -> str:
+        d = pol["delta_ibc"]
+        c = _cpt95(pol)
+        return f"ΔIBC {'—' if d is None else f'{d:.2f}'}, CPT(95%) {'unreached' if c is None else f'{100 * c:.2f}%'}"
+
+    if "pomdp" in pols and "thr" in pols:
+        p, t = pols["pomdp"], pols["thr"]
+        lines.append(
+            f"TRIM-POMDP vs TRIM-Thr: {fmt(p)} vs {fmt(t)} -> POMDP better on ΔIBC: "
+            f"{_better(p['delta_ibc'], t['delta_ibc'], lower=False)}; on CPT(95%): "
+            f"{_better(_cpt95(p), _cpt95(t), lower=True)}"
+        )
+    step = [n for n in ("pomdp", "thr", "agg") if n in pols]
+    query = [n for n in ("automix", "random") if n in pols]
+    for s in step:
+        for q in query:
+            a, b = pols[s], pols[q]
+            lines.append(
+                f"{policy_label(s)} vs {policy_label(q)}: better on ΔIBC: "
+                f"{_better(a['delta_ibc'], b['delta_ibc'], lower=False)}; on CPT(95%): "
+                f"{_better(_cpt95(a), _cpt95(b), lower=True)}"
+            )
+    if "oracle" in pols:
+        lines.append(f"Oracle (query) reference, which sees outcomes: {fmt(pols['oracle'])}")
+    return lines
