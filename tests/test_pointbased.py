@@ -1,0 +1,269 @@
+"""Point-based solver: Tiger values, exact finite horizon, bracketing, bound data structures, TRIM cross-check."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from _data import require_shared_data
+from trim_pomdp.exceptions import InvalidParameterError
+from trim_pomdp.solvers import AlphaVectorPolicy, Solver, TabularPOMDP
+from trim_pomdp.solvers._pb_bounds import AlphaSet, SawtoothUpper
+from trim_pomdp.solvers._pb_exact import prune
+from trim_pomdp.solvers.pointbased import PointBasedSolver
+
+
+def tiger(b0=(0.5, 0.5), discount=0.95) -> TabularPOMDP:
+    """The classic Tiger problem (listen −1, wrong door −100, right door +10, accuracy 0.85)."""
+    T = np.array([np.eye(2), np.full((2, 2), 0.5), np.full((2, 2), 0.5)])
+    O = np.array([[[0.85, 0.15], [0.15, 0.85]], np.full((2, 2), 0.5), np.full((2, 2), 0.5)])
+    R = np.array([[-1.0, -100.0, 10.0], [-1.0, 10.0, -100.0]])
+    return TabularPOMDP(T=T, O=O, R=R, b0=np.array(b0, float), discount=discount,
+                        action_names=["listen", "open-left", "open-right"])
+
+
+def random_pomdp(seed: int, S=3, A=2, Z=2, discount=0.9) -> TabularPOMDP:
+    rng = np.random.default_rng(seed)
+    T = rng.dirichlet(np.ones(S) * 0.7, size=(A, S))
+    O = rng.dirichlet(np.ones(Z) * 0.7, size=(A, S))
+    R = rng.normal(size=(S, A))
+    b0 = rng.dirichlet(np.ones(S))
+    return TabularPOMDP(T=T, O=O, R=R, b0=b0, discount=discount)
+
+
+def brute_force_value(m: TabularPOMDP, b: np.ndarray, h: int) -> float:
+    """Exact h-step value at b by expectimax over actions and observations (independent of the solver)."""
+    if h == 0:
+        return 0.0
+    best = -np.inf
+    for a in range(m.n_actions):
+        q = float(b @ m.R[:, a])
+        pred = b @ m.T[a]
+        for o in range(m.n_observations):
+            u = pred * m.O[a][:, o]
+            p = u.sum()
+            if p > 1e-15:
+                q += m.discount * p * brute_force_value(m, u / p, h - 1)
+        best = max(best, q)
+    return best
+
+
+# ------------------------------------------------------------------------------------------------ Tiger
+def test_tiger_bounds_bracket_the_sarsop_value():
+    solver = PointBasedSolver(precision=1e-3, time_limit=30)
+    policy = solver.solve(tiger())
+    info = solver.info
+    assert isinstance(solver, Solver) and isinstance(policy, AlphaVectorPolicy)
+    assert info.converged and info.gap <= 1e-3
+    # APPL pomdpsol: V* in [19.3711, 19.3721] (reference notes §5.1)
+    assert 19.3711 - 1e-3 <= info.lower_bound <= 19.3721 and 19.3711 <= info.upper_bound <= 19.3721 + 1e-3
+    assert policy.value(tiger().b0) == pytest.approx(info.lower_bound)
+    assert policy.action_names[policy.action(np.array([0.5, 0.5]))] == "listen"
+    assert policy.action(np.array([0.02, 0.98])) == 1  # tiger right: open the left door
+    assert policy.card["lower_bound"] == info.lower_bound and policy.card["solver"] == "pointbased"
+
+
+def test_tiger_non_uniform_start():
+    solver = PointBasedSolver(precision=1e-3, time_limit=30)
+    solver.solve(tiger(), b0=[0.9, 0.1])
+    lb, ub = solver.info.lower_bound, solver.info.upper_bound
+    assert lb <= 22.5744 + 1e-9 and ub >= 22.5735 - 1e-9 and ub - lb <= 1e-3  # pomdpsol: [22.5735, 22.5744]
+
+
+# Exact Tiger finite-horizon values and pruned vector counts (reference notes §5.1).
+TIGER_FINITE = {1: (-1.0, 3), 2: (-1.95, 5), 3: (2.3098, 9), 4: (1.795544, 7), 5: (2.763096, 13),
+                6: (4.428531, 15), 7: (4.584266, 19), 8: (5.324021, 25), 10: (6.693368, 27)}
+
+
+@pytest.mark.parametrize("h", sorted(TIGER_FINITE))
+def test_tiger_finite_horizon_exact(h):
+    value, n_alpha = TIGER_FINITE[h]
+    solver = PointBasedSolver(finite_horizon=h)
+    policy = solver.solve(tiger())
+    assert solver.info.lower_bound == solver.info.upper_bound
+    assert solver.info.lower_bound == pytest.approx(value, abs=5e-7)
+    assert len(policy.alphas) == n_alpha
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_finite_horizon_matches_brute_force_with_lp_pruning(seed):
+    m = random_pomdp(seed, S=3, A=2, Z=2)
+    h = 4
+    policy = PointBasedSolver(finite_horizon=h, seed=seed).solve(m)
+    rng = np.random.default_rng(seed)
+    for b in [m.b0, np.eye(3)[0], *rng.dirichlet(np.ones(3), size=4)]:
+        assert float(policy.value(b)) == pytest.approx(brute_force_value(m, b, h), abs=1e-9)
+
+
+def test_prune_keeps_exactly_the_envelope():
+    rng = np.random.default_rng(0)
+    V = rng.normal(size=(60, 3))
+    V = np.vstack([V, V[:5] - 0.5, V[:3]])  # dominated copies and duplicates
+    keep = prune(V, rng)
+    B = rng.dirichlet(np.ones(3), size=20_000)
+    np.testing.assert_allclose((B @ V[keep].T).max(axis=1), (B @ V.T).max(axis=1), atol=1e-12)
+    winners = set(np.unique((B @ V.T).argmax(axis=1)).tolist())
+    assert len(keep) <= len(set(map(tuple, V[sorted(winners)].round(12)))) + 3  # no dominated leftovers
+
+
+# ------------------------------------------------------------------------------------------------ bracketing
+@pytest.mark.parametrize("seed", [2, 3, 4])
+def test_discounted_bounds_bracket_long_finite_horizon_values(seed):
+    m = random_pomdp(seed, S=3, A=2, Z=2, discount=0.8)
+    solver = PointBasedSolver(precision=1e-4, time_limit=30)
+    solver.solve(m)
+    lb, ub = solver.info.lower_bound, solver.info.upper_bound
+    h = 12
+    v_h = float(PointBasedSolver(finite_horizon=h).solve(m).value(m.b0))
+    tail = m.discount**h * np.abs(m.R).max() / (1 - m.discount)
+    assert lb <= ub
+    assert lb <= v_h + tail + 1e-9 and ub >= v_h - tail - 1e-9
+    assert solver.info.converged and ub - lb <= 1e-4
+
+
+def test_time_limit_and_info_fields():
+    m = random_pomdp(7, S=40, A=4, Z=6, discount=0.97)
+    solver = PointBasedSolver(precision=1e-9, time_limit=1.0)
+    policy = solver.solve(m)
+    info = solver.info
+    assert not info.converged and info.extra["stop_reason"] == "time limit reached"
+    assert info.seconds < 5.0 and info.lower_bound <= info.upper_bound
+    assert info.sizes["alphas"] == len(policy.alphas) and info.sizes["states"] == 40
+    assert float(policy.value(m.b0)) == pytest.approx(info.lower_bound)
+
+
+def test_policy_round_trip(tmp_path):
+    solver = PointBasedSolver(precision=1e-2)
+    policy = solver.solve(tiger())
+    policy.save(tmp_path / "policy")
+    back = AlphaVectorPolicy.load(tmp_path / "policy")
+    np.testing.assert_array_equal(back.alphas, policy.alphas)
+    assert back.card["upper_bound"] == pytest.approx(solver.info.upper_bound)
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    ({"precision": 0}, "precision"), ({"time_limit": -1}, "time_limit"), ({"finite_horizon": 0}, "finite_horizon"),
+    ({"zeta": 1.5}, "zeta"),
+])
+def test_invalid_parameters(kwargs, fragment):
+    with pytest.raises(InvalidParameterError, match=fragment):
+        PointBasedSolver(**kwargs)
+
+
+def test_discount_one_needs_finite_horizon():
+    with pytest.raises(InvalidParameterError, match="discount < 1"):
+        PointBasedSolver().solve(tiger(discount=1.0))
+    assert PointBasedSolver(finite_horizon=2).solve(tiger(discount=1.0)).value(np.array([0.5, 0.5])) == -2.0
+
+
+# ------------------------------------------------------------------------------------------------ bounds
+def _sawtooth_reference(corner, fib, points, b):
+    vc = b @ corner
+    best = min(vc, (fib @ b).max())
+    for pb, v in points:
+        supp = pb > 0
+        phi = 0.0 if np.any(b[supp] == 0) else float(np.min(b[supp] / pb[supp]))
+        best = min(best, vc + phi * (v - pb @ corner))
+    return best
+
+
+@pytest.mark.parametrize("dense", [True, False])
+def test_sawtooth_matches_reference_and_dropping_is_exact(dense):
+    rng = np.random.default_rng(1)
+    S = 6
+    fib = rng.uniform(5, 10, size=(3, S))
+    up = SawtoothUpper(fib, dense=dense)
+    added = []
+    for _ in range(60):
+        k = rng.integers(2, S + 1)
+        idx = np.sort(rng.choice(S, size=k, replace=False))
+        vals = rng.dirichlet(np.ones(k))
+        v = up.value(idx, vals) - rng.uniform(0, 2)
+        b = np.zeros(S)
+        b[idx] = vals
+        if up.add(idx, vals, v):
+            added.append((b, v))
+    assert up.n_dropped > 0  # the dominance drop was exercised
+    B = np.vstack([rng.dirichlet(np.ones(S), size=30), rng.dirichlet(np.ones(3), size=10) @ np.eye(S)[:3]])
+    got = up.values(np.arange(S), B)
+    ref = np.array([_sawtooth_reference(up.corner, fib, added, b) for b in B])
+    np.testing.assert_allclose(got, ref, atol=1e-12)  # dropping dominated points never changed the bound
+    sub = np.array([0, 2, 3])  # evaluation restricted to a support
+    Bs = rng.dirichlet(np.ones(3), size=5)
+    full = np.zeros((5, S))
+    full[:, sub] = Bs
+    np.testing.assert_allclose(up.values(sub, Bs), up.values(np.arange(S), full), atol=1e-12)
+
+
+def test_alpha_set_dominance_and_witness_pruning():
+    import scipy.sparse as sp
+
+    al = AlphaSet(3, capacity=2)
+    assert al.add(np.array([1.0, 0.0, 0.0]), 0) and al.add(np.array([0.0, 1.0, 0.0]), 1)
+    assert not al.add(np.array([0.5, -1.0, 0.0]), 2)  # dominated by the first
+    assert al.add(np.array([2.0, 0.0, 0.0]), 2) and al.K == 2  # dominates the first, which is dropped
+    al.add(np.array([0.0, 0.0, 1.0]), 0)
+    W = sp.csc_matrix(np.array([[1.0, 0.0], [0.0, 0.0], [0.0, 1.0]]))  # witnesses e_0 and e_2
+    assert al.prune_to_witnesses(W) == 1 and sorted(al.actions.tolist()) == [0, 2]
+
+
+# ------------------------------------------------------------------------------------------------ data files
+def test_hallway_bounds_bracket_pomdpsol_quickly():
+    from trim_pomdp.solvers.formats import read_pomdp
+
+    m = read_pomdp(require_shared_data("pomdp/Hallway.pomdp"))
+    solver = PointBasedSolver(time_limit=4.0)
+    solver.solve(m)
+    # APPL pomdpsol after 180 s: V* in [0.9954, 1.2052]
+    assert solver.info.lower_bound <= 1.2052 and solver.info.upper_bound >= 0.9954
+    assert solver.info.lower_bound > 0.8 and solver.info.upper_bound < 1.3
+
+
+@pytest.mark.parametrize("name", ["cheese.95.POMDP", "1d.POMDP"])
+def test_classic_files_solve_to_precision(name):
+    from trim_pomdp.solvers.formats import read_pomdp
+
+    m = read_pomdp(require_shared_data(f"pomdp/{name}"))
+    solver = PointBasedSolver(precision=1e-3, time_limit=30)
+    solver.solve(m)
+    assert solver.info.converged and solver.info.gap <= 1e-3
+
+
+# ------------------------------------------------------------------------------------------------ TRIM
+def _small_trim(horizon=4, n_bins=3):
+    pytest.importorskip("trim_pomdp.model")
+    from trim_pomdp.model.params import TrimParams
+    from trim_pomdp.model.trim import ArrayObservationModel, build_trim_pomdp
+
+    first = np.array([[0.1, 0.3, 0.6], [0.4, 0.4, 0.2], [0.6, 0.3, 0.1]])[:, :n_bins]
+    m_marg = np.array([[0.1, 0.2, 0.7], [0.6, 0.3, 0.1], [0.2, 0.3, 0.5]])[:, :n_bins]
+    pair = np.stack([np.outer(first[z], m_marg[z]) for z in range(3)])
+    params = TrimParams(p_w=0.8, p_s=0.95, horizon=horizon, bucket_edges=[100.0],
+                        bucket_probs=np.tile([0.5, 0.5], (horizon, 1)), hazard=np.full(horizon, 0.3),
+                        bucket_mean_tokens=[60.0, 200.0], lam=5e-4, discount=0.999)
+    return build_trim_pomdp(params, ArrayObservationModel(pair, first))
+
+
+def test_flattened_trim_brackets_the_native_solver(tmp_path):
+    from trim_pomdp.solvers.finite_horizon import FiniteHorizonSolver
+    from trim_pomdp.solvers.formats import read_pomdp, write_pomdp
+
+    tp = _small_trim()
+    gamma = tp.params.discount
+    native = FiniteHorizonSolver(mode="exact")
+    native.solve(tp.structured(discount=gamma))
+    lo, hi = gamma * native.info.lower_bound, gamma * native.info.upper_bound
+    flat = tp.flatten()
+    # the flattened model survives both file formats bit-exactly, so SARSOP reads what we solve
+    for fmt in ("pomdp", "pomdpx"):
+        back = read_pomdp(write_pomdp(flat, tmp_path / f"trim.{fmt}"))
+        np.testing.assert_array_equal(back.T, flat.T)
+        np.testing.assert_array_equal(back.O, flat.O)
+        np.testing.assert_array_equal(back.R, flat.R)
+    solver = PointBasedSolver(precision=1e-3, time_limit=30)
+    solver.solve(flat)
+    info = solver.info
+    assert info.converged and info.gap <= 1e-3
+    assert info.lower_bound <= hi + 1e-9 and info.upper_bound >= lo - 1e-9
