@@ -682,3 +682,73 @@ def test_keep_alive_worker_timeout_and_crash_kill_it_and_the_next_solve_recovers
     policy = solver.solve(tiger())
     assert policy.alphas.shape == (3, 2)
     solver.close()
+
+
+# ----------------------------------------------------------------------------------------------------
+# the juliacall glue, against a Python stand-in for juliacall that emulates the Julia functions' contract
+# ----------------------------------------------------------------------------------------------------
+FAKE_JULIACALL = TESTS_DIR / "_fake_juliacall"
+
+
+@pytest.fixture
+def fake_juliacall(monkeypatch, tmp_path):
+    """juliacall replaced by tests/_fake_juliacall (in this process and in workers); juliapkg bypassed."""
+    import importlib
+
+    monkeypatch.delenv(FAKE_ENV, raising=False)
+    monkeypatch.syspath_prepend(str(FAKE_JULIACALL))
+    path = os.environ.get("PYTHONPATH", "")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(FAKE_JULIACALL)] + ([path] if path else [])))
+    monkeypatch.setenv("PYTHON_JULIACALL_EXE", sys.executable)
+    monkeypatch.setenv("PYTHON_JULIACALL_PROJECT", str(tmp_path))
+    monkeypatch.delitem(sys.modules, "juliacall", raising=False)
+    import trim_pomdp.solvers._julia as jl
+
+    monkeypatch.setattr(jl, "_MODULES", {})
+    module = importlib.import_module("juliacall")
+    assert module.__version__ == "0.0-fake"
+    module.CALLS.clear()
+    yield module
+    sys.modules.pop("juliacall", None)
+
+
+@pytest.mark.parametrize("backend", ["sarsop.jl", "native"])
+def test_juliacall_glue_in_process(fake_juliacall, tmp_path, backend):
+    assert julia_status()[0]
+    model = chain_with_terminal()
+    solver = SarsopSolver(backend=backend, isolate=False, workdir=tmp_path, julia_kwargs={"kappa": 0.5})
+    policy = solver.solve(model)
+    np.testing.assert_allclose(policy.alphas, blind_alphas(model.T, model.R, model.discount), rtol=1e-12)
+    assert policy.actions.tolist() == [0, 1]
+    calls = fake_juliacall.CALLS
+    filename = {"sarsop.jl": "sarsop_backend.jl", "native": "native_backend.jl"}[backend]
+    assert calls[0] == ("include", filename) and calls[1] == ("build_pomdp", 3, 2, 2)
+    assert calls[2] == ("solve_pomdp", filename, str(tmp_path), 60.0, 1e-3, {"kappa": 0.5})
+    solver.solve(model)  # the loaded module is cached: no second include
+    assert [c[0] for c in calls].count("include") == 1
+    info = solver.info
+    assert info.extra["julia_versions"].startswith("julia=1.10.4") and info.lower_bound == pytest.approx(
+        float(np.max(policy.alphas @ model.b0))
+    )
+    if backend == "native":
+        assert info.upper_bound == pytest.approx(info.lower_bound + 1.0) and info.iterations == 3
+    else:  # bounds from the log: this one states the stop reason but has no table, so no upper bound
+        assert math.isnan(info.upper_bound) and info.converged is True
+        assert info.extra["upper_bound_source"].startswith("unavailable")
+
+
+def test_juliacall_glue_wraps_julia_errors_with_the_solver_log(fake_juliacall, tmp_path):
+    solver = SarsopSolver(isolate=False, workdir=tmp_path, julia_kwargs={"fail": True})
+    with pytest.raises(SolverError) as err:
+        solver.solve(tiger())
+    message = str(err.value)
+    assert "Julia backend 'sarsop.jl' failed: ProcessFailedException" in message
+    assert "ERROR: pomdpsol crashed" in message  # the tail of pomdpsol's log
+
+
+def test_juliacall_glue_through_the_worker(fake_juliacall, tmp_path):
+    model = small_trim().flatten()
+    policy = SarsopSolver(backend="native", workdir=tmp_path).solve(model)
+    np.testing.assert_allclose(policy.alphas, blind_alphas(model.T, model.R, model.discount), rtol=1e-10)
+    with pytest.raises(SolverError, match="ProcessFailedException"):
+        SarsopSolver(julia_kwargs={"fail": True}).solve(tiger())
