@@ -1,9 +1,10 @@
 """A stand-in for juliacall (tests only): emulates the two Julia functions the SARSOP backend calls.
 
-Put ``tests/_fake_juliacall`` on ``sys.path`` (or PYTHONPATH for a worker) to exercise trim_pomdp.solvers._julia's
-juliacall glue (loading the backend file, passing arrays and keyword arguments, unpacking the result tuple,
-wrapping errors) without Julia. ``build_pomdp`` checks its arguments the way Julia's method signature and the
-`SparseTabularPOMDP` constructor would; ``solve_pomdp`` returns blind-policy alpha vectors in Julia's layout.
+Put ``tests/_fake_juliacall`` on ``sys.path`` (or PYTHONPATH for a worker) to exercise
+trim_pomdp.solvers._julia's juliacall glue (loading the backend file, passing arrays and keyword arguments,
+unpacking the result tuple, wrapping errors) without Julia. ``build_pomdp`` checks its arguments the way
+Julia's method signature and the `SparseTabularPOMDP` constructor would; ``solve_pomdp`` returns blind-policy
+alpha vectors in Julia's layout.
 """
 
 from __future__ import annotations
