@@ -259,6 +259,17 @@ def test_child_process_roundtrip_with_fake_solver(fake, tmp_path, backend):
     assert back.action(model.b0) == policy.action(model.b0)
 
 
+def test_solve_from_another_initial_belief(fake, tmp_path):
+    fake("blind")
+    model = tiger()
+    solver = SarsopSolver(backend="native", isolate=False, workdir=tmp_path)
+    solver.solve(model, b0=[0.9, 0.1])
+    _, lower, _ = _expected_blind(tiger(b0=(0.9, 0.1)))
+    assert solver.info.lower_bound == pytest.approx(lower) and model.b0.tolist() == [0.5, 0.5]
+    with pytest.raises(ModelCheckError, match="b0"):
+        solver.solve(model, b0=[0.9, 0.2])
+
+
 def test_in_process_mode_matches_child_process(fake, tmp_path):
     fake("blind")
     model = chain_with_terminal()

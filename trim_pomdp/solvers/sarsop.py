@@ -14,6 +14,7 @@ setup-julia``.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -261,14 +262,17 @@ class SarsopSolver:
         return state
 
     # ----------------------------------------------------------------------------------------------------
-    def solve(self, model) -> AlphaVectorPolicy:
-        """Solve a discounted tabular POMDP.
+    def solve(self, model, b0=None) -> AlphaVectorPolicy:
+        """Solve a discounted tabular POMDP (from ``b0`` if given, else from ``model.b0``).
 
         Parameters
         ----------
         model : TabularPOMDP
             ``T[a, s, s']``, ``O[a, s', o]``, ``R[s, a]``, ``b0``, ``discount < 1``; states flagged in
             ``model.terminal`` must be absorbing with zero reward.
+        b0 : array-like, optional
+            Initial belief to solve from instead of ``model.b0`` (SARSOP's policy is good near the beliefs
+            reachable from it).
 
         Returns
         -------
@@ -295,6 +299,9 @@ class SarsopSolver:
                 )
         if not float(model.discount) < 1.0:
             raise InvalidParameterError(f"SARSOP needs a discount below 1, the model has {model.discount}")
+        if b0 is not None:
+            model = copy.copy(model)
+            model.b0 = np.asarray(b0, dtype=float)
         problem = to_sparse_tabular(model)
         start = time.perf_counter()
         if self.workdir is not None:
