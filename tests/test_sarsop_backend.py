@@ -763,3 +763,12 @@ def test_juliacall_glue_through_the_worker(fake_juliacall, tmp_path):
     np.testing.assert_allclose(policy.alphas, blind_alphas(model.T, model.R, model.discount), rtol=1e-10)
     with pytest.raises(SolverError, match="ProcessFailedException"):
         SarsopSolver(julia_kwargs={"fail": True}).solve(tiger())
+
+
+def test_relative_pythonpath_still_works_in_the_worker(fake, monkeypatch, tmp_path):
+    """The worker starts in its working directory, so relative PYTHONPATH entries are made absolute."""
+    fake("blind")
+    monkeypatch.chdir(TESTS_DIR)
+    monkeypatch.setenv("PYTHONPATH", ".")  # where _sarsop_fakes lives, relative to the parent's cwd
+    policy = SarsopSolver(backend="native", workdir=tmp_path).solve(tiger())
+    assert policy.alphas.shape == (3, 2)

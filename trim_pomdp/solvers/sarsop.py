@@ -566,13 +566,15 @@ def _stop_worker(proc: subprocess.Popen, log, directory: str) -> None:
 
 
 def _child_env() -> dict[str, str]:
-    """The worker's environment: ours, plus the package root on PYTHONPATH (for source checkouts)."""
+    """The worker's environment: ours, with PYTHONPATH made absolute (the worker starts in another directory)
+    and the package root appended to it for source checkouts."""
     env = os.environ.copy()
+    parts = [os.path.abspath(p) for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     root = str(Path(__file__).resolve().parents[2])
-    if Path(root).name not in ("site-packages", "dist-packages"):
-        parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-        if root not in parts:
-            env["PYTHONPATH"] = os.pathsep.join(parts + [root])
+    if Path(root).name not in ("site-packages", "dist-packages") and root not in parts:
+        parts.append(root)
+    if parts:
+        env["PYTHONPATH"] = os.pathsep.join(parts)
     return env
 
 
