@@ -123,20 +123,19 @@ def _write_problems(path, n):
             fh.write(json.dumps({"id": p.id, "problem": p.problem, "answer": p.answer}) + "\n")
 
 
-def _env(ant):
-    env = dict(os.environ, ANTHROPIC_API_KEY=ant.api_key, ANTHROPIC_BASE_URL=ant.url, PYTHONPATH=str(REPO))
-    return env
-
-
 def test_cli_kill_and_resume(tmp_path):
+    # the strong model is an OpenAI-compatible endpoint here: the subprocesses then skip the anthropic SDK's
+    # multi-second import (the Anthropic path of the CLI is covered in-process below)
     data = tmp_path / "p.jsonl"
     _write_problems(data, 16)
-    with FakeOpenAIServer(delay_s=0.03) as oai, FakeAnthropicServer(delay_s=0.03) as ant:
+    strong_model = ScriptedMathModel(weak=False, words_per_step=12)
+    with FakeOpenAIServer(delay_s=0.03) as oai, FakeOpenAIServer(strong_model, delay_s=0.03) as strong:
         args = [sys.executable, "-m", "trim_pomdp", "run", "--dataset", str(data), "--weak", oai.url,
-                "--weak-model", "weak", "--prm", oai.url, "--router", "thr:0.5", "--concurrency", "2",
-                "--timeout", "10"]
+                "--weak-model", "weak", "--prm", oai.url, "--router", "thr:0.5", "--strong", "big",
+                "--strong-url", strong.url, "--concurrency", "2", "--timeout", "10"]
+        env = dict(os.environ, PYTHONPATH=str(REPO))
         out = tmp_path / "run"
-        proc = subprocess.Popen(args + ["--out", str(out)], env=_env(ant), stdout=subprocess.DEVNULL,
+        proc = subprocess.Popen(args + ["--out", str(out)], env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE)
         deadline = time.time() + 40
         while time.time() < deadline:
@@ -148,17 +147,17 @@ def test_cli_kill_and_resume(tmp_path):
         proc.wait()
         n_killed = len(read_jsonl(out / "records.jsonl"))
         assert 4 <= n_killed < 16, proc.stderr.read().decode()[-2000:]
-        requests_before = len(oai.requests) + len(ant.requests)
-        oai.delay_s = ant.delay_s = 0.005
+        requests_before = len(oai.requests) + len(strong.requests)
+        oai.delay_s = strong.delay_s = 0.005
         args[args.index("--concurrency") + 1] = "8"
-        res = subprocess.run(args + ["--out", str(out)], env=_env(ant), capture_output=True, text=True, timeout=120)
+        res = subprocess.run(args + ["--out", str(out)], env=env, capture_output=True, text=True, timeout=120)
         assert res.returncode == 0, res.stderr[-2000:]
         recs = read_jsonl(out / "records.jsonl")
         ids = [r["query_id"] for r in recs]
         assert sorted(ids) == sorted(f"q{i}" for i in range(16)) and len(ids) == len(set(ids))
         assert len(read_jsonl(out / "traces.jsonl")) == 16
         # finished problems cost no request on resume: at most the unfinished problems' steps were requested
-        new_requests = len(oai.requests) + len(ant.requests) - requests_before
+        new_requests = len(oai.requests) + len(strong.requests) - requests_before
         assert new_requests <= (16 - n_killed) * 3 * 3
         assert sum(r["correct"] for r in recs) == 16 and all(r["policy"] == "thr" and r["knob"] == 0.5 for r in recs)
 
@@ -187,3 +186,25 @@ def test_cli_shards_merge_and_errors(tmp_path):
         assert r.exit_code != 0 and "ANTHROPIC_API_KEY" in r.output and "Traceback" not in r.output
         r = runner.invoke(main, ["run", "--dataset", str(data), "--router", "bogus", "--out", str(tmp_path / "y")])
         assert r.exit_code != 0 and "trim-pomdp solve" in r.output
+
+
+def test_records_feed_trim_pomdp_metrics(tmp_path):
+    pytest.importorskip("trim_pomdp.evaluation.metrics")
+    data = tmp_path / "p.jsonl"
+    _write_problems(data, 12)
+    runner = CliRunner()
+    with FakeOpenAIServer() as oai, FakeAnthropicServer() as ant:
+        env = {"ANTHROPIC_API_KEY": ant.api_key, "ANTHROPIC_BASE_URL": ant.url}
+        outs = []
+        for spec in ("weak", "strong", "thr:0.5", "thr:0.05"):
+            out = tmp_path / spec.replace(":", "_")
+            r = runner.invoke(main, ["run", "--dataset", str(data), "--weak", oai.url, "--weak-model", "weak",
+                                     "--prm", oai.url, "--router", spec, "--out", str(out)], env=env)
+            assert r.exit_code == 0, r.output
+            outs.append(str(out))
+    assert runner.invoke(main, ["merge", *outs, "--out", str(tmp_path / "all")]).exit_code == 0
+    r = runner.invoke(main, ["metrics", str(tmp_path / "all" / "records.jsonl"), "--out", str(tmp_path / "s.json")])
+    assert r.exit_code == 0, r.output
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["weak"]["accuracy"] == pytest.approx(8 / 12) and summary["strong"]["accuracy"] == 1.0
+    assert "thr" in summary["policies"]
