@@ -82,6 +82,7 @@ def run_evaluation(
     obs_loader: Any = None,
     console: Any = None,
     extra_card: dict[str, Any] | None = None,
+    agg_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Sweep, then write the reports into ``out``; prints progress and the table on ``console``."""
     from rich.console import Console
@@ -107,7 +108,7 @@ def run_evaluation(
 
         records = run_sweep(
             bench, out, obs_model_loader=obs_loader, on_group=on_group,
-            log=lambda msg: progress.console.log(msg), extra_card=extra_card,
+            log=lambda msg: progress.console.log(msg), extra_card=extra_card, agg_dir=agg_dir,
         )
     if skipped:
         console.log(f"resumed: {skipped} (policy, knob) groups were already complete in {records}")
@@ -227,7 +228,8 @@ def command(
                 title = f"trained on {train.split}, evaluated on {ev.split} (simulated)"
                 run_evaluation(out / ev.split, settings, ev, train, title=title,
                                obs_loader=_obs_loader(observation_model), console=console,
-                               extra_card={"cross_dataset": {"train_split": train.split, "eval_split": ev.split}})
+                               extra_card={"cross_dataset": {"train_split": train.split, "eval_split": ev.split}},
+                               agg_dir=out / f"agg-trained-on-{train.split}")
                 tables.append((out / ev.split / "table.md").read_text())
             out.mkdir(parents=True, exist_ok=True)
             (out / "table.md").write_text(

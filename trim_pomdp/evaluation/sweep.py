@@ -409,6 +409,7 @@ def run_sweep(
     on_group: Callable[[Group, int, int, float, bool], None] | None = None,
     log: Callable[[str], None] | None = None,
     extra_card: dict[str, Any] | None = None,
+    agg_dir: str | Path | None = None,
 ) -> Path:
     """Run every group of :func:`plan_groups` not already complete in ``out_dir/records.csv``.
 
@@ -424,6 +425,11 @@ def run_sweep(
         Progress callback after each group.
     log : callable, optional
         Receives one-line messages.
+    extra_card : dict, optional
+        Added to ``evaluate.json``.
+    agg_dir : path, optional
+        Where trained TRIM-Agg routers are saved and reused (``lam-<λ>/``); default ``out_dir/agg``. Share one
+        folder between evaluations that train on the same split.
 
     Returns
     -------
@@ -454,7 +460,7 @@ def run_sweep(
     }
     card.update(extra_card or {})
     (out / "evaluate.json").write_text(json.dumps(card, indent=2, default=_json_default) + "\n")
-    agg_dir = out / "agg"
+    agg_dir = Path(agg_dir) if agg_dir is not None else out / "agg"
     groups = list(plan_groups(bench, obs_model_loader, agg_dir, log))
     total = len(groups)
     with RecordWriter(records_path, append=True) as writer:
