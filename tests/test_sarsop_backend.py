@@ -309,12 +309,14 @@ def _process_gone(pid: int, wait: float = 5.0) -> bool:
 
 def test_timeout_kills_the_worker_and_its_children(fake, tmp_path):
     fake("sleeper")
-    solver = SarsopSolver(timeout=0.5, startup_timeout=1.5, workdir=tmp_path)
+    solver = SarsopSolver(timeout=0.5, startup_timeout=3.5, workdir=tmp_path)
     start = time.monotonic()
-    with pytest.raises(SolverError, match=r"did not finish within 2 s .*was killed"):
+    with pytest.raises(SolverError, match=r"did not finish within 4 s .*was killed"):
         solver.solve(tiger())
-    assert time.monotonic() - start < 10
-    pid = int((tmp_path / "grandchild.pid").read_text())
+    assert time.monotonic() - start < 15
+    pid_file = tmp_path / "grandchild.pid"
+    assert pid_file.exists(), "the worker was killed before the fake solver even started (machine overloaded?)"
+    pid = int(pid_file.read_text())
     if Path("/proc").is_dir():
         assert _process_gone(pid), "pomdpsol-like grandchild survived the timeout"
 
