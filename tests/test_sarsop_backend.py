@@ -455,7 +455,6 @@ def test_live_tiger(backend, tmp_path):
         assert info.upper_bound == pytest.approx(19.3721, abs=5e-2)
     if backend == "sarsop.jl":
         assert (tmp_path / "model.pomdpx").exists() and (tmp_path / "policy.out").exists()
-        assert not Path("policy.out").exists() or Path("policy.out").resolve().parent == tmp_path
 
 
 @pytest.mark.julia
