@@ -157,3 +157,17 @@ def test_estimated_pomdp_parameters_track_the_simulator():
     assert sim.params.p_s_mean < params.p_s < 1.0
     assert params.strong_weak_ratio == pytest.approx(sim.params.strong_ratio, rel=0.05)
     assert params.hazard[-1] == 1.0 and np.allclose(params.bucket_probs.sum(axis=1), 1.0)
+
+
+def test_evaluate_with_a_simulator_file(tmp_path):
+    params = load_default_simulator_params("omnimath")
+    path = tmp_path / "sim.json"
+    params.to_json(path)
+    out = tmp_path / "ev"
+    _invoke(["evaluate", "--routers", "thr", *SMALL, "--thresholds", "0.5", "--simulator", str(path),
+             "--out", str(out)])
+    card = json.loads((out / "evaluate.json").read_text())
+    assert card["benchmark"] == "omnimath" and card["eval_simulator"]["params"]["split"] == "omnimath"
+    res = CliRunner().invoke(main, ["evaluate", "--routers", "thr", "--simulator", str(path), "--split", "math",
+                                    "--out", str(tmp_path / "ev2")])
+    assert res.exit_code != 0 and "holds one split" in res.output

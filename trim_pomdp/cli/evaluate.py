@@ -48,8 +48,11 @@ def _obs_loader(path: Path | None):
     return load
 
 
-def _sim_params(simulator: Path | None, processbench: Path | None, split: str):
-    """Simulator parameters of one split: a file, re-estimated from ProcessBench, or the shipped defaults."""
+def _sim_params(simulator: Path | None, processbench: Path | None, split: str | None):
+    """Simulator parameters of one split: a file, re-estimated from ProcessBench, or the shipped defaults.
+
+    ``split=None`` means the file's own split for a single-split file, else ``math``.
+    """
     from ..evaluation.simulator import SimulatorParams, load_default_simulator_params
 
     if simulator is not None:
@@ -57,7 +60,7 @@ def _sim_params(simulator: Path | None, processbench: Path | None, split: str):
         if isinstance(d, dict) and "splits" in d:
             return SimulatorParams.from_json(simulator, split=split)
         params = SimulatorParams.from_json(simulator)
-        if split != params.split:
+        if split is not None and split != params.split:
             raise click.BadParameter(
                 f"{simulator} holds one split ({params.split!r}); split {split!r} needs a multi-split file or "
                 "--processbench DIR",
@@ -68,8 +71,8 @@ def _sim_params(simulator: Path | None, processbench: Path | None, split: str):
         from ..evaluation.calibration import estimate_simulator_params
         from ..observation_models.processbench import load_processbench
 
-        return estimate_simulator_params(load_processbench(data_dir=processbench), split=split)
-    return load_default_simulator_params(split)
+        return estimate_simulator_params(load_processbench(data_dir=processbench), split=split or "math")
+    return load_default_simulator_params(split or "math")
 
 
 def run_evaluation(
@@ -126,8 +129,9 @@ def run_evaluation(
               help="Simulator parameters JSON (one split, or a multi-split file like the shipped default).")
 @click.option("--records", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
               help="Summarise existing per-query records (e.g. from `trim-pomdp run`) instead of simulating.")
-@click.option("--split", default="math", show_default=True,
-              help="ProcessBench split whose statistics the simulator uses (train and eval).")
+@click.option("--split", default=None,
+              help="ProcessBench split whose statistics the simulator uses, train and eval (default: math, or the "
+                   "split of a single-split --simulator file).")
 @click.option("--train-split", default=None, help="Cross-dataset: fit/train routers on this split's statistics...")
 @click.option("--eval-split", default=None, help="...and evaluate on these (comma-separated), one folder each.")
 @click.option("--processbench", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
@@ -148,7 +152,7 @@ def run_evaluation(
 @click.option("--pomdp-gate", is_flag=True, help="Use BeliefRouter's re-planning gate (δ = 0.375).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder.")
 def command(
-    routers: str, simulator: Path | None, records: Path | None, split: str, train_split: str | None,
+    routers: str, simulator: Path | None, records: Path | None, split: str | None, train_split: str | None,
     eval_split: str | None, processbench: Path | None, n_queries: int, n_train: int, seed: int, train_seed: int,
     lambdas: str | None, agg_lambdas: str | None, agg_timesteps: int | None, thresholds: str | None,
     observation_model: Path | None, pomdp_gate: bool, out: Path,

@@ -47,6 +47,14 @@ __all__ = [
     "plot_curves",
     "markdown_table",
     "rich_table",
+    "comparison_lines",
+    "SweepSettings",
+    "Benchmark",
+    "run_sweep",
+    "write_reports",
+    "estimate_trim_params",
+    "estimate_simulator_params",
+    "SIMULATED_NOTE",
 ]
 
 _LAZY = {
@@ -57,6 +65,14 @@ _LAZY = {
     "plot_curves": "plots",
     "markdown_table": "tables",
     "rich_table": "tables",
+    "comparison_lines": "tables",
+    "SweepSettings": "sweep",
+    "Benchmark": "sweep",
+    "run_sweep": "sweep",
+    "write_reports": "sweep",
+    "estimate_trim_params": "sweep",
+    "estimate_simulator_params": "calibration",
+    "SIMULATED_NOTE": "simulator",
 }
 
 
