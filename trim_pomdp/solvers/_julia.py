@@ -405,6 +405,16 @@ def find_local_julia() -> str | None:
     return shutil.which("julia") or shutil.which("juliaup")
 
 
+def _juliapkg_offline() -> bool:
+    """juliapkg's offline switch (``PYTHON_JULIAPKG_OFFLINE`` or ``-X juliapkg-offline``)."""
+    try:
+        from juliapkg.state import get_config_bool
+
+        return bool(get_config_bool("offline")[0])
+    except (ImportError, ValueError):  # older juliapkg, or a value it rejects: read the variable ourselves
+        return os.environ.get("PYTHON_JULIAPKG_OFFLINE", "").strip().lower() in ("yes", "true", "1")
+
+
 @dataclass
 class SetupPlan:
     """What ``trim-pomdp setup-julia`` would do, decided without starting a download.
@@ -451,9 +461,7 @@ def plan_setup(probe_timeout: float = 3.0) -> SetupPlan:
     ok, _ = julia_status()
     if ok:
         return SetupPlan("done", julia=find_local_julia())
-    from juliapkg.state import get_config_bool
-
-    offline = bool(get_config_bool("offline")[0])
+    offline = _juliapkg_offline()
     julia = find_local_julia()
     plan = SetupPlan("resolve", julia=julia, offline=offline)
     if os.environ.get("PYTHON_JULIAPKG_EXE") and julia is None:
