@@ -360,7 +360,7 @@ def test_setup_julia_cli_reports_blocked_plans_without_traceback(monkeypatch):
     monkeypatch.setattr(
         _julia,
         "plan_setup",
-        lambda probe_timeout=3.0: _julia.SetupPlan(
+        lambda probe_timeout=3.0, force=False: _julia.SetupPlan(
             "blocked",
             problems=["cannot reach example:443 (timed out); set PYTHON_JULIAPKG_EXE=/path/to/julia"],
         ),
@@ -375,7 +375,9 @@ def test_setup_julia_dry_run_when_already_set_up(monkeypatch):
     from trim_pomdp.cli import main
 
     monkeypatch.setattr(
-        _julia, "plan_setup", lambda probe_timeout=3.0: _julia.SetupPlan("done", julia="/x/julia")
+        _julia,
+        "plan_setup",
+        lambda probe_timeout=3.0, force=False: _julia.SetupPlan("done", julia="/x/julia"),
     )
     result = CliRunner().invoke(main, ["setup-julia", "--dry-run"])
     assert result.exit_code == 0, result.output
@@ -387,3 +389,22 @@ def test_tiger_used_by_the_check_is_a_valid_model():
 
     m = tiger_pomdp().check()
     assert m.T.shape == (3, 2, 2) and m.discount == 0.95
+
+
+def test_setup_plan_force_probes_even_when_set_up(monkeypatch):
+    pytest.importorskip("juliapkg")
+    monkeypatch.setattr(_julia, "_module_installed", lambda name: True)
+    monkeypatch.setattr(_julia, "julia_status", lambda: (True, "set up"))
+    for key in (
+        "PYTHON_JULIAPKG_OFFLINE",
+        "PYTHON_JULIAPKG_EXE",
+        "PYTHON_JULIACALL_EXE",
+        "PYTHON_JULIACALL_PROJECT",
+        "HTTPS_PROXY",
+        "https_proxy",
+    ):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setattr(_julia, "probe", lambda host, port, timeout: "timed out")
+    assert _julia.plan_setup(force=False).action == "done"
+    forced = _julia.plan_setup(force=True)
+    assert forced.action == "blocked" and "cannot reach" in forced.problems[0]

@@ -93,9 +93,7 @@ def command(
 
     console = Console(stderr=True)
     started = time.perf_counter()
-    plan = plan_setup(probe_timeout=probe_timeout)
-    if plan.action == "done" and force:
-        plan.action = "resolve"
+    plan = plan_setup(probe_timeout=probe_timeout, force=force)
     if plan.action == "blocked":
         raise click.ClickException(_format_problems(plan.problems))
     descriptions = {

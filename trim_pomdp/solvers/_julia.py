@@ -443,8 +443,11 @@ class SetupPlan:
     problems: list[str] = field(default_factory=list)
 
 
-def plan_setup(probe_timeout: float = 3.0) -> SetupPlan:
-    """Decide what ``setup-julia`` can do here, within seconds (network probes run with a timeout)."""
+def plan_setup(probe_timeout: float = 3.0, force: bool = False) -> SetupPlan:
+    """Decide what ``setup-julia`` can do here, within seconds (network probes run with a timeout).
+
+    ``force``: plan a fresh resolve even if juliapkg's environment is current (the probes then still run).
+    """
     missing = [name for name in ("juliacall", "juliapkg") if not _module_installed(name)]
     if missing:
         return SetupPlan(
@@ -458,8 +461,7 @@ def plan_setup(probe_timeout: float = 3.0) -> SetupPlan:
     if exe or project:
         ok, why = julia_status()
         return SetupPlan("bypass" if ok else "blocked", julia=exe, problems=[] if ok else [why])
-    ok, _ = julia_status()
-    if ok:
+    if not force and julia_status()[0]:
         return SetupPlan("done", julia=find_local_julia())
     offline = _juliapkg_offline()
     julia = find_local_julia()
