@@ -121,8 +121,9 @@ def _lam_dir(lam: float) -> str:
 @click.option("--mode", type=click.Choice(["auto", "exact", "grid"]), default="auto", show_default=True,
               help="Native solver mode.")
 @click.option("--solver", type=click.Choice(["native", "pointbased", "sarsop"]), default="native", show_default=True)
-@click.option("--mc-episodes", type=int, default=100_000, show_default=True,
-              help="Monte Carlo episodes under the model for accuracy/strong tokens (0: skip).")
+@click.option("--mc-episodes", type=int, default=None,
+              help="Monte Carlo episodes under the model for accuracy/strong tokens per λ (0: skip). "
+                   "Default 100000 for one λ, 20000 per λ in a sweep.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--plot", is_flag=True, help="Also write regions.png (regenerate regions per t) per λ (needs matplotlib).")
 @click.option("--regions/--no-regions", default=True, show_default=True, help="Print the regenerate-region table.")
@@ -140,7 +141,7 @@ def command(lam, out, obs, params_path, weak_generator, strong_generator, proces
         raise click.BadParameter(f"must be > 0, got {precision}", param_hint="--precision")
     if time_limit is not None and not time_limit > 0:
         raise click.BadParameter(f"must be > 0 seconds, got {time_limit}", param_hint="--time-limit")
-    if mc_episodes < 0 or mc_episodes == 1:
+    if mc_episodes is not None and (mc_episodes < 0 or mc_episodes == 1):
         raise click.BadParameter("must be 0 (skip) or >= 2", param_hint="--mc-episodes")
     for name, v in (("--p-w", p_w), ("--p-s", p_s)):
         if v is not None and not 0.0 <= v <= 1.0:
@@ -183,6 +184,8 @@ def command(lam, out, obs, params_path, weak_generator, strong_generator, proces
 
     cfg = _config_hash(params.to_dict(), obs_model, solver, precision, mode)
     single = len(lams) == 1
+    if mc_episodes is None:
+        mc_episodes = 100_000 if single else 20_000
     out.mkdir(parents=True, exist_ok=True)
     console.print(f"TRIM-POMDP: p_w={params.p_w:.4f} p_s={params.p_s:.4f} H={params.horizon} "
                   f"K={params.n_buckets} bins={int(obs_model.n_bins)}×{int(obs_model.n_bins)} solver={solver}")

@@ -712,7 +712,9 @@ class FiniteHorizonSolver:
         grid = np.linspace(0.0, 1.0, self.grid_size)
         if self.mode == "auto":
             h = 1.0 / (self.grid_size - 1)
-            ends = np.geomspace(1e-5, h, 8)[:-1]
+            lo = float(np.clip(self.precision, 1e-7, 1e-3))
+            k = 4 + max(0, int(round(np.log10(1e-3 / lo))))
+            ends = np.geomspace(min(lo, h / 2), h, k)[:-1]
             grid = np.unique(np.concatenate([grid, ends, 1.0 - ends]))
         return grid
 
