@@ -1,4 +1,4 @@
-"""Cassandra .pomdp and APPL .pomdpx readers/writers: hand-written fixtures, round trips, errors, shared data."""
+"""Cassandra .pomdp and APPL .pomdpx readers/writers: fixtures, round trips, errors, shared data."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from _data import require_shared_data
+
 from trim_pomdp.exceptions import DataFormatError, InvalidParameterError
 from trim_pomdp.solvers import TabularPOMDP
 from trim_pomdp.solvers.formats import parse_cassandra, parse_pomdpx, read_pomdp, write_pomdp
@@ -19,7 +19,9 @@ FIX = Path(__file__).parent / "fixtures" / "pomdp"
 def test_corridor_every_cassandra_form():
     m = read_pomdp(FIX / "corridor.pomdp")
     m.check()
-    assert m.state_names == ["a", "b", "c"] and m.action_names is None and m.observation_names == ["near", "far"]
+    assert (
+        m.state_names == ["a", "b", "c"] and m.action_names is None and m.observation_names == ["near", "far"]
+    )
     assert m.discount == 0.9
     T = np.zeros((2, 3, 3))
     T[0] = np.eye(3)
@@ -59,15 +61,19 @@ def test_counted_start_vector_and_named_actions():
     ],
 )
 def test_start_forms(start, expected):
-    text = (f"discount: 0.9\nvalues: reward\nstates: a b c\nactions: x\nobservations: 1\n{start}\n"
-            "T: x identity\nO: x uniform\n")
+    text = (
+        f"discount: 0.9\nvalues: reward\nstates: a b c\nactions: x\nobservations: 1\n{start}\n"
+        "T: x identity\nO: x uniform\n"
+    )
     np.testing.assert_allclose(parse_cassandra(text).b0, expected)
 
 
 def test_later_entries_override_and_reward_wildcards_reset_full_entries():
-    text = ("discount: 0.9\nstates: 2\nactions: 1\nobservations: 2\n"
-            "T: * uniform\nT: 0 : 0 : 0 1.0\nT: 0 : 0 : 1 0.0\nO: 0 uniform\n"
-            "R: 0 : 0 : 1 : 0 7\nR: 0 : * : * : * 2\nR: 0 : 1 : 1 : 1 4\n")
+    text = (
+        "discount: 0.9\nstates: 2\nactions: 1\nobservations: 2\n"
+        "T: * uniform\nT: 0 : 0 : 0 1.0\nT: 0 : 0 : 1 0.0\nO: 0 uniform\n"
+        "R: 0 : 0 : 1 : 0 7\nR: 0 : * : * : * 2\nR: 0 : 1 : 1 : 1 4\n"
+    )
     m = parse_cassandra(text)
     np.testing.assert_array_equal(m.T[0], [[1, 0], [0.5, 0.5]])
     # state 0: the later full wildcard replaced the specific 7; state 1: 2 except (s'=1, o=1) -> 4
@@ -103,7 +109,10 @@ def test_values_keyword_error_and_missing_preamble():
 
 
 def test_rows_must_be_stochastic():
-    text = "discount: 0.9\nstates: a b\nactions: go\nobservations: 1\nT: go : a : b 0.5\nT: go : b : b 1\nO: go uniform\n"
+    text = (
+        "discount: 0.9\nstates: a b\nactions: go\nobservations: 1\n"
+        "T: go : a : b 0.5\nT: go : b : b 1\nO: go uniform\n"
+    )
     with pytest.raises(DataFormatError, match=r"action 'go', start state 'a' sums to 0\.5"):
         parse_cassandra(text)
 
@@ -138,8 +147,13 @@ def test_factored_pomdpx_is_flattened():
     "change, fragment",
     [
         (("<ProbTable>0.25 0.75</ProbTable>", "<ProbTable>0.25</ProbTable>"), "expected 2"),
-        (("<Instance>stay - -</Instance><ProbTable>identity", "<Instance>stay -</Instance><ProbTable>identity"),
-         "expected 3"),
+        (
+            (
+                "<Instance>stay - -</Instance><ProbTable>identity",
+                "<Instance>stay -</Instance><ProbTable>identity",
+            ),
+            "expected 3",
+        ),
         (("<Instance>flip left</Instance>", "<Instance>flip middle</Instance>"), "'middle' is not a value"),
         (("<Discount>0.9</Discount>", "<Discount>x</Discount>"), "<Discount>"),
         (("</pomdpx>", ""), "not well-formed XML"),
@@ -164,8 +178,11 @@ def _random_model(rng, S=6, A=3, Z=4, names=True) -> TabularPOMDP:
     b0 /= b0.sum()
     kw = {}
     if names:
-        kw = dict(state_names=[f"s-{i}" for i in range(S)], action_names=[f"act_{i}" for i in range(A)],
-                  observation_names=[f"o{i}x" for i in range(Z)])
+        kw = dict(
+            state_names=[f"s-{i}" for i in range(S)],
+            action_names=[f"act_{i}" for i in range(A)],
+            observation_names=[f"o{i}x" for i in range(Z)],
+        )
     return TabularPOMDP(T=T, O=O, R=R, b0=b0, discount=0.93, **kw)
 
 
@@ -212,8 +229,15 @@ def test_shared_tiger_pomdp_equals_pomdpx():
     np.testing.assert_array_equal(a.R, [[-1, -100, 10], [-1, 10, -100]])
 
 
-@pytest.mark.parametrize("name, shape", [("Hallway.pomdp", (5, 60, 21)), ("cheese.95.POMDP", (4, 11, 7)),
-                                         ("1d.POMDP", (2, 4, 2)), ("tiger.95.POMDP", (3, 2, 2))])
+@pytest.mark.parametrize(
+    "name, shape",
+    [
+        ("Hallway.pomdp", (5, 60, 21)),
+        ("cheese.95.POMDP", (4, 11, 7)),
+        ("1d.POMDP", (2, 4, 2)),
+        ("tiger.95.POMDP", (3, 2, 2)),
+    ],
+)
 def test_shared_classic_files_parse(name, shape, tmp_path):
     m = read_pomdp(require_shared_data(f"pomdp/{name}"))
     m.check()

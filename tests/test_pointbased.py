@@ -1,13 +1,11 @@
-"""Point-based solver: Tiger values, exact finite horizon, bracketing, bound data structures, TRIM cross-check."""
+"""Point-based solver: Tiger, exact finite horizon, bracketing, bound structures, TRIM cross-check."""
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pytest
-
 from _data import require_shared_data
+
 from trim_pomdp.exceptions import InvalidParameterError
 from trim_pomdp.solvers import AlphaVectorPolicy, Solver, TabularPOMDP
 from trim_pomdp.solvers._pb_bounds import AlphaSet, SawtoothUpper
@@ -20,8 +18,14 @@ def tiger(b0=(0.5, 0.5), discount=0.95) -> TabularPOMDP:
     T = np.array([np.eye(2), np.full((2, 2), 0.5), np.full((2, 2), 0.5)])
     O = np.array([[[0.85, 0.15], [0.15, 0.85]], np.full((2, 2), 0.5), np.full((2, 2), 0.5)])
     R = np.array([[-1.0, -100.0, 10.0], [-1.0, 10.0, -100.0]])
-    return TabularPOMDP(T=T, O=O, R=R, b0=np.array(b0, float), discount=discount,
-                        action_names=["listen", "open-left", "open-right"])
+    return TabularPOMDP(
+        T=T,
+        O=O,
+        R=R,
+        b0=np.array(b0, float),
+        discount=discount,
+        action_names=["listen", "open-left", "open-right"],
+    )
 
 
 def random_pomdp(seed: int, S=3, A=2, Z=2, discount=0.9) -> TabularPOMDP:
@@ -73,8 +77,17 @@ def test_tiger_non_uniform_start():
 
 
 # Exact Tiger finite-horizon values and pruned vector counts (reference notes §5.1).
-TIGER_FINITE = {1: (-1.0, 3), 2: (-1.95, 5), 3: (2.3098, 9), 4: (1.795544, 7), 5: (2.763096, 13),
-                6: (4.428531, 15), 7: (4.584266, 19), 8: (5.324021, 25), 10: (6.693368, 27)}
+TIGER_FINITE = {
+    1: (-1.0, 3),
+    2: (-1.95, 5),
+    3: (2.3098, 9),
+    4: (1.795544, 7),
+    5: (2.763096, 13),
+    6: (4.428531, 15),
+    7: (4.584266, 19),
+    8: (5.324021, 25),
+    10: (6.693368, 27),
+}
 
 
 @pytest.mark.parametrize("h", sorted(TIGER_FINITE))
@@ -143,10 +156,15 @@ def test_policy_round_trip(tmp_path):
     assert back.card["upper_bound"] == pytest.approx(solver.info.upper_bound)
 
 
-@pytest.mark.parametrize("kwargs, fragment", [
-    ({"precision": 0}, "precision"), ({"time_limit": -1}, "time_limit"), ({"finite_horizon": 0}, "finite_horizon"),
-    ({"zeta": 1.5}, "zeta"),
-])
+@pytest.mark.parametrize(
+    "kwargs, fragment",
+    [
+        ({"precision": 0}, "precision"),
+        ({"time_limit": -1}, "time_limit"),
+        ({"finite_horizon": 0}, "finite_horizon"),
+        ({"zeta": 1.5}, "zeta"),
+    ],
+)
 def test_invalid_parameters(kwargs, fragment):
     with pytest.raises(InvalidParameterError, match=fragment):
         PointBasedSolver(**kwargs)
@@ -240,9 +258,17 @@ def _small_trim(horizon=4, n_bins=3):
     first = np.array([[0.1, 0.3, 0.6], [0.4, 0.4, 0.2], [0.6, 0.3, 0.1]])[:, :n_bins]
     m_marg = np.array([[0.1, 0.2, 0.7], [0.6, 0.3, 0.1], [0.2, 0.3, 0.5]])[:, :n_bins]
     pair = np.stack([np.outer(first[z], m_marg[z]) for z in range(3)])
-    params = TrimParams(p_w=0.8, p_s=0.95, horizon=horizon, bucket_edges=[100.0],
-                        bucket_probs=np.tile([0.5, 0.5], (horizon, 1)), hazard=np.full(horizon, 0.3),
-                        bucket_mean_tokens=[60.0, 200.0], lam=5e-4, discount=0.999)
+    params = TrimParams(
+        p_w=0.8,
+        p_s=0.95,
+        horizon=horizon,
+        bucket_edges=[100.0],
+        bucket_probs=np.tile([0.5, 0.5], (horizon, 1)),
+        hazard=np.full(horizon, 0.3),
+        bucket_mean_tokens=[60.0, 200.0],
+        lam=5e-4,
+        discount=0.999,
+    )
     return build_trim_pomdp(params, ArrayObservationModel(pair, first))
 
 

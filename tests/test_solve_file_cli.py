@@ -16,8 +16,20 @@ FIX = Path(__file__).parent / "fixtures" / "pomdp"
 
 def test_solve_file_writes_policy_and_card(tmp_path):
     out = tmp_path / "out"
-    res = CliRunner().invoke(main, ["solve-file", str(FIX / "corridor.pomdp"), "--out", str(out),
-                                    "--precision", "1e-4", "--time-limit", "20", "--quiet"])
+    res = CliRunner().invoke(
+        main,
+        [
+            "solve-file",
+            str(FIX / "corridor.pomdp"),
+            "--out",
+            str(out),
+            "--precision",
+            "1e-4",
+            "--time-limit",
+            "20",
+            "--quiet",
+        ],
+    )
     assert res.exit_code == 0, res.output
     card = json.loads((out / "policy.json").read_text())
     assert {"lower_bound", "upper_bound", "solve_seconds"} <= set(card)
@@ -30,8 +42,19 @@ def test_solve_file_writes_policy_and_card(tmp_path):
 
 
 def test_solve_file_pomdpx_with_progress_horizon_and_start(tmp_path):
-    res = CliRunner().invoke(main, ["solve-file", str(FIX / "factored.pomdpx"), "--out", str(tmp_path),
-                                    "--horizon", "3", "--start", "0,0,1,0"])
+    res = CliRunner().invoke(
+        main,
+        [
+            "solve-file",
+            str(FIX / "factored.pomdpx"),
+            "--out",
+            str(tmp_path),
+            "--horizon",
+            "3",
+            "--start",
+            "0,0,1,0",
+        ],
+    )
     assert res.exit_code == 0, res.output
     card = json.loads((tmp_path / "policy.json").read_text())
     assert card["lower_bound"] == card["upper_bound"] and card["parameters"]["finite_horizon"] == 3
@@ -45,9 +68,11 @@ def test_solve_file_errors(tmp_path):
     bad.write_text("discount: 0.9\nstates: 2\nactions: 1\nobservations: 1\nT: 0 : 0 : 7 1.0\n")
     res = runner.invoke(main, ["solve-file", str(bad), "--out", str(tmp_path)])
     assert res.exit_code != 0 and "line 5" in res.output and "Traceback" not in res.output
-    res = runner.invoke(main, ["solve-file", str(FIX / "corridor.pomdp"), "--out", str(tmp_path),
-                               "--start", "0.5,0.5"])
+    res = runner.invoke(
+        main, ["solve-file", str(FIX / "corridor.pomdp"), "--out", str(tmp_path), "--start", "0.5,0.5"]
+    )
     assert res.exit_code != 0 and "3 non-negative numbers" in res.output
-    res = runner.invoke(main, ["solve-file", str(FIX / "corridor.pomdp"), "--out", str(tmp_path),
-                               "--precision", "0"])
+    res = runner.invoke(
+        main, ["solve-file", str(FIX / "corridor.pomdp"), "--out", str(tmp_path), "--precision", "0"]
+    )
     assert res.exit_code != 0 and "--precision" in res.output

@@ -60,10 +60,10 @@ class AlphaSet:
         return True
 
     def prune_to_witnesses(self, W) -> int:
-        """Keep only vectors that are maximal at some witness belief (rows of the sparse ``S x n`` matrix ``W``)."""
+        """Keep only vectors maximal at some witness belief (columns of the sparse ``S x n`` matrix ``W``)."""
         if self.K <= 1:
             return 0
-        V = (W.T @ self._G[: self.K].T)  # (n_witnesses, K)
+        V = W.T @ self._G[: self.K].T  # (n_witnesses, K)
         V = np.asarray(V)
         keep = np.zeros(self.K, bool)
         keep[V.argmax(axis=1)] = True
@@ -133,7 +133,11 @@ class _DensePoints:
             keep = ~drop
             m = n - k
             self._P[:m] = self._P[:n][keep]
-            self._v[:m], self._c[:m], self._n_supp[:m] = self._v[:n][keep], self._c[:n][keep], self._n_supp[:n][keep]
+            self._v[:m], self._c[:m], self._n_supp[:m] = (
+                self._v[:n][keep],
+                self._c[:n][keep],
+                self._n_supp[:n][keep],
+            )
             self.N = m
         return k
 
@@ -234,7 +238,7 @@ class _SparsePoints:
 
 
 class SawtoothUpper:
-    """Upper bound: ``min(max_a fib[a] . b, sawtooth(b))`` over corner values and stored (belief, value) points.
+    """Upper bound ``min(max_a fib[a] . b, sawtooth(b))`` from corner values and stored belief-value points.
 
     Parameters
     ----------
@@ -269,8 +273,17 @@ class SawtoothUpper:
     def value(self, idx: np.ndarray, vals: np.ndarray) -> float:
         return float(self.values(idx, vals[None, :])[0])
 
-    def add(self, idx: np.ndarray, vals: np.ndarray, v: float, min_gain: float = 1e-12) -> bool:
+    def add(
+        self,
+        idx: np.ndarray,
+        vals: np.ndarray,
+        v: float,
+        min_gain: float = 1e-12,
+        current: float | None = None,
+    ) -> bool:
         """Store the point ``(b, v)`` (``b`` on support ``idx``) if it tightens the bound at ``b``.
+
+        ``current`` may pass the bound's present value at ``b`` when the caller has it.
 
         Stored points that the new one dominates everywhere are dropped (exact: ``φ_new(b_i) c_new <= c_i``
         implies the new point's sawtooth lies below point ``i``'s at every belief).
@@ -282,7 +295,7 @@ class SawtoothUpper:
                 self.points.recompute_c(self.corner)
                 return True
             return False
-        if v >= self.value(idx, vals) - min_gain:
+        if v >= (self.value(idx, vals) if current is None else current) - min_gain:
             return False
         c = v - float(vals @ self.corner[idx])
         self.n_dropped += self.points.drop_dominated(idx, vals, c)

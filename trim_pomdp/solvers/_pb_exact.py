@@ -1,8 +1,10 @@
 """Exact finite-horizon value iteration with alpha-vector pruning (incremental pruning), for small POMDPs.
 
 ``V_0 = 0``; ``Γ_k = prune( ∪_a  R_a ⊕ prune(Γ_{a,o_1} ⊕ Γ_{a,o_2} ⊕ ...) )`` with the projections
-``Γ_{a,o} = { γ T_a (O_a[:, o] ⊙ α) : α ∈ Γ_{k-1} }``. Pruning removes pointwise-dominated vectors and then keeps
-exactly the vectors that are strictly maximal somewhere on the simplex: by an exact upper envelope for two states,
+``Γ_{a,o} = { γ T_a (O_a[:, o] ⊙ α) : α ∈ Γ_{k-1} }``. Pruning removes pointwise-dominated vectors and then
+keeps
+exactly the vectors that are strictly maximal somewhere on the simplex: by an exact upper envelope for two
+states,
 and by Lark's linear-programming filter (witness LPs, seeded with random sample beliefs) otherwise.
 """
 
@@ -25,7 +27,9 @@ def _pointwise_nondominated(V: np.ndarray, tol: float, chunk: int = 512) -> np.n
     keep = np.ones(len(W), bool)
     for lo in range(0, len(W), chunk):
         hi = min(lo + chunk, len(W))
-        dom = np.all(W[None, :hi, :] >= W[lo:hi, None, :] - tol, axis=2)  # dom[i, j]: row j dominates row lo+i
+        dom = np.all(
+            W[None, :hi, :] >= W[lo:hi, None, :] - tol, axis=2
+        )  # dom[i, j]: row j dominates row lo+i
         dom &= np.arange(hi)[None, :] < np.arange(lo, hi)[:, None]  # only earlier rows count
         keep[lo:hi] = ~dom.any(axis=1)
     return np.sort(order[keep])
@@ -102,7 +106,9 @@ def _lark(V: np.ndarray, rng: np.random.Generator, tol: float) -> np.ndarray:
     while F:
         i = F.pop()
         a_ub = np.hstack([V[W] - V[i], np.ones((len(W), 1))])
-        res = linprog(c, A_ub=a_ub, b_ub=np.zeros(len(W)), A_eq=a_eq, b_eq=[1.0], bounds=bounds, method="highs")
+        res = linprog(
+            c, A_ub=a_ub, b_ub=np.zeros(len(W)), A_eq=a_eq, b_eq=[1.0], bounds=bounds, method="highs"
+        )
         if res.status == 0 and -res.fun > tol:
             b = res.x[:S]
             cand = F + [i]
@@ -128,8 +134,9 @@ def prune(V: np.ndarray, rng: np.random.Generator, tol: float | None = None) -> 
     return keep[inner]
 
 
-def exact_value_iteration(model: TabularPOMDP, horizon: int, rng: np.random.Generator,
-                          deadline: float | None = None) -> tuple[np.ndarray, np.ndarray, list[int]]:
+def exact_value_iteration(
+    model: TabularPOMDP, horizon: int, rng: np.random.Generator, deadline: float | None = None
+) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """Exact ``horizon``-step value function (zero terminal value) as pruned alpha vectors.
 
     Returns
@@ -162,8 +169,10 @@ def exact_value_iteration(model: TabularPOMDP, horizon: int, rng: np.random.Gene
                     cross = (acc[:, None, :] + proj[None, :, :]).reshape(-1, S)
                     acc = cross[prune(cross, rng)]
                 if deadline is not None and time.perf_counter() > deadline:
-                    raise SolverError(f"exact finite-horizon value iteration ran past the time limit at step {k} "
-                                      f"of {horizon}; use a shorter horizon or the discounted point-based mode")
+                    raise SolverError(
+                        f"exact finite-horizon value iteration ran past the time limit at step {k} "
+                        f"of {horizon}; use a shorter horizon or the discounted point-based mode"
+                    )
             acc = (np.zeros((1, S)) if acc is None else acc) + R[:, a]
             cand_G.append(acc)
             cand_a.append(np.full(len(acc), a, dtype=np.int64))

@@ -1,9 +1,11 @@
 """Sparse per-action form of a tabular POMDP and the initial bounds of the point-based solver.
 
-* :class:`SparseModel` holds ``T[a]`` as CSR matrices (``S x S``), ``O[a]`` dense (``S x Z``) and ``R[s, a]`` and
+* :class:`SparseModel` holds ``T[a]`` as CSR matrices (``S x S``), ``O[a]`` dense (``S x Z``) and ``R[s, a]``
+  and
   knows how to compute, for a sparse belief, the predicted next-state distribution and every observation's
   posterior (restricted to the support of the prediction, so nothing ever loops over all states).
-* :func:`blind_lower_bound` — the value of each "always do a" policy, solved exactly with a sparse linear solve.
+* :func:`blind_lower_bound` — the value of each "always do a" policy, solved exactly with a sparse linear
+  solve.
 * :func:`mdp_upper_bound` — the MDP value by policy iteration (exact sparse solves), a valid upper bound.
 * :func:`fast_informed_bound` — FIB iteration started from the MDP Q-values; every iterate is an upper bound
   (the FIB operator is monotone and lies below the MDP operator), so it can be stopped at any time.
@@ -24,7 +26,7 @@ __all__ = ["SparseModel", "blind_lower_bound", "mdp_upper_bound", "fast_informed
 
 
 class SparseModel:
-    """Per-action sparse matrices of a :class:`TabularPOMDP` (``T[a]`` CSR ``S x S``, ``O[a]`` dense ``S x Z``)."""
+    """Per-action matrices of a :class:`TabularPOMDP` (``T[a]`` CSR ``S x S``, ``O[a]`` dense ``S x Z``)."""
 
     def __init__(self, model: TabularPOMDP):
         T = np.asarray(model.T, float)
@@ -34,7 +36,8 @@ class SparseModel:
         # small models: dense rows are faster to slice than CSR
         self.T_dense = T if T.size <= 4_000_000 else None
         self.O = np.ascontiguousarray(np.asarray(model.O, float))
-        # sparse copies of O for the column-group sums of the alpha backup and for the FIB (S x Z CSR per action)
+        # sparse copies of O for the column-group sums of the alpha backup and for the FIB (S x Z CSR per
+        # action)
         self.O_sparse = [sp.csr_matrix(self.O[a]) for a in range(self.A)]
         self.o_is_sparse = sum(x.nnz for x in self.O_sparse) < 0.25 * self.O.size
         self.R = np.ascontiguousarray(np.asarray(model.R, float))
@@ -105,8 +108,9 @@ def mdp_upper_bound(m: SparseModel, max_iter: int = 200) -> np.ndarray:
     return np.stack([m.R[:, a] + m.gamma * (m.T[a] @ V) for a in range(m.A)])
 
 
-def fast_informed_bound(m: SparseModel, Q0: np.ndarray, tol: float = 1e-9, time_budget: float = 10.0,
-                        max_iter: int = 10_000) -> tuple[np.ndarray, int]:
+def fast_informed_bound(
+    m: SparseModel, Q0: np.ndarray, tol: float = 1e-9, time_budget: float = 10.0, max_iter: int = 10_000
+) -> tuple[np.ndarray, int]:
     """Iterate the fast informed bound from ``Q0`` (an upper bound with ``H_FIB Q0 <= Q0``, e.g. the MDP Q).
 
     Returns

@@ -4,14 +4,19 @@ Algorithm
 ---------
 * **Lower bound**: alpha vectors (one action each), initialised with the blind policies "always do a" (exact
   sparse linear solves). Point-based backups at visited beliefs add vectors; a vector is dropped when another
-  dominates it pointwise, and the set is periodically pruned to the vectors that are maximal at some belief of the
-  sampled tree. ``max_k alpha_k . b0`` is the value of an actual conditional plan, so it is a certified lower bound.
-* **Upper bound**: the fast informed bound (FIB), iterated from the exact MDP Q-values (policy iteration), gives
+  dominates it pointwise, and the set is periodically pruned to the vectors that are maximal at some belief of
+  the
+  sampled tree. ``max_k alpha_k . b0`` is the value of an actual conditional plan, so it is a certified lower
+  bound.
+* **Upper bound**: the fast informed bound (FIB), iterated from the exact MDP Q-values (policy iteration),
+  gives
   upper-bound planes and corner values; visited beliefs add (belief, value) points, combined by sawtooth
   interpolation. Every stored value is a valid upper bound, so the bound at ``b0`` is certified.
 * **Sampling**: depth-first trials from ``b0`` toward the optimal reachable belief space: the action with the
-  largest upper Q-value (IE-MAX), the observation with the largest weighted excess gap
-  ``p(o | b, a) (V̄ - V̲ - ε γ^{-(t+1)})``, ``ε = ζ (V̄(b0) - V̲(b0))``; then backups in reverse order.
+  largest upper Q-value (IE-MAX), the observation with the observation drawn in proportion to the weighted
+  excess gap
+  ``p(o | b, a) (V̄ - V̲ - ε γ^{-(t+1)})`` (or its argmax, as in HSVI2), ``ε = ζ (V̄(b0) - V̲(b0))``; then
+  backups in reverse order.
 * **Stop** when ``V̄(b0) - V̲(b0) <= precision`` or at the time limit.
 
 Beliefs are kept sparse (support + values); a node's children live on the support of ``b T_a``, so nothing in
@@ -81,7 +86,8 @@ class PointBasedSolver:
     time_limit : float or None, default 60.0
         Wall-clock limit in seconds (bound initialisation included). ``None``: no limit.
     seed : int, default 0
-        Seeds the random witness beliefs of the finite-horizon pruning and tie-breaking among observations.
+        Seeds the stochastic choice of observation branches and the random witness beliefs of the
+        finite-horizon pruning; a solve is deterministic given the seed (up to the time limit).
     finite_horizon : int or None, default None
         If given, solve the ``H``-step problem exactly by value iteration with alpha-vector pruning instead
         (the returned vectors are the ``H``-steps-to-go value function; lower = upper bound = exact value).
@@ -90,8 +96,13 @@ class PointBasedSolver:
     max_depth : int, default 2000
         Hard cap on a trial's depth.
     sweeps : bool, default True
-        Interleave lower-bound-only backups over all tree beliefs (deepest first, at most a third of the time, less while they stop improving the bound at ``b0``)
+        Interleave lower-bound-only backups over all tree beliefs (deepest first, at most a third of the time,
+        less while they stop improving the bound at ``b0``)
         with the trials; they spread improvements of the lower bound through the tree cheaply.
+    sampling : {"stochastic", "greedy"}, default "stochastic"
+        How a trial picks the observation branch: at random in proportion to the weighted excess gap (seeded
+        by
+        ``seed``; spreads trials over wide belief trees) or its argmax (HSVI2).
     blas_threads : int or None, default 1
         BLAS threads while solving (``None``: leave as is). The hot path is many small matrix products, which
         threads slow down, badly so when the machine is busy.
@@ -113,16 +124,29 @@ class PointBasedSolver:
 
     name = "pointbased"
 
-    def __init__(self, precision: float = 1e-3, time_limit: float | None = 60.0, seed: int = 0,
-                 finite_horizon: int | None = None, *, zeta: float = 0.5, max_depth: int = 2000,
-                 sweeps: bool = True, blas_threads: int | None = 1, callback: Callable[[dict[str, Any]], None] | None = None,
-                 callback_interval: float = 0.5):
+    def __init__(
+        self,
+        precision: float = 1e-3,
+        time_limit: float | None = 60.0,
+        seed: int = 0,
+        finite_horizon: int | None = None,
+        *,
+        zeta: float = 0.5,
+        max_depth: int = 2000,
+        sweeps: bool = True,
+        sampling: str = "stochastic",
+        blas_threads: int | None = 1,
+        callback: Callable[[dict[str, Any]], None] | None = None,
+        callback_interval: float = 0.5,
+    ):
         if not (precision > 0 and math.isfinite(precision)):
             raise InvalidParameterError(f"precision must be a positive number, got {precision!r}")
         if time_limit is not None and not time_limit > 0:
             raise InvalidParameterError(f"time_limit must be positive or None, got {time_limit!r}")
         if finite_horizon is not None and (int(finite_horizon) != finite_horizon or finite_horizon < 1):
-            raise InvalidParameterError(f"finite_horizon must be a positive integer or None, got {finite_horizon!r}")
+            raise InvalidParameterError(
+                f"finite_horizon must be a positive integer or None, got {finite_horizon!r}"
+            )
         if not 0 < zeta < 1:
             raise InvalidParameterError(f"zeta must lie in (0, 1), got {zeta!r}")
         self.precision = float(precision)
@@ -132,12 +156,16 @@ class PointBasedSolver:
         self.zeta = float(zeta)
         self.max_depth = int(max_depth)
         self.sweeps = bool(sweeps)
+        if sampling not in ("greedy", "stochastic"):
+            raise InvalidParameterError(f"sampling must be 'greedy' or 'stochastic', got {sampling!r}")
+        self.sampling = sampling
         self.blas_threads = blas_threads
         self.callback = callback
         self.callback_interval = float(callback_interval)
         self.info: SolveInfo | None = None
 
-    # ------------------------------------------------------------------------------------------------------------
+    # --------------------------------------------------------------------------------------------------------
+    # ----
     def solve(self, model: TabularPOMDP, b0=None) -> AlphaVectorPolicy:
         """Solve ``model`` (optionally from the initial belief ``b0`` instead of ``model.b0``).
 
@@ -160,25 +188,36 @@ class PointBasedSolver:
         model.check()
         if self.finite_horizon is None and model.discount >= 1.0:
             raise InvalidParameterError(
-                "the point-based solver needs a discount < 1 (use finite_horizon=H for undiscounted problems)")
+                "the point-based solver needs a discount < 1 (use finite_horizon=H for undiscounted problems)"
+            )
         with _blas_threads(self.blas_threads):
             if self.finite_horizon is not None:
                 return self._solve_finite(model)
             return self._solve_discounted(model)
 
-    # ------------------------------------------------------------------------------------------------------------
+    # --------------------------------------------------------------------------------------------------------
+    # ----
     def _solve_finite(self, model: TabularPOMDP) -> AlphaVectorPolicy:
         start = time.perf_counter()
         deadline = None if self.time_limit is None else start + self.time_limit
-        G, acts, sizes = exact_value_iteration(model, self.finite_horizon, rng=np.random.default_rng(self.seed),
-                                               deadline=deadline)
+        G, acts, sizes = exact_value_iteration(
+            model, self.finite_horizon, rng=np.random.default_rng(self.seed), deadline=deadline
+        )
         value = float((G @ model.b0).max())
         seconds = time.perf_counter() - start
         self.info = SolveInfo(
-            solver=self.name, seconds=seconds, iterations=self.finite_horizon, lower_bound=value, upper_bound=value,
+            solver=self.name,
+            seconds=seconds,
+            iterations=self.finite_horizon,
+            lower_bound=value,
+            upper_bound=value,
             converged=True,
-            sizes={"states": model.n_states, "actions": model.n_actions, "observations": model.n_observations,
-                   "alphas": int(len(G))},
+            sizes={
+                "states": model.n_states,
+                "actions": model.n_actions,
+                "observations": model.n_observations,
+                "alphas": int(len(G)),
+            },
             extra={"mode": "finite_horizon", "horizon": self.finite_horizon, "alphas_per_step": sizes},
         )
         return self._policy(model, G, acts)
@@ -187,17 +226,28 @@ class PointBasedSolver:
         info = self.info
         card = {
             "solver": self.name,
-            "parameters": {"precision": self.precision, "time_limit": self.time_limit, "seed": self.seed,
-                           "finite_horizon": self.finite_horizon, "zeta": self.zeta},
+            "parameters": {
+                "precision": self.precision,
+                "time_limit": self.time_limit,
+                "seed": self.seed,
+                "finite_horizon": self.finite_horizon,
+                "zeta": self.zeta,
+            },
             "discount": float(model.discount),
             "b0": np.asarray(model.b0, float).tolist() if model.n_states <= 64 else None,
-            "lower_bound": info.lower_bound, "upper_bound": info.upper_bound, "gap": info.gap,
-            "solve_seconds": info.seconds, "converged": info.converged, "info": info.to_dict(),
-            "source": model.meta.get("source"), "versions": package_versions(),
+            "lower_bound": info.lower_bound,
+            "upper_bound": info.upper_bound,
+            "gap": info.gap,
+            "solve_seconds": info.seconds,
+            "converged": info.converged,
+            "info": info.to_dict(),
+            "source": model.meta.get("source"),
+            "versions": package_versions(),
         }
         return AlphaVectorPolicy(G, acts, model.action_names, card)
 
-    # ------------------------------------------------------------------------------------------------------------
+    # --------------------------------------------------------------------------------------------------------
+    # ----
     def _solve_discounted(self, model: TabularPOMDP) -> AlphaVectorPolicy:
         start = time.perf_counter()
         limit = math.inf if self.time_limit is None else self.time_limit
@@ -214,6 +264,7 @@ class PointBasedSolver:
         upper = SawtoothUpper(fib)
         init_seconds = time.perf_counter() - start
 
+        self._rng = np.random.default_rng(self.seed)
         b0 = m.b0
         root = _Node(np.flatnonzero(b0 > 0), b0[b0 > 0])
         self._m, self._lower, self._upper = m, lower, upper
@@ -237,8 +288,15 @@ class PointBasedSolver:
                 break
             if self.callback is not None and time.perf_counter() - last_cb >= self.callback_interval:
                 last_cb = time.perf_counter()
-                self.callback({"seconds": elapsed, "lower_bound": root.lb, "upper_bound": root.ub,
-                               "alphas": lower.K, "trials": trials})
+                self.callback(
+                    {
+                        "seconds": elapsed,
+                        "lower_bound": root.lb,
+                        "upper_bound": root.ub,
+                        "alphas": lower.K,
+                        "trials": trials,
+                    }
+                )
             eps = self.zeta * gap
             t0 = time.perf_counter()
             path, n_new = self._trial(root, eps, gamma, span, start + limit)
@@ -259,7 +317,11 @@ class PointBasedSolver:
                 sweep_time += time.perf_counter() - t1
                 root.lb = max(root.lb, float((lower.alphas[:, root.idx] @ root.vals).max()))
                 # back off when sweeps stop paying at b0 (e.g. when the upper bound is what is left to close)
-                sweep_share = min(0.5, 2 * sweep_share) if root.lb - lb_before > 0.02 * gap else max(0.02, sweep_share / 4)
+                sweep_share = (
+                    min(0.5, 2 * sweep_share)
+                    if root.lb - lb_before > 0.02 * gap
+                    else max(0.02, sweep_share / 4)
+                )
             if lower.K > 1.1 * last_prune_k + 10:
                 W = self._witness_matrix(nodes, m.S)
                 lower.prune_to_witnesses(W)
@@ -270,16 +332,40 @@ class PointBasedSolver:
         if lb > ub + 1e-9 * (1 + abs(ub)):
             raise SolverError(f"bounds crossed at b0 (lower {lb!r} > upper {ub!r}); please report this model")
         self.info = SolveInfo(
-            solver=self.name, seconds=seconds, iterations=trials, lower_bound=lb, upper_bound=ub,
+            solver=self.name,
+            seconds=seconds,
+            iterations=trials,
+            lower_bound=lb,
+            upper_bound=ub,
             converged=ub - lb <= self.precision,
-            sizes={"states": m.S, "actions": m.A, "observations": m.Z, "alphas": int(lower.K),
-                   "upper_points": int(upper.n_points), "tree_nodes": len(nodes), "backups": backups},
-            extra={"mode": "discounted", "stop_reason": stop, "init_seconds": init_seconds,
-                   "fib_iterations": fib_iters, "precision": self.precision},
+            sizes={
+                "states": m.S,
+                "actions": m.A,
+                "observations": m.Z,
+                "alphas": int(lower.K),
+                "upper_points": int(upper.n_points),
+                "tree_nodes": len(nodes),
+                "backups": backups,
+            },
+            extra={
+                "mode": "discounted",
+                "stop_reason": stop,
+                "init_seconds": init_seconds,
+                "fib_iterations": fib_iters,
+                "precision": self.precision,
+            },
         )
         if self.callback is not None:
-            self.callback({"seconds": seconds, "lower_bound": lb, "upper_bound": ub, "alphas": lower.K,
-                           "trials": trials, "done": True})
+            self.callback(
+                {
+                    "seconds": seconds,
+                    "lower_bound": lb,
+                    "upper_bound": ub,
+                    "alphas": lower.K,
+                    "trials": trials,
+                    "done": True,
+                }
+            )
         G, acts = lower.alphas.copy(), lower.actions.copy()
         del self._m, self._lower, self._upper
         return self._policy(model, G, acts)
@@ -291,7 +377,8 @@ class PointBasedSolver:
         cols = np.repeat(np.arange(len(nodes)), [len(n.idx) for n in nodes])
         return sp.csc_matrix((vals, (rows, cols)), shape=(S, len(nodes)))
 
-    # ------------------------------------------------------------------------------------------------------------
+    # --------------------------------------------------------------------------------------------------------
+    # ----
     def _expand(self, node: _Node):
         """Per action: R(b, a), children (support, obs, probabilities, beliefs) and their bounds."""
         m, lower, upper = self._m, self._lower, self._upper
@@ -317,8 +404,9 @@ class PointBasedSolver:
         lower.add(self._alpha(a, idx2, obs, pred, lk), a)
         node.lb = float(max(q_lo[a], node.lb))
         ub = float(q_up.max())
-        node.ub = min(node.ub, ub, upper.value(node.idx, node.vals))
-        upper.add(node.idx, node.vals, node.ub)
+        current = upper.value(node.idx, node.vals)
+        node.ub = min(node.ub, ub, current)
+        upper.add(node.idx, node.vals, node.ub, current=current)
         node.ub = max(node.ub, node.lb)
         node.q_up = q_up
         return exp, q_up
@@ -326,12 +414,16 @@ class PointBasedSolver:
     def _alpha(self, a: int, idx2, obs, pred, lk) -> np.ndarray:
         """Backed-up vector ``R[:, a] + γ T_a g`` with ``g(s') = Σ_o O_a[s', o] α_{k(o)}(s')``.
 
-        ``k(o)`` is the best vector at the child belief for reachable observations and, for the others, the best
+        ``k(o)`` is the best vector at the child belief for reachable observations and, for the others, the
+        best
         vector at the predicted distribution ``b T_a`` (any choice gives a valid lower bound).
         """
         m, lower = self._m, self._lower
-        k_of_o = np.full(m.Z, int(lower.values(idx2, pred[None, :] / pred.sum())[1][0]), dtype=np.int64)
-        k_of_o[obs] = lk
+        if len(obs) == m.Z:
+            k_of_o = lk
+        else:
+            k_of_o = np.full(m.Z, int(lower.values(idx2, pred[None, :] / pred.sum())[1][0]), dtype=np.int64)
+            k_of_o[obs] = lk
         ks, inv = np.unique(k_of_o, return_inverse=True)
         G = lower.alphas
         if len(ks) == 1:
@@ -378,12 +470,20 @@ class PointBasedSolver:
                 uv = np.maximum(self._upper.values(idx2, B), lv)
             path.append(node)
             thr = eps * gamma ** (-t)
-            if node.ub - node.lb <= thr or t >= self.max_depth or thr > span or time.perf_counter() > deadline:
+            if (
+                node.ub - node.lb <= thr
+                or t >= self.max_depth
+                or thr > span
+                or time.perf_counter() > deadline
+            ):
                 break
             excess = p * (uv - lv - eps * gamma ** (-(t + 1)))
             j = int(np.argmax(excess))
             if excess[j] <= 0:
                 break
+            if self.sampling == "stochastic":
+                pos = np.maximum(excess, 0.0)
+                j = int(self._rng.choice(len(pos), p=pos / pos.sum()))
             o = int(obs[j])
             child = node.children.get((a, o))
             if child is None:

@@ -1,4 +1,4 @@
-"""POMDP file formats: Cassandra ``.pomdp`` and APPL ``.pomdpx``, read into / written from a ``TabularPOMDP``."""
+"""POMDP file formats: Cassandra ``.pomdp`` and APPL ``.pomdpx`` to and from a ``TabularPOMDP``."""
 
 from __future__ import annotations
 
@@ -52,13 +52,15 @@ def read_pomdp(path: str | Path) -> TabularPOMDP:
     Returns
     -------
     TabularPOMDP
-        ``T[a, s, s']``, ``O[a, s', o]``, expected rewards ``R[s, a]`` (costs negated), ``b0`` and the discount;
+        ``T[a, s, s']``, ``O[a, s', o]``, expected rewards ``R[s, a]`` (costs negated), ``b0`` and the
+        discount;
         names where the file gives them; ``meta["source"]`` and ``meta["format"]``.
 
     Raises
     ------
     DataFormatError
-        If the file cannot be read or parsed; the message names the line (or XML element) and what was expected.
+        If the file cannot be read or parsed; the message names the line (or XML element) and what was
+        expected.
     """
     path = Path(path)
     if not path.is_file():
@@ -70,7 +72,8 @@ def write_pomdp(model: TabularPOMDP, path: str | Path, format: str | None = None
     """Write ``model`` sparse in Cassandra (``format="pomdp"``) or APPL XML (``format="pomdpx"``) form.
 
     ``format=None`` takes it from the suffix of ``path`` (``.pomdpx`` → pomdpx, anything else → pomdp).
-    Both are readable by APPL ``pomdpsol`` and SARSOP.jl and read back by :func:`read_pomdp` to the same arrays.
+    Both are readable by APPL ``pomdpsol`` and SARSOP.jl and read back by :func:`read_pomdp` to the same
+    arrays.
     """
     path = Path(path)
     if format is None:

@@ -1,13 +1,15 @@
-"""Read and write Cassandra ``.pomdp`` files (the format of pomdp.org, pomdp-solve, APPL ``pomdpsol``, SARSOP.jl).
+"""Read and write Cassandra ``.pomdp`` files (pomdp.org, pomdp-solve, APPL ``pomdpsol``, SARSOP.jl).
 
 The reader covers the whole syntax of the classic files: ``discount``, ``values: reward|cost``, ``states`` /
 ``actions`` / ``observations`` as counts or name lists, ``start:`` as a vector, ``uniform``, a single state,
-``start include:`` and ``start exclude:``; ``T:``, ``O:`` and ``R:`` entries in per-entry, per-row and full-matrix
+``start include:`` and ``start exclude:``; ``T:``, ``O:`` and ``R:`` entries in per-entry, per-row and
+full-matrix
 forms, ``identity`` and ``uniform`` matrices, ``*`` wildcards in any index position, rewards with four indices
 ``R: a : s : s' : o`` and ``#`` comments. Later entries override earlier ones; anything not given is 0.
 
 Rewards are folded into their expectation ``R[s, a] = Σ_{s', o} T[a, s, s'] O[a, s', o] r(a, s, s', o)``
-(as SARSOP does); with ``values: cost`` the costs are negated, so the returned model always *maximises* reward.
+(as SARSOP does); with ``values: cost`` the costs are negated, so the returned model always *maximises*
+reward.
 
 The writer emits a sparse file (one line per nonzero entry; dense observation rows in per-row form) with
 0-based indices in the entries, exact shortest-repr floats in positional notation, and an explicit ``start:``
@@ -86,7 +88,7 @@ class _Tokens:
         self.pos += 1
 
     def statement_start(self, k: int = 0) -> bool:
-        """Whether the token at offset ``k`` begins a new statement (``keyword :`` or ``start include|exclude :``)."""
+        """Whether the token at offset ``k`` begins a statement (``key :`` or ``start include|exclude :``)."""
         tok = self.peek(k)
         if tok not in _KEYWORDS:
             return False
@@ -184,7 +186,9 @@ def parse_cassandra(text: str, source: str = "<string>") -> TabularPOMDP:
 
     while not tk.at_end():
         if not tk.statement_start():
-            raise tk.error("a statement (discount:, values:, states:, actions:, observations:, start:, T:, O:, R:)")
+            raise tk.error(
+                "a statement (discount:, values:, states:, actions:, observations:, start:, T:, O:, R:)"
+            )
         key = tk.next("a keyword")
         if key == "start" and tk.peek() in ("include", "exclude"):
             mode = tk.next("include/exclude")
@@ -235,15 +239,19 @@ def parse_cassandra(text: str, source: str = "<string>") -> TabularPOMDP:
             line = tk.lines[items[0][1]]
             if len(items) == 1 and items[0][0] == "uniform":
                 start_spec = ("uniform", None, line)
-            elif len(items) == S and all(_is_number(t) for t, _ in items) and not (
-                S == 1 and items[0][0] in spaces["states"].index
+            elif (
+                len(items) == S
+                and all(_is_number(t) for t, _ in items)
+                and not (S == 1 and items[0][0] in spaces["states"].index)
             ):
                 start_spec = ("vector", np.array([float(t) for t, _ in items]), line)
             elif len(items) == 1:
                 start_spec = ("state", spaces["states"].resolve(tk, items[0][1]), line)
             else:
-                raise tk.error(f"{S} start probabilities, 'uniform' or one state (found {len(items)} tokens)",
-                               items[0][1])
+                raise tk.error(
+                    f"{S} start probabilities, 'uniform' or one state (found {len(items)} tokens)",
+                    items[0][1],
+                )
         elif key == "T":
             alloc()
             S = spaces["states"].n
@@ -267,7 +275,9 @@ def parse_cassandra(text: str, source: str = "<string>") -> TabularPOMDP:
                 tk.pos += 1
                 T[a] = np.eye(S)
             else:
-                T[a] = tk.numbers(S * S, f"a {S}x{S} transition matrix, 'identity' or 'uniform'").reshape(S, S)
+                T[a] = tk.numbers(S * S, f"a {S}x{S} transition matrix, 'identity' or 'uniform'").reshape(
+                    S, S
+                )
         elif key == "O":
             alloc()
             S, Z = spaces["states"].n, spaces["observations"].n
@@ -289,7 +299,9 @@ def parse_cassandra(text: str, source: str = "<string>") -> TabularPOMDP:
                 O[a] = 1.0 / Z
             elif tk.peek() == "identity":
                 if S != Z:
-                    raise tk.error(f"'uniform' or {S}x{Z} numbers ('identity' needs as many observations as states)")
+                    raise tk.error(
+                        f"'uniform' or {S}x{Z} numbers ('identity' needs as many observations as states)"
+                    )
                 tk.pos += 1
                 O[a] = np.eye(S)
             else:
@@ -356,8 +368,10 @@ def parse_cassandra(text: str, source: str = "<string>") -> TabularPOMDP:
         elif kind == "vector":
             b0 = arg
             if np.any(b0 < 0) or abs(b0.sum() - 1.0) > ROW_SUM_TOLERANCE:
-                raise DataFormatError(f"{source}: line {line}: start probabilities must be >= 0 and sum to 1 "
-                                      f"(they sum to {b0.sum():.6g})")
+                raise DataFormatError(
+                    f"{source}: line {line}: start probabilities must be >= 0 and sum to 1 "
+                    f"(they sum to {b0.sum():.6g})"
+                )
             if abs(b0.sum() - 1.0) > 1e-12:
                 b0 = b0 / b0.sum()
         else:
@@ -370,13 +384,21 @@ def parse_cassandra(text: str, source: str = "<string>") -> TabularPOMDP:
             b0 = mask / mask.sum()
     names = {k: (list(sp.names) if sp.names else None) for k, sp in spaces.items()}
     return TabularPOMDP(
-        T=T, O=O, R=R, b0=np.asarray(b0, float), discount=float(discount),
-        state_names=names["states"], action_names=names["actions"], observation_names=names["observations"],
+        T=T,
+        O=O,
+        R=R,
+        b0=np.asarray(b0, float),
+        discount=float(discount),
+        state_names=names["states"],
+        action_names=names["actions"],
+        observation_names=names["observations"],
         meta={"source": source, "format": "cassandra", "values": values, "notes": notes},
     )
 
 
-def _normalise(P: np.ndarray, what: str, source: str, spaces: dict[str, _Space], notes: list[str]) -> np.ndarray:
+def _normalise(
+    P: np.ndarray, what: str, source: str, spaces: dict[str, _Space], notes: list[str]
+) -> np.ndarray:
     sums = P.sum(axis=2)
     bad = np.argwhere((np.abs(sums - 1.0) > ROW_SUM_TOLERANCE) | np.any(P < 0, axis=2))
     if bad.size:
@@ -390,7 +412,9 @@ def _normalise(P: np.ndarray, what: str, source: str, spaces: dict[str, _Space],
         )
     off = np.abs(sums - 1.0) > 1e-12
     if off.any():
-        notes.append(f"{int(off.sum())} {what} rows renormalised (max deviation {np.abs(sums - 1).max():.2g})")
+        notes.append(
+            f"{int(off.sum())} {what} rows renormalised (max deviation {np.abs(sums - 1).max():.2g})"
+        )
         P = P.copy()
         P[off] /= sums[off][:, None]  # rows within 1e-12 of 1 are kept bit-exact
     return P
@@ -440,8 +464,11 @@ def write_cassandra(model: TabularPOMDP, path: str | Path, *, dense_row_fraction
         w = fh.write
         w("# written by trim-pomdp (sparse Cassandra format; entries use 0-based indices)\n")
         w(f"discount: {ff(model.discount)}\nvalues: reward\n")
-        for key, n, names in (("states", S, model.state_names), ("actions", A, model.action_names),
-                              ("observations", Z, model.observation_names)):
+        for key, n, names in (
+            ("states", S, model.state_names),
+            ("actions", A, model.action_names),
+            ("observations", Z, model.observation_names),
+        ):
             valid = _valid_names(names, n)
             w(f"{key}: {' '.join(valid) if valid else n}\n")
         w("start: " + " ".join(ff(x) for x in np.asarray(model.b0, float)) + "\n\n")

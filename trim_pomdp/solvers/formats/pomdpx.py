@@ -4,15 +4,18 @@ Supported (everything the APPL examples use with ``type="TBL"`` parameters): ``D
 (``vnamePrev``/``vnameCurr``, ``fullyObs``, ``NumValues`` or ``ValueEnum``), ``ObsVar``, ``ActionVar``,
 ``RewardVar``; ``InitialStateBelief``, ``StateTransitionFunction`` and ``ObsFunction`` as ``CondProb``s and
 ``RewardFunction`` as ``Func``s (several add up); ``Entry``/``Instance`` with value names or indices, ``*``
-(every value, one number broadcast) and ``-`` (every value, one number per combination, row-major in the order of
+(every value, one number broadcast) and ``-`` (every value, one number per combination, row-major in the order
+of
 the dashes), ``ProbTable``/``ValueTable`` with numbers, ``identity`` or ``uniform``. Later entries override
 earlier ones; anything not given is 0. The decision-diagram ``DD`` parameter type is not supported (APPL does
 not support it either).
 
 Flattening: the joint state is the product of the state variables (first declared varies slowest), the joint
 observation the product of the observation variables; a ``fullyObs="true"`` state variable is appended to the
-observation (its next value is observed exactly), which keeps the flat model equivalent to the mixed-observability
-one except that its *initial* value is not observed. Rewards that depend on next-state or observation variables
+observation (its next value is observed exactly), which keeps the flat model equivalent to the
+mixed-observability
+one except that its *initial* value is not observed. Rewards that depend on next-state or observation
+variables
 are folded into their expectation ``R[s, a]``.
 
 The writer emits flat models with one state variable (``ValueEnum`` of the model's names when they are valid
@@ -56,8 +59,10 @@ class _Var:
             return self.values.index(tok)
         if tok.isdigit() and int(tok) < self.n:
             return int(tok)
-        raise DataFormatError(f"{where}: {tok!r} is not a value of variable {self.name!r} "
-                              f"(expected one of {self.values[:6]}{'...' if self.n > 6 else ''}, '*' or '-')")
+        raise DataFormatError(
+            f"{where}: {tok!r} is not a value of variable {self.name!r} "
+            f"(expected one of {self.values[:6]}{'...' if self.n > 6 else ''}, '*' or '-')"
+        )
 
 
 def _text(el: ET.Element | None) -> str:
@@ -75,26 +80,36 @@ def _values(el: ET.Element, prefix: str, where: str) -> list[str]:
         try:
             n = int(_text(num))
         except ValueError:
-            raise DataFormatError(f"{where}: <NumValues> must be a positive integer, got {_text(num)!r}") from None
+            raise DataFormatError(
+                f"{where}: <NumValues> must be a positive integer, got {_text(num)!r}"
+            ) from None
         if n < 1:
             raise DataFormatError(f"{where}: <NumValues> must be positive, got {n}")
         return [f"{prefix}{i}" for i in range(n)]
     raise DataFormatError(f"{where}: expected <NumValues> or <ValueEnum>")
 
 
-def _fill_table(table: np.ndarray, variables: list[_Var], entries: list[ET.Element], tag: str, where: str,
-                probability: bool) -> None:
+def _fill_table(
+    table: np.ndarray,
+    variables: list[_Var],
+    entries: list[ET.Element],
+    tag: str,
+    where: str,
+    probability: bool,
+) -> None:
     """Apply ``<Entry>`` elements to ``table`` (axes = ``variables``) in order, later entries overriding."""
     for k, entry in enumerate(entries, start=1):
         here = f"{where}, entry {k}"
         inst = _text(entry.find("Instance")).split()
         if len(inst) != len(variables):
             names = " ".join(v.name for v in variables)
-            raise DataFormatError(f"{here}: <Instance> {' '.join(inst)!r} has {len(inst)} values, expected "
-                                  f"{len(variables)} (one per variable: {names})")
+            raise DataFormatError(
+                f"{here}: <Instance> {' '.join(inst)!r} has {len(inst)} values, expected "
+                f"{len(variables)} (one per variable: {names})"
+            )
         index: list = []
         dashed: list[int] = []
-        for ax, (tok, var) in enumerate(zip(inst, variables)):
+        for ax, (tok, var) in enumerate(zip(inst, variables, strict=True)):
             if tok in ("*", "-"):
                 index.append(slice(None))
                 if tok == "-":
@@ -110,11 +125,15 @@ def _fill_table(table: np.ndarray, variables: list[_Var], entries: list[ET.Eleme
                 raise DataFormatError(f"{here}: {raw!r} is only allowed in <ProbTable>")
             if raw == "uniform":
                 if not isinstance(index[-1], slice):
-                    raise DataFormatError(f"{here}: 'uniform' needs '*' or '-' for variable {variables[-1].name!r}")
+                    raise DataFormatError(
+                        f"{here}: 'uniform' needs '*' or '-' for variable {variables[-1].name!r}"
+                    )
                 table[tuple(index)] = 1.0 / variables[-1].n
                 continue
             if len(dashed) != 2 or variables[dashed[0]].n != variables[dashed[1]].n:
-                raise DataFormatError(f"{here}: 'identity' needs exactly two '-' over variables of equal size")
+                raise DataFormatError(
+                    f"{here}: 'identity' needs exactly two '-' over variables of equal size"
+                )
             n = variables[dashed[0]].n
             block = np.zeros(view_shape)
             eye_index: list = [slice(None)] * len(variables)
@@ -126,12 +145,16 @@ def _fill_table(table: np.ndarray, variables: list[_Var], entries: list[ET.Eleme
         try:
             nums = np.array([float(x) for x in raw.split()])
         except ValueError:
-            raise DataFormatError(f"{here}: <{tag}> must hold numbers{', identity or uniform' if probability else ''}"
-                                  f", got {raw[:60]!r}") from None
+            raise DataFormatError(
+                f"{here}: <{tag}> must hold numbers{', identity or uniform' if probability else ''}"
+                f", got {raw[:60]!r}"
+            ) from None
         n_expected = int(np.prod([variables[ax].n for ax in dashed])) if dashed else 1
         if nums.size != n_expected:
-            raise DataFormatError(f"{here}: <{tag}> has {nums.size} numbers, expected {n_expected} "
-                                  f"(one per combination of the '-' variables)")
+            raise DataFormatError(
+                f"{here}: <{tag}> has {nums.size} numbers, expected {n_expected} "
+                f"(one per combination of the '-' variables)"
+            )
         shape = [variables[ax].n if ax in dashed else 1 for ax in range(len(variables))]
         table[tuple(index)] = nums.reshape(shape) if dashed else nums[0]
 
@@ -142,7 +165,9 @@ def _params(el: ET.Element, where: str) -> list[ET.Element]:
         raise DataFormatError(f"{where}: missing <Parameter>")
     ptype = param.get("type", "TBL").strip()
     if ptype != "TBL":
-        raise DataFormatError(f"{where}: Parameter type {ptype!r} is not supported (only TBL; APPL has no DD)")
+        raise DataFormatError(
+            f"{where}: Parameter type {ptype!r} is not supported (only TBL; APPL has no DD)"
+        )
     return param.findall("Entry")
 
 
@@ -234,11 +259,16 @@ def parse_pomdpx(text: str, source: str = "<string>") -> TabularPOMDP:
             _fill_table(table, vs, _params(cp, where), "ProbTable", where, probability=True)
             sums = table.sum(axis=-1)
             if np.any(np.abs(sums - 1.0) > ROW_SUM_TOLERANCE) or np.any(table < 0):
-                bad = tuple(int(i) for i in np.argwhere(np.abs(sums - 1.0) > ROW_SUM_TOLERANCE)[0]) \
-                    if np.any(np.abs(sums - 1.0) > ROW_SUM_TOLERANCE) else ()
-                ctx = ", ".join(f"{v.name}={v.values[i]}" for v, i in zip(vs[:-1], bad))
-                raise DataFormatError(f"{where}: P({vname} | {ctx or 'parents'}) must be >= 0 and sum to 1"
-                                      + (f" (sums to {sums[bad]:.6g})" if bad or not parents else ""))
+                bad = (
+                    tuple(int(i) for i in np.argwhere(np.abs(sums - 1.0) > ROW_SUM_TOLERANCE)[0])
+                    if np.any(np.abs(sums - 1.0) > ROW_SUM_TOLERANCE)
+                    else ()
+                )
+                ctx = ", ".join(f"{v.name}={v.values[i]}" for v, i in zip(vs[:-1], bad, strict=False))
+                raise DataFormatError(
+                    f"{where}: P({vname} | {ctx or 'parents'}) must be >= 0 and sum to 1"
+                    + (f" (sums to {sums[bad]:.6g})" if bad or not parents else "")
+                )
             off = np.abs(sums - 1.0) > 1e-12  # renormalise printed roundings, keep exact rows bit-exact
             if np.any(off):
                 table[off] /= sums[off][..., None]
@@ -256,8 +286,10 @@ def parse_pomdpx(text: str, source: str = "<string>") -> TabularPOMDP:
             raise DataFormatError(f"{source}: <InitialStateBelief> has no CondProb for {p.name!r}")
         table, vs = init[p.name]
         if any(v.kind != "prev" for v in vs):
-            raise DataFormatError(f"{source}: <InitialStateBelief> CondProb of {p.name!r} may only depend on "
-                                  "other state variables")
+            raise DataFormatError(
+                f"{source}: <InitialStateBelief> CondProb of {p.name!r} may only depend on "
+                "other state variables"
+            )
         order = sorted(range(len(vs)), key=lambda i: prev_axes[vs[i].name])
         shape = [1] * len(states)
         for i in order:
@@ -286,7 +318,9 @@ def parse_pomdpx(text: str, source: str = "<string>") -> TabularPOMDP:
             raise DataFormatError(f"{source}: <ObsFunction> has no CondProb for {v.name!r}")
         table, vs = obs[v.name]
         if any(x.kind == "prev" for x in vs):
-            raise DataFormatError(f"{source}: observation {v.name!r} may depend only on actions and next states")
+            raise DataFormatError(
+                f"{source}: observation {v.name!r} may depend only on actions and next states"
+            )
         joint_o = joint_o * lift(table, vs)
     joint_o = joint_o.reshape(nA, nS, -1)  # (a, s', o-vars)
     if observed:
@@ -322,12 +356,16 @@ def parse_pomdpx(text: str, source: str = "<string>") -> TabularPOMDP:
             ro = np.broadcast_to(joint_o_raw(joint_t, obs_vars, obs, axes, lift, nA, nS), r4.shape)
             R += np.einsum("ast,asto->sa", T, ro * r4)
         elif "curr" in kinds:
-            r3 = np.broadcast_to(full.reshape(full.shape[: len(act_vars) + 2 * len(states)]),
-                                 [v.n for v in axes[: len(act_vars) + 2 * len(states)]]).reshape(nA, nS, nS)
+            r3 = np.broadcast_to(
+                full.reshape(full.shape[: len(act_vars) + 2 * len(states)]),
+                [v.n for v in axes[: len(act_vars) + 2 * len(states)]],
+            ).reshape(nA, nS, nS)
             R += np.einsum("ast,ast->sa", T, r3)
         else:
-            r2 = np.broadcast_to(full.reshape(full.shape[: len(act_vars) + len(states)]),
-                                 [v.n for v in axes[: len(act_vars) + len(states)]]).reshape(nA, nS)
+            r2 = np.broadcast_to(
+                full.reshape(full.shape[: len(act_vars) + len(states)]),
+                [v.n for v in axes[: len(act_vars) + len(states)]],
+            ).reshape(nA, nS)
             R += r2.T
 
     def product_names(vs: list[_Var]) -> list[str] | None:
@@ -339,11 +377,20 @@ def parse_pomdpx(text: str, source: str = "<string>") -> TabularPOMDP:
 
     obs_name_vars = obs_vars + observed
     return TabularPOMDP(
-        T=np.ascontiguousarray(T), O=np.ascontiguousarray(O), R=R, b0=b0, discount=discount,
-        state_names=product_names([p for p, _ in states]), action_names=product_names(act_vars),
+        T=np.ascontiguousarray(T),
+        O=np.ascontiguousarray(O),
+        R=R,
+        b0=b0,
+        discount=discount,
+        state_names=product_names([p for p, _ in states]),
+        action_names=product_names(act_vars),
         observation_names=product_names(obs_name_vars) if obs_name_vars else ["none"],
-        meta={"source": source, "format": "pomdpx",
-              "state_variables": [p.name for p, _ in states], "fully_observed": [c.name for c in observed]},
+        meta={
+            "source": source,
+            "format": "pomdpx",
+            "state_variables": [p.name for p, _ in states],
+            "fully_observed": [c.name for c in observed],
+        },
     )
 
 
@@ -368,16 +415,22 @@ def read_pomdpx(path: str | Path) -> TabularPOMDP:
 
 
 def _names(names, n: int, prefix: str) -> tuple[str, list[str]]:
-    valid = names is not None and len(names) == n and len(set(map(str, names))) == n and all(
-        _NAME_RE.match(str(x)) for x in names)
+    valid = (
+        names is not None
+        and len(names) == n
+        and len(set(map(str, names))) == n
+        and all(_NAME_RE.match(str(x)) for x in names)
+    )
     if valid:
         names = [str(x) for x in names]
         return f"<ValueEnum>{escape(' '.join(names))}</ValueEnum>", names
     return f"<NumValues>{n}</NumValues>", [f"{prefix}{i}" for i in range(n)]
 
 
-def write_pomdpx(model: TabularPOMDP, path: str | Path, *, description: str = "written by trim-pomdp") -> Path:
-    """Write a flat ``.pomdpx`` (one state variable, one ``Entry`` per nonzero), readable by APPL ``pomdpsol``.
+def write_pomdpx(
+    model: TabularPOMDP, path: str | Path, *, description: str = "written by trim-pomdp"
+) -> Path:
+    """Write a flat ``.pomdpx`` (one state variable, one ``Entry`` per nonzero) that APPL ``pomdpsol`` reads.
 
     Returns
     -------
@@ -395,29 +448,53 @@ def write_pomdpx(model: TabularPOMDP, path: str | Path, *, description: str = "w
     with path.open("w", encoding="ISO-8859-1", errors="xmlcharrefreplace") as fh:
         w = fh.write
         w('<?xml version="1.0" encoding="ISO-8859-1"?>\n')
-        w('<pomdpx version="0.1" id="trim-pomdp" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
-          'xsi:noNamespaceSchemaLocation="pomdpx.xsd">\n')
+        w(
+            '<pomdpx version="0.1" id="trim-pomdp" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
+            'xsi:noNamespaceSchemaLocation="pomdpx.xsd">\n'
+        )
         w(f"<Description>{escape(description)}</Description>\n<Discount>{ff(model.discount)}</Discount>\n")
         w("<Variable>\n")
         w(f'<StateVar vnamePrev="state0" vnameCurr="state1" fullyObs="false">{s_decl}</StateVar>\n')
         w(f'<ObsVar vname="observation">{o_decl}</ObsVar>\n<ActionVar vname="action">{a_decl}</ActionVar>\n')
         w('<RewardVar vname="reward"/>\n</Variable>\n')
-        w("<InitialStateBelief><CondProb><Var>state0</Var><Parent>null</Parent><Parameter type=\"TBL\">\n")
-        w("<Entry><Instance>-</Instance><ProbTable>" + " ".join(ff(x) for x in np.asarray(model.b0, float))
-          + "</ProbTable></Entry>\n</Parameter></CondProb></InitialStateBelief>\n")
-        w("<StateTransitionFunction><CondProb><Var>state1</Var><Parent>action state0</Parent>"
-          "<Parameter type=\"TBL\">\n")
+        w('<InitialStateBelief><CondProb><Var>state0</Var><Parent>null</Parent><Parameter type="TBL">\n')
+        w(
+            "<Entry><Instance>-</Instance><ProbTable>"
+            + " ".join(ff(x) for x in np.asarray(model.b0, float))
+            + "</ProbTable></Entry>\n</Parameter></CondProb></InitialStateBelief>\n"
+        )
+        w(
+            "<StateTransitionFunction><CondProb><Var>state1</Var><Parent>action state0</Parent>"
+            '<Parameter type="TBL">\n'
+        )
         for a in range(A):
-            w("".join(f"<Entry><Instance>{an[a]} {sn[s]} {sn[sp]}</Instance><ProbTable>{ff(T[a, s, sp])}"
-                      "</ProbTable></Entry>\n" for s, sp in np.argwhere(T[a] != 0)))
+            w(
+                "".join(
+                    f"<Entry><Instance>{an[a]} {sn[s]} {sn[sp]}</Instance><ProbTable>{ff(T[a, s, sp])}"
+                    "</ProbTable></Entry>\n"
+                    for s, sp in np.argwhere(T[a] != 0)
+                )
+            )
         w("</Parameter></CondProb></StateTransitionFunction>\n")
-        w("<ObsFunction><CondProb><Var>observation</Var><Parent>action state1</Parent><Parameter type=\"TBL\">\n")
+        w(
+            "<ObsFunction><CondProb><Var>observation</Var><Parent>action state1</Parent>"
+            '<Parameter type="TBL">\n'
+        )
         for a in range(A):
-            w("".join(f"<Entry><Instance>{an[a]} {sn[sp]} {on[o]}</Instance><ProbTable>{ff(O[a, sp, o])}"
-                      "</ProbTable></Entry>\n" for sp, o in np.argwhere(O[a] != 0)))
+            w(
+                "".join(
+                    f"<Entry><Instance>{an[a]} {sn[sp]} {on[o]}</Instance><ProbTable>{ff(O[a, sp, o])}"
+                    "</ProbTable></Entry>\n"
+                    for sp, o in np.argwhere(O[a] != 0)
+                )
+            )
         w("</Parameter></CondProb></ObsFunction>\n")
-        w("<RewardFunction><Func><Var>reward</Var><Parent>action state0</Parent><Parameter type=\"TBL\">\n")
-        w("".join(f"<Entry><Instance>{an[a]} {sn[s]}</Instance><ValueTable>{ff(R[s, a])}</ValueTable></Entry>\n"
-                  for s, a in np.argwhere(R != 0)))
+        w('<RewardFunction><Func><Var>reward</Var><Parent>action state0</Parent><Parameter type="TBL">\n')
+        w(
+            "".join(
+                f"<Entry><Instance>{an[a]} {sn[s]}</Instance><ValueTable>{ff(R[s, a])}</ValueTable></Entry>\n"
+                for s, a in np.argwhere(R != 0)
+            )
+        )
         w("</Parameter></Func></RewardFunction>\n</pomdpx>\n")
     return path
