@@ -129,12 +129,48 @@ def test_check_names_offending_index():
         FiniteHorizonPOMDP(m.transition, m.observation, m.context_probs, m.terminal, m.reward[:, :, :, :1], m.b0).check()
 
 
-def test_full_rank_dynamics_raise_a_clear_error():
-    rng = np.random.default_rng(3)
-    m = random_rank2_model(rng)
-    m.transition = rng.dirichlet(np.ones(3), size=(2, 3))
+def test_full_rank_dynamics_use_the_simplex_grid_fallback_with_certified_bounds():
+    for seed in range(3):
+        rng = np.random.default_rng(30 + seed)
+        m = random_rank2_model(rng, H=3, C=2, n_obs=3)
+        m.transition = rng.dirichlet(np.ones(3), size=(2, 3))
+        assert segment_factorization(m.transition) is None
+        truth = brute_force_value(m)
+        solver = FiniteHorizonSolver(precision=1e-3)
+        pol = solver.solve(m)
+        info = solver.info
+        assert info.extra["mode"] == "simplex" and info.converged
+        assert info.lower_bound - 1e-12 <= truth <= info.upper_bound + 1e-12
+        assert policy_value(pol, m) >= info.lower_bound - 1e-12
+        B = rng.dirichlet(np.ones(3), size=20)
+        lo = pol.action_values(2, 1, B).max(axis=1)
+        hi = pol.action_values(2, 1, B, upper=True).max(axis=1)
+        assert np.all(lo <= hi + 1e-12)
+        al, ac = pol.alphas(2, 0)
+        np.testing.assert_allclose((B @ al.T).max(axis=1), pol.action_values(2, 0, B).max(axis=1), atol=1e-12)
     with pytest.raises(SolverError, match="point-based"):
-        FiniteHorizonSolver().solve(m)
+        FiniteHorizonSolver(mode="exact").solve(m)
+
+
+def test_freudenthal_interpolation_is_exact_on_lattice_and_linear_and_overestimates_convex():
+    from trim_pomdp.solvers.finite_horizon import _Freudenthal
+
+    rng = np.random.default_rng(12)
+    for n, r in ((3, 4), (4, 3), (2, 5)):
+        fr = _Freudenthal(n, r)
+        P = fr.points
+        assert np.allclose(P.sum(axis=1), 1) and len(np.unique(P, axis=0)) == len(P)
+        idx, w = fr.vertices(P)
+        np.testing.assert_allclose(fr.interpolate(np.arange(len(P), dtype=float), P), np.arange(len(P)), atol=1e-12)
+        B = rng.dirichlet(np.ones(n), size=200)
+        idx, w = fr.vertices(B)
+        assert np.all(w >= -1e-12) and np.allclose(w.sum(axis=1), 1)
+        np.testing.assert_allclose((P[idx] * w[:, :, None]).sum(axis=1), B, atol=1e-12)  # barycentric
+        lin = rng.normal(size=n)
+        np.testing.assert_allclose(fr.interpolate(P @ lin, B), B @ lin, atol=1e-12)
+        alph = rng.normal(size=(6, n))
+        f = lambda X: (X @ alph.T).max(axis=1)  # noqa: E731
+        assert np.all(fr.interpolate(f(P), B) >= f(B) - 1e-12)
 
 
 def test_bad_solver_arguments():

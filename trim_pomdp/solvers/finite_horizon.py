@@ -31,8 +31,11 @@ solver runs backward induction on per-epoch grids of ``g``:
 * ``mode="exact"`` places the grid on every breakpoint of the exact value function (the upper envelope of all
   backed-up lines, computed per context and observation), so both bounds equal ``V*`` (for small instances).
 
-Models whose transition rows are not on a segment raise :class:`~trim_pomdp.exceptions.SolverError` naming the
-alternative (the point-based solver on the flattened tabular model).
+Models whose transition rows are not on a segment (and have at most 4 hidden states) fall back to a slower general
+method: upper bounds by interpolation on a Freudenthal triangulation of the belief simplex, lower bounds by
+point-based alpha-vector backups at its vertices, doubling the resolution until the precision is met
+(:class:`FiniteHorizonAlphaPolicy`). Beyond that, :class:`~trim_pomdp.exceptions.SolverError` names the alternative
+(the point-based solver on the flattened tabular model).
 """
 
 from __future__ import annotations
@@ -47,11 +50,13 @@ from ..exceptions import InvalidParameterError, ModelCheckError, SolverError
 from .base import SolveInfo
 
 __all__ = [
+    "FiniteHorizonAlphaPolicy",
     "FiniteHorizonPOMDP",
     "FiniteHorizonSolver",
     "FiniteHorizonPolicy",
     "SegmentFactorization",
     "segment_factorization",
+    "simplex_lattice",
     "upper_envelope",
 ]
 
@@ -477,11 +482,13 @@ class FiniteHorizonSolver:
         model.check()
         factor = segment_factorization(model.transition, anchor=model.b0)
         if factor is None:
-            raise SolverError(
-                "the native finite-horizon solver needs rank-2 dynamics (every transition row a mixture of two "
-                "fixed distributions); this model's rows do not lie on a segment. Flatten it and use the "
-                "point-based solver (trim_pomdp.solvers.pointbased) instead."
-            )
+            if self.mode == "exact" or model.n_hidden > 4:
+                raise SolverError(
+                    "this model's transition rows do not lie on a segment (no rank-2 structure): exact mode and "
+                    f"{model.n_hidden} > 4 hidden states are not supported by the simplex-grid fallback. Flatten "
+                    "it and use the point-based solver (trim_pomdp.solvers.pointbased) instead."
+                )
+            return _solve_general(self, model)
         start = time.perf_counter()
         deadline = None if self.time_limit is None else start + float(self.time_limit)
         H = model.horizon
@@ -797,3 +804,229 @@ class FiniteHorizonSolver:
                 pieces.append(np.linspace(grid[j], grid[j + 1], m[j] + 1)[1:-1])
             new.append(np.unique(np.concatenate(pieces)))
         return new
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# general fallback: full-rank dynamics, beliefs on a Freudenthal-triangulated simplex grid
+# ---------------------------------------------------------------------------------------------------------------
+def simplex_lattice(n: int, resolution: int) -> np.ndarray:
+    """All beliefs with coordinates in ``{0, 1/r, …, 1}`` over ``n`` states, shape ``(C(r+n-1, n-1), n)``."""
+    r = int(resolution)
+    if n == 1:
+        return np.ones((1, 1))
+    out = []
+
+    def rec(prefix, left, k):
+        if k == 1:
+            out.append(prefix + [left])
+            return
+        for v in range(left, -1, -1):
+            rec(prefix + [v], left - v, k - 1)
+
+    rec([], r, n)
+    return np.asarray(out, dtype=float) / r
+
+
+class _Freudenthal:
+    """Piecewise-linear interpolation on the Freudenthal triangulation of the simplex (Lovejoy 1991).
+
+    Interpolating vertex values of a convex function over any triangulation over-estimates it, which makes the
+    interpolated values an upper bound.
+    """
+
+    def __init__(self, n: int, resolution: int):
+        self.n, self.r = int(n), int(resolution)
+        self.points = simplex_lattice(self.n, self.r)
+        counts = np.rint(self.points * self.r).astype(np.int64)
+        self._base = self.r + 1
+        keys = (counts * self._base ** np.arange(self.n)).sum(axis=1)
+        self._order = np.argsort(keys)
+        self._keys = keys[self._order]
+
+    def _index(self, counts: np.ndarray) -> np.ndarray:
+        keys = (counts * self._base ** np.arange(self.n)).sum(axis=-1)
+        pos = np.searchsorted(self._keys, keys)
+        return self._order[np.clip(pos, 0, len(self._keys) - 1)]
+
+    def vertices(self, B: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Indices ``(m, n)`` of the grid vertices around beliefs ``B (m, n)`` and their barycentric weights."""
+        B = np.clip(np.asarray(B, dtype=float), 0.0, None)
+        B = B / B.sum(axis=1, keepdims=True)
+        n, r = self.n, self.r
+        x = r * np.cumsum(B[:, ::-1], axis=1)[:, ::-1]  # x_i = r * sum_{j >= i} b_j, x_0 = r
+        x[:, 0] = r
+        v = np.floor(x + 1e-12)
+        v = np.minimum(v, r)
+        d = np.clip(x - v, 0.0, 1.0)
+        d[:, 0] = 0.0
+        order = np.argsort(-d[:, 1:], axis=1, kind="stable") + 1  # sort fractional parts (excluding x_0) desc
+        ds = np.take_along_axis(d, order, axis=1)  # (m, n-1)
+        verts = np.empty((B.shape[0], n, n))
+        verts[:, 0] = v
+        rows = np.arange(B.shape[0])
+        for k in range(1, n):
+            verts[:, k] = verts[:, k - 1]
+            verts[rows, k, order[:, k - 1]] += 1.0
+        w = np.empty((B.shape[0], n))
+        full = np.concatenate([np.ones((B.shape[0], 1)), ds, np.zeros((B.shape[0], 1))], axis=1)
+        for k in range(n):
+            w[:, k] = full[:, k] - full[:, k + 1]
+        counts = np.rint(verts - np.concatenate([verts[:, :, 1:], np.zeros((B.shape[0], n, 1))], axis=2))
+        counts = counts.astype(np.int64)
+        return self._index(counts), w
+
+    def interpolate(self, values: np.ndarray, B: np.ndarray) -> np.ndarray:
+        idx, w = self.vertices(B)
+        return (values[idx] * w).sum(axis=1)
+
+
+def _prune_alphas(alphas: np.ndarray) -> np.ndarray:
+    """Drop duplicate and pointwise-dominated alpha vectors (exact: the max over the simplex is unchanged)."""
+    a = np.unique(np.round(alphas, 14), axis=0)
+    a = a[np.argsort(-a.sum(axis=1))]
+    keep = np.ones(len(a), dtype=bool)
+    for i in range(len(a)):
+        if keep[i]:
+            dom = np.all(a[i][None, :] >= a, axis=1)
+            dom[i] = False
+            keep &= ~dom
+    return a[keep]
+
+
+class FiniteHorizonAlphaPolicy:
+    """Solution of a :class:`FiniteHorizonPOMDP` without rank-2 structure (simplex-grid fallback).
+
+    Same query interface as :class:`FiniteHorizonPolicy`: ``alphas[i]`` (for ``W`` of epoch index ``i``) are
+    pre-observation alpha vectors; ``uvals[i]`` upper-bound values on the Freudenthal grid of resolution
+    ``resolution``.
+    """
+
+    def __init__(self, model: FiniteHorizonPOMDP, alphas, uvals, resolution: int, info=None):
+        self.reward = model.reward
+        self.terminal = model.terminal
+        self.discount = float(model.discount)
+        self.transition = model.transition
+        self.alpha_sets = alphas
+        self.uvals = uvals
+        self.resolution = int(resolution)
+        self._grid = _Freudenthal(model.n_hidden, resolution)
+        self.info = info
+
+    @property
+    def horizon(self) -> int:
+        return int(self.reward.shape[0])
+
+    @property
+    def n_contexts(self) -> int:
+        return int(self.reward.shape[1])
+
+    def action_values(self, t: int, context: int, belief, upper: bool = False) -> np.ndarray:
+        """Per-action lower-bound (policy) values, or certified upper bounds with ``upper=True``."""
+        if not 1 <= int(t) <= self.horizon or not 0 <= int(context) < self.n_contexts:
+            raise InvalidParameterError(f"(t, context) = ({t}, {context}) out of range")
+        b = np.asarray(belief, dtype=float)
+        single = b.ndim == 1
+        b = np.atleast_2d(b)
+        i = int(t) - 1
+        q = b @ self.reward[i, context]
+        if not self.terminal[i, context]:
+            s = b.sum(axis=1)
+            for a in range(q.shape[1]):
+                y = b @ self.transition[a]
+                if upper:
+                    ys = y / np.where(s > 0, s, 1.0)[:, None]
+                    fut = s * self._grid.interpolate(self.uvals[i + 1], ys) if i + 1 < self.horizon else 0.0 * s
+                else:
+                    fut = (y @ self.alpha_sets[i + 1].T).max(axis=1)
+                q[:, a] += self.discount * fut
+        return q[0] if single else q
+
+    def alphas(self, t: int, context: int) -> tuple[np.ndarray, np.ndarray]:
+        """Explicit post-observation alpha vectors and actions at ``(t, context)``."""
+        i = int(t) - 1
+        r = self.reward[i, context]
+        A = r.shape[1]
+        if self.terminal[i, context]:
+            return r.T.copy(), np.arange(A)
+        out, acts = [], []
+        for a in range(A):
+            out.append(r[:, a][None, :] + self.discount * self.alpha_sets[i + 1] @ self.transition[a].T)
+            acts.append(np.full(len(self.alpha_sets[i + 1]), a))
+        return np.concatenate(out), np.concatenate(acts)
+
+
+def _solve_general(solver: FiniteHorizonSolver, model: FiniteHorizonPOMDP):
+    """Simplex-grid fallback: Freudenthal upper bound + point-based alpha-vector lower bound, doubling the grid."""
+    start = time.perf_counter()
+    deadline = None if solver.time_limit is None else start + float(solver.time_limit)
+    H, Z, A = model.horizon, model.n_hidden, model.n_actions
+    gamma = float(model.discount)
+    res = max(2, solver.grid_size if solver.mode == "grid" else 4)
+    iterations = 0
+    while True:
+        iterations += 1
+        grid = _Freudenthal(Z, res)
+        P = grid.points
+        alphas: list = [None] * (H + 1)
+        uvals: list = [None] * (H + 1)
+        alphas[H] = np.zeros((1, Z))
+        uvals[H] = np.zeros(len(P))
+        lo = hi = 0.0
+        for i in range(H - 1, -1, -1):
+            beta = model.b0[None, :] if i == 0 else P
+            O = model.observation[i]
+            pc, term, R = model.context_probs[i], model.terminal[i], model.reward[i]
+            nxt = alphas[i + 1]
+            TA = [nxt @ model.transition[a].T for a in range(A)]  # (N, Z): T_a alpha_k
+            u = beta[:, :, None] * O[None]  # (G, Z, n_o)
+            sig = u.sum(axis=1)
+            G, n_o = sig.shape
+            post = np.transpose(u, (0, 2, 1)).reshape(-1, Z)  # (G*n_o, Z), unnormalised
+            fl, fu, ks = [], [], []
+            for a in range(A):
+                vals = post @ TA[a].T  # (G*n_o, N)
+                k = vals.argmax(axis=1)
+                fl.append(vals[np.arange(len(k)), k].reshape(G, n_o))
+                ks.append(k.reshape(G, n_o))
+                if i + 1 < H:
+                    y = post @ model.transition[a]
+                    s = y.sum(axis=1)
+                    ok = s > 0
+                    up = np.zeros(len(s))
+                    up[ok] = s[ok] * grid.interpolate(uvals[i + 1], y[ok] / s[ok, None])
+                    fu.append(up.reshape(G, n_o))
+                else:
+                    fu.append(np.zeros((G, n_o)))
+            new_alpha = np.zeros((G, Z))
+            u_new = np.zeros(G)
+            for c in np.flatnonzero(pc > 0):
+                w = 0.0 if term[c] else gamma
+                ql = np.stack([np.einsum("gzo,z->go", u, R[c, :, a]) + w * fl[a] for a in range(A)])
+                qu = np.stack([np.einsum("gzo,z->go", u, R[c, :, a]) + w * fu[a] for a in range(A)])
+                u_new += pc[c] * qu.max(axis=0).sum(axis=1)
+                best = ql.argmax(axis=0)  # (G, n_o)
+                for a in range(A):
+                    m = (best == a).astype(float)
+                    vec = R[c, :, a][None, None, :] + w * TA[a][ks[a]]  # (G, n_o, Z)
+                    new_alpha += pc[c] * np.einsum("go,zo,goz->gz", m, O, vec)
+            if i == 0:
+                lo = float(new_alpha[0] @ model.b0)
+                hi = float(max(u_new[0], lo))
+            else:
+                alphas[i] = _prune_alphas(new_alpha)
+                uvals[i] = np.maximum(u_new, (P @ alphas[i].T).max(axis=1))
+        gap = hi - lo
+        timed_out = deadline is not None and time.perf_counter() >= deadline
+        if solver.mode == "grid" or gap <= solver.precision or timed_out or len(simplex_lattice(Z, 2 * res)) > solver.max_grid:
+            break
+        res *= 2
+    seconds = time.perf_counter() - start
+    info = SolveInfo(
+        solver=solver.name, seconds=seconds, iterations=iterations, lower_bound=lo, upper_bound=hi,
+        converged=bool(hi - lo <= solver.precision + 1e-12),
+        sizes={"horizon": H, "n_hidden": Z, "n_contexts": model.n_contexts, "grid_points": len(grid.points),
+               "resolution": res, "alpha_vectors": int(sum(len(a) for a in alphas[1:H]))},
+        extra={"mode": "simplex", "precision": solver.precision, "time_limit": solver.time_limit},
+    )
+    solver.info = info
+    return FiniteHorizonAlphaPolicy(model, alphas, uvals, res, info)
