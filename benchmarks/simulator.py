@@ -2,12 +2,15 @@
 
 Measures, medians over repeats, on the default simulator (simulated scores):
 
-- ``baseline``: the TRIM-POMDP's own generative process (:class:`trim_pomdp.model.ModelProcess`, shipped defaults)
-  with M_w alone — another vectorised episode source, for scale (falls back to a bare lock-step loop copying an
+- ``baseline``: the TRIM-POMDP's own generative process (:class:`trim_pomdp.model.ModelProcess`, shipped
+defaults)
+  with M_w alone — another vectorised episode source, for scale (falls back to a bare lock-step loop copying
+  an
   (n, H) score matrix per step when the model package is unavailable);
 - ``simulator/never``: the simulator with M_w alone (no router cost);
 - ``simulator/thr``: with TRIM-Thr (k = 0.5), the cheapest real router;
-- ``simulator/pomdp``: with the POMDP BeliefRouter at λ = 5e-4 when the model package is importable (router cost
+- ``simulator/pomdp``: with the POMDP BeliefRouter at λ = 5e-4 when the model package is importable (router
+cost
   included; solving the policy is not timed).
 
 Usage: ``python benchmarks/simulator.py [--n 10000] [--repeats 5] [--out benchmarks/simulator.json]``
@@ -111,7 +114,11 @@ def main() -> None:
         "goal_seconds": goal,
         "pomdp": status,
         "baseline": baseline_name,
-        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "python": platform.python_version()},
+        "machine": {
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "python": platform.python_version(),
+        },
         "note": "simulated episodes; timings on a shared machine are pessimistic",
     }
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from trim_pomdp.cli import main
 from trim_pomdp.evaluation.metrics import summarize
-from trim_pomdp.evaluation.records import RecordWriter, Records, read_records, write_records
+from trim_pomdp.evaluation.records import Records, RecordWriter, read_records, write_records
 from trim_pomdp.evaluation.simulator import SIMULATED_NOTE, Simulator, load_default_simulator_params
 from trim_pomdp.evaluation.sweep import Benchmark, SweepSettings, estimate_trim_params, run_sweep
 
@@ -36,8 +36,22 @@ def _invoke(args):
 
 def test_evaluate_writes_everything(tmp_path, obs_model_dir):
     out = tmp_path / "ev"
-    res = _invoke(["evaluate", "--routers", "pomdp,thr,automix,oracle,random", *SMALL, "--lambdas", "3e-4,3e-3,3e-2",
-                   "--thresholds", "0,0.3,0.6,0.9", "--observation-model", str(obs_model_dir), "--out", str(out)])
+    res = _invoke(
+        [
+            "evaluate",
+            "--routers",
+            "pomdp,thr,automix,oracle,random",
+            *SMALL,
+            "--lambdas",
+            "3e-4,3e-3,3e-2",
+            "--thresholds",
+            "0,0.3,0.6,0.9",
+            "--observation-model",
+            str(obs_model_dir),
+            "--out",
+            str(out),
+        ]
+    )
     assert "SIMULATED" in res.output and "TRIM-POMDP" in res.output
     for name in ("records.csv", "summary.json", "table.md", "curves.csv", "curves.png", "evaluate.json"):
         assert (out / name).is_file(), name
@@ -88,19 +102,22 @@ def test_evaluate_resumes_a_killed_run(tmp_path):
     b = {(r["policy"], r["knob"], r["query_id"]): r for r in again.rows()}
     assert a == b  # the resumed run reproduces the same records
     # other queries cannot be mixed into the same folder
-    res = CliRunner().invoke(main, ["evaluate", "--routers", "thr", "--n-queries", "120", "--n-train", "150",
-                                    "--out", str(out)])
+    res = CliRunner().invoke(
+        main, ["evaluate", "--routers", "thr", "--n-queries", "120", "--n-train", "150", "--out", str(out)]
+    )
     assert res.exit_code != 0 and "other queries" in res.output
 
 
 def test_evaluate_records_mode(tmp_path):
     ids = [f"q{i}" for i in range(20)]
-    rec = Records.concat([
-        Records.from_arrays("weak", None, ids, np.r_[np.ones(8), np.zeros(12)], np.zeros(20)),
-        Records.from_arrays("strong", None, ids, np.r_[np.ones(16), np.zeros(4)], np.full(20, 300.0)),
-        Records.from_arrays("thr", 0.5, ids, np.r_[np.ones(14), np.zeros(6)], np.full(20, 60.0)),
-        Records.from_arrays("other", 1.0, ids, np.r_[np.ones(10), np.zeros(10)], np.full(20, 10.0)),
-    ])
+    rec = Records.concat(
+        [
+            Records.from_arrays("weak", None, ids, np.r_[np.ones(8), np.zeros(12)], np.zeros(20)),
+            Records.from_arrays("strong", None, ids, np.r_[np.ones(16), np.zeros(4)], np.full(20, 300.0)),
+            Records.from_arrays("thr", 0.5, ids, np.r_[np.ones(14), np.zeros(6)], np.full(20, 60.0)),
+            Records.from_arrays("other", 1.0, ids, np.r_[np.ones(10), np.zeros(10)], np.full(20, 10.0)),
+        ]
+    )
     src = tmp_path / "run.jsonl"
     write_records(src, rec)
     out = tmp_path / "ev"
@@ -108,14 +125,30 @@ def test_evaluate_records_mode(tmp_path):
     assert "TRIM-Thr" in res.output
     s = json.loads((out / "summary.json").read_text())
     assert set(s["policies"]) == {"thr"} and "simulated" not in s
-    res = CliRunner().invoke(main, ["evaluate", "--routers", "pomdp", "--records", str(src), "--out", str(out)])
+    res = CliRunner().invoke(
+        main, ["evaluate", "--routers", "pomdp", "--records", str(src), "--out", str(out)]
+    )
     assert res.exit_code != 0 and "none of --routers" in res.output
 
 
 def test_cross_dataset_evaluation(tmp_path):
     out = tmp_path / "cross"
-    _invoke(["evaluate", "--routers", "thr,automix", *SMALL, "--thresholds", "0.3,0.7",
-             "--train-split", "omnimath", "--eval-split", "math,gsm8k", "--out", str(out)])
+    _invoke(
+        [
+            "evaluate",
+            "--routers",
+            "thr,automix",
+            *SMALL,
+            "--thresholds",
+            "0.3,0.7",
+            "--train-split",
+            "omnimath",
+            "--eval-split",
+            "math,gsm8k",
+            "--out",
+            str(out),
+        ]
+    )
     for split in ("math", "gsm8k"):
         card = json.loads((out / split / "evaluate.json").read_text())
         assert card["cross_dataset"] == {"train_split": "omnimath", "eval_split": split}
@@ -132,14 +165,18 @@ def test_evaluate_user_errors(tmp_path):
     assert res.exit_code != 0 and "bogus" in res.output and "Traceback" not in res.output
     res = CliRunner().invoke(main, ["evaluate", "--lambdas", "1e-3,abc", "--out", str(tmp_path / "x")])
     assert res.exit_code != 0 and "comma-separated numbers" in res.output
-    res = CliRunner().invoke(main, ["evaluate", "--split", "aime", "--routers", "thr", "--out", str(tmp_path / "x")])
+    res = CliRunner().invoke(
+        main, ["evaluate", "--split", "aime", "--routers", "thr", "--out", str(tmp_path / "x")]
+    )
     assert res.exit_code != 0 and "available" in res.output
 
 
 def test_agg_in_sweep_trains_and_saves(tmp_path):
     pytest.importorskip("stable_baselines3")
     p = load_default_simulator_params()
-    settings = SweepSettings(routers=("agg",), n_queries=100, n_train=100, agg_lambdas=(1e-3,), agg_timesteps=256)
+    settings = SweepSettings(
+        routers=("agg",), n_queries=100, n_train=100, agg_lambdas=(1e-3,), agg_timesteps=256
+    )
     bench = Benchmark(p, p, settings)
     path = run_sweep(bench, tmp_path)
     recs = read_records(path)
@@ -164,10 +201,34 @@ def test_evaluate_with_a_simulator_file(tmp_path):
     path = tmp_path / "sim.json"
     params.to_json(path)
     out = tmp_path / "ev"
-    _invoke(["evaluate", "--routers", "thr", *SMALL, "--thresholds", "0.5", "--simulator", str(path),
-             "--out", str(out)])
+    _invoke(
+        [
+            "evaluate",
+            "--routers",
+            "thr",
+            *SMALL,
+            "--thresholds",
+            "0.5",
+            "--simulator",
+            str(path),
+            "--out",
+            str(out),
+        ]
+    )
     card = json.loads((out / "evaluate.json").read_text())
     assert card["benchmark"] == "omnimath" and card["eval_simulator"]["params"]["split"] == "omnimath"
-    res = CliRunner().invoke(main, ["evaluate", "--routers", "thr", "--simulator", str(path), "--split", "math",
-                                    "--out", str(tmp_path / "ev2")])
+    res = CliRunner().invoke(
+        main,
+        [
+            "evaluate",
+            "--routers",
+            "thr",
+            "--simulator",
+            str(path),
+            "--split",
+            "math",
+            "--out",
+            str(tmp_path / "ev2"),
+        ],
+    )
     assert res.exit_code != 0 and "holds one split" in res.output

@@ -1,4 +1,4 @@
-"""Metrics (PGR, CPT, ΔIBC on the Pareto frontier), records I/O and `trim-pomdp metrics`, on hand-computed cases."""
+"""Metrics (PGR, CPT, ΔIBC on the Pareto frontier), records I/O and `trim-pomdp metrics`: hand-computed."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from trim_pomdp.evaluation.metrics import (
     pgr,
     summarize,
 )
-from trim_pomdp.evaluation.records import RecordWriter, Records, read_records, write_records
+from trim_pomdp.evaluation.records import Records, RecordWriter, read_records, write_records
 from trim_pomdp.evaluation.tables import markdown_table
 from trim_pomdp.exceptions import DataFormatError, InvalidParameterError
 
@@ -36,7 +36,8 @@ def test_frontier_of_a_non_monotone_sweep():
     cost = [40, 10, 30, 20, 5]
     g = [0.8, 0.4, 0.3, 0.9, -0.1]
     f = pareto_frontier(cost, g)
-    # origin, then (10, .4), (20, .9); (30, .3) and (40, .8) are dominated; (5, -.1) is worse than M_w for free
+    # origin, then (10, .4), (20, .9); (30, .3) and (40, .8) are dominated; (5, -.1) is worse than M_w for
+    # free
     assert f.cost.tolist() == [0, 10, 20]
     assert f.pgr.tolist() == [0, 0.4, 0.9]
     assert f.index.tolist() == [-1, 1, 3]
@@ -141,7 +142,12 @@ def _records(n=10, r_w=0.5, r_s=0.9, cs=100.0, groups=()):
 
 def test_summarize_shape_and_values():
     rec = _records(
-        groups=[("thr", 0.5, 0.7, 10.0), ("thr", 0.9, 0.6, 50.0), ("thr", 0.7, 0.9, 30.0), ("thr", 0.1, 0.5, 0.0)]
+        groups=[
+            ("thr", 0.5, 0.7, 10.0),
+            ("thr", 0.9, 0.6, 50.0),
+            ("thr", 0.7, 0.9, 30.0),
+            ("thr", 0.1, 0.5, 0.0),
+        ]
     )
     s = summarize(rec)
     assert s["weak"] == {"accuracy": 0.5}
@@ -150,10 +156,15 @@ def test_summarize_shape_and_values():
     assert [p["knob"] for p in thr["points"]] == [0.1, 0.5, 0.7, 0.9]  # sorted by knob
     assert [p["on_frontier"] for p in thr["points"]] == [False, True, True, False]
     assert thr["points"][1] == {
-        "knob": 0.5, "accuracy": 0.7, "mean_tokens": 10.0, "fraction": 0.1, "pgr": pytest.approx(0.5),
+        "knob": 0.5,
+        "accuracy": 0.7,
+        "mean_tokens": 10.0,
+        "fraction": 0.1,
+        "pgr": pytest.approx(0.5),
         "on_frontier": True,
     }
-    # frontier (0,0) (0.1,.5) (0.3,1.0): CPT(50%) = 10 tokens, CPT(80%) at c = 0.1 + 0.3 * 0.4 = 0.22, CPT(95%) 0.28
+    # frontier (0,0) (0.1,.5) (0.3,1.0): CPT(50%) = 10 tokens, CPT(80%) at c = 0.1 + 0.3 * 0.4 = 0.22,
+    # CPT(95%) 0.28
     assert thr["cpt"]["50"]["tokens"] == pytest.approx(10.0)
     assert thr["cpt"]["80"]["fraction"] == pytest.approx(0.22)
     assert thr["cpt"]["95"]["tokens"] == pytest.approx(28.0)
@@ -173,8 +184,12 @@ def test_summarize_reports_unreached_levels_as_null():
 def test_summarize_errors_and_dropping():
     with pytest.raises(DataFormatError, match="reserved policy 'strong'"):
         summarize(_records().select(np.array([p != "strong" for p in _records().policy])))
-    rec = Records.concat([_records(groups=[("thr", 0.5, 0.7, 10.0)]),
-                          Records.from_arrays("thr", 0.6, ["q0", "q1"], [1, 1], [5, 5])])
+    rec = Records.concat(
+        [
+            _records(groups=[("thr", 0.5, 0.7, 10.0)]),
+            Records.from_arrays("thr", 0.6, ["q0", "q1"], [1, 1], [5, 5]),
+        ]
+    )
     with pytest.raises(DataFormatError, match="covers 2 queries"):
         summarize(rec)
     s = summarize(rec, incomplete="drop")
@@ -199,7 +214,7 @@ def test_records_round_trip_and_torn_tail(tmp_path, suffix):
     assert math.isnan(back.knob[0])  # reserved policies have no knob
     # a kill mid-write leaves a torn last line: reading ignores it, appending drops it first
     with path.open("a") as fh:
-        fh.write('thr,0.5,q0,1' if suffix == ".csv" else '{"policy": "thr", "kn')
+        fh.write("thr,0.5,q0,1" if suffix == ".csv" else '{"policy": "thr", "kn')
     assert len(read_records(path)) == len(rec)
     with RecordWriter(path) as w:
         w.write(Records.from_arrays("thr", 0.5, ["q0"], [1], [3]))

@@ -1,4 +1,4 @@
-"""The offline simulator: EpisodeBatch protocol, common random numbers, calibrated statistics, parameter files."""
+"""Offline simulator: EpisodeBatch protocol, common random numbers, calibrated statistics, parameters."""
 
 from __future__ import annotations
 
@@ -229,13 +229,20 @@ def test_params_json_round_trip_and_errors(tmp_path):
 # ---------------------------------------------------------------------------- calibration
 def _item(i, n, label, final_ok, gen="W", problem=None):
     return ProcessBenchItem(
-        id=f"x-{i}", generator=gen, problem=problem or f"p{i}", steps=["a b"] * n,
-        final_answer_correct=final_ok, label=label, split="math",
+        id=f"x-{i}",
+        generator=gen,
+        problem=problem or f"p{i}",
+        steps=["a b"] * n,
+        final_answer_correct=final_ok,
+        label=label,
+        split="math",
     )
 
 
 def test_calibration_pieces():
-    assert approx_token_count("We have \\(1/3 \\times 18 = 6\\).") == 15  # We have \\ ( 1 / 3 \\ times 18 = 6 \\ ) .
+    assert (
+        approx_token_count("We have \\(1/3 \\times 18 = 6\\).") == 15
+    )  # We have \\ ( 1 / 3 \\ times 18 = 6 \\ ) .
     assert approx_token_count("") == 1
     # S0 / (S0 + S2): 3 + 5 correct steps, 1 error step
     items = [_item(0, 5, 3, False), _item(1, 5, -1, True)]

@@ -1,7 +1,9 @@
 """``trim-pomdp demo --out DIR``: the main job on the shipped defaults, in a few minutes.
 
-Loads the shipped observation model, estimates the POMDP's parameters from labelled simulated training queries,
-solves a λ sweep with the native solver, sweeps TRIM-Thr, a cheap TRIM-Agg, AutoMix-PRM, the oracle and the random
+Loads the shipped observation model, estimates the POMDP's parameters from labelled simulated training
+queries,
+solves a λ sweep with the native solver, sweeps TRIM-Thr, a cheap TRIM-Agg, AutoMix-PRM, the oracle and the
+random
 query routers on the same simulated evaluation queries, prints the Table-1-style table and writes the curves.
 """
 
@@ -23,15 +25,25 @@ DEMO_AGG_TIMESTEPS = 8192
 
 @click.command("demo")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder.")
-@click.option("--n-queries", type=click.IntRange(min=50), default=2000, show_default=True,
-              help="Simulated evaluation queries.")
-@click.option("--agg-timesteps", type=click.IntRange(min=1), default=DEMO_AGG_TIMESTEPS, show_default=True,
-              help="PPO timesteps per λ for TRIM-Agg (kept small so the demo is quick).")
+@click.option(
+    "--n-queries",
+    type=click.IntRange(min=50),
+    default=2000,
+    show_default=True,
+    help="Simulated evaluation queries.",
+)
+@click.option(
+    "--agg-timesteps",
+    type=click.IntRange(min=1),
+    default=DEMO_AGG_TIMESTEPS,
+    show_default=True,
+    help="PPO timesteps per λ for TRIM-Agg (kept small so the demo is quick).",
+)
 @click.option("--no-agg", is_flag=True, help="Skip TRIM-Agg (no torch / stable-baselines3 needed).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the evaluation queries.")
 def command(out: Path, n_queries: int, agg_timesteps: int, no_agg: bool, seed: int) -> None:
-    """Fit (shipped observation model), solve a λ sweep, evaluate every router on the default simulator, print the
-    table and write the plot to OUT. Rerunning resumes. Scores and outcomes are SIMULATED.
+    """Fit (shipped observation model), solve a λ sweep, evaluate every router on the default simulator,
+    print the table and write the plot to OUT. Rerunning resumes. Scores and outcomes are SIMULATED.
     """
     from rich.console import Console
 
@@ -46,8 +58,10 @@ def command(out: Path, n_queries: int, agg_timesteps: int, no_agg: bool, seed: i
         try:
             import stable_baselines3  # noqa: F401
         except ImportError:
-            console.print("[yellow]stable-baselines3 is not installed: skipping TRIM-Agg "
-                          "(pip install 'trim-pomdp[rl]' to include it)[/]")
+            console.print(
+                "[yellow]stable-baselines3 is not installed: skipping TRIM-Agg "
+                "(pip install 'trim-pomdp[rl]' to include it)[/]"
+            )
             routers = tuple(r for r in routers if r != "agg")
     try:
         from ..model import default_observation_model
@@ -71,17 +85,31 @@ def command(out: Path, n_queries: int, agg_timesteps: int, no_agg: bool, seed: i
     )
     if "agg" in routers:
         console.print(
-            f"[yellow]TRIM-Agg here is CHEAP: {len(DEMO_AGG_LAMBDAS)} λ values x {agg_timesteps} PPO timesteps "
-            "(the paper trains far longer); it is usually not converged and can be far from its best. For a fair "
+            f"[yellow]TRIM-Agg here is CHEAP: {len(DEMO_AGG_LAMBDAS)} λ value(s) x {agg_timesteps} PPO "
+            "timesteps "
+            "(the paper trains far longer); it is usually not converged and can be far from its best. "
+            "For a fair "
             "TRIM-Agg use: trim-pomdp evaluate --agg-timesteps 300000 --out DIR[/]"
         )
     settings = SweepSettings(
-        routers=routers, n_queries=n_queries, n_train=n_queries, seed=seed,
-        agg_lambdas=DEMO_AGG_LAMBDAS, agg_timesteps=agg_timesteps,
+        routers=routers,
+        n_queries=n_queries,
+        n_train=n_queries,
+        seed=seed,
+        agg_lambdas=DEMO_AGG_LAMBDAS,
+        agg_timesteps=agg_timesteps,
     )
     try:
-        run_evaluation(out, settings, params, params, title=f"{params.split} (simulated)",
-                       obs_loader=lambda: obs, console=console, extra_card={"demo": True})
+        run_evaluation(
+            out,
+            settings,
+            params,
+            params,
+            title=f"{params.split} (simulated)",
+            obs_loader=lambda: obs,
+            console=console,
+            extra_card={"demo": True},
+        )
     except TrimPomdpError as exc:
         raise click.ClickException(str(exc)) from None
     console.print(f"plot: {out / 'curves.png'}   table: {out / 'table.md'}   records: {out / 'records.csv'}")

@@ -62,7 +62,8 @@ def _sim_params(simulator: Path | None, processbench: Path | None, split: str | 
         params = SimulatorParams.from_json(simulator)
         if split is not None and split != params.split:
             raise click.BadParameter(
-                f"{simulator} holds one split ({params.split!r}); split {split!r} needs a multi-split file or "
+                f"{simulator} holds one split ({params.split!r}); split {split!r} needs a multi-split file "
+                "or "
                 "--processbench DIR",
                 param_hint="--simulator",
             )
@@ -97,8 +98,12 @@ def run_evaluation(
     console = console or Console()
     bench = Benchmark(eval_params, train_params, settings, name=eval_params.split)
     with Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=console, transient=False,
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
     ) as progress:
         task = progress.add_task(f"{title}: starting", total=None)
         skipped = 0
@@ -110,8 +115,13 @@ def run_evaluation(
             progress.update(task, total=total, completed=i + 1, description=f"{title}: {g.policy}{knob}")
 
         records = run_sweep(
-            bench, out, obs_model_loader=obs_loader, on_group=on_group,
-            log=lambda msg: progress.console.log(msg), extra_card=extra_card, agg_dir=agg_dir,
+            bench,
+            out,
+            obs_model_loader=obs_loader,
+            on_group=on_group,
+            log=lambda msg: progress.console.log(msg),
+            extra_card=extra_card,
+            agg_dir=agg_dir,
         )
     if skipped:
         console.log(f"resumed: {skipped} (policy, knob) groups were already complete in {records}")
@@ -123,42 +133,101 @@ def run_evaluation(
 
 
 @click.command("evaluate")
-@click.option("--routers", default="pomdp,thr,agg,automix,oracle,random", show_default=True,
-              help="Comma-separated routers to sweep.")
-@click.option("--simulator", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
-              help="Simulator parameters JSON (one split, or a multi-split file like the shipped default).")
-@click.option("--records", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
-              help="Summarise existing per-query records (e.g. from `trim-pomdp run`) instead of simulating.")
-@click.option("--split", default=None,
-              help="ProcessBench split whose statistics the simulator uses, train and eval (default: math, or the "
-                   "split of a single-split --simulator file).")
-@click.option("--train-split", default=None, help="Cross-dataset: fit/train routers on this split's statistics...")
-@click.option("--eval-split", default=None, help="...and evaluate on these (comma-separated), one folder each.")
-@click.option("--processbench", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
-              help="Re-estimate the simulator statistics per split from ProcessBench <split>.json files here.")
-@click.option("--n-queries", type=click.IntRange(min=10), default=2000, show_default=True,
-              help="Simulated evaluation queries (the same for every router and knob).")
-@click.option("--n-train", type=click.IntRange(min=10), default=2000, show_default=True,
-              help="Simulated labelled training queries (POMDP estimates, AutoMix bins, threshold grid).")
+@click.option(
+    "--routers",
+    default="pomdp,thr,agg,automix,oracle,random",
+    show_default=True,
+    help="Comma-separated routers to sweep.",
+)
+@click.option(
+    "--simulator",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Simulator parameters JSON (one split, or a multi-split file like the shipped default).",
+)
+@click.option(
+    "--records",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Summarise existing per-query records (e.g. from `trim-pomdp run`) instead of simulating.",
+)
+@click.option(
+    "--split",
+    default=None,
+    help="ProcessBench split whose statistics the simulator uses, train and eval (default: math, or the "
+    "split of a single-split --simulator file).",
+)
+@click.option(
+    "--train-split", default=None, help="Cross-dataset: fit/train routers on this split's statistics..."
+)
+@click.option(
+    "--eval-split", default=None, help="...and evaluate on these (comma-separated), one folder each."
+)
+@click.option(
+    "--processbench",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Re-estimate the simulator statistics per split from ProcessBench <split>.json files here.",
+)
+@click.option(
+    "--n-queries",
+    type=click.IntRange(min=10),
+    default=2000,
+    show_default=True,
+    help="Simulated evaluation queries (the same for every router and knob).",
+)
+@click.option(
+    "--n-train",
+    type=click.IntRange(min=10),
+    default=2000,
+    show_default=True,
+    help="Simulated labelled training queries (POMDP estimates, AutoMix bins, threshold grid).",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the evaluation queries.")
-@click.option("--train-seed", type=int, default=1, show_default=True, help="Seed of training queries and PPO.")
-@click.option("--lambdas", default=None, help="POMDP λ grid, comma-separated (default 15 values, 1e-4 … 3e-2).")
+@click.option(
+    "--train-seed", type=int, default=1, show_default=True, help="Seed of training queries and PPO."
+)
+@click.option(
+    "--lambdas", default=None, help="POMDP λ grid, comma-separated (default 15 values, 1e-4 … 3e-2)."
+)
 @click.option("--agg-lambdas", default=None, help="TRIM-Agg λ grid (default 3e-4,1e-3,3e-3,1e-2).")
-@click.option("--agg-timesteps", type=click.IntRange(min=1), default=None,
-              help="PPO timesteps per λ for TRIM-Agg (default 20000: a short, laptop-sized budget).")
+@click.option(
+    "--agg-timesteps",
+    type=click.IntRange(min=1),
+    default=None,
+    help="PPO timesteps per λ for TRIM-Agg (default 20000: a short, laptop-sized budget).",
+)
 @click.option("--thresholds", default=None, help="TRIM-Thr grid (default 0..1 by 0.05 plus score quantiles).")
-@click.option("--observation-model", type=click.Path(exists=True, path_type=Path), default=None,
-              help="Observation model (dir or .npz) for the POMDP; default the shipped one.")
+@click.option(
+    "--observation-model",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="Observation model (dir or .npz) for the POMDP; default the shipped one.",
+)
 @click.option("--pomdp-gate", is_flag=True, help="Use BeliefRouter's re-planning gate (δ = 0.375).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder.")
 def command(
-    routers: str, simulator: Path | None, records: Path | None, split: str | None, train_split: str | None,
-    eval_split: str | None, processbench: Path | None, n_queries: int, n_train: int, seed: int, train_seed: int,
-    lambdas: str | None, agg_lambdas: str | None, agg_timesteps: int | None, thresholds: str | None,
-    observation_model: Path | None, pomdp_gate: bool, out: Path,
+    routers: str,
+    simulator: Path | None,
+    records: Path | None,
+    split: str | None,
+    train_split: str | None,
+    eval_split: str | None,
+    processbench: Path | None,
+    n_queries: int,
+    n_train: int,
+    seed: int,
+    train_seed: int,
+    lambdas: str | None,
+    agg_lambdas: str | None,
+    agg_timesteps: int | None,
+    thresholds: str | None,
+    observation_model: Path | None,
+    pomdp_gate: bool,
+    out: Path,
 ) -> None:
-    """Sweep each router's knob on simulated queries (or summarise RECORDS) and write records.csv, summary.json,
-    table.md, curves.csv and curves.png into OUT. Rerun the same command to resume a killed run.
+    """Sweep each router's knob on simulated queries (or summarise RECORDS) and write records.csv,
+    summary.json, table.md, curves.csv and curves.png into OUT. Rerun the same command to resume a killed run.
 
     Scores and outcomes of the simulator are SIMULATED (calibrated to ProcessBench); every output says so.
     """
@@ -201,11 +270,15 @@ def command(
     try:
         settings = SweepSettings(
             routers=tuple(r.strip() for r in routers.split(",") if r.strip()),
-            n_queries=n_queries, n_train=n_train, seed=seed, train_seed=train_seed,
+            n_queries=n_queries,
+            n_train=n_train,
+            seed=seed,
+            train_seed=train_seed,
             lambdas=parse_floats(lambdas, "--lambdas") or DEFAULT_LAMBDAS,
             agg_lambdas=parse_floats(agg_lambdas, "--agg-lambdas") or DEFAULT_AGG_LAMBDAS,
             agg_timesteps=agg_timesteps or DEFAULT_AGG_TIMESTEPS,
-            thresholds=parse_floats(thresholds, "--thresholds"), pomdp_gate=pomdp_gate,
+            thresholds=parse_floats(thresholds, "--thresholds"),
+            pomdp_gate=pomdp_gate,
         )
     except TrimPomdpError as exc:
         raise click.BadParameter(str(exc)) from None
@@ -217,23 +290,38 @@ def command(
     if "agg" in settings.routers:
         console.print(
             f"TRIM-Agg: PPO for {settings.agg_timesteps} timesteps per λ (λ = "
-            f"{', '.join(f'{x:g}' for x in settings.agg_lambdas)}); raise --agg-timesteps for converged policies."
+            f"{', '.join(f'{x:g}' for x in settings.agg_lambdas)}); "
+            "raise --agg-timesteps for converged policies."
         )
     try:
         if not cross:
             params = _sim_params(simulator, processbench, split)
-            run_evaluation(out, settings, params, params, title=f"{params.split} (simulated)",
-                           obs_loader=_obs_loader(observation_model), console=console)
+            run_evaluation(
+                out,
+                settings,
+                params,
+                params,
+                title=f"{params.split} (simulated)",
+                obs_loader=_obs_loader(observation_model),
+                console=console,
+            )
         else:
             train = _sim_params(simulator, processbench, train_split)
             tables = []
             for name in _split_list(eval_split):
                 ev = _sim_params(simulator, processbench, name)
                 title = f"trained on {train.split}, evaluated on {ev.split} (simulated)"
-                run_evaluation(out / ev.split, settings, ev, train, title=title,
-                               obs_loader=_obs_loader(observation_model), console=console,
-                               extra_card={"cross_dataset": {"train_split": train.split, "eval_split": ev.split}},
-                               agg_dir=out / f"agg-trained-on-{train.split}")
+                run_evaluation(
+                    out / ev.split,
+                    settings,
+                    ev,
+                    train,
+                    title=title,
+                    obs_loader=_obs_loader(observation_model),
+                    console=console,
+                    extra_card={"cross_dataset": {"train_split": train.split, "eval_split": ev.split}},
+                    agg_dir=out / f"agg-trained-on-{train.split}",
+                )
                 tables.append((out / ev.split / "table.md").read_text())
             out.mkdir(parents=True, exist_ok=True)
             (out / "table.md").write_text(
@@ -243,4 +331,6 @@ def command(
         raise click.ClickException(str(exc)) from None
     except FileNotFoundError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"wrote {out} in {time.perf_counter() - t0:.0f} s (records.csv, summary.json, table.md, curves.*)")
+    click.echo(
+        f"wrote {out} in {time.perf_counter() - t0:.0f} s (records.csv, summary.json, table.md, curves.*)"
+    )

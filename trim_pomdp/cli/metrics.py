@@ -38,7 +38,9 @@ def command(results: Path, out: Path | None, drop_incomplete: bool, markdown: bo
     from ..evaluation.tables import markdown_table, rich_table
 
     if not results.is_file():
-        raise click.BadParameter(f"{results} does not exist; give a .csv or .jsonl records file", param_hint="RESULTS")
+        raise click.BadParameter(
+            f"{results} does not exist; give a .csv or .jsonl records file", param_hint="RESULTS"
+        )
     try:
         records = read_records(results)
         summary = summarize(records, incomplete="drop" if drop_incomplete else "error")
@@ -52,8 +54,13 @@ def command(results: Path, out: Path | None, drop_incomplete: bool, markdown: bo
     else:
         from rich.console import Console
 
-        Console(width=max(Console().width, 120)).print(rich_table(summary, title=f"Routing metrics: {results.name}"))
+        Console(width=max(Console().width, 120)).print(
+            rich_table(summary, title=f"Routing metrics: {results.name}")
+        )
     for d in summary["dropped"]:
-        click.echo(f"dropped incomplete group: policy={d['policy']} knob={d['knob']} ({d['n_queries']} queries)", err=True)
+        click.echo(
+            f"dropped incomplete group: policy={d['policy']} knob={d['knob']} ({d['n_queries']} queries)",
+            err=True,
+        )
     if out is not None:
         click.echo(f"summary written to {out}")

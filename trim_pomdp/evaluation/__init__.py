@@ -21,7 +21,7 @@ from .metrics import (
     pgr,
     summarize,
 )
-from .records import RECORD_COLUMNS, RESERVED_POLICIES, RecordWriter, Records, read_records, write_records
+from .records import RECORD_COLUMNS, RESERVED_POLICIES, Records, RecordWriter, read_records, write_records
 
 __all__ = [
     "CPT_LEVELS",

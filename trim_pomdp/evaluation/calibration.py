@@ -2,26 +2,39 @@
 
 Each number comes from the solutions of one generator in ProcessBench (human first-error labels):
 
-- next-step accuracies: the means of ``p_w`` (weak generator) and ``p_s`` (strong generator) are set so that the
+- next-step accuracies: the means of ``p_w`` (weak generator) and ``p_s`` (strong generator) are set so that
+the
   simulated pooled ``S0 / (S0 + S2)`` — the estimator the TRIM model uses for its single p — equals the
-  generator's pooled value on ProcessBench (easy problems survive more steps, so the pooled value exceeds the mean
+  generator's pooled value on ProcessBench (easy problems survive more steps, so the pooled value exceeds the
+  mean
   per-problem accuracy); the spread
-  across problems (one Beta concentration κ for both) is chosen so that the simulated correlation of "the solution
-  has an error" between the weak and the strong solution of one problem equals ProcessBench's correlation between
-  two solutions (by different generators) of the same problem. (A per-generator beta-geometric likelihood does not
+  across problems (one Beta concentration κ for both) is chosen so that the simulated correlation of "the
+  solution
+  has an error" between the weak and the strong solution of one problem equals ProcessBench's correlation
+  between
+  two solutions (by different generators) of the same problem. (A per-generator beta-geometric likelihood
+  does not
   identify κ here: ProcessBench's balanced sampling of erroneous and correct solutions removes the spread.)
-- recovery: among the weak generator's erroneous solutions with ``m ≥ 1`` steps after the error, the final answer
-  is still right with probability ``1 − (1 − ρ)^m``; ``ρ`` by maximum likelihood (solutions whose error is the last
+- recovery: among the weak generator's erroneous solutions with ``m ≥ 1`` steps after the error, the final
+answer
+  is still right with probability ``1 − (1 − ρ)^m``; ``ρ`` by maximum likelihood (solutions whose error is
+  the last
   step cannot recover and are left out);
 - step counts: the weak generator's histogram, solutions longer than H folded into H;
-- step token counts: a tokenizer's counts when given, else the proxy :func:`approx_token_count`; the quantiles of
-  the weak generator's step lengths, the intra-solution correlation of their normal scores, and the strong / weak
+- step token counts: a tokenizer's counts when given, else the proxy :func:`approx_token_count`; the
+quantiles of
+  the weak generator's step lengths, the intra-solution correlation of their normal scores, and the strong /
+  weak
   ratio of mean step lengths; the strong length spread is the strong generator's within-solution log-s.d.
 
-Caveat (in the card too): ProcessBench over-samples erroneous solutions, so its per-step accuracies are lower than
-the generators' natural ones; the simulator inherits that (it is a hard-ish benchmark, not a model of a deployment).
-The copula correlations of ``p_w`` and ``p_s`` across problems and of the two models' step outcomes at the same step
-are not identified by ProcessBench (steps are not aligned across generators) and are set by judgement (0.5 each).
+Caveat (in the card too): ProcessBench over-samples erroneous solutions, so its per-step accuracies are lower
+than
+the generators' natural ones; the simulator inherits that (it is a hard-ish benchmark, not a model of a
+deployment).
+The copula correlations of ``p_w`` and ``p_s`` across problems and of the two models' step outcomes at the
+same step
+are not identified by ProcessBench (steps are not aligned across generators) and are set by judgement (0.5
+each).
 """
 
 from __future__ import annotations
@@ -59,7 +72,8 @@ DEFAULT_STRONG_GENERATOR = "Qwen2.5-Math-72B-Instruct"
 DEFAULT_SPLIT = "math"
 #: Judgement value of the p_w / p_s copula correlation (not identified by ProcessBench).
 DEFAULT_DIFFICULTY_CORR = 0.5
-#: Judgement value of the per-step weak/strong correctness copula correlation (not identified by ProcessBench).
+#: Judgement value of the per-step weak/strong correctness copula correlation (not identified by
+# ProcessBench).
 DEFAULT_STEP_CORR = 0.5
 
 _TOKEN_RE = re.compile(r"\w+|[^\w\s]")
@@ -68,7 +82,8 @@ _TOKEN_RE = re.compile(r"\w+|[^\w\s]")
 def approx_token_count(text: str) -> int:
     """Proxy token count without a tokenizer: words plus single non-space symbols (≥ 1).
 
-    On LaTeX-heavy math text this tracks BPE tokenizers to within roughly ±25% (each ``\\``, brace, operator is
+    On LaTeX-heavy math text this tracks BPE tokenizers to within roughly ±25% (each ``\\``, brace, operator
+    is
     about one token, as is each short word).
     """
     return max(1, len(_TOKEN_RE.findall(text)))
@@ -106,7 +121,7 @@ def fit_recovery(steps_after: np.ndarray, final_correct: np.ndarray) -> float:
 
 
 def pooled_step_accuracy(items: Sequence[ProcessBenchItem]) -> float:
-    """``S0 / (S0 + S2)`` over the steps of ``items``: correct steps with a correct prefix over all such steps."""
+    """``S0 / (S0 + S2)`` over the steps of ``items``: right steps after a correct prefix over all such."""
     k, f = _survival(items)
     total = k.sum() + f.sum()
     if total == 0:
@@ -150,9 +165,10 @@ def fit_concentration(
     """Beta concentration κ (shared by ``p_w`` and ``p_s``) matching a same-problem error correlation.
 
     Simulates ``n`` problems (copula-coupled ``p_w``, ``p_s`` with the given means and κ; independent solution
-    lengths from ``step_count_probs``) and bisects ``log κ`` on [log 0.5, log 1e4] until the correlation between
-    "the weak solution has an error" and "the strong solution has an error" equals ``target_corr`` (common random
-    numbers, so the curve is smooth). Returns the end of the range when the target is outside it.
+    lengths from ``step_count_probs``) and bisects ``log κ`` on [log 0.5, log 1e4] until the correlation
+    between
+    "the weak solution has an error" and "the strong solution has an error" equals ``target_corr`` (common
+    random numbers, so the curve is smooth). Returns the end of the range when the target is outside it.
     """
     rng = np.random.default_rng(seed)
     z = rng.standard_normal((n, 2))
@@ -197,7 +213,8 @@ def fit_mean_for_pooled(
 ) -> float:
     """Beta mean whose simulated pooled step accuracy ``S0 / (S0 + S2)`` equals ``target_pooled``.
 
-    With problems of varying difficulty the pooled estimator over-weights easy problems (they survive more steps),
+    With problems of varying difficulty the pooled estimator over-weights easy problems (they survive more
+    steps),
     so it exceeds the mean per-problem accuracy; this inverts that bias by simulation (common random numbers,
     bisection on the mean).
     """
@@ -248,7 +265,7 @@ def _within_sd(logs: list[np.ndarray]) -> float:
 
 
 def _intra_corr(logs: list[np.ndarray], all_logs: np.ndarray) -> float:
-    """Intra-solution correlation of step-length normal scores (one-way ANOVA estimator), clipped to [0, 0.9]."""
+    """Intra-solution correlation of step-length normal scores (one-way ANOVA), clipped to [0, 0.9]."""
     ranks = (np.argsort(np.argsort(all_logs, kind="stable"), kind="stable") + 0.5) / all_logs.size
     z = special.ndtri(ranks)
     groups, i = [], 0
@@ -306,7 +323,8 @@ def estimate_simulator_params(
     for name, sel in ((weak_generator, weak), (strong_generator, strong)):
         if len(sel) < 10:
             raise InvalidParameterError(
-                f"only {len(sel)} ProcessBench solutions of generator {name!r} in split {split!r}; need >= 10. "
+                f"only {len(sel)} ProcessBench solutions of generator {name!r} in split {split!r}; "
+                "need >= 10. "
                 f"Generators there: {gens}"
             )
     count = _token_counter(tokenizer)
@@ -325,7 +343,8 @@ def estimate_simulator_params(
         ps_mean = fit_mean_for_pooled(pooled_s, conc, step_probs)
     err = [it for it in weak if it.label >= 0]
     rec = fit_recovery(
-        np.array([len(it.steps) - it.label - 1 for it in err]), np.array([it.final_answer_correct for it in err])
+        np.array([len(it.steps) - it.label - 1 for it in err]),
+        np.array([it.final_answer_correct for it in err]),
     )
     weak_logs = _log_lengths(weak, count)
     strong_logs = _log_lengths(strong, count)
@@ -339,15 +358,20 @@ def estimate_simulator_params(
         "weak_items": len(weak),
         "strong_items": len(strong),
         "split": split or "all",
-        "token_counts": "tokenizer" if tokenizer is not None else "proxy: approx_token_count (words + symbols)",
+        "token_counts": "tokenizer"
+        if tokenizer is not None
+        else "proxy: approx_token_count (words + symbols)",
         "estimated_by": "trim_pomdp.evaluation.calibration.estimate_simulator_params",
         "methods": {
             "p_w_mean, p_s_mean": (
-                "Beta means whose simulated pooled S0 / (S0 + S2) equals the generator's pooled S0 / (S0 + S2) on "
-                f"ProcessBench (weak {pooled_w:.4f}, strong {pooled_s:.4f}), alternating with the concentration fit"
+                "Beta means whose simulated pooled S0 / (S0 + S2) equals the generator's pooled "
+                "S0 / (S0 + S2) on "
+                f"ProcessBench (weak {pooled_w:.4f}, strong {pooled_s:.4f}), "
+                "alternating with the concentration fit"
             ),
             "concentration": (
-                "shared Beta concentration chosen so that the simulated correlation of 'has an error' between the "
+                "shared Beta concentration chosen so that the simulated correlation of 'has an error' "
+                "between the "
                 "weak and the strong solution of one problem equals ProcessBench's correlation between two "
                 f"solutions of the same problem ({target_corr:.3f}, all splits)"
             ),
@@ -358,7 +382,8 @@ def estimate_simulator_params(
             "strong_ratio": "mean strong step length / mean weak step length",
             "strong_length_sd": "strong generator's within-solution s.d. of log step length",
             "difficulty_corr": f"judgement ({difficulty_corr}); not identified by ProcessBench",
-            "step_corr": f"judgement ({step_corr}); not identified by ProcessBench (steps are not aligned across "
+            "step_corr": f"judgement ({step_corr}); not identified by ProcessBench "
+            "(steps are not aligned across "
             "generators)",
         },
         "caveat": (
@@ -404,7 +429,8 @@ def default_simulator_document(
 ) -> dict[str, Any]:
     """The shipped multi-split parameters document (``trim_pomdp/data/simulator_default.json``)."""
     per_split = {
-        s: estimate_simulator_params(items, weak_generator, strong_generator, split=s, **kw).to_dict() for s in splits
+        s: estimate_simulator_params(items, weak_generator, strong_generator, split=s, **kw).to_dict()
+        for s in splits
     }
     return {
         "card": {

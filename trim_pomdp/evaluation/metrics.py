@@ -5,23 +5,31 @@ Definitions, for a query set Q, a policy π, M_w alone ("weak") and M_s alone ("
 - cost of a query = M_s output tokens; ``C̄(π)`` = mean cost; ``c(π) = Σ C(q; π) / Σ C_s(q)`` — computed as
   ``C̄(π) / C̄_s``, identical when both are over the same queries (which :func:`summarize` checks);
 - ``r(π)`` = accuracy; ``PGR(π) = (r(π) − r_w) / (r_s − r_w)``;
-- ``CPT(x%)`` = the least cost at which the policy's cost–accuracy *frontier* reaches ``PGR ≥ x%``, in absolute
+- ``CPT(x%)`` = the least cost at which the policy's cost–accuracy *frontier* reaches ``PGR ≥ x%``, in
+absolute
   tokens (``C̄``) and as a fraction of M_s's tokens (``c``);
 - ``IBC(π) = (r(π) − r_w) / C̄(π)``, ``IBC_base = (r_s − r_w) / C̄_s``, so ``IBC/IBC_base = PGR / c``;
-  ``ΔIBC`` at PGR level ``p`` is ``p / c(p) − 1`` with ``c(p)`` the frontier's normalised cost at ``p``, averaged
+  ``ΔIBC`` at PGR level ``p`` is ``p / c(p) − 1`` with ``c(p)`` the frontier's normalised cost at ``p``,
+  averaged
   over the 100 equal levels ``p = 0.01, 0.02, …, 1.00``.
 
 Frontier convention (decided here, documented in ``docs/readme/evaluation.md``):
 
-- A sweep is a set of ``(cost, accuracy)`` points, one per knob value, in any order; nothing assumes accuracy grows
-  with the knob. The Pareto frontier keeps, by ascending cost, each point whose accuracy *strictly* exceeds every
+- A sweep is a set of ``(cost, accuracy)`` points, one per knob value, in any order; nothing assumes accuracy
+grows
+  with the knob. The Pareto frontier keeps, by ascending cost, each point whose accuracy *strictly* exceeds
+  every
   cheaper point's (ties in cost keep the most accurate).
-- The frontier starts at the origin ``(0, r_w)``: M_w alone is a free point every router reaches by never calling
-  M_s (λ → ∞, threshold 0, budget 0). This is what makes DESIGN §6's check hold: the frontier through the paper's
+- The frontier starts at the origin ``(0, r_w)``: M_w alone is a free point every router reaches by never
+calling
+  M_s (λ → ∞, threshold 0, budget 0). This is what makes DESIGN §6's check hold: the frontier through the
+  paper's
   three TRIM-Thr CPT points gives ΔIBC 4.08 averaged over the 95 levels it reaches only when it starts at the
   origin (see ``tests/test_metrics.py``). Points no better than ``r_w`` never enter the frontier.
-- Between frontier points the curve is linear. A level above the frontier's highest PGR is *unreached*: its CPT is
-  ``None`` and it is left out of the ΔIBC average (no extrapolation). Levels reached at zero cost (a point that beats
+- Between frontier points the curve is linear. A level above the frontier's highest PGR is *unreached*: its
+CPT is
+  ``None`` and it is left out of the ΔIBC average (no extrapolation). Levels reached at zero cost (a point
+  that beats
   M_w for free) have an unbounded ratio and are left out too.
 """
 
@@ -133,7 +141,8 @@ def pareto_frontier(cost: Sequence[float], pgr_values: Sequence[float], *, origi
     for i in order:
         if g[i] > best:
             if keep_c and c[i] == keep_c[-1]:
-                # same cost as the previous kept point (only the origin can be, at cost 0): the better one wins
+                # same cost as the previous kept point (only the origin can be, at cost 0): the better one
+                # wins
                 keep_c.pop(), keep_g.pop(), keep_i.pop()
             keep_c.append(float(c[i]))
             keep_g.append(float(g[i]))
@@ -208,7 +217,8 @@ def summarize(records: Records, *, incomplete: str = "error") -> dict[str, Any]:
     Parameters
     ----------
     records : Records
-        Must hold the reserved policies ``weak`` and ``strong`` (one group each, over the same queries) and any
+        Must hold the reserved policies ``weak`` and ``strong`` (one group each, over the same queries) and
+        any
         number of ``(policy, knob)`` groups of routers.
     incomplete : {"error", "drop"}, default "error"
         What to do with a router group whose query ids differ from ``strong``'s (a run killed mid-group, or
@@ -219,7 +229,8 @@ def summarize(records: Records, *, incomplete: str = "error") -> dict[str, Any]:
     dict
         ``{"weak": {"accuracy"}, "strong": {"accuracy", "mean_tokens"}, "n_queries", "levels",
         "policies": {name: {"delta_ibc", "levels_reached", "max_pgr", "cpt": {"50"|"80"|"95": {"tokens",
-        "fraction"} | None}, "points": [{"knob", "accuracy", "mean_tokens", "fraction", "pgr", "on_frontier"}]}},
+        "fraction"} | None}, "points": [{"knob", "accuracy", "mean_tokens", "fraction", "pgr",
+        "on_frontier"}]}},
         "dropped": [...]}``. ``None`` (JSON ``null``) marks a CPT level the policy never reaches.
 
     Raises
@@ -235,11 +246,14 @@ def summarize(records: Records, *, incomplete: str = "error") -> dict[str, Any]:
         keys = [k for k in groups if k[0] == name]
         if not keys:
             raise DataFormatError(
-                f"records lack the reserved policy {name!r} (M_{name[0]} alone); metrics need both 'weak' and "
+                f"records lack the reserved policy {name!r} (M_{name[0]} alone); metrics need both "
+                "'weak' and "
                 "'strong' records over the same queries"
             )
         if len(keys) > 1:
-            raise DataFormatError(f"reserved policy {name!r} must have a single (empty) knob, found {len(keys)}")
+            raise DataFormatError(
+                f"reserved policy {name!r} must have a single (empty) knob, found {len(keys)}"
+            )
         ref[name] = groups[keys[0]]
     ids: dict[tuple[str, float | None], np.ndarray] = {}
     for key, idx in groups.items():
@@ -270,7 +284,8 @@ def summarize(records: Records, *, incomplete: str = "error") -> dict[str, Any]:
                 missing = np.setdiff1d(qset, ids[key]).shape[0]
                 extra = np.setdiff1d(ids[key], qset).shape[0]
                 raise DataFormatError(
-                    f"policy {name!r} knob {knob!r} covers {ids[key].shape[0]} queries ({missing} of the 'strong' "
+                    f"policy {name!r} knob {knob!r} covers {ids[key].shape[0]} queries ({missing} of the "
+                    "'strong' "
                     f"queries missing, {extra} extra); every group needs the same queries as 'strong' "
                     "(pass incomplete='drop' / --drop-incomplete to leave such groups out)"
                 )
@@ -307,7 +322,7 @@ def summarize(records: Records, *, incomplete: str = "error") -> dict[str, Any]:
                     "pgr": float(p),
                     "on_frontier": bool(o),
                 }
-                for (knob, _), a, t, f, p, o in zip(items, acc, tok, frac, g, on_front)
+                for (knob, _), a, t, f, p, o in zip(items, acc, tok, frac, g, on_front, strict=True)
             ],
         }
     return {

@@ -1,7 +1,9 @@
 """Figure-6-style cost–accuracy curves (matplotlib, loaded lazily; no global pyplot state).
 
-Each policy's sweep points are drawn faintly and its Pareto frontier (from the origin ``(0, r_w)``, as the metrics
-use it) as a line; M_w's and M_s's accuracies are horizontal references. :func:`curves_csv` writes the same data.
+Each policy's sweep points are drawn faintly and its Pareto frontier (from the origin ``(0, r_w)``, as the
+metrics
+use it) as a line; M_w's and M_s's accuracies are horizontal references. :func:`curves_csv` writes the same
+data.
 """
 
 from __future__ import annotations
@@ -42,7 +44,9 @@ def curves_csv(summary: Mapping[str, Any], path: str | os.PathLike) -> Path:
         for name in ordered_policies(summary):
             for p in summary["policies"][name]["points"]:
                 knob = "" if p["knob"] is None else p["knob"]
-                w.writerow([name, knob, p["mean_tokens"], p["fraction"], p["accuracy"], p["pgr"], p["on_frontier"]])
+                w.writerow(
+                    [name, knob, p["mean_tokens"], p["fraction"], p["accuracy"], p["pgr"], p["on_frontier"]]
+                )
     return path
 
 

@@ -11,9 +11,11 @@ A record says how one query went under one policy at one knob setting::
   ``strong`` (M_s alone; its ``strong_tokens`` are ``C_s(q)``, the denominators of the normalised cost);
 - ``knob``: the router's trade-off setting (λ, a threshold, a budget ...) — empty (CSV) / ``null`` (JSONL) for
   the reserved policies; stored as float, NaN when absent;
-- ``query_id``: any string; ``correct``: 0 or 1; ``strong_tokens``: M_s output tokens spent on the query (≥ 0).
+- ``query_id``: any string; ``correct``: 0 or 1; ``strong_tokens``: M_s output tokens spent on the query (≥
+0).
 
-Files are CSV (``.csv``) or JSON Lines (``.jsonl`` / ``.ndjson``), with exactly these columns / keys (extra ones
+Files are CSV (``.csv``) or JSON Lines (``.jsonl`` / ``.ndjson``), with exactly these columns / keys (extra
+ones
 are ignored on reading). :class:`RecordWriter` appends and flushes as it goes, so a long sweep that is killed
 keeps everything it finished.
 """
@@ -118,7 +120,9 @@ class Records:
         for i, row in enumerate(rows):
             missing = [c for c in RECORD_COLUMNS if c not in row]
             if missing:
-                raise DataFormatError(f"record {i} lacks {missing}; every record needs {list(RECORD_COLUMNS)}")
+                raise DataFormatError(
+                    f"record {i} lacks {missing}; every record needs {list(RECORD_COLUMNS)}"
+                )
             cols["policy"].append(_policy(row["policy"], i))
             cols["knob"].append(_knob(row["knob"], i))
             cols["query_id"].append(_query_id(row["query_id"], i))
@@ -175,13 +179,15 @@ class Records:
     def groups(self) -> dict[tuple[str, float | None], np.ndarray]:
         """Row indices per ``(policy, knob)``; the knob is ``None`` for records without one."""
         out: dict[tuple[str, float | None], list[int]] = {}
-        for i, (p, k) in enumerate(zip(self.policy, self.knob)):
+        for i, (p, k) in enumerate(zip(self.policy, self.knob, strict=True)):
             out.setdefault((p, None if math.isnan(k) else float(k)), []).append(i)
         return {key: np.asarray(idx, dtype=np.int64) for key, idx in out.items()}
 
     def rows(self) -> Iterator[dict[str, Any]]:
         """Records as dicts (``knob`` ``None`` when absent)."""
-        for p, k, q, c, s in zip(self.policy, self.knob, self.query_id, self.correct, self.strong_tokens):
+        for p, k, q, c, s in zip(
+            self.policy, self.knob, self.query_id, self.correct, self.strong_tokens, strict=True
+        ):
             yield {
                 "policy": p,
                 "knob": None if math.isnan(k) else float(k),
@@ -259,7 +265,8 @@ def read_records(path: str | os.PathLike) -> Records:
     Parameters
     ----------
     path : str or path-like
-        ``.csv`` with the header ``policy,knob,query_id,correct,strong_tokens`` or ``.jsonl`` with one object per
+        ``.csv`` with the header ``policy,knob,query_id,correct,strong_tokens`` or ``.jsonl`` with one object
+        per
         line holding those keys.
 
     Returns
@@ -352,7 +359,12 @@ class RecordWriter:
         if self.format == "csv":
             w = csv.writer(self._fh, lineterminator="\n")
             for p, k, q, c, s in zip(
-                records.policy, records.knob, records.query_id, records.correct, records.strong_tokens
+                records.policy,
+                records.knob,
+                records.query_id,
+                records.correct,
+                records.strong_tokens,
+                strict=True,
             ):
                 w.writerow([p, _fmt_knob(k), q, int(c), _num(s)])
         else:

@@ -7,26 +7,33 @@ What it simulates, per query (problem) ``q``:
 
 - **Difficulty**: its own next-step accuracies ``p_w(q)``, ``p_s(q)`` from Beta distributions (means and
   concentrations fitted by beta-geometric maximum likelihood on the weak / strong generator's ProcessBench
-  solutions), coupled by a Gaussian copula with correlation ``difficulty_corr`` (hard for one model → hard for the
+  solutions), coupled by a Gaussian copula with correlation ``difficulty_corr`` (hard for one model → hard
+  for the
   other).
 - **Step difficulty**: at each step, M_w's and M_s's chances of getting it right are coupled (Gaussian copula,
   ``step_corr``): the steps M_w gets wrong are more often ones M_s gets wrong too, so a regeneration is not an
   independent second try.
 - **Length**: the number of steps ``L(q)`` of M_w's solution from the weak generator's ProcessBench step-count
   histogram (longer ones folded into the horizon ``H``); step ``t = L(q)`` is the final one.
-- **Step tokens**: M_w's step lengths from the empirical quantiles of ProcessBench step lengths, with a per-query
+- **Step tokens**: M_w's step lengths from the empirical quantiles of ProcessBench step lengths, with a
+per-query
   style effect (Gaussian copula with intra-query correlation ``token_item_corr``).
-- **Strong steps**: a regeneration of step ``t`` costs ``ratio · c_t · ε`` tokens, ``ε`` lognormal with mean 1 and
+- **Strong steps**: a regeneration of step ``t`` costs ``ratio · c_t · ε`` tokens, ``ε`` lognormal with mean
+1 and
   log-s.d. ``strong_length_sd`` — not a fixed ratio. M_s solving alone writes the same number of steps, so its
   cost ``C_s(q)`` is the sum of the strong step lengths (an always-regenerate router pays exactly ``C_s``).
 - **Errors**: from a correct prefix, M_w's step is right w.p. ``p_w(q)``, a regenerated step w.p. ``p_s(q)``.
-  After an error the trajectory is wrong (class S1) but each later step recovers it w.p. ``recovery`` (fitted on
-  ProcessBench solutions whose final answer is right despite an erroneous step). Once an error happened, the PRM
+  After an error the trajectory is wrong (class S1) but each later step recovers it w.p. ``recovery`` (fitted
+  on
+  ProcessBench solutions whose final answer is right despite an erroneous step). Once an error happened, the
+  PRM
   keeps seeing an erroneous prefix (class S1) even after a recovery, as ProcessBench labels it.
-- **PRM scores**: the calibrated :class:`~trim_pomdp.observation_models.synthetic_prm.SyntheticPRM` (per-query bias,
+- **PRM scores**: the calibrated :class:`~trim_pomdp.observation_models.synthetic_prm.SyntheticPRM`
+(per-query bias,
   AR(1)-correlated step noise, high scores after errors), given each step's true class.
 
-Common random numbers: :meth:`Simulator.reset` with the same seed gives the same problems, lengths, step outcomes
+Common random numbers: :meth:`Simulator.reset` with the same seed gives the same problems, lengths, step
+outcomes
 and noise streams to every router, so routers are compared on identical queries.
 """
 
@@ -91,7 +98,8 @@ class SimulatorParams:
     step_count_probs : list of float, length H
         ``P(L = k)`` for ``k = 1 … H``.
     token_quantiles : list of float
-        Quantiles of M_w's step token counts at equally spaced probabilities 0 … 1 (≥ 2 values, non-decreasing).
+        Quantiles of M_w's step token counts at equally spaced probabilities 0 … 1 (≥ 2 values,
+        non-decreasing).
     token_item_corr : float
         Correlation, within a query, of its steps' (Gaussian-copula) length scores, in [0, 1).
     strong_ratio : float
@@ -156,7 +164,8 @@ class SimulatorParams:
         p = np.asarray(self.step_count_probs)
         if p.shape != (self.horizon,) or (p < 0).any() or not math.isclose(p.sum(), 1.0, abs_tol=1e-6):
             raise InvalidParameterError(
-                f"SimulatorParams.step_count_probs must hold P(L = 1..H) for H = {self.horizon} (non-negative, "
+                f"SimulatorParams.step_count_probs must hold P(L = 1..H) for H = {self.horizon} "
+                "(non-negative, "
                 f"summing to 1), got {p.shape[0]} values summing to {p.sum():.6g}"
             )
         q = np.asarray(self.token_quantiles)
@@ -203,7 +212,8 @@ class SimulatorParams:
         source : path
             JSON file.
         split : str, optional
-            For a multi-split file (``{"splits": {name: params}, "default_split": ...}``): which split; default
+            For a multi-split file (``{"splits": {name: params}, "default_split": ...}``): which split;
+            default
             the file's ``default_split``.
         """
         path = Path(source)
@@ -223,7 +233,8 @@ class SimulatorParams:
             name = split or d.get("default_split")
             if name not in d["splits"]:
                 raise InvalidParameterError(
-                    f"{where} has no simulator parameters for split {name!r}; available: {sorted(d['splits'])}"
+                    f"{where} has no simulator parameters for split {name!r}; "
+                    f"available: {sorted(d['splits'])}"
                 )
             params = dict(d["splits"][name])
             card = dict(d.get("card", {}))
@@ -231,7 +242,9 @@ class SimulatorParams:
             params["card"] = card
             return cls.from_dict(params)
         if split is not None and d.get("split") != split:
-            raise InvalidParameterError(f"{where} holds parameters of split {d.get('split')!r}, not {split!r}")
+            raise InvalidParameterError(
+                f"{where} holds parameters of split {d.get('split')!r}, not {split!r}"
+            )
         return cls.from_dict(d)
 
     @property
@@ -331,9 +344,8 @@ class Simulator:
 
     def __repr__(self) -> str:
         p = self.params
-        return (
-            f"Simulator({p.weak_generator} -> {p.strong_generator}, split={p.split!r}, H={p.horizon}; simulated)"
-        )
+        pair = f"{p.weak_generator} -> {p.strong_generator}"
+        return f"Simulator({pair}, split={p.split!r}, H={p.horizon}; simulated)"
 
     @property
     def card(self) -> dict[str, Any]:
@@ -356,7 +368,8 @@ class Simulator:
         self.p_s = special.betaincinv(*_beta_ab(p.p_s_mean, p.p_s_concentration), us)
         probs = np.asarray(p.step_count_probs)
         self.n_steps = rng.choice(np.arange(1, H + 1), size=n, p=probs / probs.sum())
-        # step token counts: Gaussian copula (query effect + step noise) through the empirical quantile function
+        # step token counts: Gaussian copula (query effect + step noise) through the empirical quantile
+        # function
         r = p.token_item_corr
         g = math.sqrt(r) * rng.standard_normal((n, 1)) + math.sqrt(1.0 - r) * rng.standard_normal((n, H))
         q = np.asarray(p.token_quantiles)
@@ -540,7 +553,8 @@ class Simulator:
     def labelled_statistics(self, n: int, seed: int | None = None) -> dict[str, Any]:
         """What a user could measure on ``n`` labelled training queries (as ProcessBench labels steps).
 
-        Returns a dict with ``weak_s0`` / ``weak_s2`` (M_w steps right / wrong after a correct prefix, along M_w's
+        Returns a dict with ``weak_s0`` / ``weak_s2`` (M_w steps right / wrong after a correct prefix, along
+        M_w's
         own solutions), ``strong_s0`` / ``strong_s2`` (the same for M_s solving alone), ``n_steps`` (n,),
         ``weak_tokens`` (list of per-query arrays of step lengths) and ``strong_tokens`` (flat array).
         """
@@ -571,9 +585,10 @@ class Simulator:
         }
 
     def step_table(self, n: int, seed: int | None = None) -> Any:
-        """Labelled step table of M_w's own solutions of ``n`` queries, in the shape observation models fit on.
+        """Labelled step table of M_w's own solutions of ``n`` queries (what observation models fit on).
 
-        Returns an object with per-step arrays ``r`` (score), ``m`` (prefix minimum, NaN at t = 1), ``z`` (class
+        Returns an object with per-step arrays ``r`` (score), ``m`` (prefix minimum, NaN at t = 1), ``z``
+        (class
         0/1/2), ``t`` (1-based) and ``item_index`` (query), like
         :func:`trim_pomdp.observation_models.processbench.step_table` — simulated.
         """
@@ -590,14 +605,19 @@ class Simulator:
             item.append(rows)
             obs = self.step(np.zeros(n, dtype=np.int64))
         return SimpleNamespace(
-            r=np.concatenate(r), m=np.concatenate(m), z=np.concatenate(z), t=np.concatenate(t),
-            item_index=np.concatenate(item), simulated=True,
+            r=np.concatenate(r),
+            m=np.concatenate(m),
+            z=np.concatenate(z),
+            t=np.concatenate(t),
+            item_index=np.concatenate(item),
+            simulated=True,
         )
 
     def queries(self, n: int, seed: int | None = None) -> QueryBatch:
         """The query-level facts of the ``n`` queries of ``reset(n, seed)``.
 
-        M_w alone is the never-regenerate episode (its step scores are what AutoMix sees); M_s alone uses the same
+        M_w alone is the never-regenerate episode (its step scores are what AutoMix sees); M_s alone uses the
+        same
         draws as regenerations; ``strong_tokens`` is ``C_s``.
         """
         weak_correct, _ = self.run(None, n, seed)

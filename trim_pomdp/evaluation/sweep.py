@@ -1,9 +1,13 @@
 """Sweep routers' knobs on a simulated benchmark and write resumable per-query records.
 
-A *benchmark* is a pair of simulators: a **training** one (what routers may learn or estimate from: the POMDP's
-parameters, AutoMix's bins, TRIM-Agg's PPO episodes, the threshold grid) and an **evaluation** one (``n`` queries
-drawn with one seed and given to every router and knob: common random numbers). For the in-distribution setting
-(Table 1) both use the same split with different seeds; for cross-dataset generalisation (Table 2) the training
+A *benchmark* is a pair of simulators: a **training** one (what routers may learn or estimate from: the
+POMDP's
+parameters, AutoMix's bins, TRIM-Agg's PPO episodes, the threshold grid) and an **evaluation** one (``n``
+queries
+drawn with one seed and given to every router and knob: common random numbers). For the in-distribution
+setting
+(Table 1) both use the same split with different seeds; for cross-dataset generalisation (Table 2) the
+training
 simulator uses another split's statistics.
 
 Routers and their knobs:
@@ -18,7 +22,8 @@ Routers and their knobs:
 ``random``  routing probability 0 … 1
 ==========  ================================================================================================
 
-:func:`run_sweep` writes ``records.csv`` one ``(policy, knob)`` group at a time (flushed), so a killed run keeps
+:func:`run_sweep` writes ``records.csv`` one ``(policy, knob)`` group at a time (flushed), so a killed run
+keeps
 every finished group; rerunning skips complete groups and redoes a torn one.
 """
 
@@ -36,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from ..exceptions import DataFormatError, InvalidParameterError
-from .records import RecordWriter, Records, read_records
+from .records import Records, RecordWriter, read_records
 from .simulator import SIMULATED_NOTE, Simulator, SimulatorParams
 
 __all__ = [
@@ -96,7 +101,8 @@ class SweepSettings:
     budgets : tuple of float
         Oracle / random router grid.
     pomdp_gate : bool
-        Use :class:`BeliefRouter`'s re-planning gate (δ = 0.375). Off by default: the native solver's policy is
+        Use :class:`BeliefRouter`'s re-planning gate (δ = 0.375). Off by default: the native solver's policy
+        is
         valid at every belief, and the gate (which forces ``continue`` outside it) only helps SARSOP-style
         policies that are accurate near b0.
     n_buckets : int
@@ -149,7 +155,11 @@ class Benchmark:
     """
 
     def __init__(
-        self, eval_params: SimulatorParams, train_params: SimulatorParams, settings: SweepSettings, name: str = ""
+        self,
+        eval_params: SimulatorParams,
+        train_params: SimulatorParams,
+        settings: SweepSettings,
+        name: str = "",
     ) -> None:
         self.settings = settings
         self.eval_params = eval_params
@@ -173,7 +183,9 @@ class Benchmark:
     def train_stats(self) -> dict[str, Any]:
         """Labelled statistics of the training queries (:meth:`Simulator.labelled_statistics`)."""
         if self._train_stats is None:
-            self._train_stats = self.train_sim.labelled_statistics(self.settings.n_train, self.settings.train_seed)
+            self._train_stats = self.train_sim.labelled_statistics(
+                self.settings.n_train, self.settings.train_seed
+            )
         return self._train_stats
 
     def run_step_router(self, router: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -182,8 +194,12 @@ class Benchmark:
 
     def identity(self) -> dict[str, Any]:
         """What fixes the evaluation queries; a resumed run must match it."""
-        digest = hashlib.sha256(json.dumps(self.eval_params.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
-        tdigest = hashlib.sha256(json.dumps(self.train_params.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+        digest = hashlib.sha256(json.dumps(self.eval_params.to_dict(), sort_keys=True).encode()).hexdigest()[
+            :16
+        ]
+        tdigest = hashlib.sha256(
+            json.dumps(self.train_params.to_dict(), sort_keys=True).encode()
+        ).hexdigest()[:16]
         return {
             "n_queries": self.settings.n_queries,
             "seed": self.settings.seed,
@@ -198,11 +214,15 @@ class Benchmark:
         }
 
 
-def estimate_trim_params(stats: dict[str, Any], *, n_buckets: int = 5, smoothing: float = 2.0, base: Any = None):
+def estimate_trim_params(
+    stats: dict[str, Any], *, n_buckets: int = 5, smoothing: float = 2.0, base: Any = None
+):
     """TRIM-POMDP parameters from labelled training statistics, with the TRIM model's own estimators.
 
-    ``p = S0 / (S0 + S2)`` per model; the hazard ``q(t)`` from step counts; token buckets at quantiles of M_w's step
-    lengths with ``P(c | t)`` shrunk to the pooled distribution (``smoothing`` pseudo-counts); the strong / weak
+    ``p = S0 / (S0 + S2)`` per model; the hazard ``q(t)`` from step counts; token buckets at quantiles of
+    M_w's step
+    lengths with ``P(c | t)`` shrunk to the pooled distribution (``smoothing`` pseudo-counts); the strong /
+    weak
     length ratio from mean step lengths. The rest (horizon, reward, discount) comes from ``base`` (default
     :func:`trim_pomdp.model.load_default_params`).
     """
@@ -222,7 +242,9 @@ def estimate_trim_params(stats: dict[str, Any], *, n_buckets: int = 5, smoothing
         at_risk, ends = np.sum(lengths >= t), np.sum(lengths == t)
         hazard[t - 1] = (ends + a * qbar) / (at_risk + a)
     hazard[-1] = 1.0
-    edges = np.unique(np.quantile(flat, np.arange(1, n_buckets) / n_buckets)) if n_buckets > 1 else np.zeros(0)
+    edges = (
+        np.unique(np.quantile(flat, np.arange(1, n_buckets) / n_buckets)) if n_buckets > 1 else np.zeros(0)
+    )
     edges = edges[edges > flat.min()]
     K = edges.size + 1
 
@@ -244,12 +266,19 @@ def estimate_trim_params(stats: dict[str, Any], *, n_buckets: int = 5, smoothing
         "queries": int(lengths.size),
         "weak": {"S0": stats["weak_s0"], "S2": stats["weak_s2"]},
         "strong": {"S0": stats["strong_s0"], "S2": stats["strong_s2"]},
-        "estimators": "p = S0/(S0+S2); hazard with shrinkage; P(c|t) shrunk to pooled; bucket edges = quantiles",
+        "estimators": "p = S0/(S0+S2); hazard with shrinkage; P(c|t) shrunk to pooled; "
+        "bucket edges = quantiles",
         "simulated": True,
     }
     return base.replace(
-        p_w=float(p_w), p_s=float(p_s), bucket_edges=edges, bucket_probs=probs, hazard=hazard,
-        bucket_mean_tokens=means, strong_weak_ratio=ratio, card=card,
+        p_w=float(p_w),
+        p_s=float(p_s),
+        bucket_edges=edges,
+        bucket_probs=probs,
+        hazard=hazard,
+        bucket_mean_tokens=means,
+        strong_weak_ratio=ratio,
+        card=card,
     )
 
 
@@ -286,9 +315,10 @@ def plan_groups(
     agg_dir: Path | None = None,
     log: Callable[[str], None] | None = None,
 ) -> Iterator[Group]:
-    """The reserved groups then every router's ``(policy, knob)`` groups, in the order of ``settings.routers``.
+    """The reserved groups, then every router's ``(policy, knob)`` groups in ``settings.routers`` order.
 
-    Expensive work (solving a POMDP, training PPO, fitting AutoMix) happens inside each group's ``run`` (or once,
+    Expensive work (solving a POMDP, training PPO, fitting AutoMix) happens inside each group's ``run`` (or
+    once,
     lazily, for the first group that needs it), so skipping complete groups on resume skips it too.
     """
     s = bench.settings
@@ -307,8 +337,10 @@ def plan_groups(
                 from ..model import default_observation_model as loader
             params = estimate_trim_params(bench.train_stats, n_buckets=s.n_buckets)
             cache["pomdp"] = (params, loader())
-            say(f"POMDP parameters from training queries: p_w={params.p_w:.4f}, p_s={params.p_s:.4f}, "
-                f"K={params.n_buckets}, ratio={params.strong_weak_ratio:.3f}")
+            say(
+                f"POMDP parameters from training queries: p_w={params.p_w:.4f}, p_s={params.p_s:.4f}, "
+                f"K={params.n_buckets}, ratio={params.strong_weak_ratio:.3f}"
+            )
         return cache["pomdp"]
 
     for name in s.routers:
@@ -344,9 +376,12 @@ def plan_groups(
                     else:
                         train_params = bench.train_params
                         router = train_agg(
-                            lambda: Simulator(train_params), lam, timesteps=s.agg_timesteps, seed=s.train_seed,
-                            n_envs=4, source_card={"type": "Simulator", "simulated": True,
-                                                   "split": train_params.split},
+                            lambda: Simulator(train_params),
+                            lam,
+                            timesteps=s.agg_timesteps,
+                            seed=s.train_seed,
+                            n_envs=4,
+                            source_card={"type": "Simulator", "simulated": True, "split": train_params.split},
                         )
                         if target is not None:
                             router.save(target)
@@ -396,7 +431,8 @@ def _check_identity(out_dir: Path, identity: dict[str, Any]) -> None:
         if old is not None and old != identity:
             diff = {k: (old.get(k), v) for k, v in identity.items() if old.get(k) != v}
             raise DataFormatError(
-                f"{out_dir} holds records of other queries ({diff}); resume with the same settings or use a new "
+                f"{out_dir} holds records of other queries ({diff}); resume with the same settings or "
+                "use a new "
                 "--out directory"
             )
 
@@ -444,7 +480,12 @@ def run_sweep(
     existing = read_records(records_path) if records_path.is_file() else Records.empty()
     done = complete_groups(existing, bench.query_ids)
     if len(existing):
-        keep = np.array([_key(p, None if math.isnan(k) else k) in done for p, k in zip(existing.policy, existing.knob)])
+        keep = np.array(
+            [
+                _key(p, None if math.isnan(k) else k) in done
+                for p, k in zip(existing.policy, existing.knob, strict=True)
+            ]
+        )
         if not keep.all():
             # drop the torn group of a killed run before appending to the file again
             with RecordWriter(records_path, append=False) as w:
@@ -485,7 +526,6 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"cannot serialise {type(obj).__name__}")
-
 
 
 def write_reports(

@@ -85,7 +85,10 @@ def _caption(summary: Mapping[str, Any], note: str | None) -> str:
 def markdown_table(summary: Mapping[str, Any], *, note: str | None = None) -> str:
     """The table as GitHub Markdown with a caption line below it."""
     rows = table_rows(summary)
-    out = ["| " + " | ".join(rows[0]) + " |", "|" + "|".join([" --- "] + [" ---: "] * (len(rows[0]) - 1)) + "|"]
+    out = [
+        "| " + " | ".join(rows[0]) + " |",
+        "|" + "|".join([" --- "] + [" ---: "] * (len(rows[0]) - 1)) + "|",
+    ]
     out += ["| " + " | ".join(r) + " |" for r in rows[1:]]
     return "\n".join(out) + "\n\n" + _caption(summary, note) + "\n"
 
@@ -123,7 +126,8 @@ def comparison_lines(summary: Mapping[str, Any]) -> list[str]:
     """Plain statements of the issue's questions, read off a summary (no judgement added).
 
     - does TRIM-POMDP beat TRIM-Thr on ΔIBC and on CPT(95%)?
-    - does every step-level router beat every deployable query-level baseline (AutoMix-PRM, random) on ΔIBC and
+    - does every step-level router beat every deployable query-level baseline (AutoMix-PRM, random) on ΔIBC
+    and
       CPT(95%)? (The oracle query router looks at outcomes; it is reported as a reference.)
     """
     pols = summary["policies"]
@@ -132,7 +136,9 @@ def comparison_lines(summary: Mapping[str, Any]) -> list[str]:
     def fmt(pol: Mapping[str, Any]) -> str:
         d = pol["delta_ibc"]
         c = _cpt95(pol)
-        return f"ΔIBC {'—' if d is None else f'{d:.2f}'}, CPT(95%) {'unreached' if c is None else f'{100 * c:.2f}%'}"
+        dd = "—" if d is None else f"{d:.2f}"
+        cc = "unreached" if c is None else f"{100 * c:.2f}%"
+        return f"ΔIBC {dd}, CPT(95%) {cc}"
 
     if "pomdp" in pols and "thr" in pols:
         p, t = pols["pomdp"], pols["thr"]
