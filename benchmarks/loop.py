@@ -1,13 +1,15 @@
-"""Generation-loop benchmark: throughput against local servers with a fixed latency, and the loop's own overhead.
+"""Generation-loop benchmark: throughput against local servers with a fixed latency; the loop's own overhead.
 
-1. Throughput. A fake vLLM server (weak model + PRM ``/pooling``) and a fake Anthropic server, each answering every
-   call after a fixed latency L, run in a separate process (so they do not compete with the loop for the GIL). The
-   loop runs N problems with ``concurrency`` in flight through the real openai / anthropic SDKs. A problem's calls are
-   sequential, so the best possible wall time is Σ_problems (its number of calls × L) / concurrency; we report
-   problems/s and its ratio to that bound (target ≥ 0.9 at 64 in flight).
-2. Overhead. The same loop with in-process zero-latency model stand-ins, the SQLite cache and a threshold router,
-   one problem at a time: the median over problems of wall time per step is what the loop itself costs per step
-   (routing, PRM batching, bookkeeping, cache, JSONL records); target ≤ 1 ms.
+1. Throughput. A fake vLLM server (weak model + PRM ``/pooling``) and a fake Anthropic server, each answering
+every
+   call after a fixed latency L, run in a separate process (so they do not compete with the loop for the GIL).
+   The loop runs N problems with ``concurrency`` in flight through the real openai / anthropic SDKs. A
+   problem's calls are sequential, so the best possible wall time is Σ_problems (its number of calls × L) /
+   concurrency; we report problems/s and its ratio to that bound (target ≥ 0.9 at 64 in flight).
+2. Overhead. The same loop with in-process zero-latency model stand-ins, the SQLite cache and a threshold
+router,
+   one problem at a time: the median over problems of wall time per step is what the loop itself costs per
+   step (routing, PRM batching, bookkeeping, cache, JSONL records); target ≤ 1 ms.
 
 Usage: ``python benchmarks/loop.py [--latency 1.0] [--problems 192] [--concurrency 64] [--out FILE]``
 """
@@ -119,8 +121,14 @@ async def throughput(latency: float, n: int, concurrency: int) -> dict:
         prm_backend = VLLMPoolingPRM(oai_url, "prm")
         prm = BatchedPRM(prm_backend, "prm", max_batch=concurrency)
         # warm up connections (not timed)
-        await run_loop(problems(concurrency)[:concurrency], weak, strong, prm, router_factory(),
-                       LoopConfig(concurrency=concurrency, policy="thr", knob=0.5))
+        await run_loop(
+            problems(concurrency)[:concurrency],
+            weak,
+            strong,
+            prm,
+            router_factory(),
+            LoopConfig(concurrency=concurrency, policy="thr", knob=0.5),
+        )
         probs = [Problem(f"b{i}", p.problem, p.answer) for i, p in enumerate(problems(n))]
         traces, stamps, done_at = [], [], []
 
@@ -129,9 +137,15 @@ async def throughput(latency: float, n: int, concurrency: int) -> dict:
             done_at.append(time.perf_counter())
 
         t0 = time.perf_counter()
-        s = await run_loop(probs, Stamped(weak, stamps, "weak"), Stamped(strong, stamps, "strong"),
-                           Stamped(prm, stamps, "prm"), router_factory(),
-                           LoopConfig(concurrency=concurrency, policy="thr", knob=0.5), on_result=on_result)
+        s = await run_loop(
+            probs,
+            Stamped(weak, stamps, "weak"),
+            Stamped(strong, stamps, "strong"),
+            Stamped(prm, stamps, "prm"),
+            router_factory(),
+            LoopConfig(concurrency=concurrency, policy="thr", knob=0.5),
+            on_result=on_result,
+        )
         wall = time.perf_counter() - t0
         await weak.aclose()
         await strong.aclose()
@@ -141,7 +155,9 @@ async def throughput(latency: float, n: int, concurrency: int) -> dict:
     calls = sum(sum(2 if st.get("action") == "regenerate" else 1 for st in tr["steps"]) * 2 for tr in traces)
     ideal = calls * latency / concurrency
     # what the clients actually waited per call (server + transport under this machine's load)
-    gen_lat = [st[k]["latency_s"] for tr in traces for st in tr["steps"] for k in ("weak", "strong") if k in st]
+    gen_lat = [
+        st[k]["latency_s"] for tr in traces for st in tr["steps"] for k in ("weak", "strong") if k in st
+    ]
     prm_lat = [st[k] for tr in traces for st in tr["steps"] for k in ("prm_s", "prm_strong_s") if k in st]
     observed = (sum(gen_lat) + sum(prm_lat)) / max(1, len(gen_lat) + len(prm_lat))
     # steady state: from 2 latencies after the start until the queue ran dry (the (n - concurrency + 1)-th
@@ -151,14 +167,25 @@ async def throughput(latency: float, n: int, concurrency: int) -> dict:
     in_window = sum(1 for x in stamps if t_a <= x <= t_b)
     steady_calls_per_s = in_window / max(1e-9, t_b - t_a)
     calls_per_problem = calls / max(1, len(traces))
-    return {"latency_s": latency, "problems": n, "concurrency": concurrency, "completed": s.completed,
-            "wall_s": wall, "problems_per_s": n / wall, "ideal_problems_per_s": n / ideal,
-            "ratio_whole_run": ideal / wall, "calls": calls,
-            "steady_calls_per_s": steady_calls_per_s, "ideal_calls_per_s": concurrency / latency,
-            "ratio": steady_calls_per_s * latency / concurrency,
-            "steady_problems_per_s": steady_calls_per_s / calls_per_problem, "observed_call_latency_s": observed,
-            "ratio_vs_observed_latency": calls * observed / concurrency / wall, "prm_batches": prm.batcher.batches,
-            "mean_prm_batch": prm.batcher.items / max(1, prm.batcher.batches)}
+    return {
+        "latency_s": latency,
+        "problems": n,
+        "concurrency": concurrency,
+        "completed": s.completed,
+        "wall_s": wall,
+        "problems_per_s": n / wall,
+        "ideal_problems_per_s": n / ideal,
+        "ratio_whole_run": ideal / wall,
+        "calls": calls,
+        "steady_calls_per_s": steady_calls_per_s,
+        "ideal_calls_per_s": concurrency / latency,
+        "ratio": steady_calls_per_s * latency / concurrency,
+        "steady_problems_per_s": steady_calls_per_s / calls_per_problem,
+        "observed_call_latency_s": observed,
+        "ratio_vs_observed_latency": calls * observed / concurrency / wall,
+        "prm_batches": prm.batcher.batches,
+        "mean_prm_batch": prm.batcher.items / max(1, prm.batcher.batches),
+    }
 
 
 async def overhead(n: int) -> dict:
@@ -170,12 +197,21 @@ async def overhead(n: int) -> dict:
         out = {}
         for label in ("cold cache", "warm cache"):
             traces = []
-            await run_loop(problems(n), weak, strong, prm, router_factory(),
-                           LoopConfig(concurrency=1, policy="thr", knob=0.5), Path(d) / label.replace(" ", "_"),
-                           on_result=traces.append)
+            await run_loop(
+                problems(n),
+                weak,
+                strong,
+                prm,
+                router_factory(),
+                LoopConfig(concurrency=1, policy="thr", knob=0.5),
+                Path(d) / label.replace(" ", "_"),
+                on_result=traces.append,
+            )
             per_step = [tr["wall_s"] / tr["n_steps"] for tr in traces]
-            out[label] = {"median_ms_per_step": 1e3 * statistics.median(per_step),
-                          "p90_ms_per_step": 1e3 * sorted(per_step)[int(0.9 * len(per_step))]}
+            out[label] = {
+                "median_ms_per_step": 1e3 * statistics.median(per_step),
+                "p90_ms_per_step": 1e3 * sorted(per_step)[int(0.9 * len(per_step))],
+            }
         cache.close()
     return out
 
@@ -188,32 +224,46 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", default=str(Path(__file__).with_suffix(".json")))
     args = ap.parse_args()
-    runs = [asyncio.run(throughput(args.latency, args.problems, args.concurrency)) for _ in range(args.repeats)]
+    runs = [
+        asyncio.run(throughput(args.latency, args.problems, args.concurrency)) for _ in range(args.repeats)
+    ]
     ratio = statistics.median(r["ratio"] for r in runs)
     ov = asyncio.run(overhead(200))
-    result = {"machine": {"platform": platform.platform(), "python": platform.python_version(),
-                          "cpus": os.cpu_count()},
-              "throughput_runs": runs, "throughput_ratio_median": ratio,
-              "throughput_ratio_vs_observed_latency_median": statistics.median(
-                  r["ratio_vs_observed_latency"] for r in runs),
-              "problems_per_s_median": statistics.median(r["problems_per_s"] for r in runs),
-              "overhead": ov, "targets": {"throughput_ratio": 0.9, "overhead_ms": 1.0}}
+    result = {
+        "machine": {
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+        },
+        "throughput_runs": runs,
+        "throughput_ratio_median": ratio,
+        "throughput_ratio_vs_observed_latency_median": statistics.median(
+            r["ratio_vs_observed_latency"] for r in runs
+        ),
+        "problems_per_s_median": statistics.median(r["problems_per_s"] for r in runs),
+        "overhead": ov,
+        "targets": {"throughput_ratio": 0.9, "overhead_ms": 1.0},
+    }
     print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs")
     print(f"{'metric':<48}{'value':>12}{'target':>10}")
     med = lambda k: statistics.median(r[k] for r in runs)  # noqa: E731
-    print(f"{'steady-state problems/s, %d in flight' % args.concurrency:<48}{med('steady_problems_per_s'):>12.2f}")
+    print(
+        f"{f'steady-state problems/s, {args.concurrency} in flight':<48}{med('steady_problems_per_s'):>12.2f}"
+    )
     print(f"{'ideal problems/s at this latency':<48}{runs[0]['ideal_problems_per_s']:>12.2f}")
     print(f"{'steady-state ratio to the latency bound':<48}{ratio:>12.3f}{'>= 0.9':>10}")
     print(f"{'whole run incl. ramp-up and tail: problems/s':<48}{result['problems_per_s_median']:>12.2f}")
     print(f"{'whole run ratio':<48}{med('ratio_whole_run'):>12.3f}")
     print(f"{'mean PRM batch size':<48}{runs[0]['mean_prm_batch']:>12.1f}")
     obs = statistics.median(r["observed_call_latency_s"] for r in runs)
-    print(f"{'observed mean call latency (s; set: %g)' % args.latency:<48}{obs:>12.3f}")
+    print(f"{f'observed mean call latency (s; set: {args.latency:g})':<48}{obs:>12.3f}")
     rvo = statistics.median(r["ratio_vs_observed_latency"] for r in runs)
     print(f"{'ratio to the bound at the observed latency':<48}{rvo:>12.3f}")
     for label, v in ov.items():
-        print(f"{'loop overhead per step, ' + label + ' (median ms)':<48}{v['median_ms_per_step']:>12.3f}"
-              f"{'<= 1':>10}")
+        print(
+            f"{'loop overhead per step, ' + label + ' (median ms)':<48}{v['median_ms_per_step']:>12.3f}"
+            f"{'<= 1':>10}"
+        )
     Path(args.out).write_text(json.dumps(result, indent=2))
     print(f"wrote {args.out}")
 

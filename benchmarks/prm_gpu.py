@@ -1,23 +1,25 @@
 """PRM scoring throughput of the transformers backend vs a bare batched forward pass (GPU benchmark).
 
-A randomly initialised model with Qwen2.5-Math-PRM-7B's configuration (Qwen2, 28 layers, hidden 3584, 28 heads /
-4 KV heads, vocabulary 152064; a 2-label token-classification head), in bf16, built on the device with no
-download. Inputs: N synthetic solutions (a problem of ~60–120 words and 2–12 steps of ~20–80 words each, with a
-word-level tokenizer that knows ``<extra_0>``), the same for every measurement.
+A randomly initialised model with Qwen2.5-Math-PRM-7B's configuration (Qwen2, 28 layers, hidden 3584, 28 heads
+/ 4 KV heads, vocabulary 152064; a 2-label token-classification head), in bf16, built on the device with no
+download. Inputs: N synthetic solutions (a problem of ~60–120 words and 2–12 steps of ~20–80 words each, with
+a word-level tokenizer that knows ``<extra_0>``), the same for every measurement.
 
 Measured, each as the median of ``--repeats`` timed passes after one warm-up pass:
 
-* ``bare``: the model's forward on the pre-tokenised inputs, batched exactly as the backend batches them (sorted by
+* ``bare``: the model's forward on the pre-tokenised inputs, batched exactly as the backend batches them
+(sorted by
   length, ``--batch-size`` per pass, right padding) — the upper bound;
-* ``score_batch``: :meth:`TransformersPRM.score_batch` (prompt rendering, tokenisation, forward, score extraction);
+* ``score_batch``: :meth:`TransformersPRM.score_batch` (prompt rendering, tokenisation, forward, score
+extraction);
 * ``loop``: the generation loop's path — every solution submitted concurrently to
   :class:`trim_pomdp.generation.BatchedPRM`, which batches them for ``score_batch``.
 
-The ratio (throughput / bare throughput) is the number to read; target ≥ 0.9. ``--smoke`` runs a tiny config on the
-CPU in seconds (for CI and machines without a GPU).
+The ratio (throughput / bare throughput) is the number to read; target ≥ 0.9. ``--smoke`` runs a tiny config
+on the CPU in seconds (for CI and machines without a GPU).
 
-Usage: ``python benchmarks/prm_gpu.py --out prm_gpu.json`` (GPU; finishes in well under 5 minutes on one H100/H200)
-or ``python benchmarks/prm_gpu.py --smoke --out /tmp/prm_smoke.json``.
+Usage: ``python benchmarks/prm_gpu.py --out prm_gpu.json`` (GPU; finishes in well under 5 minutes on one
+H100/H200) or ``python benchmarks/prm_gpu.py --smoke --out /tmp/prm_smoke.json``.
 """
 
 from __future__ import annotations
@@ -38,15 +40,36 @@ sys.path.insert(0, str(ROOT))
 
 T_START = time.perf_counter()
 
-CHAT = ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>' + '\n' }}"
-        "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+CHAT = (
+    "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
 
 # Qwen/Qwen2.5-Math-PRM-7B config.json (architecture fields), written out so nothing is downloaded
-PRM_7B = dict(vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
-              num_attention_heads=28, num_key_value_heads=4, max_position_embeddings=4096, rope_theta=10000.0,
-              rms_norm_eps=1e-6, hidden_act="silu", tie_word_embeddings=False, num_labels=2)
-TINY = dict(vocab_size=4096, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=2, max_position_embeddings=4096, num_labels=2)
+PRM_7B = dict(
+    vocab_size=152064,
+    hidden_size=3584,
+    intermediate_size=18944,
+    num_hidden_layers=28,
+    num_attention_heads=28,
+    num_key_value_heads=4,
+    max_position_embeddings=4096,
+    rope_theta=10000.0,
+    rms_norm_eps=1e-6,
+    hidden_act="silu",
+    tie_word_embeddings=False,
+    num_labels=2,
+)
+TINY = dict(
+    vocab_size=4096,
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=4096,
+    num_labels=2,
+)
 
 
 def make_tokenizer(transformers, n_words: int):
@@ -57,8 +80,9 @@ def make_tokenizer(transformers, n_words: int):
         vocab[f"w{i}"] = len(vocab)
     tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
     tk.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok = transformers.PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="[UNK]", pad_token="[PAD]",
-                                               eos_token="<|im_end|>")
+    tok = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tk, unk_token="[UNK]", pad_token="[PAD]", eos_token="<|im_end|>"
+    )
     tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>", "<extra_0>"]})
     tok.chat_template = CHAT
     return tok
@@ -70,8 +94,10 @@ def make_solutions(n: int, n_words: int, scale: float, seed: int = 0) -> list[tu
     def words(k: int) -> str:
         return " ".join(f"w{rng.randrange(n_words)}" for _ in range(max(1, int(k * scale))))
 
-    return [(words(rng.randint(60, 120)), [words(rng.randint(20, 80)) for _ in range(rng.randint(2, 12))])
-            for _ in range(n)]
+    return [
+        (words(rng.randint(60, 120)), [words(rng.randint(20, 80)) for _ in range(rng.randint(2, 12))])
+        for _ in range(n)
+    ]
 
 
 def main() -> None:
@@ -160,24 +186,46 @@ def main() -> None:
             fn()
             ts.append(time.perf_counter() - t)
         timings[name] = statistics.median(ts)
-    rows = {k: {"seconds": v, "solutions_per_s": n / v, "tokens_per_s": n_tokens / v,
-                "ratio_to_bare": timings["bare"] / v} for k, v in timings.items()}
+    rows = {
+        k: {
+            "seconds": v,
+            "solutions_per_s": n / v,
+            "tokens_per_s": n_tokens / v,
+            "ratio_to_bare": timings["bare"] / v,
+        }
+        for k, v in timings.items()
+    }
     result = {
         "config": "tiny (smoke)" if args.smoke else "Qwen2.5-Math-PRM-7B architecture, random init",
-        "dtype": str(dtype).replace("torch.", ""), "device": device,
+        "dtype": str(dtype).replace("torch.", ""),
+        "device": device,
         "gpu": torch.cuda.get_device_name(0) if device.startswith("cuda") else None,
-        "params": n_params, "solutions": n, "tokens": n_tokens, "batch_size": args.batch_size,
-        "repeats": args.repeats, "build_s": build_s, "results": rows, "target_ratio": 0.9,
+        "params": n_params,
+        "solutions": n,
+        "tokens": n_tokens,
+        "batch_size": args.batch_size,
+        "repeats": args.repeats,
+        "build_s": build_s,
+        "results": rows,
+        "target_ratio": 0.9,
         "total_s": time.perf_counter() - T_START,
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
-                    "transformers": transformers.__version__},
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+        },
     }
-    print(f"{result['config']} on {result['gpu'] or device} ({dtype}), {n_params / 1e9:.2f}B params, "
-          f"{n} solutions, {n_tokens} tokens")
+    print(
+        f"{result['config']} on {result['gpu'] or device} ({dtype}), {n_params / 1e9:.2f}B params, "
+        f"{n} solutions, {n_tokens} tokens"
+    )
     print(f"{'path':<14}{'s (median)':>12}{'solutions/s':>14}{'tokens/s':>12}{'vs bare':>10}")
     for k, r in rows.items():
-        print(f"{k:<14}{r['seconds']:>12.3f}{r['solutions_per_s']:>14.1f}{r['tokens_per_s']:>12.0f}"
-              f"{r['ratio_to_bare']:>10.3f}")
+        print(
+            f"{k:<14}{r['seconds']:>12.3f}{r['solutions_per_s']:>14.1f}{r['tokens_per_s']:>12.0f}"
+            f"{r['ratio_to_bare']:>10.3f}"
+        )
     print(f"total {result['total_s']:.1f} s")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))

@@ -1,4 +1,4 @@
-"""TRIM live: a vLLM-served weak model, Claude as the strong model, a PRM, and a router — through the library API.
+"""TRIM live: a vLLM-served weak model, Claude as the strong model, a PRM and a router, via the library API.
 
 Start the servers first (one GPU each is plenty for 1.5B/7B models):
 
@@ -11,8 +11,9 @@ then
     python examples/live_vllm_claude.py --problems 20 --router thr:0.6 --out runs/live
 
 ``--router`` also takes a `trim-pomdp solve` output directory (BeliefRouter). The run is resumable and its
-records feed `trim-pomdp metrics runs/live/records.jsonl`. ``--offline`` replaces the three servers by the local
-fake servers of the test suite (scripted "What is A + B?" problems), to see the whole path work without GPUs or keys.
+records feed `trim-pomdp metrics runs/live/records.jsonl`. ``--offline`` replaces the three servers by the
+local fake servers of the test suite (scripted "What is A + B?" problems), to see the whole path work without
+GPUs or keys.
 """
 
 from __future__ import annotations
@@ -69,32 +70,49 @@ async def main() -> None:
     router = resolve_router(args.router)
     cache = Cache(Path(args.out) / "cache.sqlite")  # model and PRM calls: reruns and λ sweeps reuse them
     weak = CachedGenerator(OpenAICompatibleGenerator(args.weak_model, base_url=args.weak_url), cache)
-    strong = CachedGenerator(AnthropicStepGenerator(args.strong, base_url=os.environ.get("ANTHROPIC_BASE_URL")),
-                             cache)
+    strong = CachedGenerator(
+        AnthropicStepGenerator(args.strong, base_url=os.environ.get("ANTHROPIC_BASE_URL")), cache
+    )
     prm_backend = VLLMPoolingPRM(args.prm_url, args.prm_model)
     prm = BatchedPRM(prm_backend, args.prm_model, cache=cache)
 
     def show(trace: dict) -> None:
         acts = "".join("R" if s.get("action") == "regenerate" else "." for s in trace["steps"])
-        print(f"{trace['query_id']:>24}  {'✓' if trace['correct'] else '✗'}  steps {acts:<30} "
-              f"strong tokens {trace['strong_tokens']}")
+        print(
+            f"{trace['query_id']:>24}  {'✓' if trace['correct'] else '✗'}  steps {acts:<30} "
+            f"strong tokens {trace['strong_tokens']}"
+        )
 
     try:
-        summary = await run_loop(problems, weak, strong, prm, router.factory,
-                                 LoopConfig(concurrency=args.concurrency, mode=router.mode, policy=router.policy,
-                                            knob=router.knob),
-                                 args.out, settings={"router": args.router, "weak": args.weak_model,
-                                                     "strong": args.strong, "prm": args.prm_model},
-                                 on_result=show)
+        summary = await run_loop(
+            problems,
+            weak,
+            strong,
+            prm,
+            router.factory,
+            LoopConfig(
+                concurrency=args.concurrency, mode=router.mode, policy=router.policy, knob=router.knob
+            ),
+            args.out,
+            settings={
+                "router": args.router,
+                "weak": args.weak_model,
+                "strong": args.strong,
+                "prm": args.prm_model,
+            },
+            on_result=show,
+        )
     finally:
         await weak.aclose()
         await strong.aclose()
         await prm_backend.aclose()
         for s in servers:
             s.stop()
-    print(f"accuracy {summary.accuracy:.3f} over {summary.finished} problems, "
-          f"{summary.strong_tokens / max(1, summary.finished):.1f} strong tokens per problem; "
-          f"records in {args.out}/records.jsonl")
+    print(
+        f"accuracy {summary.accuracy:.3f} over {summary.finished} problems, "
+        f"{summary.strong_tokens / max(1, summary.finished):.1f} strong tokens per problem; "
+        f"records in {args.out}/records.jsonl"
+    )
 
 
 if __name__ == "__main__":

@@ -7,27 +7,47 @@ import json
 import pytest
 
 from tests._data import require_shared_data
-from trim_pomdp.generation.answers import answers_match, check_answer, extract_boxed, has_boxed, normalize_answer
-from trim_pomdp.generation.datasets import DATASETS, load_dataset, load_problems_file, shard
 from trim_pomdp.exceptions import DataFormatError, InvalidParameterError
+from trim_pomdp.generation.answers import (
+    answers_match,
+    check_answer,
+    extract_boxed,
+    has_boxed,
+    normalize_answer,
+)
+from trim_pomdp.generation.datasets import DATASETS, load_dataset, load_problems_file, shard
 
 
 def test_extract_boxed_nested_and_last():
     assert extract_boxed(r"so \boxed{\frac{1}{2}} and finally \boxed{\left( 3, \frac{\pi}{2} \right)}") == (
-        r"\left( 3, \frac{\pi}{2} \right)")
+        r"\left( 3, \frac{\pi}{2} \right)"
+    )
     assert extract_boxed("no answer") is None
     assert extract_boxed(r"\boxed{unbalanced") is None
     assert has_boxed(r"x \boxed{2}") and not has_boxed(r"\boxed{")
 
 
-@pytest.mark.parametrize("a,b", [("27.0", "27"), ("\\dfrac{1}{2}", "\\frac12"), ("x = 5", "5"), ("1,000", "1000"),
-                                 ("45^\\circ", "45"), ("\\text{(B)}", "(B)"), ("0.50", "0.5"),
-                                 ("\\frac{\\sqrt{3}}{2}", "\\frac{\\sqrt3}{2}"), ("2\\pi", "2 \\pi")])
+@pytest.mark.parametrize(
+    "a,b",
+    [
+        ("27.0", "27"),
+        ("\\dfrac{1}{2}", "\\frac12"),
+        ("x = 5", "5"),
+        ("1,000", "1000"),
+        ("45^\\circ", "45"),
+        ("\\text{(B)}", "(B)"),
+        ("0.50", "0.5"),
+        ("\\frac{\\sqrt{3}}{2}", "\\frac{\\sqrt3}{2}"),
+        ("2\\pi", "2 \\pi"),
+    ],
+)
 def test_equivalent_answers(a, b):
     assert answers_match(a, b)
 
 
-@pytest.mark.parametrize("a,b", [("27", "28"), ("\\frac{1}{2}", "\\frac{1}{3}"), ("(1,2)", "(2,1)"), ("x", "y")])
+@pytest.mark.parametrize(
+    "a,b", [("27", "28"), ("\\frac{1}{2}", "\\frac{1}{3}"), ("(1,2)", "(2,1)"), ("x", "y")]
+)
 def test_different_answers(a, b):
     assert not answers_match(a, b)
 
@@ -47,8 +67,11 @@ def test_real_reference_answers_check_against_themselves(name):
     ok = sum(check_answer(f"Thus \\boxed{{{p.answer}}}.", p.answer)[1] for p in problems)
     assert ok == len(problems)
     # a different problem's answer must (almost always) be judged wrong
-    wrong = sum(answers_match(problems[i].answer, problems[i - 1].answer) for i in range(1, min(len(problems), 30))
-                if normalize_answer(problems[i].answer) != normalize_answer(problems[i - 1].answer))
+    wrong = sum(
+        answers_match(problems[i].answer, problems[i - 1].answer)
+        for i in range(1, min(len(problems), 30))
+        if normalize_answer(problems[i].answer) != normalize_answer(problems[i - 1].answer)
+    )
     assert wrong <= 1
 
 
@@ -62,7 +85,9 @@ def test_math500_solutions_agree_with_answer_field():
 
 def test_problems_file_formats(tmp_path):
     p = tmp_path / "p.jsonl"
-    p.write_text('{"question": "q1", "answer": "a #### 1,234"}\n{"problem": "q2", "solution": "so \\\\boxed{7}"}\n')
+    p.write_text(
+        '{"question": "q1", "answer": "a #### 1,234"}\n{"problem": "q2", "solution": "so \\\\boxed{7}"}\n'
+    )
     probs = load_problems_file(p)
     assert [(q.id, q.answer) for q in probs] == [("0", "1234"), ("1", "7")]
     c = tmp_path / "p.csv"

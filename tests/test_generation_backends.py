@@ -10,7 +10,8 @@ import pytest
 pytest.importorskip("openai")
 pytest.importorskip("anthropic")
 
-from tests.servers.fake import FakeAnthropicServer, FakeOpenAIServer, ScriptedMathModel, count_tokens  # noqa: E402
+from tests.servers.fake import FakeAnthropicServer, FakeOpenAIServer, count_tokens  # noqa: E402
+from trim_pomdp.exceptions import InvalidParameterError  # noqa: E402
 from trim_pomdp.generation.backends import (  # noqa: E402
     AnthropicStepGenerator,
     GenerationError,
@@ -22,7 +23,6 @@ from trim_pomdp.generation.backends import (  # noqa: E402
 )
 from trim_pomdp.generation.backends._common import MicroBatcher  # noqa: E402
 from trim_pomdp.generation.cache import Cache, CachedGenerator  # noqa: E402
-from trim_pomdp.exceptions import InvalidParameterError  # noqa: E402
 from trim_pomdp.prm.vllm_backend import VLLMPoolingPRM  # noqa: E402
 
 P = "What is 4 + 5?"  # (4 + 5) % 3 == 0: the weak script makes a mistake at step 2
@@ -91,8 +91,9 @@ def test_openai_sdk_streaming_against_fake(oai):
 
     async def go():
         client = openai.AsyncOpenAI(base_url=oai.url + "/v1", api_key="EMPTY", max_retries=0)
-        stream = await client.chat.completions.create(model="weak", messages=[{"role": "user", "content": P}],
-                                                      stop=["\n\n"], stream=True)
+        stream = await client.chat.completions.create(
+            model="weak", messages=[{"role": "user", "content": P}], stop=["\n\n"], stream=True
+        )
         text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
         await client.close()
         return text
@@ -109,8 +110,12 @@ def test_openai_retries_then_succeeds(oai, kind):
 
 def test_openai_hang_times_out_and_gives_up(oai, caplog):
     oai.fail_next("hang", 2)
-    gen = OpenAICompatibleGenerator("weak", base_url=oai.url + "/v1", api_key="sk-secret-key-abcdef",
-                                    retry=RetryPolicy(max_retries=1, base_delay=0.0, timeout=0.3))
+    gen = OpenAICompatibleGenerator(
+        "weak",
+        base_url=oai.url + "/v1",
+        api_key="sk-secret-key-abcdef",
+        retry=RetryPolicy(max_retries=1, base_delay=0.0, timeout=0.3),
+    )
     with caplog.at_level(logging.DEBUG), pytest.raises(GenerationError, match="timeout after 0.3 s"):
         run(gen.generate_step(P, []))
     assert "sk-secret-key-abcdef" not in caplog.text and "sk-secret-key-abcdef" not in repr(gen)
@@ -134,16 +139,20 @@ def test_openai_bad_request_not_retried(oai):
 
 def _claude(ant, **kw):
     kw.setdefault("retry", FAST)
-    return AnthropicStepGenerator(kw.pop("model", "claude-sonnet-4-6"), api_key=ant.api_key, base_url=ant.url, **kw)
+    return AnthropicStepGenerator(
+        kw.pop("model", "claude-sonnet-4-6"), api_key=ant.api_key, base_url=ant.url, **kw
+    )
 
 
 def test_claude_marker_mode_user_turn(ant):
     n0 = len(ant.requests)
     steps, res = run(_solve(_claude(ant)))
     assert steps[-1] == r"Therefore the answer is \boxed{9}." and res[-1].final and len(steps) == 3
-    for r, s in zip(res, steps):
+    for r, s in zip(res, steps, strict=True):
         assert r.extra["tokens_exact"] and r.extra["stop_reason"] == "stop_sequence"
-        assert r.tokens == count_tokens(s)  # cumulative streaming usage kept, not summed with message_start's 1
+        assert r.tokens == count_tokens(
+            s
+        )  # cumulative streaming usage kept, not summed with message_start's 1
         assert "<end_of_step>" not in s
     for req in ant.requests[n0:]:
         body = req["body"]
@@ -168,7 +177,9 @@ def test_claude_prefill_only_where_allowed(ant):
     gen = _claude(ant, model="claude-3-7-sonnet-20250219", continuation="prefill", step_mode="cut")
     r = run(gen.generate_step(P, ["Step 1: carefully we add 4 and 5"]))
     last = ant.requests[-1]["body"]["messages"][-1]
-    assert last["role"] == "assistant" and last["content"] == last["content"].rstrip()  # no trailing whitespace
+    assert (
+        last["role"] == "assistant" and last["content"] == last["content"].rstrip()
+    )  # no trailing whitespace
     assert r.text.startswith("Step 2")
 
 
@@ -215,7 +226,8 @@ def test_claude_missing_or_wrong_key(ant, monkeypatch, caplog):
     assert "sk-ant-wrong-key-987654" not in str(info.value) + caplog.text + repr(bad)
 
 
-# ------------------------------------------------------------------------------------------------ PRM, cache, batching
+# ------------------------------------------------------------------------------------------------ PRM,
+# cache, batching
 
 
 def test_vllm_pooling_prm(oai):
@@ -239,7 +251,16 @@ def test_cache_hits_and_token_accounting(oai, tmp_path):
     assert n1 - n0 == 3 and len(oai.requests) == n1  # no request on the second pass
     assert steps1 == steps2 and [r.tokens for r in res1] == [r.tokens for r in res2]
     assert all(r.cached for r in res2) and cache.hits == 3
-    other = CachedGenerator(OpenAICompatibleGenerator("weak", base_url=oai.url + "/v1", temperature=0.7), cache)
+    # a remaining budget above the per-step cap (512) does not change the call: same entry; below it: new
+    # entry
+    run(gen.generate_step(P, [], max_tokens=2000))
+    assert len(oai.requests) == n1
+    run(gen.generate_step(P, [], max_tokens=100))
+    assert len(oai.requests) == n1 + 1
+    n1 += 1
+    other = CachedGenerator(
+        OpenAICompatibleGenerator("weak", base_url=oai.url + "/v1", temperature=0.7), cache
+    )
     run(other.generate_step(P, []))
     assert len(oai.requests) == n1 + 1  # different sampling parameters: a different key
 

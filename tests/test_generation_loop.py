@@ -1,4 +1,4 @@
-"""The generation loop: routing semantics, records, cache replay, kill-and-resume, sharding and merge, the CLI."""
+"""The generation loop: routing, records, cache replay, kill-and-resume, sharding and merge, the CLI."""
 
 from __future__ import annotations
 
@@ -60,8 +60,12 @@ def test_loop_routes_and_records(tmp_path):
     weak, strong, backend, prm = parts(latency=0.002)
     probs = problems(30)  # (2i+1) % 3 == 0 for i = 1, 4, 7, ...: 10 problems where the weak model errs
     s_weak = run(probs, weak, None, None, None, LoopConfig(mode="weak", policy="weak"), tmp_path / "weak")
-    s_thr = run(probs, weak, strong, prm, lambda: Thr(0.5), LoopConfig(policy="thr", knob=0.5), tmp_path / "thr")
-    s_strong = run(probs, None, strong, None, None, LoopConfig(mode="strong", policy="strong"), tmp_path / "strong")
+    s_thr = run(
+        probs, weak, strong, prm, lambda: Thr(0.5), LoopConfig(policy="thr", knob=0.5), tmp_path / "thr"
+    )
+    s_strong = run(
+        probs, None, strong, None, None, LoopConfig(mode="strong", policy="strong"), tmp_path / "strong"
+    )
     assert s_weak.correct == 20 and s_thr.correct == 30 and s_strong.correct == 30
     assert s_weak.strong_tokens == 0 and 0 < s_thr.strong_tokens < s_strong.strong_tokens
     recs = read_jsonl(tmp_path / "thr" / "records.jsonl")
@@ -69,8 +73,15 @@ def test_loop_routes_and_records(tmp_path):
     traces = {t["query_id"]: t for t in read_jsonl(tmp_path / "thr" / "traces.jsonl")}
     bad = traces["q1"]
     assert [s["action"] for s in bad["steps"]] == ["continue", "regenerate", "continue"]
-    assert bad["steps"][1]["r"] == 0.1 and bad["steps"][1]["r_strong"] == 0.9 and bad["scores"] == [0.9, 0.9, 0.9]
-    assert bad["steps"][1]["decision"]["m"] == 0.9 and bad["strong_tokens"] == bad["steps"][1]["strong"]["tokens"]
+    assert (
+        bad["steps"][1]["r"] == 0.1
+        and bad["steps"][1]["r_strong"] == 0.9
+        and bad["scores"] == [0.9, 0.9, 0.9]
+    )
+    assert (
+        bad["steps"][1]["decision"]["m"] == 0.9
+        and bad["strong_tokens"] == bad["steps"][1]["strong"]["tokens"]
+    )
     assert traces["q0"]["strong_tokens"] == 0 and traces["q0"]["n_regenerated"] == 0
     assert max(backend.batches) > 1  # PRM calls of concurrent problems were batched
 
@@ -80,8 +91,15 @@ def test_step_and_token_caps(tmp_path):
     weak.script.n_steps = 50
     s = run(problems(2), weak, strong, prm, lambda: Thr(0.0), LoopConfig(max_steps=4, policy="thr", knob=0.0))
     assert s.steps == 8
-    tr = run(problems(1), weak, strong, prm, lambda: Thr(0.0),
-             LoopConfig(max_solution_tokens=20, policy="thr", knob=0.0), tmp_path / "cap")
+    tr = run(
+        problems(1),
+        weak,
+        strong,
+        prm,
+        lambda: Thr(0.0),
+        LoopConfig(max_solution_tokens=20, policy="thr", knob=0.0),
+        tmp_path / "cap",
+    )
     t = read_jsonl(tmp_path / "cap" / "traces.jsonl")[0]
     assert tr.completed == 1 and t["stop"] == "token_cap" and t["correct"] is False
 
@@ -114,7 +132,8 @@ def test_cached_rerun_makes_no_calls(tmp_path):
     assert (a.correct, a.strong_tokens) == (b.correct, b.strong_tokens)
     key = lambda r: r["query_id"]  # noqa: E731 - completion order differs between runs
     assert sorted(read_jsonl(tmp_path / "a" / "records.jsonl"), key=key) == sorted(
-        read_jsonl(tmp_path / "b" / "records.jsonl"), key=key)
+        read_jsonl(tmp_path / "b" / "records.jsonl"), key=key
+    )
 
 
 def _write_problems(path, n):
@@ -130,13 +149,35 @@ def test_cli_kill_and_resume(tmp_path):
     _write_problems(data, 16)
     strong_model = ScriptedMathModel(weak=False, words_per_step=12)
     with FakeOpenAIServer(delay_s=0.03) as oai, FakeOpenAIServer(strong_model, delay_s=0.03) as strong:
-        args = [sys.executable, "-m", "trim_pomdp", "run", "--dataset", str(data), "--weak", oai.url,
-                "--weak-model", "weak", "--prm", oai.url, "--router", "thr:0.5", "--strong", "big",
-                "--strong-url", strong.url, "--concurrency", "2", "--timeout", "10"]
+        args = [
+            sys.executable,
+            "-m",
+            "trim_pomdp",
+            "run",
+            "--dataset",
+            str(data),
+            "--weak",
+            oai.url,
+            "--weak-model",
+            "weak",
+            "--prm",
+            oai.url,
+            "--router",
+            "thr:0.5",
+            "--strong",
+            "big",
+            "--strong-url",
+            strong.url,
+            "--concurrency",
+            "2",
+            "--timeout",
+            "10",
+        ]
         env = dict(os.environ, PYTHONPATH=str(REPO))
         out = tmp_path / "run"
-        proc = subprocess.Popen(args + ["--out", str(out)], env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            args + ["--out", str(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
         deadline = time.time() + 40
         while time.time() < deadline:
             recs = out / "records.jsonl"
@@ -159,7 +200,9 @@ def test_cli_kill_and_resume(tmp_path):
         # finished problems cost no request on resume: at most the unfinished problems' steps were requested
         new_requests = len(oai.requests) + len(strong.requests) - requests_before
         assert new_requests <= (16 - n_killed) * 3 * 3
-        assert sum(r["correct"] for r in recs) == 16 and all(r["policy"] == "thr" and r["knob"] == 0.5 for r in recs)
+        assert sum(r["correct"] for r in recs) == 16 and all(
+            r["policy"] == "thr" and r["knob"] == 0.5 for r in recs
+        )
 
 
 def test_cli_shards_merge_and_errors(tmp_path):
@@ -171,20 +214,56 @@ def test_cli_shards_merge_and_errors(tmp_path):
         outs = []
         for k in (1, 2, 3):
             out = tmp_path / f"s{k}"
-            r = runner.invoke(main, ["run", "--dataset", str(data), "--weak", oai.url + "/v1", "--weak-model", "weak",
-                                     "--prm", oai.url, "--router", "thr:0.5", "--out", str(out), "--shard", f"{k}/3"],
-                              env=env)
+            r = runner.invoke(
+                main,
+                [
+                    "run",
+                    "--dataset",
+                    str(data),
+                    "--weak",
+                    oai.url + "/v1",
+                    "--weak-model",
+                    "weak",
+                    "--prm",
+                    oai.url,
+                    "--router",
+                    "thr:0.5",
+                    "--out",
+                    str(out),
+                    "--shard",
+                    f"{k}/3",
+                ],
+                env=env,
+            )
             assert r.exit_code == 0, r.output
             outs.append(str(out))
         r = runner.invoke(main, ["merge", *outs, "--out", str(tmp_path / "all")])
         assert r.exit_code == 0, r.output
         recs = read_jsonl(tmp_path / "all" / "records.jsonl")
         assert sorted(x["query_id"] for x in recs) == sorted(f"q{i}" for i in range(9))
-        r = runner.invoke(main, ["run", "--dataset", str(data), "--weak", oai.url, "--weak-model", "weak", "--prm",
-                                 oai.url, "--router", "thr:0.5", "--out", str(tmp_path / "x")],
-                          env={"ANTHROPIC_API_KEY": ""})
+        r = runner.invoke(
+            main,
+            [
+                "run",
+                "--dataset",
+                str(data),
+                "--weak",
+                oai.url,
+                "--weak-model",
+                "weak",
+                "--prm",
+                oai.url,
+                "--router",
+                "thr:0.5",
+                "--out",
+                str(tmp_path / "x"),
+            ],
+            env={"ANTHROPIC_API_KEY": ""},
+        )
         assert r.exit_code != 0 and "ANTHROPIC_API_KEY" in r.output and "Traceback" not in r.output
-        r = runner.invoke(main, ["run", "--dataset", str(data), "--router", "bogus", "--out", str(tmp_path / "y")])
+        r = runner.invoke(
+            main, ["run", "--dataset", str(data), "--router", "bogus", "--out", str(tmp_path / "y")]
+        )
         assert r.exit_code != 0 and "trim-pomdp solve" in r.output
 
 
@@ -198,12 +277,31 @@ def test_records_feed_trim_pomdp_metrics(tmp_path):
         outs = []
         for spec in ("weak", "strong", "thr:0.5", "thr:0.05"):
             out = tmp_path / spec.replace(":", "_")
-            r = runner.invoke(main, ["run", "--dataset", str(data), "--weak", oai.url, "--weak-model", "weak",
-                                     "--prm", oai.url, "--router", spec, "--out", str(out)], env=env)
+            r = runner.invoke(
+                main,
+                [
+                    "run",
+                    "--dataset",
+                    str(data),
+                    "--weak",
+                    oai.url,
+                    "--weak-model",
+                    "weak",
+                    "--prm",
+                    oai.url,
+                    "--router",
+                    spec,
+                    "--out",
+                    str(out),
+                ],
+                env=env,
+            )
             assert r.exit_code == 0, r.output
             outs.append(str(out))
     assert runner.invoke(main, ["merge", *outs, "--out", str(tmp_path / "all")]).exit_code == 0
-    r = runner.invoke(main, ["metrics", str(tmp_path / "all" / "records.jsonl"), "--out", str(tmp_path / "s.json")])
+    r = runner.invoke(
+        main, ["metrics", str(tmp_path / "all" / "records.jsonl"), "--out", str(tmp_path / "s.json")]
+    )
     assert r.exit_code == 0, r.output
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["weak"]["accuracy"] == pytest.approx(8 / 12) and summary["strong"]["accuracy"] == 1.0

@@ -1,4 +1,4 @@
-"""End to end with local models: a tiny random transformers causal LM as M_w and a tiny random PRM (no download)."""
+"""End to end with local models: a tiny random causal LM as M_w and a tiny random PRM (no download)."""
 
 from __future__ import annotations
 
@@ -22,9 +22,13 @@ from trim_pomdp.generation import (  # noqa: E402
 )
 from trim_pomdp.generation.records import RECORD_KEYS, read_jsonl  # noqa: E402
 
-CHAT = ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>' + '\n' }}"
-        "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
-WORDS = "please reason step by and put your final answer within the is what 1 + 2 3 4 5 so we add it ? .".split()
+CHAT = (
+    "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+WORDS = (
+    "please reason step by and put your final answer within the is what 1 + 2 3 4 5 so we add it ? .".split()
+)
 
 
 def make_tokenizer():
@@ -35,17 +39,27 @@ def make_tokenizer():
         vocab.setdefault(w, len(vocab))
     tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
     tk.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok = transformers.PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="[UNK]", pad_token="[PAD]",
-                                               eos_token="<|im_end|>")
+    tok = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tk, unk_token="[UNK]", pad_token="[PAD]", eos_token="<|im_end|>"
+    )
     tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>", "<extra_0>"]})
     tok.chat_template = CHAT
     return tok
 
 
 def tiny_config(tok, **kw):
-    return transformers.Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                                    pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, **kw)
+    return transformers.Qwen2Config(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+        **kw,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -96,8 +110,15 @@ def test_end_to_end_with_tiny_models(models, tmp_path):
                 self.n += 1
                 return "regenerate" if obs.t == 2 else "continue"
 
-        s = run(probs, weak, strong, prm, Alternate, LoopConfig(max_steps=3, concurrency=3, policy="alt", knob=1),
-                tmp_path / "run")
+        s = run(
+            probs,
+            weak,
+            strong,
+            prm,
+            Alternate,
+            LoopConfig(max_steps=3, concurrency=3, policy="alt", knob=1),
+            tmp_path / "run",
+        )
     assert s.completed == 2 and s.failed == 0
     traces = read_jsonl(tmp_path / "run" / "traces.jsonl")
     for t in traces:

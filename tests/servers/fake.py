@@ -1,20 +1,23 @@
 """Fake-but-real-wire-format model servers (stdlib ``ThreadingHTTPServer``; no extra dependencies).
 
-* :class:`FakeOpenAIServer` — ``POST /v1/completions``, ``/v1/chat/completions`` (incl. SSE streaming and vLLM's
-  ``continue_final_message`` / ``add_generation_prompt``; vLLM's ``stop_reason`` field: the matched stop string, or
-  ``null`` for EOS) and vLLM's ``POST /pooling`` for a process reward model.
+* :class:`FakeOpenAIServer` — ``POST /v1/completions``, ``/v1/chat/completions`` (incl. SSE streaming and
+vLLM's
+  ``continue_final_message`` / ``add_generation_prompt``; vLLM's ``stop_reason`` field: the matched stop
+  string, or ``null`` for EOS) and vLLM's ``POST /pooling`` for a process reward model.
 * :class:`FakeAnthropicServer` — ``POST /v1/messages``, plain and SSE streaming (``message_start`` …
-  ``message_delta`` with cumulative ``usage`` … ``message_stop``), validating what the real API validates here:
-  ``x-api-key`` or ``Authorization: Bearer``, whitespace-only stop sequences (400), assistant prefill on Claude 4.6+ (400), trailing whitespace
-  in a final assistant message (400).
+  ``message_delta`` with cumulative ``usage`` … ``message_stop``), validating what the real API validates
+  here: ``x-api-key`` or ``Authorization: Bearer``, whitespace-only stop sequences (400), assistant prefill on
+  Claude 4.6+ (400), trailing whitespace in a final assistant message (400).
 
 Both can be told to fail: ``server.fail_next("429" | "529" | "500" | "hang" | "overloaded_stream", n)``; 429
 carries ``retry-after``. ``delay_s`` adds a fixed latency per call (benchmarks).
 
-The "model" is :class:`ScriptedMathModel`: problems look like ``What is A + B?``; a solution is ``n_steps`` steps,
-the last with ``\\boxed{answer}``. The weak variant makes a visible mistake (a step containing ``wrong``) at step 2
-of every problem with ``(A + B) % 3 == 0`` and its final answer is then off by one — unless the step 2 it is
-continuing from was written by someone else. The fake PRM scores a step 0.1 if it contains ``wrong``, else 0.9.
+The "model" is :class:`ScriptedMathModel`: problems look like ``What is A + B?``; a solution is ``n_steps``
+steps, the last with ``\\boxed{answer}``. The weak variant makes a visible mistake (a step containing
+``wrong``) at step 2 of every problem with ``(A + B) % 3 == 0`` and its final answer is then off by one —
+unless the step 2 it is continuing from was written by someone else. The fake PRM scores a step 0.1 if it
+contains ``wrong``, else
+0.9.
 Tokens are whitespace-separated words.
 """
 
@@ -121,7 +124,9 @@ class _Base(ThreadingHTTPServer):
             self.requests.append({"path": path, "body": body, "headers": headers})
 
     def start(self):
-        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread = threading.Thread(
+            target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
         return self
 
@@ -169,7 +174,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
 
     def _sse(self, data: Any, event: str | None = None) -> None:
-        chunk = (f"event: {event}\n" if event else "") + f"data: {json.dumps(data) if not isinstance(data, str) else data}\n\n"
+        chunk = (
+            f"event: {event}\n" if event else ""
+        ) + f"data: {json.dumps(data) if not isinstance(data, str) else data}\n\n"
         self.wfile.write(chunk.encode())
         self.wfile.flush()
 
@@ -195,7 +202,8 @@ class _Handler(BaseHTTPRequestHandler):
         return False
 
 
-# ------------------------------------------------------------------------------------------------ OpenAI / vLLM
+# ------------------------------------------------------------------------------------------------ OpenAI /
+# vLLM
 
 
 def _openai_error(etype: str, message: str) -> dict[str, Any]:
@@ -219,7 +227,9 @@ class _OpenAIHandler(_Handler):
         max_tokens = body.get("max_tokens")
         if self.path.endswith("/v1/completions"):
             prompt = body["prompt"]
-            prefix = prompt.rsplit("<|im_start|>assistant\n", 1)[-1] if "<|im_start|>assistant\n" in prompt else ""
+            prefix = (
+                prompt.rsplit("<|im_start|>assistant\n", 1)[-1] if "<|im_start|>assistant\n" in prompt else ""
+            )
             steps = [s for s in prefix.split("\n\n")[:-1]] if prefix else []
             kind = "text_completion"
         elif self.path.endswith("/v1/chat/completions"):
@@ -227,8 +237,12 @@ class _OpenAIHandler(_Handler):
             prompt = "\n".join(m["content"] for m in msgs)
             if msgs[-1]["role"] == "assistant":
                 if not body.get("continue_final_message"):
-                    return self._send_json(400, _openai_error("BadRequestError",
-                                                              "final assistant message needs continue_final_message"))
+                    return self._send_json(
+                        400,
+                        _openai_error(
+                            "BadRequestError", "final assistant message needs continue_final_message"
+                        ),
+                    )
                 steps = msgs[-1]["content"].split("\n\n")[:-1]
             else:
                 m = re.search(r"<partial_solution>\n(.*)\n</partial_solution>", msgs[-1]["content"], re.S)
@@ -241,30 +255,71 @@ class _OpenAIHandler(_Handler):
         if body.get("include_stop_str_in_output") and matched:
             text += matched
         n_out = count_tokens(text)
-        usage = {"prompt_tokens": count_tokens(prompt), "completion_tokens": n_out,
-                 "total_tokens": count_tokens(prompt) + n_out}
+        usage = {
+            "prompt_tokens": count_tokens(prompt),
+            "completion_tokens": n_out,
+            "total_tokens": count_tokens(prompt) + n_out,
+        }
         rid = f"cmpl-{uuid.uuid4().hex[:12]}"
         if kind == "text_completion":
-            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish, "stop_reason": matched}
+            choice = {
+                "index": 0,
+                "text": text,
+                "logprobs": None,
+                "finish_reason": finish,
+                "stop_reason": matched,
+            }
         else:
-            choice = {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
-                      "finish_reason": finish, "stop_reason": matched}
+            choice = {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "logprobs": None,
+                "finish_reason": finish,
+                "stop_reason": matched,
+            }
         if body.get("stream"):
             self._start_sse()
             words = re.findall(r"\S*\s*", text)
             for w in [w for w in words if w]:
                 delta = {"text": w} if kind == "text_completion" else {"delta": {"content": w}}
-                self._sse({"id": rid, "object": kind + ".chunk" if kind != "text_completion" else kind,
-                           "created": int(time.time()), "model": body.get("model"),
-                           "choices": [{"index": 0, **delta, "finish_reason": None}]})
-            last = {"index": 0, "finish_reason": finish, "stop_reason": matched,
-                    **({"text": ""} if kind == "text_completion" else {"delta": {}})}
-            self._sse({"id": rid, "object": kind + ".chunk" if kind != "text_completion" else kind,
-                       "created": int(time.time()), "model": body.get("model"), "choices": [last], "usage": usage})
+                self._sse(
+                    {
+                        "id": rid,
+                        "object": kind + ".chunk" if kind != "text_completion" else kind,
+                        "created": int(time.time()),
+                        "model": body.get("model"),
+                        "choices": [{"index": 0, **delta, "finish_reason": None}],
+                    }
+                )
+            last = {
+                "index": 0,
+                "finish_reason": finish,
+                "stop_reason": matched,
+                **({"text": ""} if kind == "text_completion" else {"delta": {}}),
+            }
+            self._sse(
+                {
+                    "id": rid,
+                    "object": kind + ".chunk" if kind != "text_completion" else kind,
+                    "created": int(time.time()),
+                    "model": body.get("model"),
+                    "choices": [last],
+                    "usage": usage,
+                }
+            )
             self._sse("[DONE]")
             return
-        self._send_json(200, {"id": rid, "object": kind, "created": int(time.time()), "model": body.get("model"),
-                              "choices": [choice], "usage": usage})
+        self._send_json(
+            200,
+            {
+                "id": rid,
+                "object": kind,
+                "created": int(time.time()),
+                "model": body.get("model"),
+                "choices": [choice],
+                "usage": usage,
+            },
+        )
 
     def _pooling(self, body: dict[str, Any]) -> None:
         inputs = body.get("input")
@@ -274,9 +329,17 @@ class _OpenAIHandler(_Handler):
             assistant = text.rsplit("<|im_start|>assistant\n", 1)[-1]
             steps = assistant.split("<extra_0>")[:-1]
             data.append({"index": i, "object": "pooling", "data": [[1 - p, p] for p in prm_scores_of(steps)]})
-        self._send_json(200, {"id": f"pool-{uuid.uuid4().hex[:8]}", "object": "list", "created": int(time.time()),
-                              "model": body.get("model"), "data": data,
-                              "usage": {"prompt_tokens": sum(count_tokens(t) for t in inputs), "total_tokens": 0}})
+        self._send_json(
+            200,
+            {
+                "id": f"pool-{uuid.uuid4().hex[:8]}",
+                "object": "list",
+                "created": int(time.time()),
+                "model": body.get("model"),
+                "data": data,
+                "usage": {"prompt_tokens": sum(count_tokens(t) for t in inputs), "total_tokens": 0},
+            },
+        )
 
 
 class FakeOpenAIServer(_Base):
@@ -319,19 +382,34 @@ class _AnthropicHandler(_Handler):
             return
         for s in body.get("stop_sequences") or []:
             if not s.strip():
-                return self._send_json(400, _anthropic_error(
-                    "invalid_request_error", "stop_sequences: each stop sequence must contain non-whitespace"))
+                return self._send_json(
+                    400,
+                    _anthropic_error(
+                        "invalid_request_error",
+                        "stop_sequences: each stop sequence must contain non-whitespace",
+                    ),
+                )
         msgs = body.get("messages") or []
         if not msgs or "max_tokens" not in body:
-            return self._send_json(400, _anthropic_error("invalid_request_error", "messages and max_tokens required"))
+            return self._send_json(
+                400, _anthropic_error("invalid_request_error", "messages and max_tokens required")
+            )
         model_id = body.get("model", "")
         if msgs[-1]["role"] == "assistant":
             if _prefill_rejected(model_id):
-                return self._send_json(400, _anthropic_error(
-                    "invalid_request_error", "This model does not support assistant message prefill."))
+                return self._send_json(
+                    400,
+                    _anthropic_error(
+                        "invalid_request_error", "This model does not support assistant message prefill."
+                    ),
+                )
             if msgs[-1]["content"] != msgs[-1]["content"].rstrip():
-                return self._send_json(400, _anthropic_error(
-                    "invalid_request_error", "final assistant content cannot end with trailing whitespace"))
+                return self._send_json(
+                    400,
+                    _anthropic_error(
+                        "invalid_request_error", "final assistant content cannot end with trailing whitespace"
+                    ),
+                )
             prefix_steps = msgs[-1]["content"].split("\n\n")
             prompt = msgs[0]["content"]
             lead = "\n\n"
@@ -356,32 +434,69 @@ class _AnthropicHandler(_Handler):
         usage_in = count_tokens(json.dumps(msgs))
         mid = f"msg_{uuid.uuid4().hex[:20]}"
         if not body.get("stream"):
-            return self._send_json(200, {
-                "id": mid, "type": "message", "role": "assistant", "model": model_id,
-                "content": [{"type": "text", "text": text}], "stop_reason": stop_reason, "stop_sequence": matched,
-                "usage": {"input_tokens": usage_in, "output_tokens": n_out}})
+            return self._send_json(
+                200,
+                {
+                    "id": mid,
+                    "type": "message",
+                    "role": "assistant",
+                    "model": model_id,
+                    "content": [{"type": "text", "text": text}],
+                    "stop_reason": stop_reason,
+                    "stop_sequence": matched,
+                    "usage": {"input_tokens": usage_in, "output_tokens": n_out},
+                },
+            )
         self._start_sse()
         try:
-            self._sse({"type": "message_start", "message": {
-                "id": mid, "type": "message", "role": "assistant", "model": model_id, "content": [],
-                "stop_reason": None, "stop_sequence": None,
-                "usage": {"input_tokens": usage_in, "output_tokens": 1}}}, "message_start")
-            self._sse({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
-                      "content_block_start")
+            self._sse(
+                {
+                    "type": "message_start",
+                    "message": {
+                        "id": mid,
+                        "type": "message",
+                        "role": "assistant",
+                        "model": model_id,
+                        "content": [],
+                        "stop_reason": None,
+                        "stop_sequence": None,
+                        "usage": {"input_tokens": usage_in, "output_tokens": 1},
+                    },
+                },
+                "message_start",
+            )
+            self._sse(
+                {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+                "content_block_start",
+            )
             self._sse({"type": "ping"}, "ping")
             pieces = [p for p in re.findall(r"\S*\s*", text) if p]
             for i, piece in enumerate(pieces):
                 if failure == "overloaded_stream" and i == len(pieces) // 2:
-                    self._sse({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}},
-                              "error")
+                    self._sse(
+                        {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}},
+                        "error",
+                    )
                     return
-                self._sse({"type": "content_block_delta", "index": 0,
-                           "delta": {"type": "text_delta", "text": piece}}, "content_block_delta")
+                self._sse(
+                    {
+                        "type": "content_block_delta",
+                        "index": 0,
+                        "delta": {"type": "text_delta", "text": piece},
+                    },
+                    "content_block_delta",
+                )
                 if srv.stream_chunk_delay_s:
                     time.sleep(srv.stream_chunk_delay_s)
             self._sse({"type": "content_block_stop", "index": 0}, "content_block_stop")
-            self._sse({"type": "message_delta", "delta": {"stop_reason": stop_reason, "stop_sequence": matched},
-                       "usage": {"output_tokens": n_out}}, "message_delta")
+            self._sse(
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": stop_reason, "stop_sequence": matched},
+                    "usage": {"output_tokens": n_out},
+                },
+                "message_delta",
+            )
             self._sse({"type": "message_stop"}, "message_stop")
             with srv.lock:
                 srv.completed_streams += 1
@@ -393,8 +508,13 @@ class _AnthropicHandler(_Handler):
 class FakeAnthropicServer(_Base):
     """Anthropic Messages API on 127.0.0.1 (random port); pass ``url`` as the SDK's ``base_url``."""
 
-    def __init__(self, model: ScriptedMathModel | None = None, api_key: str = "sk-ant-test-key-123456",
-                 delay_s: float = 0.0, stream_chunk_delay_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        model: ScriptedMathModel | None = None,
+        api_key: str = "sk-ant-test-key-123456",
+        delay_s: float = 0.0,
+        stream_chunk_delay_s: float = 0.0,
+    ) -> None:
         super().__init__(_AnthropicHandler, delay_s)
         self.model = model or ScriptedMathModel(weak=False, words_per_step=12)
         self.api_key = api_key
@@ -403,11 +523,12 @@ class FakeAnthropicServer(_Base):
         self.aborted_streams = 0
 
 
-# ------------------------------------------------------------------------------------------------ in-process fakes
+# ------------------------------------------------------------------------------------------------ in-process
+# fakes
 
 
 class ScriptedGenerator:
-    """The :class:`ScriptedMathModel` as an in-process step generator (no HTTP): measures the loop's own cost."""
+    """The :class:`ScriptedMathModel` as an in-process step generator (no HTTP): measures the loop's cost."""
 
     def __init__(self, model: ScriptedMathModel, name: str = "scripted", latency_s: float = 0.0) -> None:
         self.script = model
@@ -430,8 +551,13 @@ class ScriptedGenerator:
         rest = self.script.steps(problem, steps)
         text = rest[0] if rest else ""
         final = len(rest) <= 1
-        return StepResult(text=text, tokens=count_tokens(text), finish="eos" if final else "step",
-                          final=final or has_boxed(text), model=self.model)
+        return StepResult(
+            text=text,
+            tokens=count_tokens(text),
+            finish="eos" if final else "step",
+            final=final or has_boxed(text),
+            model=self.model,
+        )
 
     async def aclose(self) -> None:
         return None

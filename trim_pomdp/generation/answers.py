@@ -1,8 +1,9 @@
 """Final-answer extraction (``\\boxed{...}``) and checking against a reference answer.
 
-Checking uses `math-verify <https://github.com/huggingface/Math-Verify>`_ (symbolic equivalence of LaTeX / plain
-expressions) when it is installed, and falls back to a conservative string normaliser otherwise (and whenever
-math-verify cannot parse either side), so a missing extra degrades gracefully instead of failing a run.
+Checking uses `math-verify <https://github.com/huggingface/Math-Verify>`_ (symbolic equivalence of LaTeX /
+plain expressions) when it is installed, and falls back to a conservative string normaliser otherwise (and
+whenever math-verify cannot parse either side), so a missing extra degrades gracefully instead of failing a
+run.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ def extract_boxed(text: str) -> str | None:
 
 _TEXT_CMD = re.compile(r"\\(?:text|textbf|mathrm|mathbf|operatorname)\s*\{([^{}]*)\}")
 _UNITS = re.compile(
-    r"\s*(?:\\[,;!: ]|~)*\s*(?:units?|degrees?|cm|m|km|kg|g|s|sec|seconds?|minutes?|hours?|days?|dollars?|cents?|"
+    r"\s*(?:\\[,;!: ]|~)*\s*(?:units?|degrees?|cm|m|km|kg|g|s|sec|seconds?|minutes?|hours?|days?|"
+    r"dollars?|cents?|"
     r"inches|inch|feet|foot|ft|miles?|meters?|sq|square)\b\.?$"
 )
 
@@ -56,15 +58,21 @@ _UNITS = re.compile(
 def normalize_answer(ans: str) -> str:
     """A conservative normal form of a math answer string for exact comparison.
 
-    Removes ``$``, ``\\left``/``\\right``, spacing commands, ``\\text{}`` wrappers, a leading ``x =``, trailing
-    units and periods, thousands separators in plain integers, ``^\\circ`` and ``\\%``; ``\\dfrac``/``\\tfrac`` →
-    ``\\frac``; numbers are canonicalised (``27.0`` → ``27``, ``0.50`` → ``0.5``).
+    Removes ``$``, ``\\left``/``\\right``, spacing commands, ``\\text{}`` wrappers, a leading ``x =``,
+    trailing units and periods, thousands separators in plain integers, ``^\\circ`` and ``\\%``;
+    ``\\dfrac``/``\\tfrac`` → ``\\frac``; numbers are canonicalised (``27.0`` → ``27``, ``0.50`` → ``0.5``).
     """
     s = str(ans).strip()
     s = s.replace("$", "").replace("\\left", "").replace("\\right", "")
     s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("\\displaystyle", "")
     s = re.sub(r"\\[,;!: ]", "", s).replace("~", "")
-    s = s.replace("^\\circ", "").replace("^{\\circ}", "").replace("\\circ", "").replace("\\%", "").replace("%", "")
+    s = (
+        s.replace("^\\circ", "")
+        .replace("^{\\circ}", "")
+        .replace("\\circ", "")
+        .replace("\\%", "")
+        .replace("%", "")
+    )
     for _ in range(3):
         s = _TEXT_CMD.sub(r"\1", s)
     s = re.sub(r"^[a-zA-Z]\s*=\s*", "", s.strip())
@@ -95,8 +103,8 @@ def _math_verify():
 def answers_match(predicted: str, reference: str) -> bool:
     """Whether two extracted answers are equivalent.
 
-    Exact match after :func:`normalize_answer` first; then math-verify's symbolic check on ``$...$``-wrapped forms
-    (its timeouts use ``SIGALRM``, so off the main thread they are disabled).
+    Exact match after :func:`normalize_answer` first; then math-verify's symbolic check on ``$...$``-wrapped
+    forms (its timeouts use ``SIGALRM``, so off the main thread they are disabled).
     """
     if predicted is None or reference is None:
         return False

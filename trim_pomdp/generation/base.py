@@ -1,11 +1,12 @@
 """Step generator protocols and the result of one generation call.
 
-A *step generator* writes the next reasoning step of a partial solution. The partial solution is the list of the
-steps accepted so far; on the wire it is always the exact string ``"\\n\\n".join(steps) + "\\n\\n"`` (or ``""``),
-so each call re-sends the same text prefix plus the newest step, which is what server-side prefix caching needs.
+A *step generator* writes the next reasoning step of a partial solution. The partial solution is the list of
+the steps accepted so far; on the wire it is always the exact string ``"\\n\\n".join(steps) + "\\n\\n"`` (or
+``""``), so each call re-sends the same text prefix plus the newest step, which is what server-side prefix
+caching needs.
 
-Weak (M_w) and strong (M_s) generators share one interface; they differ in how they continue a partial solution
-(literal continuation for the weak model, user-turn continuation for Claude 4.6+, see the backends).
+Weak (M_w) and strong (M_s) generators share one interface; they differ in how they continue a partial
+solution (literal continuation for the weak model, user-turn continuation for Claude 4.6+, see the backends).
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ __all__ = [
 #: steps are separated by one blank line
 STEP_SEPARATOR = "\n\n"
 
-#: ``step``: ended at a step boundary; ``eos``: the model ended the solution; ``length``: hit the per-step token cap;
+#: ``step``: ended at a step boundary; ``eos``: the model ended the solution; ``length``: hit the per-step
+# token cap;
 #: ``empty``: the model produced only whitespace (treated as the end of the solution)
 FINISH_REASONS = ("step", "eos", "length", "empty")
 
@@ -59,7 +61,8 @@ class StepResult:
         The step, without the ``"\\n\\n"`` separator (and without trailing whitespace).
     tokens : int
         Output tokens of the step as reported by the backend (``usage.output_tokens`` / ``completion_tokens``,
-        or the tokenizer count for local backends). For the strong model this is the cost charged to the query.
+        or the tokenizer count for local backends). For the strong model this is the cost charged to the
+        query.
     finish : str
         One of :data:`FINISH_REASONS`.
     final : bool
@@ -71,8 +74,8 @@ class StepResult:
     cached : bool
         Whether it came from the cache.
     billed_tokens : int or None
-        Output tokens billed by the provider when they differ from ``tokens`` (e.g. text generated past the step
-        boundary and discarded); ``None`` when equal or unknown.
+        Output tokens billed by the provider when they differ from ``tokens`` (e.g. text generated past the
+        step boundary and discarded); ``None`` when equal or unknown.
     attempts : int
         Calls made (1 + retries).
     extra : dict
@@ -116,7 +119,9 @@ class StepGenerator(Protocol):
         prompt format, step mode): part of the cache key."""
         ...
 
-    async def generate_step(self, problem: str, steps: list[str], *, max_tokens: int | None = None) -> StepResult:
+    async def generate_step(
+        self, problem: str, steps: list[str], *, max_tokens: int | None = None
+    ) -> StepResult:
         """Generate the step that follows ``steps`` (the accepted steps so far) for ``problem``."""
         ...
 

@@ -1,10 +1,10 @@
 """A persistent, process-safe cache of model and PRM calls (SQLite).
 
 Keys are SHA-256 digests of a canonical JSON of ``(kind, model, params, problem, prefix)``, so any change of
-sampling parameters, prompt format or model gives a different key. Values are JSON. The database runs in WAL mode
-with ``synchronous=NORMAL``: a killed process loses nothing that was committed, several processes (shards on one
-machine) can share one file, and a write costs no fsync. Calls are short local-disk operations, made directly from
-the event loop under a lock (a thread hop would cost more than the query).
+sampling parameters, prompt format or model gives a different key. Values are JSON. The database runs in WAL
+mode with ``synchronous=NORMAL``: a killed process loses nothing that was committed, several processes (shards
+on one machine) can share one file, and a write costs no fsync. Calls are short local-disk operations, made
+directly from the event loop under a lock (a thread hop would cost more than the query).
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ __all__ = ["Cache", "cache_key"]
 
 def cache_key(kind: str, model: str, params: dict[str, Any], *parts: Any) -> str:
     """Digest of the canonical JSON of the call's identity."""
-    blob = json.dumps([kind, model, params, *parts], sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    blob = json.dumps(
+        [kind, model, params, *parts], sort_keys=True, ensure_ascii=False, separators=(",", ":")
+    )
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
@@ -48,7 +50,8 @@ class Cache:
             self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.execute(
-            "CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, kind TEXT, model TEXT, value TEXT, created REAL)"
+            "CREATE TABLE IF NOT EXISTS calls "
+            "(key TEXT PRIMARY KEY, kind TEXT, model TEXT, value TEXT, created REAL)"
         )
         self.hits = 0
         self.misses = 0
@@ -96,8 +99,8 @@ class Cache:
 class CachedGenerator:
     """Wraps a step generator with a :class:`Cache` lookup keyed by model, cache params, problem and prefix.
 
-    A hit returns the stored :class:`~trim_pomdp.generation.base.StepResult` with ``cached=True`` and the original
-    ``latency_s`` and token counts (so token accounting is identical on reruns).
+    A hit returns the stored :class:`~trim_pomdp.generation.base.StepResult` with ``cached=True`` and the
+    original ``latency_s`` and token counts (so token accounting is identical on reruns).
     """
 
     def __init__(self, generator: Any, cache: Cache, kind: str = "step") -> None:
@@ -110,6 +113,11 @@ class CachedGenerator:
         return self.inner.cache_params()
 
     def key(self, problem: str, steps: list[str], max_tokens: int | None) -> str:
+        # the loop passes the solution's remaining token budget; it only changes the call when it is below the
+        # generator's own per-step cap, so runs that reach a prefix with different budgets share the entry
+        cap = getattr(self.inner, "max_tokens_per_step", None)
+        if max_tokens is not None and cap is not None and max_tokens >= cap:
+            max_tokens = None
         return cache_key(self.kind, self.model, self.inner.cache_params(), problem, list(steps), max_tokens)
 
     async def generate_step(self, problem: str, steps: list[str], *, max_tokens: int | None = None):

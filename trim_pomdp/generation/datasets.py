@@ -8,8 +8,8 @@ Every loader returns a list of :class:`Problem` (``id``, ``problem``, ``answer``
 2. otherwise the Hugging Face hub through ``datasets`` (``pip install 'trim-pomdp[data]'``), see :data:`HUB`.
 
 Any other JSONL / JSON / CSV file can be given as a path (``FILE``): each row needs a problem field
-(``problem``/``question``/``Question``) and an answer field (``answer``/``final_answer``/``Answer``); a GSM8K-style
-``#### N`` tail or a ``\\boxed{}`` in ``solution`` also work.
+(``problem``/``question``/``Question``) and an answer field (``answer``/``final_answer``/``Answer``); a
+GSM8K-style ``#### N`` tail or a ``\\boxed{}`` in ``solution`` also work.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ HUB: dict[str, tuple[str, str | None, str]] = {
 
 @dataclass(frozen=True)
 class Problem:
-    """One evaluation problem: a stable ``id`` (unique within its dataset), the text and the reference answer."""
+    """One evaluation problem: a stable ``id`` (unique in its dataset), the text and the reference answer."""
 
     id: str
     problem: str
@@ -92,7 +92,8 @@ def _row_to_problem(row: dict[str, Any], index: int, where: str, prefix: str = "
         answer = extract_boxed(sol) if isinstance(sol, str) else None
     if answer is None:
         raise DataFormatError(
-            f"{where}: row {index} has no answer (answer / final_answer / Answer, or a \\boxed{{}} in solution)"
+            f"{where}: row {index} has no answer "
+            "(answer / final_answer / Answer, or a \\boxed{} in solution)"
         )
     if isinstance(answer, float) and answer == int(answer):
         answer = int(answer)
@@ -155,8 +156,8 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None) -> list[P
     Parameters
     ----------
     name : str
-        ``math500``, ``aime`` (AIME 1983–2024 when the CSV is available, else AIME 2024), ``aime24``, ``gsm8k``,
-        ``minerva``, ``olympiadbench``, or a path to a JSONL/JSON/CSV file.
+        ``math500``, ``aime`` (AIME 1983–2024 when the CSV is available, else AIME 2024), ``aime24``,
+        ``gsm8k``, ``minerva``, ``olympiadbench``, or a path to a JSONL/JSON/CSV file.
     data_dir : path, optional
         Folder with local copies (see module docstring). Without it, the hub is used.
     """

@@ -1,13 +1,13 @@
 """The TRIM generation loop (the paper's Figure 1) over many problems at once.
 
-For each problem: M_w proposes a step, the PRM scores the prefix with it, the router decides; on ``regenerate``
-M_s writes that step instead (and the PRM scores it); M_w carries on from the accepted steps. A problem stops at
-its final answer (EOS or a ``\\boxed{}``), at the step cap, or at the solution's token cap.
+For each problem: M_w proposes a step, the PRM scores the prefix with it, the router decides; on
+``regenerate`` M_s writes that step instead (and the PRM scores it); M_w carries on from the accepted steps. A
+problem stops at its final answer (EOS or a ``\\boxed{}``), at the step cap, or at the solution's token cap.
 
-Problems run concurrently (``concurrency`` workers on one event loop), so the model servers see batches and the PRM
-batcher sees many prefixes at once. Every finished problem is appended to ``traces.jsonl`` / ``records.jsonl`` at
-once; model and PRM calls go through the cache, so a killed run resumes: finished problems are skipped, and the
-unfinished ones replay their cached calls and continue.
+Problems run concurrently (``concurrency`` workers on one event loop), so the model servers see batches and
+the PRM batcher sees many prefixes at once. Every finished problem is appended to ``traces.jsonl`` /
+``records.jsonl`` at once; model and PRM calls go through the cache, so a killed run resumes: finished
+problems are skipped, and the unfinished ones replay their cached calls and continue.
 """
 
 from __future__ import annotations
@@ -110,10 +110,18 @@ class RunSummary:
 
 
 def _step_dict(res: StepResult) -> dict[str, Any]:
-    return {"text": res.text, "model": res.model, "tokens": res.tokens, "finish": res.finish, "final": res.final,
-            "latency_s": round(res.latency_s, 6), "cached": res.cached, "attempts": res.attempts,
-            **({"billed_tokens": res.billed_tokens} if res.billed_tokens is not None else {}),
-            **({"extra": res.extra} if res.extra else {})}
+    return {
+        "text": res.text,
+        "model": res.model,
+        "tokens": res.tokens,
+        "finish": res.finish,
+        "final": res.final,
+        "latency_s": round(res.latency_s, 6),
+        "cached": res.cached,
+        "attempts": res.attempts,
+        **({"billed_tokens": res.billed_tokens} if res.billed_tokens is not None else {}),
+        **({"extra": res.extra} if res.extra else {}),
+    }
 
 
 async def solve_problem(
@@ -157,19 +165,25 @@ async def solve_problem(
                 rec["prm_s"] = round(time.perf_counter() - t0, 6)
                 r_t = float(r[-1])
                 rec["r"] = r_t
-                obs = StepObservation(t=t, scores=tuple(scores) + (r_t,), tokens=int(w.tokens), final=bool(w.final))
+                obs = StepObservation(
+                    t=t, scores=tuple(scores) + (r_t,), tokens=int(w.tokens), final=bool(w.final)
+                )
                 t0 = time.perf_counter()
                 action = router.decide(obs)
                 rec["router_s"] = round(time.perf_counter() - t0, 6)
                 if action not in ("continue", "regenerate"):
-                    raise InvalidParameterError(f"router returned {action!r}, expected 'continue' or 'regenerate'")
+                    raise InvalidParameterError(
+                        f"router returned {action!r}, expected 'continue' or 'regenerate'"
+                    )
                 rec["action"] = action
                 decision = getattr(router, "last_decision", None)
                 if decision:
                     rec["decision"] = to_jsonable(decision)
                 score = r_t
                 if action == "regenerate":
-                    s = await strong.generate_step(problem.problem, steps, max_tokens=max(1, remaining - w.tokens))
+                    s = await strong.generate_step(
+                        problem.problem, steps, max_tokens=max(1, remaining - w.tokens)
+                    )
                     strong_tokens += s.tokens
                     spent += s.tokens
                     rec["strong"] = _step_dict(s)
@@ -191,11 +205,20 @@ async def solve_problem(
     solution = "\n\n".join(steps)
     answer, correct = check_answer(solution, problem.answer)
     return {
-        "query_id": problem.id, "policy": config.policy, "knob": config.knob, "correct": bool(correct),
-        "strong_tokens": int(strong_tokens), "weak_tokens": int(weak_tokens), "answer": answer,
-        "reference": problem.answer, "n_steps": len(steps), "n_regenerated": sum(
-            1 for s in trace_steps if s.get("action") in ("regenerate", "strong_only")),
-        "stop": stop, "scores": scores, "wall_s": round(time.perf_counter() - t_start, 6), "steps": trace_steps,
+        "query_id": problem.id,
+        "policy": config.policy,
+        "knob": config.knob,
+        "correct": bool(correct),
+        "strong_tokens": int(strong_tokens),
+        "weak_tokens": int(weak_tokens),
+        "answer": answer,
+        "reference": problem.answer,
+        "n_steps": len(steps),
+        "n_regenerated": sum(1 for s in trace_steps if s.get("action") in ("regenerate", "strong_only")),
+        "stop": stop,
+        "scores": scores,
+        "wall_s": round(time.perf_counter() - t_start, 6),
+        "steps": trace_steps,
     }
 
 
@@ -204,12 +227,25 @@ def _check_run_json(out: Path, settings: dict[str, Any]) -> None:
     settings = to_jsonable(settings)
     if path.exists():
         old = json.loads(path.read_text())
-        keys = ("dataset", "policy", "knob", "mode", "weak", "strong", "prm", "router", "shard", "max_steps",
-                "max_solution_tokens")
+        keys = (
+            "dataset",
+            "policy",
+            "knob",
+            "mode",
+            "weak",
+            "strong",
+            "prm",
+            "router",
+            "shard",
+            "max_steps",
+            "max_solution_tokens",
+        )
         diff = [k for k in keys if k in old and k in settings and old[k] != settings[k]]
         if diff:
             raise InvalidParameterError(
-                f"{out} holds a run with different settings ({', '.join(f'{k}: {old[k]!r} -> {settings[k]!r}' for k in diff)}); "
+                f"{out} holds a run with different settings ("
+                + ", ".join(f"{k}: {old[k]!r} -> {settings[k]!r}" for k in diff)
+                + "); "
                 "resume with the same settings or choose a new --out directory"
             )
         return
@@ -237,7 +273,8 @@ async def run_loop(
     problems : list of Problem
     weak, strong : step generators (``None`` where the mode does not use them)
     prm : PRM scorer (``await prm.score(problem, steps)``), ``None`` unless ``mode="route"``
-    router_factory : callable returning a fresh :class:`~trim_pomdp.routers.base.Router`; called once per worker
+    router_factory : callable returning a fresh :class:`~trim_pomdp.routers.base.Router`; called once per
+    worker
         (each router is reset per problem); ``None`` unless ``mode="route"``
     config : LoopConfig
     out_dir : path, optional
@@ -263,9 +300,17 @@ async def run_loop(
     todo = list(problems)
     if out_dir is not None:
         out = Path(out_dir)
-        _check_run_json(out, {**(settings or {}), "policy": config.policy, "knob": config.knob,
-                              "mode": config.mode, "max_steps": config.max_steps,
-                              "max_solution_tokens": config.max_solution_tokens})
+        _check_run_json(
+            out,
+            {
+                **(settings or {}),
+                "policy": config.policy,
+                "knob": config.knob,
+                "mode": config.mode,
+                "max_steps": config.max_steps,
+                "max_solution_tokens": config.max_solution_tokens,
+            },
+        )
         rebuild_records(out)
         done = load_traces(out)
         wanted = set(ids)
@@ -294,8 +339,9 @@ async def run_loop(
                 summary.failed += 1
                 summary.errors.append(f"{p.id}: {exc}")
                 if writers is not None:
-                    writers[2].write({"query_id": p.id, "error": f"{type(exc).__name__}: {exc}",
-                                      "time": time.time()})
+                    writers[2].write(
+                        {"query_id": p.id, "error": f"{type(exc).__name__}: {exc}", "time": time.time()}
+                    )
                 if on_error is not None:
                     on_error(p, exc)
                 continue

@@ -6,15 +6,15 @@ A run directory holds
     one line per finished problem: the full step trace (text, model, tokens, PRM scores, action, router state,
     timings), the extracted answer and correctness. The source of truth for resuming.
 ``records.jsonl``
-    one line per finished problem with exactly the keys ``policy, knob, query_id, correct, strong_tokens`` — the
-    per-query records ``trim-pomdp metrics`` reads. Rebuilt from the traces when a run resumes.
+    one line per finished problem with exactly the keys ``policy, knob, query_id, correct, strong_tokens`` —
+    the per-query records ``trim-pomdp metrics`` reads. Rebuilt from the traces when a run resumes.
 ``errors.jsonl``
     problems that failed for good in this attempt (they are retried when the run is resumed).
 ``run.json``
     the run's settings; resuming with different settings is refused.
 
-Lines are written whole with one ``write`` on a file opened for appending and flushed, so a run killed at any point
-leaves at most one torn last line, which :func:`read_jsonl` drops (and :func:`repair_jsonl` truncates).
+Lines are written whole with one ``write`` on a file opened for appending and flushed, so a run killed at any
+point leaves at most one torn last line, which :func:`read_jsonl` drops (and :func:`repair_jsonl` truncates).
 """
 
 from __future__ import annotations
@@ -124,8 +124,13 @@ class JsonlWriter:
 
 def record_from_trace(trace: dict[str, Any]) -> dict[str, Any]:
     """The per-query record (exactly :data:`RECORD_KEYS`) of a trace."""
-    return {"policy": trace["policy"], "knob": trace["knob"], "query_id": str(trace["query_id"]),
-            "correct": int(bool(trace["correct"])), "strong_tokens": int(trace["strong_tokens"])}
+    return {
+        "policy": trace["policy"],
+        "knob": trace["knob"],
+        "query_id": str(trace["query_id"]),
+        "correct": int(bool(trace["correct"])),
+        "strong_tokens": int(trace["strong_tokens"]),
+    }
 
 
 def load_traces(out_dir: str | os.PathLike) -> dict[str, dict[str, Any]]:
@@ -151,7 +156,9 @@ def rebuild_records(out_dir: str | os.PathLike) -> int:
     out = Path(out_dir)
     raw = read_jsonl(out / TRACES)
     traces = load_traces(out)
-    if len(raw) != len(traces) or ((out / TRACES).exists() and not (out / TRACES).read_bytes().endswith(b"\n")):
+    if len(raw) != len(traces) or (
+        (out / TRACES).exists() and not (out / TRACES).read_bytes().endswith(b"\n")
+    ):
         _write_atomic(out / TRACES, traces.values())
     _write_atomic(out / RECORDS, (record_from_trace(t) for t in traces.values()))
     return len(traces)
@@ -177,7 +184,8 @@ def merge_runs(dirs: list[str | os.PathLike], out_dir: str | os.PathLike) -> dic
                 dupes += 1
                 if record_from_trace(merged[key]) != record_from_trace(tr):
                     raise DataFormatError(
-                        f"query {key[2]} of policy {key[0]} (knob {key[1]}) appears in two inputs with different "
+                        f"query {key[2]} of policy {key[0]} (knob {key[1]}) appears in two inputs "
+                        "with different "
                         "outcomes; merge only shards of the same run"
                     )
                 continue

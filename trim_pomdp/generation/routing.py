@@ -69,7 +69,9 @@ def resolve_router(spec: str) -> RouterSpec:
         try:
             k = float(s[4:])
         except ValueError as exc:
-            raise InvalidParameterError(f"router {spec!r}: thr:K needs a number K in [0, 1], e.g. thr:0.5") from exc
+            raise InvalidParameterError(
+                f"router {spec!r}: thr:K needs a number K in [0, 1], e.g. thr:0.5"
+            ) from exc
         from ..routers import ThresholdRouter  # noqa: PLC0415
 
         return RouterSpec("route", "thr", k, lambda: ThresholdRouter(k), s)
@@ -77,7 +79,8 @@ def resolve_router(spec: str) -> RouterSpec:
     d = Path(path)
     if not d.is_dir():
         raise InvalidParameterError(
-            f"router {spec!r}: not 'weak', 'strong', 'thr:K', 'agg:DIR' or a `trim-pomdp solve` output directory"
+            f"router {spec!r}: not 'weak', 'strong', 'thr:K', 'agg:DIR' "
+            "or a `trim-pomdp solve` output directory"
         )
     from .. import routers  # noqa: PLC0415
 

@@ -1,9 +1,9 @@
 """PRM scoring for the loop: batched across in-flight problems, cached.
 
-A PRM *backend* is anything with ``score_batch(list[(problem, steps)]) -> list[list[float]]`` (synchronous, e.g.
-:class:`trim_pomdp.prm.transformers_backend.TransformersPRM`) or ``async ascore_batch(...)`` (e.g.
-:class:`trim_pomdp.prm.vllm_backend.VLLMPoolingPRM`). :class:`BatchedPRM` turns concurrent ``score`` calls from
-many problems into batches for it and caches every prefix's scores.
+A PRM *backend* is anything with ``score_batch(list[(problem, steps)]) -> list[list[float]]`` (synchronous,
+e.g. :class:`trim_pomdp.prm.transformers_backend.TransformersPRM`) or ``async ascore_batch(...)`` (e.g.
+:class:`trim_pomdp.prm.vllm_backend.VLLMPoolingPRM`). :class:`BatchedPRM` turns concurrent ``score`` calls
+from many problems into batches for it and caches every prefix's scores.
 """
 
 from __future__ import annotations
@@ -41,12 +41,20 @@ class BatchedPRM:
     max_wait_s : float
         How long a partial batch waits for more requests.
     max_inflight : int, optional
-        Batches in flight at once. Default: 1 for a synchronous (local) backend, 16 for an async (server) backend,
-        whose server batches requests itself.
+        Batches in flight at once. Default: 1 for a synchronous (local) backend, 16 for an async (server)
+        backend, whose server batches requests itself.
     """
 
-    def __init__(self, backend: Any, model: str = "prm", *, cache: Cache | None = None, max_batch: int = 16,
-                 max_wait_s: float = 0.002, max_inflight: int | None = None) -> None:
+    def __init__(
+        self,
+        backend: Any,
+        model: str = "prm",
+        *,
+        cache: Cache | None = None,
+        max_batch: int = 16,
+        max_wait_s: float = 0.002,
+        max_inflight: int | None = None,
+    ) -> None:
         if hasattr(backend, "ascore_batch"):
             fn = backend.ascore_batch
             inflight = max_inflight or 16

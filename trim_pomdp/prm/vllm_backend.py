@@ -1,13 +1,13 @@
 """Qwen2.5-Math-PRM scoring through a vLLM pooling server (``vllm serve Qwen/Qwen2.5-Math-PRM-7B``).
 
-Recent vLLM serves process reward models on ``POST /pooling``: the request carries the rendered PRM input(s) and
-the response holds, per input, one ``[P(negative), P(positive)]`` pair per ``<extra_0>`` step separator (vLLM's STEP
-pooler with softmax; ``--task reward`` on vLLM <= 0.9, auto-detected pooling runner later). The score of a step is
-its positive-class probability. The input text is the model card's chat format, rendered here without a tokenizer
-(or with the PRM's own tokenizer when one is given, for a byte-exact template).
+Recent vLLM serves process reward models on ``POST /pooling``: the request carries the rendered PRM input(s)
+and the response holds, per input, one ``[P(negative), P(positive)]`` pair per ``<extra_0>`` step separator
+(vLLM's STEP pooler with softmax; ``--task reward`` on vLLM <= 0.9, auto-detected pooling runner later). The
+score of a step is its positive-class probability. The input text is the model card's chat format, rendered
+here without a tokenizer (or with the PRM's own tokenizer when one is given, for a byte-exact template).
 
-The HTTP call uses the ``openai`` SDK's generic ``post`` (connection pooling, timeouts); retries with backoff on
-429/5xx/connection errors.
+The HTTP call uses the ``openai`` SDK's generic ``post`` (connection pooling, timeouts); retries with backoff
+on 429/5xx/connection errors.
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ STEP_SEPARATOR = "<extra_0>"
 SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
 
 
-def render_qwen_prm_input(problem: str, steps: Sequence[str], system: str | None = SYSTEM_PROMPT,
-                          tokenizer: Any = None) -> str:
+def render_qwen_prm_input(
+    problem: str, steps: Sequence[str], system: str | None = SYSTEM_PROMPT, tokenizer: Any = None
+) -> str:
     """The Qwen2.5-Math-PRM input: system, user = problem, assistant = steps each followed by ``<extra_0>``.
 
     With ``tokenizer``, its chat template renders the messages; otherwise the Qwen2.5 ChatML format is written
@@ -41,7 +42,9 @@ def render_qwen_prm_input(problem: str, steps: Sequence[str], system: str | None
             raise InvalidParameterError(f"step {k} contains the separator {STEP_SEPARATOR!r}")
     assistant = STEP_SEPARATOR.join(steps) + STEP_SEPARATOR
     messages = ([{"role": "system", "content": system}] if system else []) + [
-        {"role": "user", "content": problem}, {"role": "assistant", "content": assistant}]
+        {"role": "user", "content": problem},
+        {"role": "assistant", "content": assistant},
+    ]
     if tokenizer is not None:
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
     return "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
@@ -53,7 +56,8 @@ class VLLMPoolingPRM:
     Parameters
     ----------
     base_url : str
-        Server root, e.g. ``http://localhost:8001`` (a trailing ``/v1`` is removed: ``/pooling`` sits at the root).
+        Server root, e.g. ``http://localhost:8001`` (a trailing ``/v1`` is removed: ``/pooling`` sits at the
+        root).
     model : str
         Served model name.
     api_key : str, optional
@@ -66,9 +70,18 @@ class VLLMPoolingPRM:
     positive_label : int
     """
 
-    def __init__(self, base_url: str, model: str = "Qwen/Qwen2.5-Math-PRM-7B", *, api_key: str | None = None,
-                 timeout: float = 120.0, max_retries: int = 5, tokenizer: Any = None, positive_label: int = 1,
-                 system_prompt: str | None = SYSTEM_PROMPT) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        model: str = "Qwen/Qwen2.5-Math-PRM-7B",
+        *,
+        api_key: str | None = None,
+        timeout: float = 120.0,
+        max_retries: int = 5,
+        tokenizer: Any = None,
+        positive_label: int = 1,
+        system_prompt: str | None = SYSTEM_PROMPT,
+    ) -> None:
         url = base_url.rstrip("/")
         if url.endswith("/v1"):
             url = url[:-3]
@@ -89,8 +102,9 @@ class VLLMPoolingPRM:
     def client(self) -> Any:
         if self._client is None:
             openai = require("openai", "vllm", "the vLLM pooling PRM backend")
-            self._client = openai.AsyncOpenAI(base_url=self.base_url, api_key=self._api_key, max_retries=0,
-                                              timeout=self.timeout)
+            self._client = openai.AsyncOpenAI(
+                base_url=self.base_url, api_key=self._api_key, max_retries=0, timeout=self.timeout
+            )
         return self._client
 
     def _parse(self, body: Any, n_steps: list[int]) -> list[list[float]]:
@@ -102,11 +116,13 @@ class VLLMPoolingPRM:
             )
         data = sorted(data, key=lambda d: d.get("index", 0))
         out: list[list[float]] = []
-        for entry, n in zip(data, n_steps):
+        for entry, n in zip(data, n_steps, strict=True):
             pairs = entry.get("data")
             if not isinstance(pairs, list) or len(pairs) != n:
-                raise DataFormatError(f"vLLM /pooling returned {len(pairs) if isinstance(pairs, list) else pairs!r} "
-                                      f"step scores for {n} steps")
+                raise DataFormatError(
+                    f"vLLM /pooling returned {len(pairs) if isinstance(pairs, list) else pairs!r} "
+                    f"step scores for {n} steps"
+                )
             out.append([float(p[self.positive_label]) if isinstance(p, list) else float(p) for p in pairs])
         return out
 
@@ -117,7 +133,9 @@ class VLLMPoolingPRM:
         body = {"model": self.model, "input": texts}
         for attempt in range(self.max_retries + 1):
             try:
-                resp = await asyncio.wait_for(self.client.post("/pooling", body=body, cast_to=object), self.timeout)
+                resp = await asyncio.wait_for(
+                    self.client.post("/pooling", body=body, cast_to=object), self.timeout
+                )
                 return self._parse(resp, [len(s) for _, s in solutions])
             except (openai.APIConnectionError, openai.APIStatusError, asyncio.TimeoutError) as exc:
                 status = getattr(exc, "status_code", None)

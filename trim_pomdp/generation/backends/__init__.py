@@ -1,4 +1,4 @@
-"""Model backends of the generation loop. Each imports its SDK (openai, anthropic, transformers, vllm) lazily."""
+"""Model backends of the generation loop; each imports its SDK (openai, anthropic, vllm, ...) lazily."""
 
 from __future__ import annotations
 

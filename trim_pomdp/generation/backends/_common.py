@@ -46,8 +46,14 @@ class RetryPolicy:
         Wall-clock limit of one attempt (``asyncio.wait_for``), covering a server that accepts and then hangs.
     """
 
-    def __init__(self, max_retries: int = 6, base_delay: float = 0.5, max_delay: float = 30.0,
-                 timeout: float | None = 120.0, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        max_retries: int = 6,
+        base_delay: float = 0.5,
+        max_delay: float = 30.0,
+        timeout: float | None = 120.0,
+        seed: int | None = None,
+    ) -> None:
         if max_retries < 0 or base_delay < 0 or max_delay < 0 or (timeout is not None and timeout <= 0):
             raise ValueError("max_retries, base_delay, max_delay must be >= 0 and timeout > 0")
         self.max_retries = max_retries
@@ -87,8 +93,9 @@ async def call_with_retries(
 ) -> tuple[T, int]:
     """Run ``fn`` with the policy's per-attempt timeout, retrying retryable failures.
 
-    Returns ``(result, attempts)``; raises :class:`GenerationError` (chained to the last error) otherwise. Error
-    messages name the error class and status only — never headers or request bodies (which hold the API key).
+    Returns ``(result, attempts)``; raises :class:`GenerationError` (chained to the last error) otherwise.
+    Error messages name the error class and status only — never headers or request bodies (which hold the API
+    key).
     """
     attempt = 0
     while True:
@@ -134,7 +141,8 @@ QWEN_MATH_TEMPLATE = (
 )
 
 _USER_TURN = (
-    "Solve the following math problem step by step. Steps are separated by a single blank line; put the final "
+    "Solve the following math problem step by step. Steps are separated by a single blank line; "
+    "put the final "
     "answer within \\boxed{{}}.\n\nProblem:\n{problem}\n\n{partial}"
     "Write ONLY the {which} step of the solution: one paragraph with no blank lines, no preamble, and do not "
     "repeat earlier steps. If this step reaches the final answer, write it within \\boxed{{}}.{marker_note}"
@@ -142,10 +150,10 @@ _USER_TURN = (
 
 
 def user_turn_messages(problem: str, steps: list[str], marker: str | None = None) -> list[dict[str, str]]:
-    """The user-turn continuation prompt: problem + accepted steps in the user message, asking for the next step.
+    """The user-turn continuation prompt: problem and accepted steps in the user turn; asks for the next step.
 
-    Used for models that reject assistant prefill (Claude 4.6+) and for chat-only endpoints. Every accepted step
-    is quoted verbatim, so consecutive calls of one problem share the whole prompt up to the new step.
+    Used for models that reject assistant prefill (Claude 4.6+) and for chat-only endpoints. Every accepted
+    step is quoted verbatim, so consecutive calls of one problem share the whole prompt up to the new step.
     """
     if steps:
         body = "\n\n".join(steps)
@@ -154,22 +162,32 @@ def user_turn_messages(problem: str, steps: list[str], marker: str | None = None
     else:
         partial, which = "", "first"
     note = f" End the step with {marker}" if marker else ""
-    return [{"role": "user", "content": _USER_TURN.format(problem=problem, partial=partial, which=which,
-                                                           marker_note=note)}]
+    return [
+        {
+            "role": "user",
+            "content": _USER_TURN.format(problem=problem, partial=partial, which=which, marker_note=note),
+        }
+    ]
 
 
 class MicroBatcher:
     """Collects concurrent requests into batches for a batch function.
 
-    ``await batcher.submit(item)`` returns ``fn(items)[i]`` for the batch the item landed in. A batch is flushed
-    when it reaches ``max_batch`` items or ``max_wait_s`` after its first item arrived. At most ``max_inflight``
-    batches run at once: 1 for a local model (one device), more for a server that batches on its own (vLLM's
-    continuous batching), so that batches are not serialised behind each other's latency. ``fn`` is synchronous and runs in a worker thread (torch and vLLM release the GIL),
-    or is a coroutine function awaited directly.
+    ``await batcher.submit(item)`` returns ``fn(items)[i]`` for the batch the item landed in. A batch is
+    flushed when it reaches ``max_batch`` items or ``max_wait_s`` after its first item arrived. At most
+    ``max_inflight`` batches run at once: 1 for a local model (one device), more for a server that batches on
+    its own (vLLM's continuous batching), so that batches are not serialised behind each other's latency.
+    ``fn`` is synchronous and runs in a worker thread (torch and vLLM release the GIL), or is a coroutine
+    function awaited directly.
     """
 
-    def __init__(self, fn: Callable[[list[Any]], Any], max_batch: int = 16, max_wait_s: float = 0.002,
-                 max_inflight: int = 1) -> None:
+    def __init__(
+        self,
+        fn: Callable[[list[Any]], Any],
+        max_batch: int = 16,
+        max_wait_s: float = 0.002,
+        max_inflight: int = 1,
+    ) -> None:
         if max_batch < 1 or max_inflight < 1:
             raise ValueError(f"max_batch and max_inflight must be >= 1, got {max_batch}, {max_inflight}")
         self.max_inflight = max_inflight
@@ -231,6 +249,6 @@ class MicroBatcher:
             self.busy_s += time.perf_counter() - t0
         self.batches += 1
         self.items += len(items)
-        for (_, fut), res in zip(batch, results):
+        for (_, fut), res in zip(batch, results, strict=True):
             if not fut.done():
                 fut.set_result(res)

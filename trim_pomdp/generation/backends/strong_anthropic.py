@@ -2,23 +2,29 @@
 
 Two API constraints shape this backend:
 
-* **"\\n\\n" cannot be a stop sequence** (whitespace-only stop sequences are rejected). Default ``step_mode="marker"``:
+* **"\\n\\n" cannot be a stop sequence** (whitespace-only stop sequences are rejected). Default
+``step_mode="marker"``:
   the prompt asks Claude to end its step with a visible marker (``<end_of_step>``) that is passed as the stop
-  sequence, so the server stops right after the step and ``usage.output_tokens`` is the exact, billed cost of the
+  sequence, so the server stops right after the step and ``usage.output_tokens`` is the exact, billed cost of
+  the
   call; the text is additionally cut client-side at its first blank line (any text past it is billed but
-  discarded — rare with the marker). ``step_mode="cut"``: no marker; the stream is closed client-side as soon as a
-  blank line arrives. That saves the over-generation but the final ``usage`` is then never delivered: the cost is
-  the last cumulative ``usage.output_tokens`` seen, raised to an estimate from the kept text (``len/4``) and flagged
+  discarded — rare with the marker). ``step_mode="cut"``: no marker; the stream is closed client-side as soon
+  as a
+  blank line arrives. That saves the over-generation but the final ``usage`` is then never delivered: the
+  cost is
+  the last cumulative ``usage.output_tokens`` seen, raised to an estimate from the kept text (``len/4``) and
+  flagged
   ``extra["tokens_exact"] = False``.
-* **Assistant prefill is rejected by Claude 4.6+**. Default ``continuation="user"``: the problem and the accepted steps
-  go into the user turn and Claude is asked for the next step only. ``continuation="prefill"`` (older models only;
-  refused for 4.6+ model ids) sends the partial solution as the last assistant message, with trailing whitespace
-  removed (the API rejects it), and strips the leading whitespace of the reply.
+* **Assistant prefill is rejected by Claude 4.6+**. Default ``continuation="user"``: the problem and the
+accepted steps
+  go into the user turn and Claude is asked for the next step only. ``continuation="prefill"`` (older models
+  only; refused for 4.6+ model ids) sends the partial solution as the last assistant message, with trailing
+  whitespace removed (the API rejects it), and strips the leading whitespace of the reply.
 
-Streaming usage is cumulative (``message_start`` then ``message_delta``): the latest value is kept, never summed.
-Retries with exponential backoff and full jitter on 429, 408/409, 5xx, 529 ``overloaded_error`` (as HTTP status or as
-an ``error`` event inside a 200 stream) and connection errors; a per-call timeout covers hung connections.
-The key comes from ``ANTHROPIC_API_KEY`` (or ``api_key=``) and is never logged or stored.
+Streaming usage is cumulative (``message_start`` then ``message_delta``): the latest value is kept, never
+summed. Retries with exponential backoff and full jitter on 429, 408/409, 5xx, 529 ``overloaded_error`` (as
+HTTP status or as an ``error`` event inside a 200 stream) and connection errors; a per-call timeout covers
+hung connections. The key comes from ``ANTHROPIC_API_KEY`` (or ``api_key=``) and is never logged or stored.
 """
 
 from __future__ import annotations
@@ -35,8 +41,14 @@ from ..answers import has_boxed
 from ..base import StepResult, solution_prefix, split_first_step
 from ._common import DEFAULT_SYSTEM_PROMPT, RetryPolicy, call_with_retries, user_turn_messages
 
-__all__ = ["AnthropicStepGenerator", "anthropic_retryable", "prefill_allowed", "DEFAULT_CLAUDE_MODEL",
-           "STEP_MARKER", "MissingAPIKeyError"]
+__all__ = [
+    "AnthropicStepGenerator",
+    "anthropic_retryable",
+    "prefill_allowed",
+    "DEFAULT_CLAUDE_MODEL",
+    "STEP_MARKER",
+    "MissingAPIKeyError",
+]
 
 DEFAULT_CLAUDE_MODEL = "claude-sonnet-4-6"
 STEP_MARKER = "<end_of_step>"
@@ -60,7 +72,7 @@ def prefill_allowed(model: str) -> bool:
 
 
 def anthropic_retryable(exc: BaseException) -> bool:
-    """Retry 408/409/429/5xx/529, ``overloaded_error``-type errors sent inside a stream, and connection errors."""
+    """Retry 408/409/429/5xx/529, ``overloaded_error``-type errors inside a stream, and connection errors."""
     anthropic = require("anthropic", "anthropic", "the Anthropic backend")
     if isinstance(exc, (anthropic.APIConnectionError, anthropic.APITimeoutError)):
         return True
@@ -94,8 +106,8 @@ class AnthropicStepGenerator:
     retry : RetryPolicy, optional
     system_prompt : str or None
     prompt_cache : bool
-        Ask for prompt caching (top-level ``cache_control``): the user-turn prompt of a problem grows by one step
-        per call, so the cached prefix cuts input cost.
+        Ask for prompt caching (top-level ``cache_control``): the user-turn prompt of a problem grows by one
+        step per call, so the cached prefix cuts input cost.
     client : anthropic.AsyncAnthropic, optional
     """
 
@@ -139,8 +151,10 @@ class AnthropicStepGenerator:
         self._client = client
 
     def __repr__(self) -> str:
-        return (f"AnthropicStepGenerator(model={self.model!r}, continuation={self.continuation!r}, "
-                f"step_mode={self.step_mode!r})")
+        return (
+            f"AnthropicStepGenerator(model={self.model!r}, continuation={self.continuation!r}, "
+            f"step_mode={self.step_mode!r})"
+        )
 
     @property
     def client(self) -> Any:
@@ -150,11 +164,14 @@ class AnthropicStepGenerator:
             if not key:
                 raise MissingAPIKeyError(
                     "no Anthropic API key: set the ANTHROPIC_API_KEY environment variable "
-                    "(export ANTHROPIC_API_KEY=...) or pass api_key=; or choose an OpenAI-compatible strong model"
+                    "(export ANTHROPIC_API_KEY=...) or pass api_key=; "
+                    "or choose an OpenAI-compatible strong model"
                 )
             self._client = anthropic.AsyncAnthropic(
-                api_key=key, base_url=self.base_url or os.environ.get("ANTHROPIC_BASE_URL") or None,
-                max_retries=0, timeout=self.retry.timeout,
+                api_key=key,
+                base_url=self.base_url or os.environ.get("ANTHROPIC_BASE_URL") or None,
+                max_retries=0,
+                timeout=self.retry.timeout,
             )
         return self._client
 
@@ -164,9 +181,15 @@ class AnthropicStepGenerator:
             self._client = None
 
     def cache_params(self) -> dict[str, Any]:
-        return {"backend": "anthropic", "continuation": self.continuation, "step_mode": self.step_mode,
-                "temperature": self.temperature, "max_tokens": self.max_tokens_per_step,
-                "system": self.system_prompt, "marker": STEP_MARKER if self.step_mode == "marker" else None}
+        return {
+            "backend": "anthropic",
+            "continuation": self.continuation,
+            "step_mode": self.step_mode,
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens_per_step,
+            "system": self.system_prompt,
+            "marker": STEP_MARKER if self.step_mode == "marker" else None,
+        }
 
     def build_request(self, problem: str, steps: list[str], max_tokens: int) -> dict[str, Any]:
         """The Messages API request body (without ``stream``)."""
@@ -181,7 +204,9 @@ class AnthropicStepGenerator:
         req: dict[str, Any] = {"model": self.model, "max_tokens": max_tokens, "messages": messages}
         system = self.system_prompt
         if marker and self.continuation == "prefill":
-            system = (system + " " if system else "") + f"Write one step at a time; end each step with {marker}"
+            system = (
+                system + " " if system else ""
+            ) + f"Write one step at a time; end each step with {marker}"
         if system:
             req["system"] = system
         if marker:
@@ -225,23 +250,36 @@ class AnthropicStepGenerator:
                     stop_sequence = getattr(event.delta, "stop_sequence", None)
         finally:
             await stream.close()
-        return {"text": "".join(text_parts), "output_tokens": out_tokens, "exact": saw_final_usage and not cut,
-                "stop_reason": "client_cut" if cut else stop_reason, "stop_sequence": stop_sequence}
+        return {
+            "text": "".join(text_parts),
+            "output_tokens": out_tokens,
+            "exact": saw_final_usage and not cut,
+            "stop_reason": "client_cut" if cut else stop_reason,
+            "stop_sequence": stop_sequence,
+        }
 
     async def _call_plain(self, req: dict[str, Any]) -> dict[str, Any]:
         msg = await self.client.messages.create(**req)
         text = "".join(getattr(b, "text", "") for b in msg.content if getattr(b, "type", None) == "text")
-        return {"text": text, "output_tokens": int(msg.usage.output_tokens), "exact": True,
-                "stop_reason": msg.stop_reason, "stop_sequence": msg.stop_sequence}
+        return {
+            "text": text,
+            "output_tokens": int(msg.usage.output_tokens),
+            "exact": True,
+            "stop_reason": msg.stop_reason,
+            "stop_sequence": msg.stop_sequence,
+        }
 
-    async def generate_step(self, problem: str, steps: list[str], *, max_tokens: int | None = None) -> StepResult:
+    async def generate_step(
+        self, problem: str, steps: list[str], *, max_tokens: int | None = None
+    ) -> StepResult:
         cap = min(self.max_tokens_per_step, max_tokens) if max_tokens else self.max_tokens_per_step
         req = self.build_request(problem, steps, max(1, int(cap)))
         _ = self.client  # raise MissingAPIKeyError before any retry logic
         fn = self._call_stream if self.stream else self._call_plain
         t0 = time.perf_counter()
-        out, attempts = await call_with_retries(lambda: fn(req), self.retry, anthropic_retryable,
-                                                f"{self.model} step")
+        out, attempts = await call_with_retries(
+            lambda: fn(req), self.retry, anthropic_retryable, f"{self.model} step"
+        )
         latency = time.perf_counter() - t0
         raw = out["text"].replace(STEP_MARKER, "")
         text, went_on = split_first_step(raw.lstrip() if self.continuation == "prefill" else raw)
@@ -260,8 +298,17 @@ class AnthropicStepGenerator:
             finish = "empty"
         final = finish in ("eos", "empty") or has_boxed(text)
         return StepResult(
-            text=text, tokens=int(tokens), finish=finish, final=final, model=self.model, latency_s=latency,
+            text=text,
+            tokens=int(tokens),
+            finish=finish,
+            final=final,
+            model=self.model,
+            latency_s=latency,
             attempts=attempts,
-            extra={"stop_reason": stop_reason, "stop_sequence": out["stop_sequence"], "tokens_exact": exact,
-                   "discarded_text": went_on},
+            extra={
+                "stop_reason": stop_reason,
+                "stop_sequence": out["stop_sequence"],
+                "tokens_exact": exact,
+                "discarded_text": went_on,
+            },
         )

@@ -1,7 +1,7 @@
 """Weak model (M_w) through an OpenAI-compatible server, typically vLLM's (``vllm serve MODEL``).
 
-One call per step with ``stop=["\\n\\n"]``. Two ways to continue the partial solution *literally* (the same text
-prefix every step, so vLLM's automatic prefix caching makes the growing prefix nearly free):
+One call per step with ``stop=["\\n\\n"]``. Two ways to continue the partial solution *literally* (the same
+text prefix every step, so vLLM's automatic prefix caching makes the growing prefix nearly free):
 
 ``mode="completions"`` (default)
     ``/v1/completions`` with ``prompt = template.format(problem) + prefix``; the chat template is applied here
@@ -10,8 +10,9 @@ prefix every step, so vLLM's automatic prefix caching makes the growing prefix n
     ``/v1/chat/completions`` with ``[user, assistant(prefix)]`` and vLLM's ``add_generation_prompt=False,
     continue_final_message=True`` (``extra_body``); the server applies the model's own chat template.
 ``mode="user"``
-    user-turn continuation (problem and accepted steps in the user message): for chat-only endpoints that cannot
-    continue an assistant message; used by :class:`~trim_pomdp.generation.backends.strong_openai.OpenAIStrongGenerator`.
+    user-turn continuation (problem and accepted steps in the user message): for chat-only endpoints that
+    cannot continue an assistant message; used by
+    :class:`~trim_pomdp.generation.backends.strong_openai.OpenAIStrongGenerator`.
 
 End of solution: vLLM reports ``finish_reason="stop"`` with ``stop_reason=None`` for EOS (and the matched stop
 string otherwise); a step holding a complete ``\\boxed{}`` also ends the solution.
@@ -63,7 +64,8 @@ class OpenAICompatibleGenerator:
     mode : {"completions", "chat", "user"}
         How the partial solution is continued (see the module docstring).
     prompt_template : str
-        For ``mode="completions"``: the prompt before the solution, with ``{problem}`` and ``{system}`` fields.
+        For ``mode="completions"``: the prompt before the solution, with ``{problem}`` and ``{system}``
+        fields.
     system_prompt : str or None
         System message (``None`` for none).
     temperature, top_p, seed : sampling parameters (``seed`` is sent when not ``None``).
@@ -135,8 +137,13 @@ class OpenAICompatibleGenerator:
 
     def cache_params(self) -> dict[str, Any]:
         p: dict[str, Any] = {
-            "backend": "openai", "mode": self.mode, "temperature": self.temperature, "top_p": self.top_p,
-            "seed": self.seed, "max_tokens": self.max_tokens_per_step, "system": self.system_prompt,
+            "backend": "openai",
+            "mode": self.mode,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "seed": self.seed,
+            "max_tokens": self.max_tokens_per_step,
+            "system": self.system_prompt,
             "extra_body": self.extra_body,
         }
         if self.mode == "completions":
@@ -164,13 +171,19 @@ class OpenAICompatibleGenerator:
         return msgs, extra
 
     def _sampling(self, max_tokens: int) -> dict[str, Any]:
-        kw: dict[str, Any] = {"max_tokens": max_tokens, "temperature": self.temperature, "top_p": self.top_p,
-                              "stop": [STEP_SEPARATOR]}
+        kw: dict[str, Any] = {
+            "max_tokens": max_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "stop": [STEP_SEPARATOR],
+        }
         if self.seed is not None:
             kw["seed"] = self.seed
         return kw
 
-    async def generate_step(self, problem: str, steps: list[str], *, max_tokens: int | None = None) -> StepResult:
+    async def generate_step(
+        self, problem: str, steps: list[str], *, max_tokens: int | None = None
+    ) -> StepResult:
         cap = min(self.max_tokens_per_step, max_tokens) if max_tokens else self.max_tokens_per_step
         cap = max(1, int(cap))
         kw = self._sampling(cap)
@@ -205,7 +218,11 @@ class OpenAICompatibleGenerator:
             finish = "length"
         elif went_on:
             finish = "step"
-        elif finish_reason == "stop" and has_stop_field and (stop_reason is None or isinstance(stop_reason, int)):
+        elif (
+            finish_reason == "stop"
+            and has_stop_field
+            and (stop_reason is None or isinstance(stop_reason, int))
+        ):
             finish = "eos"  # vLLM: stop without a matched stop string = EOS (or a stop token id)
         else:
             finish = "step"
@@ -215,6 +232,12 @@ class OpenAICompatibleGenerator:
             finish = "empty"
         final = finish in ("eos", "empty") or has_boxed(text)
         return StepResult(
-            text=text, tokens=tokens, finish=finish, final=final, model=self.model, latency_s=latency,
-            attempts=attempts, extra={"finish_reason": finish_reason, "stop_reason": stop_reason},
+            text=text,
+            tokens=tokens,
+            finish=finish,
+            final=final,
+            model=self.model,
+            latency_s=latency,
+            attempts=attempts,
+            extra={"finish_reason": finish_reason, "stop_reason": stop_reason},
         )

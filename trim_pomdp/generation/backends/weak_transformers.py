@@ -1,11 +1,10 @@
 """Weak model from a local transformers causal LM (small models, CPU or one GPU; no server).
 
-The prompt is the tokenizer's chat template (system + user, generation prompt) followed by the partial solution
-text, re-encoded each step; generation stops at ``"\\n\\n"`` (a stopping criterion on the decoded tail), at EOS
-or at the step's token cap.
-Concurrent requests from the loop are grouped by a :class:`~._common.MicroBatcher` and generated one after
-another in a worker thread (greedy decoding of a small model; batching with padding would change greedy outputs
-on some models, so it is not done).
+The prompt is the tokenizer's chat template (system + user, generation prompt) followed by the partial
+solution text, re-encoded each step; generation stops at ``"\\n\\n"`` (a stopping criterion on the decoded
+tail), at EOS or at the step's token cap. Concurrent requests from the loop are grouped by a
+:class:`~._common.MicroBatcher` and generated one after another in a worker thread (greedy decoding of a small
+model; batching with padding would change greedy outputs on some models, so it is not done).
 """
 
 from __future__ import annotations
@@ -47,10 +46,19 @@ class TransformersStepGenerator:
     device : str, optional
     """
 
-    def __init__(self, model: Any, tokenizer: Any = None, *, model_name: str | None = None,
-                 system_prompt: str | None = DEFAULT_SYSTEM_PROMPT, prompt_template: str | None = None,
-                 temperature: float = 0.0, max_tokens_per_step: int = 256, seed: int | None = None,
-                 device: str | None = None) -> None:
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any = None,
+        *,
+        model_name: str | None = None,
+        system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+        prompt_template: str | None = None,
+        temperature: float = 0.0,
+        max_tokens_per_step: int = 256,
+        seed: int | None = None,
+        device: str | None = None,
+    ) -> None:
         transformers = require("transformers", "hf", _FEATURE)
         if isinstance(model, str):
             tokenizer = tokenizer or transformers.AutoTokenizer.from_pretrained(model)
@@ -58,7 +66,9 @@ class TransformersStepGenerator:
         if tokenizer is None:
             raise InvalidParameterError("tokenizer is required when model is a loaded module")
         if prompt_template is None and getattr(tokenizer, "chat_template", None) is None:
-            raise InvalidParameterError("the tokenizer has no chat template: pass prompt_template='...{problem}...'")
+            raise InvalidParameterError(
+                "the tokenizer has no chat template: pass prompt_template='...{problem}...'"
+            )
         if device is not None:
             model.to(device)
         self.hf_model = model.eval()
@@ -73,15 +83,22 @@ class TransformersStepGenerator:
         self._batcher = MicroBatcher(self._generate_many, max_batch=8, max_wait_s=0.0)
 
     def cache_params(self) -> dict[str, Any]:
-        return {"backend": "transformers", "system": self.system_prompt, "template": self.prompt_template,
-                "temperature": self.temperature, "max_tokens": self.max_tokens_per_step, "seed": self.seed}
+        return {
+            "backend": "transformers",
+            "system": self.system_prompt,
+            "template": self.prompt_template,
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens_per_step,
+            "seed": self.seed,
+        }
 
     def build_prompt(self, problem: str, steps: list[str]) -> str:
         if self.prompt_template is not None:
             head = self.prompt_template.format(problem=problem, system=self.system_prompt or "")
         else:
             msgs = ([{"role": "system", "content": self.system_prompt}] if self.system_prompt else []) + [
-                {"role": "user", "content": problem}]
+                {"role": "user", "content": problem}
+            ]
             head = self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
         return head + solution_prefix(steps)
 
@@ -98,14 +115,19 @@ class TransformersStepGenerator:
         tokenizer = self.tokenizer
 
         class _StopAtBlankLine(transformers.StoppingCriteria):
-            # decodes the tail of the new tokens: works with any tokenizer (``stop_strings`` needs the separator
+            # decodes the tail of the new tokens: works with any tokenizer (``stop_strings`` needs the
+            # separator
             # to be representable in the vocabulary's token pieces)
             def __call__(self, ids, scores, **kwargs):  # noqa: ARG002
-                tail = tokenizer.decode(ids[0, max(start, ids.shape[1] - 8):], skip_special_tokens=True)
+                tail = tokenizer.decode(ids[0, max(start, ids.shape[1] - 8) :], skip_special_tokens=True)
                 return STEP_SEPARATOR in tail
 
-        kw: dict[str, Any] = {"max_new_tokens": cap, "pad_token_id": pad, "eos_token_id": eos,
-                              "stopping_criteria": transformers.StoppingCriteriaList([_StopAtBlankLine()])}
+        kw: dict[str, Any] = {
+            "max_new_tokens": cap,
+            "pad_token_id": pad,
+            "eos_token_id": eos,
+            "stopping_criteria": transformers.StoppingCriteriaList([_StopAtBlankLine()]),
+        }
         if self.temperature > 0:
             kw.update(do_sample=True, temperature=self.temperature)
             if self.seed is not None:
@@ -114,7 +136,7 @@ class TransformersStepGenerator:
             kw.update(do_sample=False)
         with torch.inference_mode():
             out = self.hf_model.generate(input_ids, attention_mask=torch.ones_like(input_ids), **kw)
-        new = out[0, input_ids.shape[1]:].tolist()
+        new = out[0, input_ids.shape[1] :].tolist()
         ended_eos = bool(new) and eos is not None and new[-1] == eos
         raw = self.tokenizer.decode(new, skip_special_tokens=True)
         text, went_on = split_first_step(raw)
@@ -128,15 +150,22 @@ class TransformersStepGenerator:
             finish = "step"
         if not text.strip() and finish != "length":
             finish = "empty"
-        return StepResult(text=text, tokens=len(new), finish=finish,
-                          final=finish in ("eos", "empty") or has_boxed(text), model=self.model,
-                          latency_s=time.perf_counter() - t0)
+        return StepResult(
+            text=text,
+            tokens=len(new),
+            finish=finish,
+            final=finish in ("eos", "empty") or has_boxed(text),
+            model=self.model,
+            latency_s=time.perf_counter() - t0,
+        )
 
     def _generate_many(self, items: list[tuple[str, int]]) -> list[StepResult]:
         with self._lock:
             return [self._generate_one(p, c) for p, c in items]
 
-    async def generate_step(self, problem: str, steps: list[str], *, max_tokens: int | None = None) -> StepResult:
+    async def generate_step(
+        self, problem: str, steps: list[str], *, max_tokens: int | None = None
+    ) -> StepResult:
         cap = min(self.max_tokens_per_step, max_tokens) if max_tokens else self.max_tokens_per_step
         return await self._batcher.submit((self.build_prompt(problem, steps), max(1, int(cap))))
 

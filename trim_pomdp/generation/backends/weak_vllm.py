@@ -1,10 +1,10 @@
 """Weak model in-process with ``vllm.LLM`` (one GPU machine, no server).
 
 Concurrent step requests of the loop are gathered by a :class:`~._common.MicroBatcher` into one
-``llm.generate(prompts, SamplingParams(stop=["\\n\\n"]))`` call, so vLLM batches all in-flight problems; enable
-prefix caching (``enable_prefix_caching=True``, the default on V1 engines) so the growing prefix is nearly free.
-End of solution: ``finish_reason == "stop"`` with ``stop_reason is None`` is EOS; ``"length"`` is the step cap.
-vLLM is imported only when the generator is built (``pip install 'trim-pomdp[vllm]'``).
+``llm.generate(prompts, SamplingParams(stop=["\\n\\n"]))`` call, so vLLM batches all in-flight problems;
+enable prefix caching (``enable_prefix_caching=True``, the default on V1 engines) so the growing prefix is
+nearly free. End of solution: ``finish_reason == "stop"`` with ``stop_reason is None`` is EOS; ``"length"`` is
+the step cap. vLLM is imported only when the generator is built (``pip install 'trim-pomdp[vllm]'``).
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ class VLLMStepGenerator:
     model : str
         Model id or path (ignored when ``llm`` is given, except as the name in records).
     llm : vllm.LLM, optional
-        An existing engine; otherwise one is built with ``llm_kwargs`` (default ``enable_prefix_caching=True``).
+        An existing engine; otherwise one is built with ``llm_kwargs`` (default
+        ``enable_prefix_caching=True``).
     system_prompt : str or None
     prompt_template : str, optional
         ``"...{problem}..."``; default: the model's chat template via ``llm.get_tokenizer()``.
@@ -38,10 +39,20 @@ class VLLMStepGenerator:
         Largest ``generate`` batch.
     """
 
-    def __init__(self, model: str, *, llm: Any = None, system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
-                 prompt_template: str | None = None, temperature: float = 0.0, top_p: float = 1.0,
-                 seed: int | None = None, max_tokens_per_step: int = 512, max_batch: int = 256,
-                 llm_kwargs: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        model: str,
+        *,
+        llm: Any = None,
+        system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+        prompt_template: str | None = None,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        max_tokens_per_step: int = 512,
+        max_batch: int = 256,
+        llm_kwargs: dict[str, Any] | None = None,
+    ) -> None:
         if llm is None:
             vllm = require("vllm", "vllm", "the in-process vLLM generator")
             llm = vllm.LLM(model=model, **{"enable_prefix_caching": True, **(llm_kwargs or {})})
@@ -57,9 +68,15 @@ class VLLMStepGenerator:
         self._head_cache: dict[str, str] = {}
 
     def cache_params(self) -> dict[str, Any]:
-        return {"backend": "vllm", "system": self.system_prompt, "template": self.prompt_template,
-                "temperature": self.temperature, "top_p": self.top_p, "seed": self.seed,
-                "max_tokens": self.max_tokens_per_step}
+        return {
+            "backend": "vllm",
+            "system": self.system_prompt,
+            "template": self.prompt_template,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "seed": self.seed,
+            "max_tokens": self.max_tokens_per_step,
+        }
 
     def build_prompt(self, problem: str, steps: list[str]) -> str:
         head = self._head_cache.get(problem)
@@ -68,15 +85,23 @@ class VLLMStepGenerator:
                 head = self.prompt_template.format(problem=problem, system=self.system_prompt or "")
             else:
                 msgs = ([{"role": "system", "content": self.system_prompt}] if self.system_prompt else []) + [
-                    {"role": "user", "content": problem}]
-                head = self.llm.get_tokenizer().apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+                    {"role": "user", "content": problem}
+                ]
+                head = self.llm.get_tokenizer().apply_chat_template(
+                    msgs, tokenize=False, add_generation_prompt=True
+                )
             self._head_cache[problem] = head
         return head + solution_prefix(steps)
 
     def _sampling_params(self, cap: int) -> Any:
         vllm = require("vllm", "vllm", "the in-process vLLM generator")
-        return vllm.SamplingParams(temperature=self.temperature, top_p=self.top_p, seed=self.seed, max_tokens=cap,
-                                   stop=[STEP_SEPARATOR])
+        return vllm.SamplingParams(
+            temperature=self.temperature,
+            top_p=self.top_p,
+            seed=self.seed,
+            max_tokens=cap,
+            stop=[STEP_SEPARATOR],
+        )
 
     def _generate_many(self, items: list[tuple[str, int]]) -> list[StepResult]:
         t0 = time.perf_counter()
@@ -98,13 +123,22 @@ class VLLMStepGenerator:
                 finish = "step"
             if not text.strip() and finish != "length":
                 finish = "empty"
-            results.append(StepResult(text=text, tokens=len(o.token_ids), finish=finish,
-                                      final=finish in ("eos", "empty") or has_boxed(text), model=self.model,
-                                      latency_s=latency, extra={"finish_reason": o.finish_reason,
-                                                                "stop_reason": o.stop_reason}))
+            results.append(
+                StepResult(
+                    text=text,
+                    tokens=len(o.token_ids),
+                    finish=finish,
+                    final=finish in ("eos", "empty") or has_boxed(text),
+                    model=self.model,
+                    latency_s=latency,
+                    extra={"finish_reason": o.finish_reason, "stop_reason": o.stop_reason},
+                )
+            )
         return results
 
-    async def generate_step(self, problem: str, steps: list[str], *, max_tokens: int | None = None) -> StepResult:
+    async def generate_step(
+        self, problem: str, steps: list[str], *, max_tokens: int | None = None
+    ) -> StepResult:
         cap = min(self.max_tokens_per_step, max_tokens) if max_tokens else self.max_tokens_per_step
         return await self._batcher.submit((self.build_prompt(problem, steps), max(1, int(cap))))
 
