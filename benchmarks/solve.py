@@ -42,9 +42,17 @@ def _median_solve(model, repeats: int, **kw) -> dict:
         solver.solve(model)
         times.append(time.perf_counter() - t0)
         info = solver.info
-    return {"median_s": statistics.median(times), "min_s": min(times), "times_s": times, "gap": info.gap,
-            "lower": info.lower_bound, "upper": info.upper_bound, "passes": info.iterations,
-            "grid_points": info.sizes["grid_points"], "max_grid_points": info.sizes["max_grid_points"]}
+    return {
+        "median_s": statistics.median(times),
+        "min_s": min(times),
+        "times_s": times,
+        "gap": info.gap,
+        "lower": info.lower_bound,
+        "upper": info.upper_bound,
+        "passes": info.iterations,
+        "grid_points": info.sizes["grid_points"],
+        "max_grid_points": info.sizes["max_grid_points"],
+    }
 
 
 def _uniform_baseline(model, precision: float, repeats: int) -> dict:
@@ -64,28 +72,55 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--sweep", type=int, default=50, help="number of λ values in the sweep (0: skip)")
     ap.add_argument("--mc", type=int, default=100_000, help="Monte Carlo episodes (0: skip)")
-    ap.add_argument("--pointbased", type=float, default=0.0, help="seconds for the point-based solver (0: skip)")
+    ap.add_argument(
+        "--pointbased", type=float, default=0.0, help="seconds for the point-based solver (0: skip)"
+    )
     ap.add_argument("--out", type=Path, default=Path(__file__).with_suffix(".json"))
     args = ap.parse_args()
 
     tp = build_trim_pomdp()
     model = tp.structured()
-    machine = {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
-               "load_avg_start": os.getloadavg() if hasattr(os, "getloadavg") else None}
-    out: dict = {"machine": machine, "model": {"horizon": tp.horizon, "buckets": tp.n_buckets,
-                                               "bins": int(tp.obs_model.n_bins), "lam": tp.params.lam,
-                                               "p_w": tp.params.p_w, "p_s": tp.params.p_s}}
+    machine = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "load_avg_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
+    }
+    out: dict = {
+        "machine": machine,
+        "model": {
+            "horizon": tp.horizon,
+            "buckets": tp.n_buckets,
+            "bins": int(tp.obs_model.n_bins),
+            "lam": tp.params.lam,
+            "p_w": tp.params.p_w,
+            "p_s": tp.params.p_s,
+        },
+    }
     rows = []
     FiniteHorizonSolver(precision=1e-3).solve(model)  # warm caches / imports
     for prec in (1e-3, 1e-4):
         ours = _median_solve(model, args.repeats, precision=prec)
         base = _uniform_baseline(model, prec, max(1, args.repeats // 2))
-        out[f"precision_{prec:g}"] = {"adaptive": ours, "uniform_baseline": base,
-                                      "speedup_vs_uniform": base["median_s"] / ours["median_s"]}
-        rows.append((f"solve @ {prec:g} (adaptive)", ours["median_s"], f"gap {ours['gap']:.2e}, "
-                     f"{ours['passes']} passes, {ours['grid_points']} pts"))
-        rows.append((f"solve @ {prec:g} (uniform {base['grid_size']})", base["median_s"],
-                     f"gap {base['gap']:.2e}; adaptive is {base['median_s'] / ours['median_s']:.1f}× faster"))
+        out[f"precision_{prec:g}"] = {
+            "adaptive": ours,
+            "uniform_baseline": base,
+            "speedup_vs_uniform": base["median_s"] / ours["median_s"],
+        }
+        rows.append(
+            (
+                f"solve @ {prec:g} (adaptive)",
+                ours["median_s"],
+                f"gap {ours['gap']:.2e}, {ours['passes']} passes, {ours['grid_points']} pts",
+            )
+        )
+        rows.append(
+            (
+                f"solve @ {prec:g} (uniform {base['grid_size']})",
+                base["median_s"],
+                f"gap {base['gap']:.2e}; adaptive is {base['median_s'] / ours['median_s']:.1f}× faster",
+            )
+        )
 
     tracemalloc.start()
     FiniteHorizonSolver(precision=1e-4).solve(model)
@@ -101,20 +136,36 @@ def main() -> None:
         for lam in lams:
             s = FiniteHorizonSolver(precision=1e-3)
             s.solve(tp.with_params(lam=float(lam)).structured())
-            sweep.append({"lam": float(lam), "lower": s.info.lower_bound, "gap": s.info.gap, "seconds": s.info.seconds})
+            sweep.append(
+                {"lam": float(lam), "lower": s.info.lower_bound, "gap": s.info.gap, "seconds": s.info.seconds}
+            )
         total = time.perf_counter() - t0
-        out["sweep"] = {"n": args.sweep, "total_s": total, "max_gap": max(r["gap"] for r in sweep), "points": sweep}
+        out["sweep"] = {
+            "n": args.sweep,
+            "total_s": total,
+            "max_gap": max(r["gap"] for r in sweep),
+            "points": sweep,
+        }
         rows.append((f"{args.sweep}-λ sweep @ 1e-3", total, f"max gap {out['sweep']['max_gap']:.2e}"))
 
     if args.mc:
         pol = solve_trim(tp, FiniteHorizonSolver(precision=1e-4))
         mc = monte_carlo(pol, ModelProcess(tp), n=args.mc, seed=0)
         z = (mc.ret - pol.info.lower_bound) / mc.ret_se
-        out["monte_carlo"] = {**mc.to_dict(), "V_lower": pol.info.lower_bound, "V_upper": pol.info.upper_bound,
-                              "z_score": z}
-        rows.append((f"Monte Carlo {args.mc} episodes", mc.seconds,
-                     f"return {mc.ret:.4f} ± {mc.ret_se:.4f} vs V(b0) {pol.info.lower_bound:.4f} (z = {z:+.2f}); "
-                     f"accuracy {mc.accuracy:.4f}, strong tokens {mc.strong_tokens:.1f}"))
+        out["monte_carlo"] = {
+            **mc.to_dict(),
+            "V_lower": pol.info.lower_bound,
+            "V_upper": pol.info.upper_bound,
+            "z_score": z,
+        }
+        rows.append(
+            (
+                f"Monte Carlo {args.mc} episodes",
+                mc.seconds,
+                f"return {mc.ret:.4f} ± {mc.ret_se:.4f} vs V(b0) {pol.info.lower_bound:.4f} (z = {z:+.2f}); "
+                f"accuracy {mc.accuracy:.4f}, strong tokens {mc.strong_tokens:.1f}",
+            )
+        )
 
     if args.pointbased > 0:
         try:
@@ -128,15 +179,26 @@ def main() -> None:
             pb.solve(flat)
             dt = time.perf_counter() - t0
             g = tp.params.discount
-            out["pointbased"] = {"seconds": dt, "lower": pb.info.lower_bound, "upper": pb.info.upper_bound,
-                                 "note": "flattened discounted model (γ=%g); compare with γ·V_native(γ)" % g}
-            rows.append((f"point-based on flattened ({args.pointbased:g} s budget)", dt,
-                         f"bounds [{pb.info.lower_bound:.4f}, {pb.info.upper_bound:.4f}] (discounted)"))
+            out["pointbased"] = {
+                "seconds": dt,
+                "lower": pb.info.lower_bound,
+                "upper": pb.info.upper_bound,
+                "note": f"flattened discounted model (γ={g:g}); compare with γ·V_native(γ)",
+            }
+            rows.append(
+                (
+                    f"point-based on flattened ({args.pointbased:g} s budget)",
+                    dt,
+                    f"bounds [{pb.info.lower_bound:.4f}, {pb.info.upper_bound:.4f}] (discounted)",
+                )
+            )
 
     out["machine"]["load_avg_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     print(f"machine: {machine['platform']}, {machine['cpus']} CPUs, load {machine['load_avg_start']}")
-    print(f"model: H={tp.horizon}, K={tp.n_buckets}, {tp.obs_model.n_bins}×{tp.obs_model.n_bins} bins, "
-          f"λ={tp.params.lam:g}")
+    print(
+        f"model: H={tp.horizon}, K={tp.n_buckets}, {tp.obs_model.n_bins}×{tp.obs_model.n_bins} bins, "
+        f"λ={tp.params.lam:g}"
+    )
     width = max(len(r[0]) for r in rows)
     print(f"{'measurement':<{width}} | {'seconds':>8} | notes")
     for name, sec, note in rows:

@@ -1,4 +1,6 @@
-"""The generic finite-horizon solver: envelopes, rank-2 factorisation, certified bounds, exactness vs brute force."""
+"""The generic finite-horizon solver: envelopes, rank-2 factorisation, certified bounds, exactness vs brute
+force.
+"""
 
 from __future__ import annotations
 
@@ -7,22 +9,22 @@ import pytest
 
 from trim_pomdp.exceptions import InvalidParameterError, ModelCheckError, SolverError
 from trim_pomdp.solvers.finite_horizon import (
-    FiniteHorizonPOMDP,
     FiniteHorizonPolicy,
+    FiniteHorizonPOMDP,
     FiniteHorizonSolver,
     segment_factorization,
     upper_envelope,
 )
 
 
-# ------------------------------------------------------------------------------------------------ brute force
+# ---------------------------------------------------------------------------- brute force
 def brute_force_value(model: FiniteHorizonPOMDP, i: int = 0, beta=None) -> float:
     """Expectimax over all observation histories on the full hidden state (no rank-2 reduction)."""
     beta = model.b0 if beta is None else beta
     H = model.horizon
     if i == H:
         return 0.0
-    O = model.observation[i]
+    O = model.observation[i]  # noqa: E741
     total = 0.0
     for c in range(model.n_contexts):
         pc = model.context_probs[i, c]
@@ -49,7 +51,7 @@ def policy_value(policy: FiniteHorizonPolicy, model: FiniteHorizonPOMDP, i: int 
     beta = model.b0 if beta is None else beta
     if i == model.horizon:
         return 0.0
-    O = model.observation[i]
+    O = model.observation[i]  # noqa: E741
     total = 0.0
     for c in range(model.n_contexts):
         pc = model.context_probs[i, c]
@@ -82,7 +84,7 @@ def random_rank2_model(rng, Z=3, A=2, H=3, C=3, n_obs=3, discount=1.0) -> Finite
     return FiniteHorizonPOMDP(T, obs, ctx, term, reward, b0, discount)
 
 
-# ------------------------------------------------------------------------------------------------ pieces
+# ---------------------------------------------------------------------------- pieces
 def test_upper_envelope_matches_pointwise_max():
     rng = np.random.default_rng(1)
     for _ in range(50):
@@ -103,8 +105,12 @@ def test_upper_envelope_matches_pointwise_max():
 
 def test_segment_factorization_trim_and_full_rank():
     p_w, p_s = 0.8, 0.9
-    T = np.array([[[p_w, 0, 1 - p_w], [0, 1, 0], [0, 1, 0]],
-                  [[p_s * p_w, 1 - p_s, p_s * (1 - p_w)], [0, 1, 0], [p_s * p_w, 1 - p_s, p_s * (1 - p_w)]]])
+    T = np.array(
+        [
+            [[p_w, 0, 1 - p_w], [0, 1, 0], [0, 1, 0]],
+            [[p_s * p_w, 1 - p_s, p_s * (1 - p_w)], [0, 1, 0], [p_s * p_w, 1 - p_s, p_s * (1 - p_w)]],
+        ]
+    )
     f = segment_factorization(T, anchor=np.array([p_w, 0, 1 - p_w]))
     np.testing.assert_allclose(f.V[0], [p_w, 0, 1 - p_w])
     np.testing.assert_allclose(f.V[1], [0, 1, 0])
@@ -126,7 +132,9 @@ def test_check_names_offending_index():
         m.check()
     m = random_rank2_model(rng)
     with pytest.raises(ModelCheckError, match="reward must have shape"):
-        FiniteHorizonPOMDP(m.transition, m.observation, m.context_probs, m.terminal, m.reward[:, :, :, :1], m.b0).check()
+        FiniteHorizonPOMDP(
+            m.transition, m.observation, m.context_probs, m.terminal, m.reward[:, :, :, :1], m.b0
+        ).check()
 
 
 def test_full_rank_dynamics_use_the_simplex_grid_fallback_with_certified_bounds():
@@ -161,7 +169,9 @@ def test_freudenthal_interpolation_is_exact_on_lattice_and_linear_and_overestima
         P = fr.points
         assert np.allclose(P.sum(axis=1), 1) and len(np.unique(P, axis=0)) == len(P)
         idx, w = fr.vertices(P)
-        np.testing.assert_allclose(fr.interpolate(np.arange(len(P), dtype=float), P), np.arange(len(P)), atol=1e-12)
+        np.testing.assert_allclose(
+            fr.interpolate(np.arange(len(P), dtype=float), P), np.arange(len(P)), atol=1e-12
+        )
         B = rng.dirichlet(np.ones(n), size=200)
         idx, w = fr.vertices(B)
         assert np.all(w >= -1e-12) and np.allclose(w.sum(axis=1), 1)
@@ -169,8 +179,7 @@ def test_freudenthal_interpolation_is_exact_on_lattice_and_linear_and_overestima
         lin = rng.normal(size=n)
         np.testing.assert_allclose(fr.interpolate(P @ lin, B), B @ lin, atol=1e-12)
         alph = rng.normal(size=(6, n))
-        f = lambda X: (X @ alph.T).max(axis=1)  # noqa: E731
-        assert np.all(fr.interpolate(f(P), B) >= f(B) - 1e-12)
+        assert np.all(fr.interpolate((P @ alph.T).max(axis=1), B) >= (B @ alph.T).max(axis=1) - 1e-12)
 
 
 def test_bad_solver_arguments():
@@ -182,7 +191,7 @@ def test_bad_solver_arguments():
         FiniteHorizonSolver(time_limit=0)
 
 
-# ------------------------------------------------------------------------------------------------ exactness
+# ---------------------------------------------------------------------------- exactness
 @pytest.mark.parametrize("seed", range(6))
 def test_exact_mode_equals_brute_force_on_random_rank2_models(seed):
     rng = np.random.default_rng(100 + seed)
@@ -254,7 +263,9 @@ def test_policy_arrays_round_trip():
     B = rng.dirichlet(np.ones(3), size=20)
     for t in (1, 2, 3):
         np.testing.assert_array_equal(pol.action_values(t, 1, B), back.action_values(t, 1, B))
-        np.testing.assert_array_equal(pol.action_values(t, 1, B, upper=True), back.action_values(t, 1, B, upper=True))
+        np.testing.assert_array_equal(
+            pol.action_values(t, 1, B, upper=True), back.action_values(t, 1, B, upper=True)
+        )
     al, ac = pol.alphas(2, 0)
     q = B @ al.T
     for a in (0, 1):

@@ -12,8 +12,8 @@ from trim_pomdp.model import (
     ArrayObservationModel,
     ModelProcess,
     TrimParams,
-    TrimPOMDP,
     TrimPolicy,
+    TrimPOMDP,
     format_region_table,
     monte_carlo,
     regenerate_region,
@@ -29,9 +29,17 @@ def make_model(seed=0, H=3, K=2, n=3, lam=2e-3, p_w=0.8, p_s=0.9) -> TrimPOMDP:
     rng = np.random.default_rng(seed)
     pair = rng.dirichlet(np.ones(n * n) * 0.8, size=3).reshape(3, n, n)
     first = rng.dirichlet(np.ones(n) * 0.8, size=3)
-    params = TrimParams(p_w=p_w, p_s=p_s, horizon=H, bucket_edges=np.arange(1, K) * 100.0,
-                        bucket_probs=rng.dirichlet(np.ones(K) * 3, size=H), hazard=rng.uniform(0.1, 0.4, size=H),
-                        bucket_mean_tokens=np.linspace(50, 200, K), strong_weak_ratio=1.0, lam=lam)
+    params = TrimParams(
+        p_w=p_w,
+        p_s=p_s,
+        horizon=H,
+        bucket_edges=np.arange(1, K) * 100.0,
+        bucket_probs=rng.dirichlet(np.ones(K) * 3, size=H),
+        hazard=rng.uniform(0.1, 0.4, size=H),
+        bucket_mean_tokens=np.linspace(50, 200, K),
+        strong_weak_ratio=1.0,
+        lam=lam,
+    )
     return TrimPOMDP(params, ArrayObservationModel(pair, first))
 
 
@@ -39,7 +47,7 @@ def evaluate_exactly(policy: TrimPolicy, tp: TrimPOMDP, i=0, beta=None) -> tuple
     """(success probability, expected strong tokens) of a policy, by recursion over observation histories."""
     p = tp.params
     beta = tp.b0 if beta is None else beta
-    O = tp.observation_probs(i + 1)
+    O = tp.observation_probs(i + 1)  # noqa: E741
     q = 1.0 if i == p.horizon - 1 else p.hazard[i]
     acc = tok = 0.0
     for c in range(p.n_buckets):
@@ -65,7 +73,7 @@ def evaluate_exactly(policy: TrimPolicy, tp: TrimPOMDP, i=0, beta=None) -> tuple
     return acc, tok
 
 
-# ------------------------------------------------------------------------------------------------ queries + I/O
+# ---------------------------------------------------------------------------- queries + I/O
 def test_native_policy_value_matches_bounds_and_exact_evaluation():
     tp = make_model(1)
     pol = solve_trim(tp, FiniteHorizonSolver(mode="exact"))
@@ -82,7 +90,7 @@ def test_native_policy_value_matches_bounds_and_exact_evaluation():
     assert acts.tolist() == [pol.action(2, 1, False, x) for x in B]
     t = np.array([1, 2, 3] * 10)
     acts = pol.action_batch(t, 0, True, B)
-    assert acts.tolist() == [pol.action(int(tt), 0, True, x) for tt, x in zip(t, B)]
+    assert acts.tolist() == [pol.action(int(tt), 0, True, x) for tt, x in zip(t, B, strict=False)]
     with pytest.raises(InvalidParameterError):
         pol.action(4, 0, False, b)
     with pytest.raises(InvalidParameterError):
@@ -106,7 +114,9 @@ def test_save_load_round_trip_without_pickle(tmp_path):
     B = np.random.default_rng(1).dirichlet(np.ones(3), size=25)
     for t in (1, 2, 4):
         for final in (False, True):
-            np.testing.assert_array_equal(back.action_values(t, 1, final, B), pol.action_values(t, 1, final, B))
+            np.testing.assert_array_equal(
+                back.action_values(t, 1, final, B), pol.action_values(t, 1, final, B)
+            )
     rebuilt = back.trim_pomdp()
     np.testing.assert_array_equal(rebuilt.observation_probs(2), tp.observation_probs(2))
     assert TrimPolicy.load(tmp_path / "p" / "policy.json").info.lower_bound == pol.info.lower_bound
@@ -137,10 +147,14 @@ def test_from_alpha_policy_restricts_flattened_alpha_vectors():
     for t in range(1, tp.horizon + 1):
         for bucket in range(2):
             for final in (False, True):
-                np.testing.assert_allclose(pol.action_values(t, bucket, final, B),
-                                           native.action_values(t, bucket, final, B), atol=1e-12)
-                np.testing.assert_array_equal(pol.action_batch(t, bucket, final, B),
-                                              native.action_batch(t, bucket, final, B))
+                np.testing.assert_allclose(
+                    pol.action_values(t, bucket, final, B),
+                    native.action_values(t, bucket, final, B),
+                    atol=1e-12,
+                )
+                np.testing.assert_array_equal(
+                    pol.action_batch(t, bucket, final, B), native.action_batch(t, bucket, final, B)
+                )
     with pytest.raises(InvalidParameterError, match="states"):
         TrimPolicy.from_alpha_policy(AlphaVectorPolicy(np.zeros((1, 5)), [0]), tp)
 
@@ -159,7 +173,7 @@ def test_pointbased_solver_on_flattened_model_agrees_with_native():
     assert solver.info.upper_bound >= v_flat - 1e-6
 
 
-# ------------------------------------------------------------------------------------------------ Monte Carlo
+# ---------------------------------------------------------------------------- Monte Carlo
 def test_monte_carlo_agrees_with_the_value_within_three_standard_errors():
     tp = make_model(5, H=8, K=3, n=4, lam=1e-3)
     pol = solve_trim(tp, FiniteHorizonSolver(precision=1e-5))
@@ -170,7 +184,7 @@ def test_monte_carlo_agrees_with_the_value_within_three_standard_errors():
     assert acc is None or abs(mc.accuracy - acc) <= 4 * mc.accuracy_se
 
 
-# ------------------------------------------------------------------------------------------------ behaviour in λ
+# ---------------------------------------------------------------------------- behaviour in λ
 def test_strong_tokens_never_increase_with_lambda():
     tp = make_model(6, H=3)
     lams = np.concatenate([[0.0], np.geomspace(1e-5, 5e-2, 12)])
@@ -193,7 +207,7 @@ def test_strong_tokens_never_increase_with_lambda_monte_carlo_default_size():
         tpl = tp.with_params(lam=lam)
         mc = monte_carlo(solve_trim(tpl), ModelProcess(tpl), n=20_000, seed=11)
         res.append(mc)
-    for a, b in zip(res, res[1:]):
+    for a, b in zip(res, res[1:], strict=False):
         assert b.strong_tokens <= a.strong_tokens + 3 * np.hypot(a.strong_tokens_se, b.strong_tokens_se)
 
 
@@ -210,7 +224,7 @@ def test_lambda_zero_regenerates_whenever_it_raises_expected_success():
         for bucket in (0, 1):
             for final in (False, True):
                 acts = pol.action_batch(t, bucket, final, B)
-                for b, a in zip(B, acts):
+                for b, a in zip(B, acts, strict=False):
                     if final or t == tp.horizon:
                         s_cont, s_regen = b[0], p_s * (b[0] + b[2])
                     else:
@@ -226,11 +240,13 @@ def test_lambda_zero_regenerates_whenever_it_raises_expected_success():
 
 
 def evaluate_value(tp: TrimPOMDP, i: int, beta) -> float:
-    """Optimal value (λ from the model) from predicted belief ``beta`` before the observation of epoch index i."""
+    """Optimal value (λ from the model) from predicted belief ``beta`` before the observation of epoch index
+    i.
+    """
     p = tp.params
     if i == p.horizon:
         return 0.0
-    O = tp.observation_probs(i + 1)
+    O = tp.observation_probs(i + 1)  # noqa: E741
     q = 1.0 if i == p.horizon - 1 else p.hazard[i]
     total = 0.0
     for c in range(p.n_buckets):
@@ -246,8 +262,10 @@ def evaluate_value(tp: TrimPOMDP, i: int, beta) -> float:
                 if final:
                     v = max(b[0], p.p_s * (b[0] + b[2]) - cost)
                 else:
-                    v = max(evaluate_value(tp, i + 1, b @ tp.transition[0]),
-                            evaluate_value(tp, i + 1, b @ tp.transition[1]) - cost)
+                    v = max(
+                        evaluate_value(tp, i + 1, b @ tp.transition[0]),
+                        evaluate_value(tp, i + 1, b @ tp.transition[1]) - cost,
+                    )
                 total += w * s * v
     return total
 

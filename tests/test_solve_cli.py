@@ -23,8 +23,15 @@ def files(tmp_path):
     first = rng.dirichlet(np.ones(n), size=3)
     ObservationModel(np.linspace(0, 1, n + 1), pair, first, card={"test": True}).save(tmp_path / "obs")
     H, K = 6, 2
-    TrimParams(p_w=0.8, p_s=0.9, horizon=H, bucket_edges=[60], bucket_probs=np.full((H, K), 0.5),
-               hazard=np.full(H, 0.2), bucket_mean_tokens=[40, 90]).to_json(tmp_path / "params.json")
+    TrimParams(
+        p_w=0.8,
+        p_s=0.9,
+        horizon=H,
+        bucket_edges=[60],
+        bucket_probs=np.full((H, K), 0.5),
+        hazard=np.full(H, 0.2),
+        bucket_mean_tokens=[40, 90],
+    ).to_json(tmp_path / "params.json")
     return tmp_path
 
 
@@ -44,8 +51,18 @@ def test_parse_lambdas():
 
 def test_single_lambda_writes_policy_and_prints_summary(files):
     out = files / "one"
-    res = run("--lambda", "5e-4", "--obs", files / "obs", "--params", files / "params.json", "--out", out,
-              "--mc-episodes", 4000)
+    res = run(
+        "--lambda",
+        "5e-4",
+        "--obs",
+        files / "obs",
+        "--params",
+        files / "params.json",
+        "--out",
+        out,
+        "--mc-episodes",
+        4000,
+    )
     assert res.exit_code == 0, res.output
     card = json.loads((out / "policy.json").read_text())
     for key in ("lambda", "lower_bound", "upper_bound", "solve_seconds"):
@@ -59,8 +76,20 @@ def test_single_lambda_writes_policy_and_prints_summary(files):
 
 def test_sweep_writes_one_policy_per_lambda_and_resumes(files):
     out = files / "sweep"
-    args = ["--lambda", "1e-4:1e-2:3", "--obs", files / "obs", "--params", files / "params.json", "--out", out,
-            "--mc-episodes", 2000, "--p-w", 0.85]
+    args = [
+        "--lambda",
+        "1e-4:1e-2:3",
+        "--obs",
+        files / "obs",
+        "--params",
+        files / "params.json",
+        "--out",
+        out,
+        "--mc-episodes",
+        2000,
+        "--p-w",
+        0.85,
+    ]
     res = run(*args)
     assert res.exit_code == 0, res.output
     summary = json.loads((out / "summary.json").read_text())
@@ -75,16 +104,30 @@ def test_sweep_writes_one_policy_per_lambda_and_resumes(files):
     assert (out / "lambda_0.001" / "policy.npz").stat().st_mtime_ns == stamp  # resumed, not re-solved
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--lambda", "-1"], "λ must be finite and >= 0"),
-    (["--horizon", "0"], "horizon"),
-    (["--p-w", "1.5"], "[0, 1]"),
-    (["--p-s", "-0.2"], "[0, 1]"),
-    (["--weak-generator", "x"], "both"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--lambda", "-1"], "λ must be finite and >= 0"),
+        (["--horizon", "0"], "horizon"),
+        (["--p-w", "1.5"], "[0, 1]"),
+        (["--p-s", "-0.2"], "[0, 1]"),
+        (["--weak-generator", "x"], "both"),
+    ],
+)
 def test_clear_errors(files, args, message):
-    res = CliRunner().invoke(main, ["solve", "--obs", str(files / "obs"), "--params", str(files / "params.json"),
-                                    "--out", str(files / "e"), *args])
+    res = CliRunner().invoke(
+        main,
+        [
+            "solve",
+            "--obs",
+            str(files / "obs"),
+            "--params",
+            str(files / "params.json"),
+            "--out",
+            str(files / "e"),
+            *args,
+        ],
+    )
     assert res.exit_code != 0
     assert message in res.output
     assert "Traceback" not in res.output
@@ -96,18 +139,40 @@ def test_mismatched_observation_bins(files):
     (files / "p2.json").write_text(json.dumps(bad))
     rng = np.random.default_rng(1)
     n = 3
-    ObservationModel(np.linspace(0, 1, n + 1), rng.dirichlet(np.ones(n * n), size=3).reshape(3, n, n),
-                     rng.dirichlet(np.ones(n), size=3)).save(files / "obs3")
+    ObservationModel(
+        np.linspace(0, 1, n + 1),
+        rng.dirichlet(np.ones(n * n), size=3).reshape(3, n, n),
+        rng.dirichlet(np.ones(n), size=3),
+    ).save(files / "obs3")
     # a well-formed model of another size solves; a corrupted one is rejected with a clear message
-    res = run("--obs", files / "obs3", "--params", files / "p2.json", "--out", files / "ok", "--mc-episodes", 0,
-              "--no-regions")
+    res = run(
+        "--obs",
+        files / "obs3",
+        "--params",
+        files / "p2.json",
+        "--out",
+        files / "ok",
+        "--mc-episodes",
+        0,
+        "--no-regions",
+    )
     assert res.exit_code == 0, res.output
     data = dict(np.load(files / "obs3" / "observation_model.npz", allow_pickle=False))
     data["pair_probs"] = data["pair_probs"][:, :2, :2] if "pair_probs" in data else None
     if data["pair_probs"] is not None:
         np.savez(files / "obs3" / "observation_model.npz", **data)
-        res = CliRunner().invoke(main, ["solve", "--obs", str(files / "obs3"), "--params", str(files / "p2.json"),
-                                        "--out", str(files / "bad")])
+        res = CliRunner().invoke(
+            main,
+            [
+                "solve",
+                "--obs",
+                str(files / "obs3"),
+                "--params",
+                str(files / "p2.json"),
+                "--out",
+                str(files / "bad"),
+            ],
+        )
         assert res.exit_code != 0 and "Traceback" not in res.output
 
 
@@ -122,8 +187,22 @@ def test_unavailable_solver_gives_a_clear_error(files, monkeypatch):
         return real(name, *a)
 
     monkeypatch.setattr(solve_mod.importlib, "import_module", fake)
-    res = CliRunner().invoke(main, ["solve", "--obs", str(files / "obs"), "--params", str(files / "params.json"),
-                                    "--out", str(files / "s"), "--solver", "sarsop", "--mc-episodes", "0"])
+    res = CliRunner().invoke(
+        main,
+        [
+            "solve",
+            "--obs",
+            str(files / "obs"),
+            "--params",
+            str(files / "params.json"),
+            "--out",
+            str(files / "s"),
+            "--solver",
+            "sarsop",
+            "--mc-episodes",
+            "0",
+        ],
+    )
     assert res.exit_code != 0 and "--solver native" in res.output and "Traceback" not in res.output
 
 
@@ -133,7 +212,9 @@ def test_default_observation_model_is_used_without_obs(files):
 
         load_shipped_observation_model()
     except FileNotFoundError:
-        res = CliRunner().invoke(main, ["solve", "--params", str(files / "params.json"), "--out", str(files / "d")])
+        res = CliRunner().invoke(
+            main, ["solve", "--params", str(files / "params.json"), "--out", str(files / "d")]
+        )
         assert res.exit_code != 0 and "observation model" in res.output and "Traceback" not in res.output
         return
     res = run("--lambda", "5e-4", "--out", files / "d", "--mc-episodes", 2000, "--no-regions")

@@ -1,4 +1,6 @@
-"""The TRIM-POMDP: parameters, estimation, structured and flattened forms, belief filter, generative process."""
+"""The TRIM-POMDP: parameters, estimation, structured and flattened forms, belief filter, generative
+process.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+from _data import require_shared_data
 
 from trim_pomdp.exceptions import DataFormatError, InvalidParameterError, ModelCheckError, ZeroLikelihoodError
 from trim_pomdp.model import (
@@ -22,10 +25,8 @@ from trim_pomdp.model.estimation import count_tokens
 from trim_pomdp.solvers.finite_horizon import FiniteHorizonSolver
 from trim_pomdp.types import EpisodeBatch
 
-from _data import require_shared_data
 
-
-# ------------------------------------------------------------------------------------------------ fixtures
+# ---------------------------------------------------------------------------- fixtures
 def random_obs(rng, n=3, conc=0.8) -> ArrayObservationModel:
     pair = rng.dirichlet(np.ones(n * n) * conc, size=3).reshape(3, n, n)
     first = rng.dirichlet(np.ones(n) * conc, size=3)
@@ -33,9 +34,17 @@ def random_obs(rng, n=3, conc=0.8) -> ArrayObservationModel:
 
 
 def small_model(rng, H=3, K=2, n=3, lam=2e-3, p_w=0.8, p_s=0.9) -> TrimPOMDP:
-    params = TrimParams(p_w=p_w, p_s=p_s, horizon=H, bucket_edges=np.arange(1, K) * 100.0,
-                        bucket_probs=rng.dirichlet(np.ones(K), size=H), hazard=rng.uniform(0.1, 0.5, size=H),
-                        bucket_mean_tokens=rng.uniform(20, 200, size=K), strong_weak_ratio=1.2, lam=lam)
+    params = TrimParams(
+        p_w=p_w,
+        p_s=p_s,
+        horizon=H,
+        bucket_edges=np.arange(1, K) * 100.0,
+        bucket_probs=rng.dirichlet(np.ones(K), size=H),
+        hazard=rng.uniform(0.1, 0.5, size=H),
+        bucket_mean_tokens=rng.uniform(20, 200, size=K),
+        strong_weak_ratio=1.2,
+        lam=lam,
+    )
     return TrimPOMDP(params, random_obs(rng, n))
 
 
@@ -47,7 +56,7 @@ def trim_brute_force(tp: TrimPOMDP, i=0, beta=None) -> float:
     cont = np.array([[p.p_w, 0, 1 - p.p_w], [0, 1, 0], [0, 1, 0]])
     reg_row = [p.p_s * p.p_w, 1 - p.p_s, p.p_s * (1 - p.p_w)]
     regen = np.array([reg_row, [0, 1, 0], reg_row])
-    O = tp.observation_probs(i + 1)
+    O = tp.observation_probs(i + 1)  # noqa: E741
     q = 1.0 if i == H - 1 else p.hazard[i]
     total = 0.0
     for c in range(p.n_buckets):
@@ -87,7 +96,7 @@ def tabular_expectimax(P, b, depth) -> float:
     return best
 
 
-# ------------------------------------------------------------------------------------------------ params
+# ---------------------------------------------------------------------------- params
 def test_params_validation_errors():
     with pytest.raises(InvalidParameterError, match="p_w"):
         TrimParams(p_w=1.2, p_s=0.9)
@@ -135,7 +144,7 @@ def test_shipped_default_params():
     assert load_default_params(lam=1e-4).lam == 1e-4
 
 
-# ------------------------------------------------------------------------------------------------ estimation
+# ---------------------------------------------------------------------------- estimation
 @dataclass
 class _Item:
     generator: str
@@ -179,7 +188,7 @@ def test_estimate_params_from_processbench_reproduces_shipped_defaults():
     assert 0.5 < p.p_w < 1 and 0.5 < p.p_s < 1
 
 
-# ------------------------------------------------------------------------------------------------ builder
+# ---------------------------------------------------------------------------- builder
 def test_structured_and_flattened_forms_check_and_sizes():
     rng = np.random.default_rng(1)
     tp = small_model(rng, H=4, K=2, n=3)
@@ -237,7 +246,9 @@ def test_native_solver_is_exact_on_small_trim_models(seed, H):
 
 
 def test_flattened_model_has_the_structured_value():
-    """Expectimax on the flattened tabular POMDP = γ · exact structured value with discount γ (start + mid-episode)."""
+    """Expectimax on the flattened tabular POMDP = γ · exact structured value with discount γ (start +
+    mid-episode).
+    """
     rng = np.random.default_rng(4)
     tp = small_model(rng, H=2, K=2, n=3)
     gamma = tp.params.discount
@@ -255,7 +266,7 @@ def test_flattened_model_has_the_structured_value():
         tp.flatten(start=(3, 0, False, belief))
 
 
-# ------------------------------------------------------------------------------------------------ belief filter
+# ---------------------------------------------------------------------------- belief filter
 def test_belief_filter_update_predict_and_batches():
     rng = np.random.default_rng(5)
     tp = small_model(rng, n=3)
@@ -269,7 +280,9 @@ def test_belief_filter_update_predict_and_batches():
     np.testing.assert_allclose(pred, post @ tp.transition[1])
     post2 = f.update(pred, 2, r=0.1, m=0.5)
     idx = 0 * 3 + 1
-    np.testing.assert_allclose(post2, pred * tp.observation_probs(2)[:, idx] / (pred * tp.observation_probs(2)[:, idx]).sum())
+    np.testing.assert_allclose(
+        post2, pred * tp.observation_probs(2)[:, idx] / (pred * tp.observation_probs(2)[:, idx]).sum()
+    )
     B = rng.dirichlet(np.ones(3), size=7)
     r = rng.uniform(size=7)
     m = rng.uniform(size=7)
@@ -304,7 +317,7 @@ def test_zero_likelihood_raises_with_context_or_floors():
         f.update_index_batch(np.array([[1.0, 0, 0]]), 1, np.array([1]))
 
 
-# ------------------------------------------------------------------------------------------------ process
+# ---------------------------------------------------------------------------- process
 def test_model_process_samples_the_model():
     rng = np.random.default_rng(6)
     tp = small_model(rng, H=4, K=2, n=3)
@@ -322,14 +335,17 @@ def test_model_process_samples_the_model():
         np.testing.assert_allclose(freq, tp.observation_probs(1)[z], atol=0.02)
     assert np.all(np.isnan(obs.prefix_min))
     # binning the sampled scores gives back the sampled bins
-    np.testing.assert_array_equal(tp.obs_model.observation_index_batch(obs.score, obs.prefix_min), obs.obs_index)
+    np.testing.assert_array_equal(
+        tp.obs_model.observation_index_batch(obs.score, obs.prefix_min), obs.obs_index
+    )
     going = ~obs.final
     obs2 = proc.step(np.zeros(n, dtype=int))
     np.testing.assert_array_equal(obs2.active, going)
     assert not np.any(proc.correct[~going] & (z0[~going] != 0))
     np.testing.assert_array_equal(proc.correct[~going], z0[~going] == 0)
-    np.testing.assert_array_equal(tp.obs_model.observation_index_batch(obs2.score[going], obs2.prefix_min[going]),
-                                  obs2.obs_index[going])
+    np.testing.assert_array_equal(
+        tp.obs_model.observation_index_batch(obs2.score[going], obs2.prefix_min[going]), obs2.obs_index[going]
+    )
     row = obs2.row(int(np.flatnonzero(going)[0]))
     assert row.t == 2 and row.prefix_min == pytest.approx(obs2.prefix_min[np.flatnonzero(going)[0]])
     for _ in range(4):

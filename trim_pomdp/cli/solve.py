@@ -1,8 +1,8 @@
 """``trim-pomdp solve --lambda 5e-4 --out DIR``: build and solve the TRIM-POMDP into policies.
 
 One λ writes ``DIR/policy.npz`` + ``DIR/policy.json``; a list (``1e-4,5e-4``) or log range (``1e-4:1e-3:20``)
-writes ``DIR/lambda_<λ>/policy.*`` per value plus ``DIR/summary.json``. A sweep resumes: a λ whose policy exists
-with the same configuration is not solved again.
+writes ``DIR/lambda_<λ>/policy.*`` per value plus ``DIR/summary.json``. A sweep resumes: a λ whose policy
+exists with the same configuration is not solved again.
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ __all__ = ["command", "parse_lambdas"]
 
 
 def parse_lambdas(text: str) -> list[float]:
-    """``"5e-4"`` → [5e-4]; ``"1e-4,5e-4"`` → list; ``"1e-4:1e-3:20"`` → 20 log-spaced values (ends included)."""
+    """``"5e-4"`` → [5e-4]; ``"1e-4,5e-4"`` → list; ``"1e-4:1e-3:20"`` → 20 log-spaced values (ends
+    included).
+    """
     text = str(text).strip()
     try:
         if ":" in text:
@@ -36,19 +38,23 @@ def parse_lambdas(text: str) -> list[float]:
             if lo <= 0 or hi <= 0:
                 raise click.BadParameter(
                     f"a log range needs positive ends, got {text!r}; list 0 explicitly (e.g. '0,1e-4')",
-                    param_hint="--lambda")
+                    param_hint="--lambda",
+                )
             vals = [lo] if n == 1 else list(np.geomspace(lo, hi, n))
         else:
             vals = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise click.BadParameter(
             f"{text!r} is not a λ value, a comma list (1e-4,5e-4) or a log range LO:HI:N (1e-4:1e-3:20)",
-            param_hint="--lambda") from None
+            param_hint="--lambda",
+        ) from None
     if not vals:
         raise click.BadParameter("give at least one λ value", param_hint="--lambda")
     for v in vals:
         if not math.isfinite(v) or v < 0:
-            raise click.BadParameter(f"λ must be finite and >= 0 (price per strong token), got {v}", param_hint="--lambda")
+            raise click.BadParameter(
+                f"λ must be finite and >= 0 (price per strong token), got {v}", param_hint="--lambda"
+            )
     return [float(v) for v in vals]
 
 
@@ -97,44 +103,124 @@ def _lam_dir(lam: float) -> str:
 
 
 @click.command("solve")
-@click.option("--lambda", "lam", default=None, metavar="Λ",
-              help="Price per strong token: a value (5e-4), a list (1e-4,5e-4) or a log range LO:HI:N. "
-                   "Default: the parameters' λ (5e-4 in the shipped defaults).")
-@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Output directory for policy.npz/policy.json (one sub-directory per λ for several).")
-@click.option("--obs", "obs", default=None, type=click.Path(exists=True, path_type=Path),
-              help="Observation model (observation_model.json/.npz or its folder). Default: the shipped one.")
-@click.option("--params", "params_path", default=None, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="TRIM parameters JSON (TrimParams.to_json). Default: the shipped defaults.")
-@click.option("--weak-generator", default=None, help="Estimate parameters from ProcessBench for this weak generator.")
-@click.option("--strong-generator", default=None, help="... and this strong generator (both required together).")
-@click.option("--processbench", "processbench", default=None, type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Folder of ProcessBench <split>.json files for the estimation (default: the hub dataset).")
-@click.option("--tokenizer", default=None, help="Hugging Face tokenizer for step lengths in the estimation "
-                                                "(default: the ceil(len/4) proxy).")
+@click.option(
+    "--lambda",
+    "lam",
+    default=None,
+    metavar="Λ",
+    help="Price per strong token: a value (5e-4), a list (1e-4,5e-4) or a log range LO:HI:N. "
+    "Default: the parameters' λ (5e-4 in the shipped defaults).",
+)
+@click.option(
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Output directory for policy.npz/policy.json (one sub-directory per λ for several).",
+)
+@click.option(
+    "--obs",
+    "obs",
+    default=None,
+    type=click.Path(exists=True, path_type=Path),
+    help="Observation model (observation_model.json/.npz or its folder). Default: the shipped one.",
+)
+@click.option(
+    "--params",
+    "params_path",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="TRIM parameters JSON (TrimParams.to_json). Default: the shipped defaults.",
+)
+@click.option(
+    "--weak-generator", default=None, help="Estimate parameters from ProcessBench for this weak generator."
+)
+@click.option(
+    "--strong-generator", default=None, help="... and this strong generator (both required together)."
+)
+@click.option(
+    "--processbench",
+    "processbench",
+    default=None,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Folder of ProcessBench <split>.json files for the estimation (default: the hub dataset).",
+)
+@click.option(
+    "--tokenizer",
+    default=None,
+    help="Hugging Face tokenizer for step lengths in the estimation (default: the ceil(len/4) proxy).",
+)
 @click.option("--p-w", type=float, default=None, help="Override p_w, the weak model's next-step accuracy.")
 @click.option("--p-s", type=float, default=None, help="Override p_s, the strong model's next-step accuracy.")
 @click.option("--horizon", type=int, default=None, help="Override the horizon H (number of steps).")
-@click.option("--strong-weak-ratio", type=float, default=None, help="Override the strong/weak step-length ratio.")
-@click.option("--precision", type=float, default=1e-3, show_default=True, help="Target gap of the bounds at b0.")
+@click.option(
+    "--strong-weak-ratio", type=float, default=None, help="Override the strong/weak step-length ratio."
+)
+@click.option(
+    "--precision", type=float, default=1e-3, show_default=True, help="Target gap of the bounds at b0."
+)
 @click.option("--time-limit", type=float, default=None, help="Seconds per solve (bounds stay certified).")
-@click.option("--mode", type=click.Choice(["auto", "exact", "grid"]), default="auto", show_default=True,
-              help="Native solver mode.")
-@click.option("--solver", type=click.Choice(["native", "pointbased", "sarsop"]), default="native", show_default=True)
-@click.option("--mc-episodes", type=int, default=None,
-              help="Monte Carlo episodes under the model for accuracy/strong tokens per λ (0: skip). "
-                   "Default 100000 for one λ, 20000 per λ in a sweep.")
+@click.option(
+    "--mode",
+    type=click.Choice(["auto", "exact", "grid"]),
+    default="auto",
+    show_default=True,
+    help="Native solver mode.",
+)
+@click.option(
+    "--solver", type=click.Choice(["native", "pointbased", "sarsop"]), default="native", show_default=True
+)
+@click.option(
+    "--mc-episodes",
+    type=int,
+    default=None,
+    help="Monte Carlo episodes under the model for accuracy/strong tokens per λ (0: skip). "
+    "Default 100000 for one λ, 20000 per λ in a sweep.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--plot", is_flag=True, help="Also write regions.png (regenerate regions per t) per λ (needs matplotlib).")
-@click.option("--regions/--no-regions", default=True, show_default=True, help="Print the regenerate-region table.")
-def command(lam, out, obs, params_path, weak_generator, strong_generator, processbench, tokenizer, p_w, p_s,
-            horizon, strong_weak_ratio, precision, time_limit, mode, solver, mc_episodes, seed, plot, regions):
+@click.option(
+    "--plot", is_flag=True, help="Also write regions.png (regenerate regions per t) per λ (needs matplotlib)."
+)
+@click.option(
+    "--regions/--no-regions", default=True, show_default=True, help="Print the regenerate-region table."
+)
+def command(
+    lam,
+    out,
+    obs,
+    params_path,
+    weak_generator,
+    strong_generator,
+    processbench,
+    tokenizer,
+    p_w,
+    p_s,
+    horizon,
+    strong_weak_ratio,
+    precision,
+    time_limit,
+    mode,
+    solver,
+    mc_episodes,
+    seed,
+    plot,
+    regions,
+):
     """Build the TRIM-POMDP and solve it for one or more λ; print bounds, accuracy and strong tokens."""
     from rich.console import Console
     from rich.table import Table
 
-    from ..model import (ModelProcess, TrimParams, TrimPOMDP, estimate_params, format_region_table,
-                         load_default_params, monte_carlo, regenerate_region_table, solve_trim)
+    from ..model import (
+        ModelProcess,
+        TrimParams,
+        TrimPOMDP,
+        estimate_params,
+        format_region_table,
+        load_default_params,
+        monte_carlo,
+        regenerate_region_table,
+        solve_trim,
+    )
 
     console = Console(width=max(Console().width, 110))
     if precision is not None and not precision > 0 and mode != "exact":
@@ -159,8 +245,15 @@ def command(lam, out, obs, params_path, weak_generator, strong_generator, proces
         elif weak_generator is not None:
             from ..observation_models.processbench import SPLITS, load_processbench
 
-            splits = SPLITS if processbench is None else [s for s in SPLITS if (processbench / f"{s}.json").exists()
-                                                           or (processbench / f"{s}.jsonl").exists()]
+            splits = (
+                SPLITS
+                if processbench is None
+                else [
+                    s
+                    for s in SPLITS
+                    if (processbench / f"{s}.json").exists() or (processbench / f"{s}.jsonl").exists()
+                ]
+            )
             if not splits:
                 raise click.ClickException(f"no ProcessBench <split>.json files in {processbench}")
             items = load_processbench(splits, data_dir=processbench)
@@ -172,8 +265,16 @@ def command(lam, out, obs, params_path, weak_generator, strong_generator, proces
             params = estimate_params(items, weak_generator, strong_generator, tok)
         else:
             params = load_default_params()
-        changes = {k: v for k, v in (("p_w", p_w), ("p_s", p_s), ("horizon", horizon),
-                                     ("strong_weak_ratio", strong_weak_ratio)) if v is not None}
+        changes = {
+            k: v
+            for k, v in (
+                ("p_w", p_w),
+                ("p_s", p_s),
+                ("horizon", horizon),
+                ("strong_weak_ratio", strong_weak_ratio),
+            )
+            if v is not None
+        }
         if changes:
             params = params.replace(**changes)
         lams = parse_lambdas(lam) if lam is not None else [params.lam]
@@ -187,8 +288,10 @@ def command(lam, out, obs, params_path, weak_generator, strong_generator, proces
     if mc_episodes is None:
         mc_episodes = 100_000 if single else 20_000
     out.mkdir(parents=True, exist_ok=True)
-    console.print(f"TRIM-POMDP: p_w={params.p_w:.4f} p_s={params.p_s:.4f} H={params.horizon} "
-                  f"K={params.n_buckets} bins={int(obs_model.n_bins)}×{int(obs_model.n_bins)} solver={solver}")
+    console.print(
+        f"TRIM-POMDP: p_w={params.p_w:.4f} p_s={params.p_s:.4f} H={params.horizon} "
+        f"K={params.n_buckets} bins={int(obs_model.n_bins)}×{int(obs_model.n_bins)} solver={solver}"
+    )
     rows: list[dict[str, Any]] = []
     from rich.progress import Progress
 
@@ -213,19 +316,46 @@ def command(lam, out, obs, params_path, weak_generator, strong_generator, proces
                 raise click.ClickException(f"solving λ={lam_v:g} failed: {exc}") from None
             info = policy.info
             row: dict[str, Any] = {
-                "lambda": lam_v, "lower_bound": info.lower_bound, "upper_bound": info.upper_bound,
-                "gap": info.gap, "solve_seconds": info.seconds, "converged": info.converged,
+                "lambda": lam_v,
+                "lower_bound": info.lower_bound,
+                "upper_bound": info.upper_bound,
+                "gap": info.gap,
+                "solve_seconds": info.seconds,
+                "converged": info.converged,
                 "dir": str(target),
             }
             if mc_episodes:
                 mc = monte_carlo(policy, ModelProcess(tp), n=mc_episodes, seed=seed)
-                row.update({"accuracy": mc.accuracy, "accuracy_se": mc.accuracy_se,
-                            "strong_tokens": mc.strong_tokens, "strong_tokens_se": mc.strong_tokens_se,
-                            "mc_return": mc.ret, "mc_return_se": mc.ret_se, "regenerations": mc.regenerations,
-                            "mc_episodes": mc_episodes})
-            policy.card.update({"config_hash": cfg, "summary": row, "mc": {k: row.get(k) for k in
-                                ("accuracy", "accuracy_se", "strong_tokens", "strong_tokens_se", "mc_return",
-                                 "mc_return_se", "mc_episodes")}})
+                row.update(
+                    {
+                        "accuracy": mc.accuracy,
+                        "accuracy_se": mc.accuracy_se,
+                        "strong_tokens": mc.strong_tokens,
+                        "strong_tokens_se": mc.strong_tokens_se,
+                        "mc_return": mc.ret,
+                        "mc_return_se": mc.ret_se,
+                        "regenerations": mc.regenerations,
+                        "mc_episodes": mc_episodes,
+                    }
+                )
+            policy.card.update(
+                {
+                    "config_hash": cfg,
+                    "summary": row,
+                    "mc": {
+                        k: row.get(k)
+                        for k in (
+                            "accuracy",
+                            "accuracy_se",
+                            "strong_tokens",
+                            "strong_tokens_se",
+                            "mc_return",
+                            "mc_return_se",
+                            "mc_episodes",
+                        )
+                    },
+                }
+            )
             policy.save(target)
             if plot:
                 try:
@@ -236,18 +366,27 @@ def command(lam, out, obs, params_path, weak_generator, strong_generator, proces
                     raise click.ClickException(str(exc)) from None
             if single:
                 console.print(f"λ = {lam_v:g}: solved in {info.seconds:.3f} s ({info.iterations} passes)")
-                console.print(f"V(b0) ∈ [{info.lower_bound:.6f}, {info.upper_bound:.6f}] (gap {info.gap:.2e}, "
-                              f"{'converged' if info.converged else 'NOT converged'})")
+                console.print(
+                    f"V(b0) ∈ [{info.lower_bound:.6f}, {info.upper_bound:.6f}] (gap {info.gap:.2e}, "
+                    f"{'converged' if info.converged else 'NOT converged'})"
+                )
                 if mc_episodes:
-                    console.print(f"Monte Carlo under the model ({mc_episodes} episodes): accuracy "
-                                  f"{row['accuracy']:.4f} ± {row['accuracy_se']:.4f}, strong tokens "
-                                  f"{row['strong_tokens']:.2f} ± {row['strong_tokens_se']:.2f}, return "
-                                  f"{row['mc_return']:.4f} ± {row['mc_return_se']:.4f}")
+                    console.print(
+                        f"Monte Carlo under the model ({mc_episodes} episodes): accuracy "
+                        f"{row['accuracy']:.4f} ± {row['accuracy_se']:.4f}, strong tokens "
+                        f"{row['strong_tokens']:.2f} ± {row['strong_tokens_se']:.2f}, return "
+                        f"{row['mc_return']:.4f} ± {row['mc_return_se']:.4f}"
+                    )
                 if regions:
-                    console.print("Regenerate region (non-final steps): smallest b(S2) on the S0–S2 edge from which "
-                                  "`regenerate` is chosen, and % of the simplex")
-                    console.print(format_region_table(regenerate_region_table(policy, resolution=30)),
-                                  highlight=False, markup=False)
+                    console.print(
+                        "Regenerate region (non-final steps): smallest b(S2) on the S0–S2 edge from which "
+                        "`regenerate` is chosen, and % of the simplex"
+                    )
+                    console.print(
+                        format_region_table(regenerate_region_table(policy, resolution=30)),
+                        highlight=False,
+                        markup=False,
+                    )
                 console.print(f"wrote {target / 'policy.npz'} and {target / 'policy.json'}")
             rows.append(row)
             progress.advance(task)
@@ -256,12 +395,22 @@ def command(lam, out, obs, params_path, weak_generator, strong_generator, proces
         for col in ("λ", "lower", "upper", "gap", "seconds", "accuracy", "strong tokens"):
             table.add_column(col, justify="right")
         for r in rows:
-            table.add_row(f"{r['lambda']:.4g}", f"{r['lower_bound']:.5f}", f"{r['upper_bound']:.5f}",
-                          f"{r['gap']:.1e}", f"{r['solve_seconds']:.3f}",
-                          f"{r['accuracy']:.4f}" if "accuracy" in r else "-",
-                          f"{r['strong_tokens']:.1f}" if "strong_tokens" in r else "-")
+            table.add_row(
+                f"{r['lambda']:.4g}",
+                f"{r['lower_bound']:.5f}",
+                f"{r['upper_bound']:.5f}",
+                f"{r['gap']:.1e}",
+                f"{r['solve_seconds']:.3f}",
+                f"{r['accuracy']:.4f}" if "accuracy" in r else "-",
+                f"{r['strong_tokens']:.1f}" if "strong_tokens" in r else "-",
+            )
         console.print(table)
-        summary = {"params": params.to_dict(), "solver": solver, "precision": precision, "config_hash": cfg,
-                   "policies": rows}
+        summary = {
+            "params": params.to_dict(),
+            "solver": solver,
+            "precision": precision,
+            "config_hash": cfg,
+            "policies": rows,
+        }
         (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
         console.print(f"wrote {len(rows)} policies and {out / 'summary.json'}")

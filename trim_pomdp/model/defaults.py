@@ -21,7 +21,8 @@ def default_params_path() -> Path:
 
 
 def load_default_params(**changes: Any) -> TrimParams:
-    """The shipped :class:`TrimParams` (weak Qwen2.5-7B-Instruct, strong Qwen2.5-72B-Instruct on ProcessBench).
+    """The shipped :class:`TrimParams` (weak Qwen2.5-7B-Instruct, strong Qwen2.5-72B-Instruct on
+    ProcessBench).
 
     Keyword arguments override fields, e.g. ``load_default_params(lam=1e-4)``.
     """
@@ -33,7 +34,9 @@ def load_default_params(**changes: Any) -> TrimParams:
 
 
 def default_observation_model() -> Any:
-    """The shipped binned observation model (see :func:`trim_pomdp.observation_models.observation.load_shipped_observation_model`)."""
+    """The shipped binned observation model (see
+    :func:`trim_pomdp.observation_models.observation.load_shipped_observation_model`).
+    """
     from ..observation_models.observation import load_shipped_observation_model
 
     return load_shipped_observation_model()

@@ -1,14 +1,16 @@
 """Estimate :class:`TrimParams` from ProcessBench for a chosen weak and strong generator.
 
-* ``p`` of a generator = ``#S0 / (#S0 + #S2)`` over its steps (steps before the labelled first error are S0, the
+* ``p`` of a generator = ``#S0 / (#S0 + #S2)`` over its steps (steps before the labelled first error are S0,
+the
   labelled step S2; steps after it, S1, say nothing about next-step accuracy given a correct prefix).
 * ``q(t)`` (termination hazard) from the weak generator's solution lengths ``n``:
-  ``q(t) = (#{n = t} + a q̄) / (#{n ≥ t} + a)`` with ``q̄ = 1 / mean length`` (shrinkage of strength ``a`` towards a
-  geometric length distribution, so that sparse tails stay sensible); ``q(H) = 1``.
-* token buckets: the ``K − 1`` interior edges are the ``k/K`` quantiles of the weak generator's step token counts
-  (duplicate edges are dropped, giving fewer buckets); ``P(c | t)`` counts the weak steps at step index ``t`` per
-  bucket, shrunk with strength ``a`` towards the pooled bucket distribution; ``bucket_mean_tokens`` are the mean
-  counts per bucket.
+  ``q(t) = (#{n = t} + a q̄) / (#{n ≥ t} + a)`` with ``q̄ = 1 / mean length`` (shrinkage of strength ``a``
+  towards a geometric length distribution, so that sparse tails stay sensible); ``q(H) = 1``.
+* token buckets: the ``K − 1`` interior edges are the ``k/K`` quantiles of the weak generator's step token
+counts
+  (duplicate edges are dropped, giving fewer buckets); ``P(c | t)`` counts the weak steps at step index ``t``
+  per bucket, shrunk with strength ``a`` towards the pooled bucket distribution; ``bucket_mean_tokens`` are
+  the mean counts per bucket.
 * ``strong_weak_ratio`` = mean step tokens of the strong generator / mean step tokens of the weak generator.
 
 Token counts come from ``tokenizer`` when given (anything with ``encode(text)`` or a callable returning the
@@ -52,7 +54,9 @@ def count_tokens(text: str, tokenizer: Any = None) -> int:
         if isinstance(out, dict) and "input_ids" in out:
             out = out["input_ids"]
         return max(1, len(out))
-    raise InvalidParameterError(f"tokenizer must have .encode(text) or be callable, got {type(tokenizer).__name__}")
+    raise InvalidParameterError(
+        f"tokenizer must have .encode(text) or be callable, got {type(tokenizer).__name__}"
+    )
 
 
 def _items_of(items: Sequence[Any], generator: str) -> list[Any]:
@@ -75,9 +79,19 @@ def generator_accuracy(items: Sequence[Any], generator: str) -> tuple[float, int
     return n0 / (n0 + n2), n0, n2
 
 
-def estimate_params(items: Sequence[Any], weak_generator: str, strong_generator: str, tokenizer: Any = None, *,
-                    horizon: int = 30, n_buckets: int = 5, smoothing: float = 2.0, lam: float = 5e-4,
-                    reward: float = 1.0, discount: float = 0.999) -> TrimParams:
+def estimate_params(
+    items: Sequence[Any],
+    weak_generator: str,
+    strong_generator: str,
+    tokenizer: Any = None,
+    *,
+    horizon: int = 30,
+    n_buckets: int = 5,
+    smoothing: float = 2.0,
+    lam: float = 5e-4,
+    reward: float = 1.0,
+    discount: float = 0.999,
+) -> TrimParams:
     """Estimate :class:`TrimParams` from ProcessBench items (see the module docstring for the estimators).
 
     Parameters
@@ -136,31 +150,56 @@ def estimate_params(items: Sequence[Any], weak_generator: str, strong_generator:
         counts = np.bincount(bucket(at_t), minlength=Kb).astype(float) if at_t else np.zeros(Kb)
         tot = counts.sum() + a
         probs[t - 1] = (counts + a * pooled) / tot if tot > 0 else pooled
-    means = np.array([flat[bucket(flat) == c].mean() if np.any(bucket(flat) == c) else 0.0 for c in range(Kb)])
+    means = np.array(
+        [flat[bucket(flat) == c].mean() if np.any(bucket(flat) == c) else 0.0 for c in range(Kb)]
+    )
     ratio = float(np.mean(s_tokens) / flat.mean()) if s_tokens else 1.0
     splits = sorted({getattr(it, "split", "?") for it in list(weak) + list(strong)})
-    tok_name = TOKEN_PROXY if tokenizer is None else getattr(tokenizer, "name_or_path", type(tokenizer).__name__)
+    tok_name = (
+        TOKEN_PROXY if tokenizer is None else getattr(tokenizer, "name_or_path", type(tokenizer).__name__)
+    )
     card = {
         "estimated_from": "ProcessBench",
         "splits": splits,
         "weak_generator": weak_generator,
         "strong_generator": strong_generator,
-        "weak": {"items": len(weak), "steps": int(flat.size), "S0": w0, "S2": w2,
-                 "mean_steps": float(lengths.mean()), "mean_step_tokens": float(flat.mean())},
+        "weak": {
+            "items": len(weak),
+            "steps": int(flat.size),
+            "S0": w0,
+            "S2": w2,
+            "mean_steps": float(lengths.mean()),
+            "mean_step_tokens": float(flat.mean()),
+        },
         "strong": {"items": len(strong), "S0": s0, "S2": s2, "mean_step_tokens": float(np.mean(s_tokens))},
         "token_counter": tok_name,
         "smoothing": a,
-        "estimators": "p = S0/(S0+S2); hazard q(t) = (#n=t + a/mean_len)/(#n>=t + a); P(c|t) shrunk to pooled; "
-                      "bucket edges = weak step-token quantiles",
+        "estimators": (
+            "p = S0/(S0+S2); hazard q(t) = (#n=t + a/mean_len)/(#n>=t + a); P(c|t) shrunk to pooled; "
+            "bucket edges = weak step-token quantiles"
+        ),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    return TrimParams(p_w=p_w, p_s=p_s, horizon=H, bucket_edges=edges, bucket_probs=probs, hazard=hazard,
-                      bucket_mean_tokens=means, strong_weak_ratio=ratio, reward=reward, lam=lam, discount=discount,
-                      card=card)
+    return TrimParams(
+        p_w=p_w,
+        p_s=p_s,
+        horizon=H,
+        bucket_edges=edges,
+        bucket_probs=probs,
+        hazard=hazard,
+        bucket_mean_tokens=means,
+        strong_weak_ratio=ratio,
+        reward=reward,
+        lam=lam,
+        discount=discount,
+        card=card,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:  # pragma: no cover - thin wrapper, exercised by hand
-    """``python -m trim_pomdp.model.estimation --data-dir DIR --out params.json`` (regenerates the defaults)."""
+    """``python -m trim_pomdp.model.estimation --data-dir DIR --out params.json`` (regenerates the
+    defaults).
+    """
     from ..observation_models.processbench import SPLITS, load_processbench
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -174,11 +213,15 @@ def main(argv: Sequence[str] | None = None) -> None:  # pragma: no cover - thin 
     splits = [s for s in SPLITS if (Path(args.data_dir) / f"{s}.json").exists()]
     items = load_processbench(splits, data_dir=args.data_dir)
     params = estimate_params(items, args.weak_generator, args.strong_generator)
-    params.card["command"] = (f"python -m trim_pomdp.model.estimation --data-dir <processbench> --weak-generator "
-                              f"{args.weak_generator} --strong-generator {args.strong_generator} --out {args.out}")
+    params.card["command"] = (
+        f"python -m trim_pomdp.model.estimation --data-dir <processbench> --weak-generator "
+        f"{args.weak_generator} --strong-generator {args.strong_generator} --out {args.out}"
+    )
     params.to_json(args.out)
-    print(f"wrote {args.out}: p_w={params.p_w:.4f} p_s={params.p_s:.4f} K={params.n_buckets} "
-          f"ratio={params.strong_weak_ratio:.3f} splits={splits}")
+    print(
+        f"wrote {args.out}: p_w={params.p_w:.4f} p_s={params.p_s:.4f} K={params.n_buckets} "
+        f"ratio={params.strong_weak_ratio:.3f} splits={splits}"
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -20,8 +20,9 @@ __all__ = ["MCResult", "monte_carlo", "PolicyBatchRouter"]
 class MCResult:
     """Monte Carlo estimates with standard errors (``*_se``).
 
-    ``accuracy`` is the fraction of episodes ending correct, ``strong_tokens`` the mean M_s tokens per episode,
-    ``ret`` the mean return ``R · correct − λ · strong_tokens``; ``regenerations`` the mean number per episode.
+    ``accuracy`` is the fraction of episodes ending correct, ``strong_tokens`` the mean M_s tokens per
+    episode, ``ret`` the mean return ``R · correct − λ · strong_tokens``; ``regenerations`` the mean number
+    per episode.
     """
 
     accuracy: float
@@ -42,8 +43,8 @@ class MCResult:
 class PolicyBatchRouter:
     """A :class:`TrimPolicy` plus a :class:`BeliefFilter` as a ``BatchRouter`` (belief tracking per episode).
 
-    Uses the observation's ``obs_index`` (exact model bins from :class:`ModelProcess`) when present, else bins the
-    raw scores with the observation model.
+    Uses the observation's ``obs_index`` (exact model bins from :class:`ModelProcess`) when present, else bins
+    the raw scores with the observation model.
     """
 
     def __init__(self, policy: TrimPolicy, trim_pomdp: Any, floor: float | None = None):
@@ -68,7 +69,11 @@ class PolicyBatchRouter:
         else:
             post = self.filter.update_batch(self.pred[rows], t, obs.score[rows], obs.prefix_min[rows])
         bucket = getattr(obs, "bucket", None)
-        bucket = np.asarray(bucket)[rows] if bucket is not None else self.trim_pomdp.bucket_of(np.asarray(obs.tokens)[rows])
+        bucket = (
+            np.asarray(bucket)[rows]
+            if bucket is not None
+            else self.trim_pomdp.bucket_of(np.asarray(obs.tokens)[rows])
+        )
         a = self.policy.action_batch(t, bucket, np.asarray(obs.final)[rows], post)
         out[rows] = a
         self.post[rows] = post
@@ -76,8 +81,15 @@ class PolicyBatchRouter:
         return out
 
 
-def monte_carlo(policy_or_router: Any, episode_source: Any, n: int = 100_000, seed: int | None = 0,
-                lam: float | None = None, reward: float | None = None, trim_pomdp: Any = None) -> MCResult:
+def monte_carlo(
+    policy_or_router: Any,
+    episode_source: Any,
+    n: int = 100_000,
+    seed: int | None = 0,
+    lam: float | None = None,
+    reward: float | None = None,
+    trim_pomdp: Any = None,
+) -> MCResult:
     """Estimate accuracy, strong tokens and return of a policy or batch router by simulation.
 
     Parameters
@@ -106,7 +118,9 @@ def monte_carlo(policy_or_router: Any, episode_source: Any, n: int = 100_000, se
         router = policy_or_router
         for meth in ("reset_batch", "decide_batch"):
             if not hasattr(router, meth):
-                raise InvalidParameterError(f"{type(router).__name__} is neither a TrimPolicy nor a BatchRouter ({meth})")
+                raise InvalidParameterError(
+                    f"{type(router).__name__} is neither a TrimPolicy nor a BatchRouter ({meth})"
+                )
     params = getattr(model, "params", None)
     if lam is None:
         lam = getattr(router, "lam", None)
@@ -135,9 +149,14 @@ def monte_carlo(policy_or_router: Any, episode_source: Any, n: int = 100_000, se
         return float(x.std(ddof=1) / math.sqrt(len(x)))
 
     return MCResult(
-        accuracy=float(correct.mean()), accuracy_se=se(correct),
-        strong_tokens=float(tokens.mean()), strong_tokens_se=se(tokens),
-        ret=float(ret.mean()), ret_se=se(ret),
+        accuracy=float(correct.mean()),
+        accuracy_se=se(correct),
+        strong_tokens=float(tokens.mean()),
+        strong_tokens_se=se(tokens),
+        ret=float(ret.mean()),
+        ret_se=se(ret),
         regenerations=float(np.mean(regen)) if regen is not None else float("nan"),
-        n=n, lam=float(lam), seconds=time.perf_counter() - start,
+        n=n,
+        lam=float(lam),
+        seconds=time.perf_counter() - start,
     )

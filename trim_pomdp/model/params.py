@@ -1,8 +1,8 @@
 """Parameters of the TRIM-POMDP (DESIGN §3) and their JSON form.
 
 Everything except the observation model lives here: next-step accuracies ``p_w``/``p_s``, the horizon, token
-buckets with ``P(c | t)`` and their mean token counts, the termination hazard ``q(t)``, the strong/weak step-length
-ratio, the reward ``R``, the token price ``λ`` and the discount of the flattened form.
+buckets with ``P(c | t)`` and their mean token counts, the termination hazard ``q(t)``, the strong/weak
+step-length ratio, the reward ``R``, the token price ``λ`` and the discount of the flattened form.
 """
 
 from __future__ import annotations
@@ -35,13 +35,14 @@ class TrimParams:
     horizon : int, default 30
         Number of decision epochs H (the paper's cap on steps).
     bucket_edges : sequence of float, default ()
-        Interior token-count edges between the K buckets (K − 1 increasing values); a step of ``c`` tokens falls in
-        bucket ``searchsorted(bucket_edges, c, side="right")``. Empty means one bucket.
+        Interior token-count edges between the K buckets (K − 1 increasing values); a step of ``c`` tokens
+        falls in bucket ``searchsorted(bucket_edges, c, side="right")``. Empty means one bucket.
     bucket_probs : ndarray, shape (H, K), optional
         ``P(c | t)``: bucket distribution of M_w's proposal at epoch ``t`` (row ``t − 1``). Default uniform.
     hazard : ndarray, shape (H,), optional
-        ``q(t)``: probability that the proposal at epoch ``t`` ends the solution, given epoch ``t`` is reached.
-        The last entry is irrelevant (the episode ends at ``t = H`` regardless). Default ``1/8`` per step.
+        ``q(t)``: probability that the proposal at epoch ``t`` ends the solution, given epoch ``t`` is
+        reached. The last entry is irrelevant (the episode ends at ``t = H`` regardless). Default ``1/8`` per
+        step.
     bucket_mean_tokens : ndarray, shape (K,), optional
         Mean M_w tokens of a step in each bucket. Default 150 per bucket.
     strong_weak_ratio : float, default 1.0
@@ -97,7 +98,7 @@ class TrimParams:
         self.card = dict(self.card or {})
         self.validate()
 
-    # -- derived ------------------------------------------------------------------------------------------------
+    # -- derived ---------------------------------------------------------------------------------------------
     @property
     def n_buckets(self) -> int:
         """K, the number of token buckets."""
@@ -108,7 +109,7 @@ class TrimParams:
         """Expected M_s tokens of a regeneration per bucket, ``strong_weak_ratio * bucket_mean_tokens``."""
         return self.strong_weak_ratio * self.bucket_mean_tokens
 
-    # -- checks -------------------------------------------------------------------------------------------------
+    # -- checks ----------------------------------------------------------------------------------------------
     def validate(self) -> TrimParams:
         """Raise :class:`InvalidParameterError` naming the first invalid field."""
         for name in ("p_w", "p_s"):
@@ -116,20 +117,27 @@ class TrimParams:
             if not (0.0 <= v <= 1.0):
                 raise InvalidParameterError(f"{name} is a probability and must lie in [0, 1], got {v}")
         if self.lam < 0 or not math.isfinite(self.lam):
-            raise InvalidParameterError(f"lam (λ, the price per strong token) must be finite and >= 0, got {self.lam}")
+            raise InvalidParameterError(
+                f"lam (λ, the price per strong token) must be finite and >= 0, got {self.lam}"
+            )
         if not (self.reward > 0 and math.isfinite(self.reward)):
             raise InvalidParameterError(f"reward R must be finite and > 0, got {self.reward}")
         if not (0.0 < self.discount <= 1.0):
             raise InvalidParameterError(f"discount γ must lie in (0, 1], got {self.discount}")
         if not (self.strong_weak_ratio >= 0 and math.isfinite(self.strong_weak_ratio)):
-            raise InvalidParameterError(f"strong_weak_ratio must be finite and >= 0, got {self.strong_weak_ratio}")
+            raise InvalidParameterError(
+                f"strong_weak_ratio must be finite and >= 0, got {self.strong_weak_ratio}"
+            )
         e = self.bucket_edges
         if e.size and (not np.all(np.isfinite(e)) or np.any(np.diff(e) <= 0)):
-            raise InvalidParameterError(f"bucket_edges must be finite and strictly increasing, got {e.tolist()}")
+            raise InvalidParameterError(
+                f"bucket_edges must be finite and strictly increasing, got {e.tolist()}"
+            )
         H, K = self.horizon, self.n_buckets
         if self.bucket_probs.shape != (H, K):
             raise InvalidParameterError(
-                f"bucket_probs must have shape (horizon, n_buckets) = ({H}, {K}), got {self.bucket_probs.shape}"
+                f"bucket_probs must have shape (horizon, n_buckets) = ({H}, {K}), got "
+                f"{self.bucket_probs.shape}"
             )
         bp = self.bucket_probs
         bad = np.argwhere(~np.isfinite(bp) | (bp < 0) | (bp > 1))
@@ -139,18 +147,27 @@ class TrimParams:
         sums = bp.sum(axis=1)
         bad = np.flatnonzero(np.abs(sums - 1) > 1e-6)
         if bad.size:
-            raise InvalidParameterError(f"bucket_probs[{bad[0]}, :] (P(c | t={bad[0] + 1})) sums to {sums[bad[0]]:.6g}, not 1")
+            raise InvalidParameterError(
+                f"bucket_probs[{bad[0]}, :] (P(c | t={bad[0] + 1})) sums to {sums[bad[0]]:.6g}, not 1"
+            )
         if self.hazard.shape != (H,):
-            raise InvalidParameterError(f"hazard must have shape (horizon,) = ({H},), got {self.hazard.shape}")
+            raise InvalidParameterError(
+                f"hazard must have shape (horizon,) = ({H},), got {self.hazard.shape}"
+            )
         bad = np.flatnonzero(~np.isfinite(self.hazard) | (self.hazard < 0) | (self.hazard > 1))
         if bad.size:
-            raise InvalidParameterError(f"hazard[{bad[0]}] = {self.hazard[bad[0]]} is not a probability in [0, 1]")
+            raise InvalidParameterError(
+                f"hazard[{bad[0]}] = {self.hazard[bad[0]]} is not a probability in [0, 1]"
+            )
         if self.bucket_mean_tokens.shape != (K,):
             raise InvalidParameterError(
-                f"bucket_mean_tokens must have shape (n_buckets,) = ({K},), got {self.bucket_mean_tokens.shape}"
+                f"bucket_mean_tokens must have shape (n_buckets,) = ({K},), got "
+                f"{self.bucket_mean_tokens.shape}"
             )
         if np.any(~np.isfinite(self.bucket_mean_tokens) | (self.bucket_mean_tokens < 0)):
-            raise InvalidParameterError(f"bucket_mean_tokens must be finite and >= 0, got {self.bucket_mean_tokens.tolist()}")
+            raise InvalidParameterError(
+                f"bucket_mean_tokens must be finite and >= 0, got {self.bucket_mean_tokens.tolist()}"
+            )
         return self
 
     def replace(self, **changes: Any) -> TrimParams:
@@ -167,7 +184,7 @@ class TrimParams:
             changes.setdefault("hazard", self.hazard[idx])
         return dataclasses.replace(self, **changes)
 
-    # -- JSON ---------------------------------------------------------------------------------------------------
+    # -- JSON ------------------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"format": _FORMAT}
         for f in dataclasses.fields(self):

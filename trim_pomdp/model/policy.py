@@ -1,9 +1,9 @@
 """Policies of the TRIM-POMDP: query at ``(t, bucket, final, belief)``, save/load as ``.npz`` + ``.json``.
 
-A :class:`TrimPolicy` is a set of post-observation alpha vectors over ``(S0, S1, S2)`` per context ``(t, bucket,
-final)``, each labelled with an action. Policies of the native solver also keep its compact line representation
-(fast vectorised queries) and its certified upper bound; policies of solvers of the flattened tabular model are
-made with :meth:`TrimPolicy.from_alpha_policy`.
+A :class:`TrimPolicy` is a set of post-observation alpha vectors over ``(S0, S1, S2)`` per context ``(t,
+bucket, final)``, each labelled with an action. Policies of the native solver also keep its compact line
+representation (fast vectorised queries) and its certified upper bound; policies of solvers of the flattened
+tabular model are made with :meth:`TrimPolicy.from_alpha_policy`.
 """
 
 from __future__ import annotations
@@ -54,20 +54,33 @@ class TrimPolicy:
     ----------
     horizon, n_buckets : int
     alphas : ndarray (N, 3), actions : ndarray (N,), offsets : ndarray (H * 2K + 1,)
-        Alpha vectors of context ``k = (t − 1) * 2K + 2 * bucket + final`` are ``alphas[offsets[k]:offsets[k+1]]``.
+        Alpha vectors of context ``k = (t − 1) * 2K + 2 * bucket + final`` are
+        ``alphas[offsets[k]:offsets[k+1]]``.
     native : FiniteHorizonPolicy, optional
         The native solver's solution (exact line form and upper bounds).
     info : SolveInfo, optional
     params : TrimParams, optional
     obs_arrays : dict, optional
-        ``first`` (3, n), ``pair`` (3, n*n), ``edges`` (n+1,) of the observation model the policy was solved with.
+        ``first`` (3, n), ``pair`` (3, n*n), ``edges`` (n+1,) of the observation model the policy was solved
+        with.
     card : dict, optional
         Extra metadata.
     """
 
-    def __init__(self, horizon: int, n_buckets: int, alphas=None, actions=None, offsets=None, *,
-                 native: FiniteHorizonPolicy | None = None, info: SolveInfo | None = None,
-                 params: TrimParams | None = None, obs_arrays: dict | None = None, card: dict | None = None):
+    def __init__(
+        self,
+        horizon: int,
+        n_buckets: int,
+        alphas=None,
+        actions=None,
+        offsets=None,
+        *,
+        native: FiniteHorizonPolicy | None = None,
+        info: SolveInfo | None = None,
+        params: TrimParams | None = None,
+        obs_arrays: dict | None = None,
+        card: dict | None = None,
+    ):
         self.horizon = int(horizon)
         self.n_buckets = int(n_buckets)
         self.native = native
@@ -82,10 +95,11 @@ class TrimPolicy:
         self._offsets = None if offsets is None else np.asarray(offsets, dtype=np.int64)
         if self._offsets is not None and self._offsets.shape != (self.horizon * 2 * self.n_buckets + 1,):
             raise InvalidParameterError(
-                f"offsets must have {self.horizon * 2 * self.n_buckets + 1} entries, got {self._offsets.shape}"
+                f"offsets must have {self.horizon * 2 * self.n_buckets + 1} entries, got "
+                f"{self._offsets.shape}"
             )
 
-    # -- basic properties ---------------------------------------------------------------------------------------
+    # -- basic properties ------------------------------------------------------------------------------------
     @property
     def lam(self) -> float:
         """λ the policy was solved for (``nan`` if unknown)."""
@@ -109,7 +123,9 @@ class TrimPolicy:
     def _belief(belief) -> np.ndarray:
         b = np.asarray(belief, dtype=float)
         if b.shape[-1] != 3:
-            raise InvalidParameterError(f"a belief is over (S0, S1, S2): last axis must have length 3, got {b.shape}")
+            raise InvalidParameterError(
+                f"a belief is over (S0, S1, S2): last axis must have length 3, got {b.shape}"
+            )
         return b
 
     def _ensure_alphas(self) -> None:
@@ -135,12 +151,13 @@ class TrimPolicy:
         lo, hi = self._offsets[k], self._offsets[k + 1]
         return self._alphas[lo:hi], self._actions[lo:hi]
 
-    # -- queries ------------------------------------------------------------------------------------------------
+    # -- queries ---------------------------------------------------------------------------------------------
     def action_values(self, t: int, bucket: int, final: bool, belief) -> np.ndarray:
-        """Per-action values ``(2,)`` (``(n, 2)`` for ``(n, 3)`` beliefs) at posterior belief(s) in one context.
+        """Per-action values ``(2,)`` (``(n, 2)`` for ``(n, 3)`` beliefs) at posterior belief(s) in one
+        context.
 
-        For native policies these are the lower-bound Q-values (the policy's own guarantee); an action without a
-        vector in an alpha policy gets ``-inf``.
+        For native policies these are the lower-bound Q-values (the policy's own guarantee); an action without
+        a vector in an alpha policy gets ``-inf``.
         """
         ctx = self._ctx(t, bucket, final)
         b = self._belief(belief)
@@ -164,7 +181,9 @@ class TrimPolicy:
         return float(np.max(self.action_values(t, bucket, final, belief)))
 
     def value_bounds(self, t: int, bucket: int, final: bool, belief) -> tuple[float, float]:
-        """Certified ``(lower, upper)`` bounds on ``V*`` at a posterior belief (native policies; else upper is nan)."""
+        """Certified ``(lower, upper)`` bounds on ``V*`` at a posterior belief (native policies; else upper
+        is nan).
+        """
         lo = self.value(t, bucket, final, belief)
         if self.native is None:
             return lo, float("nan")
@@ -173,7 +192,9 @@ class TrimPolicy:
         return lo, max(hi, lo)
 
     def action_batch(self, t, bucket, final, beliefs) -> np.ndarray:
-        """Actions ``(n,)`` for beliefs ``(n, 3)``; ``t``, ``bucket``, ``final`` scalars or ``(n,)`` arrays."""
+        """Actions ``(n,)`` for beliefs ``(n, 3)``; ``t``, ``bucket``, ``final`` scalars or ``(n,)``
+        arrays.
+        """
         B = np.atleast_2d(self._belief(beliefs))
         n = B.shape[0]
         t = np.broadcast_to(np.asarray(t, dtype=np.int64), (n,))
@@ -190,7 +211,7 @@ class TrimPolicy:
         order = np.argsort(key, kind="stable")
         ks, starts = np.unique(key[order], return_index=True)
         ends = np.append(starts[1:], n)
-        for k, s, e in zip(ks, starts, ends):
+        for k, s, e in zip(ks, starts, ends, strict=False):
             rows = order[s:e]
             tt = int(k // (2 * self.n_buckets)) + 1
             ctx = int(k % (2 * self.n_buckets))
@@ -198,16 +219,26 @@ class TrimPolicy:
             out[rows] = np.argmax(q, axis=1)
         return out
 
-    # -- construction -------------------------------------------------------------------------------------------
+    # -- construction ----------------------------------------------------------------------------------------
     @classmethod
-    def from_native(cls, native: FiniteHorizonPolicy, trim_pomdp: TrimPOMDP, info: SolveInfo | None = None) -> TrimPolicy:
+    def from_native(
+        cls, native: FiniteHorizonPolicy, trim_pomdp: TrimPOMDP, info: SolveInfo | None = None
+    ) -> TrimPolicy:
         """Wrap the native solver's solution of ``trim_pomdp.structured()``."""
-        return cls(trim_pomdp.horizon, trim_pomdp.n_buckets, native=native, info=info or native.info,
-                   params=trim_pomdp.params, obs_arrays=_obs_arrays(trim_pomdp), card={"solver": "native"})
+        return cls(
+            trim_pomdp.horizon,
+            trim_pomdp.n_buckets,
+            native=native,
+            info=info or native.info,
+            params=trim_pomdp.params,
+            obs_arrays=_obs_arrays(trim_pomdp),
+            card={"solver": "native"},
+        )
 
     @classmethod
-    def from_alpha_policy(cls, alpha_policy: AlphaVectorPolicy, trim_pomdp: TrimPOMDP,
-                          info: SolveInfo | None = None) -> TrimPolicy:
+    def from_alpha_policy(
+        cls, alpha_policy: AlphaVectorPolicy, trim_pomdp: TrimPOMDP, info: SolveInfo | None = None
+    ) -> TrimPolicy:
         """A policy of the flattened model (point-based, SARSOP) restricted to the 3 states of each context.
 
         Values are those of the flattened (discounted) model from the context onwards.
@@ -233,10 +264,21 @@ class TrimPolicy:
                 info = SolveInfo.from_dict(alpha_policy.card["solve_info"])
             except TypeError:
                 info = None
-        return cls(H, trim_pomdp.n_buckets, np.concatenate(al), np.concatenate(ac), np.asarray(off),
-                   info=info, params=trim_pomdp.params, obs_arrays=_obs_arrays(trim_pomdp),
-                   card={"solver": (info.solver if info else alpha_policy.card.get("solver", "unknown")),
-                         "flattened": True, "discount": trim_pomdp.params.discount})
+        return cls(
+            H,
+            trim_pomdp.n_buckets,
+            np.concatenate(al),
+            np.concatenate(ac),
+            np.asarray(off),
+            info=info,
+            params=trim_pomdp.params,
+            obs_arrays=_obs_arrays(trim_pomdp),
+            card={
+                "solver": (info.solver if info else alpha_policy.card.get("solver", "unknown")),
+                "flattened": True,
+                "discount": trim_pomdp.params.discount,
+            },
+        )
 
     def trim_pomdp(self) -> TrimPOMDP:
         """Rebuild the model the policy was solved for (needs stored parameters and observation arrays)."""
@@ -244,11 +286,12 @@ class TrimPolicy:
             raise InvalidParameterError("this policy does not store its parameters and observation model")
         oa = self.obs_arrays
         n = oa["first"].shape[1]
-        obs = ArrayObservationModel(oa["pair"].reshape(3, n, n), oa["first"], oa.get("edges"),
-                                    card=self.card.get("observation_model"))
+        obs = ArrayObservationModel(
+            oa["pair"].reshape(3, n, n), oa["first"], oa.get("edges"), card=self.card.get("observation_model")
+        )
         return TrimPOMDP(self.params, obs)
 
-    # -- persistence --------------------------------------------------------------------------------------------
+    # -- persistence -----------------------------------------------------------------------------------------
     def card_dict(self) -> dict[str, Any]:
         info = self.info
         d: dict[str, Any] = {
@@ -281,7 +324,9 @@ class TrimPolicy:
         self._ensure_alphas()
         arrays: dict[str, Any] = {
             "format": np.array(POLICY_FORMAT),
-            "alphas": self._alphas, "actions": self._actions, "offsets": self._offsets,
+            "alphas": self._alphas,
+            "actions": self._actions,
+            "offsets": self._offsets,
         }
         if self.native is not None:
             arrays.update(self.native.to_arrays())
@@ -311,7 +356,9 @@ class TrimPolicy:
             with np.load(npz, allow_pickle=False) as data:
                 fmt = str(data["format"]) if "format" in data else ""
                 if fmt != POLICY_FORMAT:
-                    raise DataFormatError(f"{npz} is not a TRIM policy (format {fmt!r}, expected {POLICY_FORMAT!r})")
+                    raise DataFormatError(
+                        f"{npz} is not a TRIM policy (format {fmt!r}, expected {POLICY_FORMAT!r})"
+                    )
                 arrays = {k: data[k] for k in data.files}
         except DataFormatError:
             raise
@@ -325,19 +372,38 @@ class TrimPolicy:
             obs = {"first": arrays["obs_first"], "pair": arrays["obs_pair"], "edges": arrays.get("obs_edges")}
         H = int(meta.get("horizon", params.horizon if params else 0))
         K = int(meta.get("n_buckets", params.n_buckets if params else 0))
-        extra = {k: v for k, v in meta.items() if k in ("solver", "flattened", "discount", "observation_model")}
-        return cls(H, K, arrays["alphas"], arrays["actions"], arrays["offsets"], native=native, info=info,
-                   params=params, obs_arrays=obs, card=extra)
+        extra = {
+            k: v for k, v in meta.items() if k in ("solver", "flattened", "discount", "observation_model")
+        }
+        return cls(
+            H,
+            K,
+            arrays["alphas"],
+            arrays["actions"],
+            arrays["offsets"],
+            native=native,
+            info=info,
+            params=params,
+            obs_arrays=obs,
+            card=extra,
+        )
 
     def __repr__(self) -> str:
-        b = "" if self.info is None else f", bounds=[{self.info.lower_bound:.6g}, {self.info.upper_bound:.6g}]"
+        b = (
+            ""
+            if self.info is None
+            else f", bounds=[{self.info.lower_bound:.6g}, {self.info.upper_bound:.6g}]"
+        )
         return f"TrimPolicy(kind={self.kind!r}, λ={self.lam:g}, H={self.horizon}, K={self.n_buckets}{b})"
 
 
 def _obs_arrays(tp: TrimPOMDP) -> dict[str, Any]:
     edges = getattr(tp.obs_model, "edges", None)
-    return {"first": tp.observation_probs(1), "pair": tp.observation_probs(2),
-            "edges": None if edges is None else np.asarray(edges, dtype=float)}
+    return {
+        "first": tp.observation_probs(1),
+        "pair": tp.observation_probs(2),
+        "edges": None if edges is None else np.asarray(edges, dtype=float),
+    }
 
 
 def _json_default(obj: Any) -> Any:
@@ -369,7 +435,8 @@ def solve_trim(trim_pomdp: TrimPOMDP, solver: Any = None) -> TrimPolicy:
         alpha = solver.solve(trim_pomdp.flatten())
         if not isinstance(alpha, AlphaVectorPolicy):
             raise InvalidParameterError(
-                f"{type(solver).__name__}.solve returned {type(alpha).__name__}, expected an AlphaVectorPolicy"
+                f"{type(solver).__name__}.solve returned {type(alpha).__name__}, expected an "
+                "AlphaVectorPolicy"
             )
         pol = TrimPolicy.from_alpha_policy(alpha, trim_pomdp, info=getattr(solver, "info", None))
     oc = getattr(trim_pomdp.obs_model, "card", None)

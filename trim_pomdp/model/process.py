@@ -4,11 +4,11 @@ Each episode samples exactly the model: ``z_1 ~ b0``; per epoch the context (tok
 ``P(c | t)`` and ``q(t)``, the observation bin from ``P(o | z)``, then the router's action, the reward and the
 transition. Scores: ``r_t`` is drawn uniformly inside its sampled bin and so is ``m_t``.
 
-Caveat (DESIGN §3): the model draws the ``(r_t, m_t)`` bin given ``z_t`` alone, so the sampled ``m_t`` is in general
-not the minimum of the earlier sampled ``r``. The observations returned here therefore carry the model's ``m_t``
-(:attr:`ModelObservation.prefix_min`, and :meth:`ModelObservation.row` encodes it as a score history whose
-minimum is ``m_t``) and the sampled bin (:attr:`ModelObservation.obs_index`) so that filters see exactly the
-model's observation.
+Caveat (DESIGN §3): the model draws the ``(r_t, m_t)`` bin given ``z_t`` alone, so the sampled ``m_t`` is in
+general not the minimum of the earlier sampled ``r``. The observations returned here therefore carry the
+model's ``m_t`` (:attr:`ModelObservation.prefix_min`, and :meth:`ModelObservation.row` encodes it as a score
+history whose minimum is ``m_t``) and the sampled bin (:attr:`ModelObservation.obs_index`) so that filters see
+exactly the model's observation.
 """
 
 from __future__ import annotations
@@ -94,12 +94,16 @@ class ModelProcess:
         edges = p.bucket_edges
         out = np.empty(p.n_buckets, dtype=np.int64)
         for c in range(p.n_buckets):
-            lo = 1 if c == 0 else int(np.ceil(edges[c - 1]))  # side="right": a count equal to an edge is above it
+            lo = (
+                1 if c == 0 else int(np.ceil(edges[c - 1]))
+            )  # side="right": a count equal to an edge is above it
             hi = int(np.ceil(edges[c]) - 1) if c < edges.size else 10**9
             want = int(round(p.bucket_mean_tokens[c]))
             v = min(max(want, lo), hi)
             if self.trim_pomdp.bucket_of(v) != c:
-                raise InvalidParameterError(f"token bucket {c} contains no integer token count (edges {edges.tolist()})")
+                raise InvalidParameterError(
+                    f"token bucket {c} contains no integer token count (edges {edges.tolist()})"
+                )
             out[c] = v
         return out
 
@@ -142,11 +146,17 @@ class ModelProcess:
 
     def _observation(self) -> ModelObservation:
         return ModelObservation(
-            t=self.t.copy(), scores=self.scores.copy(), tokens=self._tokens[self.bucket], final=self.final.copy(),
-            active=self.active.copy(), m=self.m.copy(), obs_index=self.obs_index.copy(), bucket=self.bucket.copy(),
+            t=self.t.copy(),
+            scores=self.scores.copy(),
+            tokens=self._tokens[self.bucket],
+            final=self.final.copy(),
+            active=self.active.copy(),
+            m=self.m.copy(),
+            obs_index=self.obs_index.copy(),
+            bucket=self.bucket.copy(),
         )
 
-    # -- EpisodeBatch -------------------------------------------------------------------------------------------
+    # -- EpisodeBatch ----------------------------------------------------------------------------------------
     def reset(self, n: int, seed: int | None = None) -> ModelObservation:
         """Start ``n`` episodes; returns the epoch-1 observations."""
         if int(n) < 1:

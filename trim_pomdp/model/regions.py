@@ -1,17 +1,25 @@
-"""Where in the belief simplex ``regenerate`` is optimal, per epoch: tables and (lazy matplotlib) simplex plots."""
+"""Where in the belief simplex ``regenerate`` is optimal, per epoch: tables and (lazy matplotlib) simplex
+plots.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from .._optional import require
 from ..exceptions import InvalidParameterError
 
-__all__ = ["simplex_grid", "regenerate_region", "regenerate_region_table", "format_region_table",
-           "plot_regenerate_regions"]
+__all__ = [
+    "simplex_grid",
+    "regenerate_region",
+    "regenerate_region_table",
+    "format_region_table",
+    "plot_regenerate_regions",
+]
 
 
 def simplex_grid(resolution: int = 40) -> np.ndarray:
@@ -23,15 +31,18 @@ def simplex_grid(resolution: int = 40) -> np.ndarray:
     return np.asarray(pts, dtype=float) / r
 
 
-def regenerate_region(policy: Any, t: int, bucket: int, final: bool = False, resolution: int = 40) -> dict[str, Any]:
+def regenerate_region(
+    policy: Any, t: int, bucket: int, final: bool = False, resolution: int = 40
+) -> dict[str, Any]:
     """Summary of the regenerate region at context ``(t, bucket, final)``.
 
     Returns
     -------
     dict
-        ``area``: fraction of simplex grid beliefs where ``regenerate`` is chosen; ``s2_threshold``: the smallest
-        ``b(S2)`` on the edge ``b(S1) = 0`` (1001 points) from which on ``regenerate`` is chosen everywhere up to
-        ``b(S2) = 1`` (``None`` if never, ``nan`` if the region on that edge is not an interval ending at S2).
+        ``area``: fraction of simplex grid beliefs where ``regenerate`` is chosen; ``s2_threshold``: the
+        smallest ``b(S2)`` on the edge ``b(S1) = 0`` (1001 points) from which on ``regenerate`` is chosen
+        everywhere up to ``b(S2) = 1`` (``None`` if never, ``nan`` if the region on that edge is not an
+        interval ending at S2).
     """
     B = simplex_grid(resolution)
     acts = policy.action_batch(t, bucket, final, B)
@@ -43,12 +54,25 @@ def regenerate_region(policy: Any, t: int, bucket: int, final: bool = False, res
     else:
         first = int(np.argmax(ea == 1))
         thr = float(s2[first]) if np.all(ea[first:] == 1) else float("nan")
-    return {"t": int(t), "bucket": int(bucket), "final": bool(final), "area": float(acts.mean()), "s2_threshold": thr}
+    return {
+        "t": int(t),
+        "bucket": int(bucket),
+        "final": bool(final),
+        "area": float(acts.mean()),
+        "s2_threshold": thr,
+    }
 
 
-def regenerate_region_table(policy: Any, ts: Sequence[int] | None = None, buckets: Sequence[int] | None = None,
-                            final: bool = False, resolution: int = 40) -> list[dict[str, Any]]:
-    """:func:`regenerate_region` for every epoch in ``ts`` (default all) and bucket in ``buckets`` (default all)."""
+def regenerate_region_table(
+    policy: Any,
+    ts: Sequence[int] | None = None,
+    buckets: Sequence[int] | None = None,
+    final: bool = False,
+    resolution: int = 40,
+) -> list[dict[str, Any]]:
+    """:func:`regenerate_region` for every epoch in ``ts`` (default all) and bucket in ``buckets`` (default
+    all).
+    """
     ts = range(1, policy.horizon + 1) if ts is None else ts
     buckets = range(policy.n_buckets) if buckets is None else buckets
     return [regenerate_region(policy, t, c, final, resolution) for t in ts for c in buckets]
@@ -76,8 +100,14 @@ def format_region_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def plot_regenerate_regions(policy: Any, ts: Sequence[int] | None = None, bucket: int = 0, final: bool = False,
-                            resolution: int = 60, path: str | Path | None = None):
+def plot_regenerate_regions(
+    policy: Any,
+    ts: Sequence[int] | None = None,
+    bucket: int = 0,
+    final: bool = False,
+    resolution: int = 60,
+    path: str | Path | None = None,
+):
     """One simplex per epoch with the beliefs where ``regenerate`` is optimal (matplotlib, imported lazily).
 
     Returns the figure; saves it to ``path`` when given.
@@ -107,8 +137,11 @@ def plot_regenerate_regions(policy: Any, ts: Sequence[int] | None = None, bucket
             ax.text(-0.05, -0.08, "S0", fontsize=7)
             ax.text(0.95, -0.08, "S2", fontsize=7)
             ax.text(0.45, 0.9, "S1", fontsize=7)
-    fig.suptitle(f"regenerate (red) by belief; bucket {bucket}, final={bool(final)}, λ={getattr(policy, 'lam', float('nan')):g}",
-                 fontsize=9)
+    lam = getattr(policy, "lam", float("nan"))
+    fig.suptitle(
+        f"regenerate (red) by belief; bucket {bucket}, final={bool(final)}, λ={lam:g}",
+        fontsize=9,
+    )
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=130, bbox_inches="tight")

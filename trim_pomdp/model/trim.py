@@ -1,7 +1,8 @@
 """The TRIM-POMDP (DESIGN §3): structured finite-horizon form and flattened tabular form.
 
-Hidden class ``z ∈ {S0, S1, S2}`` (indices 0, 1, 2); observed context ``(t, c, final)`` with ``c`` the token bucket
-of M_w's proposal; observation ``o`` the bin of the PRM pair ``(r_t, m_t)`` (the ``r_t`` bin alone at ``t = 1``).
+Hidden class ``z ∈ {S0, S1, S2}`` (indices 0, 1, 2); observed context ``(t, c, final)`` with ``c`` the token
+bucket of M_w's proposal; observation ``o`` the bin of the PRM pair ``(r_t, m_t)`` (the ``r_t`` bin alone at
+``t = 1``).
 
 Contexts are indexed ``ctx = 2 * bucket + final``.
 
@@ -10,10 +11,10 @@ Dynamics between epochs (``continue`` = 0, ``regenerate`` = 1)::
     continue:   S0 -> (S0 p_w, S2 1-p_w);  S1, S2 -> S1
     regenerate: S0, S2 -> (S0 p_s p_w, S1 1-p_s, S2 p_s (1-p_w));  S1 -> S1
 
-The regeneration is composed explicitly: the strong step is right w.p. ``p_s`` (else the prefix is lost, S1), then
-M_w's next proposal is right w.p. ``p_w``. At a terminal context (``final`` or ``t = H``) the episode ends after the
-action with reward ``R`` if the final prefix is correct (continue: ``z = S0``; regenerate: w.p. ``p_s`` if
-``z ∈ {S0, S2}``). ``regenerate`` costs ``λ · strong_weak_ratio · bucket_mean_tokens[c]``.
+The regeneration is composed explicitly: the strong step is right w.p. ``p_s`` (else the prefix is lost, S1),
+then M_w's next proposal is right w.p. ``p_w``. At a terminal context (``final`` or ``t = H``) the episode
+ends after the action with reward ``R`` if the final prefix is correct (continue: ``z = S0``; regenerate: w.p.
+``p_s`` if ``z ∈ {S0, S2}``). ``regenerate`` costs ``λ · strong_weak_ratio · bucket_mean_tokens[c]``.
 """
 
 from __future__ import annotations
@@ -67,7 +68,9 @@ class ArrayObservationModel:
             raise InvalidParameterError(f"pair_probs must have shape (3, n, n), got {pair.shape}")
         n = pair.shape[1]
         if first.shape != (3, n):
-            raise InvalidParameterError(f"first_probs must have shape (3, {n}) to match pair_probs, got {first.shape}")
+            raise InvalidParameterError(
+                f"first_probs must have shape (3, {n}) to match pair_probs, got {first.shape}"
+            )
         self.pair_probs = pair
         self.first_probs = first
         self.n_bins = n
@@ -107,14 +110,17 @@ class ArrayObservationModel:
                 f"observation model has n_bins={n} but bin_probs(first=False) has shape {pair.shape}, "
                 f"expected (3, {n * n})"
             )
-        return cls(pair.reshape(3, n, n), first, getattr(obs_model, "edges", None), getattr(obs_model, "card", None))
+        return cls(
+            pair.reshape(3, n, n), first, getattr(obs_model, "edges", None), getattr(obs_model, "card", None)
+        )
 
 
 def _check_obs_model(obs: Any) -> tuple[np.ndarray, np.ndarray]:
     for attr in ("bin_probs", "n_bins"):
         if not hasattr(obs, attr):
             raise InvalidParameterError(
-                f"the observation model must provide {attr!r} (see trim_pomdp.observation_models.ObservationModel); "
+                f"the observation model must provide {attr!r} (see "
+                "trim_pomdp.observation_models.ObservationModel); "
                 f"got {type(obs).__name__}"
             )
     n = int(obs.n_bins)
@@ -126,8 +132,10 @@ def _check_obs_model(obs: Any) -> tuple[np.ndarray, np.ndarray]:
         raise InvalidParameterError(f"bin_probs(first=False) must have shape (3, n_obs), got {pair.shape}")
     if first.shape[1] != n or pair.shape[1] not in (n * n, n):
         raise InvalidParameterError(
-            f"observation model bins do not match: n_bins={n} but bin_probs(first=True) has {first.shape[1]} and "
-            f"bin_probs(first=False) has {pair.shape[1]} observations (expected {n} and {n * n}); refit or re-save "
+            f"observation model bins do not match: n_bins={n} but bin_probs(first=True) has {first.shape[1]} "
+            "and "
+            f"bin_probs(first=False) has {pair.shape[1]} observations (expected {n} and {n * n}); refit or "
+            "re-save "
             "the observation model"
         )
     for name, arr in (("bin_probs(first=True)", first), ("bin_probs(first=False)", pair)):
@@ -145,8 +153,9 @@ def _check_obs_model(obs: Any) -> tuple[np.ndarray, np.ndarray]:
 class TrimPOMDP:
     """The TRIM-POMDP built from :class:`TrimParams` and a binned observation model.
 
-    Use :func:`build_trim_pomdp`. ``obs_model`` is anything with ``n_bins``, ``bin_probs(first)`` (``(3, n)`` at
-    ``t = 1``, ``(3, n*n)`` after) and, for filtering raw scores, ``observation_index``/``observation_index_batch``.
+    Use :func:`build_trim_pomdp`. ``obs_model`` is anything with ``n_bins``, ``bin_probs(first)`` (``(3, n)``
+    at ``t = 1``, ``(3, n*n)`` after) and, for filtering raw scores,
+    ``observation_index``/``observation_index_batch``.
     """
 
     def __init__(self, params: TrimParams, obs_model: Any):
@@ -155,7 +164,7 @@ class TrimPOMDP:
         self.obs_model = obs_model
         self._first, self._pair = _check_obs_model(obs_model)
 
-    # -- small helpers ------------------------------------------------------------------------------------------
+    # -- small helpers ---------------------------------------------------------------------------------------
     @property
     def horizon(self) -> int:
         return self.params.horizon
@@ -226,7 +235,7 @@ class TrimPOMDP:
             r[:, :, z, 1] += np.where(term, p.reward * p.p_s, 0.0)
         return r
 
-    # -- forms ----------------------------------------------------------------------------------------------------
+    # -- forms -----------------------------------------------------------------------------------------------
     def structured(self, discount: float = 1.0) -> FiniteHorizonPOMDP:
         """The structured finite-horizon form (undiscounted by default), for :class:`FiniteHorizonSolver`."""
         obs = [self._first] + [self._pair] * (self.horizon - 1)
@@ -262,20 +271,20 @@ class TrimPOMDP:
     def flatten(self, start: tuple | None = None, discount: float | None = None) -> TabularPOMDP:
         """The flattened discounted tabular form.
 
-        States: ``(z, t, c, final)`` at index :meth:`state_index`, then ``start`` (index ``S − 2``) and the absorbing
-        ``terminal`` (``S − 1``). The start state moves at no cost into epoch 1 (``z ~ b0``, context ``~ P(ctx | 1)``)
-        and that move carries the first observation. Observations: ``(o-bin, c', final')`` — pair bins of every
-        context for ``t ≥ 2``, then first-step bins of every context, then one ``none`` observation (emitted on
-        reaching the start or terminal state).
+        States: ``(z, t, c, final)`` at index :meth:`state_index`, then ``start`` (index ``S − 2``) and the
+        absorbing ``terminal`` (``S − 1``). The start state moves at no cost into epoch 1 (``z ~ b0``, context
+        ``~ P(ctx | 1)``) and that move carries the first observation. Observations: ``(o-bin, c', final')`` —
+        pair bins of every context for ``t ≥ 2``, then first-step bins of every context, then one ``none``
+        observation (emitted on reaching the start or terminal state).
 
-        With ``γ`` = ``params.discount``, an epoch-``t`` reward is discounted by ``γ^t`` (the start move takes one
-        step), so ``V_flat(b0) = γ · V`` of :meth:`structured` with ``discount=γ``.
+        With ``γ`` = ``params.discount``, an epoch-``t`` reward is discounted by ``γ^t`` (the start move takes
+        one step), so ``V_flat(b0) = γ · V`` of :meth:`structured` with ``discount=γ``.
 
         Parameters
         ----------
         start : tuple (t, bucket, final, belief), optional
-            Start from a mid-episode context instead: ``b0`` puts ``belief`` (posterior over z, after the epoch-``t``
-            observation) on the states of that context, for re-planning.
+            Start from a mid-episode context instead: ``b0`` puts ``belief`` (posterior over z, after the
+            epoch-``t`` observation) on the states of that context, for re-planning.
         discount : float, optional
             Overrides ``params.discount``.
         """
@@ -292,7 +301,7 @@ class TrimPOMDP:
         term = self.terminal()
         rew = self.reward()
         T = np.zeros((2, S, S))
-        O = np.zeros((2, S, n_obs))
+        O = np.zeros((2, S, n_obs))  # noqa: E741
         R = np.zeros((S, 2))
         for t in range(1, H + 1):
             for ctx in range(C):
@@ -328,17 +337,41 @@ class TrimPOMDP:
                 raise InvalidParameterError(f"start bucket must be in 0..{self.n_buckets - 1}, got {bucket}")
             bel = np.asarray(belief, dtype=float)
             if bel.shape != (3,) or np.any(bel < -1e-12) or abs(bel.sum() - 1) > 1e-6:
-                raise InvalidParameterError(f"start belief must be a distribution over (S0, S1, S2), got {belief!r}")
+                raise InvalidParameterError(
+                    f"start belief must be a distribution over (S0, S1, S2), got {belief!r}"
+                )
             idx = self.state_index(np.arange(3), t, bucket, final)
             b0[idx] = np.clip(bel, 0, None) / np.clip(bel, 0, None).sum()
-        names = [f"{z}|t{t}|c{ctx // 2}|f{ctx % 2}" for t in range(1, H + 1) for ctx in range(C) for z in ("S0", "S1", "S2")]
+        names = [
+            f"{z}|t{t}|c{ctx // 2}|f{ctx % 2}"
+            for t in range(1, H + 1)
+            for ctx in range(C)
+            for z in ("S0", "S1", "S2")
+        ]
         names += ["start", "terminal"]
         terminal = np.zeros(S, dtype=bool)
         terminal[s_term] = True
-        meta = {"model": "trim-pomdp", "horizon": H, "n_contexts": C, "n_bins_first": n1, "n_bins_pair": n2,
-                "start": None if start is None else [start[0], start[1], bool(start[2]), list(map(float, start[3]))]}
-        return TabularPOMDP(T, O, R, b0, gamma, state_names=names, action_names=["continue", "regenerate"],
-                            terminal=terminal, meta=meta)
+        meta = {
+            "model": "trim-pomdp",
+            "horizon": H,
+            "n_contexts": C,
+            "n_bins_first": n1,
+            "n_bins_pair": n2,
+            "start": None
+            if start is None
+            else [start[0], start[1], bool(start[2]), list(map(float, start[3]))],
+        }
+        return TabularPOMDP(
+            T,
+            O,
+            R,
+            b0,
+            gamma,
+            state_names=names,
+            action_names=["continue", "regenerate"],
+            terminal=terminal,
+            meta=meta,
+        )
 
     def check(self) -> TrimPOMDP:
         """Check both forms; raises :class:`ModelCheckError` with the offending index."""

@@ -4,45 +4,50 @@ The model (:class:`FiniteHorizonPOMDP`)
 ---------------------------------------
 Epochs ``t = 1 … H``. A hidden state ``z`` (``n_hidden`` values) evolves between epochs; at epoch ``t``
 
-1. an observed *context* ``c ~ context_probs[t-1]`` is drawn independently of ``z`` (e.g. a token bucket and an
+1. an observed *context* ``c ~ context_probs[t-1]`` is drawn independently of ``z`` (e.g. a token bucket and
+an
    end-of-solution flag),
 2. an observation ``o ~ observation[t-1][z, :]`` is drawn,
 3. the agent picks action ``a`` and receives ``reward[t-1, c, z, a]`` (expected immediate reward),
-4. if ``terminal[t-1, c]`` or ``t = H`` the episode ends; otherwise ``z' ~ transition[a, z, :]`` and the future is
+4. if ``terminal[t-1, c]`` or ``t = H`` the episode ends; otherwise ``z' ~ transition[a, z, :]`` and the
+future is
    discounted by ``discount``.
 
-``b0`` is the belief over ``z`` at epoch 1 *before* its observation. Beliefs *after* an observation ("posterior"
-beliefs) are what policies are queried with.
+``b0`` is the belief over ``z`` at epoch 1 *before* its observation. Beliefs *after* an observation
+("posterior" beliefs) are what policies are queried with.
 
 The solver (:class:`FiniteHorizonSolver`)
 -----------------------------------------
 If every transition row lies on one segment of the simplex, ``transition[a] = M[a] @ V`` with two vertex
-distributions ``V = (v1, v2)`` (rank-2 dynamics), every predicted belief from epoch 2 on is ``g v1 + (1 − g) v2``
-for a scalar ``g ∈ [0, 1]`` and the pre-observation value ``W_t(g)`` is a convex function of one variable. The
-solver runs backward induction on per-epoch grids of ``g``:
+distributions ``V = (v1, v2)`` (rank-2 dynamics), every predicted belief from epoch 2 on is ``g v1 + (1 − g)
+v2`` for a scalar ``g ∈ [0, 1]`` and the pre-observation value ``W_t(g)`` is a convex function of one
+variable. The solver runs backward induction on per-epoch grids of ``g``:
 
-* **upper bound** ``U_t``: exact Bellman backups of the piecewise-linear interpolation of ``U_{t+1}`` at the grid
+* **upper bound** ``U_t``: exact Bellman backups of the piecewise-linear interpolation of ``U_{t+1}`` at the
+grid
   points. Chords over-estimate a convex function and the Bellman operator is monotone, so ``U_t ≥ W_t``.
-* **lower bound** ``L_t``: point-based backups producing one line ``α + β g`` per grid point, each the value of an
-  actual conditional plan; the upper envelope of the lines is ``≤ W_t`` and the greedy policy w.r.t. them achieves
-  at least it (this is the returned policy).
+* **lower bound** ``L_t``: point-based backups producing one line ``α + β g`` per grid point, each the value
+of an
+  actual conditional plan; the upper envelope of the lines is ``≤ W_t`` and the greedy policy w.r.t. them
+  achieves at least it (this is the returned policy).
 * grids are refined where the chord of ``U`` exceeds the envelope of ``L`` by more than a shrinking tolerance,
   until ``U_1(b0) − L_1(b0) ≤ precision`` or the time limit.
 * ``mode="exact"`` places the grid on every breakpoint of the exact value function (the upper envelope of all
   backed-up lines, computed per context and observation), so both bounds equal ``V*`` (for small instances).
 
-Models whose transition rows are not on a segment (and have at most 4 hidden states) fall back to a slower general
-method: upper bounds by interpolation on a Freudenthal triangulation of the belief simplex, lower bounds by
-point-based alpha-vector backups at its vertices, doubling the resolution until the precision is met
-(:class:`FiniteHorizonAlphaPolicy`). Beyond that, :class:`~trim_pomdp.exceptions.SolverError` names the alternative
-(the point-based solver on the flattened tabular model).
+Models whose transition rows are not on a segment (and have at most 4 hidden states) fall back to a slower
+general method: upper bounds by interpolation on a Freudenthal triangulation of the belief simplex, lower
+bounds by point-based alpha-vector backups at its vertices, doubling the resolution until the precision is met
+(:class:`FiniteHorizonAlphaPolicy`). Beyond that, :class:`~trim_pomdp.exceptions.SolverError` names the
+alternative (the point-based solver on the flattened tabular model).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -63,9 +68,9 @@ __all__ = [
 _ATOL = 1e-9
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # model
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 @dataclass
 class FiniteHorizonPOMDP:
     """A finite-horizon POMDP with an observed, exogenous per-epoch context.
@@ -131,13 +136,19 @@ class FiniteHorizonPOMDP:
         """Raise :class:`ModelCheckError` naming the offending index if the arrays are inconsistent."""
         T = self.transition
         if T.ndim != 3 or T.shape[1] != T.shape[2]:
-            raise ModelCheckError(f"transition must have shape (n_actions, n_hidden, n_hidden), got {T.shape}")
+            raise ModelCheckError(
+                f"transition must have shape (n_actions, n_hidden, n_hidden), got {T.shape}"
+            )
         A, Z, _ = T.shape
         if self.context_probs.ndim != 2 or self.context_probs.shape[0] < 1:
-            raise ModelCheckError(f"context_probs must have shape (H >= 1, n_contexts), got {self.context_probs.shape}")
+            raise ModelCheckError(
+                f"context_probs must have shape (H >= 1, n_contexts), got {self.context_probs.shape}"
+            )
         H, C = self.context_probs.shape
         if len(self.observation) != H:
-            raise ModelCheckError(f"observation must hold one array per epoch ({H}), got {len(self.observation)}")
+            raise ModelCheckError(
+                f"observation must hold one array per epoch ({H}), got {len(self.observation)}"
+            )
         if self.terminal.shape != (H, C):
             raise ModelCheckError(f"terminal must have shape ({H}, {C}), got {self.terminal.shape}")
         if self.reward.shape != (H, C, Z, A):
@@ -177,9 +188,9 @@ class FiniteHorizonPOMDP:
         return self
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # rank-2 structure and 1-D envelopes
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 @dataclass
 class SegmentFactorization:
     """``transition[a] = M[a] @ V``: every transition row is a mixture of the two rows of ``V``.
@@ -220,7 +231,9 @@ def segment_factorization(transition: np.ndarray, anchor: np.ndarray | None = No
     direction = vt[0]
     proj = dev @ direction
     v_hi, v_lo = rows[int(np.argmax(proj))], rows[int(np.argmin(proj))]
-    if anchor is not None and np.linalg.norm(np.asarray(anchor) - v_lo) < np.linalg.norm(np.asarray(anchor) - v_hi):
+    if anchor is not None and np.linalg.norm(np.asarray(anchor) - v_lo) < np.linalg.norm(
+        np.asarray(anchor) - v_hi
+    ):
         v_hi, v_lo = v_lo, v_hi
     d = v_hi - v_lo
     g = (rows - v_lo) @ d / float(d @ d)
@@ -291,9 +304,9 @@ def _eval_envelope(at1, at0, breaks, x):
     return at0[k] + (at1[k] - at0[k]) * x, k
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # policy
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 class FiniteHorizonPolicy:
     """The solution of a rank-2 :class:`FiniteHorizonPOMDP`.
 
@@ -306,7 +319,9 @@ class FiniteHorizonPolicy:
     ``Q_U(a)`` is the same with the upper-bound interpolation; ``max_a Q_U ≥ V*``.
     """
 
-    def __init__(self, model: FiniteHorizonPOMDP, factor: SegmentFactorization, lines, grids, uvals, info=None):
+    def __init__(
+        self, model: FiniteHorizonPOMDP, factor: SegmentFactorization, lines, grids, uvals, info=None
+    ):
         self.reward = model.reward
         self.terminal = model.terminal
         self.discount = float(model.discount)
@@ -321,7 +336,7 @@ class FiniteHorizonPolicy:
     def horizon(self) -> int:
         return int(self.reward.shape[0])
 
-    # -- arrays (for saving without pickle) ------------------------------------------------------------------------
+    # -- arrays (for saving without pickle) ------------------------------------------------------------------
     def to_arrays(self) -> dict[str, np.ndarray]:
         """Plain arrays from which :meth:`from_arrays` rebuilds the policy."""
         H = self.horizon
@@ -333,11 +348,20 @@ class FiniteHorizonPolicy:
         uv = [self.uvals[i] for i in idx]
         off = lambda xs: np.concatenate([[0], np.cumsum([len(x) for x in xs])]).astype(np.int64)  # noqa: E731
         return {
-            "fh_reward": self.reward, "fh_terminal": self.terminal, "fh_discount": np.array(self.discount),
-            "fh_context_probs": self.context_probs, "fh_V": self.factor.V, "fh_M": self.factor.M,
-            "fh_at1": np.concatenate(at1), "fh_at0": np.concatenate(at0), "fh_line_off": off(at1),
-            "fh_breaks": np.concatenate(brk), "fh_break_off": off(brk),
-            "fh_grid": np.concatenate(grids), "fh_uval": np.concatenate(uv), "fh_grid_off": off(grids),
+            "fh_reward": self.reward,
+            "fh_terminal": self.terminal,
+            "fh_discount": np.array(self.discount),
+            "fh_context_probs": self.context_probs,
+            "fh_V": self.factor.V,
+            "fh_M": self.factor.M,
+            "fh_at1": np.concatenate(at1),
+            "fh_at0": np.concatenate(at0),
+            "fh_line_off": off(at1),
+            "fh_breaks": np.concatenate(brk),
+            "fh_break_off": off(brk),
+            "fh_grid": np.concatenate(grids),
+            "fh_uval": np.concatenate(uv),
+            "fh_grid_off": off(grids),
         }
 
     @classmethod
@@ -352,11 +376,15 @@ class FiniteHorizonPolicy:
         H = self.reward.shape[0]
         lo, bo, go = arrays["fh_line_off"], arrays["fh_break_off"], arrays["fh_grid_off"]
         self.lines = [None] + [
-            (arrays["fh_at1"][lo[j]:lo[j + 1]], arrays["fh_at0"][lo[j]:lo[j + 1]], arrays["fh_breaks"][bo[j]:bo[j + 1]])
+            (
+                arrays["fh_at1"][lo[j] : lo[j + 1]],
+                arrays["fh_at0"][lo[j] : lo[j + 1]],
+                arrays["fh_breaks"][bo[j] : bo[j + 1]],
+            )
             for j in range(H)
         ]
-        self.grids = [None] + [arrays["fh_grid"][go[j]:go[j + 1]] for j in range(H)]
-        self.uvals = [None] + [arrays["fh_uval"][go[j]:go[j + 1]] for j in range(H)]
+        self.grids = [None] + [arrays["fh_grid"][go[j] : go[j + 1]] for j in range(H)]
+        self.uvals = [None] + [arrays["fh_uval"][go[j] : go[j + 1]] for j in range(H)]
         self.info = info
         return self
 
@@ -394,7 +422,9 @@ class FiniteHorizonPolicy:
         return q[0] if single else q
 
     def alphas(self, t: int, context: int) -> tuple[np.ndarray, np.ndarray]:
-        """Explicit post-observation alpha vectors ``(n, n_hidden)`` and their actions ``(n,)`` at ``(t, context)``."""
+        """Explicit post-observation alpha vectors ``(n, n_hidden)`` and their actions ``(n,)`` at ``(t,
+        context)``.
+        """
         self._check(t, context)
         i = int(t) - 1
         r = self.reward[i, context]  # (Z, A)
@@ -411,7 +441,9 @@ class FiniteHorizonPolicy:
         return np.concatenate(out), np.concatenate(acts)
 
     def predicted_value(self, t: int, g, upper: bool = False):
-        """Value bound ``W_t(g)`` before the observation of epoch ``t ≥ 2`` at predicted belief ``g v1 + (1−g) v2``."""
+        """Value bound ``W_t(g)`` before the observation of epoch ``t ≥ 2`` at predicted belief ``g v1 +
+        (1−g) v2``.
+        """
         if not 2 <= int(t) <= self.horizon + 1:
             raise InvalidParameterError(f"predicted values exist for t in 2..{self.horizon + 1}, got {t}")
         i = int(t) - 1
@@ -422,9 +454,9 @@ class FiniteHorizonPolicy:
         return _eval_envelope(at1, at0, br, g)[0]
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # solver
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 class FiniteHorizonSolver:
     """Certified backward induction for finite-horizon POMDPs with rank-2 dynamics.
 
@@ -450,8 +482,14 @@ class FiniteHorizonSolver:
 
     name = "finite-horizon"
 
-    def __init__(self, precision: float = 1e-3, time_limit: float | None = None, mode: str = "auto",
-                 grid_size: int = 9, max_grid: int = 20000):
+    def __init__(
+        self,
+        precision: float = 1e-3,
+        time_limit: float | None = None,
+        mode: str = "auto",
+        grid_size: int = 9,
+        max_grid: int = 20000,
+    ):
         if not (precision >= 0):
             raise InvalidParameterError(f"precision must be >= 0, got {precision}")
         if time_limit is not None and not (time_limit > 0):
@@ -467,7 +505,7 @@ class FiniteHorizonSolver:
         self.max_grid = int(max_grid)
         self.info: SolveInfo | None = None
 
-    # -- public -------------------------------------------------------------------------------------------------
+    # -- public ----------------------------------------------------------------------------------------------
     def solve(self, model: FiniteHorizonPOMDP) -> FiniteHorizonPolicy:
         """Solve ``model``; returns a :class:`FiniteHorizonPolicy` and sets :attr:`info`."""
         if not isinstance(model, FiniteHorizonPOMDP):
@@ -484,8 +522,10 @@ class FiniteHorizonSolver:
         if factor is None:
             if self.mode == "exact" or model.n_hidden > 4:
                 raise SolverError(
-                    "this model's transition rows do not lie on a segment (no rank-2 structure): exact mode and "
-                    f"{model.n_hidden} > 4 hidden states are not supported by the simplex-grid fallback. Flatten "
+                    "this model's transition rows do not lie on a segment (no rank-2 structure): exact mode "
+                    "and "
+                    f"{model.n_hidden} > 4 hidden states are not supported by the simplex-grid fallback. "
+                    "Flatten "
                     "it and use the point-based solver (trim_pomdp.solvers.pointbased) instead."
                 )
             return _solve_general(self, model)
@@ -533,9 +573,11 @@ class FiniteHorizonSolver:
             sizes=sizes,
             extra={"mode": self.mode, "precision": self.precision, "time_limit": self.time_limit},
         )
-        return FiniteHorizonPolicy(model, factor, result["lines"], result["grids"], result["uvals"], self.info)
+        return FiniteHorizonPolicy(
+            model, factor, result["lines"], result["grids"], result["uvals"], self.info
+        )
 
-    # -- internals ----------------------------------------------------------------------------------------------
+    # -- internals -------------------------------------------------------------------------------------------
     def _backward(self, model: FiniteHorizonPOMDP, factor: SegmentFactorization, grids, exact: bool) -> dict:
         H = model.horizon
         V, M = factor.V, factor.M
@@ -551,7 +593,8 @@ class FiniteHorizonSolver:
                 grid = self._exact_grid(model, factor, i, lines[i + 1])
                 if len(grid) > self.max_grid:
                     raise SolverError(
-                        f"exact mode needs {len(grid)} grid points at epoch {i + 1} (> max_grid={self.max_grid}); "
+                        f"exact mode needs {len(grid)} grid points at epoch {i + 1} (> "
+                        f"max_grid={self.max_grid}); "
                         "use mode='auto' for models of this size"
                     )
             else:
@@ -561,7 +604,9 @@ class FiniteHorizonSolver:
             at1, at0 = alpha @ V[0], alpha @ V[1]
             keep, breaks = upper_envelope(at1, at0)
             lines[i] = (at1[keep], at0[keep], breaks)
-            uvals[i] = np.maximum(u_val, _eval_envelope(*lines[i], grid)[0])  # U ≥ L at grid points (rounding)
+            uvals[i] = np.maximum(
+                u_val, _eval_envelope(*lines[i], grid)[0]
+            )  # U ≥ L at grid points (rounding)
             out_grids[i] = grid
         b0 = model.b0[None, :]
         u0, alpha0 = self._backup(model, M, 0, b0, lines[1], out_grids[1], uvals[1])
@@ -576,7 +621,7 @@ class FiniteHorizonSolver:
         Returns the upper-bound values (G,) from interpolating ``next_u`` and the lower-bound alpha vectors
         (G, Z) of the point-based backup with ``next_lines``.
         """
-        O = model.observation[i]  # (Z, n_o)
+        O = model.observation[i]  # (Z, n_o)  # noqa: E741
         R = model.reward[i]  # (C, Z, A)
         p = model.context_probs[i]  # (C,)
         term = model.terminal[i]  # (C,)
@@ -640,8 +685,8 @@ class FiniteHorizonSolver:
                     best[better] = a
                     ql_max = np.where(better, ql, ql_max)
             u_out[s : s + g] = pc @ qu_max.sum(axis=2)
-            # lower-bound alpha vector per grid point: sum_c p_c sum_o O[z, o] alpha_{c,g,o}[z] with the chosen
-            # action's alpha  R[c, z, a] + γ [not terminal] (M[a, z, 0] at1[k] + M[a, z, 1] at0[k]).
+            # lower-bound alpha vector per grid point: sum_c p_c sum_o O[z, o] alpha_{c,g,o}[z] with the
+            # chosen action's alpha  R[c, z, a] + γ [not terminal] (M[a, z, 0] at1[k] + M[a, z, 1] at0[k]).
             # Linear in the action masks; action 0 takes what the others leave (rows of O sum to 1).
             alpha = np.zeros((g, Z))
             mo_rest = np.ones((len(ctx), g, Z))
@@ -667,9 +712,11 @@ class FiniteHorizonSolver:
 
     @staticmethod
     def _exact_grid(model, factor, i, next_lines) -> np.ndarray:
-        """All breakpoints of the exact ``W`` at epoch index ``i`` (given exact ``W`` at ``i + 1``), plus midpoints."""
+        """All breakpoints of the exact ``W`` at epoch index ``i`` (given exact ``W`` at ``i + 1``), plus
+        midpoints.
+        """
         V, M = factor.V, factor.M
-        O = model.observation[i]
+        O = model.observation[i]  # noqa: E741
         R = model.reward[i]
         term = model.terminal[i]
         p = model.context_probs[i]
@@ -700,7 +747,9 @@ class FiniteHorizonSolver:
 
     @staticmethod
     def _local_slacks(result: dict) -> list[np.ndarray]:
-        """Per epoch and grid interval: chord of U minus envelope of L at the midpoint, beyond the endpoint gaps."""
+        """Per epoch and grid interval: chord of U minus envelope of L at the midpoint, beyond the endpoint
+        gaps.
+        """
         out = []
         H = len(result["grids"]) - 1
         for i in range(1, H):
@@ -745,7 +794,7 @@ class FiniteHorizonSolver:
             b = beta[idx]
             pc = model.context_probs[i]
             c = np.minimum((np.cumsum(pc)[None, :] < rng.random(idx.size)[:, None]).sum(axis=1), len(pc) - 1)
-            O = model.observation[i]
+            O = model.observation[i]  # noqa: E741
             # sample the hidden state, then the observation given it (same law as o ~ b @ O)
             zc = np.cumsum(b, axis=1)
             z = np.minimum((zc < rng.random(idx.size)[:, None] * zc[:, -1:]).sum(axis=1), b.shape[1] - 1)
@@ -753,8 +802,9 @@ class FiniteHorizonSolver:
             ocum = np.cumsum(O, axis=1)
             for zz in np.unique(z):
                 sel = z == zz
-                o[sel] = np.minimum(np.searchsorted(ocum[zz], rng.random(int(sel.sum())) * ocum[zz, -1]),
-                                    O.shape[1] - 1)
+                o[sel] = np.minimum(
+                    np.searchsorted(ocum[zz], rng.random(int(sel.sum())) * ocum[zz, -1]), O.shape[1] - 1
+                )
             post = b * O[:, o].T
             post /= np.maximum(post.sum(axis=1, keepdims=True), 1e-300)
             live = ~model.terminal[i, c]
@@ -777,12 +827,13 @@ class FiniteHorizonSolver:
     def _refine(self, result: dict, slacks: list[np.ndarray], occ: list[np.ndarray], gap: float) -> list:
         """Subdivide intervals so that the occupancy-weighted local slack drops below half the precision.
 
-        An interval with weighted slack ``w`` (occupancy × slack, plus a small floor so that no interval is ignored
-        for ever) is cut into ``ceil((w / μ)^(1/3))`` equal parts: with slack ∝ width², this spends grid points
-        optimally for a target sum of weighted slacks, which is scaled by how the current sum relates to the gap.
+        An interval with weighted slack ``w`` (occupancy × slack, plus a small floor so that no interval is
+        ignored for ever) is cut into ``ceil((w / μ)^(1/3))`` equal parts: with slack ∝ width², this spends
+        grid points optimally for a target sum of weighted slacks, which is scaled by how the current sum
+        relates to the gap.
         """
         ws = []
-        for sl, oc in zip(slacks, occ):
+        for sl, oc in zip(slacks, occ, strict=False):
             ws.append(np.clip(sl, 0.0, None) * (oc + 1e-4))
         total = float(sum(w.sum() for w in ws))
         new: list = [None]
@@ -806,9 +857,9 @@ class FiniteHorizonSolver:
         return new
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # general fallback: full-rank dynamics, beliefs on a Freudenthal-triangulated simplex grid
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def simplex_lattice(n: int, resolution: int) -> np.ndarray:
     """All beliefs with coordinates in ``{0, 1/r, …, 1}`` over ``n`` states, shape ``(C(r+n-1, n-1), n)``."""
     r = int(resolution)
@@ -849,7 +900,9 @@ class _Freudenthal:
         return self._order[np.clip(pos, 0, len(self._keys) - 1)]
 
     def vertices(self, B: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Indices ``(m, n)`` of the grid vertices around beliefs ``B (m, n)`` and their barycentric weights."""
+        """Indices ``(m, n)`` of the grid vertices around beliefs ``B (m, n)`` and their barycentric
+        weights.
+        """
         B = np.clip(np.asarray(B, dtype=float), 0.0, None)
         B = B / B.sum(axis=1, keepdims=True)
         n, r = self.n, self.r
@@ -935,7 +988,9 @@ class FiniteHorizonAlphaPolicy:
                 y = b @ self.transition[a]
                 if upper:
                     ys = y / np.where(s > 0, s, 1.0)[:, None]
-                    fut = s * self._grid.interpolate(self.uvals[i + 1], ys) if i + 1 < self.horizon else 0.0 * s
+                    fut = (
+                        s * self._grid.interpolate(self.uvals[i + 1], ys) if i + 1 < self.horizon else 0.0 * s
+                    )
                 else:
                     fut = (y @ self.alpha_sets[i + 1].T).max(axis=1)
                 q[:, a] += self.discount * fut
@@ -956,7 +1011,9 @@ class FiniteHorizonAlphaPolicy:
 
 
 def _solve_general(solver: FiniteHorizonSolver, model: FiniteHorizonPOMDP):
-    """Simplex-grid fallback: Freudenthal upper bound + point-based alpha-vector lower bound, doubling the grid."""
+    """Simplex-grid fallback: Freudenthal upper bound + point-based alpha-vector lower bound, doubling the
+    grid.
+    """
     start = time.perf_counter()
     deadline = None if solver.time_limit is None else start + float(solver.time_limit)
     H, Z, A = model.horizon, model.n_hidden, model.n_actions
@@ -974,7 +1031,7 @@ def _solve_general(solver: FiniteHorizonSolver, model: FiniteHorizonPOMDP):
         lo = hi = 0.0
         for i in range(H - 1, -1, -1):
             beta = model.b0[None, :] if i == 0 else P
-            O = model.observation[i]
+            O = model.observation[i]  # noqa: E741
             pc, term, R = model.context_probs[i], model.terminal[i], model.reward[i]
             nxt = alphas[i + 1]
             TA = [nxt @ model.transition[a].T for a in range(A)]  # (N, Z): T_a alpha_k
@@ -1017,15 +1074,30 @@ def _solve_general(solver: FiniteHorizonSolver, model: FiniteHorizonPOMDP):
                 uvals[i] = np.maximum(u_new, (P @ alphas[i].T).max(axis=1))
         gap = hi - lo
         timed_out = deadline is not None and time.perf_counter() >= deadline
-        if solver.mode == "grid" or gap <= solver.precision or timed_out or len(simplex_lattice(Z, 2 * res)) > solver.max_grid:
+        if (
+            solver.mode == "grid"
+            or gap <= solver.precision
+            or timed_out
+            or len(simplex_lattice(Z, 2 * res)) > solver.max_grid
+        ):
             break
         res *= 2
     seconds = time.perf_counter() - start
     info = SolveInfo(
-        solver=solver.name, seconds=seconds, iterations=iterations, lower_bound=lo, upper_bound=hi,
+        solver=solver.name,
+        seconds=seconds,
+        iterations=iterations,
+        lower_bound=lo,
+        upper_bound=hi,
         converged=bool(hi - lo <= solver.precision + 1e-12),
-        sizes={"horizon": H, "n_hidden": Z, "n_contexts": model.n_contexts, "grid_points": len(grid.points),
-               "resolution": res, "alpha_vectors": int(sum(len(a) for a in alphas[1:H]))},
+        sizes={
+            "horizon": H,
+            "n_hidden": Z,
+            "n_contexts": model.n_contexts,
+            "grid_points": len(grid.points),
+            "resolution": res,
+            "alpha_vectors": int(sum(len(a) for a in alphas[1:H])),
+        },
         extra={"mode": "simplex", "precision": solver.precision, "time_limit": solver.time_limit},
     )
     solver.info = info
