@@ -221,3 +221,54 @@ def test_default_observation_model_is_used_without_obs(files):
     assert res.exit_code == 0, res.output
     card = json.loads((files / "d" / "policy.json").read_text())
     assert card["upper_bound"] - card["lower_bound"] <= 1e-3
+
+
+def test_estimating_parameters_from_processbench(tmp_path):
+    from _data import require_shared_data
+
+    root = require_shared_data("processbench")
+    n = 3
+    rng = np.random.default_rng(2)
+    ObservationModel(
+        np.linspace(0, 1, n + 1),
+        rng.dirichlet(np.ones(n * n), size=3).reshape(3, n, n),
+        rng.dirichlet(np.ones(n), size=3),
+    ).save(tmp_path / "obs")
+    res = run(
+        "--weak-generator",
+        "Qwen2.5-7B-Instruct",
+        "--strong-generator",
+        "Qwen2.5-72B-Instruct",
+        "--processbench",
+        root,
+        "--obs",
+        tmp_path / "obs",
+        "--horizon",
+        8,
+        "--out",
+        tmp_path / "est",
+        "--mc-episodes",
+        0,
+        "--no-regions",
+    )
+    assert res.exit_code == 0, res.output
+    card = json.loads((tmp_path / "est" / "policy.json").read_text())
+    assert card["params"]["card"]["weak_generator"] == "Qwen2.5-7B-Instruct"
+    assert card["params"]["horizon"] == 8
+    res = CliRunner().invoke(
+        main,
+        [
+            "solve",
+            "--weak-generator",
+            "nope",
+            "--strong-generator",
+            "Qwen2.5-72B-Instruct",
+            "--processbench",
+            str(root),
+            "--obs",
+            str(tmp_path / "obs"),
+            "--out",
+            str(tmp_path / "x"),
+        ],
+    )
+    assert res.exit_code != 0 and "available" in res.output and "Traceback" not in res.output

@@ -132,11 +132,9 @@ def _check_obs_model(obs: Any) -> tuple[np.ndarray, np.ndarray]:
         raise InvalidParameterError(f"bin_probs(first=False) must have shape (3, n_obs), got {pair.shape}")
     if first.shape[1] != n or pair.shape[1] not in (n * n, n):
         raise InvalidParameterError(
-            f"observation model bins do not match: n_bins={n} but bin_probs(first=True) has {first.shape[1]} "
-            "and "
-            f"bin_probs(first=False) has {pair.shape[1]} observations (expected {n} and {n * n}); refit or "
-            "re-save "
-            "the observation model"
+            f"observation model bins do not match: n_bins={n} but bin_probs(first=True) has "
+            f"{first.shape[1]} and bin_probs(first=False) has {pair.shape[1]} observations (expected {n} "
+            f"and {n * n}); refit or re-save the observation model"
         )
     for name, arr in (("bin_probs(first=True)", first), ("bin_probs(first=False)", pair)):
         bad = np.argwhere(~np.isfinite(arr) | (arr < -1e-12) | (arr > 1 + 1e-9))
