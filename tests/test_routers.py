@@ -119,3 +119,17 @@ def test_routing_env_rejects_bad_input():
         RoutingEnv(lambda: object(), 1e-3)
     with pytest.raises(InvalidParameterError, match="features"):
         RoutingEnv(ToyProcess, 1e-3, features="lstm")
+
+
+def test_public_names_resolve_lazily():
+    import subprocess
+    import sys
+
+    import trim_pomdp.routers as routers
+
+    for name in routers.__all__:
+        assert getattr(routers, name) is not None, name
+    # importing the package itself does not pull in gymnasium/torch/SB3 (they load for training only)
+    code = "import sys, trim_pomdp.routers; print({'torch', 'stable_baselines3'} & set(sys.modules) != set())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
