@@ -232,3 +232,19 @@ def test_evaluate_with_a_simulator_file(tmp_path):
         ],
     )
     assert res.exit_code != 0 and "holds one split" in res.output
+
+
+def test_demo_runs_on_the_shipped_defaults(tmp_path):
+    from trim_pomdp.model import default_observation_model
+
+    try:
+        default_observation_model()
+    except FileNotFoundError as exc:
+        pytest.skip(f"the shipped observation model is absent: {exc}")
+    out = tmp_path / "demo"
+    res = _invoke(["demo", "--out", str(out), "--no-agg", "--n-queries", "120", "--lambdas", "1e-3,1e-2"])
+    assert "SIMULATED" in res.output and "TRIM-POMDP vs TRIM-Thr" in res.output
+    assert (out / "curves.png").is_file() and (out / "table.md").is_file()
+    s = json.loads((out / "summary.json").read_text())
+    assert set(s["policies"]) == {"pomdp", "thr", "automix", "oracle", "random"}
+    assert json.loads((out / "evaluate.json").read_text())["demo"] is True

@@ -18,9 +18,9 @@ from ..exceptions import TrimPomdpError
 
 __all__ = ["command", "DEMO_AGG_LAMBDAS", "DEMO_AGG_TIMESTEPS"]
 
-#: TRIM-Agg in the demo: two λ values, a short PPO run each (the demo must finish in ~3 minutes on 2 cores).
-DEMO_AGG_LAMBDAS = (1e-3, 3e-3)
-DEMO_AGG_TIMESTEPS = 8192
+#: TRIM-Agg in the demo: one λ, a short PPO run (the demo must finish in ~3 minutes on 2 cores).
+DEMO_AGG_LAMBDAS = (1e-3,)
+DEMO_AGG_TIMESTEPS = 30_000
 
 
 @click.command("demo")
@@ -41,15 +41,22 @@ DEMO_AGG_TIMESTEPS = 8192
 )
 @click.option("--no-agg", is_flag=True, help="Skip TRIM-Agg (no torch / stable-baselines3 needed).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the evaluation queries.")
-def command(out: Path, n_queries: int, agg_timesteps: int, no_agg: bool, seed: int) -> None:
+@click.option(
+    "--lambdas", default=None, help="POMDP λ grid, comma-separated (default 15 values, 1e-4 … 3e-2)."
+)
+def command(
+    out: Path, n_queries: int, agg_timesteps: int, no_agg: bool, seed: int, lambdas: str | None
+) -> None:
     """Fit (shipped observation model), solve a λ sweep, evaluate every router on the default simulator,
     print the table and write the plot to OUT. Rerunning resumes. Scores and outcomes are SIMULATED.
     """
     from rich.console import Console
 
     from ..evaluation.simulator import SIMULATED_NOTE, load_default_simulator_params
-    from ..evaluation.sweep import ALL_ROUTERS, SweepSettings
-    from .evaluate import run_evaluation
+    from ..evaluation.sweep import ALL_ROUTERS, DEFAULT_LAMBDAS, SweepSettings
+    from .evaluate import parse_floats, run_evaluation
+
+    lam_grid = parse_floats(lambdas, "--lambdas") or DEFAULT_LAMBDAS
 
     console = Console(width=max(Console().width, 120))
     t0 = time.perf_counter()
@@ -77,8 +84,8 @@ def command(out: Path, n_queries: int, agg_timesteps: int, no_agg: bool, seed: i
         f"{'SIMULATED' if card.get('simulated', True) else 'real'}; {card.get('prm', 'see its card')})\n"
         f"2. simulator: {params.weak_generator} -> {params.strong_generator}, ProcessBench '{params.split}' "
         f"statistics, {n_queries} evaluation + {n_queries} training queries\n"
-        "3. solve: TRIM-POMDP for 15 λ values (native certified solver), parameters estimated from the "
-        "labelled training queries\n"
+        f"3. solve: TRIM-POMDP for {len(lam_grid)} λ values (native certified solver), parameters "
+        "estimated from the labelled training queries\n"
         "4. evaluate: TRIM-POMDP, TRIM-Thr, "
         + ("TRIM-Agg, " if "agg" in routers else "")
         + "AutoMix-PRM, oracle and random query routers on the same queries"
@@ -96,6 +103,7 @@ def command(out: Path, n_queries: int, agg_timesteps: int, no_agg: bool, seed: i
         n_queries=n_queries,
         n_train=n_queries,
         seed=seed,
+        lambdas=lam_grid,
         agg_lambdas=DEMO_AGG_LAMBDAS,
         agg_timesteps=agg_timesteps,
     )
