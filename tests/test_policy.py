@@ -315,3 +315,22 @@ def test_bounds_stay_tight_at_the_beliefs_the_policy_visits():
         obs = proc.step(a)
     gaps = np.asarray(gaps)
     assert gaps.mean() <= prec and gaps.max() <= 10 * prec
+
+
+def test_alpha_restriction_pruning_keeps_the_maximum_everywhere():
+    from trim_pomdp.model.policy import _prune_pointwise
+
+    rng = np.random.default_rng(13)
+    for n in (5, 80, 3000):
+        al = rng.normal(size=(n, 3))
+        acts = rng.integers(0, 2, size=n)
+        kept, kacts = _prune_pointwise(al, acts)
+        assert len(kept) <= n
+        B = np.vstack([simplex_grid(40), rng.dirichlet(np.ones(3) * 0.3, size=2000)])
+        full = B @ al.T
+        np.testing.assert_allclose((B @ kept.T).max(axis=1), full.max(axis=1), atol=1e-12)
+        if n == 3000:
+            assert len(kept) < 100  # random vectors: few are maximal anywhere on the simplex
+        # every kept vector carries the action it had before pruning
+        for row, a in zip(kept, kacts, strict=True):
+            assert a in acts[np.all(np.isclose(al, row), axis=1)]

@@ -33,6 +33,10 @@ def _prune_pointwise(alphas: np.ndarray, actions: np.ndarray) -> tuple[np.ndarra
     _, first = np.unique(np.round(alphas, 13), axis=0, return_index=True)
     first = np.sort(first)
     alphas, actions = alphas[first], actions[first]
+    if len(alphas) > 64:
+        keep_idx = _upper_hull_vertices(alphas)
+        if keep_idx is not None:
+            alphas, actions = alphas[keep_idx], actions[keep_idx]
     order = np.argsort(-alphas.sum(axis=1))
     alphas, actions = alphas[order], actions[order]
     keep = np.ones(len(alphas), dtype=bool)
@@ -43,6 +47,25 @@ def _prune_pointwise(alphas: np.ndarray, actions: np.ndarray) -> tuple[np.ndarra
         dom[i] = False
         keep &= ~dom
     return alphas[keep], actions[keep]
+
+
+def _upper_hull_vertices(alphas: np.ndarray) -> np.ndarray | None:
+    """Indices of 3-vectors that can be maximal somewhere (a superset of the useful ones), or ``None``.
+
+    ``alpha · b = a0 + (a1 − a0) b1 + (a2 − a0) b2``: a vector is maximal for some belief only if the point
+    ``(a1 − a0, a2 − a0, a0)`` is a vertex of an upper facet (outward normal with a positive last component) of
+    the convex hull of all such points.
+    """
+    from scipy.spatial import ConvexHull, QhullError
+
+    pts = np.column_stack([alphas[:, 1] - alphas[:, 0], alphas[:, 2] - alphas[:, 0], alphas[:, 0]])
+    try:
+        hull = ConvexHull(pts)
+    except (QhullError, ValueError):
+        return None
+    upper = hull.equations[:, 2] > 0
+    idx = np.unique(hull.simplices[upper].ravel())
+    return idx if idx.size else None
 
 
 class TrimPolicy:
