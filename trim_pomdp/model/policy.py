@@ -53,8 +53,8 @@ def _upper_hull_vertices(alphas: np.ndarray) -> np.ndarray | None:
     """Indices of 3-vectors that can be maximal somewhere (a superset of the useful ones), or ``None``.
 
     ``alpha · b = a0 + (a1 − a0) b1 + (a2 − a0) b2``: a vector is maximal for some belief only if the point
-    ``(a1 − a0, a2 − a0, a0)`` is a vertex of an upper facet (outward normal with a positive last component) of
-    the convex hull of all such points.
+    ``(a1 − a0, a2 − a0, a0)`` is a vertex of an upper facet (outward normal with a positive last component)
+    of the convex hull of all such points.
     """
     from scipy.spatial import ConvexHull, QhullError
 
