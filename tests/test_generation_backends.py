@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("openai")
 pytest.importorskip("anthropic")
 
-from tests.servers.fake import FakeAnthropicServer, FakeOpenAIServer, count_tokens  # noqa: E402
+from tests.servers.fake import FakeAnthropicServer, FakeOpenAIServer, ScriptedMathModel, count_tokens  # noqa: E402
 from trim_pomdp.exceptions import InvalidParameterError  # noqa: E402
 from trim_pomdp.generation.backends import (  # noqa: E402
     AnthropicStepGenerator,
@@ -278,3 +278,50 @@ def test_micro_batcher_groups_concurrent_requests():
 
     assert run(go()) == [2 * i for i in range(20)]
     assert sum(seen) == 20 and max(seen) == 8 and len(seen) <= 4
+
+
+def test_in_process_vllm_generator_batches_and_detects_eos(monkeypatch):
+    """VLLMStepGenerator against a stand-in with vllm.LLM's generate() interface (vLLM itself needs a GPU)."""
+    from types import SimpleNamespace
+
+    from trim_pomdp.generation.backends import VLLMStepGenerator
+
+    script = ScriptedMathModel(weak=True)
+
+    class FakeLLM:
+        def __init__(self):
+            self.calls = []
+
+        def generate(self, prompts, params, use_tqdm=False):
+            self.calls.append(len(prompts))
+            outs = []
+            for prompt, _sp in zip(prompts, params, strict=True):
+                prefix = prompt.split("<|im_start|>assistant\n", 1)[1]
+                rest = "\n\n".join(script.steps(prompt, prefix.split("\n\n")[:-1]))
+                cut = rest.find("\n\n")
+                text, stop = (rest[:cut], "\n\n") if cut >= 0 else (rest, None)
+                o = SimpleNamespace(text=text, finish_reason="stop", stop_reason=stop, token_ids=text.split())
+                outs.append(SimpleNamespace(outputs=[o]))
+            return outs
+
+    llm = FakeLLM()
+    gen = VLLMStepGenerator(
+        "weak", llm=llm, prompt_template="<|im_start|>user\n{problem}<|im_end|>\n<|im_start|>assistant\n"
+    )
+    monkeypatch.setattr(gen, "_sampling_params", lambda cap: {"max_tokens": cap, "stop": ["\n\n"]})
+
+    async def go():
+        first = await asyncio.gather(*(gen.generate_step(f"What is {i} + 1?", []) for i in range(10)))
+        steps, res = [], []
+        for _ in range(5):
+            r = await gen.generate_step(P, steps)
+            res.append(r)
+            steps.append(r.text)
+            if r.final:
+                break
+        return first, res
+
+    first, res = run(go())
+    assert llm.calls[0] == 10  # the concurrent requests went to vLLM as one batch
+    assert all(r.text.startswith("Step 1") for r in first)
+    assert [r.finish for r in res] == ["step", "step", "eos"] and res[-1].final and res[-1].tokens == 5

@@ -306,3 +306,54 @@ def test_records_feed_trim_pomdp_metrics(tmp_path):
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["weak"]["accuracy"] == pytest.approx(8 / 12) and summary["strong"]["accuracy"] == 1.0
     assert "thr" in summary["policies"]
+
+
+class Flaky(ScriptedGenerator):
+    """Fails for good on the problems in ``bad``."""
+
+    def __init__(self, bad, *a, **kw):
+        super().__init__(*a, **kw)
+        self.bad = bad
+
+    async def generate_step(self, problem, steps, *, max_tokens=None):
+        if any(f"What is {i} +" in problem for i in self.bad):
+            from trim_pomdp.generation import GenerationError
+
+            raise GenerationError("weak step failed after 7 attempt(s): RateLimitError (HTTP 429)")
+        return await super().generate_step(problem, steps, max_tokens=max_tokens)
+
+
+def test_failed_problems_are_logged_and_retried_on_resume(tmp_path):
+    _, strong, _, prm = parts()
+    out = tmp_path / "run"
+    weak = Flaky({3, 5}, ScriptedMathModel(weak=True), "weak")
+    s = run(
+        problems(8),
+        weak,
+        strong,
+        prm,
+        lambda: Thr(0.5),
+        LoopConfig(policy="thr", knob=0.5, concurrency=1),
+        out,
+    )
+    assert (s.completed, s.failed) == (6, 2)
+    assert sorted(e["query_id"] for e in read_jsonl(out / "errors.jsonl")) == ["q3", "q5"]
+    weak.bad = set()
+    s = run(problems(8), weak, strong, prm, lambda: Thr(0.5), LoopConfig(policy="thr", knob=0.5), out)
+    assert (s.done_before, s.completed, s.failed) == (6, 2, 0) and len(read_jsonl(out / "records.jsonl")) == 8
+
+
+def test_systematic_failure_is_raised():
+    from trim_pomdp.generation import GenerationError
+
+    _, strong, _, prm = parts()
+    weak = Flaky(set(range(10)), ScriptedMathModel(weak=True), "weak")
+    with pytest.raises(GenerationError, match="HTTP 429"):
+        run(
+            problems(10),
+            weak,
+            strong,
+            prm,
+            lambda: Thr(0.5),
+            LoopConfig(policy="thr", knob=0.5, concurrency=2),
+        )

@@ -128,3 +128,52 @@ def test_end_to_end_with_tiny_models(models, tmp_path):
             assert st["action"] == "regenerate" and st["strong"]["model"] == "claude-sonnet-4-6"
             assert t["strong_tokens"] == st["strong"]["tokens"] > 0
     assert all(tuple(r) == RECORD_KEYS for r in read_jsonl(tmp_path / "run" / "records.jsonl"))
+
+
+def test_cli_with_local_weak_model_and_prm(models, tmp_path):
+    """`trim-pomdp run --weak DIR --prm DIR`: both loaded from disk by the CLI (no server for them)."""
+    import json
+
+    from click.testing import CliRunner
+
+    from tests.servers.fake import FakeOpenAIServer, ScriptedMathModel
+    from trim_pomdp.cli import main
+
+    pytest.importorskip("trim_pomdp.prm.transformers_backend")
+    tok, weak_dir, prm_model = models
+    prm_dir = tmp_path / "prm"
+    prm_model.save_pretrained(prm_dir)
+    tok.save_pretrained(prm_dir)
+    data = tmp_path / "p.jsonl"
+    data.write_text(
+        "".join(json.dumps({"problem": f"what is {i} + 2 ?", "answer": i + 2}) + "\n" for i in range(2))
+    )
+    with FakeOpenAIServer(ScriptedMathModel(weak=False)) as strong:
+        args = [
+            "run",
+            "--dataset",
+            str(data),
+            "--weak",
+            weak_dir,
+            "--prm",
+            str(prm_dir),
+            "--device",
+            "cpu",
+            "--strong",
+            "big",
+            "--strong-url",
+            strong.url,
+            "--router",
+            "thr:0.5",
+            "--max-steps",
+            "2",
+            "--max-tokens-per-step",
+            "3",
+            "--out",
+            str(tmp_path / "run"),
+        ]
+        r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    traces = read_jsonl(tmp_path / "run" / "traces.jsonl")
+    assert len(traces) == 2 and all(len(t["scores"]) == t["n_steps"] for t in traces)
+    assert all(t["steps"][0]["weak"]["model"] == weak_dir for t in traces)

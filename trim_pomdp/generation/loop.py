@@ -24,7 +24,6 @@ from ..exceptions import InvalidParameterError
 from ..routers.base import Router
 from ..types import StepObservation
 from .answers import check_answer
-from .backends._common import GenerationError
 from .base import StepResult
 from .datasets import Problem
 from .records import (
@@ -61,6 +60,10 @@ class LoopConfig:
         One of :data:`MODES`.
     policy, knob :
         What the records call this run (e.g. ``"thr"``, ``0.5``; ``"pomdp"``, λ; ``"weak"``; ``"strong"``).
+    fail_fast_after : int
+        A problem that fails (retries exhausted, over-long PRM input, ...) is logged to ``errors.jsonl``
+        and the run goes on; but when this many problems fail before any succeeds, the error is raised (it
+        is a configuration error, e.g. a wrong URL or model name).
     """
 
     max_steps: int = 30
@@ -69,6 +72,7 @@ class LoopConfig:
     mode: str = "route"
     policy: str = "trim"
     knob: Any = None
+    fail_fast_after: int = 5
 
     def validate(self) -> None:
         if self.max_steps < 1:
@@ -77,6 +81,8 @@ class LoopConfig:
             raise InvalidParameterError(f"max_solution_tokens must be >= 1, got {self.max_solution_tokens}")
         if self.concurrency < 1:
             raise InvalidParameterError(f"concurrency must be >= 1, got {self.concurrency}")
+        if self.fail_fast_after < 1:
+            raise InvalidParameterError(f"fail_fast_after must be >= 1, got {self.fail_fast_after}")
         if self.mode not in MODES:
             raise InvalidParameterError(f"mode must be one of {MODES}, got {self.mode!r}")
 
@@ -335,7 +341,9 @@ async def run_loop(
                 return
             try:
                 trace = await solve_problem(p, weak, strong, prm, router, config)
-            except (GenerationError, OSError, RuntimeError) as exc:
+            except Exception as exc:  # noqa: BLE001 - one problem's failure must not end the run
+                if summary.completed == 0 and summary.failed + 1 >= config.fail_fast_after:
+                    raise  # nothing has worked yet: a configuration error, not a flaky problem
                 summary.failed += 1
                 summary.errors.append(f"{p.id}: {exc}")
                 if writers is not None:
