@@ -66,6 +66,9 @@ __all__ = [
 ]
 
 _ATOL = 1e-9
+#: grid points per backup chunk: a (contexts, points, observations) array gets about this many elements,
+#: small enough to stay in cache (the backups are memory-bound), large enough to amortise numpy calls
+_CHUNK_ELEMENTS = 32_000
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -637,7 +640,7 @@ class FiniteHorizonSolver:
         at1, at0, br = next_lines
         u_out = np.empty(G)
         alpha_out = np.empty((G, Z))
-        chunk = max(1, int(2_000_000 // max(1, len(ctx) * A * n_o)))
+        chunk = max(1, int(_CHUNK_ELEMENTS // max(1, len(ctx) * n_o)))
         nt_idx = np.flatnonzero(nt > 0)
         const = np.all(Rc == Rc[:, :1, :], axis=1)  # (c, A): reward independent of the hidden state
         wF = pc * gamma * nt  # (c,)
