@@ -300,6 +300,11 @@ def command(
         }
     except TrimPomdpError as exc:
         raise click.ClickException(str(exc)) from exc
+    except OSError as exc:  # a model id that is neither local nor reachable on the hub, an unreadable file
+        raise click.ClickException(
+            f"could not load a model or file: {str(exc).rstrip('.')}. Give a server URL (http://...), "
+            "an existing local model folder, or a hub id reachable from this machine."
+        ) from exc
 
     state = {"done": 0, "correct": 0, "tokens": 0}
     with Progress(
