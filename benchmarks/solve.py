@@ -6,10 +6,10 @@ Usage::
 
 Measures, on the shipped defaults (H = 30, 5 token buckets, 20×20 observation bins):
 
-* certified gap at b0 and wall time (median over repeats) at precision 1e-3 and 1e-4 (adaptive grids), and the
+* certified gap at b0 and wall time (median over repeats) at precision 1e-3 … 1e-6 (adaptive grids), and the
   baseline in the same run: one pass on uniform grids just fine enough to reach the same precision (grid sizes
   doubled until it does);
-* peak traced memory (tracemalloc) of a 1e-4 solve;
+* peak traced memory (tracemalloc) of a 1e-4 solve and the process's maximum resident set size;
 * a λ sweep (default 50 log-spaced values in [1e-5, 1e-2]) at precision 1e-3;
 * Monte Carlo (10^5 episodes under the model's own process): time and agreement with V(b0) in standard errors;
 * optionally (``--pointbased S``) the generic point-based solver on the flattened tabular model for S seconds.
@@ -99,7 +99,7 @@ def main() -> None:
     }
     rows = []
     FiniteHorizonSolver(precision=1e-3).solve(model)  # warm caches / imports
-    for prec in (1e-3, 1e-4):
+    for prec in (1e-3, 1e-4, 1e-5, 1e-6):
         ours = _median_solve(model, args.repeats, precision=prec)
         base = _uniform_baseline(model, prec, max(1, args.repeats // 2))
         out[f"precision_{prec:g}"] = {
@@ -193,6 +193,13 @@ def main() -> None:
                 )
             )
 
+    try:
+        import resource
+
+        out["max_rss_MiB"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+        rows.append(("max resident set size (whole run)", float("nan"), f"{out['max_rss_MiB']:.0f} MiB"))
+    except ImportError:  # pragma: no cover - not on Windows
+        pass
     out["machine"]["load_avg_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     print(f"machine: {machine['platform']}, {machine['cpus']} CPUs, load {machine['load_avg_start']}")
     print(
