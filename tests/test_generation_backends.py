@@ -325,3 +325,27 @@ def test_in_process_vllm_generator_batches_and_detects_eos(monkeypatch):
     assert llm.calls[0] == 10  # the concurrent requests went to vLLM as one batch
     assert all(r.text.startswith("Step 1") for r in first)
     assert [r.finish for r in res] == ["step", "step", "eos"] and res[-1].final and res[-1].tokens == 5
+
+
+def test_weak_blank_first_line_is_retried_with_min_tokens():
+    with FakeOpenAIServer(ScriptedMathModel(weak=False, blank_before_step=1)) as srv:
+        gen = OpenAICompatibleGenerator("weak", base_url=srv.url + "/v1", retry=FAST)
+        steps, res = run(_solve(gen))
+        assert len(steps) == 3 and steps[1].startswith("Step 2") and res[-1].final
+        assert res[1].extra.get("blank_start_retry") and res[1].attempts == 2
+        assert [r["body"].get("min_tokens") for r in srv.requests] == [None, None, 2, None]
+        off = OpenAICompatibleGenerator("weak", base_url=srv.url + "/v1", retry=FAST, retry_blank_start=False)
+        r = run(off.generate_step(P, [steps[0]]))
+        assert r.finish == "empty" and r.final  # without the retry the solution would end here
+
+
+def test_weak_prompt_from_a_tokenizer_chat_template(oai):
+    class Tok:
+        chat_template = "custom"
+
+        def apply_chat_template(self, msgs, tokenize, add_generation_prompt):
+            return "".join(f"[{m['role']}]{m['content']}" for m in msgs) + "[assistant]"
+
+    gen = OpenAICompatibleGenerator("weak", base_url=oai.url + "/v1", tokenizer=Tok(), system_prompt=None)
+    assert gen.build_prompt(P, ["a", "b"]) == f"[user]{P}[assistant]a\n\nb\n\n"
+    assert gen.cache_params()["template"] == "custom"

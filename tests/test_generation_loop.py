@@ -357,3 +357,20 @@ def test_systematic_failure_is_raised():
             lambda: Thr(0.5),
             LoopConfig(policy="thr", knob=0.5, concurrency=2),
         )
+
+
+def test_cli_weak_template_file(tmp_path):
+    data = tmp_path / "p.jsonl"
+    _write_problems(data, 1)
+    tpl = tmp_path / "tpl.txt"
+    tpl.write_text("SYSTEM {system}\nQUESTION {problem}\n<|im_start|>assistant\n")
+    runner = CliRunner()
+    with FakeOpenAIServer() as oai:
+        base = ["run", "--dataset", str(data), "--weak", oai.url, "--weak-model", "weak", "--router", "weak"]
+        r = runner.invoke(main, [*base, "--weak-template", str(tpl), "--out", str(tmp_path / "a")])
+        assert r.exit_code == 0, r.output
+        prompts = [q["body"]["prompt"] for q in oai.requests]
+        assert prompts[0].startswith("SYSTEM Please reason") and "QUESTION What is 0 + 1?" in prompts[0]
+        assert prompts[1].startswith(prompts[0])
+        r = runner.invoke(main, [*base, "--weak-template", "nope", "--out", str(tmp_path / "b")])
+        assert r.exit_code != 0 and "--weak-template" in r.output

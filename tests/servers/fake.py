@@ -48,7 +48,14 @@ def prm_scores_of(steps: list[str]) -> list[float]:
 class ScriptedMathModel:
     """Deterministic stepwise solver of ``What is A + B?`` problems (see module docstring)."""
 
-    def __init__(self, n_steps: int = 3, weak: bool = True, words_per_step: int = 8) -> None:
+    def __init__(
+        self,
+        n_steps: int = 3,
+        weak: bool = True,
+        words_per_step: int = 8,
+        blank_before_step: int | None = None,
+    ) -> None:
+        self.blank_before_step = blank_before_step  # 0-based step the model opens with a blank line
         self.n_steps = n_steps
         self.weak = weak
         self.words_per_step = words_per_step
@@ -72,14 +79,21 @@ class ScriptedMathModel:
             else:
                 tag = "" if self.weak else " carefully"
                 out.append(f"Step {k + 1}:{tag} we add {a} and {b} {pad}")
+        if self.blank_before_step is not None and self.blank_before_step == k0 and out:
+            out[0] = "\n\n" + out[0]
         return out
 
 
-def _apply_stops(text: str, stops: list[str], max_tokens: int | None) -> tuple[str, str, str | None]:
-    """Cut ``text`` at the first stop string / token cap: (text, finish_reason, matched stop or None)."""
+def _apply_stops(
+    text: str, stops: list[str], max_tokens: int | None, min_tokens: int = 0
+) -> tuple[str, str, str | None]:
+    """Cut ``text`` at the first stop string / token cap: (text, finish_reason, matched stop or None).
+
+    ``min_tokens > 0`` (vLLM): stop strings are not checked before the first word has been generated."""
     best, matched = len(text), None
+    start = len(text) - len(text.lstrip()) if min_tokens else 0
     for s in stops:
-        i = text.find(s)
+        i = text.find(s, start)
         if 0 <= i < best:
             best, matched = i, s
     cut = text[:best]
@@ -251,7 +265,7 @@ class _OpenAIHandler(_Handler):
         else:
             return self._send_json(404, _openai_error("NotFound", f"no route {self.path}"))
         full = "\n\n".join(model.steps(prompt, steps))
-        text, finish, matched = _apply_stops(full, stops, max_tokens)
+        text, finish, matched = _apply_stops(full, stops, max_tokens, int(body.get("min_tokens") or 0))
         if body.get("include_stop_str_in_output") and matched:
             text += matched
         n_out = count_tokens(text)

@@ -27,9 +27,14 @@ def build_weak(
     max_tokens_per_step: int,
     timeout: float,
     max_retries: int,
+    template: str = "qwen",
 ) -> Any:
     """``http(s)://...`` → OpenAI-compatible server (vLLM); a model id → in-process vLLM if installed, else
-    transformers."""
+    transformers.
+
+    ``template`` (completions mode): ``qwen`` (Qwen2.5-Math chat format), ``auto`` (the served model's own
+    chat template, through its tokenizer from the hub or a local folder) or a file holding a template with a
+    ``{problem}`` field."""
     from ..generation.backends import OpenAICompatibleGenerator, RetryPolicy  # noqa: PLC0415
 
     retry = RetryPolicy(max_retries=max_retries, timeout=timeout)
@@ -38,10 +43,24 @@ def build_weak(
         if not url.endswith("/v1"):
             url += "/v1"
         name = model_name or _first_served_model(url, timeout)
+        kw: dict[str, Any] = {}
+        if template == "auto":
+            from .._optional import require  # noqa: PLC0415
+
+            transformers = require("transformers", "hf", "--weak-template auto")
+            kw["tokenizer"] = transformers.AutoTokenizer.from_pretrained(name)
+        elif template != "qwen":
+            path = Path(template)
+            if not path.is_file():
+                raise click.BadParameter(
+                    f"{template!r} is not 'qwen', 'auto' or a file", param_hint="--weak-template"
+                )
+            kw["prompt_template"] = path.read_text()
         return OpenAICompatibleGenerator(
             name,
             base_url=url,
             mode=mode,
+            **kw,
             temperature=temperature,
             max_tokens_per_step=max_tokens_per_step,
             retry=retry,
@@ -154,6 +173,13 @@ def build_prm(spec: str, *, model_name: str | None, batch_size: int, device: str
     help="Literal continuation via /v1/completions (prompt in Qwen chat format) or chat continuation.",
 )
 @click.option(
+    "--weak-template",
+    default="qwen",
+    show_default=True,
+    help="Completions-mode prompt format: qwen (Qwen2.5-Math chat format), auto (the weak model's own chat "
+    "template via its tokenizer), or a FILE with a {problem} (and optional {system}) field.",
+)
+@click.option(
     "--strong", "strong_model", default="claude-sonnet-4-6", show_default=True, help="Strong model id."
 )
 @click.option(
@@ -200,6 +226,7 @@ def command(
     weak_spec,
     weak_model,
     weak_mode,
+    weak_template,
     strong_model,
     strong_url,
     claude_step_mode,
@@ -258,6 +285,7 @@ def command(
                     max_tokens_per_step=max_tokens_per_step,
                     timeout=timeout,
                     max_retries=max_retries,
+                    template=weak_template,
                 ),
                 cache,
             )

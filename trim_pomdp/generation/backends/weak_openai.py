@@ -75,6 +75,12 @@ class OpenAICompatibleGenerator:
         Backoff and per-call timeout.
     extra_body : dict, optional
         Extra request fields (e.g. vLLM's ``top_k``, ``repetition_penalty``); part of the cache key.
+    tokenizer : optional
+        For ``mode="completions"``: the weak model's tokenizer; its chat template renders the prompt
+        instead of ``prompt_template`` (use it for non-Qwen models).
+    retry_blank_start : bool
+        When vLLM reports that the step separator matched before any text (the model opened with a blank
+        line), ask once more with ``min_tokens=2`` instead of ending the solution with an empty step.
     client : openai.AsyncOpenAI, optional
         Bring your own client (its retries should be 0; this class retries).
     """
@@ -94,6 +100,8 @@ class OpenAICompatibleGenerator:
         max_tokens_per_step: int = 512,
         retry: RetryPolicy | None = None,
         extra_body: dict[str, Any] | None = None,
+        tokenizer: Any = None,
+        retry_blank_start: bool = True,
         client: Any = None,
     ) -> None:
         if mode not in MODES:
@@ -112,6 +120,9 @@ class OpenAICompatibleGenerator:
         self.max_tokens_per_step = max_tokens_per_step
         self.retry = retry or RetryPolicy()
         self.extra_body = dict(extra_body or {})
+        self.tokenizer = tokenizer
+        self.retry_blank_start = retry_blank_start
+        self._heads: dict[str, str] = {}
         self.base_url = base_url
         self._api_key = api_key
         self._client = client
@@ -147,13 +158,26 @@ class OpenAICompatibleGenerator:
             "extra_body": self.extra_body,
         }
         if self.mode == "completions":
-            p["template"] = self.prompt_template
+            p["template"] = (
+                self.prompt_template
+                if self.tokenizer is None
+                else getattr(self.tokenizer, "chat_template", None) or type(self.tokenizer).__name__
+            )
         return p
 
     # -- requests -------------------------------------------------------------------------------------------
     def build_prompt(self, problem: str, steps: list[str]) -> str:
-        """The exact completions prompt: template + partial solution."""
-        head = self.prompt_template.format(problem=problem, system=self.system_prompt or "")
+        """The exact completions prompt: chat-formatted problem + partial solution."""
+        head = self._heads.get(problem)
+        if head is None:
+            if self.tokenizer is not None:
+                msgs = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+                msgs.append({"role": "user", "content": problem})
+                head = self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+            else:
+                head = self.prompt_template.format(problem=problem, system=self.system_prompt or "")
+            if len(self._heads) < 100_000:
+                self._heads[problem] = head
         return head + solution_prefix(steps)
 
     def build_messages(self, problem: str, steps: list[str]) -> tuple[list[dict[str, str]], dict[str, Any]]:
@@ -181,31 +205,30 @@ class OpenAICompatibleGenerator:
             kw["seed"] = self.seed
         return kw
 
-    async def generate_step(
-        self, problem: str, steps: list[str], *, max_tokens: int | None = None
-    ) -> StepResult:
-        cap = min(self.max_tokens_per_step, max_tokens) if max_tokens else self.max_tokens_per_step
-        cap = max(1, int(cap))
+    async def _request(
+        self, problem: str, steps: list[str], cap: int, more: dict[str, Any]
+    ) -> tuple[Any, int]:
         kw = self._sampling(cap)
         if self.mode == "completions":
             prompt = self.build_prompt(problem, steps)
+            body = {**self.extra_body, **more}
 
             async def call() -> Any:
                 return await self.client.completions.create(
-                    model=self.model, prompt=prompt, extra_body=self.extra_body or None, **kw
+                    model=self.model, prompt=prompt, extra_body=body or None, **kw
                 )
         else:
             messages, extra = self.build_messages(problem, steps)
-            body = {**self.extra_body, **extra}
+            body = {**self.extra_body, **extra, **more}
 
             async def call() -> Any:
                 return await self.client.chat.completions.create(
                     model=self.model, messages=messages, extra_body=body or None, **kw
                 )
 
-        t0 = time.perf_counter()
-        resp, attempts = await call_with_retries(call, self.retry, openai_retryable, f"{self.model} step")
-        latency = time.perf_counter() - t0
+        return await call_with_retries(call, self.retry, openai_retryable, f"{self.model} step")
+
+    def _parse(self, resp: Any) -> tuple[str, str, int, dict[str, Any], bool]:
         choice = resp.choices[0]
         raw = choice.text if self.mode == "completions" else (choice.message.content or "")
         finish_reason = choice.finish_reason
@@ -230,6 +253,28 @@ class OpenAICompatibleGenerator:
             finish = "step"  # a chat turn ending is not the end of the solution
         if not text.strip() and finish != "length":
             finish = "empty"
+        info: dict[str, Any] = {"finish_reason": finish_reason, "stop_reason": stop_reason}
+        # vLLM matched the separator before any text: the model opened with a blank line
+        blank_start = finish == "empty" and has_stop_field and stop_reason == STEP_SEPARATOR
+        return text, finish, tokens, info, blank_start
+
+    async def generate_step(
+        self, problem: str, steps: list[str], *, max_tokens: int | None = None
+    ) -> StepResult:
+        cap = min(self.max_tokens_per_step, max_tokens) if max_tokens else self.max_tokens_per_step
+        cap = max(1, int(cap))
+        t0 = time.perf_counter()
+        resp, attempts = await self._request(problem, steps, cap, {})
+        text, finish, tokens, info, blank_start = self._parse(resp)
+        if blank_start and self.retry_blank_start and cap > 2:
+            # A whitespace-only "step" (the model wrote a blank line first) would end the solution. Ask again
+            # with vLLM's min_tokens, which defers stop-string checks past the first tokens; the leading blank
+            # lines are then stripped from the step.
+            resp, more = await self._request(problem, steps, cap, {"min_tokens": 2})
+            attempts += more
+            text, finish, tokens2, info, _ = self._parse(resp)
+            tokens += tokens2
+            info["blank_start_retry"] = True
         final = finish in ("eos", "empty") or has_boxed(text)
         return StepResult(
             text=text,
@@ -237,7 +282,7 @@ class OpenAICompatibleGenerator:
             finish=finish,
             final=final,
             model=self.model,
-            latency_s=latency,
+            latency_s=time.perf_counter() - t0,
             attempts=attempts,
-            extra={"finish_reason": finish_reason, "stop_reason": stop_reason},
+            extra=info,
         )
