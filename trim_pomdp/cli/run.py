@@ -107,6 +107,7 @@ def build_strong(
     max_tokens_per_step: int,
     timeout: float,
     max_retries: int,
+    prompt_cache: bool = False,
 ) -> Any:
     """``--strong-url`` given → OpenAI-compatible endpoint; otherwise Claude through the Anthropic API."""
     from ..generation.backends import AnthropicStepGenerator, OpenAIStrongGenerator, RetryPolicy  # noqa: PLC0415
@@ -134,6 +135,7 @@ def build_strong(
         max_tokens_per_step=max_tokens_per_step,
         retry=retry,
         base_url=os.environ.get("ANTHROPIC_BASE_URL"),
+        prompt_cache=prompt_cache,
     )
 
 
@@ -190,6 +192,12 @@ def build_prm(spec: str, *, model_name: str | None, batch_size: int, device: str
     "--claude-continuation", type=click.Choice(["user", "prefill"]), default="user", show_default=True
 )
 @click.option(
+    "--claude-prompt-cache/--no-claude-prompt-cache",
+    default=False,
+    show_default=True,
+    help="Ask Anthropic to cache the growing prompt of each problem (cheaper input tokens on later steps).",
+)
+@click.option(
     "--prm", "prm_spec", default=None, help="PRM model id (transformers) or URL of a vLLM pooling server."
 )
 @click.option("--prm-model", default=None, help="Served PRM name on a vLLM pooling server.")
@@ -231,6 +239,7 @@ def command(
     strong_url,
     claude_step_mode,
     claude_continuation,
+    claude_prompt_cache,
     prm_spec,
     prm_model,
     prm_batch_size,
@@ -296,6 +305,7 @@ def command(
                     url=strong_url,
                     step_mode=claude_step_mode,
                     continuation=claude_continuation,
+                    prompt_cache=claude_prompt_cache,
                     temperature=strong_temperature,
                     max_tokens_per_step=max_tokens_per_step,
                     timeout=timeout,
