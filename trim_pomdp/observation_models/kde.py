@@ -433,17 +433,37 @@ class ReflectedKDE(BaseEstimator):
         return out - (np.log(h) + _LOG_SQRT_2PI)
 
     def _exact_log_sum(self, Q: np.ndarray) -> np.ndarray:
-        """``log sum_i prod_j k_j(Q_j, x_ij)`` for in-box queries, chunked over queries."""
+        """``log sum_i prod_j k_j(Q_j, x_ij)`` for in-box queries, chunked over queries.
+
+        Each block is summed in linear space after a per-query shift (the log-kernel of the nearest training
+        value in each dimension), which costs three exponentials per dimension and pair; the rare queries whose
+        shifted sum still underflows are redone with a log-sum-exp.
+        """
         n = self.data_.shape[0]
+        d = self.n_features_in_
         out = np.empty(Q.shape[0])
         step = max(1, _BLOCK // max(n, 1))
         for s in range(0, Q.shape[0], step):
             q = Q[s : s + step]
-            acc = self._log_kernel_dim(0, q[:, 0])
-            for j in range(1, self.n_features_in_):
-                acc += self._log_kernel_dim(j, q[:, j])
-            out[s : s + step] = logsumexp(acc, axis=1)
+            shifts = [self._nearest_log_shift(j, q[:, j]) for j in range(d)]
+            acc = self._shifted_kernel_dim(0, q[:, 0], shifts[0], slice(None))
+            for j in range(1, d):
+                acc *= self._shifted_kernel_dim(j, q[:, j], shifts[j], slice(None))
+            S = acc.sum(axis=1)
+            with np.errstate(divide="ignore"):
+                res = np.log(S) + sum(shifts)
+            bad = ~(S > 1e-280)
+            if np.any(bad):
+                res[bad] = self._exact_log_sum_logspace(q[bad])
+            out[s : s + step] = res
         return out
+
+    def _exact_log_sum_logspace(self, q: np.ndarray) -> np.ndarray:
+        """The same sum entirely in log space (for queries far from every training point)."""
+        acc = self._log_kernel_dim(0, q[:, 0])
+        for j in range(1, self.n_features_in_):
+            acc += self._log_kernel_dim(j, q[:, j])
+        return logsumexp(acc, axis=1)
 
     def _grid_nodes(self) -> list[np.ndarray]:
         d = self.n_features_in_
