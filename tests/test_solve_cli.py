@@ -272,3 +272,25 @@ def test_estimating_parameters_from_processbench(tmp_path):
         ],
     )
     assert res.exit_code != 0 and "available" in res.output and "Traceback" not in res.output
+
+
+def test_plot_writes_the_regions_figure(files):
+    pytest.importorskip("matplotlib")
+    out = files / "plot"
+    res = run(
+        "--lambda",
+        "1e-3",
+        "--obs",
+        files / "obs",
+        "--params",
+        files / "params.json",
+        "--out",
+        out,
+        "--mc-episodes",
+        0,
+        "--no-regions",
+        "--plot",
+    )
+    assert res.exit_code == 0, res.output
+    assert (out / "regions.png").stat().st_size > 1000
+    assert parse_lambdas("1e-4,1e-4,2e-4") == [1e-4, 2e-4]

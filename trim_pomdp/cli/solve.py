@@ -55,7 +55,7 @@ def parse_lambdas(text: str) -> list[float]:
             raise click.BadParameter(
                 f"λ must be finite and >= 0 (price per strong token), got {v}", param_hint="--lambda"
             )
-    return [float(v) for v in vals]
+    return list(dict.fromkeys(float(v) for v in vals))  # duplicates would share an output directory
 
 
 def _load_obs(path: Path | None):
