@@ -177,13 +177,15 @@ def test_discount_one_needs_finite_horizon():
 
 
 # ------------------------------------------------------------------------------------------------ bounds
-def _sawtooth_reference(corner, fib, points, b):
-    vc = b @ corner
-    best = min(vc, (fib @ b).max())
+def _sawtooth_reference(fib, points, b):
+    """min(F(b), min_i min_{φ in [0, φ_i(b)]} φ v_i + F(b - φ b_i)) by brute force over a fine φ grid."""
+    best = (fib @ b).max()
     for pb, v in points:
         supp = pb > 0
-        phi = 0.0 if np.any(b[supp] == 0) else float(np.min(b[supp] / pb[supp]))
-        best = min(best, vc + phi * (v - pb @ corner))
+        phi_max = 0.0 if np.any(b[supp] == 0) else float(np.min(b[supp] / pb[supp]))
+        phis = np.concatenate([np.linspace(0, phi_max, 2001), [phi_max]])
+        g = phis * v + (fib @ (b[:, None] - phis[None, :] * pb[:, None])).max(axis=0)
+        best = min(best, g.min())
     return best
 
 
@@ -192,10 +194,10 @@ def test_sawtooth_matches_reference_and_dropping_is_exact(dense):
     rng = np.random.default_rng(1)
     S = 6
     fib = rng.uniform(5, 10, size=(3, S))
-    up = SawtoothUpper(fib, dense=dense)
+    up = SawtoothUpper(fib, dense=dense, exact=True)
     added = []
     for _ in range(60):
-        k = rng.integers(2, S + 1)
+        k = rng.integers(1, S + 1)
         idx = np.sort(rng.choice(S, size=k, replace=False))
         vals = rng.dirichlet(np.ones(k))
         v = up.value(idx, vals) - rng.uniform(0, 2)
@@ -206,8 +208,13 @@ def test_sawtooth_matches_reference_and_dropping_is_exact(dense):
     assert up.n_dropped > 0  # the dominance drop was exercised
     B = np.vstack([rng.dirichlet(np.ones(S), size=30), rng.dirichlet(np.ones(3), size=10) @ np.eye(S)[:3]])
     got = up.values(np.arange(S), B)
-    ref = np.array([_sawtooth_reference(up.corner, fib, added, b) for b in B])
-    np.testing.assert_allclose(got, ref, atol=1e-12)  # dropping dominated points never changed the bound
+    ref = np.array([_sawtooth_reference(fib, added, b) for b in B])
+    # exact minimisation over φ is never above the grid search, and within its resolution of it;
+    # dropping dominated points never changed the bound (the reference uses every point ever added)
+    assert np.all(got <= ref + 1e-12)
+    np.testing.assert_allclose(got, ref, atol=2e-3)
+    for b, v in added:
+        assert up.value(np.arange(S), b) <= v + 1e-12
     sub = np.array([0, 2, 3])  # evaluation restricted to a support
     Bs = rng.dirichlet(np.ones(3), size=5)
     full = np.zeros((5, S))
@@ -293,3 +300,20 @@ def test_flattened_trim_brackets_the_native_solver(tmp_path):
     info = solver.info
     assert info.converged and info.gap <= 1e-3
     assert info.lower_bound <= hi + 1e-9 and info.upper_bound >= lo - 1e-9
+
+
+def test_residual_bound_exact_and_cheap_modes():
+    from trim_pomdp.solvers._pb_bounds import _residual_bound
+
+    rng = np.random.default_rng(5)
+    Q, n, A = 7, 9, 5
+    FB, Fi = rng.uniform(0, 10, size=(Q, A)), rng.uniform(0, 10, size=(n, A))
+    v, phi_max = rng.uniform(0, 8, size=n), rng.uniform(0, 1, size=(Q, n))
+    exact = _residual_bound(FB, phi_max, v, Fi, exact=True)
+    cheap = _residual_bound(FB, phi_max, v, Fi, exact=False)
+    grid = phi_max[..., None] * np.linspace(0, 1, 4001)  # (Q, n, G)
+    g = grid * v[None, :, None] + (FB[:, None, None, :] - grid[..., None] * Fi[None, :, None, :]).max(axis=-1)
+    np.testing.assert_allclose(exact, np.minimum(g.min(axis=-1), exact), atol=1e-12)
+    assert np.all(exact <= g.min(axis=-1) + 1e-12) and np.all(g.min(axis=-1) - exact < 1e-2)
+    at_max = phi_max * v + (FB[:, None, :] - phi_max[..., None] * Fi[None]).max(axis=-1)
+    assert np.all(cheap >= exact - 1e-12) and np.all(cheap <= at_max + 1e-12)
