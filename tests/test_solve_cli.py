@@ -294,3 +294,24 @@ def test_plot_writes_the_regions_figure(files):
     assert res.exit_code == 0, res.output
     assert (out / "regions.png").stat().st_size > 1000
     assert parse_lambdas("1e-4,1e-4,2e-4") == [1e-4, 2e-4]
+
+
+def test_sarsop_backend_option_reaches_the_worker(files, monkeypatch):
+    """--solver sarsop --sarsop-backend native: the flattened model crosses to the (fake) Julia worker per λ."""
+    from pathlib import Path
+
+    tests_dir = Path(__file__).parent
+    path = __import__("os").environ.get("PYTHONPATH", "")
+    monkeypatch.setenv("PYTHONPATH", __import__("os").pathsep.join([str(tests_dir)] + ([path] if path else [])))
+    monkeypatch.setenv("TRIM_POMDP_SARSOP_FAKE", "_sarsop_fakes:blind")
+    out = files / "sarsop"
+    res = run(
+        "--lambda", "1e-4,1e-2", "--obs", files / "obs", "--params", files / "params.json",
+        "--solver", "sarsop", "--sarsop-backend", "native", "--mc-episodes", 0, "--out", out,
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    for lam in ("lambda_0.0001", "lambda_0.01"):
+        card = json.loads((out / lam / "policy.json").read_text())
+        assert card["lower_bound"] is not None
+    bad = CliRunner().invoke(main, ["solve", "--solver", "sarsop", "--sarsop-backend", "appl", "--out", str(out)])
+    assert bad.exit_code != 0 and "sarsop-backend" in bad.output

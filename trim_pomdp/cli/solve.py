@@ -69,7 +69,9 @@ def _load_obs(path: Path | None):
         raise click.ClickException(f"cannot load the observation model {path}: {exc}") from None
 
 
-def _make_solver(name: str, precision: float, time_limit: float | None, mode: str):
+def _make_solver(
+    name: str, precision: float, time_limit: float | None, mode: str, sarsop_backend: str = "sarsop.jl"
+):
     if name == "native":
         from ..solvers.finite_horizon import FiniteHorizonSolver
 
@@ -83,7 +85,10 @@ def _make_solver(name: str, precision: float, time_limit: float | None, mode: st
         ) from None
     if name == "pointbased":
         return mod.PointBasedSolver(precision=precision, time_limit=time_limit)
-    return mod.SarsopSolver(timeout=time_limit or 60.0, precision=precision)
+    # keep_alive: one Julia worker serves every λ of a sweep (closed after the sweep)
+    return mod.SarsopSolver(
+        backend=sarsop_backend, timeout=time_limit or 60.0, precision=precision, keep_alive=True
+    )
 
 
 def _config_hash(params_dict: dict, obs_model: Any, solver: str, precision: float, mode: str) -> str:
@@ -171,6 +176,13 @@ def _lam_dir(lam: float) -> str:
     "--solver", type=click.Choice(["native", "pointbased", "sarsop"]), default="native", show_default=True
 )
 @click.option(
+    "--sarsop-backend",
+    type=click.Choice(["sarsop.jl", "native"]),
+    default="sarsop.jl",
+    show_default=True,
+    help="With --solver sarsop: APPL's SARSOP through SARSOP.jl (as in the paper) or NativeSARSOP.jl.",
+)
+@click.option(
     "--mc-episodes",
     type=int,
     default=None,
@@ -201,6 +213,7 @@ def command(
     time_limit,
     mode,
     solver,
+    sarsop_backend,
     mc_episodes,
     seed,
     plot,
@@ -295,6 +308,9 @@ def command(
     rows: list[dict[str, Any]] = []
     from rich.progress import Progress
 
+    solver_obj = _make_solver(solver, precision, time_limit, mode, sarsop_backend)
+    if hasattr(solver_obj, "close"):  # a kept-alive SARSOP worker ends with the command, error or not
+        click.get_current_context().call_on_close(solver_obj.close)
     with Progress(console=console, transient=True, disable=single) as progress:
         task = progress.add_task("solving", total=len(lams))
         for lam_v in lams:
@@ -311,7 +327,7 @@ def command(
                     pass
             tp = base.with_params(lam=lam_v)
             try:
-                policy = solve_trim(tp, _make_solver(solver, precision, time_limit, mode))
+                policy = solve_trim(tp, solver_obj)
             except TrimPomdpError as exc:
                 raise click.ClickException(f"solving λ={lam_v:g} failed: {exc}") from None
             info = policy.info
