@@ -88,6 +88,7 @@ def _source_factory(source: str, params_path: str | None, obs_path: str | None, 
 )
 @click.option(
     "--observation-model",
+    "--obs",
     "obs_path",
     type=click.Path(exists=True),
     default=None,
