@@ -81,10 +81,11 @@ def _residual_bound(
 ) -> np.ndarray:
     """``min_{0 <= φ <= φ_max} φ v_i + max_a (FB[q, a] - φ Fi[i, a])`` for every query ``q`` and point ``i``.
 
-    The function of φ is convex and piecewise linear, so its minimum is at ``φ_max`` or at a kink where two planes
-    tie; ``φ = 0`` (the plain planes bound) is covered by the caller. With ``exact=False`` only the kinks of the
-    plane active at ``φ = 0`` are tried (``A`` candidates instead of ``1 + A(A-1)/2``): still a valid upper bound,
-    possibly above the minimum when there are more than two planes.
+    The function of φ is convex and piecewise linear, so its minimum is at ``φ_max`` or at a kink where
+    two planes tie; ``φ = 0`` (the plain planes bound) is covered by the caller. With ``exact=False``
+    only the kinks of the plane active at ``φ = 0`` are tried (``A`` candidates instead of ``1 +
+    A(A-1)/2``): still a valid upper bound, possibly above the minimum when there are more than two
+    planes.
 
     Parameters
     ----------
@@ -125,7 +126,7 @@ class _DensePoints:
         self._n_supp = np.empty(capacity, dtype=np.int64)
 
     def phi(self, idx: np.ndarray, B: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Points whose support lies inside ``idx`` and helps some row of ``B``, and ``φ_i(b)`` (0 if not inside)."""
+        """Points with support inside ``idx`` that help a row of ``B``, and ``φ_i(b)`` (0 if not inside)."""
         n = self.N
         P = self._P[:n]
         inside = np.count_nonzero(P[:, idx], axis=1) == self._n_supp[:n]
@@ -265,9 +266,10 @@ class SawtoothUpper:
 
         V*(b) <= φ v_i + (1 - φ) V*(r) <= φ v_i + F(b - φ b_i),     r = (b - φ b_i) / (1 - φ),
 
-    and the bound is ``min(F(b), min_i min_φ [φ v_i + F(b - φ b_i)])``. It is the sawtooth interpolation of HSVI2
-    and SARSOP with the residual bounded by the planes instead of by the corner values, hence never looser. A new
-    point drops the stored points it dominates at every belief (exact: ``F`` is subadditive).
+    and the bound is ``min(F(b), min_i min_φ [φ v_i + F(b - φ b_i)])``. It is the sawtooth interpolation
+    of HSVI2 and SARSOP with the residual bounded by the planes instead of by the corner values, hence
+    never looser. A new point drops the stored points it dominates at every belief (exact: ``F`` is
+    subadditive).
 
     Parameters
     ----------
@@ -276,8 +278,9 @@ class SawtoothUpper:
     dense : bool, optional
         Store points as dense rows (fast for few states) or packed sparse (default: dense when ``S <= 256``).
     exact : bool, optional
-        Minimise over φ exactly (all plane kinks) or try only the kinks of the plane active at ``b`` (cheaper with
-        many planes; default: exact for at most three planes). The dominance drop is exact only in exact mode.
+        Minimise over φ exactly (all plane kinks) or try only the kinks of the plane active at ``b``
+        (cheaper with many planes; default: exact for at most three planes). The dominance drop is exact
+        only in exact mode.
     """
 
     def __init__(self, fib: np.ndarray, dense: bool | None = None, exact: bool | None = None):

@@ -1,11 +1,9 @@
 """Sparse per-action form of a tabular POMDP and the initial bounds of the point-based solver.
 
-* :class:`SparseModel` holds ``T[a]`` as CSR matrices (``S x S``), ``O[a]`` dense (``S x Z``) and ``R[s, a]``
-  and
-  knows how to compute, for a sparse belief, the predicted next-state distribution and every observation's
+* :class:`SparseModel` holds ``T[a]`` as CSR matrices (``S x S``), ``O[a]`` dense (``S x Z``) and
+  ``R[s, a]``, and knows how to compute, for a sparse belief, the predicted next-state distribution and every observation's
   posterior (restricted to the support of the prediction, so nothing ever loops over all states).
-* :func:`blind_lower_bound` — the value of each "always do a" policy, solved exactly with a sparse linear
-  solve.
+* :func:`blind_lower_bound` — the value of each "always do a" policy (exact sparse linear solves).
 * :func:`mdp_upper_bound` — the MDP value by policy iteration (exact sparse solves), a valid upper bound.
 * :func:`fast_informed_bound` — FIB iteration started from the MDP Q-values; every iterate is an upper bound
   (the FIB operator is monotone and lies below the MDP operator), so it can be stopped at any time.
@@ -36,8 +34,7 @@ class SparseModel:
         # small models: dense rows are faster to slice than CSR
         self.T_dense = T if T.size <= 4_000_000 else None
         self.O = np.ascontiguousarray(np.asarray(model.O, float))
-        # sparse copies of O for the column-group sums of the alpha backup and for the FIB (S x Z CSR per
-        # action)
+        # sparse copies of O (S x Z CSR per action) for the alpha backups' column-group sums and for the FIB
         self.O_sparse = [sp.csr_matrix(self.O[a]) for a in range(self.A)]
         self.o_is_sparse = sum(x.nnz for x in self.O_sparse) < 0.25 * self.O.size
         self.R = np.ascontiguousarray(np.asarray(model.R, float))

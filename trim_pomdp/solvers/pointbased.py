@@ -5,18 +5,15 @@ Algorithm
 * **Lower bound**: alpha vectors (one action each), initialised with the blind policies "always do a" (exact
   sparse linear solves). Point-based backups at visited beliefs add vectors; a vector is dropped when another
   dominates it pointwise, and the set is periodically pruned to the vectors that are maximal at some belief of
-  the
-  sampled tree. ``max_k alpha_k . b0`` is the value of an actual conditional plan, so it is a certified lower
-  bound.
+  the sampled tree. ``max_k alpha_k . b0`` is the value of an actual conditional plan: a certified lower bound.
 * **Upper bound**: the fast informed bound (FIB), iterated from the exact MDP Q-values (policy iteration),
-  gives
-  upper-bound planes and corner values; visited beliefs add (belief, value) points, combined by sawtooth
-  interpolation. Every stored value is a valid upper bound, so the bound at ``b0`` is certified.
+  gives upper-bound planes; visited beliefs add (belief, value) points, combined with the planes by a
+  sawtooth-style convexity bound (:class:`~trim_pomdp.solvers._pb_bounds.SawtoothUpper`). Every stored value is
+  a valid upper bound, so the bound at ``b0`` is certified.
 * **Sampling**: depth-first trials from ``b0`` toward the optimal reachable belief space: the action with the
-  largest upper Q-value (IE-MAX), the observation with the observation drawn in proportion to the weighted
-  excess gap
+  largest upper Q-value (IE-MAX), the observation drawn in proportion to the weighted excess gap
   ``p(o | b, a) (V̄ - V̲ - ε γ^{-(t+1)})`` (or its argmax, as in HSVI2), ``ε = ζ (V̄(b0) - V̲(b0))``; then
-  backups in reverse order.
+  backups in reverse order, and lower-bound sweeps over the whole tree.
 * **Stop** when ``V̄(b0) - V̲(b0) <= precision`` or at the time limit.
 
 Beliefs are kept sparse (support + values); a node's children live on the support of ``b T_a``, so nothing in
@@ -165,7 +162,6 @@ class PointBasedSolver:
         self.info: SolveInfo | None = None
 
     # --------------------------------------------------------------------------------------------------------
-    # ----
     def solve(self, model: TabularPOMDP, b0=None) -> AlphaVectorPolicy:
         """Solve ``model`` (optionally from the initial belief ``b0`` instead of ``model.b0``).
 
@@ -196,7 +192,6 @@ class PointBasedSolver:
             return self._solve_discounted(model)
 
     # --------------------------------------------------------------------------------------------------------
-    # ----
     def _solve_finite(self, model: TabularPOMDP) -> AlphaVectorPolicy:
         start = time.perf_counter()
         deadline = None if self.time_limit is None else start + self.time_limit
@@ -247,7 +242,6 @@ class PointBasedSolver:
         return AlphaVectorPolicy(G, acts, model.action_names, card)
 
     # --------------------------------------------------------------------------------------------------------
-    # ----
     def _solve_discounted(self, model: TabularPOMDP) -> AlphaVectorPolicy:
         start = time.perf_counter()
         limit = math.inf if self.time_limit is None else self.time_limit
@@ -378,7 +372,6 @@ class PointBasedSolver:
         return sp.csc_matrix((vals, (rows, cols)), shape=(S, len(nodes)))
 
     # --------------------------------------------------------------------------------------------------------
-    # ----
     def _expand(self, node: _Node):
         """Per action: R(b, a), children (support, obs, probabilities, beliefs) and their bounds."""
         m, lower, upper = self._m, self._lower, self._upper
