@@ -251,3 +251,18 @@ def test_shipped_artifact_is_marked_simulated():
     assert any("score-processbench" in c for c in model.card["replace_with_real_scores"])
     assert model.n_bins == 20 and model.pair_probs.shape == (3, 20, 20)
     assert np.all(np.isfinite(model.likelihood(0.9, 0.8, continuous=True)))
+
+
+@pytest.mark.parametrize("binned", [False, True])
+def test_density_heatmaps(model, tmp_path, binned):
+    pytest.importorskip("matplotlib")
+    from trim_pomdp.observation_models.plots import density_grid, plot_class_densities
+
+    centers, dens = density_grid(model, resolution=50, binned=binned)
+    assert dens.shape == (3, centers.size, centers.size) and np.all(dens >= 0)
+    cell = 1.0 / centers.size
+    np.testing.assert_allclose(dens.sum(axis=(1, 2)) * cell**2, 1.0, atol=2e-2 if not binned else 1e-12)
+    fig = plot_class_densities(model, binned=binned, resolution=50)
+    assert len(fig.axes) == 4  # three classes and the colour bar
+    png = plot_class_densities(model, tmp_path / "f.png", binned=binned, resolution=50)
+    assert png.read_bytes()[:4] == b"\x89PNG"
