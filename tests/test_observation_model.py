@@ -244,6 +244,21 @@ def test_processbench_counts_with_synthetic_scores():
     np.testing.assert_allclose(m.pair_probs.sum(axis=(1, 2)), 1.0, atol=1e-12)
 
 
+def test_shipped_artifact_matches_a_refit():
+    """The shipped model is what its card's command makes from today's SyntheticPRM (regenerate it if not)."""
+    data_dir = require_shared_data("processbench")
+    from trim_pomdp.observation_models.processbench import load_processbench, step_table
+    from trim_pomdp.observation_models.synthetic_prm import SyntheticPRM
+
+    shipped = load_shipped_observation_model()
+    items = load_processbench(shipped.card["splits"], data_dir=data_dir)
+    refit = ObservationModel.fit(step_table(SyntheticPRM().score_items(items, seed=shipped.card["seed"])),
+                                 n_bins=shipped.n_bins, bandwidth=shipped.card["bandwidth_rule"])
+    assert np.allclose(refit.pair_probs, shipped.pair_probs, rtol=0, atol=1e-12) and np.allclose(
+        refit.first_probs, shipped.first_probs, rtol=0, atol=1e-12
+    ), "observation_models/ is stale: rerun the command in observation_models/README.md"
+
+
 def test_shipped_artifact_is_marked_simulated():
     model = load_shipped_observation_model()
     assert model.card["simulated"] is True

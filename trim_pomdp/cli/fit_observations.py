@@ -113,7 +113,7 @@ def command(ctx: click.Context, bench: str, splits: tuple[str, ...], data_dir: P
         raise click.UsageError("--prm-name only labels the scores of --scores FILE")
     chosen = list(splits) or list(SPLITS)
     err = Console(stderr=True)
-    card: dict = {"bench": bench, "splits": chosen, "command": _command_line(ctx.params)}
+    card: dict = {"bench": bench, "splits": chosen, "seed": seed, "command": _command_line(ctx.params)}
     data_source = f"local JSON {data_dir}" if data_dir is not None else f"hub {HUB_DATASET}"
 
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
