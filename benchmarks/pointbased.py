@@ -7,23 +7,20 @@ Usage::
 
 Cases (targets from issue 7 and the reference numbers of APPL ``pomdpsol``):
 
-* ``tiger``: Tiger (γ = 0.95), bounds within 1e-3 of 19.3711 in ≤ 1 s (solved to precision 5e-4); median over ``--repeats`` solves, with
-  the
-  greedy-branch HSVI2 variant of the same solver as the in-run baseline.
+* ``tiger``: Tiger (γ = 0.95), bounds within 1e-3 of 19.3711 in ≤ 1 s (solved to precision 5e-4); median
+  over ``--repeats`` solves, with the greedy-branch HSVI2 variant of the same solver as the in-run baseline.
 * ``tiger_start_0.9``: start belief (0.9, 0.1); pomdpsol gives V* ∈ [22.5735, 22.5744].
 * ``tiger_finite``: exact finite-horizon values (reference notes §5.1) and pruned vector counts.
-* ``hallway``: lower ≥ 0.99 and upper ≤ 1.21 within ``--hallway-time`` s (pomdpsol after 180 s: [0.9954,
-  1.2052]),
-  default stochastic branch sampling vs the greedy HSVI2 baseline.
+* ``hallway``: lower ≥ 0.99 and upper ≤ 1.21 within ``--hallway-time`` s (pomdpsol after 180 s:
+  [0.9954, 1.2052]), default stochastic branch sampling vs the greedy HSVI2 baseline.
 * ``cheese``, ``1d``: solved to precision 1e-3.
 * ``trim_default``: the flattened default TRIM-POMDP (shipped parameters and observation model): the
-  point-based
-  bounds must bracket the native finite-horizon solver's V(b0) (× γ for the flattened start step); gap vs
-  1e-3·R.
+  point-based bounds must bracket the native finite-horizon solver's V(b0) (× γ for the flattened start
+  step); gap vs 1e-3·R, with the bound trajectory.
 
 Results are written after every case (``--out``, default next to this file) and a rerun skips the cases
-already
-there unless ``--fresh``. Timings on a shared machine are pessimistic; the machine and load are recorded.
+already there unless ``--fresh``. Timings on a shared machine are pessimistic; the machine and load are
+recorded.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Sparse per-action form of a tabular POMDP and the initial bounds of the point-based solver.
 
 * :class:`SparseModel` holds ``T[a]`` as CSR matrices (``S x S``), ``O[a]`` dense (``S x Z``) and
-  ``R[s, a]``, and knows how to compute, for a sparse belief, the predicted next-state distribution and every observation's
-  posterior (restricted to the support of the prediction, so nothing ever loops over all states).
+  ``R[s, a]``, and computes, for a sparse belief, the predicted next-state distribution and every
+  observation's posterior (restricted to the support of the prediction, so nothing loops over all states).
 * :func:`blind_lower_bound` — the value of each "always do a" policy (exact sparse linear solves).
 * :func:`mdp_upper_bound` — the MDP value by policy iteration (exact sparse solves), a valid upper bound.
 * :func:`fast_informed_bound` — FIB iteration started from the MDP Q-values; every iterate is an upper bound

@@ -5,11 +5,11 @@ Algorithm
 * **Lower bound**: alpha vectors (one action each), initialised with the blind policies "always do a" (exact
   sparse linear solves). Point-based backups at visited beliefs add vectors; a vector is dropped when another
   dominates it pointwise, and the set is periodically pruned to the vectors that are maximal at some belief of
-  the sampled tree. ``max_k alpha_k . b0`` is the value of an actual conditional plan: a certified lower bound.
+  the sampled tree. ``max_k alpha_k . b0`` is the value of a real conditional plan: a certified lower bound.
 * **Upper bound**: the fast informed bound (FIB), iterated from the exact MDP Q-values (policy iteration),
   gives upper-bound planes; visited beliefs add (belief, value) points, combined with the planes by a
-  sawtooth-style convexity bound (:class:`~trim_pomdp.solvers._pb_bounds.SawtoothUpper`). Every stored value is
-  a valid upper bound, so the bound at ``b0`` is certified.
+  sawtooth-style convexity bound (:class:`~trim_pomdp.solvers._pb_bounds.SawtoothUpper`). Every stored value
+  is a valid upper bound, so the bound at ``b0`` is certified.
 * **Sampling**: depth-first trials from ``b0`` toward the optimal reachable belief space: the action with the
   largest upper Q-value (IE-MAX), the observation drawn in proportion to the weighted excess gap
   ``p(o | b, a) (V̄ - V̲ - ε γ^{-(t+1)})`` (or its argmax, as in HSVI2), ``ε = ζ (V̄(b0) - V̲(b0))``; then
