@@ -25,14 +25,16 @@ def _write_processbench(folder: Path, per_split: int = 40, seed: int = 0) -> Pat
         for i in range(per_split):
             n = int(rng.integers(2, 8))
             label = int(rng.integers(0, n)) if rng.random() < 0.6 else -1
-            items.append({
-                "id": f"{split}-{i}",
-                "generator": "fixture",
-                "problem": f"What is {i} + {i}?",
-                "steps": [f"Step {k}: think about {i}." for k in range(n)],
-                "final_answer_correct": label == -1,
-                "label": label,
-            })
+            items.append(
+                {
+                    "id": f"{split}-{i}",
+                    "generator": "fixture",
+                    "problem": f"What is {i} + {i}?",
+                    "steps": [f"Step {k}: think about {i}." for k in range(n)],
+                    "final_answer_correct": label == -1,
+                    "label": label,
+                }
+            )
         (folder / f"{split}.json").write_text(json.dumps(items))
     return folder
 
@@ -43,7 +45,9 @@ def data_dir(tmp_path_factory) -> Path:
 
 
 def test_no_score_source_names_the_three_ways(tmp_path):
-    res = CliRunner().invoke(main, ["fit-observations", "--bench", "processbench", "--out", str(tmp_path / "o")])
+    res = CliRunner().invoke(
+        main, ["fit-observations", "--bench", "processbench", "--out", str(tmp_path / "o")]
+    )
     assert res.exit_code != 0
     for way in ("--scores", "--prm", "--synthetic-prm"):
         assert way in res.output
@@ -53,21 +57,59 @@ def test_no_score_source_names_the_three_ways(tmp_path):
 def test_two_score_sources_are_refused(tmp_path, data_dir):
     scores = tmp_path / "s.jsonl"
     scores.write_text("")
-    res = CliRunner().invoke(main, ["fit-observations", "--synthetic-prm", "--scores", str(scores),
-                                    "--data-dir", str(data_dir), "--out", str(tmp_path / "o")])
+    res = CliRunner().invoke(
+        main,
+        [
+            "fit-observations",
+            "--synthetic-prm",
+            "--scores",
+            str(scores),
+            "--data-dir",
+            str(data_dir),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+    )
     assert res.exit_code == 2 and "exactly one" in res.output
 
 
 def test_bad_bandwidth_is_a_usage_error(tmp_path, data_dir):
-    res = CliRunner().invoke(main, ["fit-observations", "--synthetic-prm", "--bandwidth", "wide",
-                                    "--data-dir", str(data_dir), "--out", str(tmp_path / "o")])
+    res = CliRunner().invoke(
+        main,
+        [
+            "fit-observations",
+            "--synthetic-prm",
+            "--bandwidth",
+            "wide",
+            "--data-dir",
+            str(data_dir),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+    )
     assert res.exit_code == 2 and "scott" in res.output
 
 
 def test_synthetic_prm_writes_model_card_and_plot(tmp_path, data_dir):
     out = tmp_path / "obs"
-    res = CliRunner().invoke(main, ["fit-observations", "--bench", "processbench", "--data-dir", str(data_dir),
-                                    "--synthetic-prm", "--n-bins", "8", "--seed", "3", "--plot", "--out", str(out)])
+    res = CliRunner().invoke(
+        main,
+        [
+            "fit-observations",
+            "--bench",
+            "processbench",
+            "--data-dir",
+            str(data_dir),
+            "--synthetic-prm",
+            "--n-bins",
+            "8",
+            "--seed",
+            "3",
+            "--plot",
+            "--out",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert (out / "observation_model.npz").is_file() and (out / "observation_model.json").is_file()
     assert (out / "observation_densities.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -94,14 +136,29 @@ def test_scores_file_and_split_filter(tmp_path, data_dir):
     scored = [ScoredItem(it, rng.random(len(it.steps)).tolist(), prm="my-prm") for it in items]
     path = save_scored_items(tmp_path / "scores.jsonl", scored)
     out = tmp_path / "obs"
-    res = CliRunner().invoke(main, ["fit-observations", "--scores", str(path), "--split", "math", "--r-only",
-                                    "--cv-folds", "0", "--out", str(out)])
+    res = CliRunner().invoke(
+        main,
+        [
+            "fit-observations",
+            "--scores",
+            str(path),
+            "--split",
+            "math",
+            "--r-only",
+            "--cv-folds",
+            "0",
+            "--out",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     card = json.loads((out / "observation_model.json").read_text())
     assert card["prm"] == "my-prm" and card["simulated"] is False and card["splits"] == ["math"]
     assert card["n_items"] == 40 and card["r_only"] is True and "held_out_loglik" not in card
-    res = CliRunner().invoke(main, ["fit-observations", "--scores", str(path), "--split", "omnimath",
-                                    "--out", str(tmp_path / "none")])
+    res = CliRunner().invoke(
+        main,
+        ["fit-observations", "--scores", str(path), "--split", "omnimath", "--out", str(tmp_path / "none")],
+    )
     assert res.exit_code == 1 and "no items" in res.output
 
 
@@ -115,11 +172,30 @@ def test_prm_option_scores_then_fits(tmp_path, data_dir, monkeypatch):
             calls.append(len(solutions))
             return [[0.9 - 0.1 * (k % 3) for k in range(len(steps))] for _, steps in solutions]
 
-    monkeypatch.setattr(transformers_backend.TransformersPRM, "from_pretrained",
-                        classmethod(lambda cls, name, **kw: FakePRM()))
+    monkeypatch.setattr(
+        transformers_backend.TransformersPRM,
+        "from_pretrained",
+        classmethod(lambda cls, name, **kw: FakePRM()),
+    )
     out = tmp_path / "obs"
-    res = CliRunner().invoke(main, ["fit-observations", "--prm", "fake/prm", "--data-dir", str(data_dir),
-                                    "--split", "gsm8k", "--batch-size", "16", "--cv-folds", "0", "--out", str(out)])
+    res = CliRunner().invoke(
+        main,
+        [
+            "fit-observations",
+            "--prm",
+            "fake/prm",
+            "--data-dir",
+            str(data_dir),
+            "--split",
+            "gsm8k",
+            "--batch-size",
+            "16",
+            "--cv-folds",
+            "0",
+            "--out",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert sum(calls) == 40 and max(calls) <= 16
     card = json.loads((out / "observation_model.json").read_text())
@@ -127,8 +203,22 @@ def test_prm_option_scores_then_fits(tmp_path, data_dir, monkeypatch):
     assert (out / "scores.jsonl").is_file()
     # rerunning resumes: everything is already scored, so the PRM is not asked again
     calls.clear()
-    res = CliRunner().invoke(main, ["fit-observations", "--prm", "fake/prm", "--data-dir", str(data_dir),
-                                    "--split", "gsm8k", "--cv-folds", "0", "--out", str(out)])
+    res = CliRunner().invoke(
+        main,
+        [
+            "fit-observations",
+            "--prm",
+            "fake/prm",
+            "--data-dir",
+            str(data_dir),
+            "--split",
+            "gsm8k",
+            "--cv-folds",
+            "0",
+            "--out",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert calls == []
 
@@ -136,8 +226,19 @@ def test_prm_option_scores_then_fits(tmp_path, data_dir, monkeypatch):
 def test_real_processbench_counts(tmp_path):
     data = require_shared_data("processbench")
     out = tmp_path / "obs"
-    res = CliRunner().invoke(main, ["fit-observations", "--data-dir", str(data), "--synthetic-prm",
-                                    "--cv-folds", "0", "--out", str(out)])
+    res = CliRunner().invoke(
+        main,
+        [
+            "fit-observations",
+            "--data-dir",
+            str(data),
+            "--synthetic-prm",
+            "--cv-folds",
+            "0",
+            "--out",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     card = json.loads((out / "observation_model.json").read_text())
     assert card["counts"] == {"S0": 14329, "S1": 9147, "S2": 2221}

@@ -53,7 +53,9 @@ def test_box_mass_is_one_exactly(bandwidth, dim):
 
 def test_mass_by_independent_quadrature_2d():
     kde = ReflectedKDE(bandwidth=[0.05, 0.08], method="exact").fit(_beta_data(80, seed=1))
-    total, _ = integrate.dblquad(lambda y, x: kde.pdf(np.array([[x, y]]))[0], 0, 1, 0, 1, epsabs=1e-5, epsrel=1e-5)
+    total, _ = integrate.dblquad(
+        lambda y, x: kde.pdf(np.array([[x, y]]))[0], 0, 1, 0, 1, epsabs=1e-5, epsrel=1e-5
+    )
     assert total == pytest.approx(1.0, abs=1e-3)
     # every bin mass against a midpoint rule inside the bin
     edges = np.linspace(0, 1, 6)
@@ -87,14 +89,16 @@ def test_density_matches_brute_force_images():
     Q = np.vstack([rng.random((200, 2)), [[0, 0], [1, 1], [0, 1], [1, 0], [0.5, 0]]])
     raw = _brute_force_pdf(X, h, Q, np.array([[0, 1], [0, 1]]))
     g = (np.arange(400) + 0.5) / 400
-    Z = _brute_force_pdf(X, h, np.stack(np.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2),
-                         np.array([[0, 1], [0, 1]])).mean()
+    Z = _brute_force_pdf(
+        X, h, np.stack(np.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2), np.array([[0, 1], [0, 1]])
+    ).mean()
     assert Z < 0.99  # the single images do lose mass at this bandwidth, so Z matters
     np.testing.assert_allclose(kde.pdf(Q), raw / Z, rtol=1e-5)
 
 
 def test_uniform_data_has_no_boundary_bias():
-    # quasi-random uniform points: no sampling noise, so what is left at faces and corners is the boundary bias
+    # quasi-random uniform points: no sampling noise, so what is left at faces and corners is the boundary
+    # bias
     U = stats.qmc.Sobol(2, seed=0).random(2**14)
     kde = ReflectedKDE().fit(U)
     pts = np.array([[0, 0], [0, 1], [1, 0], [1, 1], [0, 0.5], [1, 0.5], [0.5, 0], [0.5, 1], [0.5, 0.5]])
@@ -146,8 +150,13 @@ def test_bandwidth_rules_scale_with_spread():
     hs = ReflectedKDE(bandwidth="silverman").fit(base).bandwidth_  # Silverman: robust spread, own factor
     robust = np.minimum(base.std(0, ddof=1), np.subtract(*np.percentile(base, [75, 25], 0)) / 1.349)
     np.testing.assert_allclose(hs, (2000 * 4 / 4) ** (-1 / 6) * robust)
-    skewed = np.random.default_rng(1).beta(20, 1, (500, 1))  # bulk near 1, long tail: robust spread is smaller
-    assert ReflectedKDE(bandwidth="silverman").fit(skewed).bandwidth_[0] < ReflectedKDE().fit(skewed).bandwidth_[0]
+    skewed = np.random.default_rng(1).beta(
+        20, 1, (500, 1)
+    )  # bulk near 1, long tail: robust spread is smaller
+    assert (
+        ReflectedKDE(bandwidth="silverman").fit(skewed).bandwidth_[0]
+        < ReflectedKDE().fit(skewed).bandwidth_[0]
+    )
     assert np.all(rule_of_thumb_bandwidth(np.full((10, 1), 0.3)) > 0)  # zero spread still gives h > 0
     np.testing.assert_array_equal(ReflectedKDE(bandwidth=[0.1, 0.2]).fit(base).bandwidth_, [0.1, 0.2])
     np.testing.assert_array_equal(ReflectedKDE(bandwidth=0.1).fit(base).bandwidth_, [0.1, 0.1])
@@ -247,6 +256,6 @@ def test_log_density_far_in_the_tails_is_finite_and_right(method):
     kde = ReflectedKDE(bandwidth=h, method=method).fit(X)
     got = kde.score_samples(np.array([[0.1, 0.1]]))[0]
     want = stats.norm.logpdf(0, scale=h) + stats.norm.logpdf(0.8, scale=h)
-    # exact: to rounding; grid: log f ~ -1.3e4 sits on a kink of the log-density far below any node spacing, so
-    # only a relative accuracy is promised there (the module docstring's accuracy claim is for log f > -20)
+    # exact: to rounding; grid: log f ~ -1.3e4 sits on a kink of the log-density far below any node spacing,
+    # so only a relative accuracy is promised there (the module docstring's accuracy claim is for log f > -20)
     assert got == pytest.approx(want, rel=1e-9 if method == "exact" else 1e-3)

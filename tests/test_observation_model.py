@@ -1,4 +1,4 @@
-"""ObservationModel: fitting, exact bins, the t = 1 choice, r-only, likelihoods, save/load, shipped artifact."""
+"""ObservationModel: fitting, exact bins, the t = 1 choice, r-only, likelihoods, save/load, shipped model."""
 
 from __future__ import annotations
 
@@ -114,7 +114,9 @@ def test_first_step_choice(table):
     np.testing.assert_allclose(np.sort(m.first_kdes[0].data_[:, 0]), np.sort(first_r))
     # with too few first steps of a class, it falls back to all of the class's steps
     few = ObservationModel.fit(make_table(300, seed=1, first_s2=False), n_bins=10)
-    assert few.card["counts_t_eq_1"]["S2"] == 0 and few.card["first_step_source"]["S2"].startswith("all steps")
+    assert few.card["counts_t_eq_1"]["S2"] == 0 and few.card["first_step_source"]["S2"].startswith(
+        "all steps"
+    )
 
 
 def test_observation_index_conventions(model):
@@ -126,7 +128,9 @@ def test_observation_index_conventions(model):
     r = np.array([0.0, 0.33, 0.99, 1.0, 0.5])
     m = np.array([np.nan, 0.71, 0.2, np.nan, 0.5])
     batch = model.observation_index_batch(r, m)
-    assert batch.tolist() == [model.observation_index(a, None if np.isnan(b) else b) for a, b in zip(r, m)]
+    assert batch.tolist() == [
+        model.observation_index(a, None if np.isnan(b) else b) for a, b in zip(r, m, strict=True)
+    ]
     with pytest.raises(InvalidParameterError, match="r must be a PRM score"):
         model.observation_index(1.2, 0.5)
     with pytest.raises(InvalidParameterError, match="m must be a PRM score"):
@@ -169,9 +173,12 @@ def test_save_load_round_trip(model, tmp_path):
         np.testing.assert_array_equal(loaded.first_probs, model.first_probs)
         assert loaded.card["counts"] == model.card["counts"] and loaded.r_only == model.r_only
     # the continuous likelihood is rebuilt from the stored points with the stored bandwidths
-    np.testing.assert_allclose(loaded.likelihood(0.7, 0.4, continuous=True),
-                               model.likelihood(0.7, 0.4, continuous=True), rtol=1e-12)
-    np.testing.assert_allclose(loaded.likelihood(0.7, continuous=True), model.likelihood(0.7, continuous=True))
+    np.testing.assert_allclose(
+        loaded.likelihood(0.7, 0.4, continuous=True), model.likelihood(0.7, 0.4, continuous=True), rtol=1e-12
+    )
+    np.testing.assert_allclose(
+        loaded.likelihood(0.7, continuous=True), model.likelihood(0.7, continuous=True)
+    )
 
 
 def test_load_errors_name_the_file(model, tmp_path):
@@ -206,8 +213,9 @@ def test_fit_rejects_bad_tables(table):
         ObservationModel.fit(bad)
     with pytest.raises(InvalidParameterError, match="n_bins"):
         ObservationModel.fit(table, n_bins=0)
-    only_s0 = SimpleNamespace(r=table.r[table.z == 0], m=table.m[table.z == 0], z=table.z[table.z == 0],
-                              t=table.t[table.z == 0])
+    only_s0 = SimpleNamespace(
+        r=table.r[table.z == 0], m=table.m[table.z == 0], z=table.z[table.z == 0], t=table.t[table.z == 0]
+    )
     with pytest.raises(InvalidParameterError, match="class S1"):
         ObservationModel.fit(only_s0)
     with pytest.raises(InvalidParameterError, match="attributes r, m, z, t"):
@@ -217,7 +225,8 @@ def test_fit_rejects_bad_tables(table):
 def test_reflected_held_out_likelihood_beats_unreflected(table):
     held = held_out_log_likelihood(table, n_folds=5)
     assert set(held) == {"S0", "S1", "S2"} and all(np.isfinite(v) for v in held.values())
-    # the same folds with scipy's unreflected gaussian_kde at the same bandwidth do worse for S0 (mass near r=1)
+    # the same folds with scipy's unreflected gaussian_kde at the same bandwidth do worse for S0 (mass near
+    # r=1)
     from sklearn.model_selection import GroupKFold
 
     from trim_pomdp.observation_models.kde import ReflectedKDE
@@ -252,8 +261,11 @@ def test_shipped_artifact_matches_a_refit():
 
     shipped = load_shipped_observation_model()
     items = load_processbench(shipped.card["splits"], data_dir=data_dir)
-    refit = ObservationModel.fit(step_table(SyntheticPRM().score_items(items, seed=shipped.card["seed"])),
-                                 n_bins=shipped.n_bins, bandwidth=shipped.card["bandwidth_rule"])
+    refit = ObservationModel.fit(
+        step_table(SyntheticPRM().score_items(items, seed=shipped.card["seed"])),
+        n_bins=shipped.n_bins,
+        bandwidth=shipped.card["bandwidth_rule"],
+    )
     assert np.allclose(refit.pair_probs, shipped.pair_probs, rtol=0, atol=1e-12) and np.allclose(
         refit.first_probs, shipped.first_probs, rtol=0, atol=1e-12
     ), "observation_models/ is stale: rerun the command in observation_models/README.md"

@@ -15,29 +15,30 @@ reflected 1-D kernel
 i.e. the point and its mirror images across both faces; in 2-D the product ``k_1 k_2`` therefore sums the
 3 x 3 = 9 images of every point (original, 4 edge images, 4 corner images). The density is
 
-.. math::  f(u) = \\frac{1}{N Z} \\sum_i \\prod_j k_j(u_j, x_{ij})  \\quad (u \\in \\text{box}),\\qquad f = 0 \\text{ outside},
+.. math::  f(u) = \\frac{1}{N Z} \\sum_i \\prod_j k_j(u_j, x_{ij}) \\text{ on the box (0 outside)},
 
 where ``Z`` is the exact box mass of the unnormalised sum. Because the kernel is a product over dimensions of
 sums of Gaussians, every box integral is a sum over points of products of 1-D normal-CDF differences:
-``Z = (1/N) sum_i prod_j sum_images [Phi((b_j - y)/h_j) - Phi((a_j - y)/h_j)]``. So :meth:`ReflectedKDE.box_mass`
-and :meth:`ReflectedKDE.bin_masses` are exact (no quadrature, no Monte Carlo), and the density integrates to 1
-on the box to rounding error. (Mirroring once per face is the standard reflection estimator; the mass that the
-single images would still push out of the opposite face — non-negligible only when ``h`` is comparable to the
-box — is what ``Z`` renormalises away exactly.)
+``Z = (1/N) sum_i prod_j sum_images [Phi((b_j - y)/h_j) - Phi((a_j - y)/h_j)]``. So
+:meth:`ReflectedKDE.box_mass` and :meth:`ReflectedKDE.bin_masses` are exact (no quadrature, no Monte Carlo),
+and the density integrates to 1 on the box to rounding error. (Mirroring once per face is the standard
+reflection estimator; the mass that the single images would still push out of the opposite face —
+non-negligible only when ``h`` is comparable to the box — is what ``Z`` renormalises away exactly.)
 
 Evaluation of the log-density
 -----------------------------
-``method="exact"`` evaluates the sum above with a log-sum-exp over training points, in chunks of queries so
-that no ``n_queries x N`` matrix is ever held (at most ``2**21`` floats per block). ``method="grid"`` first
-evaluates ``log f`` exactly at the nodes of a regular grid (spacing at most ``h_j / 8``, ``h / 32`` in 1-D) — cheaply, because the
-product kernel makes the grid of sums a matrix product ``K_1 K_2^T`` accumulated over chunks of training
-points — and then interpolates ``log f`` with a cubic spline (mirror boundary, which matches the zero normal
-derivative of a reflected density at the faces). The interpolation error is of order ``(spacing / h)^4``;
-measured below 1e-4 in log-density wherever ``log f > -20`` (``tests/test_kde.py``). Far out in the tails,
-where the log-density has kinks between the quadratic tails of distant training points, the error grows (it
-stays finite and below 1e-3 relative in the tests); use ``method="exact"`` for such queries. ``method="auto"`` (default) uses the exact sum
-when ``n_queries x N <= 4e6`` and the grid otherwise, which is what makes ``10^5`` queries against ``3 * 10^4``
-training points take well under a second instead of tens of seconds.
+``method="exact"`` evaluates the sum above (per-query shifted sums in linear space, log-sum-exp where they
+underflow), in chunks of queries so that no ``n_queries x N`` matrix is ever held (at most ``2**21`` floats
+per block). ``method="grid"`` first evaluates ``log f`` exactly at the nodes of a regular grid (spacing at
+most ``h_j / 8``, ``h / 32`` in 1-D) — cheaply, because the product kernel makes the grid of sums a matrix
+product ``K_1 K_2^T`` accumulated over chunks of training points — and then interpolates ``log f`` with a
+cubic spline (mirror boundary, which matches the zero normal derivative of a reflected density at the faces).
+The interpolation error is of order ``(spacing / h)^4``; measured below 1e-4 in log-density wherever ``log f >
+-20`` (``tests/test_kde.py``). Far out in the tails, where the log-density has kinks between the quadratic
+tails of distant training points, the error grows (it stays finite and below 1e-3 relative in the tests); use
+``method="exact"`` for such queries. ``method="auto"`` (default) uses the exact sum when ``n_queries x N <=
+4e6`` and the grid otherwise, which is what makes ``10^5`` queries against ``3 * 10^4`` training points take
+well under a second instead of tens of seconds.
 """
 
 from __future__ import annotations
@@ -80,17 +81,19 @@ def _spread(x: np.ndarray, robust: bool) -> float:
     return min(positive) if positive else 0.0
 
 
-def rule_of_thumb_bandwidth(X: np.ndarray, rule: str = "scott", bounds: np.ndarray | None = None) -> np.ndarray:
+def rule_of_thumb_bandwidth(
+    X: np.ndarray, rule: str = "scott", bounds: np.ndarray | None = None
+) -> np.ndarray:
     """Per-dimension Scott or Silverman bandwidth, scaled by each dimension's spread.
 
     Scott (1992): ``h_j = N^(-1/(d+4)) * std_j``. Silverman (1986): ``h_j = (N (d + 2) / 4)^(-1/(d+4)) *
     min(std_j, IQR_j / 1.349)`` (the robust spread). Unlike scikit-learn's ``"scott"`` (the bare factor, i.e.
     unit spread assumed), both adapt to data concentrated in a small part of the box. The robust spread of
     Silverman's rule follows the bulk of skewed data (PRM scores of correct steps pile up near 1) and so
-    undersmooths their tails; Scott's standard deviation smooths the tails more, which gave the better held-out
-    class posteriors on ProcessBench (docs/readme/observations.md), hence the default. A dimension with zero
-    spread (all values equal) uses a spread of ``1e-3 * (b_j - a_j)``, and every bandwidth is floored at
-    ``1e-4 * (b_j - a_j)``.
+    undersmooths their tails; Scott's standard deviation smooths the tails more, which gave the better
+    held-out class posteriors on ProcessBench (docs/readme/observations.md), hence the default. A dimension
+    with zero spread (all values equal) uses a spread of ``1e-3 * (b_j - a_j)``, and every bandwidth is
+    floored at ``1e-4 * (b_j - a_j)``.
 
     Parameters
     ----------
@@ -133,20 +136,21 @@ class ReflectedKDE(BaseEstimator):
     Parameters
     ----------
     bandwidth : {"scott", "silverman", "cv"} or float or sequence of float, default="scott"
-        ``"scott"``/``"silverman"``: rule of thumb per dimension, scaled by that dimension's standard deviation
-        (Scott) or robust spread (Silverman); see :func:`rule_of_thumb_bandwidth`. ``"cv"``: the factor times the Scott bandwidth that maximises
-        ``cv_folds``-fold held-out log-likelihood over ``cv_factors``. A float: the same absolute bandwidth
-        (standard deviation of the kernel, in data units) in every dimension; a sequence: one per dimension.
+        ``"scott"``/``"silverman"``: rule of thumb per dimension, scaled by that dimension's standard
+        deviation (Scott) or robust spread (Silverman); see :func:`rule_of_thumb_bandwidth`. ``"cv"``: the
+        factor times the Scott bandwidth that maximises ``cv_folds``-fold held-out log-likelihood over
+        ``cv_factors``. A float: the same absolute bandwidth (standard deviation of the kernel, in data units)
+        in every dimension; a sequence: one per dimension.
     bounds : array-like of shape (2,) or (n_features, 2), optional
         ``[a, b]`` for every dimension, or one row per dimension. Default: ``[0, 1]`` in every dimension.
     method : {"auto", "exact", "grid"}, default="auto"
         How :meth:`score_samples` evaluates the density (module docstring). Masses are always exact.
     grid_size : int, optional
-        Nodes per dimension for ``method="grid"``. Default: spacing ``<= h_j / 8`` with 65 to 1025 nodes (2-D),
-        ``<= h / 32`` with 65 to 8193 nodes (1-D).
+        Nodes per dimension for ``method="grid"``. Default: spacing ``<= h_j / 8`` with 65 to 1025 nodes
+        (2-D), ``<= h / 32`` with 65 to 8193 nodes (1-D).
     cv_factors : sequence of float, optional
-        Multipliers of the Scott bandwidth tried by ``bandwidth="cv"``. Default: 15 values geometrically spaced
-        in [0.15, 3].
+        Multipliers of the Scott bandwidth tried by ``bandwidth="cv"``. Default: 15 values geometrically
+        spaced in [0.15, 3].
     cv_folds : int, default=5
         Folds for ``bandwidth="cv"`` (grouped by ``groups`` when :meth:`fit` receives them).
     random_state : int or numpy Generator, optional
@@ -198,7 +202,9 @@ class ReflectedKDE(BaseEstimator):
         if X.ndim == 1:
             X = X[:, None] if d in (None, 1) else X[None, :]
         if X.ndim != 2:
-            raise InvalidParameterError(f"{what} must be 1-D or 2-D (n_samples, n_features), got shape {X.shape}")
+            raise InvalidParameterError(
+                f"{what} must be 1-D or 2-D (n_samples, n_features), got shape {X.shape}"
+            )
         if d is not None and X.shape[1] != d:
             raise InvalidParameterError(f"{what} has {X.shape[1]} features but the KDE was fitted on {d}")
         return X
@@ -230,8 +236,8 @@ class ReflectedKDE(BaseEstimator):
             Training points, inside the box (``n_features`` = 1 or 2).
         y : ignored
         groups : array-like of shape (n_samples,), optional
-            Group labels for ``bandwidth="cv"`` (e.g. the item each step comes from), so that correlated points
-            never sit on both sides of a fold.
+            Group labels for ``bandwidth="cv"`` (e.g. the item each step comes from), so that correlated
+            points never sit on both sides of a fold.
 
         Returns
         -------
@@ -257,9 +263,13 @@ class ReflectedKDE(BaseEstimator):
                 f"The 'method' parameter of ReflectedKDE must be one of {_METHODS}, got {self.method!r}"
             )
         if self.grid_size is not None and (
-            not isinstance(self.grid_size, numbers.Integral) or isinstance(self.grid_size, bool) or self.grid_size < 4
+            not isinstance(self.grid_size, numbers.Integral)
+            or isinstance(self.grid_size, bool)
+            or self.grid_size < 4
         ):
-            raise InvalidParameterError(f"The 'grid_size' parameter must be an int >= 4 or None, got {self.grid_size!r}")
+            raise InvalidParameterError(
+                f"The 'grid_size' parameter must be an int >= 4 or None, got {self.grid_size!r}"
+            )
         X = np.clip(X, bounds[:, 0], bounds[:, 1])
         self.n_features_in_ = d
         self.bounds_ = bounds
@@ -281,16 +291,16 @@ class ReflectedKDE(BaseEstimator):
             if bw == "cv":
                 return self._cv_bandwidth(X, bounds, groups)
             raise InvalidParameterError(
-                f"The 'bandwidth' parameter of ReflectedKDE must be a positive float, a sequence of {d} positive "
-                f"floats, or one of ('scott', 'silverman', 'cv'); got {bw!r}"
+                f"The 'bandwidth' parameter of ReflectedKDE must be a positive float, a sequence of {d} "
+                f"positive floats, or one of ('scott', 'silverman', 'cv'); got {bw!r}"
             )
         arr = np.atleast_1d(np.asarray(bw, dtype=float)) if not isinstance(bw, bool) else np.array([np.nan])
         if arr.shape == (1,):
             arr = np.repeat(arr, d)
         if arr.shape != (d,) or not np.all(np.isfinite(arr)) or not np.all(arr > 0):
             raise InvalidParameterError(
-                f"The 'bandwidth' parameter of ReflectedKDE must be a positive float, a sequence of {d} positive "
-                f"floats, or one of ('scott', 'silverman', 'cv'); got {bw!r}"
+                f"The 'bandwidth' parameter of ReflectedKDE must be a positive float, a sequence of {d} "
+                f"positive floats, or one of ('scott', 'silverman', 'cv'); got {bw!r}"
             )
         return arr
 
@@ -298,14 +308,21 @@ class ReflectedKDE(BaseEstimator):
         from sklearn.model_selection import GroupKFold, KFold
 
         if not isinstance(self.cv_folds, numbers.Integral) or self.cv_folds < 2:
-            raise InvalidParameterError(f"The 'cv_folds' parameter must be an int >= 2, got {self.cv_folds!r}")
-        factors = np.geomspace(0.15, 3.0, 15) if self.cv_factors is None else np.asarray(self.cv_factors, float)
+            raise InvalidParameterError(
+                f"The 'cv_folds' parameter must be an int >= 2, got {self.cv_folds!r}"
+            )
+        factors = (
+            np.geomspace(0.15, 3.0, 15) if self.cv_factors is None else np.asarray(self.cv_factors, float)
+        )
         if factors.ndim != 1 or factors.size == 0 or not np.all(factors > 0):
-            raise InvalidParameterError(f"cv_factors must be a non-empty sequence of positive floats, got {factors!r}")
+            raise InvalidParameterError(
+                f"cv_factors must be a non-empty sequence of positive floats, got {factors!r}"
+            )
         n = X.shape[0]
         if n < 2 * self.cv_folds:
             raise InvalidParameterError(
-                f"bandwidth='cv' with {self.cv_folds} folds needs at least {2 * self.cv_folds} samples, got {n}"
+                f"bandwidth='cv' with {self.cv_folds} folds needs at least {2 * self.cv_folds} samples, "
+                f"got {n}"
             )
         base = rule_of_thumb_bandwidth(X, "scott", bounds)
         if groups is not None:
@@ -325,8 +342,12 @@ class ReflectedKDE(BaseEstimator):
         for k, factor in enumerate(factors):
             total = 0.0
             for train, test in splits:
-                sub = ReflectedKDE(bandwidth=(factor * base).tolist(), bounds=bounds, method=self.method,
-                                   grid_size=self.grid_size).fit(X[train])
+                sub = ReflectedKDE(
+                    bandwidth=(factor * base).tolist(),
+                    bounds=bounds,
+                    method=self.method,
+                    grid_size=self.grid_size,
+                ).fit(X[train])
                 total += float(np.sum(sub.score_samples(X[test])))
             scores[k] = total / n
         best = int(np.argmax(scores))
@@ -365,10 +386,10 @@ class ReflectedKDE(BaseEstimator):
         masses = np.ones(self.data_.shape[0])
         for j in range(self.n_features_in_):
             a, b = self.bounds_[j]
-            l, u = np.clip(lo[j], a, b), np.clip(hi[j], a, b)
-            if u <= l:
+            lo_j, hi_j = np.clip(lo[j], a, b), np.clip(hi[j], a, b)
+            if hi_j <= lo_j:
                 return np.zeros_like(masses)
-            masses = masses * self._dim_interval_masses(j, np.array([l]), np.array([u]))[:, 0]
+            masses = masses * self._dim_interval_masses(j, np.array([lo_j]), np.array([hi_j]))[:, 0]
         return masses
 
     def box_mass(self, lo: Any, hi: Any) -> float:
@@ -401,13 +422,16 @@ class ReflectedKDE(BaseEstimator):
         Returns
         -------
         ndarray of shape (K_1,) or (K_1, K_2)
-            ``out[i, k]`` = mass of ``[e1_i, e1_{i+1}] x [e2_k, e2_{k+1}]``; sums to the mass of the covered box
-            (1 when the edges span the bounds). Computed as ``A_1^T A_2 / (N Z)`` from per-point 1-D masses.
+            ``out[i, k]`` = mass of ``[e1_i, e1_{i+1}] x [e2_k, e2_{k+1}]``; sums to the mass of the covered
+            box (1 when the edges span the bounds). Computed as ``A_1^T A_2 / (N Z)`` from per-point 1-D
+            masses.
         """
         self._check_fitted()
         d = self.n_features_in_
-        if isinstance(edges, np.ndarray) and edges.ndim == 1 or (
-            isinstance(edges, Sequence) and len(edges) > 0 and np.ndim(edges[0]) == 0
+        if (
+            isinstance(edges, np.ndarray)
+            and edges.ndim == 1
+            or (isinstance(edges, Sequence) and len(edges) > 0 and np.ndim(edges[0]) == 0)
         ):
             edges = [edges] * d
         if len(edges) != d:
@@ -416,7 +440,9 @@ class ReflectedKDE(BaseEstimator):
         for j, e in enumerate(edges):
             e = np.asarray(e, dtype=float)
             if e.ndim != 1 or e.size < 2 or not np.all(np.diff(e) > 0):
-                raise InvalidParameterError(f"edges[{j}] must be a strictly increasing 1-D array of >= 2 values")
+                raise InvalidParameterError(
+                    f"edges[{j}] must be a strictly increasing 1-D array of >= 2 values"
+                )
             a, b = self.bounds_[j]
             e = np.clip(e, a, b)
             per_dim.append(self._dim_interval_masses(j, e[:-1], e[1:]))
@@ -438,8 +464,8 @@ class ReflectedKDE(BaseEstimator):
         """``log sum_i prod_j k_j(Q_j, x_ij)`` for in-box queries, chunked over queries.
 
         Each block is summed in linear space after a per-query shift (the log-kernel of the nearest training
-        value in each dimension), which costs three exponentials per dimension and pair; the rare queries whose
-        shifted sum still underflows are redone with a log-sum-exp.
+        value in each dimension), which costs three exponentials per dimension and pair; the rare queries
+        whose shifted sum still underflows are redone with a log-sum-exp.
         """
         n = self.data_.shape[0]
         d = self.n_features_in_
@@ -481,7 +507,7 @@ class ReflectedKDE(BaseEstimator):
         return nodes
 
     def _nearest_log_shift(self, j: int, g: np.ndarray) -> np.ndarray:
-        """A per-node shift ``c`` with ``max_i log k_j(g, x_i) - c`` in ``[0, log 3]``, without an (M, N) pass."""
+        """Shift ``c`` per node, ``max_i log k_j(g, x_i) - c`` in ``[0, log 3]``, without an (M, N) pass."""
         h = self.bandwidth_[j]
         xs = np.sort(self.data_[:, j])
         pos = np.clip(np.searchsorted(xs, g), 1, xs.size - 1) if xs.size > 1 else np.zeros(g.size, int)
@@ -491,7 +517,7 @@ class ReflectedKDE(BaseEstimator):
         return -0.5 * (dist / h) ** 2 - (np.log(h) + _LOG_SQRT_2PI)
 
     def _shifted_kernel_dim(self, j: int, g: np.ndarray, shift: np.ndarray, idx: slice) -> np.ndarray:
-        """``exp(log k_j(g, x_i) - shift)`` in linear space (three exponentials, no log-add-exp): (G, n_idx)."""
+        """``exp(log k_j(g, x_i) - shift)``, shape (G, n_idx), in linear space (three exponentials)."""
         h = self.bandwidth_[j]
         c = (shift + np.log(h) + _LOG_SQRT_2PI)[:, None]
         out = None
@@ -533,9 +559,7 @@ class ReflectedKDE(BaseEstimator):
         if self._grid is None:
             self._build_grid()
         nodes, coeffs = self._grid
-        coords = np.stack(
-            [(Q[:, j] - g[0]) / (g[-1] - g[0]) * (g.size - 1) for j, g in enumerate(nodes)]
-        )
+        coords = np.stack([(Q[:, j] - g[0]) / (g[-1] - g[0]) * (g.size - 1) for j, g in enumerate(nodes)])
         return ndimage.map_coordinates(coeffs, coords, order=3, mode="mirror", prefilter=False)
 
     def score_samples(self, X: Any) -> np.ndarray:
@@ -607,6 +631,8 @@ class ReflectedKDE(BaseEstimator):
             u = rng.random(n_samples) * cum[-1]
             which = np.minimum((u[None, :] > cum).sum(axis=0), 2)
             mu = imgs[which, np.arange(n_samples)]
-            draw = truncnorm.rvs((a - mu) / h, (b - mu) / h, loc=mu, scale=h, size=n_samples, random_state=rng)
+            draw = truncnorm.rvs(
+                (a - mu) / h, (b - mu) / h, loc=mu, scale=h, size=n_samples, random_state=rng
+            )
             out[:, j] = np.clip(draw, a, b)
         return out

@@ -1,24 +1,24 @@
 """The observation function of the TRIM-POMDP: class-conditional densities of PRM observations.
 
-At epoch ``t`` the router observes ``o_t = (r_t, m_t)``: the PRM score of the newest step and the minimum score
-of the earlier steps, ``m_t = min(r_1 … r_{t-1})``. :class:`ObservationModel` holds, for each hidden class
-``z`` in (S0, S1, S2):
+At epoch ``t`` the router observes ``o_t = (r_t, m_t)``: the PRM score of the newest step and the minimum
+score of the earlier steps, ``m_t = min(r_1 … r_{t-1})``. :class:`ObservationModel` holds, for each hidden
+class ``z`` in (S0, S1, S2):
 
 * a 2-D :class:`~trim_pomdp.observation_models.kde.ReflectedKDE` of ``(r, m)`` on ``[0, 1]^2``, fitted on the
   class's steps with ``t >= 2``, and its exact masses on an ``n x n`` grid of bins (``pair_probs``);
 * for ``t = 1``, where ``m`` does not exist, a 1-D reflected KDE of ``r`` and its masses on the ``n`` bins of
   ``r`` (``first_probs``).
 
-**The t = 1 choice.** The first step's score has its own distribution (no earlier mistakes can drag it down, and
-a first step is often short and easy), so it gets a separate 1-D density, fitted on the class's first steps when
-there are at least ``min_first_steps`` (default 50) of them. Otherwise — always for S1, which is impossible at
-``t = 1`` (an earlier step would have to be wrong) — it falls back to the 1-D marginal of ``r`` over all steps
-of the class, so that every class still has a valid density (S1's never matters at ``t = 1``: its prior there is
-0). The card records which source each class used (``first_step_source``).
+**The t = 1 choice.** The first step's score has its own distribution (no earlier mistakes can drag it down,
+and a first step is often short and easy), so it gets a separate 1-D density, fitted on the class's first
+steps when there are at least ``min_first_steps`` (default 50) of them. Otherwise — always for S1, which is
+impossible at ``t = 1`` (an earlier step would have to be wrong) — it falls back to the 1-D marginal of ``r``
+over all steps of the class, so that every class still has a valid density (S1's never matters at ``t = 1``:
+its prior there is 0). The card records which source each class used (``first_step_source``).
 
-**Bins.** Bin ``i`` of an axis is ``[edges[i], edges[i+1])`` (the last bin includes 1). A pair observation's flat
-index is ``i_r * n + i_m``; a first-step observation's index is ``i_r``. Bin masses are exact integrals of the
-reflected KDE (separable normal-CDF products), divided by the total so each class row sums to 1.
+**Bins.** Bin ``i`` of an axis is ``[edges[i], edges[i+1])`` (the last bin includes 1). A pair observation's
+flat index is ``i_r * n + i_m``; a first-step observation's index is ``i_r``. Bin masses are exact integrals
+of the reflected KDE (separable normal-CDF products), divided by the total so each class row sums to 1.
 
 **r-only option.** ``m_t`` repeats evidence already seen in earlier steps (the paper uses it anyway). With
 ``r_only=True`` the ``t >= 2`` densities are 1-D in ``r``, and ``pair_probs[z] = P(r-bin | z) / n`` for every
@@ -89,7 +89,8 @@ def table_arrays(table: Any) -> _Table:
     Raises
     ------
     InvalidParameterError
-        On mismatched lengths, scores outside [0, 1], unknown classes, ``t < 1`` or a missing ``m`` at ``t >= 2``.
+        On mismatched lengths, scores outside [0, 1], unknown classes, ``t < 1`` or a missing ``m`` at ``t >=
+        2``.
     """
     try:
         r = np.asarray(table.r, dtype=float).ravel()
@@ -204,7 +205,8 @@ class ObservationModel:
         counts = self.card.get("counts")
         return f"ObservationModel(n_bins={self.n_bins}, r_only={self.r_only}, counts={counts})"
 
-    # ------------------------------------------------------------------------------------------------- fitting
+    # -------------------------------------------------------------------------------------------------
+    # fitting
     @classmethod
     def fit(
         cls,
@@ -264,7 +266,8 @@ class ObservationModel:
             counts_pair[name] = int(pm.sum())
             if pm.sum() < 2:
                 raise InvalidParameterError(
-                    f"class {name} has {int(pm.sum())} steps with t >= 2; at least 2 are needed to fit its density. "
+                    f"class {name} has {int(pm.sum())} steps with t >= 2; at least 2 are needed to fit its "
+                    "density. "
                     "Use more items (all ProcessBench splits give thousands per class)."
                 )
             groups = tab.item_index[pm] if tab.item_index is not None else None
@@ -283,7 +286,9 @@ class ObservationModel:
                 src, fmask = f"all steps of the class (only {int(fm.sum())} first steps)", in_class
             first_source[name] = src
             fgroups = tab.item_index[fmask] if tab.item_index is not None else None
-            fkde = ReflectedKDE(bandwidth=bandwidth, random_state=random_state).fit(tab.r[fmask], groups=fgroups)
+            fkde = ReflectedKDE(bandwidth=bandwidth, random_state=random_state).fit(
+                tab.r[fmask], groups=fgroups
+            )
             fmass = fkde.bin_masses(edges)
             first_probs[c] = fmass / fmass.sum()
             first_kdes.append(fkde)
@@ -303,14 +308,21 @@ class ObservationModel:
             "package_versions": _versions(),
         }
         full_card.update(dict(card or {}))
-        model = cls(edges, pair_probs, first_probs, r_only=r_only, card=full_card,
-                    pair_kdes=pair_kdes, first_kdes=first_kdes)
+        model = cls(
+            edges,
+            pair_probs,
+            first_probs,
+            r_only=r_only,
+            card=full_card,
+            pair_kdes=pair_kdes,
+            first_kdes=first_kdes,
+        )
         model._stored = model._stored_arrays(max_stored, random_state)
         return model
 
     # ------------------------------------------------------------------------------------------ observations
     def bin_probs(self, first: bool) -> np.ndarray:
-        """Observation probabilities per class: ``(3, n)`` when ``first`` else ``(3, n * n)`` (flat ``i_r*n+i_m``)."""
+        """Per-class observation probabilities: ``(3, n)`` if ``first`` else ``(3, n * n)``."""
         return self.first_probs.copy() if first else self.pair_probs.reshape(3, -1).copy()
 
     def _check_scores(self, x: np.ndarray, name: str) -> None:
@@ -322,7 +334,9 @@ class ObservationModel:
     def observation_index(self, r: float, m: float | None = None) -> int:
         """Bin index of one observation: ``i_r * n + i_m``, or ``i_r`` when ``m`` is None/NaN (t = 1)."""
         first = m is None or (isinstance(m, (float, np.floating)) and np.isnan(m))
-        return int(self.observation_index_batch(np.array([r], float), np.array([np.nan if first else m], float))[0])
+        return int(
+            self.observation_index_batch(np.array([r], float), np.array([np.nan if first else m], float))[0]
+        )
 
     def observation_index_batch(self, r: Any, m: Any) -> np.ndarray:
         """Vectorised :meth:`observation_index`; ``m`` is NaN where ``t = 1``.
@@ -372,7 +386,9 @@ class ObservationModel:
         out: dict[str, np.ndarray] = {}
         sub: dict[str, int] = {}
         for kind, kdes in (("pair", self._pair_kdes), ("first", self._first_kdes)):
-            for name, kde in zip(HIDDEN_CLASSES, kdes or []):
+            if not kdes:
+                continue
+            for name, kde in zip(HIDDEN_CLASSES, kdes, strict=True):
                 data = kde.data_
                 if data.shape[0] > max_stored:
                     keep = np.sort(rng.choice(data.shape[0], size=max_stored, replace=False))
@@ -491,17 +507,31 @@ class ObservationModel:
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
                 raise DataFormatError(f"{js} is not valid JSON: {exc}") from exc
             if not isinstance(card, dict) or card.get("format", FORMAT) != FORMAT:
-                raise DataFormatError(f"{js} is not a trim-pomdp observation-model card (format {card.get('format')!r})"
-                                      if isinstance(card, dict) else f"{js} is not a JSON object")
+                raise DataFormatError(
+                    f"{js} is not a trim-pomdp observation-model card (format {card.get('format')!r})"
+                    if isinstance(card, dict)
+                    else f"{js} is not a JSON object"
+                )
         else:
-            warnings.warn(f"observation-model card {js} is missing; loading the arrays without metadata", stacklevel=2)
+            warnings.warn(
+                f"observation-model card {js} is missing; loading the arrays without metadata", stacklevel=2
+            )
         try:
-            model = cls(arrays["edges"], arrays["pair_probs"], arrays["first_probs"],
-                        r_only=bool(arrays["r_only"]), card=card)
+            model = cls(
+                arrays["edges"],
+                arrays["pair_probs"],
+                arrays["first_probs"],
+                r_only=bool(arrays["r_only"]),
+                card=card,
+            )
         except InvalidParameterError as exc:
             raise DataFormatError(f"{npz} holds an inconsistent observation model: {exc}") from exc
-        stored_keys = [f"{kind}_{what}_{name}" for kind in ("pair", "first") for what in ("data", "bandwidth")
-                       for name in HIDDEN_CLASSES]
+        stored_keys = [
+            f"{kind}_{what}_{name}"
+            for kind in ("pair", "first")
+            for what in ("data", "bandwidth")
+            for name in HIDDEN_CLASSES
+        ]
         if all(k in arrays for k in stored_keys):
             model._stored = {k: arrays[k].astype(float) for k in stored_keys}
         return model
@@ -520,9 +550,10 @@ def _json_default(obj: Any) -> Any:
 def load_shipped_observation_model() -> ObservationModel:
     """The observation model shipped with trim-pomdp.
 
-    Looks for the package-data copy ``trim_pomdp/data/observation_model.npz`` (present in pip installs), then for
-    the repository's top-level ``observation_models/``. Its card says whether the PRM scores behind it were
-    simulated (they are in the default artifact, which is made with ``--synthetic-prm``) and how to replace it.
+    Looks for the package-data copy ``trim_pomdp/data/observation_model.npz`` (present in pip installs), then
+    for the repository's top-level ``observation_models/``. Its card says whether the PRM scores behind it
+    were simulated (they are in the default artifact, which is made with ``--synthetic-prm``) and how to
+    replace it.
     """
     from importlib import resources
 
@@ -554,8 +585,8 @@ def held_out_log_likelihood(
     """Mean held-out log-density per step of each class's ``t >= 2`` density, with folds by item.
 
     Items (``table.item_index``) are split into ``n_folds`` folds; each fold's steps are scored under the
-    densities fitted on the other folds. Returns ``{"S0": …, "S1": …, "S2": …}`` in nats per step (a 2-D density
-    unless ``r_only``).
+    densities fitted on the other folds. Returns ``{"S0": …, "S1": …, "S2": …}`` in nats per step (a 2-D
+    density unless ``r_only``).
     """
     from sklearn.model_selection import GroupKFold
 
@@ -568,7 +599,7 @@ def held_out_log_likelihood(
         raise InvalidParameterError(f"{n_folds}-fold CV by item needs >= {n_folds} items, got {items.size}")
     rng = np.random.default_rng(seed)
     perm = rng.permutation(items)
-    fold_of_item = dict(zip(perm.tolist(), (np.arange(perm.size) % n_folds).tolist()))
+    fold_of_item = dict(zip(perm.tolist(), (np.arange(perm.size) % n_folds).tolist(), strict=True))
     groups = np.array([fold_of_item.get(i, -1) for i in tab.item_index.tolist()])
     out: dict[str, float] = {}
     for c, name in enumerate(HIDDEN_CLASSES):

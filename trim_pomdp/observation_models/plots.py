@@ -89,8 +89,16 @@ def plot_class_densities(
     image = None
     for z, ax in enumerate(axes):
         name = HIDDEN_CLASSES[z]
-        image = ax.imshow(shown[z].T, origin="lower", extent=extent, aspect="equal", cmap="viridis",
-                          vmin=vmin, vmax=vmax, interpolation="nearest" if binned else "bilinear")
+        image = ax.imshow(
+            shown[z].T,
+            origin="lower",
+            extent=extent,
+            aspect="equal",
+            cmap="viridis",
+            vmin=vmin,
+            vmax=vmax,
+            interpolation="nearest" if binned else "bilinear",
+        )
         count = model.card.get("counts", {}).get(name)
         title = f"{name}: {CLASS_DESCRIPTIONS[name].split('(')[0].strip()}"
         ax.set_title(title + (f"\n({count} steps)" if count is not None else ""), fontsize=9)
