@@ -148,6 +148,20 @@ def test_likelihoods(model):
     assert cont1[0] > cont1[2]  # a high first score favours S0 over S2
 
 
+@pytest.mark.parametrize("continuous", [False, True])
+def test_likelihood_batch_matches_scalar(model, continuous):
+    r = np.array([0.05, 0.55, 0.97, 1.0, 0.3])
+    m = np.array([np.nan, 0.05, 0.9, np.nan, 0.3])
+    got = model.likelihood_batch(r, m, continuous=continuous)
+    want = [
+        model.likelihood(a, None if np.isnan(b) else b, continuous=continuous)
+        for a, b in zip(r, m, strict=True)
+    ]
+    np.testing.assert_allclose(got, np.array(want), rtol=1e-12)
+    with pytest.raises(InvalidParameterError, match="same length"):
+        model.likelihood_batch(r, m[:2])
+
+
 def test_r_only_makes_m_uninformative(table):
     m = ObservationModel.fit(table, n_bins=10, r_only=True)
     assert m.r_only and m.card["r_only"]

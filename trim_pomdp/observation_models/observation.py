@@ -380,6 +380,30 @@ class ObservationModel:
         x = np.array([[r]]) if self.r_only else np.array([[r, m]])
         return np.array([k.pdf(x)[0] for k in self.pair_kdes])
 
+    def likelihood_batch(self, r: Any, m: Any, continuous: bool = False) -> np.ndarray:
+        """Vectorised :meth:`likelihood`: shape (n, 3), with ``m`` NaN where ``t = 1``.
+
+        Within one call, rows of first steps and of later steps are each what :meth:`likelihood` returns for
+        them (bin probabilities, or densities when ``continuous``).
+        """
+        r = np.asarray(r, dtype=float).ravel()
+        m = np.asarray(m, dtype=float).ravel()
+        if r.shape != m.shape:
+            raise InvalidParameterError(f"r and m must have the same length, got {r.size} and {m.size}")
+        idx = self.observation_index_batch(r, m)  # also validates the scores
+        first = np.isnan(m)
+        out = np.empty((r.size, 3))
+        if not continuous:
+            out[first] = self.first_probs[:, idx[first]].T
+            out[~first] = self.pair_probs.reshape(3, -1)[:, idx[~first]].T
+            return out
+        if np.any(first):
+            out[first] = np.column_stack([k.pdf(r[first][:, None]) for k in self.first_kdes])
+        if np.any(~first):
+            x = r[~first][:, None] if self.r_only else np.column_stack([r[~first], m[~first]])
+            out[~first] = np.column_stack([k.pdf(x) for k in self.pair_kdes])
+        return out
+
     # ------------------------------------------------------------------------------------------ KDE storage
     def _stored_arrays(self, max_stored: int, random_state: int) -> dict[str, np.ndarray]:
         rng = np.random.default_rng(random_state)
