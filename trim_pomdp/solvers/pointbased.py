@@ -88,8 +88,9 @@ class PointBasedSolver:
     finite_horizon : int or None, default None
         If given, solve the ``H``-step problem exactly by value iteration with alpha-vector pruning instead
         (the returned vectors are the ``H``-steps-to-go value function; lower = upper bound = exact value).
-    zeta : float, default 0.5
-        Trial depth target as a fraction of the current gap at ``b0`` (SARSOP's trial improvement factor).
+    zeta : float, default 0.8
+        A trial stops at depth ``t`` once the gap there is at most ``ζ (V̄(b0) - V̲(b0)) γ^{-t}`` (SARSOP's trial
+        improvement factor; 0.8 was best of 0.25/0.5/0.8 on Tiger, Hallway and the flattened TRIM-POMDP).
     max_depth : int, default 2000
         Hard cap on a trial's depth.
     sweeps : bool, default True
@@ -128,7 +129,7 @@ class PointBasedSolver:
         seed: int = 0,
         finite_horizon: int | None = None,
         *,
-        zeta: float = 0.5,
+        zeta: float = 0.8,
         max_depth: int = 2000,
         sweeps: bool = True,
         sampling: str = "stochastic",
@@ -373,16 +374,32 @@ class PointBasedSolver:
 
     # --------------------------------------------------------------------------------------------------------
     def _expand(self, node: _Node):
-        """Per action: R(b, a), children (support, obs, probabilities, beliefs) and their bounds."""
+        """Per action: R(b, a), children (support, obs, probabilities, beliefs) and their bounds.
+
+        The children of all actions are evaluated as one batch on the union of their supports (one bound
+        evaluation per node instead of one per action).
+        """
         m, lower, upper = self._m, self._lower, self._upper
+        kids = [m.children(node.idx, node.vals, a) for a in range(m.A)]
+        sizes = [len(k[1]) for k in kids]
+        union = np.unique(np.concatenate([k[0] for k in kids]))
+        if all(len(k[0]) == len(union) for k in kids):  # common support (e.g. TRIM): no re-indexing needed
+            Ball = np.vstack([k[3] for k in kids])
+        else:
+            Ball = np.zeros((sum(sizes), len(union)))
+            row = 0
+            for idx2, _, _, B, _ in kids:
+                Ball[row : row + len(B), np.searchsorted(union, idx2)] = B
+                row += len(B)
+        lv_all, lk_all = lower.values(union, Ball)
+        uv_all = np.maximum(upper.values(union, Ball), lv_all)  # both valid; never let round-off cross them
         out = []
-        for a in range(m.A):
-            idx2, obs, p, B, pred = m.children(node.idx, node.vals, a)
+        row = 0
+        for a, (idx2, obs, p, B, pred) in enumerate(kids):
+            sl = slice(row, row + sizes[a])
+            row += sizes[a]
             r = float(node.vals @ m.R[node.idx, a])
-            lv, lk = lower.values(idx2, B)
-            uv = upper.values(idx2, B)
-            uv = np.maximum(uv, lv)  # both are valid; never let round-off cross them
-            out.append((r, idx2, obs, p, B, pred, lv, lk, uv))
+            out.append((r, idx2, obs, p, B, pred, lv_all[sl], lk_all[sl], uv_all[sl]))
         return out
 
     def _backup(self, node: _Node):
