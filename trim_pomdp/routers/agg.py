@@ -280,7 +280,7 @@ def train_agg(
     hyperparameters : dict, optional
         Overrides of :data:`PPO_HYPERPARAMETERS`.
     progress_bar : bool, default=False
-        Show SB3's (rich) progress bar.
+        Show a rich progress bar (steps, speed, time left).
     callback : SB3 callback, optional
     torch_threads : int or None, default=1
         ``torch.set_num_threads`` during training (a 128-unit MLP trains fastest single-threaded).
@@ -354,13 +354,10 @@ def train_agg(
             callbacks.append(_checkpoint_callback(ckpt, int(checkpoint_every), run_key))
         t0 = time.perf_counter()
         remaining = max(int(timesteps) - done, 0)
+        if progress_bar and remaining:
+            callbacks.append(rich_progress_callback(int(timesteps), done, "TRIM-Agg PPO"))
         if remaining:
-            model.learn(
-                total_timesteps=remaining,
-                progress_bar=progress_bar,
-                callback=callbacks or None,
-                reset_num_timesteps=done == 0,
-            )
+            model.learn(total_timesteps=remaining, callback=callbacks or None, reset_num_timesteps=done == 0)
         seconds = time.perf_counter() - t0
     finally:
         torch.set_num_threads(old_threads)
@@ -381,6 +378,34 @@ def train_agg(
         "versions": package_versions("stable-baselines3", "gymnasium", "torch"),
     }
     return AggRouter.from_ppo(model, horizon, card)
+
+
+def rich_progress_callback(total: int, done: int = 0, description: str = "PPO") -> Any:
+    """An SB3 callback showing training progress with rich (no tqdm needed)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class RichProgress(BaseCallback):
+        def _on_training_start(self) -> None:
+            self._bar = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("steps"),
+                TimeRemainingColumn(),
+            )
+            self._bar.start()
+            self._task = self._bar.add_task(description, total=total, completed=done)
+
+        def _on_step(self) -> bool:
+            self._bar.update(self._task, completed=min(int(self.model.num_timesteps), total))
+            return True
+
+        def _on_training_end(self) -> None:
+            self._bar.update(self._task, completed=min(int(self.model.num_timesteps), total))
+            self._bar.stop()
+
+    return RichProgress()
 
 
 def _checkpoint_callback(directory: Path, every: int, run_key: dict[str, Any]) -> Any:

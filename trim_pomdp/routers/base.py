@@ -39,8 +39,8 @@ class Router(Protocol):
 class BatchRouter(Protocol):
     """Optional vectorised form, used by the evaluation and training code for speed.
 
-    ``reset_batch(n)`` then ``decide_batch(obs)`` returning an int array (0 = continue, 1 = regenerate) for the
-    rows of ``obs`` (inactive rows are ignored).
+    ``reset_batch(n)`` then ``decide_batch(obs)`` returning an int array (0 = continue, 1 = regenerate) for
+    the rows of ``obs`` (inactive rows are ignored).
     """
 
     def reset_batch(self, n: int) -> None: ...

@@ -26,7 +26,7 @@ from ..constants import ACTIONS
 from ..exceptions import DataFormatError, InvalidParameterError
 from ..types import BatchObservation, EpisodeBatch, StepObservation
 from ._features import SeqFeatures
-from .agg import PPO_HYPERPARAMETERS, _json_default
+from .agg import PPO_HYPERPARAMETERS, _json_default, rich_progress_callback
 
 __all__ = ["SeqRouter", "train_seq", "SEQ_ARCH"]
 
@@ -238,7 +238,10 @@ def train_seq(
             **hp,
         )
         t0 = time.perf_counter()
-        model.learn(total_timesteps=int(timesteps), progress_bar=progress_bar, callback=callback)
+        callbacks = [callback] if callback is not None else []
+        if progress_bar:
+            callbacks.append(rich_progress_callback(int(timesteps), 0, "TRIM-Seq PPO"))
+        model.learn(total_timesteps=int(timesteps), callback=callbacks or None)
         seconds = time.perf_counter() - t0
     finally:
         torch.set_num_threads(old_threads)
