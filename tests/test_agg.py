@@ -185,7 +185,7 @@ def test_train_agg_cli(tmp_path):
 
     out = tmp_path / "agg"
     args = ["train-agg", "--lambda", "5e-4", "--timesteps", "256", "--n-envs", "2", "--eval-episodes", "200"]
-    res = CliRunner().invoke(main, [*args, "--no-progress", "--out", str(out)])
+    res = CliRunner().invoke(main, [*args, "--progress", "--out", str(out)])
     assert res.exit_code == 0, res.output
     ev = json.loads((out / "evaluation.json").read_text())
     assert ev["lam"] == 5e-4 and "agg" in ev and "pomdp" in ev and ev["relative_gap"] is not None
