@@ -344,3 +344,23 @@ def test_embed_router_example_runs(tmp_path):
     strong_cost = float(rows["strong"][-1])
     assert 0 < trim_cost < strong_cost  # it routes some steps, far from all
     assert "last decision" in out.stdout
+
+
+def test_fast_path_equals_the_policy_method(model, policy):
+    fast, slow = BeliefRouter(policy, model, gate=False), BeliefRouter(policy, model, gate=False)
+    slow._fast = None  # force TrimPolicy.action_values
+    assert fast._fast is not None
+    rng = np.random.default_rng(5)
+    for _ in range(30):
+        fast.reset()
+        slow.reset()
+        scores: list[float] = []
+        for t in range(1, 7):
+            scores.append(float(rng.random()))
+            obs = StepObservation(
+                t, tuple(scores), int(rng.integers(10, 300)), bool(rng.random() < 0.2) or t == 6
+            )
+            assert fast.decide(obs) == slow.decide(obs)
+            np.testing.assert_allclose(fast.last_decision["values"], slow.last_decision["values"], rtol=1e-12)
+            if obs.final:
+                break

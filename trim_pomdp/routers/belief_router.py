@@ -46,6 +46,16 @@ def gate_open(belief: np.ndarray, delta: float) -> np.ndarray | bool:
 class _FastNative:
     """Scalar-Python Q-values of a native TrimPolicy at one belief (the same numbers, ~µs per call)."""
 
+    @classmethod
+    def of(cls, policy: TrimPolicy) -> _FastNative | None:
+        """The fast evaluator of a native policy, or ``None`` (then the policy's own method is used)."""
+        if policy.native is None:
+            return None
+        try:
+            return cls(policy)
+        except (AttributeError, TypeError, ValueError, IndexError):  # a solver layout this path does not know
+            return None
+
     def __init__(self, policy: TrimPolicy):
         nat = policy.native
         self.reward = nat.reward
@@ -209,7 +219,7 @@ class BeliefRouter:
         self._pair_2d = len(self._lik2) == self._n * self._n
         self._T = [[[float(x) for x in row] for row in Ta] for Ta in np.asarray(self.trim_pomdp.transition)]
         self._bucket_edges = [float(x) for x in np.asarray(self.trim_pomdp.params.bucket_edges)]
-        self._fast = _FastNative(policy) if policy.native is not None else None
+        self._fast = _FastNative.of(policy)
         self._structured: FiniteHorizonPOMDP | None = None
         self.n_replans = 0
         self.replan_seconds = 0.0
