@@ -89,8 +89,9 @@ class PointBasedSolver:
         If given, solve the ``H``-step problem exactly by value iteration with alpha-vector pruning instead
         (the returned vectors are the ``H``-steps-to-go value function; lower = upper bound = exact value).
     zeta : float, default 0.8
-        A trial stops at depth ``t`` once the gap there is at most ``ζ (V̄(b0) - V̲(b0)) γ^{-t}`` (SARSOP's trial
-        improvement factor; 0.8 was best of 0.25/0.5/0.8 on Tiger, Hallway and the flattened TRIM-POMDP).
+        A trial stops at depth ``t`` once the gap there is at most ``ζ (V̄(b0) - V̲(b0)) γ^{-t}`` (SARSOP's
+        trial improvement factor; 0.8 was best of 0.25/0.5/0.8 on Tiger, Hallway and the flattened
+        TRIM-POMDP).
     max_depth : int, default 2000
         Hard cap on a trial's depth.
     sweeps : bool, default True
