@@ -55,8 +55,11 @@ class _Var:
         return len(self.values)
 
     def index(self, tok: str, where: str) -> int:
-        if tok in self.values:
-            return self.values.index(tok)
+        lookup = self.__dict__.get("_lookup")
+        if lookup is None:
+            lookup = self.__dict__["_lookup"] = {name: i for i, name in enumerate(self.values)}
+        if tok in lookup:
+            return lookup[tok]
         if tok.isdigit() and int(tok) < self.n:
             return int(tok)
         raise DataFormatError(
