@@ -320,7 +320,7 @@ def test_residual_bound_exact_and_cheap_modes():
 
 
 def test_greedy_policy_achieves_the_lower_bound_in_simulation():
-    """Executing the returned alpha-vector policy earns (in expectation) at least the certified lower bound."""
+    """Executing the returned alpha-vector policy earns, in expectation, at least the lower bound."""
     m = tiger()
     solver = PointBasedSolver(precision=1e-2, time_limit=30, seed=1)
     policy = solver.solve(m)
