@@ -190,9 +190,31 @@ def test_train_agg_cli(tmp_path):
     ev = json.loads((out / "evaluation.json").read_text())
     assert ev["lam"] == 5e-4 and "agg" in ev and "pomdp" in ev and ev["relative_gap"] is not None
     assert AggRouter.load(out).lam == 5e-4
-    res = CliRunner().invoke(
-        main, [*args, "--progress", "--out", str(out)]
-    )  # done already: resumes at 256
+    res = CliRunner().invoke(main, [*args, "--progress", "--out", str(out)])  # done already: resumes at 256
     assert res.exit_code == 0 and "resuming" in res.output
     bad = CliRunner().invoke(main, ["train-agg", "--lambda", "-1", "--out", str(out)])
     assert bad.exit_code != 0 and "--lambda" in bad.output
+
+
+def test_seq_router_cut_sequences_give_the_same_decisions():
+    from trim_pomdp.routers.seq import SeqRouter, train_seq
+
+    router = train_seq(
+        ToyProcess,
+        LAM,
+        timesteps=256,
+        seed=2,
+        n_envs=2,
+        hyperparameters={"n_steps": 128, "batch_size": 128, "n_epochs": 1},
+    )
+    src = ToyProcess()
+    obs = src.reset(64, seed=1)
+    router.reset_batch(64)
+    ref = SeqRouter(router.ppo, router.horizon)
+    ref.reset_batch(64)
+    while obs.active.any():
+        acts = router.decide_batch(obs)  # cut after the longest prefix
+        x = ref.features(obs)  # full length
+        p = ref._probs(x)
+        np.testing.assert_array_equal(acts, np.where(obs.active, p[:, 1] > p[:, 0], 0))
+        obs = src.step(acts)

@@ -63,10 +63,11 @@ def _extractor_class():
             valid = obs[..., 2] > 0.5
             valid = valid.clone()
             valid[:, 0] = True  # never an all-masked row
-            h = self.embed(obs[..., :2]) + self.pos
-            # causal mask: step i attends to steps <= i only (a step's output never depends on padding)
-            H = obs.shape[1]
-            causal = torch.triu(torch.ones(H, H, dtype=torch.bool, device=obs.device), diagonal=1)
+            # the sequence may be cut after the longest valid prefix: with the causal mask the outputs at
+            # valid positions do not depend on later ones
+            L = obs.shape[1]
+            h = self.embed(obs[..., :2]) + self.pos[:L]
+            causal = torch.triu(torch.ones(L, L, dtype=torch.bool, device=obs.device), diagonal=1)
             h = self.encoder(h, mask=causal, src_key_padding_mask=~valid)
             last = valid.long().sum(dim=1) - 1
             out = h[torch.arange(h.shape[0], device=obs.device), last]
@@ -100,6 +101,12 @@ class SeqRouter:
     def __init__(self, ppo: Any, horizon: int, card: dict[str, Any] | None = None) -> None:
         self.ppo = ppo
         self.horizon = int(horizon)
+        space = getattr(ppo, "observation_space", None)
+        if space is not None and tuple(space.shape) != (self.horizon, 3):
+            raise InvalidParameterError(
+                f"the PPO model observes sequences of shape {tuple(space.shape)}, not ({self.horizon}, 3): "
+                "pass the horizon it was trained with"
+            )
         self.card = dict(card or {})
         self.features = SeqFeatures(self.horizon)
         self._single = SeqFeatures(self.horizon)
@@ -148,8 +155,18 @@ class SeqRouter:
         self.features.reset(n)
 
     def decide_batch(self, obs: BatchObservation) -> np.ndarray:
-        p = self._probs(self.features(obs))
-        return np.where(obs.active, (p[:, 1] > p[:, 0]).astype(np.int64), 0)
+        """Actions for every row; the network runs on the active rows only, in chunks of 4096."""
+        x = self.features(obs)  # always: the tracker records this step's tokens
+        out = np.zeros(obs.n, dtype=np.int64)
+        rows = np.flatnonzero(np.asarray(obs.active, dtype=bool))
+        if rows.size:
+            length = int(min(max(np.asarray(obs.t)[rows].max(), 1), self.horizon))
+            x = x[:, :length]  # padding after the longest prefix is never attended to
+        for lo in range(0, rows.size, 4096):
+            r = rows[lo : lo + 4096]
+            p = self._probs(x[r])
+            out[r] = p[:, 1] > p[:, 0]
+        return out
 
     def save(self, directory: str | Path) -> Path:
         d = Path(directory)
