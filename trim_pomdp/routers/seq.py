@@ -63,9 +63,10 @@ def _extractor_class():
             valid = obs[..., 2] > 0.5
             valid = valid.clone()
             valid[:, 0] = True  # never an all-masked row
-            # the sequence may be cut after the longest valid prefix: with the causal mask the outputs at
-            # valid positions do not depend on later ones
-            L = obs.shape[1]
+            # cut after the longest valid prefix of the batch: with the causal mask the outputs at valid
+            # positions do not depend on later ones (exact, and much cheaper early in episodes)
+            L = int(valid.sum(dim=1).max())
+            obs, valid = obs[:, :L], valid[:, :L]
             h = self.embed(obs[..., :2]) + self.pos[:L]
             causal = torch.triu(torch.ones(L, L, dtype=torch.bool, device=obs.device), diagonal=1)
             h = self.encoder(h, mask=causal, src_key_padding_mask=~valid)
