@@ -67,7 +67,7 @@ def command(
         except ImportError:
             console.print(
                 "[yellow]stable-baselines3 is not installed: skipping TRIM-Agg "
-                "(pip install 'trim-pomdp[rl]' to include it)[/]"
+                "(pip install 'trim-pomdp\\[rl]' to include it)[/]"
             )
             routers = tuple(r for r in routers if r != "agg")
     try:

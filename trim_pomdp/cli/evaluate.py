@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from ..exceptions import TrimPomdpError
+from ..exceptions import BackendUnavailableError, TrimPomdpError
 
 __all__ = ["command", "run_evaluation", "parse_floats"]
 
@@ -125,11 +125,22 @@ def run_evaluation(
         )
     if skipped:
         console.log(f"resumed: {skipped} (policy, knob) groups were already complete in {records}")
-    summary = write_reports(records, out, title=title)
+    summary = reports_without_plot_if_needed(write_reports, console, records, out, title=title)
     console.print(rich_table(summary, title=title))
     for line in comparison_lines(summary):
         console.print(f"  {line}")
     return summary
+
+
+def reports_without_plot_if_needed(write_reports, console, *args, **kwargs) -> dict[str, Any]:
+    """Write the reports; without matplotlib, write everything but ``curves.png`` and say how to get it."""
+    from rich.markup import escape
+
+    try:
+        return write_reports(*args, **kwargs)
+    except BackendUnavailableError as exc:
+        console.print(f"[yellow]curves.png skipped (curves.csv has the data): {escape(str(exc))}[/]")
+        return write_reports(*args, **kwargs, plot=False)
 
 
 @click.command("evaluate")
@@ -260,7 +271,9 @@ def command(
                     f"none of --routers {wanted} is in {records}; it holds {sorted(set(recs.policy))}"
                 )
             write_records(sub, selected)
-            summary = write_reports(sub, out, title=f"Routing metrics: {records.name}", simulated=False)
+            summary = reports_without_plot_if_needed(
+                write_reports, console, sub, out, title=f"Routing metrics: {records.name}", simulated=False
+            )
         except TrimPomdpError as exc:
             raise click.ClickException(str(exc)) from None
         console.print(rich_table(summary, title=f"Routing metrics: {records.name}"))
