@@ -85,3 +85,9 @@ def test_cli_version_and_help():
     assert result.exit_code == 0
     for name in COMMANDS:
         assert name in result.output
+
+
+def test_every_public_name_resolves():
+    for name in trim_pomdp.__all__:
+        assert getattr(trim_pomdp, name) is not None, name
+    assert "BeliefRouter" in dir(trim_pomdp)
