@@ -364,3 +364,20 @@ def test_fast_path_equals_the_policy_method(model, policy):
             np.testing.assert_allclose(fast.last_decision["values"], slow.last_decision["values"], rtol=1e-12)
             if obs.final:
                 break
+
+
+def test_certified_replan_cache_matches_fresh_solves(model, policy):
+    solver = FiniteHorizonSolver(precision=1e-3)  # "auto" mode: solutions depend on the start belief
+    cached = BeliefRouter(policy, model, replan_solver=solver, gate=False)  # replan_cache="auto": certified
+    fresh = BeliefRouter(policy, model, replan_solver=FiniteHorizonSolver(precision=1e-3), replan_cache=False)
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        t = int(rng.integers(1, 7))
+        b = rng.dirichlet([1.0, 1.0, 1.0])
+        bucket, final = int(rng.integers(0, 2)), bool(rng.random() < 0.3)
+        qc = cached.replan_values(t, bucket, final, b)
+        qf = fresh.replan_values(t, bucket, final, b)
+        assert abs(qc.max() - qf.max()) <= 2e-3  # both within the precision of V*
+    assert cached.n_replans_cached > 0 and fresh.n_replans_cached == 0
+    with pytest.raises(InvalidParameterError, match="replan_cache"):
+        BeliefRouter(policy, model, replan_solver=solver, replan_cache="sometimes")

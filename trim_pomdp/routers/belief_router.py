@@ -123,11 +123,14 @@ class BeliefRouter:
     replan : Solver, optional
         Alias of ``replan_solver``.
     replan_cache : bool or "auto", default "auto"
-        Memoise the remaining-horizon solution per epoch. Only valid for solvers whose solution does not
-        depend on the start belief: ``"auto"`` enables it for the native solver in ``"exact"`` or ``"grid"``
-        mode (where the re-solved tail is the same for every belief, so a re-plan reduces to one backup at the
-        current belief) and disables it otherwise (point-based, SARSOP and the native ``"auto"`` mode, whose
-        refinement stops on the gap at the start belief, re-solve every time).
+        Re-use the remaining-horizon solution of an epoch across re-plans (native solver only; other solvers
+        re-solve ``flatten(start=...)`` every time). The first re-plan at epoch ``t`` always solves afresh
+        from the current belief; later ones at the same epoch re-use that solution when it is valid for the
+        new belief: in the native ``"exact"`` and ``"grid"`` modes the solution does not depend on the start
+        belief at all, and in ``"auto"`` mode it is re-used only while its certified gap at the new belief and
+        context is within the solver's ``precision`` — the guarantee a fresh solve would give — else solved
+        again. ``"auto"`` (default) does this; ``True`` re-uses without the certificate check; ``False``
+        always re-solves.
 
     Attributes
     ----------
@@ -184,15 +187,18 @@ class BeliefRouter:
                 f"(H={self.trim_pomdp.horizon}, K={self.trim_pomdp.n_buckets})"
             )
         self.replan_solver = replan_solver
-        if replan_cache == "auto":
-            replan_cache = isinstance(replan_solver, FiniteHorizonSolver) and replan_solver.mode in (
-                "exact",
-                "grid",
-            )
-        elif not isinstance(replan_cache, bool):
+        if replan_cache not in (True, False, "auto"):
             raise InvalidParameterError(f"replan_cache must be True, False or 'auto', got {replan_cache!r}")
-        self.replan_cache = bool(replan_cache)
+        native = isinstance(replan_solver, FiniteHorizonSolver)
+        if not native or replan_cache is False:
+            self._cache_mode = "off"
+        elif replan_cache is True or replan_solver.mode in ("exact", "grid"):
+            self._cache_mode = "always"
+        else:
+            self._cache_mode = "certified"
+        self.replan_cache = replan_cache
         self._replan_memo: dict[int, Any] = {}
+        self.n_replans_cached = 0
         self.delta = float(delta)
         self.gate = bool(gate)
         self.continuous_likelihood = bool(continuous_likelihood)
@@ -412,8 +418,8 @@ class BeliefRouter:
     ) -> FiniteHorizonPOMDP:
         """The structured model of epochs ``t … H`` starting after epoch ``t``'s observation.
 
-        With ``bucket=None`` the first epoch keeps the model's context distribution (for the memoised tail),
-        else the observed context has probability 1.
+        The observed context has probability 1 (``bucket=None``: the model's context distribution). The
+        rewards of every context of epoch ``t`` stay in the model, so its solution answers any of them.
         """
         if self._structured is None:
             self._structured = self.trim_pomdp.structured()
@@ -450,14 +456,22 @@ class BeliefRouter:
         start = time.perf_counter()
         solver = self.replan_solver
         if isinstance(solver, FiniteHorizonSolver):
-            pol = self._replan_memo.get(t) if self.replan_cache else None
-            if pol is None:
-                if self.replan_cache:
-                    pol = solver.solve(self._remaining_model(t, None, final, belief))
+            ctx = 2 * bucket + int(final)
+            q = None
+            pol = self._replan_memo.get(t) if self._cache_mode != "off" else None
+            if pol is not None:
+                q = pol.action_values(1, ctx, belief)
+                if self._cache_mode == "certified":
+                    upper = pol.action_values(1, ctx, belief, upper=True)
+                    if float(np.max(upper)) - float(np.max(q)) > solver.precision:
+                        q = None  # not certified at this belief: solve again from it
+                if q is not None:
+                    self.n_replans_cached += 1
+            if q is None:
+                pol = solver.solve(self._remaining_model(t, bucket, final, belief))
+                if self._cache_mode != "off":
                     self._replan_memo[t] = pol
-                else:
-                    pol = solver.solve(self._remaining_model(t, bucket, final, belief))
-            q = pol.action_values(1, 2 * bucket + int(final), belief)
+                q = pol.action_values(1, ctx, belief)
         else:
             tab = self.trim_pomdp.flatten(start=(t, bucket, final, belief))
             alpha = solver.solve(tab)
