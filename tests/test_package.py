@@ -55,7 +55,7 @@ def _internal_imports(path: Path) -> set[str]:
 
 
 # The layers, bottom to top. A module may import its own layer and anything below it.
-BASE = {"exceptions", "_optional", "_version", "constants", "types"}
+BASE = {"exceptions", "_optional", "_version", "constants", "types", "_json"}
 GENERIC = {"solvers", "observation_models", "prm"}
 
 

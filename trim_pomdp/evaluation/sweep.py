@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from .._json import json_default
 from ..exceptions import DataFormatError, InvalidParameterError
 from .records import Records, RecordWriter, read_records
 from .simulator import SIMULATED_NOTE, Simulator, SimulatorParams
@@ -500,7 +501,7 @@ def run_sweep(
         "train_split": bench.train_params.split,
     }
     card.update(extra_card or {})
-    (out / "evaluate.json").write_text(json.dumps(card, indent=2, default=_json_default) + "\n")
+    (out / "evaluate.json").write_text(json.dumps(card, indent=2, default=json_default) + "\n")
     agg_dir = Path(agg_dir) if agg_dir is not None else out / "agg"
     groups = list(plan_groups(bench, obs_model_loader, agg_dir, log))
     total = len(groups)
@@ -517,15 +518,6 @@ def run_sweep(
                 on_group(g, i, total, time.perf_counter() - t0, False)
     return records_path
 
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"cannot serialise {type(obj).__name__}")
 
 
 def write_reports(

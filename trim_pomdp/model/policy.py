@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from .._json import json_default
 from ..exceptions import DataFormatError, InvalidParameterError
 from ..solvers.base import AlphaVectorPolicy, SolveInfo, package_versions
 from ..solvers.finite_horizon import FiniteHorizonPolicy, FiniteHorizonSolver
@@ -359,7 +360,7 @@ class TrimPolicy:
                     arrays[f"obs_{k}"] = np.asarray(v)
         npz, card = out / "policy.npz", out / "policy.json"
         np.savez_compressed(npz, **arrays)
-        card.write_text(json.dumps(self.card_dict(), indent=2, default=_json_default) + "\n")
+        card.write_text(json.dumps(self.card_dict(), indent=2, default=json_default) + "\n")
         return npz, card
 
     @classmethod
@@ -428,15 +429,6 @@ def _obs_arrays(tp: TrimPOMDP) -> dict[str, Any]:
         "edges": None if edges is None else np.asarray(edges, dtype=float),
     }
 
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
 def solve_trim(trim_pomdp: TrimPOMDP, solver: Any = None) -> TrimPolicy:

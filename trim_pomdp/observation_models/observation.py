@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from .._json import json_default
 from ..constants import HIDDEN_CLASSES
 from ..exceptions import DataFormatError, InvalidParameterError
 from .kde import ReflectedKDE
@@ -479,7 +480,7 @@ class ObservationModel:
         card["format"] = FORMAT
         card["n_bins"] = self.n_bins
         card["r_only"] = self.r_only
-        js.write_text(json.dumps(card, indent=2, default=_json_default) + "\n")
+        js.write_text(json.dumps(card, indent=2, default=json_default) + "\n")
         return npz, js
 
     @classmethod
@@ -560,15 +561,6 @@ class ObservationModel:
             model._stored = {k: arrays[k].astype(float) for k in stored_keys}
         return model
 
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"cannot write {type(obj).__name__} to a JSON card")
 
 
 def load_shipped_observation_model() -> ObservationModel:

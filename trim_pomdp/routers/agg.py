@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from .._json import json_default
 from .._optional import require
 from ..constants import ACTIONS
 from ..exceptions import DataFormatError, InvalidParameterError
@@ -170,7 +171,7 @@ class AggRouter:
         if self.ppo is not None:
             self.ppo.save(str(d / "ppo.zip"))
             card["sb3_model"] = "ppo.zip"
-        (d / "agg.json").write_text(json.dumps(card, indent=2, default=_json_default) + "\n")
+        (d / "agg.json").write_text(json.dumps(card, indent=2, default=json_default) + "\n")
         return d
 
     @classmethod
@@ -233,15 +234,6 @@ def _single_blas_thread(active: bool) -> Iterator[None]:
     with threadpool_limits(1, user_api="blas"):
         yield
 
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    return repr(obj)
 
 
 def train_agg(

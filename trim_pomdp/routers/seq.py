@@ -21,12 +21,13 @@ from typing import Any
 
 import numpy as np
 
+from .._json import json_default
 from .._optional import require
 from ..constants import ACTIONS
 from ..exceptions import DataFormatError, InvalidParameterError
 from ..types import BatchObservation, EpisodeBatch, StepObservation
 from ._features import SeqFeatures
-from .agg import PPO_HYPERPARAMETERS, _json_default, rich_progress_callback
+from .agg import PPO_HYPERPARAMETERS, rich_progress_callback
 
 __all__ = ["SeqRouter", "train_seq", "SEQ_ARCH"]
 
@@ -182,7 +183,7 @@ class SeqRouter:
                 "sb3_model": "ppo.zip",
             }
         )
-        (d / "seq.json").write_text(json.dumps(card, indent=2, default=_json_default) + "\n")
+        (d / "seq.json").write_text(json.dumps(card, indent=2, default=json_default) + "\n")
         return d
 
     @classmethod

@@ -15,6 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from .._json import json_default
 from ..exceptions import DataFormatError, InvalidParameterError
 
 __all__ = ["SolveInfo", "Solver", "AlphaVectorPolicy", "package_versions"]
@@ -172,7 +173,7 @@ class AlphaVectorPolicy:
         meta["action_names"] = list(self.action_names) if self.action_names else None
         meta["n_vectors"] = int(self.alphas.shape[0])
         meta["n_states"] = self.n_states
-        card.write_text(json.dumps(meta, indent=2, default=_json_default) + "\n")
+        card.write_text(json.dumps(meta, indent=2, default=json_default) + "\n")
         return npz, card
 
     @classmethod
@@ -198,12 +199,3 @@ class AlphaVectorPolicy:
             raise DataFormatError(f"policy card {card} is not valid JSON: {exc}") from exc
         return cls(alphas, actions, meta.get("action_names"), meta)
 
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
