@@ -13,7 +13,7 @@ absolute
   averaged
   over the 100 equal levels ``p = 0.01, 0.02, …, 1.00``.
 
-Frontier convention (decided here, documented in ``docs/readme/evaluation.md``):
+Frontier convention (decided here, documented in the README, "Evaluation"):
 
 - A sweep is a set of ``(cost, accuracy)`` points, one per knob value, in any order; nothing assumes accuracy
 grows

@@ -91,7 +91,7 @@ def rule_of_thumb_bandwidth(
     unit spread assumed), both adapt to data concentrated in a small part of the box. The robust spread of
     Silverman's rule follows the bulk of skewed data (PRM scores of correct steps pile up near 1) and so
     undersmooths their tails; Scott's standard deviation smooths the tails more, which gave the better
-    held-out class posteriors on ProcessBench (docs/readme/observations.md), hence the default. A dimension
+    held-out class posteriors on ProcessBench (see the README, "Observation models"), hence the default. A dimension
     with zero spread (all values equal) uses a spread of ``1e-3 * (b_j - a_j)``, and every bandwidth is
     floored at ``1e-4 * (b_j - a_j)``.
 
