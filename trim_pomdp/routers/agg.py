@@ -236,6 +236,23 @@ def _single_blas_thread(active: bool) -> Iterator[None]:
 
 
 
+def check_training_args(source: Any, lam: Any, timesteps: Any, n_envs: Any) -> None:
+    """Validate the arguments shared by :func:`train_agg` and :func:`~.seq.train_seq`."""
+    if not (isinstance(lam, (int, float, np.floating)) and math.isfinite(lam) and lam >= 0):
+        raise InvalidParameterError(f"lam must be a finite float >= 0, got {lam!r}")
+    if int(timesteps) < 1:
+        raise InvalidParameterError(f"timesteps must be >= 1, got {timesteps!r}")
+    if int(n_envs) < 1:
+        raise InvalidParameterError(f"n_envs must be >= 1, got {n_envs!r}")
+    from .env import is_source_factory
+
+    if not is_source_factory(source) and n_envs > 1:
+        raise InvalidParameterError(
+            "with n_envs > 1 pass a callable that builds a fresh episode source per environment "
+            "(e.g. lambda: ModelProcess(model)), not a single source instance"
+        )
+
+
 def train_agg(
     source: EpisodeBatch | Callable[[], EpisodeBatch],
     lam: float,
@@ -286,19 +303,7 @@ def train_agg(
     AggRouter
         With ``router.ppo`` set to the SB3 model and a card describing the run.
     """
-    if not (isinstance(lam, (int, float, np.floating)) and math.isfinite(lam) and lam >= 0):
-        raise InvalidParameterError(f"lam must be a finite float >= 0, got {lam!r}")
-    if int(timesteps) < 1:
-        raise InvalidParameterError(f"timesteps must be >= 1, got {timesteps!r}")
-    if int(n_envs) < 1:
-        raise InvalidParameterError(f"n_envs must be >= 1, got {n_envs!r}")
-    from .env import is_source_factory
-
-    if not is_source_factory(source) and n_envs > 1:
-        raise InvalidParameterError(
-            "with n_envs > 1 pass a callable that builds a fresh episode source per environment "
-            "(e.g. lambda: ModelProcess(model)), not a single source instance"
-        )
+    check_training_args(source, lam, timesteps, n_envs)
     torch = require("torch", "rl", "TRIM-Agg training")
     sb3 = require("stable_baselines3", "rl", "TRIM-Agg training")
     from stable_baselines3.common.env_util import make_vec_env

@@ -13,7 +13,6 @@ Saved layout (``SeqRouter.save(DIR)``): ``DIR/ppo.zip`` (SB3) and ``DIR/seq.json
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,7 +26,7 @@ from ..constants import ACTIONS
 from ..exceptions import DataFormatError, InvalidParameterError
 from ..types import BatchObservation, EpisodeBatch, StepObservation
 from ._features import SeqFeatures
-from .agg import PPO_HYPERPARAMETERS, rich_progress_callback
+from .agg import PPO_HYPERPARAMETERS, check_training_args, rich_progress_callback
 
 __all__ = ["SeqRouter", "train_seq", "SEQ_ARCH"]
 
@@ -222,16 +221,8 @@ def train_seq(
     verbose: int = 0,
 ) -> SeqRouter:
     """Train TRIM-Seq with PPO for one λ (same objective and hyperparameters as :func:`~.agg.train_agg`)."""
-    if not (isinstance(lam, (int, float, np.floating)) and math.isfinite(lam) and lam >= 0):
-        raise InvalidParameterError(f"lam must be a finite float >= 0, got {lam!r}")
-    if int(timesteps) < 1 or int(n_envs) < 1:
-        raise InvalidParameterError(f"timesteps and n_envs must be >= 1, got {timesteps!r}, {n_envs!r}")
-    from .env import RoutingEnv, is_source_factory
-
-    if not is_source_factory(source) and n_envs > 1:
-        raise InvalidParameterError(
-            "with n_envs > 1 pass a callable that builds a fresh episode source per environment"
-        )
+    check_training_args(source, lam, timesteps, n_envs)
+    from .env import RoutingEnv
     torch = require("torch", "rl", "TRIM-Seq training")
     sb3 = require("stable_baselines3", "rl", "TRIM-Seq training")
     from stable_baselines3.common.env_util import make_vec_env
