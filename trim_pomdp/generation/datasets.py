@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .._optional import require
-from ..exceptions import DataFormatError, InvalidParameterError
+from ..exceptions import BackendUnavailableError, DataFormatError, InvalidParameterError
 from .answers import extract_boxed
 
 __all__ = ["Problem", "DATASETS", "HUB", "load_dataset", "load_problems_file", "shard"]
@@ -178,7 +178,14 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None) -> list[P
             )
     ds_mod = require("datasets", "data", f"loading {name!r} from the Hugging Face hub")
     path, config, split = HUB[name]
-    ds = ds_mod.load_dataset(path, config, split=split) if config else ds_mod.load_dataset(path, split=split)
+    try:
+        args = (path, config) if config else (path,)
+        ds = ds_mod.load_dataset(*args, split=split)
+    except ConnectionError as exc:  # offline, or the hub is down
+        raise BackendUnavailableError(
+            f"could not load {name!r} from the Hugging Face hub ({exc}); without network, pass --data-dir "
+            f"DIR (or set TRIM_POMDP_EVAL_DATA) to a folder holding {' or '.join(LOCAL_FILES[name])}"
+        ) from exc
     problems = [_row_to_problem(dict(r), i, f"hub:{path}") for i, r in enumerate(ds)]
     if len({q.id for q in problems}) != len(problems):
         problems = [Problem(str(i), q.problem, q.answer) for i, q in enumerate(problems)]

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .._optional import require
-from ..exceptions import DataFormatError, InvalidParameterError
+from ..exceptions import BackendUnavailableError, DataFormatError, InvalidParameterError
 
 __all__ = [
     "SPLITS",
@@ -234,6 +234,12 @@ def _load_hub_split(split: str, dataset: str = HUB_DATASET) -> list[ProcessBench
         ds = datasets.load_dataset(dataset, split=split)
     except ValueError as exc:  # unknown split
         raise InvalidParameterError(f"{dataset} has no split {split!r}: {exc}") from exc
+    except ConnectionError as exc:  # offline, or the hub is down
+        raise BackendUnavailableError(
+            f"could not load ProcessBench split {split!r} from the Hugging Face hub ({exc}); without network, "
+            f"pass data_dir (--data-dir DIR on the command line): a folder holding {split}.json "
+            f"(the dataset/ folder of github.com/QwenLM/ProcessBench)"
+        ) from exc
     source = f"{dataset}[{split}]"
     return [parse_item(dict(rec), split, source=source, index=i) for i, rec in enumerate(ds)]
 
