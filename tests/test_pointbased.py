@@ -340,3 +340,61 @@ def test_greedy_policy_achieves_the_lower_bound_in_simulation():
     se = ret.std() / np.sqrt(n)
     assert ret.mean() >= solver.info.lower_bound - 4 * se - 0.1
     assert ret.mean() <= solver.info.upper_bound + 4 * se + 0.1
+
+
+# ------------------------------------------------------------------------------------------------ layers
+def test_simplex_grid_counts_and_rows():
+    from math import comb
+
+    from trim_pomdp.solvers._pb_layers import simplex_grid
+
+    for k, r in [(1, 4), (2, 4), (3, 4), (4, 3)]:
+        G = simplex_grid(k, r)
+        assert G.shape == (comb(r + k - 1, k - 1), k)
+        np.testing.assert_allclose(G.sum(axis=1), 1.0)
+        assert len({tuple(row) for row in np.round(G * r).astype(int)}) == len(G)
+
+
+def test_support_layers_orders_a_layered_model_and_rejects_cycles():
+    from trim_pomdp.solvers._pb_layers import support_layers
+    from trim_pomdp.solvers._pb_model import SparseModel
+
+    flat = _small_trim().flatten()
+    m = SparseModel(flat)
+    layers = support_layers(m)
+    assert layers and (flat.n_states - 2,) in layers  # the start state's support
+    assert all((flat.n_states - 1,) != U for U in layers)  # the absorbing terminal has a self-loop
+    pos = {U: i for i, U in enumerate(layers)}
+    for U in layers:  # every successor comes first (reverse topological order)
+        for a in range(m.A):
+            P = np.unique(m.T[a][np.asarray(U)].indices)
+            for o in range(m.Z):
+                child = tuple(P[flat.O[a, P, o] > 0].tolist())
+                if child in pos and child != U:
+                    assert pos[child] < pos[U]
+    assert support_layers(SparseModel(tiger())) == []  # one support with a self-loop: nothing to seed
+    T = np.zeros((3, 3, 3))
+    T[:, [0, 1, 2], [1, 2, 0]] = 1.0  # deterministic 3-cycle, fully observed
+    obs = np.tile(np.eye(3), (3, 1, 1))
+    cyc3 = TabularPOMDP(T=T, O=obs, R=np.zeros((3, 3)), b0=np.eye(3)[0], discount=0.9)
+    assert support_layers(SparseModel(cyc3)) is None
+    assert support_layers(m, max_supports=3) is None
+
+
+def test_layer_seeding_keeps_bounds_valid():
+    from trim_pomdp.solvers.finite_horizon import FiniteHorizonSolver
+
+    tp = _small_trim()
+    gamma = tp.params.discount
+    native = FiniteHorizonSolver(mode="exact")
+    native.solve(tp.structured(discount=gamma))
+    lo, hi = gamma * native.info.lower_bound, gamma * native.info.upper_bound
+    solver = PointBasedSolver(precision=1e-3, time_limit=30, layer_grid=3)
+    solver.solve(tp.flatten())
+    info = solver.info
+    assert info.extra["layer_seeded_points"] > 0
+    assert info.converged and info.lower_bound <= hi + 1e-9 and info.upper_bound >= lo - 1e-9
+    with pytest.raises(InvalidParameterError, match="layer_grid"):
+        PointBasedSolver(layer_grid=-1)
+    with pytest.raises(InvalidParameterError, match="layer_share"):
+        PointBasedSolver(layer_share=2.0)

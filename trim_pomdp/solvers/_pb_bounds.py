@@ -12,6 +12,7 @@ Batches of beliefs are passed as ``(idx, B)``: a common support ``idx`` (global 
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 
 __all__ = ["AlphaSet", "SawtoothUpper"]
 
@@ -115,6 +116,37 @@ def _residual_bound(
     return g.min(axis=-1)
 
 
+def _residual_pairs(
+    FBq: np.ndarray, phi_max: np.ndarray, v: np.ndarray, Fi: np.ndarray, exact: bool = True
+) -> np.ndarray:
+    """:func:`_residual_bound` for a list of (query, point) pairs: row ``p`` pairs ``FBq[p]`` with ``Fi[p]``.
+
+    Parameters
+    ----------
+    FBq : (P, A) plane values of each pair's query; phi_max : (P,); v : (P,) the points' values;
+    Fi : (P, A) plane values of each pair's point.
+    """
+    A = FBq.shape[1]
+    cands = [phi_max]
+    if exact or A <= 2:
+        for a in range(A):
+            for a2 in range(a + 1, A):
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    kink = (FBq[:, a] - FBq[:, a2]) / (Fi[:, a] - Fi[:, a2])
+                cands.append(np.clip(np.where(np.isfinite(kink), kink, 0.0), 0.0, phi_max))
+    else:
+        rows = np.arange(len(FBq))
+        a0 = FBq.argmax(axis=1)
+        f0, fi0 = FBq[rows, a0], Fi[rows, a0]
+        for a in range(A):
+            with np.errstate(divide="ignore", invalid="ignore"):
+                kink = (f0 - FBq[:, a]) / (fi0 - Fi[:, a])
+            cands.append(np.clip(np.where(np.isfinite(kink), kink, 0.0), 0.0, phi_max))
+    phi = np.stack(cands, axis=-1)  # (P, C)
+    g = phi * v[:, None] + (FBq[:, None, :] - phi[..., None] * Fi[:, None, :]).max(axis=-1)
+    return g.min(axis=-1)
+
+
 class _DensePoints:
     """Stored upper-bound points as dense rows (for models with few states)."""
 
@@ -208,6 +240,48 @@ class _SparsePoints:
         sel = np.repeat(starts - offs, lens) + np.arange(int(lens.sum()))
         ratio = B[:, col[sel]] * self._inv[sel]  # (Q, nnz)
         return pts, np.minimum.reduceat(ratio, offs, axis=1)  # (Q, n_usable)
+
+    def pairs(self, idx: np.ndarray, B: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The (query, point) pairs where the point's support lies inside the query's, and ``φ`` for each.
+
+        Sparse in both directions: the work grows with the number of such pairs, not with ``Q x N``
+        (beliefs of layered models sit on small supports, and each meets only the points of its own).
+        """
+        empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
+        n = self.nnz
+        if n == 0 or len(B) == 0:
+            return empty
+        pos = self._pos
+        pos[idx] = np.arange(len(idx))
+        col = pos[self._idx[:n]]
+        pos[idx] = -1
+        usable = np.ones(self.N, bool)
+        missing = col < 0
+        if missing.any():
+            usable[self._owner[:n][missing]] = False
+        pts = np.flatnonzero(usable)
+        if len(pts) == 0:
+            return empty
+        starts, ends = self._ptr[pts], self._ptr[pts + 1]
+        lens = ends - starts
+        offs = np.concatenate([[0], np.cumsum(lens)[:-1]])
+        sel = np.repeat(starts - offs, lens) + np.arange(int(lens.sum()))
+        cols_e, inv_e = col[sel], self._inv[sel]
+        k = len(idx)
+        inc_p = sp.csr_matrix(
+            (np.ones(len(sel)), (cols_e, np.repeat(np.arange(len(pts)), lens))), shape=(k, len(pts))
+        )
+        inc_q = sp.csr_matrix((B > 0).astype(float))
+        C = (inc_q @ inc_p).tocoo()
+        ok = np.abs(C.data - lens[C.col]) < 0.5  # every state of the point's support is in the query's
+        q, j = C.row[ok].astype(np.int64), C.col[ok].astype(np.int64)
+        if len(q) == 0:
+            return empty
+        lj = lens[j]
+        pair_offs = np.concatenate([[0], np.cumsum(lj)[:-1]])
+        e = np.repeat(offs[j] - pair_offs, lj) + np.arange(int(lj.sum()))
+        ratio = B[np.repeat(q, lj), cols_e[e]] * inv_e[e]
+        return q, pts[j], np.minimum.reduceat(ratio, pair_offs)
 
     def phi_new(self, idx: np.ndarray, vals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         n, N = self.nnz, self.N
@@ -307,6 +381,13 @@ class SawtoothUpper:
         FB = B @ self.fib[:, idx].T  # (Q, A)
         out = FB.max(axis=1)
         if not self.points.N:
+            return out
+        if isinstance(self.points, _SparsePoints):
+            q, i, phi = self.points.pairs(idx, B)
+            if len(q):
+                pv = self.points
+                h = _residual_pairs(FB[q], phi, pv._v[i], pv._F[i], exact=self.exact)
+                np.minimum.at(out, q, h)
             return out
         pts, phi = self.points.phi(idx, B)
         if len(pts) == 0:

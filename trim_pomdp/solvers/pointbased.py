@@ -38,6 +38,7 @@ import scipy.sparse as sp
 from ..exceptions import InvalidParameterError, SolverError
 from ._pb_bounds import AlphaSet, SawtoothUpper
 from ._pb_exact import exact_value_iteration
+from ._pb_layers import simplex_grid, support_layers
 from ._pb_model import SparseModel, blind_lower_bound, fast_informed_bound, mdp_upper_bound
 from .base import AlphaVectorPolicy, SolveInfo, package_versions
 from .tabular import TabularPOMDP
@@ -102,6 +103,16 @@ class PointBasedSolver:
         How a trial picks the observation branch: at random in proportion to the weighted excess gap (seeded
         by
         ``seed``; spreads trials over wide belief trees) or its argmax (HSVI2).
+    layer_grid : int, default 0
+        Resolution of the optional bottom-up seeding of the upper bound (0: off). When the belief supports
+        form a graph that is acyclic apart from self-loops (a finite horizon encoded in the state), every
+        support of at most ``layer_max_support`` states gets a simplex grid of this resolution, backed up
+        (upper bound only) in reverse topological order before the trials, so one sweep reaches every layer.
+        Off by default: on the flattened TRIM-POMDP it cost more time than it saved (see the README).
+    layer_max_support : int, default 3
+        Largest support that the layer seeding covers with a grid.
+    layer_share : float, default 0.5
+        At most this share of ``time_limit`` goes to the layer seeding.
     blas_threads : int or None, default 1
         BLAS threads while solving (``None``: leave as is). The hot path is many small matrix products, which
         threads slow down, badly so when the machine is busy.
@@ -135,6 +146,9 @@ class PointBasedSolver:
         sweeps: bool = True,
         sampling: str = "stochastic",
         blas_threads: int | None = 1,
+        layer_grid: int = 0,
+        layer_max_support: int = 3,
+        layer_share: float = 0.5,
         callback: Callable[[dict[str, Any]], None] | None = None,
         callback_interval: float = 0.5,
     ):
@@ -159,6 +173,17 @@ class PointBasedSolver:
             raise InvalidParameterError(f"sampling must be 'greedy' or 'stochastic', got {sampling!r}")
         self.sampling = sampling
         self.blas_threads = blas_threads
+        if int(layer_grid) != layer_grid or layer_grid < 0:
+            raise InvalidParameterError(f"layer_grid must be a non-negative integer, got {layer_grid!r}")
+        if int(layer_max_support) != layer_max_support or layer_max_support < 1:
+            raise InvalidParameterError(
+                f"layer_max_support must be a positive integer, got {layer_max_support!r}"
+            )
+        if not 0 <= layer_share <= 1:
+            raise InvalidParameterError(f"layer_share must lie in [0, 1], got {layer_share!r}")
+        self.layer_grid = int(layer_grid)
+        self.layer_max_support = int(layer_max_support)
+        self.layer_share = float(layer_share)
         self.callback = callback
         self.callback_interval = float(callback_interval)
         self.info: SolveInfo | None = None
@@ -261,9 +286,11 @@ class PointBasedSolver:
         init_seconds = time.perf_counter() - start
 
         self._rng = np.random.default_rng(self.seed)
+        self._full_sweep = False
         b0 = m.b0
         root = _Node(np.flatnonzero(b0 > 0), b0[b0 > 0])
         self._m, self._lower, self._upper = m, lower, upper
+        seeded = self._seed_layers(start + self.layer_share * limit) if self.layer_grid else 0
         self._backup(root)
         nodes = [root]
         trials = backups = 0
@@ -306,7 +333,10 @@ class PointBasedSolver:
                 t1 = time.perf_counter()
                 lb_before = root.lb
                 for node in reversed(nodes):
-                    self._backup_lower(node)
+                    if self._full_sweep:
+                        self._backup(node)
+                    else:
+                        self._backup_lower(node)
                     backups += 1
                     if time.perf_counter() > start + limit:
                         break
@@ -348,6 +378,7 @@ class PointBasedSolver:
                 "stop_reason": stop,
                 "init_seconds": init_seconds,
                 "fib_iterations": fib_iters,
+                "layer_seeded_points": seeded,
                 "precision": self.precision,
             },
         )
@@ -449,6 +480,43 @@ class PointBasedSolver:
             g = np.einsum("sk,ks->s", W, G[ks])
         Tg = m.T_dense[a] @ g if m.T_dense is not None else m.T[a] @ g
         return m.R[:, a] + m.gamma * Tg
+
+    def _seed_layers(self, deadline: float) -> int:
+        """Bottom-up upper-bound backups on grids over the small supports of a layered model.
+
+        When the support graph (:func:`~trim_pomdp.solvers._pb_layers.support_layers`) is acyclic apart
+        from self-loops, every support of at most ``layer_max_support`` states gets the beliefs of a
+        resolution-``layer_grid`` simplex grid, backed up (upper bound only) in reverse topological order:
+        one sweep carries improvements through all layers. Returns the number of beliefs backed up.
+        """
+        layers = support_layers(self._m, max_size=None)
+        if not layers:
+            return 0
+        grids = {}
+        n = 0
+        for U in layers:
+            k = len(U)
+            if k > self.layer_max_support:
+                continue
+            if k not in grids:
+                grids[k] = simplex_grid(k, self.layer_grid)
+            idx = np.asarray(U, dtype=np.int64)
+            for row in grids[k]:
+                if time.perf_counter() > deadline:
+                    return n
+                nz = row > 0
+                self._backup_upper(idx[nz], row[nz])
+                n += 1
+        return n
+
+    def _backup_upper(self, idx: np.ndarray, vals: np.ndarray) -> None:
+        """Upper-bound-only backup at the belief ``(idx, vals)``; stores the point if it tightens it."""
+        m, upper = self._m, self._upper
+        q = -math.inf
+        for a in range(m.A):
+            idx2, obs, p, B, pred = m.children(idx, vals, a)
+            q = max(q, float(vals @ m.R[idx, a]) + m.gamma * float(p @ upper.values(idx2, B)))
+        upper.add(idx, vals, q)
 
     def _backup_lower(self, node: _Node) -> None:
         """Lower-bound-only backup at ``node`` (no upper-bound evaluation; used by the sweeps)."""
