@@ -5,7 +5,6 @@ Heavy pieces (matplotlib for region plots, the ProcessBench loader) are imported
 
 from .belief import BeliefFilter
 from .defaults import default_observation_model, load_default_params
-from .estimation import estimate_params
 from .montecarlo import MCResult, PolicyBatchRouter, monte_carlo
 from .params import TrimParams
 from .policy import TrimPolicy, solve_trim
@@ -34,3 +33,13 @@ __all__ = [
     "regenerate_region_table",
     "solve_trim",
 ]
+
+
+def __getattr__(name: str):
+    # estimation is also run as a script (python -m trim_pomdp.model.estimation): importing it eagerly here
+    # would make runpy warn that the module was already imported.
+    if name == "estimate_params":
+        from .estimation import estimate_params
+
+        return estimate_params
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
