@@ -398,3 +398,65 @@ def test_layer_seeding_keeps_bounds_valid():
         PointBasedSolver(layer_grid=-1)
     with pytest.raises(InvalidParameterError, match="layer_share"):
         PointBasedSolver(layer_share=2.0)
+    with pytest.raises(InvalidParameterError, match="hull_max_support"):
+        PointBasedSolver(hull_max_support=-1)
+
+
+# ------------------------------------------------------------------------------------------------ face hulls
+def _envelope_lp(P, v, b):
+    """Lower convex envelope of the points (rows of P, values v) at b: min Σ λ v s.t. Σ λ P = b, λ >= 0."""
+    from scipy.optimize import linprog
+
+    res = linprog(v, A_eq=P.T, b_eq=b, bounds=(0, None), method="highs")
+    assert res.status == 0
+    return res.fun
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_face_hull_is_the_lower_convex_envelope(k):
+    from trim_pomdp.solvers._pb_hull import FaceHulls
+
+    rng = np.random.default_rng(k)
+    S = 7
+    U = np.sort(rng.choice(S, size=k, replace=False))
+    planes = rng.uniform(0, 1, size=(4, k))  # a convex function on the face: V(b) = max planes . b
+    corner = np.full(S, 2.0)
+    hulls = FaceHulls(corner, max_support=3)
+    P, v = [np.eye(k)], [corner[U]]
+    for _ in range(25):
+        b = rng.dirichlet(np.ones(k) * 0.7)
+        val = (planes @ b).max() + rng.uniform(0, 0.05)
+        hulls.add(U, b, val)
+        P.append(b[None]), v.append([val])
+    P, v = np.vstack(P), np.concatenate(v)
+    Q = rng.dirichlet(np.ones(k), size=40)
+    full = np.zeros((40, S))
+    full[:, U] = Q
+    got = hulls.values(np.arange(S), full)
+    ref = np.array([_envelope_lp(P, v, q) for q in Q])
+    np.testing.assert_allclose(got, ref, atol=1e-9)
+    assert np.all(got >= (planes @ Q.T).max(axis=0) - 1e-12)  # a valid upper bound of the convex function
+    # an edge of the face with no point of its own gets the corners' chord (k = 3) or the envelope (k = 2);
+    # beliefs on larger supports get no hull bound (inf)
+    edge = np.zeros(S)
+    edge[U[:2]] = [0.3, 0.7]
+    e = hulls.values(np.arange(S), edge[None])[0]
+    assert e == pytest.approx(2.0 if k == 3 else _envelope_lp(P, v, edge[U]), abs=1e-9)
+    wide = np.full((1, S), 1.0 / S)
+    assert np.isinf(hulls.values(np.arange(S), wide))[0]
+
+
+def test_sawtooth_with_hulls_is_never_looser_and_stays_valid():
+    rng = np.random.default_rng(3)
+    S = 5
+    fib = rng.uniform(5, 10, size=(2, S))
+    plain, hull = SawtoothUpper(fib, dense=False), SawtoothUpper(fib, dense=False, hull_max_support=3)
+    U = np.array([1, 3, 4])
+    for _ in range(40):
+        b = rng.dirichlet(np.ones(3))
+        v = min(plain.value(U, b), hull.value(U, b)) - rng.uniform(0, 1)
+        plain.add(U, b, v)
+        hull.add(U, b, v)
+    B = rng.dirichlet(np.ones(3), size=50)
+    a, h = plain.values(U, B), hull.values(U, B)
+    assert np.all(h <= a + 1e-12) and np.any(h < a - 1e-6)

@@ -14,6 +14,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from ._pb_hull import FaceHulls
+
 __all__ = ["AlphaSet", "SawtoothUpper"]
 
 
@@ -357,8 +359,15 @@ class SawtoothUpper:
         only in exact mode.
     """
 
-    def __init__(self, fib: np.ndarray, dense: bool | None = None, exact: bool | None = None):
+    def __init__(
+        self,
+        fib: np.ndarray,
+        dense: bool | None = None,
+        exact: bool | None = None,
+        hull_max_support: int = 0,
+    ):
         self.fib = np.asarray(fib, float)
+        self.hulls = FaceHulls(self.fib.max(axis=0), hull_max_support) if hull_max_support >= 2 else None
         self.exact = self.fib.shape[0] <= 3 if exact is None else bool(exact)
         self.S = self.fib.shape[1]
         A = self.fib.shape[0]
@@ -380,6 +389,8 @@ class SawtoothUpper:
         """Upper bound at each row of ``B`` (beliefs on support ``idx``)."""
         FB = B @ self.fib[:, idx].T  # (Q, A)
         out = FB.max(axis=1)
+        if self.hulls is not None and len(self.hulls):
+            out = np.minimum(out, self.hulls.values(idx, B))
         if not self.points.N:
             return out
         if isinstance(self.points, _SparsePoints):
@@ -413,6 +424,8 @@ class SawtoothUpper:
         if v >= (self.value(idx, vals) if current is None else current) - min_gain:
             return False
         F = vals @ self.fib[:, idx].T  # (A,)
+        if self.hulls is not None:
+            self.hulls.add(idx, vals, v)
         if self.points.N:
             cand, psi = self.points.phi_new(idx, vals)
             if len(cand):

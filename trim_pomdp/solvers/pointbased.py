@@ -146,6 +146,7 @@ class PointBasedSolver:
         sweeps: bool = True,
         sampling: str = "stochastic",
         blas_threads: int | None = 1,
+        hull_max_support: int = 3,
         layer_grid: int = 0,
         layer_max_support: int = 3,
         layer_share: float = 0.5,
@@ -181,6 +182,11 @@ class PointBasedSolver:
             )
         if not 0 <= layer_share <= 1:
             raise InvalidParameterError(f"layer_share must lie in [0, 1], got {layer_share!r}")
+        if int(hull_max_support) != hull_max_support or hull_max_support < 0:
+            raise InvalidParameterError(
+                f"hull_max_support must be a non-negative integer, got {hull_max_support!r}"
+            )
+        self.hull_max_support = int(hull_max_support)
         self.layer_grid = int(layer_grid)
         self.layer_max_support = int(layer_max_support)
         self.layer_share = float(layer_share)
@@ -282,7 +288,7 @@ class PointBasedSolver:
         # upper bound: MDP by policy iteration, then FIB (each iterate valid)
         q_mdp = mdp_upper_bound(m)
         fib, fib_iters = fast_informed_bound(m, q_mdp, time_budget=max(0.05, 0.2 * min(limit, 600.0)))
-        upper = SawtoothUpper(fib)
+        upper = SawtoothUpper(fib, hull_max_support=self.hull_max_support)
         init_seconds = time.perf_counter() - start
 
         self._rng = np.random.default_rng(self.seed)
