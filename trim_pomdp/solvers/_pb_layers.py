@@ -16,6 +16,7 @@ lets upper-bound backups run from the last layer to the first, so one sweep prop
 from __future__ import annotations
 
 import itertools
+import time
 
 import numpy as np
 
@@ -49,7 +50,10 @@ def _child_supports(m: SparseModel, U: np.ndarray) -> set[tuple[int, ...]]:
 
 
 def support_layers(
-    m: SparseModel, max_supports: int = 5000, max_size: int | None = None
+    m: SparseModel,
+    max_supports: int = 5000,
+    max_size: int | None = None,
+    deadline: float | None = None,
 ) -> list[tuple[int, ...]] | None:
     """Reachable belief supports in reverse topological order (deepest first), self-loop supports excluded.
 
@@ -60,6 +64,8 @@ def support_layers(
         Give up (return ``None``) when more supports than this are reachable.
     max_size : int, optional
         Give up when a support with more states than this is reachable (the grids would be too large).
+    deadline : float, optional
+        Give up when ``time.perf_counter()`` passes this.
 
     Returns
     -------
@@ -80,7 +86,7 @@ def support_layers(
             return None
         kids = _child_supports(m, np.asarray(U, dtype=np.int64))
         succ[U] = kids
-        if len(succ) > max_supports:
+        if len(succ) > max_supports or (deadline is not None and time.perf_counter() > deadline):
             return None
         stack.extend(k for k in kids if k not in succ)
     # Kahn's algorithm on the graph without self-loops
