@@ -389,7 +389,7 @@ def test_layer_seeding_keeps_bounds_valid():
     native = FiniteHorizonSolver(mode="exact")
     native.solve(tp.structured(discount=gamma))
     lo, hi = gamma * native.info.lower_bound, gamma * native.info.upper_bound
-    solver = PointBasedSolver(precision=1e-3, time_limit=30, layer_grid=3)
+    solver = PointBasedSolver(precision=1e-3, time_limit=30, layer_grid=3, hull_max_support=3)
     solver.solve(tp.flatten())
     info = solver.info
     assert info.extra["layer_seeded_points"] > 0
