@@ -179,6 +179,34 @@ def parse_cassandra(text: str, source: str = "<string>") -> TabularPOMDP:
             O = np.zeros((A, S, Z))
             r_base = np.zeros((A, S))
 
+    def parse_probability_entry(arr: np.ndarray, columns: str) -> None:
+        """``T: a [: s [: s']]`` or ``O: a [: s' [: o]]`` with numbers, ``uniform`` or ``identity``."""
+        what = "transition" if columns == "states" else "observation"
+        S, C = spaces["states"].n, spaces[columns].n
+        a = index("actions")
+        if tk.peek() == ":":
+            tk.pos += 1
+            s = index("states")
+            if tk.peek() == ":":
+                tk.pos += 1
+                c = index(columns)
+                arr[np.ix_(a, s, c)] = tk.number(f"a {what} probability")
+            elif tk.peek() == "uniform":
+                tk.pos += 1
+                arr[np.ix_(a, s)] = 1.0 / C
+            else:
+                arr[np.ix_(a, s)] = tk.numbers(C, f"a row of {C} {what} probabilities or 'uniform'")
+        elif tk.peek() == "uniform":
+            tk.pos += 1
+            arr[a] = 1.0 / C
+        elif tk.peek() == "identity":
+            if S != C:
+                raise tk.error(f"'uniform' or {S}x{C} numbers ('identity' needs as many {columns} as states)")
+            tk.pos += 1
+            arr[a] = np.eye(S)
+        else:
+            arr[a] = tk.numbers(S * C, f"a {S}x{C} {what} matrix, 'identity' or 'uniform'").reshape(S, C)
+
     def index(kind: str) -> np.ndarray:
         pos = tk.pos
         tk.next(f"a {kind[:-1]}")
@@ -252,60 +280,9 @@ def parse_cassandra(text: str, source: str = "<string>") -> TabularPOMDP:
                     f"{S} start probabilities, 'uniform' or one state (found {len(items)} tokens)",
                     items[0][1],
                 )
-        elif key == "T":
+        elif key in ("T", "O"):
             alloc()
-            S = spaces["states"].n
-            a = index("actions")
-            if tk.peek() == ":":
-                tk.pos += 1
-                s = index("states")
-                if tk.peek() == ":":
-                    tk.pos += 1
-                    sp = index("states")
-                    T[np.ix_(a, s, sp)] = tk.number("a transition probability")
-                elif tk.peek() == "uniform":
-                    tk.pos += 1
-                    T[np.ix_(a, s)] = 1.0 / S
-                else:
-                    T[np.ix_(a, s)] = tk.numbers(S, f"a row of {S} transition probabilities or 'uniform'")
-            elif tk.peek() == "uniform":
-                tk.pos += 1
-                T[a] = 1.0 / S
-            elif tk.peek() == "identity":
-                tk.pos += 1
-                T[a] = np.eye(S)
-            else:
-                T[a] = tk.numbers(S * S, f"a {S}x{S} transition matrix, 'identity' or 'uniform'").reshape(
-                    S, S
-                )
-        elif key == "O":
-            alloc()
-            S, Z = spaces["states"].n, spaces["observations"].n
-            a = index("actions")
-            if tk.peek() == ":":
-                tk.pos += 1
-                sp = index("states")
-                if tk.peek() == ":":
-                    tk.pos += 1
-                    o = index("observations")
-                    O[np.ix_(a, sp, o)] = tk.number("an observation probability")
-                elif tk.peek() == "uniform":
-                    tk.pos += 1
-                    O[np.ix_(a, sp)] = 1.0 / Z
-                else:
-                    O[np.ix_(a, sp)] = tk.numbers(Z, f"a row of {Z} observation probabilities or 'uniform'")
-            elif tk.peek() == "uniform":
-                tk.pos += 1
-                O[a] = 1.0 / Z
-            elif tk.peek() == "identity":
-                if S != Z:
-                    raise tk.error(
-                        f"'uniform' or {S}x{Z} numbers ('identity' needs as many observations as states)"
-                    )
-                tk.pos += 1
-                O[a] = np.eye(S)
-            else:
-                O[a] = tk.numbers(S * Z, f"a {S}x{Z} observation matrix or 'uniform'").reshape(S, Z)
+            parse_probability_entry(T if key == "T" else O, "states" if key == "T" else "observations")
         elif key == "R":
             alloc()
             S, Z = spaces["states"].n, spaces["observations"].n
