@@ -29,7 +29,12 @@ from pathlib import Path
 
 import numpy as np
 
-from trim_pomdp.observation_models.processbench import SPLITS, load_processbench, processbench_metrics, step_table
+from trim_pomdp.observation_models.processbench import (
+    SPLITS,
+    load_processbench,
+    processbench_metrics,
+    step_table,
+)
 from trim_pomdp.observation_models.synthetic_prm import (
     CALIBRATED_MU_S0,
     CALIBRATED_MU_S2,
@@ -39,7 +44,10 @@ from trim_pomdp.observation_models.synthetic_prm import (
     calibrate_synthetic_prm,
 )
 
-REAL_TRACE = {"classes": ["S0", "S2", "S1", "S1"], "scores": [0.99951171875, 0.1812744140625, 0.974609375, 0.99951171875]}
+REAL_TRACE = {
+    "classes": ["S0", "S2", "S1", "S1"],
+    "scores": [0.99951171875, 0.1812744140625, 0.974609375, 0.99951171875],
+}
 
 
 SHAPE_GRID = {"s0_sd": (1.5, 2.0, 2.5, 3.0, 3.5, 4.0), "s1_high": (0.4, 0.55, 0.7), "s1_shift": (-1.0, 0.0)}
@@ -77,12 +85,19 @@ def search_shapes(items) -> list[tuple[float, dict]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     default_dir = Path(__file__).resolve().parents[2] / "shared" / "data" / "processbench"
-    ap.add_argument("--data-dir", default=str(default_dir) if default_dir.is_dir() else None,
-                    help="folder with <split>.json (default ../shared/data/processbench; else the HF hub)")
+    ap.add_argument(
+        "--data-dir",
+        default=str(default_dir) if default_dir.is_dir() else None,
+        help="folder with <split>.json (default ../shared/data/processbench; else the HF hub)",
+    )
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--check-seeds", type=int, default=10, help="fresh seeds for the check of the shipped defaults")
-    ap.add_argument("--search-shapes", action="store_true", help="grid-search shapes against the real trace first")
+    ap.add_argument(
+        "--check-seeds", type=int, default=10, help="fresh seeds for the check of the shipped defaults"
+    )
+    ap.add_argument(
+        "--search-shapes", action="store_true", help="grid-search shapes against the real trace first"
+    )
     ap.add_argument("--out", default=str(Path(__file__).with_suffix(".json")))
     args = ap.parse_args()
 
@@ -96,7 +111,9 @@ def main() -> None:
             print(f"  loglik {ll:7.3f}  " + ", ".join(f"{k}={sh[k]}" for k in SHAPE_GRID))
         shape = search[0][1]
         if shape != SHAPE_DEFAULTS:
-            print(f"NOTE: the search picked {shape}, which differs from the shipped SHAPE_DEFAULTS {SHAPE_DEFAULTS}")
+            print(
+                f"NOTE: the search picked {shape}, which differs from the shipped SHAPE_DEFAULTS {SHAPE_DEFAULTS}"
+            )
     t0 = time.perf_counter()
     mu_s0, mu_s2 = calibrate_synthetic_prm(items, repeats=args.repeats, seed=args.seed, **shape)
     fit_s = time.perf_counter() - t0
@@ -104,14 +121,20 @@ def main() -> None:
     print(f"calibration ({args.repeats} replicates, seed {args.seed}) took {fit_s:.1f} s; shapes {shape}")
     print(f"{'split':14s} {'mu_s0 fit':>10s} {'shipped':>8s} {'mu_s2 fit':>10s} {'shipped':>8s}")
     for s in SPLITS:
-        print(f"{s:14s} {mu_s0[s]:10.4f} {CALIBRATED_MU_S0[s]:8.4f} {mu_s2[s]:10.4f} {CALIBRATED_MU_S2[s]:8.4f}")
+        print(
+            f"{s:14s} {mu_s0[s]:10.4f} {CALIBRATED_MU_S0[s]:8.4f} {mu_s2[s]:10.4f} {CALIBRATED_MU_S2[s]:8.4f}"
+        )
 
     prm = SyntheticPRM()
-    print(f"\ntrace log-likelihood of the shipped defaults: {trace_log_likelihood(prm, [i for i in items if i.split == 'gsm8k']):.3f}")
+    print(
+        f"\ntrace log-likelihood of the shipped defaults: {trace_log_likelihood(prm, [i for i in items if i.split == 'gsm8k']):.3f}"
+    )
     rep = [it for _ in range(args.check_seeds) for it in items]
     scored = prm.score_items(rep, seed=12345)
     metrics = processbench_metrics(scored)
-    print(f"\nshipped defaults over {args.check_seeds} replicates (fresh seed) vs Qwen2.5-Math-PRM-7B (published):")
+    print(
+        f"\nshipped defaults over {args.check_seeds} replicates (fresh seed) vs Qwen2.5-Math-PRM-7B (published):"
+    )
     print(f"{'split':14s} {'err sim':>8s} {'err pub':>8s} {'corr sim':>9s} {'corr pub':>9s} {'F1 sim':>7s}")
     for s in SPLITS:
         e, c = QWEN25_MATH_PRM_7B_PROCESSBENCH[s]
@@ -126,7 +149,9 @@ def main() -> None:
         sim = table.r[table.z == z]
         q = float((sim <= r).mean())
         pct.setdefault(cls, []).append(q)
-        print(f"  {cls}: real {r:.4f} is at simulated percentile {100 * q:5.1f} (median {np.median(sim):.4f})")
+        print(
+            f"  {cls}: real {r:.4f} is at simulated percentile {100 * q:5.1f} (median {np.median(sim):.4f})"
+        )
     high = {c: float((table.r[table.z == z] >= 0.5).mean()) for c, z in (("S0", 0), ("S1", 1), ("S2", 2))}
     print(f"  share of steps scoring >= 0.5: {high}")
 

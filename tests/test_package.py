@@ -13,7 +13,16 @@ import trim_pomdp
 from trim_pomdp.cli import COMMANDS, main
 
 PACKAGE_DIR = Path(trim_pomdp.__file__).parent
-HEAVY = ["torch", "transformers", "vllm", "anthropic", "juliacall", "matplotlib", "openai", "stable_baselines3"]
+HEAVY = [
+    "torch",
+    "transformers",
+    "vllm",
+    "anthropic",
+    "juliacall",
+    "matplotlib",
+    "openai",
+    "stable_baselines3",
+]
 
 
 def test_import_is_light():
@@ -63,7 +72,9 @@ def test_generic_layers_import_only_base():
     for sub in GENERIC:
         for path in (PACKAGE_DIR / sub).rglob("*.py"):
             imported = _internal_imports(path) - BASE - {sub}
-            assert not imported, f"{path.relative_to(PACKAGE_DIR)} imports {sorted(imported)} (DESIGN §2 layering)"
+            assert not imported, (
+                f"{path.relative_to(PACKAGE_DIR)} imports {sorted(imported)} (DESIGN §2 layering)"
+            )
 
 
 def test_nothing_below_cli_imports_cli_and_routers_do_no_io():
@@ -74,7 +85,9 @@ def test_nothing_below_cli_imports_cli_and_routers_do_no_io():
         assert "cli" not in _internal_imports(path), f"{'/'.join(parts)} imports the CLI layer"
     for path in (PACKAGE_DIR / "routers").rglob("*.py") if (PACKAGE_DIR / "routers").exists() else []:
         imported = _internal_imports(path)
-        assert not imported & {"generation", "evaluation"}, f"{path.name} imports {imported}: routers sit below them"
+        assert not imported & {"generation", "evaluation"}, (
+            f"{path.name} imports {imported}: routers sit below them"
+        )
 
 
 def test_cli_version_and_help():

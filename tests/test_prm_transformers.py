@@ -27,8 +27,10 @@ CHAT_TEMPLATE = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
-WORDS = ("please reason step by and put your final answer within \\boxed{} . the is a problem what 1 + 2 = 3 so "
-         "we add then it x y of sue has flamingos pink white").split()
+WORDS = (
+    "please reason step by and put your final answer within \\boxed{} . the is a problem what 1 + 2 = 3 so "
+    "we add then it x y of sue has flamingos pink white"
+).split()
 
 
 def make_tokenizer():
@@ -39,8 +41,9 @@ def make_tokenizer():
         vocab.setdefault(w, len(vocab))
     tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
     tk.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok = transformers.PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="[UNK]", pad_token="[PAD]",
-                                               eos_token="<|im_end|>")
+    tok = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tk, unk_token="[UNK]", pad_token="[PAD]", eos_token="<|im_end|>"
+    )
     tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>", qwen.STEP_SEPARATOR]})
     tok.chat_template = CHAT_TEMPLATE
     return tok
@@ -49,8 +52,15 @@ def make_tokenizer():
 def make_model(tokenizer, seed=0):
     torch.manual_seed(seed)
     config = transformers.Qwen2Config(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=512, num_labels=2, pad_token_id=tokenizer.pad_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        num_labels=2,
+        pad_token_id=tokenizer.pad_token_id,
     )
     return transformers.Qwen2ForTokenClassification(config).eval()
 
@@ -178,7 +188,8 @@ def test_backend_errors():
     from tokenizers import Tokenizer, models
 
     plain = transformers.PreTrainedTokenizerFast(
-        tokenizer_object=Tokenizer(models.WordLevel(vocab={"[UNK]": 0}, unk_token="[UNK]")), unk_token="[UNK]")
+        tokenizer_object=Tokenizer(models.WordLevel(vocab={"[UNK]": 0}, unk_token="[UNK]")), unk_token="[UNK]"
+    )
     with pytest.raises(InvalidParameterError, match="separator"):
         TransformersPRM(make_model(tok), plain)
 
@@ -198,8 +209,14 @@ def pb_dir(tmp_path):
     d.mkdir()
     for split in ("gsm8k", "math"):
         recs = [
-            {"id": f"{split}-{i}", "generator": "g", "problem": f"what is {i} + 2 ?",
-             "steps": STEPS[: 1 + i % 3], "final_answer_correct": i % 2 == 0, "label": -1 if i % 2 == 0 else 0}
+            {
+                "id": f"{split}-{i}",
+                "generator": "g",
+                "problem": f"what is {i} + 2 ?",
+                "steps": STEPS[: 1 + i % 3],
+                "final_answer_correct": i % 2 == 0,
+                "label": -1 if i % 2 == 0 else 0,
+            }
             for i in range(5)
         ]
         (d / f"{split}.json").write_text(json.dumps(recs))
@@ -215,8 +232,23 @@ def test_from_pretrained_local_folder(saved_prm):
 def test_cli_score_processbench_end_to_end_and_resume(saved_prm, pb_dir, tmp_path):
     out = tmp_path / "scores.jsonl"
     runner = CliRunner()
-    args = ["score-processbench", "--prm", str(saved_prm), "--out", str(out), "--data-dir", str(pb_dir),
-            "--batch-size", "2", "--device", "cpu", "--split", "gsm8k", "--split", "math"]
+    args = [
+        "score-processbench",
+        "--prm",
+        str(saved_prm),
+        "--out",
+        str(out),
+        "--data-dir",
+        str(pb_dir),
+        "--batch-size",
+        "2",
+        "--device",
+        "cpu",
+        "--split",
+        "gsm8k",
+        "--split",
+        "math",
+    ]
     res = runner.invoke(main, [*args[:-2], "--limit", "3"])
     assert res.exit_code == 0, res.output
     first = load_scored_items(out)
@@ -230,7 +262,9 @@ def test_cli_score_processbench_end_to_end_and_resume(saved_prm, pb_dir, tmp_pat
     assert "3 already in" in res.output and "7 to score" in res.output
     assert out.read_text().startswith(before)
     allitems = load_scored_items(out)
-    assert sorted(s.item.id for s in allitems) == sorted(f"{sp}-{i}" for sp in ("gsm8k", "math") for i in range(5))
+    assert sorted(s.item.id for s in allitems) == sorted(
+        f"{sp}-{i}" for sp in ("gsm8k", "math") for i in range(5)
+    )
     # resumed scores equal a fresh scoring (deterministic model)
     prm = TransformersPRM.from_pretrained(str(saved_prm), device="cpu")
     s = next(x for x in allitems if x.item.id == "math-4")
@@ -241,16 +275,50 @@ def test_cli_score_processbench_end_to_end_and_resume(saved_prm, pb_dir, tmp_pat
 
 def test_cli_errors(saved_prm, pb_dir, tmp_path):
     runner = CliRunner()
-    res = runner.invoke(main, ["score-processbench", "--prm", str(saved_prm), "--out", str(tmp_path / "o.jsonl"),
-                               "--data-dir", str(tmp_path / "absent")])
+    res = runner.invoke(
+        main,
+        [
+            "score-processbench",
+            "--prm",
+            str(saved_prm),
+            "--out",
+            str(tmp_path / "o.jsonl"),
+            "--data-dir",
+            str(tmp_path / "absent"),
+        ],
+    )
     assert res.exit_code != 0 and "gsm8k" in res.output and "Traceback" not in res.output
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "gsm8k-0"}\n')
-    res = runner.invoke(main, ["score-processbench", "--prm", str(saved_prm), "--out", str(bad),
-                               "--data-dir", str(pb_dir), "--split", "gsm8k"])
+    res = runner.invoke(
+        main,
+        [
+            "score-processbench",
+            "--prm",
+            str(saved_prm),
+            "--out",
+            str(bad),
+            "--data-dir",
+            str(pb_dir),
+            "--split",
+            "gsm8k",
+        ],
+    )
     assert res.exit_code != 0 and "line 1" in res.output and "choose another --out" in res.output
-    res = runner.invoke(main, ["score-processbench", "--prm", str(tmp_path / "no-model"), "--out",
-                               str(tmp_path / "o.jsonl"), "--data-dir", str(pb_dir), "--split", "gsm8k"])
+    res = runner.invoke(
+        main,
+        [
+            "score-processbench",
+            "--prm",
+            str(tmp_path / "no-model"),
+            "--out",
+            str(tmp_path / "o.jsonl"),
+            "--data-dir",
+            str(pb_dir),
+            "--split",
+            "gsm8k",
+        ],
+    )
     assert res.exit_code != 0 and "could not load PRM" in res.output
 
 
@@ -300,9 +368,19 @@ def test_from_pretrained_remote_code_prm(tmp_path):
     spec.loader.exec_module(mod)
     tok = make_tokenizer()
     torch.manual_seed(0)
-    config = mod.TinyPRMConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                               num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
-    config.auto_map = {"AutoConfig": "modeling_tiny.TinyPRMConfig", "AutoModel": "modeling_tiny.TinyProcessRewardModel"}
+    config = mod.TinyPRMConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+    )
+    config.auto_map = {
+        "AutoConfig": "modeling_tiny.TinyPRMConfig",
+        "AutoModel": "modeling_tiny.TinyProcessRewardModel",
+    }
     model = mod.TinyProcessRewardModel(config).eval()
     model.save_pretrained(folder)
     tok.save_pretrained(folder)
@@ -315,8 +393,14 @@ def test_from_pretrained_remote_code_prm(tmp_path):
         "print(json.dumps([type(prm.model).__name__, prm.score(sys.argv[2], json.loads(sys.argv[3]))]))\n"
     )
     env = dict(__import__("os").environ, HF_MODULES_CACHE=str(tmp_path / "hf_modules"), HF_HUB_OFFLINE="1")
-    out = subprocess.run([sys.executable, "-c", code, str(folder), PROBLEM, json.dumps(STEPS)], capture_output=True,
-                         text=True, env=env, cwd=REPO_ROOT, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(folder), PROBLEM, json.dumps(STEPS)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO_ROOT,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     name, scores = json.loads(out.stdout.strip().splitlines()[-1])
     assert name == "TinyProcessRewardModel"

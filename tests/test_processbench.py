@@ -149,7 +149,10 @@ def test_append_repairs_torn_last_line(tmp_path, data_dir):
     [
         (lambda r: r.update(prm_scores=[0.5]), "line 2.*'prm_scores' has 1 values but the item has 3 steps"),
         (lambda r: r.update(prm_scores=[0.5, float("nan"), 0.5]), r"line 2.*'prm_scores'\[1\] is NaN"),
-        (lambda r: r.update(prm_scores=[0.5, 1.5, 0.5]), r"line 2.*'prm_scores'\[1\] = 1.5 is outside \[0, 1\]"),
+        (
+            lambda r: r.update(prm_scores=[0.5, 1.5, 0.5]),
+            r"line 2.*'prm_scores'\[1\] = 1.5 is outside \[0, 1\]",
+        ),
         (lambda r: r.update(prm_scores=[0.5, -0.1, 0.5]), r"outside \[0, 1\]"),
         (lambda r: r.update(prm_scores=[0.5, "x", 0.5]), "is not a number"),
         (lambda r: r.pop("prm_scores"), "line 2: missing field 'prm_scores'"),

@@ -315,7 +315,9 @@ def test_timeout_kills_the_worker_and_its_children(fake, tmp_path):
         solver.solve(tiger())
     assert time.monotonic() - start < 15
     pid_file = tmp_path / "grandchild.pid"
-    assert pid_file.exists(), "the worker was killed before the fake solver even started (machine overloaded?)"
+    assert pid_file.exists(), (
+        "the worker was killed before the fake solver even started (machine overloaded?)"
+    )
     pid = int(pid_file.read_text())
     if Path("/proc").is_dir():
         assert _process_gone(pid), "pomdpsol-like grandchild survived the timeout"

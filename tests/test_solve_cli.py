@@ -302,7 +302,9 @@ def test_sarsop_backend_option_reaches_the_worker(files, monkeypatch):
 
     tests_dir = Path(__file__).parent
     path = __import__("os").environ.get("PYTHONPATH", "")
-    monkeypatch.setenv("PYTHONPATH", __import__("os").pathsep.join([str(tests_dir)] + ([path] if path else [])))
+    monkeypatch.setenv(
+        "PYTHONPATH", __import__("os").pathsep.join([str(tests_dir)] + ([path] if path else []))
+    )
     monkeypatch.setenv("TRIM_POMDP_SARSOP_FAKE", "_sarsop_fakes:blind")
     out = files / "sarsop"
     res = run(
@@ -313,5 +315,7 @@ def test_sarsop_backend_option_reaches_the_worker(files, monkeypatch):
     for lam in ("lambda_0.0001", "lambda_0.01"):
         card = json.loads((out / lam / "policy.json").read_text())
         assert card["lower_bound"] is not None
-    bad = CliRunner().invoke(main, ["solve", "--solver", "sarsop", "--sarsop-backend", "appl", "--out", str(out)])
+    bad = CliRunner().invoke(
+        main, ["solve", "--solver", "sarsop", "--sarsop-backend", "appl", "--out", str(out)]
+    )
     assert bad.exit_code != 0 and "sarsop-backend" in bad.output

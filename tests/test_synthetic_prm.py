@@ -34,12 +34,16 @@ def _items(n=300, split="math", seed=0):
     for i in range(n):
         k = int(rng.integers(2, 12))
         label = -1 if rng.random() < 0.4 else int(rng.integers(0, k))
-        out.append(ProcessBenchItem(f"{split}-{i}", "g", "p", [f"s{j}" for j in range(k)], label == -1, label, split))
+        out.append(
+            ProcessBenchItem(f"{split}-{i}", "g", "p", [f"s{j}" for j in range(k)], label == -1, label, split)
+        )
     return out
 
 
 def test_defaults_cover_all_splits():
-    assert set(CALIBRATED_MU_S0) == set(CALIBRATED_MU_S2) == set(SPLITS) == set(QWEN25_MATH_PRM_7B_PROCESSBENCH)
+    assert (
+        set(CALIBRATED_MU_S0) == set(CALIBRATED_MU_S2) == set(SPLITS) == set(QWEN25_MATH_PRM_7B_PROCESSBENCH)
+    )
 
 
 def test_stepwise_shapes_state_and_active():
@@ -63,7 +67,9 @@ def test_offset_shifts_scores():
     prm = SyntheticPRM()
     classes = np.zeros(4000, dtype=int)
     lo = prm.score_step(prm.new_episodes(4000, 0, offset=-3.0), classes, np.random.default_rng(1))
-    hi = prm.score_step(prm.new_episodes(4000, 0, offset=np.full(4000, 3.0)), classes, np.random.default_rng(1))
+    hi = prm.score_step(
+        prm.new_episodes(4000, 0, offset=np.full(4000, 3.0)), classes, np.random.default_rng(1)
+    )
     assert np.all(hi >= lo) and np.mean(hi - lo) > 0.01
     with pytest.raises(InvalidParameterError, match="finite"):
         prm.new_episodes(2, 0, offset=np.nan)

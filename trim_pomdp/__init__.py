@@ -9,8 +9,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from ._version import __version__
-from .constants import ACTIONS, HIDDEN_CLASSES
+from trim_pomdp._version import __version__
+from trim_pomdp.constants import ACTIONS, HIDDEN_CLASSES
 
 #: public name -> module that defines it (imported on first attribute access)
 _LAZY: dict[str, str] = {

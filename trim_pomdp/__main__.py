@@ -1,3 +1,3 @@
-from .cli import main
+from trim_pomdp.cli import main
 
 main()

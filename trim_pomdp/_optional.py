@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from .exceptions import BackendUnavailableError
+from trim_pomdp.exceptions import BackendUnavailableError
 
 __all__ = ["require"]
 

@@ -93,7 +93,9 @@ class BatchObservation:
     def row(self, i: int) -> StepObservation:
         """The :class:`StepObservation` of episode ``i``."""
         t = int(self.t[i])
-        return StepObservation(t, tuple(float(x) for x in self.scores[i, :t]), int(self.tokens[i]), bool(self.final[i]))
+        return StepObservation(
+            t, tuple(float(x) for x in self.scores[i, :t]), int(self.tokens[i]), bool(self.final[i])
+        )
 
 
 @runtime_checkable

@@ -10,7 +10,7 @@ import importlib
 
 import click
 
-from .._version import __version__
+from trim_pomdp._version import __version__
 
 __all__ = ["main", "COMMANDS"]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from ..exceptions import TrimPomdpError
+from trim_pomdp.exceptions import TrimPomdpError
 
 __all__ = ["command", "DEMO_AGG_LAMBDAS", "DEMO_AGG_TIMESTEPS"]
 
@@ -52,9 +52,9 @@ def command(
     """
     from rich.console import Console
 
-    from ..evaluation.simulator import SIMULATED_NOTE, load_default_simulator_params
-    from ..evaluation.sweep import ALL_ROUTERS, DEFAULT_LAMBDAS, SweepSettings
-    from .evaluate import parse_floats, run_evaluation
+    from trim_pomdp.cli.evaluate import parse_floats, run_evaluation
+    from trim_pomdp.evaluation.simulator import SIMULATED_NOTE, load_default_simulator_params
+    from trim_pomdp.evaluation.sweep import ALL_ROUTERS, DEFAULT_LAMBDAS, SweepSettings
 
     lam_grid = parse_floats(lambdas, "--lambdas") or DEFAULT_LAMBDAS
 
@@ -71,7 +71,7 @@ def command(
             )
             routers = tuple(r for r in routers if r != "agg")
     try:
-        from ..model import default_observation_model
+        from trim_pomdp.model import default_observation_model
 
         obs = default_observation_model()
     except (FileNotFoundError, TrimPomdpError) as exc:

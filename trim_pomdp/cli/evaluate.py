@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from ..exceptions import BackendUnavailableError, TrimPomdpError
+from trim_pomdp.exceptions import BackendUnavailableError, TrimPomdpError
 
 __all__ = ["command", "run_evaluation", "parse_floats"]
 
@@ -41,7 +41,7 @@ def _obs_loader(path: Path | None):
         return None
 
     def load() -> Any:
-        from ..observation_models.observation import ObservationModel
+        from trim_pomdp.observation_models.observation import ObservationModel
 
         return ObservationModel.load(path)
 
@@ -53,7 +53,7 @@ def _sim_params(simulator: Path | None, processbench: Path | None, split: str | 
 
     ``split=None`` means the file's own split for a single-split file, else ``math``.
     """
-    from ..evaluation.simulator import SimulatorParams, load_default_simulator_params
+    from trim_pomdp.evaluation.simulator import SimulatorParams, load_default_simulator_params
 
     if simulator is not None:
         d = json.loads(simulator.read_text())
@@ -69,8 +69,8 @@ def _sim_params(simulator: Path | None, processbench: Path | None, split: str | 
             )
         return params
     if processbench is not None:
-        from ..evaluation.calibration import estimate_simulator_params
-        from ..observation_models.processbench import load_processbench
+        from trim_pomdp.evaluation.calibration import estimate_simulator_params
+        from trim_pomdp.observation_models.processbench import load_processbench
 
         return estimate_simulator_params(load_processbench(data_dir=processbench), split=split or "math")
     return load_default_simulator_params(split or "math")
@@ -92,8 +92,8 @@ def run_evaluation(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from ..evaluation.sweep import Benchmark, run_sweep, write_reports
-    from ..evaluation.tables import comparison_lines, rich_table
+    from trim_pomdp.evaluation.sweep import Benchmark, run_sweep, write_reports
+    from trim_pomdp.evaluation.tables import comparison_lines, rich_table
 
     console = console or Console()
     bench = Benchmark(eval_params, train_params, settings, name=eval_params.split)
@@ -244,16 +244,21 @@ def command(
     """
     from rich.console import Console
 
-    from ..evaluation.simulator import SIMULATED_NOTE
-    from ..evaluation.sweep import DEFAULT_AGG_LAMBDAS, DEFAULT_AGG_TIMESTEPS, DEFAULT_LAMBDAS, SweepSettings
+    from trim_pomdp.evaluation.simulator import SIMULATED_NOTE
+    from trim_pomdp.evaluation.sweep import (
+        DEFAULT_AGG_LAMBDAS,
+        DEFAULT_AGG_TIMESTEPS,
+        DEFAULT_LAMBDAS,
+        SweepSettings,
+    )
 
     console = Console(width=max(Console().width, 120))
     if records is not None:
         if simulator is not None or train_split or eval_split or processbench:
             raise click.UsageError("--records summarises existing records: drop the simulator options")
-        from ..evaluation.records import read_records
-        from ..evaluation.sweep import write_reports
-        from ..evaluation.tables import rich_table
+        from trim_pomdp.evaluation.records import read_records
+        from trim_pomdp.evaluation.sweep import write_reports
+        from trim_pomdp.evaluation.tables import rich_table
 
         wanted = [r.strip() for r in routers.split(",") if r.strip()]
         try:
@@ -262,7 +267,7 @@ def command(
             import numpy as np
 
             out.mkdir(parents=True, exist_ok=True)
-            from ..evaluation.records import write_records
+            from trim_pomdp.evaluation.records import write_records
 
             sub = out / "records.csv"
             selected = recs.select(np.array(keep, dtype=bool))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ..exceptions import TrimPomdpError
+from trim_pomdp.exceptions import TrimPomdpError
 
 __all__ = ["command", "NO_SCORES_MESSAGE"]
 
@@ -172,9 +172,9 @@ def command(
     )
     from rich.table import Table
 
-    from ..constants import HIDDEN_CLASSES
-    from ..observation_models.observation import ObservationModel, held_out_log_likelihood
-    from ..observation_models.processbench import (
+    from trim_pomdp.constants import HIDDEN_CLASSES
+    from trim_pomdp.observation_models.observation import ObservationModel, held_out_log_likelihood
+    from trim_pomdp.observation_models.processbench import (
         HUB_DATASET,
         SPLITS,
         load_processbench,
@@ -221,7 +221,7 @@ def command(
             card["data_source"] = f"ProcessBench scored items {scores}"
             card["scores_file"] = str(scores)
         elif prm_model is not None:
-            from .score_processbench import command as score_command
+            from trim_pomdp.cli.score_processbench import command as score_command
 
             out.mkdir(parents=True, exist_ok=True)
             score_file = out / "scores.jsonl"
@@ -243,7 +243,7 @@ def command(
                 scores_file=str(score_file),
             )
         else:
-            from ..observation_models.synthetic_prm import SyntheticPRM
+            from trim_pomdp.observation_models.synthetic_prm import SyntheticPRM
 
             with err.status(f"loading ProcessBench ({data_source})"):
                 items = load_processbench(chosen, data_dir=data_dir)
@@ -306,7 +306,7 @@ def command(
     Console().print(summary)
     click.echo(f"wrote {npz} and {js}")
     if plot:
-        from ..observation_models.plots import plot_class_densities
+        from trim_pomdp.observation_models.plots import plot_class_densities
 
         try:
             png = plot_class_densities(model, out / "observation_densities.png")

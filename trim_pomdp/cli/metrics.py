@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ..exceptions import TrimPomdpError
+from trim_pomdp.exceptions import TrimPomdpError
 
 __all__ = ["command"]
 
@@ -33,9 +33,9 @@ def command(results: Path, out: Path | None, drop_incomplete: bool, markdown: bo
     policy,knob,query_id,correct,strong_tokens; the reserved policies 'weak' (M_w alone) and 'strong'
     (M_s alone, whose strong_tokens are C_s) must be present.
     """
-    from ..evaluation.metrics import summarize
-    from ..evaluation.records import read_records
-    from ..evaluation.tables import markdown_table, rich_table
+    from trim_pomdp.evaluation.metrics import summarize
+    from trim_pomdp.evaluation.records import read_records
+    from trim_pomdp.evaluation.tables import markdown_table, rich_table
 
     if not results.is_file():
         raise click.BadParameter(

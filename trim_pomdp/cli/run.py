@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from ..exceptions import TrimPomdpError
+from trim_pomdp.exceptions import TrimPomdpError
 
 __all__ = ["command", "build_weak", "build_strong", "build_prm"]
 
@@ -35,7 +35,7 @@ def build_weak(
     ``template`` (completions mode): ``qwen`` (Qwen2.5-Math chat format), ``auto`` (the served model's own
     chat template, through its tokenizer from the hub or a local folder) or a file holding a template with a
     ``{problem}`` field."""
-    from ..generation.backends import OpenAICompatibleGenerator, RetryPolicy  # noqa: PLC0415
+    from trim_pomdp.generation.backends import OpenAICompatibleGenerator, RetryPolicy  # noqa: PLC0415
 
     retry = RetryPolicy(max_retries=max_retries, timeout=timeout)
     if _is_url(spec):
@@ -45,7 +45,7 @@ def build_weak(
         name = model_name or _first_served_model(url, timeout)
         kw: dict[str, Any] = {}
         if template == "auto":
-            from .._optional import require  # noqa: PLC0415
+            from trim_pomdp._optional import require  # noqa: PLC0415
 
             transformers = require("transformers", "hf", "--weak-template auto")
             kw["tokenizer"] = transformers.AutoTokenizer.from_pretrained(name)
@@ -68,11 +68,11 @@ def build_weak(
     try:
         import vllm  # noqa: F401, PLC0415
 
-        from ..generation.backends import VLLMStepGenerator  # noqa: PLC0415
+        from trim_pomdp.generation.backends import VLLMStepGenerator  # noqa: PLC0415
 
         return VLLMStepGenerator(spec, temperature=temperature, max_tokens_per_step=max_tokens_per_step)
     except ImportError:
-        from ..generation.backends import TransformersStepGenerator  # noqa: PLC0415
+        from trim_pomdp.generation.backends import TransformersStepGenerator  # noqa: PLC0415
 
         return TransformersStepGenerator(
             spec, temperature=temperature, max_tokens_per_step=max_tokens_per_step
@@ -80,7 +80,7 @@ def build_weak(
 
 
 def _first_served_model(url: str, timeout: float) -> str:
-    from .._optional import require  # noqa: PLC0415
+    from trim_pomdp._optional import require  # noqa: PLC0415
 
     openai = require("openai", "openai", "the OpenAI-compatible weak backend")
     try:
@@ -110,7 +110,7 @@ def build_strong(
     prompt_cache: bool = False,
 ) -> Any:
     """``--strong-url`` given → OpenAI-compatible endpoint; otherwise Claude through the Anthropic API."""
-    from ..generation.backends import AnthropicStepGenerator, OpenAIStrongGenerator, RetryPolicy  # noqa: PLC0415
+    from trim_pomdp.generation.backends import AnthropicStepGenerator, OpenAIStrongGenerator, RetryPolicy  # noqa: PLC0415
 
     retry = RetryPolicy(max_retries=max_retries, timeout=timeout)
     if url:
@@ -142,11 +142,11 @@ def build_strong(
 def build_prm(spec: str, *, model_name: str | None, batch_size: int, device: str | None) -> tuple[Any, str]:
     """``http(s)://...`` → vLLM pooling server; otherwise a transformers PRM loaded by name."""
     if _is_url(spec):
-        from ..prm.vllm_backend import VLLMPoolingPRM  # noqa: PLC0415
+        from trim_pomdp.prm.vllm_backend import VLLMPoolingPRM  # noqa: PLC0415
 
         name = model_name or "Qwen/Qwen2.5-Math-PRM-7B"
         return VLLMPoolingPRM(spec, name), name
-    from ..prm.transformers_backend import TransformersPRM  # noqa: PLC0415
+    from trim_pomdp.prm.transformers_backend import TransformersPRM  # noqa: PLC0415
 
     return TransformersPRM.from_pretrained(spec, batch_size=batch_size, device=device), spec
 
@@ -265,9 +265,9 @@ def command(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: PLC0415
 
-    from ..generation import BatchedPRM, Cache, CachedGenerator, LoopConfig, load_dataset, run_loop  # noqa: PLC0415
-    from ..generation.datasets import shard as shard_items  # noqa: PLC0415
-    from ..generation.routing import resolve_router  # noqa: PLC0415
+    from trim_pomdp.generation import BatchedPRM, Cache, CachedGenerator, LoopConfig, load_dataset, run_loop  # noqa: PLC0415
+    from trim_pomdp.generation.datasets import shard as shard_items  # noqa: PLC0415
+    from trim_pomdp.generation.routing import resolve_router  # noqa: PLC0415
 
     try:
         spec = resolve_router(router_spec)

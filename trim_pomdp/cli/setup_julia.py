@@ -23,7 +23,7 @@ def tiger_pomdp():
 
     Optimal value at the uniform belief ≈ 19.37 (pomdpsol: LB 19.3711, UB 19.3721).
     """
-    from ..solvers.tabular import TabularPOMDP
+    from trim_pomdp.solvers.tabular import TabularPOMDP
 
     listen, reset = np.eye(2), np.full((2, 2), 0.5)
     T = np.stack([listen, reset, reset])
@@ -89,7 +89,7 @@ def command(
     """
     from rich.console import Console
 
-    from ..solvers._julia import plan_setup
+    from trim_pomdp.solvers._julia import plan_setup
 
     console = Console(stderr=True)
     started = time.perf_counter()
@@ -130,8 +130,8 @@ def command(
 def _check_backends(console, backends: list[str], check_timeout: float) -> None:
     from rich.table import Table
 
-    from ..exceptions import TrimPomdpError
-    from ..solvers.sarsop import SarsopSolver
+    from trim_pomdp.exceptions import TrimPomdpError
+    from trim_pomdp.solvers.sarsop import SarsopSolver
 
     model = tiger_pomdp()
     table = Table(title="Tiger POMDP (optimal V(b0) ≈ 19.37)")

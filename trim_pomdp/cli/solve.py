@@ -17,7 +17,7 @@ from typing import Any
 import click
 import numpy as np
 
-from ..exceptions import TrimPomdpError
+from trim_pomdp.exceptions import TrimPomdpError
 
 __all__ = ["command", "parse_lambdas"]
 
@@ -59,7 +59,7 @@ def parse_lambdas(text: str) -> list[float]:
 
 
 def _load_obs(path: Path | None):
-    from ..observation_models.observation import ObservationModel, load_shipped_observation_model
+    from trim_pomdp.observation_models.observation import ObservationModel, load_shipped_observation_model
 
     try:
         return load_shipped_observation_model() if path is None else ObservationModel.load(path)
@@ -73,7 +73,7 @@ def _make_solver(
     name: str, precision: float, time_limit: float | None, mode: str, sarsop_backend: str = "sarsop.jl"
 ):
     if name == "native":
-        from ..solvers.finite_horizon import FiniteHorizonSolver
+        from trim_pomdp.solvers.finite_horizon import FiniteHorizonSolver
 
         return FiniteHorizonSolver(precision=precision, time_limit=time_limit, mode=mode)
     module = {"pointbased": "trim_pomdp.solvers.pointbased", "sarsop": "trim_pomdp.solvers.sarsop"}[name]
@@ -223,7 +223,7 @@ def command(
     from rich.console import Console
     from rich.table import Table
 
-    from ..model import (
+    from trim_pomdp.model import (
         ModelProcess,
         TrimParams,
         TrimPOMDP,
@@ -256,7 +256,7 @@ def command(
         if params_path is not None:
             params = TrimParams.from_json(params_path)
         elif weak_generator is not None:
-            from ..observation_models.processbench import SPLITS, load_processbench
+            from trim_pomdp.observation_models.processbench import SPLITS, load_processbench
 
             splits = (
                 SPLITS
@@ -272,7 +272,7 @@ def command(
             items = load_processbench(splits, data_dir=processbench)
             tok = None
             if tokenizer:
-                from .._optional import require
+                from trim_pomdp._optional import require
 
                 tok = require("transformers", "hf", "--tokenizer").AutoTokenizer.from_pretrained(tokenizer)
             params = estimate_params(items, weak_generator, strong_generator, tok)
@@ -375,7 +375,7 @@ def command(
             policy.save(target)
             if plot:
                 try:
-                    from ..model.regions import plot_regenerate_regions
+                    from trim_pomdp.model.regions import plot_regenerate_regions
 
                     plot_regenerate_regions(policy, path=target / "regions.png", bucket=params.n_buckets // 2)
                 except TrimPomdpError as exc:

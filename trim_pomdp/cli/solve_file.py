@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ..exceptions import TrimPomdpError
+from trim_pomdp.exceptions import TrimPomdpError
 
 __all__ = ["command"]
 
@@ -79,8 +79,8 @@ def command(
     The card (policy.json) holds lower_bound and upper_bound (certified bounds on V*(b0)), solve_seconds,
     the stop reason and the solver settings.
     """
-    from ..solvers.formats import read_pomdp
-    from ..solvers.pointbased import PointBasedSolver
+    from trim_pomdp.solvers.formats import read_pomdp
+    from trim_pomdp.solvers.pointbased import PointBasedSolver
 
     if not file.is_file():
         raise click.BadParameter(f"{file} does not exist; give a .pomdp or .pomdpx file", param_hint="FILE")

@@ -9,15 +9,15 @@ from typing import Any
 
 import click
 
-from ..exceptions import TrimPomdpError
+from trim_pomdp.exceptions import TrimPomdpError
 
 
 def _model(params_path: str | None, obs_path: str | None, lam: float):
-    from ..model import build_trim_pomdp, load_default_params
-    from ..observation_models.observation import ObservationModel, load_shipped_observation_model
+    from trim_pomdp.model import build_trim_pomdp, load_default_params
+    from trim_pomdp.observation_models.observation import ObservationModel, load_shipped_observation_model
 
     if params_path:
-        from ..model import TrimParams
+        from trim_pomdp.model import TrimParams
 
         params = TrimParams.from_json(Path(params_path).read_text())
     else:
@@ -30,7 +30,7 @@ def _model(params_path: str | None, obs_path: str | None, lam: float):
 def _source_factory(source: str, params_path: str | None, obs_path: str | None, lam: float, split=None):
     """(factory, card, trim_pomdp or None)."""
     if source == "model":
-        from ..model import ModelProcess
+        from trim_pomdp.model import ModelProcess
 
         trim = _model(params_path, obs_path, lam)
 
@@ -43,7 +43,7 @@ def _source_factory(source: str, params_path: str | None, obs_path: str | None, 
             "observation_model": obs_path or "shipped",
         }
         return factory, card, trim
-    from ..evaluation import Simulator, load_default_simulator_params
+    from trim_pomdp.evaluation import Simulator, load_default_simulator_params
 
     sim_params = load_default_simulator_params(split)
 
@@ -140,8 +140,8 @@ def command(
     if lam < 0:
         raise click.BadParameter("must be >= 0", param_hint="--lambda")
     try:
-        from ..routers.agg import train_agg
-        from ..routers.rollout import rollout
+        from trim_pomdp.routers.agg import train_agg
+        from trim_pomdp.routers.rollout import rollout
 
         factory, card, trim = _source_factory(source, params_path, obs_path, lam, split)
         console.print(
@@ -175,8 +175,8 @@ def command(
             results["agg"] = res.to_dict()
             rows = [("TRIM-Agg", res)]
             if source == "model" and compare_pomdp:
-                from ..model import solve_trim
-                from ..routers.belief_router import BeliefRouter
+                from trim_pomdp.model import solve_trim
+                from trim_pomdp.routers.belief_router import BeliefRouter
 
                 t0 = time.perf_counter()
                 policy = solve_trim(trim)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .metrics import (
+from trim_pomdp.evaluation.metrics import (
     CPT_LEVELS,
     PGR_LEVELS,
     Frontier,
@@ -21,7 +21,14 @@ from .metrics import (
     pgr,
     summarize,
 )
-from .records import RECORD_COLUMNS, RESERVED_POLICIES, Records, RecordWriter, read_records, write_records
+from trim_pomdp.evaluation.records import (
+    RECORD_COLUMNS,
+    RESERVED_POLICIES,
+    Records,
+    RecordWriter,
+    read_records,
+    write_records,
+)
 
 __all__ = [
     "CPT_LEVELS",

@@ -47,9 +47,9 @@ from typing import Any
 import numpy as np
 from scipy import optimize, special
 
-from ..exceptions import InvalidParameterError
-from ..observation_models.processbench import SPLITS, ProcessBenchItem
-from .simulator import SimulatorParams
+from trim_pomdp.evaluation.simulator import SimulatorParams
+from trim_pomdp.exceptions import InvalidParameterError
+from trim_pomdp.observation_models.processbench import SPLITS, ProcessBenchItem
 
 __all__ = [
     "DEFAULT_WEAK_GENERATOR",
@@ -453,7 +453,7 @@ def _main(argv: Sequence[str] | None = None) -> None:  # pragma: no cover - exer
     import argparse
     import json
 
-    from ..observation_models.processbench import load_processbench
+    from trim_pomdp.observation_models.processbench import load_processbench
 
     ap = argparse.ArgumentParser(description="Regenerate the shipped simulator parameters from ProcessBench.")
     ap.add_argument("--data-dir", default=None, help="folder with <split>.json (default: the hub dataset)")

@@ -42,8 +42,8 @@ from typing import Any
 
 import numpy as np
 
-from ..exceptions import DataFormatError, InvalidParameterError
-from .records import RESERVED_POLICIES, Records
+from trim_pomdp.evaluation.records import RESERVED_POLICIES, Records
+from trim_pomdp.exceptions import DataFormatError, InvalidParameterError
 
 __all__ = [
     "PGR_LEVELS",

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from ..exceptions import DataFormatError, InvalidParameterError
+from trim_pomdp.exceptions import DataFormatError, InvalidParameterError
 
 __all__ = [
     "RECORD_COLUMNS",

@@ -50,10 +50,10 @@ from typing import Any
 import numpy as np
 from scipy import special
 
-from ..constants import HIDDEN_CLASSES
-from ..exceptions import DataFormatError, InvalidParameterError
-from ..observation_models.synthetic_prm import SyntheticPRM
-from ..types import BatchObservation
+from trim_pomdp.constants import HIDDEN_CLASSES
+from trim_pomdp.exceptions import DataFormatError, InvalidParameterError
+from trim_pomdp.observation_models.synthetic_prm import SyntheticPRM
+from trim_pomdp.types import BatchObservation
 
 __all__ = [
     "SIMULATED_NOTE",
@@ -292,7 +292,7 @@ class QueryBatch:
 
     def outcomes(self) -> list[Any]:
         """The queries as :class:`trim_pomdp.routers.query_level.QueryOutcome` objects."""
-        from ..routers.query_level import QueryOutcome
+        from trim_pomdp.routers.query_level import QueryOutcome
 
         return [
             QueryOutcome(

@@ -40,10 +40,10 @@ from typing import Any
 
 import numpy as np
 
-from .._json import json_default
-from ..exceptions import DataFormatError, InvalidParameterError
-from .records import Records, RecordWriter, read_records
-from .simulator import SIMULATED_NOTE, Simulator, SimulatorParams
+from trim_pomdp._json import json_default
+from trim_pomdp.evaluation.records import Records, RecordWriter, read_records
+from trim_pomdp.evaluation.simulator import SIMULATED_NOTE, Simulator, SimulatorParams
+from trim_pomdp.exceptions import DataFormatError, InvalidParameterError
 
 __all__ = [
     "STEP_ROUTERS",
@@ -228,7 +228,7 @@ def estimate_trim_params(
     length ratio from mean step lengths. The rest (horizon, reward, discount) comes from ``base`` (default
     :func:`trim_pomdp.model.load_default_params`).
     """
-    from ..model import load_default_params
+    from trim_pomdp.model import load_default_params
 
     base = base if base is not None else load_default_params()
     H = int(base.horizon)
@@ -332,11 +332,11 @@ def plan_groups(
 
     def pomdp_base():
         if "pomdp" not in cache:
-            from ..model import build_trim_pomdp  # noqa: F401  (import errors surface here, once)
+            from trim_pomdp.model import build_trim_pomdp  # noqa: F401  (import errors surface here, once)
 
             loader = obs_model_loader
             if loader is None:
-                from ..model import default_observation_model as loader
+                from trim_pomdp.model import default_observation_model as loader
             params = estimate_trim_params(bench.train_stats, n_buckets=s.n_buckets)
             cache["pomdp"] = (params, loader())
             say(
@@ -350,8 +350,8 @@ def plan_groups(
             for lam in s.lambdas:
 
                 def run(lam: float = lam) -> tuple[np.ndarray, np.ndarray]:
-                    from ..model import build_trim_pomdp, solve_trim
-                    from ..routers import BeliefRouter
+                    from trim_pomdp.model import build_trim_pomdp, solve_trim
+                    from trim_pomdp.routers import BeliefRouter
 
                     params, obs = pomdp_base()
                     model = build_trim_pomdp(params.replace(lam=lam), obs)
@@ -361,7 +361,7 @@ def plan_groups(
 
                 yield Group("pomdp", lam, run)
         elif name == "thr":
-            from ..routers import ThresholdRouter
+            from trim_pomdp.routers import ThresholdRouter
 
             grid = s.thresholds if s.thresholds is not None else threshold_grid(bench)
             for k in grid:
@@ -370,7 +370,7 @@ def plan_groups(
             for lam in s.agg_lambdas:
 
                 def run(lam: float = lam) -> tuple[np.ndarray, np.ndarray]:
-                    from ..routers.agg import AggRouter, train_agg
+                    from trim_pomdp.routers.agg import AggRouter, train_agg
 
                     target = None if agg_dir is None else agg_dir / f"lam-{lam:.3g}"
                     if target is not None and (target / "agg.json").is_file():
@@ -391,18 +391,18 @@ def plan_groups(
 
                 yield Group("agg", lam, run)
         elif name == "automix":
-            from ..routers import AutoMixRouter
+            from trim_pomdp.routers import AutoMixRouter
 
             fitted = AutoMixRouter().fit(bench.train_queries.outcomes())
             for lam in fitted.knob_values():
                 yield _query_group(bench, "automix", fitted.with_knob(float(lam)), float(lam))
         elif name == "oracle":
-            from ..routers import OracleQueryRouter
+            from trim_pomdp.routers import OracleQueryRouter
 
             for b in s.budgets:
                 yield _query_group(bench, "oracle", OracleQueryRouter(b), b)
         elif name == "random":
-            from ..routers import RandomQueryRouter
+            from trim_pomdp.routers import RandomQueryRouter
 
             for p in s.budgets:
                 yield _query_group(bench, "random", RandomQueryRouter(p, seed=s.seed), p)
@@ -520,7 +520,6 @@ def run_sweep(
     return records_path
 
 
-
 def write_reports(
     records_path: str | Path,
     out_dir: str | Path,
@@ -534,9 +533,9 @@ def write_reports(
 
     Returns the summary (with ``"simulated"`` and ``"note"`` added when the records are simulated).
     """
-    from .metrics import summarize
-    from .plots import curves_csv, plot_curves
-    from .tables import comparison_lines, markdown_table
+    from trim_pomdp.evaluation.metrics import summarize
+    from trim_pomdp.evaluation.plots import curves_csv, plot_curves
+    from trim_pomdp.evaluation.tables import comparison_lines, markdown_table
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .metrics import CPT_LEVELS
+from trim_pomdp.evaluation.metrics import CPT_LEVELS
 
 __all__ = [
     "POLICY_LABELS",

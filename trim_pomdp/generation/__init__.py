@@ -5,8 +5,8 @@ Heavy SDKs (openai, anthropic, transformers, torch, vllm) are imported only when
 
 from __future__ import annotations
 
-from .answers import check_answer, extract_boxed
-from .backends import (
+from trim_pomdp.generation.answers import check_answer, extract_boxed
+from trim_pomdp.generation.backends import (
     AnthropicStepGenerator,
     GenerationError,
     OpenAICompatibleGenerator,
@@ -15,12 +15,12 @@ from .backends import (
     TransformersStepGenerator,
     VLLMStepGenerator,
 )
-from .base import StepGenerator, StepResult, StrongStepGenerator, solution_prefix
-from .cache import Cache, CachedGenerator
-from .datasets import Problem, load_dataset, load_problems_file
-from .loop import LoopConfig, RunSummary, run, run_loop, solve_problem
-from .records import merge_runs
-from .scoring import BatchedPRM, PRMScorer
+from trim_pomdp.generation.base import StepGenerator, StepResult, StrongStepGenerator, solution_prefix
+from trim_pomdp.generation.cache import Cache, CachedGenerator
+from trim_pomdp.generation.datasets import Problem, load_dataset, load_problems_file
+from trim_pomdp.generation.loop import LoopConfig, RunSummary, run, run_loop, solve_problem
+from trim_pomdp.generation.records import merge_runs
+from trim_pomdp.generation.scoring import BatchedPRM, PRMScorer
 
 __all__ = [
     "AnthropicStepGenerator",

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._optional import require
-from ..exceptions import BackendUnavailableError, DataFormatError, InvalidParameterError
-from .answers import extract_boxed
+from trim_pomdp._optional import require
+from trim_pomdp.exceptions import BackendUnavailableError, DataFormatError, InvalidParameterError
+from trim_pomdp.generation.answers import extract_boxed
 
 __all__ = ["Problem", "DATASETS", "HUB", "load_dataset", "load_problems_file", "shard"]
 

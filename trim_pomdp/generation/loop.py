@@ -20,13 +20,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..exceptions import InvalidParameterError
-from ..routers.base import Router
-from ..types import StepObservation
-from .answers import check_answer
-from .base import StepResult
-from .datasets import Problem
-from .records import (
+from trim_pomdp.exceptions import InvalidParameterError
+from trim_pomdp.generation.answers import check_answer
+from trim_pomdp.generation.base import StepResult
+from trim_pomdp.generation.datasets import Problem
+from trim_pomdp.generation.records import (
     ERRORS,
     RECORDS,
     RUN_JSON,
@@ -37,6 +35,8 @@ from .records import (
     record_from_trace,
     to_jsonable,
 )
+from trim_pomdp.routers.base import Router
+from trim_pomdp.types import StepObservation
 
 __all__ = ["LoopConfig", "RunSummary", "solve_problem", "run_loop", "run", "MODES"]
 

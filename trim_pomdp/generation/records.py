@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ..exceptions import DataFormatError
+from trim_pomdp.exceptions import DataFormatError
 
 __all__ = [
     "RECORD_KEYS",

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..exceptions import InvalidParameterError
-from ..routers.base import Router
+from trim_pomdp.exceptions import InvalidParameterError
+from trim_pomdp.routers.base import Router
 
 __all__ = ["RouterSpec", "resolve_router"]
 
@@ -72,7 +72,7 @@ def resolve_router(spec: str) -> RouterSpec:
             raise InvalidParameterError(
                 f"router {spec!r}: thr:K needs a number K in [0, 1], e.g. thr:0.5"
             ) from exc
-        from ..routers import ThresholdRouter  # noqa: PLC0415
+        from trim_pomdp.routers import ThresholdRouter  # noqa: PLC0415
 
         return RouterSpec("route", "thr", k, lambda: ThresholdRouter(k), s)
     kind, _, path = s.partition(":") if s.startswith(("agg:", "pomdp:", "seq:")) else ("pomdp", "", s)
@@ -82,7 +82,7 @@ def resolve_router(spec: str) -> RouterSpec:
             f"router {spec!r}: not 'weak', 'strong', 'thr:K', 'agg:DIR' "
             "or a `trim-pomdp solve` output directory"
         )
-    from .. import routers  # noqa: PLC0415
+    from trim_pomdp import routers  # noqa: PLC0415
 
     if kind == "agg":
         proto = routers.AggRouter.load(d)

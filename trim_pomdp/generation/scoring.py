@@ -11,8 +11,8 @@ from __future__ import annotations
 import time
 from typing import Any, Protocol, runtime_checkable
 
-from .backends._common import MicroBatcher
-from .cache import Cache, cache_key
+from trim_pomdp.generation.backends._common import MicroBatcher
+from trim_pomdp.generation.cache import Cache, cache_key
 
 __all__ = ["PRMScorer", "BatchedPRM"]
 

@@ -3,14 +3,19 @@
 Heavy pieces (matplotlib for region plots, the ProcessBench loader) are imported only when used.
 """
 
-from .belief import BeliefFilter
-from .defaults import default_observation_model, load_default_params
-from .montecarlo import MCResult, PolicyBatchRouter, monte_carlo
-from .params import TrimParams
-from .policy import TrimPolicy, solve_trim
-from .process import ModelObservation, ModelProcess
-from .regions import format_region_table, plot_regenerate_regions, regenerate_region, regenerate_region_table
-from .trim import ArrayObservationModel, TrimPOMDP, build_trim_pomdp
+from trim_pomdp.model.belief import BeliefFilter
+from trim_pomdp.model.defaults import default_observation_model, load_default_params
+from trim_pomdp.model.montecarlo import MCResult, PolicyBatchRouter, monte_carlo
+from trim_pomdp.model.params import TrimParams
+from trim_pomdp.model.policy import TrimPolicy, solve_trim
+from trim_pomdp.model.process import ModelObservation, ModelProcess
+from trim_pomdp.model.regions import (
+    format_region_table,
+    plot_regenerate_regions,
+    regenerate_region,
+    regenerate_region_table,
+)
+from trim_pomdp.model.trim import ArrayObservationModel, TrimPOMDP, build_trim_pomdp
 
 __all__ = [
     "ArrayObservationModel",
@@ -39,7 +44,7 @@ def __getattr__(name: str):
     # estimation is also run as a script (python -m trim_pomdp.model.estimation): importing it eagerly here
     # would make runpy warn that the module was already imported.
     if name == "estimate_params":
-        from .estimation import estimate_params
+        from trim_pomdp.model.estimation import estimate_params
 
         return estimate_params
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

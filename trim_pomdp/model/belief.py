@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ..exceptions import InvalidParameterError, ZeroLikelihoodError
+from trim_pomdp.exceptions import InvalidParameterError, ZeroLikelihoodError
 
 __all__ = ["BeliefFilter"]
 

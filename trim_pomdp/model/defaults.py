@@ -6,8 +6,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..exceptions import DataFormatError
-from .params import TrimParams
+from trim_pomdp.exceptions import DataFormatError
+from trim_pomdp.model.params import TrimParams
 
 __all__ = ["DEFAULT_PARAMS_FILE", "default_params_path", "load_default_params", "default_observation_model"]
 
@@ -37,6 +37,6 @@ def default_observation_model() -> Any:
     """The shipped binned observation model (see
     :func:`trim_pomdp.observation_models.observation.load_shipped_observation_model`).
     """
-    from ..observation_models.observation import load_shipped_observation_model
+    from trim_pomdp.observation_models.observation import load_shipped_observation_model
 
     return load_shipped_observation_model()

@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from ..exceptions import InvalidParameterError
-from ..observation_models.processbench import step_classes
-from .params import TrimParams
+from trim_pomdp.exceptions import InvalidParameterError
+from trim_pomdp.model.params import TrimParams
+from trim_pomdp.observation_models.processbench import step_classes
 
 __all__ = ["estimate_params", "count_tokens", "generator_accuracy", "TOKEN_PROXY"]
 
@@ -200,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> None:  # pragma: no cover - thin 
     """``python -m trim_pomdp.model.estimation --data-dir DIR --out params.json`` (regenerates the
     defaults).
     """
-    from ..observation_models.processbench import SPLITS, load_processbench
+    from trim_pomdp.observation_models.processbench import SPLITS, load_processbench
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-dir", required=True, help="folder with ProcessBench <split>.json files")

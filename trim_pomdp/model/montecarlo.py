@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from ..exceptions import InvalidParameterError
-from .belief import BeliefFilter
-from .policy import TrimPolicy
+from trim_pomdp.exceptions import InvalidParameterError
+from trim_pomdp.model.belief import BeliefFilter
+from trim_pomdp.model.policy import TrimPolicy
 
 __all__ = ["MCResult", "monte_carlo", "PolicyBatchRouter"]
 

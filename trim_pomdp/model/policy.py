@@ -15,12 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from .._json import json_default
-from ..exceptions import DataFormatError, InvalidParameterError
-from ..solvers.base import AlphaVectorPolicy, SolveInfo, package_versions
-from ..solvers.finite_horizon import FiniteHorizonPolicy, FiniteHorizonSolver
-from .params import TrimParams
-from .trim import ArrayObservationModel, TrimPOMDP, context_index
+from trim_pomdp._json import json_default
+from trim_pomdp.exceptions import DataFormatError, InvalidParameterError
+from trim_pomdp.model.params import TrimParams
+from trim_pomdp.model.trim import ArrayObservationModel, TrimPOMDP, context_index
+from trim_pomdp.solvers.base import AlphaVectorPolicy, SolveInfo, package_versions
+from trim_pomdp.solvers.finite_horizon import FiniteHorizonPolicy, FiniteHorizonSolver
 
 __all__ = ["TrimPolicy", "solve_trim", "POLICY_FORMAT"]
 
@@ -428,7 +428,6 @@ def _obs_arrays(tp: TrimPOMDP) -> dict[str, Any]:
         "pair": tp.observation_probs(2),
         "edges": None if edges is None else np.asarray(edges, dtype=float),
     }
-
 
 
 def solve_trim(trim_pomdp: TrimPOMDP, solver: Any = None) -> TrimPolicy:

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..exceptions import InvalidParameterError
-from ..types import BatchObservation, StepObservation
-from .trim import TrimPOMDP
+from trim_pomdp.exceptions import InvalidParameterError
+from trim_pomdp.model.trim import TrimPOMDP
+from trim_pomdp.types import BatchObservation, StepObservation
 
 __all__ = ["ModelProcess", "ModelObservation"]
 

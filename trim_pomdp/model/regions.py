@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from .._optional import require
-from ..exceptions import InvalidParameterError
+from trim_pomdp._optional import require
+from trim_pomdp.exceptions import InvalidParameterError
 
 __all__ = [
     "simplex_grid",

@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from ..exceptions import InvalidParameterError, ModelCheckError
-from ..solvers.finite_horizon import FiniteHorizonPOMDP
-from ..solvers.tabular import TabularPOMDP
-from .params import TrimParams
+from trim_pomdp.exceptions import InvalidParameterError, ModelCheckError
+from trim_pomdp.model.params import TrimParams
+from trim_pomdp.solvers.finite_horizon import FiniteHorizonPOMDP
+from trim_pomdp.solvers.tabular import TabularPOMDP
 
 __all__ = ["TrimPOMDP", "build_trim_pomdp", "ArrayObservationModel", "transition_matrices", "context_index"]
 
@@ -388,7 +388,7 @@ class TrimPOMDP:
 def build_trim_pomdp(params: TrimParams | None = None, obs_model: Any = None) -> TrimPOMDP:
     """Build the TRIM-POMDP; ``None`` uses the shipped default parameters / observation model."""
     if params is None or obs_model is None:
-        from .defaults import default_observation_model, load_default_params
+        from trim_pomdp.model.defaults import default_observation_model, load_default_params
 
         params = params if params is not None else load_default_params()
         obs_model = obs_model if obs_model is not None else default_observation_model()

@@ -52,7 +52,7 @@ from scipy import ndimage
 from scipy.special import logsumexp, ndtr
 from sklearn.base import BaseEstimator
 
-from ..exceptions import InvalidParameterError, NotFittedError
+from trim_pomdp.exceptions import InvalidParameterError, NotFittedError
 
 __all__ = ["ReflectedKDE", "rule_of_thumb_bandwidth"]
 

@@ -44,10 +44,10 @@ from typing import Any
 
 import numpy as np
 
-from .._json import json_default
-from ..constants import HIDDEN_CLASSES
-from ..exceptions import DataFormatError, InvalidParameterError
-from .kde import ReflectedKDE
+from trim_pomdp._json import json_default
+from trim_pomdp.constants import HIDDEN_CLASSES
+from trim_pomdp.exceptions import DataFormatError, InvalidParameterError
+from trim_pomdp.observation_models.kde import ReflectedKDE
 
 __all__ = [
     "ObservationModel",
@@ -560,7 +560,6 @@ class ObservationModel:
         if all(k in arrays for k in stored_keys):
             model._stored = {k: arrays[k].astype(float) for k in stored_keys}
         return model
-
 
 
 def load_shipped_observation_model() -> ObservationModel:

@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from .._optional import require
-from ..constants import CLASS_DESCRIPTIONS, HIDDEN_CLASSES
-from ..exceptions import InvalidParameterError
+from trim_pomdp._optional import require
+from trim_pomdp.constants import CLASS_DESCRIPTIONS, HIDDEN_CLASSES
+from trim_pomdp.exceptions import InvalidParameterError
 
 __all__ = ["plot_class_densities", "density_grid"]
 

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .._optional import require
-from ..exceptions import BackendUnavailableError, DataFormatError, InvalidParameterError
+from trim_pomdp._optional import require
+from trim_pomdp.exceptions import BackendUnavailableError, DataFormatError, InvalidParameterError
 
 __all__ = [
     "SPLITS",
@@ -143,7 +143,9 @@ def _where(source: str, index: int | None, item_id: object = None) -> str:
     return " ".join(parts)
 
 
-def parse_item(record: object, split: str, *, source: str = "<data>", index: int | None = None) -> ProcessBenchItem:
+def parse_item(
+    record: object, split: str, *, source: str = "<data>", index: int | None = None
+) -> ProcessBenchItem:
     """Validate one raw ProcessBench record (a dict) and turn it into a :class:`ProcessBenchItem`.
 
     Raises
@@ -157,7 +159,9 @@ def parse_item(record: object, split: str, *, source: str = "<data>", index: int
     where = _where(source, index, item_id)
     missing = [f for f in _ITEM_FIELDS if f not in record]
     if missing:
-        raise DataFormatError(f"{where}: missing field(s) {missing}; a ProcessBench item needs {list(_ITEM_FIELDS)}")
+        raise DataFormatError(
+            f"{where}: missing field(s) {missing}; a ProcessBench item needs {list(_ITEM_FIELDS)}"
+        )
     steps = record["steps"]
     if not isinstance(steps, list) or not all(isinstance(s, str) for s in steps):
         raise DataFormatError(f"{where}: field 'steps' must be a list of strings")
@@ -175,7 +179,9 @@ def parse_item(record: object, split: str, *, source: str = "<data>", index: int
         raise DataFormatError(f"{where}: field 'final_answer_correct' must be true/false, got {fac!r}")
     for name in ("id", "generator", "problem"):
         if not isinstance(record[name], str):
-            raise DataFormatError(f"{where}: field {name!r} must be a string, got {type(record[name]).__name__}")
+            raise DataFormatError(
+                f"{where}: field {name!r} must be a string, got {type(record[name]).__name__}"
+            )
     return ProcessBenchItem(
         id=record["id"],
         generator=record["generator"],
@@ -222,9 +228,13 @@ def _load_local_split(data_dir: Path, split: str) -> list[ProcessBenchItem]:
         try:
             records = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise DataFormatError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno} ({exc.msg})") from exc
+            raise DataFormatError(
+                f"{path}: invalid JSON at line {exc.lineno} column {exc.colno} ({exc.msg})"
+            ) from exc
         if not isinstance(records, list):
-            raise DataFormatError(f"{path}: expected a JSON list of ProcessBench items, got {type(records).__name__}")
+            raise DataFormatError(
+                f"{path}: expected a JSON list of ProcessBench items, got {type(records).__name__}"
+            )
     return [parse_item(rec, split, source=str(path), index=i) for i, rec in enumerate(records)]
 
 
@@ -317,7 +327,9 @@ class ScoredItem:
 
 def _check_scores(scores: object, n_steps: int, where: str) -> None:
     if not isinstance(scores, (list, tuple, np.ndarray)):
-        raise DataFormatError(f"{where}: field 'prm_scores' must be a list of numbers, got {type(scores).__name__}")
+        raise DataFormatError(
+            f"{where}: field 'prm_scores' must be a list of numbers, got {type(scores).__name__}"
+        )
     if len(scores) != n_steps:
         raise DataFormatError(
             f"{where}: field 'prm_scores' has {len(scores)} values but the item has {n_steps} steps "
@@ -411,7 +423,9 @@ def load_scored_items(path: str | os.PathLike, *, ignore_torn_tail: bool = False
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"scored-items file {path} does not exist (make one with `trim-pomdp score-processbench`)")
+        raise FileNotFoundError(
+            f"scored-items file {path} does not exist (make one with `trim-pomdp score-processbench`)"
+        )
     out: list[ScoredItem] = []
     with path.open(encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, start=1):
@@ -486,7 +500,9 @@ class StepTable:
     def select(self, mask: np.ndarray) -> StepTable:
         """The rows where ``mask`` is true."""
         mask = np.asarray(mask)
-        return StepTable(self.r[mask], self.m[mask], self.z[mask], self.t[mask], self.item_index[mask], self.split[mask])
+        return StepTable(
+            self.r[mask], self.m[mask], self.z[mask], self.t[mask], self.item_index[mask], self.split[mask]
+        )
 
 
 def step_table(scored_items: Sequence[ScoredItem]) -> StepTable:
@@ -518,7 +534,9 @@ def step_table(scored_items: Sequence[ScoredItem]) -> StepTable:
     if not rs:
         empty_f = np.zeros(0)
         empty_i = np.zeros(0, dtype=np.int64)
-        return StepTable(empty_f, empty_f.copy(), empty_i, empty_i.copy(), empty_i.copy(), np.zeros(0, dtype=object))
+        return StepTable(
+            empty_f, empty_f.copy(), empty_i, empty_i.copy(), empty_i.copy(), np.zeros(0, dtype=object)
+        )
     return StepTable(
         r=np.concatenate(rs),
         m=np.concatenate(ms),

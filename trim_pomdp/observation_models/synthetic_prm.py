@@ -30,8 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..exceptions import InvalidParameterError
-from .processbench import ProcessBenchItem, ScoredItem, step_classes
+from trim_pomdp.exceptions import InvalidParameterError
+from trim_pomdp.observation_models.processbench import ProcessBenchItem, ScoredItem, step_classes
 
 __all__ = [
     "SyntheticPRM",
@@ -186,7 +186,9 @@ class SyntheticPRM:
         for split in self.mu_s0:
             for table in (self.mu_s0, self.mu_s2):
                 if not np.isfinite(table[split]):
-                    raise InvalidParameterError(f"the mean logit of split {split!r} must be finite, got {table[split]}")
+                    raise InvalidParameterError(
+                        f"the mean logit of split {split!r} must be finite, got {table[split]}"
+                    )
         if self.default_split not in self.mu_s0:
             raise InvalidParameterError(
                 f"default_split {self.default_split!r} has no calibrated means; choose from {sorted(self.mu_s0)}"
@@ -368,7 +370,9 @@ class SyntheticPRM:
         state = self.new_episodes(n, rng, splits)
         out = np.full((n, horizon), np.nan)
         for t in range(horizon):
-            out[:, t] = self.score_step(state, np.where(t < lengths, classes[:, t], 0), rng, active=t < lengths)
+            out[:, t] = self.score_step(
+                state, np.where(t < lengths, classes[:, t], 0), rng, active=t < lengths
+            )
         return out
 
     # ------------------------------------------------------------------------------------------ whole items
@@ -502,4 +506,3 @@ def calibrate_synthetic_prm(
         mu_s0[split] = round(m0, 4)
         mu_s2[split] = round(m2, 4)
     return mu_s0, mu_s2
-

@@ -9,8 +9,14 @@
 
 from __future__ import annotations
 
-from .base import PRMScorer
-from .qwen import STEP_SEPARATOR, SYSTEM_PROMPT, format_prm_input, step_scores_from_logits, step_scores_from_probs
+from trim_pomdp.prm.base import PRMScorer
+from trim_pomdp.prm.qwen import (
+    STEP_SEPARATOR,
+    SYSTEM_PROMPT,
+    format_prm_input,
+    step_scores_from_logits,
+    step_scores_from_probs,
+)
 
 __all__ = [
     "PRMScorer",
@@ -25,7 +31,7 @@ __all__ = [
 
 def __getattr__(name: str):
     if name == "TransformersPRM":
-        from .transformers_backend import TransformersPRM
+        from trim_pomdp.prm.transformers_backend import TransformersPRM
 
         return TransformersPRM
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..exceptions import DataFormatError, InvalidParameterError
+from trim_pomdp.exceptions import DataFormatError, InvalidParameterError
 
 __all__ = [
     "STEP_SEPARATOR",
@@ -58,8 +58,9 @@ def _check_steps(steps: Sequence[str], separator: str) -> list[str]:
     return steps
 
 
-def build_messages(problem: str, steps: Sequence[str], system: str | None = SYSTEM_PROMPT,
-                   separator: str = STEP_SEPARATOR) -> list[dict[str, str]]:
+def build_messages(
+    problem: str, steps: Sequence[str], system: str | None = SYSTEM_PROMPT, separator: str = STEP_SEPARATOR
+) -> list[dict[str, str]]:
     """Chat messages of the Qwen2.5-Math-PRM recipe (system, user = problem, assistant = separated steps).
 
     Parameters
@@ -79,8 +80,14 @@ def build_messages(problem: str, steps: Sequence[str], system: str | None = SYST
     return messages
 
 
-def format_prm_input(problem: str, steps: Sequence[str], tokenizer, *, system: str | None = SYSTEM_PROMPT,
-                     separator: str = STEP_SEPARATOR) -> str:
+def format_prm_input(
+    problem: str,
+    steps: Sequence[str],
+    tokenizer,
+    *,
+    system: str | None = SYSTEM_PROMPT,
+    separator: str = STEP_SEPARATOR,
+) -> str:
     """The PRM's input text: :func:`build_messages` rendered by the tokenizer's chat template.
 
     Parameters
@@ -139,14 +146,23 @@ def step_scores_from_probs(probs, positive_label: int = POSITIVE_LABEL, atol: fl
     """
     p = np.asarray(probs, dtype=np.float64)
     if p.ndim != 2 or p.shape[1] < 2:
-        raise DataFormatError(f"expected per-step class probabilities of shape (n_steps, n_labels>=2), got {p.shape}")
+        raise DataFormatError(
+            f"expected per-step class probabilities of shape (n_steps, n_labels>=2), got {p.shape}"
+        )
     if not np.all(np.isfinite(p)) or np.any(p < 0) or np.any(np.abs(p.sum(axis=1) - 1.0) > atol):
         raise DataFormatError("per-step class probabilities must be finite, >= 0 and sum to 1 per step")
     return np.clip(p[:, positive_label], 0.0, 1.0).tolist()
 
 
-def step_scores_from_logits(logits, input_ids, separator_id: int, *, attention_mask=None,
-                            n_steps: int | None = None, positive_label: int = POSITIVE_LABEL) -> list[float]:
+def step_scores_from_logits(
+    logits,
+    input_ids,
+    separator_id: int,
+    *,
+    attention_mask=None,
+    n_steps: int | None = None,
+    positive_label: int = POSITIVE_LABEL,
+) -> list[float]:
     """Step scores of one sequence from token logits: softmax P(positive) at every separator token.
 
     Parameters

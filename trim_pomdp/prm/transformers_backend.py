@@ -14,9 +14,15 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from .._optional import require
-from ..exceptions import BackendUnavailableError, DataFormatError, InvalidParameterError
-from .qwen import POSITIVE_LABEL, STEP_SEPARATOR, SYSTEM_PROMPT, format_prm_input, step_scores_from_logits
+from trim_pomdp._optional import require
+from trim_pomdp.exceptions import BackendUnavailableError, DataFormatError, InvalidParameterError
+from trim_pomdp.prm.qwen import (
+    POSITIVE_LABEL,
+    STEP_SEPARATOR,
+    SYSTEM_PROMPT,
+    format_prm_input,
+    step_scores_from_logits,
+)
 
 __all__ = ["TransformersPRM", "default_device"]
 
@@ -46,7 +52,9 @@ def _resolve_dtype(dtype, device: str):
     if isinstance(dtype, str):
         value = getattr(torch, dtype, None)
         if not isinstance(value, torch.dtype):
-            raise InvalidParameterError(f"unknown dtype {dtype!r}; use e.g. 'bfloat16', 'float16' or 'float32'")
+            raise InvalidParameterError(
+                f"unknown dtype {dtype!r}; use e.g. 'bfloat16', 'float16' or 'float32'"
+            )
         return value
     return dtype
 
@@ -81,9 +89,18 @@ class TransformersPRM:
     [0.99..., 0.99...]
     """
 
-    def __init__(self, model, tokenizer=None, batch_size: int = 8, device: str | None = None, *,
-                 system_prompt: str | None = SYSTEM_PROMPT, separator: str = STEP_SEPARATOR,
-                 positive_label: int = POSITIVE_LABEL, max_length: int | None = None) -> None:
+    def __init__(
+        self,
+        model,
+        tokenizer=None,
+        batch_size: int = 8,
+        device: str | None = None,
+        *,
+        system_prompt: str | None = SYSTEM_PROMPT,
+        separator: str = STEP_SEPARATOR,
+        positive_label: int = POSITIVE_LABEL,
+        max_length: int | None = None,
+    ) -> None:
         if isinstance(model, (str, os.PathLike)):
             loaded = TransformersPRM.from_pretrained(str(model), device=device)
             model, tokenizer = loaded.model, tokenizer if tokenizer is not None else loaded.tokenizer
@@ -113,8 +130,16 @@ class TransformersPRM:
     # ------------------------------------------------------------------------------------------------ loading
 
     @classmethod
-    def from_pretrained(cls, name: str, *, device: str | None = None, dtype=None, trust_remote_code: bool = True,
-                        batch_size: int = 8, **kwargs) -> TransformersPRM:
+    def from_pretrained(
+        cls,
+        name: str,
+        *,
+        device: str | None = None,
+        dtype=None,
+        trust_remote_code: bool = True,
+        batch_size: int = 8,
+        **kwargs,
+    ) -> TransformersPRM:
         """Load a PRM and its tokenizer from the hub or a local folder.
 
         Checkpoints whose config lists a ``*ForTokenClassification`` architecture load with
@@ -147,8 +172,11 @@ class TransformersPRM:
                 "(needs network access or a populated Hugging Face cache) or a local model folder."
             ) from exc
         archs = getattr(config, "architectures", None) or []
-        auto = (transformers.AutoModelForTokenClassification
-                if any(a.endswith("ForTokenClassification") for a in archs) else transformers.AutoModel)
+        auto = (
+            transformers.AutoModelForTokenClassification
+            if any(a.endswith("ForTokenClassification") for a in archs)
+            else transformers.AutoModel
+        )
         model = auto.from_pretrained(name, trust_remote_code=trust_remote_code, dtype=torch_dtype)
         return cls(model, tokenizer, batch_size=batch_size, device=device, **kwargs)
 
@@ -173,7 +201,9 @@ class TransformersPRM:
 
     def format(self, problem: str, steps: Sequence[str]) -> str:
         """The input text for one solution (see :func:`trim_pomdp.prm.qwen.format_prm_input`)."""
-        return format_prm_input(problem, steps, self.tokenizer, system=self.system_prompt, separator=self.separator)
+        return format_prm_input(
+            problem, steps, self.tokenizer, system=self.system_prompt, separator=self.separator
+        )
 
     def score(self, problem: str, steps: Sequence[str]) -> list[float]:
         """P(step correct) for every step of one solution."""
@@ -218,8 +248,11 @@ class TransformersPRM:
                     pos = sep[row].nonzero(as_tuple=True)[0]
                     picked = logits[row, pos].float().cpu().numpy()
                     results[i] = step_scores_from_logits(
-                        picked, [self.separator_id] * len(picked), self.separator_id,
-                        n_steps=encoded[i][1], positive_label=self.positive_label,
+                        picked,
+                        [self.separator_id] * len(picked),
+                        self.separator_id,
+                        n_steps=encoded[i][1],
+                        positive_label=self.positive_label,
                     )
         return results  # type: ignore[return-value]
 
@@ -230,7 +263,9 @@ class TransformersPRM:
             logits = out
         elif getattr(out, "logits", None) is not None:
             logits = out.logits
-        elif isinstance(out, (tuple, list)) or (hasattr(out, "keys") and "last_hidden_state" not in out.keys()):
+        elif isinstance(out, (tuple, list)) or (
+            hasattr(out, "keys") and "last_hidden_state" not in out.keys()
+        ):
             logits = out[0]  # remote-code PRMs (Qwen2ForProcessRewardModel) return their logits first
         else:
             logits = None
@@ -242,5 +277,7 @@ class TransformersPRM:
                 "token-classification model, not a base or causal-LM model"
             )
         if self.positive_label >= shape[-1]:
-            raise InvalidParameterError(f"positive_label {self.positive_label} >= the head's {shape[-1]} labels")
+            raise InvalidParameterError(
+                f"positive_label {self.positive_label} >= the head's {shape[-1]} labels"
+            )
         return logits

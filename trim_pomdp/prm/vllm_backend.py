@@ -17,8 +17,8 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
-from .._optional import require
-from ..exceptions import DataFormatError, InvalidParameterError
+from trim_pomdp._optional import require
+from trim_pomdp.exceptions import DataFormatError, InvalidParameterError
 
 __all__ = ["VLLMPoolingPRM", "render_qwen_prm_input"]
 

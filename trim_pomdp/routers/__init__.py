@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .base import ACTION_NAMES, BatchRouter, Router
+from trim_pomdp.routers.base import ACTION_NAMES, BatchRouter, Router
 
 _LAZY: dict[str, str] = {
     "ThresholdRouter": "threshold",

@@ -12,8 +12,8 @@ import math
 
 import numpy as np
 
-from ..exceptions import InvalidParameterError
-from ..types import BatchObservation
+from trim_pomdp.exceptions import InvalidParameterError
+from trim_pomdp.types import BatchObservation
 
 __all__ = ["token_feature", "AggFeatures", "SeqFeatures", "TOKEN_SCALE", "TOKEN_FEATURE_MAX"]
 

@@ -22,12 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from .._json import json_default
-from .._optional import require
-from ..constants import ACTIONS
-from ..exceptions import DataFormatError, InvalidParameterError
-from ..types import BatchObservation, EpisodeBatch, StepObservation
-from ._features import AggFeatures, token_feature
+from trim_pomdp._json import json_default
+from trim_pomdp._optional import require
+from trim_pomdp.constants import ACTIONS
+from trim_pomdp.exceptions import DataFormatError, InvalidParameterError
+from trim_pomdp.routers._features import AggFeatures, token_feature
+from trim_pomdp.types import BatchObservation, EpisodeBatch, StepObservation
 
 __all__ = ["AggRouter", "train_agg", "PPO_HYPERPARAMETERS", "POLICY_KWARGS"]
 
@@ -235,7 +235,6 @@ def _single_blas_thread(active: bool) -> Iterator[None]:
         yield
 
 
-
 def check_training_args(source: Any, lam: Any, timesteps: Any, n_envs: Any) -> None:
     """Validate the arguments shared by :func:`train_agg` and :func:`~.seq.train_seq`."""
     if not (isinstance(lam, (int, float, np.floating)) and math.isfinite(lam) and lam >= 0):
@@ -244,7 +243,7 @@ def check_training_args(source: Any, lam: Any, timesteps: Any, n_envs: Any) -> N
         raise InvalidParameterError(f"timesteps must be >= 1, got {timesteps!r}")
     if int(n_envs) < 1:
         raise InvalidParameterError(f"n_envs must be >= 1, got {n_envs!r}")
-    from .env import is_source_factory
+    from trim_pomdp.routers.env import is_source_factory
 
     if not is_source_factory(source) and n_envs > 1:
         raise InvalidParameterError(
@@ -308,7 +307,7 @@ def train_agg(
     sb3 = require("stable_baselines3", "rl", "TRIM-Agg training")
     from stable_baselines3.common.env_util import make_vec_env
 
-    from .env import RoutingEnv
+    from trim_pomdp.routers.env import RoutingEnv
 
     hp = dict(PPO_HYPERPARAMETERS)
     hp.update(hyperparameters or {})
@@ -358,7 +357,7 @@ def train_agg(
         seconds = time.perf_counter() - t0
     finally:
         torch.set_num_threads(old_threads)
-    from ..solvers.base import package_versions
+    from trim_pomdp.solvers.base import package_versions
 
     card = {
         "router": "TRIM-Agg",

@@ -10,7 +10,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from ..types import BatchObservation, StepObservation
+from trim_pomdp.types import BatchObservation, StepObservation
 
 __all__ = ["Router", "BatchRouter", "ACTION_NAMES"]
 

@@ -26,12 +26,12 @@ from typing import Any
 
 import numpy as np
 
-from ..constants import ACTIONS, S2
-from ..exceptions import InvalidParameterError, ZeroLikelihoodError
-from ..model.belief import BeliefFilter
-from ..model.policy import TrimPolicy
-from ..solvers.finite_horizon import FiniteHorizonPOMDP, FiniteHorizonSolver
-from ..types import BatchObservation, StepObservation
+from trim_pomdp.constants import ACTIONS, S2
+from trim_pomdp.exceptions import InvalidParameterError, ZeroLikelihoodError
+from trim_pomdp.model.belief import BeliefFilter
+from trim_pomdp.model.policy import TrimPolicy
+from trim_pomdp.solvers.finite_horizon import FiniteHorizonPOMDP, FiniteHorizonSolver
+from trim_pomdp.types import BatchObservation, StepObservation
 
 __all__ = ["BeliefRouter", "gate_open"]
 
@@ -254,10 +254,10 @@ class BeliefRouter:
         trim = policy.trim_pomdp()
         if observation_model is not None:
             if isinstance(observation_model, (str, Path)):
-                from ..observation_models.observation import ObservationModel
+                from trim_pomdp.observation_models.observation import ObservationModel
 
                 observation_model = ObservationModel.load(observation_model)
-            from ..model.trim import TrimPOMDP
+            from trim_pomdp.model.trim import TrimPOMDP
 
             new = TrimPOMDP(trim.params, observation_model)
             for t in (1, 2):
@@ -280,14 +280,14 @@ class BeliefRouter:
         ``observation_model`` (an object, or a path for ``ObservationModel.load``) replaces the shipped one.
         Other keyword arguments go to the constructor (``gate``, ``delta``, ``replan_solver``, ...).
         """
-        from ..model.defaults import default_observation_model, load_default_params
-        from ..model.policy import solve_trim
-        from ..model.trim import build_trim_pomdp
+        from trim_pomdp.model.defaults import default_observation_model, load_default_params
+        from trim_pomdp.model.policy import solve_trim
+        from trim_pomdp.model.trim import build_trim_pomdp
 
         if observation_model is None:
             observation_model = default_observation_model()
         elif isinstance(observation_model, (str, Path)):
-            from ..observation_models.observation import ObservationModel
+            from trim_pomdp.observation_models.observation import ObservationModel
 
             observation_model = ObservationModel.load(observation_model)
         trim = build_trim_pomdp(load_default_params(lam=float(lam)), observation_model)

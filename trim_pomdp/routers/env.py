@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from .._optional import require
-from ..exceptions import InvalidParameterError
-from ..types import EpisodeBatch
-from ._features import AggFeatures, SeqFeatures
+from trim_pomdp._optional import require
+from trim_pomdp.exceptions import InvalidParameterError
+from trim_pomdp.routers._features import AggFeatures, SeqFeatures
+from trim_pomdp.types import EpisodeBatch
 
 gym = require("gymnasium", "rl", "the router training environment")
 spaces = gym.spaces

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ..exceptions import DataFormatError, InvalidParameterError, NotFittedError
+from trim_pomdp.exceptions import DataFormatError, InvalidParameterError, NotFittedError
 
 __all__ = [
     "QueryOutcome",

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..exceptions import InvalidParameterError
-from ..types import EpisodeBatch, StepObservation
-from .base import BatchRouter, Router
+from trim_pomdp.exceptions import InvalidParameterError
+from trim_pomdp.routers.base import BatchRouter, Router
+from trim_pomdp.types import EpisodeBatch, StepObservation
 
 __all__ = ["RolloutResult", "rollout"]
 

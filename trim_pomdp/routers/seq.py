@@ -20,13 +20,13 @@ from typing import Any
 
 import numpy as np
 
-from .._json import json_default
-from .._optional import require
-from ..constants import ACTIONS
-from ..exceptions import DataFormatError, InvalidParameterError
-from ..types import BatchObservation, EpisodeBatch, StepObservation
-from ._features import SeqFeatures
-from .agg import PPO_HYPERPARAMETERS, check_training_args, rich_progress_callback
+from trim_pomdp._json import json_default
+from trim_pomdp._optional import require
+from trim_pomdp.constants import ACTIONS
+from trim_pomdp.exceptions import DataFormatError, InvalidParameterError
+from trim_pomdp.routers._features import SeqFeatures
+from trim_pomdp.routers.agg import PPO_HYPERPARAMETERS, check_training_args, rich_progress_callback
+from trim_pomdp.types import BatchObservation, EpisodeBatch, StepObservation
 
 __all__ = ["SeqRouter", "train_seq", "SEQ_ARCH"]
 
@@ -222,7 +222,8 @@ def train_seq(
 ) -> SeqRouter:
     """Train TRIM-Seq with PPO for one λ (same objective and hyperparameters as :func:`~.agg.train_agg`)."""
     check_training_args(source, lam, timesteps, n_envs)
-    from .env import RoutingEnv
+    from trim_pomdp.routers.env import RoutingEnv
+
     torch = require("torch", "rl", "TRIM-Seq training")
     sb3 = require("stable_baselines3", "rl", "TRIM-Seq training")
     from stable_baselines3.common.env_util import make_vec_env
@@ -255,7 +256,7 @@ def train_seq(
         seconds = time.perf_counter() - t0
     finally:
         torch.set_num_threads(old_threads)
-    from ..solvers.base import package_versions
+    from trim_pomdp.solvers.base import package_versions
 
     card = {
         "router": "TRIM-Seq",

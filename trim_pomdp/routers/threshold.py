@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from ..constants import ACTIONS, CONTINUE, REGENERATE
-from ..exceptions import InvalidParameterError
-from ..types import BatchObservation, StepObservation
+from trim_pomdp.constants import ACTIONS, CONTINUE, REGENERATE
+from trim_pomdp.exceptions import InvalidParameterError
+from trim_pomdp.types import BatchObservation, StepObservation
 
 __all__ = ["ThresholdRouter"]
 

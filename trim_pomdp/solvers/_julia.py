@@ -27,8 +27,8 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from .._optional import require
-from ..exceptions import BackendUnavailableError, ModelCheckError, SolverError
+from trim_pomdp._optional import require
+from trim_pomdp.exceptions import BackendUnavailableError, ModelCheckError, SolverError
 
 __all__ = [
     "BACKENDS",

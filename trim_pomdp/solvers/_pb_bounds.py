@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from ._pb_hull import FaceHulls
+from trim_pomdp.solvers._pb_hull import FaceHulls
 
 __all__ = ["AlphaSet", "SawtoothUpper"]
 

@@ -14,8 +14,8 @@ import time
 
 import numpy as np
 
-from ..exceptions import SolverError
-from .tabular import TabularPOMDP
+from trim_pomdp.exceptions import SolverError
+from trim_pomdp.solvers.tabular import TabularPOMDP
 
 __all__ = ["exact_value_iteration", "prune"]
 

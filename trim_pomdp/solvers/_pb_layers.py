@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from ._pb_model import SparseModel
+from trim_pomdp.solvers._pb_model import SparseModel
 
 __all__ = ["support_layers", "simplex_grid"]
 

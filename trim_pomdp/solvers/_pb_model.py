@@ -17,8 +17,8 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from ..exceptions import InvalidParameterError
-from .tabular import TabularPOMDP
+from trim_pomdp.exceptions import InvalidParameterError
+from trim_pomdp.solvers.tabular import TabularPOMDP
 
 __all__ = ["SparseModel", "blind_lower_bound", "mdp_upper_bound", "fast_informed_bound"]
 

@@ -35,7 +35,12 @@ from typing import Any
 
 import numpy as np
 
-from ._julia import REQUEST_FORMAT, RawSolution, SparseTabularArrays, apply_worker_env_defaults
+from trim_pomdp.solvers._julia import (
+    REQUEST_FORMAT,
+    RawSolution,
+    SparseTabularArrays,
+    apply_worker_env_defaults,
+)
 
 __all__ = [
     "FAKE_ENV",
@@ -77,7 +82,7 @@ def solve_function() -> Callable[..., RawSolution]:
     """The function that solves a request: Julia's, or the fake named by ``TRIM_POMDP_SARSOP_FAKE``."""
     spec = os.environ.get(FAKE_ENV, "").strip()
     if not spec:
-        from ._julia import solve_with_julia
+        from trim_pomdp.solvers._julia import solve_with_julia
 
         return solve_with_julia
     module_name, sep, func_name = spec.partition(":")

@@ -15,8 +15,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from .._json import json_default
-from ..exceptions import DataFormatError, InvalidParameterError
+from trim_pomdp._json import json_default
+from trim_pomdp.exceptions import DataFormatError, InvalidParameterError
 
 __all__ = ["SolveInfo", "Solver", "AlphaVectorPolicy", "package_versions"]
 
@@ -137,7 +137,9 @@ class AlphaVectorPolicy:
     def _check_belief(self, belief) -> np.ndarray:
         b = np.asarray(belief, dtype=float)
         if b.shape[-1] != self.n_states:
-            raise InvalidParameterError(f"belief has length {b.shape[-1]}, the policy has {self.n_states} states")
+            raise InvalidParameterError(
+                f"belief has length {b.shape[-1]}, the policy has {self.n_states} states"
+            )
         return b
 
     def value(self, belief) -> float | np.ndarray:
@@ -167,7 +169,9 @@ class AlphaVectorPolicy:
             base = base.with_suffix("")
         base.parent.mkdir(parents=True, exist_ok=True)
         npz, card = base.with_suffix(".npz"), base.with_suffix(".json")
-        np.savez_compressed(npz, alphas=self.alphas, actions=self.actions, format=np.array("trim-pomdp/alpha-vectors/1"))
+        np.savez_compressed(
+            npz, alphas=self.alphas, actions=self.actions, format=np.array("trim-pomdp/alpha-vectors/1")
+        )
         meta = dict(self.card)
         meta.setdefault("format", "trim-pomdp/alpha-vectors/1")
         meta["action_names"] = list(self.action_names) if self.action_names else None
@@ -198,4 +202,3 @@ class AlphaVectorPolicy:
         except json.JSONDecodeError as exc:
             raise DataFormatError(f"policy card {card} is not valid JSON: {exc}") from exc
         return cls(alphas, actions, meta.get("action_names"), meta)
-

@@ -51,8 +51,8 @@ from typing import Any
 
 import numpy as np
 
-from ..exceptions import InvalidParameterError, ModelCheckError, SolverError
-from .base import SolveInfo
+from trim_pomdp.exceptions import InvalidParameterError, ModelCheckError, SolverError
+from trim_pomdp.solvers.base import SolveInfo
 
 __all__ = [
     "FiniteHorizonAlphaPolicy",

@@ -40,13 +40,13 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from ..exceptions import InvalidParameterError, SolverError
-from ._pb_bounds import AlphaSet, SawtoothUpper
-from ._pb_exact import exact_value_iteration
-from ._pb_layers import simplex_grid, support_layers
-from ._pb_model import SparseModel, blind_lower_bound, fast_informed_bound, mdp_upper_bound
-from .base import AlphaVectorPolicy, SolveInfo, package_versions
-from .tabular import TabularPOMDP
+from trim_pomdp.exceptions import InvalidParameterError, SolverError
+from trim_pomdp.solvers._pb_bounds import AlphaSet, SawtoothUpper
+from trim_pomdp.solvers._pb_exact import exact_value_iteration
+from trim_pomdp.solvers._pb_layers import simplex_grid, support_layers
+from trim_pomdp.solvers._pb_model import SparseModel, blind_lower_bound, fast_informed_bound, mdp_upper_bound
+from trim_pomdp.solvers.base import AlphaVectorPolicy, SolveInfo, package_versions
+from trim_pomdp.solvers.tabular import TabularPOMDP
 
 __all__ = ["PointBasedSolver"]
 

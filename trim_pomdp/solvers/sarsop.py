@@ -33,10 +33,16 @@ from typing import Any
 
 import numpy as np
 
-from ..exceptions import BackendUnavailableError, InvalidParameterError, SolverError
-from ._julia import BACKENDS, RawSolution, SparseTabularArrays, policy_arrays, to_sparse_tabular
-from ._sarsop_worker import WorkerError, read_result, solve_function, write_request
-from .base import AlphaVectorPolicy, SolveInfo, package_versions
+from trim_pomdp.exceptions import BackendUnavailableError, InvalidParameterError, SolverError
+from trim_pomdp.solvers._julia import (
+    BACKENDS,
+    RawSolution,
+    SparseTabularArrays,
+    policy_arrays,
+    to_sparse_tabular,
+)
+from trim_pomdp.solvers._sarsop_worker import WorkerError, read_result, solve_function, write_request
+from trim_pomdp.solvers.base import AlphaVectorPolicy, SolveInfo, package_versions
 
 __all__ = ["SarsopSolver", "parse_pomdpsol_log"]
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..exceptions import ModelCheckError
+from trim_pomdp.exceptions import ModelCheckError
 
 __all__ = ["TabularPOMDP", "check_tabular"]
 

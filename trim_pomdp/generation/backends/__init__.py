@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-from ._common import GenerationError, MicroBatcher, RetryPolicy, user_turn_messages
-from .strong_anthropic import AnthropicStepGenerator, MissingAPIKeyError, prefill_allowed
-from .strong_openai import OpenAIStrongGenerator
-from .weak_openai import OpenAICompatibleGenerator
-from .weak_transformers import TransformersStepGenerator
-from .weak_vllm import VLLMStepGenerator
+from trim_pomdp.generation.backends._common import (
+    GenerationError,
+    MicroBatcher,
+    RetryPolicy,
+    user_turn_messages,
+)
+from trim_pomdp.generation.backends.strong_anthropic import (
+    AnthropicStepGenerator,
+    MissingAPIKeyError,
+    prefill_allowed,
+)
+from trim_pomdp.generation.backends.strong_openai import OpenAIStrongGenerator
+from trim_pomdp.generation.backends.weak_openai import OpenAICompatibleGenerator
+from trim_pomdp.generation.backends.weak_transformers import TransformersStepGenerator
+from trim_pomdp.generation.backends.weak_vllm import VLLMStepGenerator
 
 __all__ = [
     "GenerationError",

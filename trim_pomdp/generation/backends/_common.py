@@ -10,7 +10,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from ...exceptions import TrimPomdpError
+from trim_pomdp.exceptions import TrimPomdpError
 
 __all__ = [
     "GenerationError",

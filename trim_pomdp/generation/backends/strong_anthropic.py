@@ -35,11 +35,16 @@ import re
 import time
 from typing import Any
 
-from ..._optional import require
-from ...exceptions import InvalidParameterError
-from ..answers import has_boxed
-from ..base import StepResult, solution_prefix, split_first_step
-from ._common import DEFAULT_SYSTEM_PROMPT, RetryPolicy, call_with_retries, user_turn_messages
+from trim_pomdp._optional import require
+from trim_pomdp.exceptions import InvalidParameterError
+from trim_pomdp.generation.answers import has_boxed
+from trim_pomdp.generation.backends._common import (
+    DEFAULT_SYSTEM_PROMPT,
+    RetryPolicy,
+    call_with_retries,
+    user_turn_messages,
+)
+from trim_pomdp.generation.base import StepResult, solution_prefix, split_first_step
 
 __all__ = [
     "AnthropicStepGenerator",

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._common import DEFAULT_SYSTEM_PROMPT
-from .weak_openai import OpenAICompatibleGenerator
+from trim_pomdp.generation.backends._common import DEFAULT_SYSTEM_PROMPT
+from trim_pomdp.generation.backends.weak_openai import OpenAICompatibleGenerator
 
 __all__ = ["OpenAIStrongGenerator"]
 

@@ -24,16 +24,16 @@ import os
 import time
 from typing import Any
 
-from ..._optional import require
-from ..answers import has_boxed
-from ..base import STEP_SEPARATOR, StepResult, solution_prefix, split_first_step
-from ._common import (
+from trim_pomdp._optional import require
+from trim_pomdp.generation.answers import has_boxed
+from trim_pomdp.generation.backends._common import (
     DEFAULT_SYSTEM_PROMPT,
     QWEN_MATH_TEMPLATE,
     RetryPolicy,
     call_with_retries,
     user_turn_messages,
 )
+from trim_pomdp.generation.base import STEP_SEPARATOR, StepResult, solution_prefix, split_first_step
 
 __all__ = ["OpenAICompatibleGenerator", "openai_retryable"]
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ..._optional import require
-from ..answers import has_boxed
-from ..base import STEP_SEPARATOR, StepResult, solution_prefix, split_first_step
-from ._common import DEFAULT_SYSTEM_PROMPT, MicroBatcher
+from trim_pomdp._optional import require
+from trim_pomdp.generation.answers import has_boxed
+from trim_pomdp.generation.backends._common import DEFAULT_SYSTEM_PROMPT, MicroBatcher
+from trim_pomdp.generation.base import STEP_SEPARATOR, StepResult, solution_prefix, split_first_step
 
 __all__ = ["VLLMStepGenerator"]
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ...exceptions import DataFormatError, InvalidParameterError
-from ..tabular import TabularPOMDP
-from .cassandra import parse_cassandra, read_cassandra, write_cassandra
-from .pomdpx import parse_pomdpx, read_pomdpx, write_pomdpx
+from trim_pomdp.exceptions import DataFormatError, InvalidParameterError
+from trim_pomdp.solvers.formats.cassandra import parse_cassandra, read_cassandra, write_cassandra
+from trim_pomdp.solvers.formats.pomdpx import parse_pomdpx, read_pomdpx, write_pomdpx
+from trim_pomdp.solvers.tabular import TabularPOMDP
 
 __all__ = [
     "read_pomdp",

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ...exceptions import DataFormatError
-from ..tabular import TabularPOMDP
+from trim_pomdp.exceptions import DataFormatError
+from trim_pomdp.solvers.tabular import TabularPOMDP
 
 __all__ = ["read_cassandra", "write_cassandra", "parse_cassandra", "format_float"]
 

@@ -33,9 +33,9 @@ from xml.sax.saxutils import escape
 
 import numpy as np
 
-from ...exceptions import DataFormatError
-from ..tabular import TabularPOMDP
-from .cassandra import ROW_SUM_TOLERANCE, format_float
+from trim_pomdp.exceptions import DataFormatError
+from trim_pomdp.solvers.formats.cassandra import ROW_SUM_TOLERANCE, format_float
+from trim_pomdp.solvers.tabular import TabularPOMDP
 
 __all__ = ["read_pomdpx", "parse_pomdpx", "write_pomdpx"]
 
