@@ -29,13 +29,13 @@ from pathlib import Path
 
 import numpy as np
 
-from trim_pomdp.observation_models.processbench import (
+from trim_pomdp.datasets.processbench import (
     SPLITS,
     load_processbench,
     processbench_metrics,
     step_table,
 )
-from trim_pomdp.observation_models.synthetic_prm import (
+from trim_pomdp.prm.synthetic import (
     CALIBRATED_MU_S0,
     CALIBRATED_MU_S2,
     QWEN25_MATH_PRM_7B_PROCESSBENCH,

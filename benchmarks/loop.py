@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.servers.fake import (  # noqa: E402
+from tests._support.servers.fake import (  # noqa: E402
     FakeAnthropicServer,
     FakeOpenAIServer,
     FakePRMBackend,

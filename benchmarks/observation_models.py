@@ -40,8 +40,8 @@ from sklearn.model_selection import GroupKFold
 
 from trim_pomdp.observation_models.kde import ReflectedKDE
 from trim_pomdp.observation_models.observation import ObservationModel
-from trim_pomdp.observation_models.processbench import load_processbench, step_table
-from trim_pomdp.observation_models.synthetic_prm import SyntheticPRM
+from trim_pomdp.datasets.processbench import load_processbench, step_table
+from trim_pomdp.prm.synthetic import SyntheticPRM
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent

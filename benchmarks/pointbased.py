@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from trim_pomdp.solvers.formats import read_pomdp
-from trim_pomdp.solvers.pointbased import PointBasedSolver
+from trim_pomdp.solvers.pointbased.solver import PointBasedSolver
 
 REPO = Path(__file__).resolve().parents[1]
 TIGER_FINITE = {
@@ -143,7 +143,7 @@ def case_file(data: Path, name: str) -> dict:
 
 
 def case_trim(seconds: float) -> dict:
-    from trim_pomdp.model import build_trim_pomdp, default_observation_model, load_default_params
+    from trim_pomdp.pomdp import build_trim_pomdp, default_observation_model, load_default_params
     from trim_pomdp.solvers.finite_horizon import FiniteHorizonSolver
 
     tp = build_trim_pomdp(load_default_params(), default_observation_model())

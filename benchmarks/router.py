@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from trim_pomdp.model import ModelProcess, build_trim_pomdp, load_default_params, monte_carlo, solve_trim
-from trim_pomdp.routers.agg import AggRouter
-from trim_pomdp.routers.belief_router import BeliefRouter
+from trim_pomdp.pomdp import ModelProcess, build_trim_pomdp, load_default_params, monte_carlo, solve_trim
+from trim_pomdp.routers.rl.agg import AggRouter
+from trim_pomdp.routers.belief import BeliefRouter
 from trim_pomdp.routers.rollout import rollout
 from trim_pomdp.routers.threshold import ThresholdRouter
 from trim_pomdp.solvers.finite_horizon import FiniteHorizonSolver
@@ -219,7 +219,7 @@ def section_agg(model, policy, args, out_path: Path, results: dict) -> dict[str,
     """Train TRIM-Agg under a wall-clock budget; compare its return under the model with the POMDP's."""
     from stable_baselines3.common.callbacks import BaseCallback
 
-    from trim_pomdp.routers.agg import train_agg
+    from trim_pomdp.routers.rl.agg import train_agg
 
     lam = model.params.lam
     n_eval, seed_eval = args.agg_eval_episodes, 12345

@@ -2,7 +2,7 @@
 
 Measures, medians over repeats, on the default simulator (simulated scores):
 
-- ``baseline``: the TRIM-POMDP's own generative process (:class:`trim_pomdp.model.ModelProcess`, shipped
+- ``baseline``: the TRIM-POMDP's own generative process (:class:`trim_pomdp.pomdp.ModelProcess`, shipped
 defaults)
   with M_w alone — another vectorised episode source, for scale (falls back to a bare lock-step loop copying
   an
@@ -51,7 +51,7 @@ def _time(fn, repeats: int) -> float:
 
 def _pomdp_router():
     try:
-        from trim_pomdp.model import build_trim_pomdp, load_default_params, solve_trim
+        from trim_pomdp.pomdp import build_trim_pomdp, load_default_params, solve_trim
         from trim_pomdp.observation_models.observation import load_shipped_observation_model
         from trim_pomdp.routers import BeliefRouter
 
@@ -72,7 +72,7 @@ def main() -> None:
     steps = int(sim.queries(n, seed=0).n_steps.max())
 
     try:
-        from trim_pomdp.model import ModelProcess, build_trim_pomdp
+        from trim_pomdp.pomdp import ModelProcess, build_trim_pomdp
 
         process = ModelProcess(build_trim_pomdp())
         baseline_name = "ModelProcess"

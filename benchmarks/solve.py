@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trim_pomdp.model import ModelProcess, build_trim_pomdp, monte_carlo, solve_trim
+from trim_pomdp.pomdp import ModelProcess, build_trim_pomdp, monte_carlo, solve_trim
 from trim_pomdp.solvers.finite_horizon import FiniteHorizonSolver
 
 
@@ -169,7 +169,7 @@ def main() -> None:
 
     if args.pointbased > 0:
         try:
-            from trim_pomdp.solvers.pointbased import PointBasedSolver
+            from trim_pomdp.solvers.pointbased.solver import PointBasedSolver
         except ImportError as exc:  # pragma: no cover - other helper's module
             out["pointbased"] = {"error": str(exc)}
         else:

@@ -35,7 +35,7 @@ from trim_pomdp.generation import (
     load_dataset,
     run_loop,
 )
-from trim_pomdp.generation.routing import resolve_router
+from trim_pomdp.routers.spec import resolve_router
 from trim_pomdp.prm.vllm_backend import VLLMPoolingPRM
 
 
@@ -57,7 +57,7 @@ async def main() -> None:
     servers = []
     if args.offline:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-        from tests.servers.fake import FakeAnthropicServer, FakeOpenAIServer
+        from tests._support.servers.fake import FakeAnthropicServer, FakeOpenAIServer
 
         oai, ant = FakeOpenAIServer().start(), FakeAnthropicServer().start()
         servers = [oai, ant]

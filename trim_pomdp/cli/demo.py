@@ -71,7 +71,7 @@ def command(
             )
             routers = tuple(r for r in routers if r != "agg")
     try:
-        from trim_pomdp.model import default_observation_model
+        from trim_pomdp.pomdp import default_observation_model
 
         obs = default_observation_model()
     except (FileNotFoundError, TrimPomdpError) as exc:

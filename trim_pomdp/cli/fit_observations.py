@@ -174,7 +174,7 @@ def command(
 
     from trim_pomdp.constants import HIDDEN_CLASSES
     from trim_pomdp.observation_models.observation import ObservationModel, held_out_log_likelihood
-    from trim_pomdp.observation_models.processbench import (
+    from trim_pomdp.datasets.processbench import (
         HUB_DATASET,
         SPLITS,
         load_processbench,
@@ -243,7 +243,7 @@ def command(
                 scores_file=str(score_file),
             )
         else:
-            from trim_pomdp.observation_models.synthetic_prm import SyntheticPRM
+            from trim_pomdp.prm.synthetic import SyntheticPRM
 
             with err.status(f"loading ProcessBench ({data_source})"):
                 items = load_processbench(chosen, data_dir=data_dir)

@@ -45,7 +45,7 @@ def build_weak(
         name = model_name or _first_served_model(url, timeout)
         kw: dict[str, Any] = {}
         if template == "auto":
-            from trim_pomdp._optional import require  # noqa: PLC0415
+            from trim_pomdp._internal.optional import require  # noqa: PLC0415
 
             transformers = require("transformers", "hf", "--weak-template auto")
             kw["tokenizer"] = transformers.AutoTokenizer.from_pretrained(name)
@@ -80,7 +80,7 @@ def build_weak(
 
 
 def _first_served_model(url: str, timeout: float) -> str:
-    from trim_pomdp._optional import require  # noqa: PLC0415
+    from trim_pomdp._internal.optional import require  # noqa: PLC0415
 
     openai = require("openai", "openai", "the OpenAI-compatible weak backend")
     try:
@@ -266,8 +266,8 @@ def command(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: PLC0415
 
     from trim_pomdp.generation import BatchedPRM, Cache, CachedGenerator, LoopConfig, load_dataset, run_loop  # noqa: PLC0415
-    from trim_pomdp.generation.datasets import shard as shard_items  # noqa: PLC0415
-    from trim_pomdp.generation.routing import resolve_router  # noqa: PLC0415
+    from trim_pomdp.datasets.problems import shard as shard_items  # noqa: PLC0415
+    from trim_pomdp.routers.spec import resolve_router  # noqa: PLC0415
 
     try:
         spec = resolve_router(router_spec)

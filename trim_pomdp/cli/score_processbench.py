@@ -84,7 +84,7 @@ def command(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     from rich.table import Table
 
-    from trim_pomdp.observation_models.processbench import (
+    from trim_pomdp.datasets.processbench import (
         SPLITS,
         ScoredItem,
         load_processbench,

@@ -89,7 +89,7 @@ def command(
     """
     from rich.console import Console
 
-    from trim_pomdp.solvers._julia import plan_setup
+    from trim_pomdp.solvers.sarsop.julia_bridge import plan_setup
 
     console = Console(stderr=True)
     started = time.perf_counter()
@@ -131,7 +131,7 @@ def _check_backends(console, backends: list[str], check_timeout: float) -> None:
     from rich.table import Table
 
     from trim_pomdp.exceptions import TrimPomdpError
-    from trim_pomdp.solvers.sarsop import SarsopSolver
+    from trim_pomdp.solvers.sarsop.solver import SarsopSolver
 
     model = tiger_pomdp()
     table = Table(title="Tiger POMDP (optimal V(b0) ≈ 19.37)")

@@ -223,7 +223,7 @@ def command(
     from rich.console import Console
     from rich.table import Table
 
-    from trim_pomdp.model import (
+    from trim_pomdp.pomdp import (
         ModelProcess,
         TrimParams,
         TrimPOMDP,
@@ -256,7 +256,7 @@ def command(
         if params_path is not None:
             params = TrimParams.from_json(params_path)
         elif weak_generator is not None:
-            from trim_pomdp.observation_models.processbench import SPLITS, load_processbench
+            from trim_pomdp.datasets.processbench import SPLITS, load_processbench
 
             splits = (
                 SPLITS
@@ -272,7 +272,7 @@ def command(
             items = load_processbench(splits, data_dir=processbench)
             tok = None
             if tokenizer:
-                from trim_pomdp._optional import require
+                from trim_pomdp._internal.optional import require
 
                 tok = require("transformers", "hf", "--tokenizer").AutoTokenizer.from_pretrained(tokenizer)
             params = estimate_params(items, weak_generator, strong_generator, tok)
@@ -375,7 +375,7 @@ def command(
             policy.save(target)
             if plot:
                 try:
-                    from trim_pomdp.model.regions import plot_regenerate_regions
+                    from trim_pomdp.pomdp.regions import plot_regenerate_regions
 
                     plot_regenerate_regions(policy, path=target / "regions.png", bucket=params.n_buckets // 2)
                 except TrimPomdpError as exc:

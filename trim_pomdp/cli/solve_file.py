@@ -80,7 +80,7 @@ def command(
     the stop reason and the solver settings.
     """
     from trim_pomdp.solvers.formats import read_pomdp
-    from trim_pomdp.solvers.pointbased import PointBasedSolver
+    from trim_pomdp.solvers.pointbased.solver import PointBasedSolver
 
     if not file.is_file():
         raise click.BadParameter(f"{file} does not exist; give a .pomdp or .pomdpx file", param_hint="FILE")

@@ -13,11 +13,11 @@ from trim_pomdp.exceptions import TrimPomdpError
 
 
 def _model(params_path: str | None, obs_path: str | None, lam: float):
-    from trim_pomdp.model import build_trim_pomdp, load_default_params
+    from trim_pomdp.pomdp import build_trim_pomdp, load_default_params
     from trim_pomdp.observation_models.observation import ObservationModel, load_shipped_observation_model
 
     if params_path:
-        from trim_pomdp.model import TrimParams
+        from trim_pomdp.pomdp import TrimParams
 
         params = TrimParams.from_json(Path(params_path).read_text())
     else:
@@ -30,7 +30,7 @@ def _model(params_path: str | None, obs_path: str | None, lam: float):
 def _source_factory(source: str, params_path: str | None, obs_path: str | None, lam: float, split=None):
     """(factory, card, trim_pomdp or None)."""
     if source == "model":
-        from trim_pomdp.model import ModelProcess
+        from trim_pomdp.pomdp import ModelProcess
 
         trim = _model(params_path, obs_path, lam)
 
@@ -140,7 +140,7 @@ def command(
     if lam < 0:
         raise click.BadParameter("must be >= 0", param_hint="--lambda")
     try:
-        from trim_pomdp.routers.agg import train_agg
+        from trim_pomdp.routers.rl.agg import train_agg
         from trim_pomdp.routers.rollout import rollout
 
         factory, card, trim = _source_factory(source, params_path, obs_path, lam, split)
@@ -175,8 +175,8 @@ def command(
             results["agg"] = res.to_dict()
             rows = [("TRIM-Agg", res)]
             if source == "model" and compare_pomdp:
-                from trim_pomdp.model import solve_trim
-                from trim_pomdp.routers.belief_router import BeliefRouter
+                from trim_pomdp.pomdp import solve_trim
+                from trim_pomdp.routers.belief import BeliefRouter
 
                 t0 = time.perf_counter()
                 policy = solve_trim(trim)

@@ -78,7 +78,7 @@ _LAZY = {
     "run_sweep": "sweep",
     "write_reports": "sweep",
     "estimate_trim_params": "sweep",
-    "estimate_simulator_params": "calibration",
+    "estimate_simulator_params": "simulator_estimation",
     "SIMULATED_NOTE": "simulator",
 }
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from trim_pomdp._optional import require
+from trim_pomdp._internal.optional import require
 from trim_pomdp.evaluation.tables import ordered_policies, policy_label
 
 __all__ = ["plot_curves", "curves_csv", "CURVE_COLUMNS"]

@@ -28,7 +28,7 @@ per-query
   ProcessBench solutions whose final answer is right despite an erroneous step). Once an error happened, the
   PRM
   keeps seeing an erroneous prefix (class S1) even after a recovery, as ProcessBench labels it.
-- **PRM scores**: the calibrated :class:`~trim_pomdp.observation_models.synthetic_prm.SyntheticPRM`
+- **PRM scores**: the calibrated :class:`~trim_pomdp.prm.synthetic.SyntheticPRM`
 (per-query bias,
   AR(1)-correlated step noise, high scores after errors), given each step's true class.
 
@@ -52,7 +52,7 @@ from scipy import special
 
 from trim_pomdp.constants import HIDDEN_CLASSES
 from trim_pomdp.exceptions import DataFormatError, InvalidParameterError
-from trim_pomdp.observation_models.synthetic_prm import SyntheticPRM
+from trim_pomdp.prm.synthetic import SyntheticPRM
 from trim_pomdp.types import BatchObservation
 
 __all__ = [
@@ -590,7 +590,7 @@ class Simulator:
         Returns an object with per-step arrays ``r`` (score), ``m`` (prefix minimum, NaN at t = 1), ``z``
         (class
         0/1/2), ``t`` (1-based) and ``item_index`` (query), like
-        :func:`trim_pomdp.observation_models.processbench.step_table` — simulated.
+        :func:`trim_pomdp.datasets.processbench.step_table` — simulated.
         """
         from types import SimpleNamespace
 

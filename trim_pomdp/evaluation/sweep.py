@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from trim_pomdp._json import json_default
+from trim_pomdp._internal.artifacts import json_default
 from trim_pomdp.evaluation.records import Records, RecordWriter, read_records
 from trim_pomdp.evaluation.simulator import SIMULATED_NOTE, Simulator, SimulatorParams
 from trim_pomdp.exceptions import DataFormatError, InvalidParameterError
@@ -226,9 +226,9 @@ def estimate_trim_params(
     lengths with ``P(c | t)`` shrunk to the pooled distribution (``smoothing`` pseudo-counts); the strong /
     weak
     length ratio from mean step lengths. The rest (horizon, reward, discount) comes from ``base`` (default
-    :func:`trim_pomdp.model.load_default_params`).
+    :func:`trim_pomdp.pomdp.load_default_params`).
     """
-    from trim_pomdp.model import load_default_params
+    from trim_pomdp.pomdp import load_default_params
 
     base = base if base is not None else load_default_params()
     H = int(base.horizon)
@@ -332,11 +332,11 @@ def plan_groups(
 
     def pomdp_base():
         if "pomdp" not in cache:
-            from trim_pomdp.model import build_trim_pomdp  # noqa: F401  (import errors surface here, once)
+            from trim_pomdp.pomdp import build_trim_pomdp  # noqa: F401  (import errors surface here, once)
 
             loader = obs_model_loader
             if loader is None:
-                from trim_pomdp.model import default_observation_model as loader
+                from trim_pomdp.pomdp import default_observation_model as loader
             params = estimate_trim_params(bench.train_stats, n_buckets=s.n_buckets)
             cache["pomdp"] = (params, loader())
             say(
@@ -350,7 +350,7 @@ def plan_groups(
             for lam in s.lambdas:
 
                 def run(lam: float = lam) -> tuple[np.ndarray, np.ndarray]:
-                    from trim_pomdp.model import build_trim_pomdp, solve_trim
+                    from trim_pomdp.pomdp import build_trim_pomdp, solve_trim
                     from trim_pomdp.routers import BeliefRouter
 
                     params, obs = pomdp_base()
@@ -370,7 +370,7 @@ def plan_groups(
             for lam in s.agg_lambdas:
 
                 def run(lam: float = lam) -> tuple[np.ndarray, np.ndarray]:
-                    from trim_pomdp.routers.agg import AggRouter, train_agg
+                    from trim_pomdp.routers.rl.agg import AggRouter, train_agg
 
                     target = None if agg_dir is None else agg_dir / f"lam-{lam:.3g}"
                     if target is not None and (target / "agg.json").is_file():

@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from trim_pomdp.exceptions import InvalidParameterError
-from trim_pomdp.generation.answers import check_answer
+from trim_pomdp.datasets.answers import check_answer
 from trim_pomdp.generation.base import StepResult
-from trim_pomdp.generation.datasets import Problem
-from trim_pomdp.generation.records import (
+from trim_pomdp.datasets.problems import Problem
+from trim_pomdp.generation.runs import (
     ERRORS,
     RECORDS,
     RUN_JSON,
@@ -138,7 +138,7 @@ async def solve_problem(
     router: Router | None,
     config: LoopConfig,
 ) -> dict[str, Any]:
-    """Run the loop on one problem and return its trace (see :mod:`trim_pomdp.generation.records`)."""
+    """Run the loop on one problem and return its trace (see :mod:`trim_pomdp.generation.runs`)."""
     t_start = time.perf_counter()
     steps: list[str] = []
     scores: list[float] = []

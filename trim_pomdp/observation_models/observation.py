@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from trim_pomdp._json import json_default
+from trim_pomdp._internal.artifacts import json_default
 from trim_pomdp.constants import HIDDEN_CLASSES
 from trim_pomdp.exceptions import DataFormatError, InvalidParameterError
 from trim_pomdp.observation_models.kde import ReflectedKDE

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from trim_pomdp._optional import require
+from trim_pomdp._internal.optional import require
 from trim_pomdp.constants import CLASS_DESCRIPTIONS, HIDDEN_CLASSES
 from trim_pomdp.exceptions import InvalidParameterError
 

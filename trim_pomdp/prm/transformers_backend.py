@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from trim_pomdp._optional import require
+from trim_pomdp._internal.optional import require
 from trim_pomdp.exceptions import BackendUnavailableError, DataFormatError, InvalidParameterError
 from trim_pomdp.prm.qwen import (
     POSITIVE_LABEL,

@@ -17,7 +17,7 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
-from trim_pomdp._optional import require
+from trim_pomdp._internal.optional import require
 from trim_pomdp.exceptions import DataFormatError, InvalidParameterError
 
 __all__ = ["VLLMPoolingPRM", "render_qwen_prm_input"]

@@ -14,12 +14,12 @@ from trim_pomdp.routers.base import ACTION_NAMES, BatchRouter, Router
 
 _LAZY: dict[str, str] = {
     "ThresholdRouter": "threshold",
-    "BeliefRouter": "belief_router",
-    "AggRouter": "agg",
-    "train_agg": "agg",
-    "SeqRouter": "seq",
-    "train_seq": "seq",
-    "RoutingEnv": "env",
+    "BeliefRouter": "belief",
+    "AggRouter": "rl.agg",
+    "train_agg": "rl.agg",
+    "SeqRouter": "rl.seq",
+    "train_seq": "rl.seq",
+    "RoutingEnv": "rl.env",
     "rollout": "rollout",
     "RolloutResult": "rollout",
     "QueryOutcome": "query_level",

@@ -15,7 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from trim_pomdp._json import json_default
+from trim_pomdp._internal.artifacts import json_default
 from trim_pomdp.exceptions import DataFormatError, InvalidParameterError
 
 __all__ = ["SolveInfo", "Solver", "AlphaVectorPolicy", "package_versions"]

@@ -12,8 +12,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from trim_pomdp._optional import require
-from trim_pomdp.generation.answers import has_boxed
+from trim_pomdp._internal.optional import require
+from trim_pomdp.datasets.answers import has_boxed
 from trim_pomdp.generation.backends._common import DEFAULT_SYSTEM_PROMPT, MicroBatcher
 from trim_pomdp.generation.base import STEP_SEPARATOR, StepResult, solution_prefix, split_first_step
 

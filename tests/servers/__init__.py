@@ -1,2 +1,0 @@
-"""Local HTTP servers that speak the OpenAI (Completions / Chat Completions / vLLM /pooling) and Anthropic
-Messages wire formats, for tests and benchmarks without network or keys. See :mod:`tests.servers.fake`."""

@@ -1,0 +1,1 @@
+"""Data loading: ProcessBench and scored-items files, and the math evaluation sets."""

@@ -1,0 +1,50 @@
+"""The TRIM-POMDP model (DESIGN §3): parameters, builder, policies, belief filter, generative process.
+
+Heavy pieces (matplotlib for region plots, the ProcessBench loader) are imported only when used.
+"""
+
+from trim_pomdp.pomdp.belief import BeliefFilter
+from trim_pomdp.pomdp.defaults import default_observation_model, load_default_params
+from trim_pomdp.pomdp.montecarlo import MCResult, PolicyBatchRouter, monte_carlo
+from trim_pomdp.pomdp.params import TrimParams
+from trim_pomdp.pomdp.policy import TrimPolicy, solve_trim
+from trim_pomdp.pomdp.process import ModelObservation, ModelProcess
+from trim_pomdp.pomdp.regions import (
+    format_region_table,
+    plot_regenerate_regions,
+    regenerate_region,
+    regenerate_region_table,
+)
+from trim_pomdp.pomdp.problem import ArrayObservationModel, TrimPOMDP, build_trim_pomdp
+
+__all__ = [
+    "ArrayObservationModel",
+    "BeliefFilter",
+    "MCResult",
+    "ModelObservation",
+    "ModelProcess",
+    "PolicyBatchRouter",
+    "TrimPOMDP",
+    "TrimParams",
+    "TrimPolicy",
+    "build_trim_pomdp",
+    "default_observation_model",
+    "estimate_params",
+    "format_region_table",
+    "load_default_params",
+    "monte_carlo",
+    "plot_regenerate_regions",
+    "regenerate_region",
+    "regenerate_region_table",
+    "solve_trim",
+]
+
+
+def __getattr__(name: str):
+    # estimation is also run as a script (python -m trim_pomdp.pomdp.estimation): importing it eagerly here
+    # would make runpy warn that the module was already imported.
+    if name == "estimate_params":
+        from trim_pomdp.pomdp.estimation import estimate_params
+
+        return estimate_params
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,459 @@
+"""Policies of the TRIM-POMDP: query at ``(t, bucket, final, belief)``, save/load as ``.npz`` + ``.json``.
+
+A :class:`TrimPolicy` is a set of post-observation alpha vectors over ``(S0, S1, S2)`` per context ``(t,
+bucket, final)``, each labelled with an action. Policies of the native solver also keep its compact line
+representation (fast vectorised queries) and its certified upper bound; policies of solvers of the flattened
+tabular model are made with :meth:`TrimPolicy.from_alpha_policy`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trim_pomdp._internal.artifacts import json_default
+from trim_pomdp.exceptions import DataFormatError, InvalidParameterError
+from trim_pomdp.pomdp.params import TrimParams
+from trim_pomdp.pomdp.problem import ArrayObservationModel, TrimPOMDP, context_index
+from trim_pomdp.solvers.base import AlphaVectorPolicy, SolveInfo, package_versions
+from trim_pomdp.solvers.finite_horizon import FiniteHorizonPolicy, FiniteHorizonSolver
+
+__all__ = ["TrimPolicy", "solve_trim", "POLICY_FORMAT"]
+
+POLICY_FORMAT = "trim-pomdp/trim-policy/1"
+
+
+def _prune_pointwise(alphas: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Drop exact duplicates and vectors pointwise dominated by another (exact; keeps the max everywhere)."""
+    if len(alphas) <= 1:
+        return alphas, actions
+    _, first = np.unique(np.round(alphas, 13), axis=0, return_index=True)
+    first = np.sort(first)
+    alphas, actions = alphas[first], actions[first]
+    if len(alphas) > 64:
+        keep_idx = _upper_hull_vertices(alphas)
+        if keep_idx is not None:
+            alphas, actions = alphas[keep_idx], actions[keep_idx]
+    order = np.argsort(-alphas.sum(axis=1))
+    alphas, actions = alphas[order], actions[order]
+    keep = np.ones(len(alphas), dtype=bool)
+    for i in range(len(alphas)):
+        if not keep[i]:
+            continue
+        dom = np.all(alphas[i][None, :] >= alphas, axis=1)
+        dom[i] = False
+        keep &= ~dom
+    return alphas[keep], actions[keep]
+
+
+def _upper_hull_vertices(alphas: np.ndarray) -> np.ndarray | None:
+    """Indices of 3-vectors that can be maximal somewhere (a superset of the useful ones), or ``None``.
+
+    ``alpha · b = a0 + (a1 − a0) b1 + (a2 − a0) b2``: a vector is maximal for some belief only if the point
+    ``(a1 − a0, a2 − a0, a0)`` is a vertex of an upper facet (outward normal with a positive last component)
+    of the convex hull of all such points.
+    """
+    from scipy.spatial import ConvexHull, QhullError
+
+    pts = np.column_stack([alphas[:, 1] - alphas[:, 0], alphas[:, 2] - alphas[:, 0], alphas[:, 0]])
+    try:
+        hull = ConvexHull(pts)
+    except (QhullError, ValueError):
+        return None
+    upper = hull.equations[:, 2] > 0
+    idx = np.unique(hull.simplices[upper].ravel())
+    return idx if idx.size else None
+
+
+class TrimPolicy:
+    """A policy of the TRIM-POMDP.
+
+    Use :func:`solve_trim`, :meth:`from_alpha_policy` or :meth:`load` rather than the constructor.
+
+    Parameters
+    ----------
+    horizon, n_buckets : int
+    alphas : ndarray (N, 3), actions : ndarray (N,), offsets : ndarray (H * 2K + 1,)
+        Alpha vectors of context ``k = (t − 1) * 2K + 2 * bucket + final`` are
+        ``alphas[offsets[k]:offsets[k+1]]``.
+    native : FiniteHorizonPolicy, optional
+        The native solver's solution (exact line form and upper bounds).
+    info : SolveInfo, optional
+    params : TrimParams, optional
+    obs_arrays : dict, optional
+        ``first`` (3, n), ``pair`` (3, n*n), ``edges`` (n+1,) of the observation model the policy was solved
+        with.
+    card : dict, optional
+        Extra metadata.
+    """
+
+    def __init__(
+        self,
+        horizon: int,
+        n_buckets: int,
+        alphas=None,
+        actions=None,
+        offsets=None,
+        *,
+        native: FiniteHorizonPolicy | None = None,
+        info: SolveInfo | None = None,
+        params: TrimParams | None = None,
+        obs_arrays: dict | None = None,
+        card: dict | None = None,
+    ):
+        self.horizon = int(horizon)
+        self.n_buckets = int(n_buckets)
+        self.native = native
+        self.info = info
+        self.params = params
+        self.obs_arrays = obs_arrays
+        self.card = dict(card or {})
+        if alphas is None and native is None:
+            raise InvalidParameterError("a TrimPolicy needs alpha vectors or a native solution")
+        self._alphas = None if alphas is None else np.asarray(alphas, dtype=float)
+        self._actions = None if actions is None else np.asarray(actions, dtype=np.int64)
+        self._offsets = None if offsets is None else np.asarray(offsets, dtype=np.int64)
+        if self._offsets is not None and self._offsets.shape != (self.horizon * 2 * self.n_buckets + 1,):
+            raise InvalidParameterError(
+                f"offsets must have {self.horizon * 2 * self.n_buckets + 1} entries, got "
+                f"{self._offsets.shape}"
+            )
+
+    # -- basic properties ------------------------------------------------------------------------------------
+    @property
+    def lam(self) -> float:
+        """λ the policy was solved for (``nan`` if unknown)."""
+        if self.params is not None:
+            return float(self.params.lam)
+        return float(self.card.get("lambda", float("nan")))
+
+    @property
+    def kind(self) -> str:
+        return "native" if self.native is not None else "alpha"
+
+    def _ctx(self, t: int, bucket: int, final) -> int:
+        t, bucket = int(t), int(bucket)
+        if not 1 <= t <= self.horizon:
+            raise InvalidParameterError(f"epoch t must be in 1..{self.horizon}, got {t}")
+        if not 0 <= bucket < self.n_buckets:
+            raise InvalidParameterError(f"bucket must be in 0..{self.n_buckets - 1}, got {bucket}")
+        return int(context_index(bucket, bool(final)))
+
+    @staticmethod
+    def _belief(belief) -> np.ndarray:
+        b = np.asarray(belief, dtype=float)
+        if b.shape[-1] != 3:
+            raise InvalidParameterError(
+                f"a belief is over (S0, S1, S2): last axis must have length 3, got {b.shape}"
+            )
+        return b
+
+    def _ensure_alphas(self) -> None:
+        if self._alphas is not None:
+            return
+        C = 2 * self.n_buckets
+        al, ac, off = [], [], [0]
+        for t in range(1, self.horizon + 1):
+            for ctx in range(C):
+                a, act = self.native.alphas(t, ctx)
+                al.append(a)
+                ac.append(act)
+                off.append(off[-1] + len(a))
+        self._alphas = np.concatenate(al)
+        self._actions = np.concatenate(ac)
+        self._offsets = np.asarray(off, dtype=np.int64)
+
+    def alphas_at(self, t: int, bucket: int, final: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Alpha vectors ``(n, 3)`` and actions ``(n,)`` of context ``(t, bucket, final)``."""
+        ctx = self._ctx(t, bucket, final)
+        self._ensure_alphas()
+        k = (int(t) - 1) * 2 * self.n_buckets + ctx
+        lo, hi = self._offsets[k], self._offsets[k + 1]
+        return self._alphas[lo:hi], self._actions[lo:hi]
+
+    # -- queries ---------------------------------------------------------------------------------------------
+    def action_values(self, t: int, bucket: int, final: bool, belief) -> np.ndarray:
+        """Per-action values ``(2,)`` (``(n, 2)`` for ``(n, 3)`` beliefs) at posterior belief(s) in one
+        context.
+
+        For native policies these are the lower-bound Q-values (the policy's own guarantee); an action without
+        a vector in an alpha policy gets ``-inf``.
+        """
+        ctx = self._ctx(t, bucket, final)
+        b = self._belief(belief)
+        if self.native is not None:
+            return self.native.action_values(int(t), ctx, b)
+        al, ac = self.alphas_at(t, bucket, final)
+        vals = np.atleast_2d(b) @ al.T  # (n, N)
+        out = np.full((vals.shape[0], 2), -np.inf)
+        for a in (0, 1):
+            sel = ac == a
+            if sel.any():
+                out[:, a] = vals[:, sel].max(axis=1)
+        return out[0] if b.ndim == 1 else out
+
+    def action(self, t: int, bucket: int, final: bool, belief) -> int:
+        """Best action (0 continue, 1 regenerate; ties → continue)."""
+        return int(np.argmax(self.action_values(t, bucket, final, belief)))
+
+    def value(self, t: int, bucket: int, final: bool, belief) -> float:
+        """Value (lower bound for native policies) at a posterior belief."""
+        return float(np.max(self.action_values(t, bucket, final, belief)))
+
+    def value_bounds(self, t: int, bucket: int, final: bool, belief) -> tuple[float, float]:
+        """Certified ``(lower, upper)`` bounds on ``V*`` at a posterior belief (native policies; else upper
+        is nan).
+        """
+        lo = self.value(t, bucket, final, belief)
+        if self.native is None:
+            return lo, float("nan")
+        ctx = self._ctx(t, bucket, final)
+        hi = float(np.max(self.native.action_values(int(t), ctx, self._belief(belief), upper=True)))
+        return lo, max(hi, lo)
+
+    def action_batch(self, t, bucket, final, beliefs) -> np.ndarray:
+        """Actions ``(n,)`` for beliefs ``(n, 3)``; ``t``, ``bucket``, ``final`` scalars or ``(n,)``
+        arrays.
+        """
+        B = np.atleast_2d(self._belief(beliefs))
+        n = B.shape[0]
+        t = np.broadcast_to(np.asarray(t, dtype=np.int64), (n,))
+        bucket = np.broadcast_to(np.asarray(bucket, dtype=np.int64), (n,))
+        final = np.broadcast_to(np.asarray(final, dtype=bool), (n,))
+        if n == 0:
+            return np.zeros(0, dtype=np.int64)
+        if t.min() < 1 or t.max() > self.horizon:
+            raise InvalidParameterError(f"epochs must be in 1..{self.horizon}")
+        if bucket.min() < 0 or bucket.max() >= self.n_buckets:
+            raise InvalidParameterError(f"buckets must be in 0..{self.n_buckets - 1}")
+        key = (t - 1) * 2 * self.n_buckets + context_index(bucket, final)
+        out = np.zeros(n, dtype=np.int64)
+        order = np.argsort(key, kind="stable")
+        ks, starts = np.unique(key[order], return_index=True)
+        ends = np.append(starts[1:], n)
+        for k, s, e in zip(ks, starts, ends, strict=False):
+            rows = order[s:e]
+            tt = int(k // (2 * self.n_buckets)) + 1
+            ctx = int(k % (2 * self.n_buckets))
+            q = self.action_values(tt, ctx // 2, ctx % 2, B[rows])
+            out[rows] = np.argmax(q, axis=1)
+        return out
+
+    # -- construction ----------------------------------------------------------------------------------------
+    @classmethod
+    def from_native(
+        cls, native: FiniteHorizonPolicy, trim_pomdp: TrimPOMDP, info: SolveInfo | None = None
+    ) -> TrimPolicy:
+        """Wrap the native solver's solution of ``trim_pomdp.structured()``."""
+        return cls(
+            trim_pomdp.horizon,
+            trim_pomdp.n_buckets,
+            native=native,
+            info=info or native.info,
+            params=trim_pomdp.params,
+            obs_arrays=_obs_arrays(trim_pomdp),
+            card={"solver": "native"},
+        )
+
+    @classmethod
+    def from_alpha_policy(
+        cls, alpha_policy: AlphaVectorPolicy, trim_pomdp: TrimPOMDP, info: SolveInfo | None = None
+    ) -> TrimPolicy:
+        """A policy of the flattened model (point-based, SARSOP) restricted to the 3 states of each context.
+
+        Values are those of the flattened (discounted) model from the context onwards.
+        """
+        S = trim_pomdp.n_flat_states
+        if alpha_policy.n_states != S:
+            raise InvalidParameterError(
+                f"alpha policy has {alpha_policy.n_states} states but the flattened TRIM-POMDP has {S}; "
+                "was it solved on trim_pomdp.flatten()?"
+            )
+        H, C = trim_pomdp.horizon, trim_pomdp.n_contexts
+        al, ac, off = [], [], [0]
+        for t in range(1, H + 1):
+            for ctx in range(C):
+                idx = trim_pomdp.state_index(np.arange(3), t, ctx // 2, ctx % 2)
+                a, act = _prune_pointwise(alpha_policy.alphas[:, idx], alpha_policy.actions)
+                al.append(a)
+                ac.append(act)
+                off.append(off[-1] + len(a))
+        info = info or getattr(alpha_policy, "info", None)
+        if info is None and alpha_policy.card.get("solve_info"):
+            try:
+                info = SolveInfo.from_dict(alpha_policy.card["solve_info"])
+            except TypeError:
+                info = None
+        return cls(
+            H,
+            trim_pomdp.n_buckets,
+            np.concatenate(al),
+            np.concatenate(ac),
+            np.asarray(off),
+            info=info,
+            params=trim_pomdp.params,
+            obs_arrays=_obs_arrays(trim_pomdp),
+            card={
+                "solver": (info.solver if info else alpha_policy.card.get("solver", "unknown")),
+                "flattened": True,
+                "discount": trim_pomdp.params.discount,
+            },
+        )
+
+    def trim_pomdp(self) -> TrimPOMDP:
+        """Rebuild the model the policy was solved for (needs stored parameters and observation arrays)."""
+        if self.params is None or self.obs_arrays is None:
+            raise InvalidParameterError("this policy does not store its parameters and observation model")
+        oa = self.obs_arrays
+        n = oa["first"].shape[1]
+        obs = ArrayObservationModel(
+            oa["pair"].reshape(3, n, n), oa["first"], oa.get("edges"), card=self.card.get("observation_model")
+        )
+        return TrimPOMDP(self.params, obs)
+
+    # -- persistence -----------------------------------------------------------------------------------------
+    def card_dict(self) -> dict[str, Any]:
+        info = self.info
+        d: dict[str, Any] = {
+            "format": POLICY_FORMAT,
+            "kind": self.kind,
+            "solver": self.card.get("solver", info.solver if info else None),
+            "lambda": self.lam,
+            "lower_bound": info.lower_bound if info else None,
+            "upper_bound": info.upper_bound if info else None,
+            "gap": info.gap if info else None,
+            "solve_seconds": info.seconds if info else None,
+            "horizon": self.horizon,
+            "n_buckets": self.n_buckets,
+            "solve_info": info.to_dict() if info else None,
+            "params": self.params.to_dict() if self.params is not None else None,
+            "versions": package_versions(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        for k in ("lower_bound", "upper_bound", "gap"):
+            if d[k] is not None and not np.isfinite(d[k]):
+                d[k] = None
+        for k, v in self.card.items():
+            d.setdefault(k, v)
+        return d
+
+    def save(self, directory: str | Path) -> tuple[Path, Path]:
+        """Write ``directory/policy.npz`` (arrays) and ``directory/policy.json`` (card). Never pickles."""
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        self._ensure_alphas()
+        arrays: dict[str, Any] = {
+            "format": np.array(POLICY_FORMAT),
+            "alphas": self._alphas,
+            "actions": self._actions,
+            "offsets": self._offsets,
+        }
+        if self.native is not None:
+            arrays.update(self.native.to_arrays())
+        if self.obs_arrays is not None:
+            for k, v in self.obs_arrays.items():
+                if v is not None:
+                    arrays[f"obs_{k}"] = np.asarray(v)
+        npz, card = out / "policy.npz", out / "policy.json"
+        np.savez_compressed(npz, **arrays)
+        card.write_text(json.dumps(self.card_dict(), indent=2, default=json_default) + "\n")
+        return npz, card
+
+    @classmethod
+    def load(cls, directory: str | Path) -> TrimPolicy:
+        """Read a policy written by :meth:`save` (a directory, or its ``policy.npz``/``policy.json``)."""
+        path = Path(directory)
+        if path.suffix in (".npz", ".json"):
+            path = path.parent
+        npz, card = path / "policy.npz", path / "policy.json"
+        if not npz.exists():
+            raise DataFormatError(f"no policy found: {npz} does not exist")
+        try:
+            meta = json.loads(card.read_text()) if card.exists() else {}
+        except json.JSONDecodeError as exc:
+            raise DataFormatError(f"policy card {card} is not valid JSON: {exc}") from exc
+        try:
+            with np.load(npz, allow_pickle=False) as data:
+                fmt = str(data["format"]) if "format" in data else ""
+                if fmt != POLICY_FORMAT:
+                    raise DataFormatError(
+                        f"{npz} is not a TRIM policy (format {fmt!r}, expected {POLICY_FORMAT!r})"
+                    )
+                arrays = {k: data[k] for k in data.files}
+        except DataFormatError:
+            raise
+        except (OSError, ValueError, KeyError) as exc:
+            raise DataFormatError(f"cannot read policy arrays from {npz}: {exc}") from exc
+        info = SolveInfo.from_dict(meta["solve_info"]) if meta.get("solve_info") else None
+        params = TrimParams.from_dict(meta["params"]) if meta.get("params") else None
+        native = FiniteHorizonPolicy.from_arrays(arrays, info) if "fh_reward" in arrays else None
+        obs = None
+        if "obs_first" in arrays:
+            obs = {"first": arrays["obs_first"], "pair": arrays["obs_pair"], "edges": arrays.get("obs_edges")}
+        H = int(meta.get("horizon", params.horizon if params else 0))
+        K = int(meta.get("n_buckets", params.n_buckets if params else 0))
+        extra = {
+            k: v for k, v in meta.items() if k in ("solver", "flattened", "discount", "observation_model")
+        }
+        return cls(
+            H,
+            K,
+            arrays["alphas"],
+            arrays["actions"],
+            arrays["offsets"],
+            native=native,
+            info=info,
+            params=params,
+            obs_arrays=obs,
+            card=extra,
+        )
+
+    def __repr__(self) -> str:
+        b = (
+            ""
+            if self.info is None
+            else f", bounds=[{self.info.lower_bound:.6g}, {self.info.upper_bound:.6g}]"
+        )
+        return f"TrimPolicy(kind={self.kind!r}, λ={self.lam:g}, H={self.horizon}, K={self.n_buckets}{b})"
+
+
+def _obs_arrays(tp: TrimPOMDP) -> dict[str, Any]:
+    edges = getattr(tp.obs_model, "edges", None)
+    return {
+        "first": tp.observation_probs(1),
+        "pair": tp.observation_probs(2),
+        "edges": None if edges is None else np.asarray(edges, dtype=float),
+    }
+
+
+def solve_trim(trim_pomdp: TrimPOMDP, solver: Any = None) -> TrimPolicy:
+    """Solve the TRIM-POMDP into a :class:`TrimPolicy`.
+
+    Parameters
+    ----------
+    trim_pomdp : TrimPOMDP
+    solver : optional
+        ``None`` → :class:`~trim_pomdp.solvers.finite_horizon.FiniteHorizonSolver` (precision 1e-3). A
+        ``FiniteHorizonSolver`` solves the structured form; any other solver (point-based, SARSOP) gets the
+        flattened tabular form and must return an :class:`~trim_pomdp.solvers.base.AlphaVectorPolicy`.
+    """
+    solver = FiniteHorizonSolver() if solver is None else solver
+    if isinstance(solver, FiniteHorizonSolver):
+        native = solver.solve(trim_pomdp.structured())
+        pol = TrimPolicy.from_native(native, trim_pomdp, info=solver.info)
+    else:
+        alpha = solver.solve(trim_pomdp.flatten())
+        if not isinstance(alpha, AlphaVectorPolicy):
+            raise InvalidParameterError(
+                f"{type(solver).__name__}.solve returned {type(alpha).__name__}, expected an "
+                "AlphaVectorPolicy"
+            )
+        pol = TrimPolicy.from_alpha_policy(alpha, trim_pomdp, info=getattr(solver, "info", None))
+    oc = getattr(trim_pomdp.obs_model, "card", None)
+    if oc:
+        pol.card["observation_model"] = oc
+    return pol

@@ -1,0 +1,395 @@
+"""The TRIM-POMDP (DESIGN §3): structured finite-horizon form and flattened tabular form.
+
+Hidden class ``z ∈ {S0, S1, S2}`` (indices 0, 1, 2); observed context ``(t, c, final)`` with ``c`` the token
+bucket of M_w's proposal; observation ``o`` the bin of the PRM pair ``(r_t, m_t)`` (the ``r_t`` bin alone at
+``t = 1``).
+
+Contexts are indexed ``ctx = 2 * bucket + final``.
+
+Dynamics between epochs (``continue`` = 0, ``regenerate`` = 1)::
+
+    continue:   S0 -> (S0 p_w, S2 1-p_w);  S1, S2 -> S1
+    regenerate: S0, S2 -> (S0 p_s p_w, S1 1-p_s, S2 p_s (1-p_w));  S1 -> S1
+
+The regeneration is composed explicitly: the strong step is right w.p. ``p_s`` (else the prefix is lost, S1),
+then M_w's next proposal is right w.p. ``p_w``. At a terminal context (``final`` or ``t = H``) the episode
+ends after the action with reward ``R`` if the final prefix is correct (continue: ``z = S0``; regenerate: w.p.
+``p_s`` if ``z ∈ {S0, S2}``). ``regenerate`` costs ``λ · strong_weak_ratio · bucket_mean_tokens[c]``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from trim_pomdp.exceptions import InvalidParameterError, ModelCheckError
+from trim_pomdp.pomdp.params import TrimParams
+from trim_pomdp.solvers.finite_horizon import FiniteHorizonPOMDP
+from trim_pomdp.solvers.tabular import TabularPOMDP
+
+__all__ = ["TrimPOMDP", "build_trim_pomdp", "ArrayObservationModel", "transition_matrices", "context_index"]
+
+
+def context_index(bucket, final):
+    """Context index ``2 * bucket + final`` (vectorised)."""
+    return 2 * np.asarray(bucket, dtype=np.int64) + np.asarray(final, dtype=np.int64)
+
+
+def transition_matrices(p_w: float, p_s: float) -> np.ndarray:
+    """``T[a, z, z']`` of the TRIM-POMDP between non-terminal epochs, shape (2, 3, 3)."""
+    T = np.zeros((2, 3, 3))
+    T[0, 0] = (p_w, 0.0, 1.0 - p_w)
+    T[0, 1] = T[0, 2] = (0.0, 1.0, 0.0)
+    regen = (p_s * p_w, 1.0 - p_s, p_s * (1.0 - p_w))
+    T[1, 0] = T[1, 2] = regen
+    T[1, 1] = (0.0, 1.0, 0.0)
+    return T
+
+
+class ArrayObservationModel:
+    """A binned observation model given by arrays (the duck type :class:`TrimPOMDP` needs).
+
+    Parameters
+    ----------
+    pair_probs : ndarray, shape (3, n, n)
+        ``P(r-bin, m-bin | z)`` for ``t ≥ 2``.
+    first_probs : ndarray, shape (3, n)
+        ``P(r-bin | z)`` at ``t = 1``.
+    edges : ndarray, shape (n + 1,), optional
+        Bin edges on [0, 1] (default uniform).
+    card : dict, optional
+    """
+
+    def __init__(self, pair_probs, first_probs, edges=None, card: dict | None = None):
+        pair = np.asarray(pair_probs, dtype=float)
+        first = np.asarray(first_probs, dtype=float)
+        if pair.ndim != 3 or pair.shape[0] != 3 or pair.shape[1] != pair.shape[2]:
+            raise InvalidParameterError(f"pair_probs must have shape (3, n, n), got {pair.shape}")
+        n = pair.shape[1]
+        if first.shape != (3, n):
+            raise InvalidParameterError(
+                f"first_probs must have shape (3, {n}) to match pair_probs, got {first.shape}"
+            )
+        self.pair_probs = pair
+        self.first_probs = first
+        self.n_bins = n
+        self.edges = np.linspace(0.0, 1.0, n + 1) if edges is None else np.asarray(edges, dtype=float)
+        if self.edges.shape != (n + 1,):
+            raise InvalidParameterError(f"edges must have shape ({n + 1},), got {self.edges.shape}")
+        self.card = dict(card or {})
+        self.r_only = False
+
+    def bin_probs(self, first: bool) -> np.ndarray:
+        """``(3, n)`` at ``t = 1`` (``first=True``) else ``(3, n*n)`` with flat index ``i_r * n + i_m``."""
+        return self.first_probs if first else self.pair_probs.reshape(3, -1)
+
+    def _bin(self, x) -> np.ndarray:
+        x = np.asarray(x, dtype=float)
+        return np.clip(np.searchsorted(self.edges, x, side="right") - 1, 0, self.n_bins - 1)
+
+    def observation_index(self, r: float, m: float | None = None) -> int:
+        if m is None or (isinstance(m, float) and np.isnan(m)):
+            return int(self._bin(r))
+        return int(self._bin(r) * self.n_bins + self._bin(m))
+
+    def observation_index_batch(self, r, m) -> np.ndarray:
+        r = np.asarray(r, dtype=float)
+        m = np.asarray(m, dtype=float)
+        ir = self._bin(r)
+        return np.where(np.isnan(m), ir, ir * self.n_bins + self._bin(np.nan_to_num(m)))
+
+    @classmethod
+    def from_model(cls, obs_model: Any) -> ArrayObservationModel:
+        """Copy any binned observation model with ``bin_probs``/``n_bins`` (and ``edges``) into arrays."""
+        n = int(obs_model.n_bins)
+        pair = np.asarray(obs_model.bin_probs(False), dtype=float)
+        first = np.asarray(obs_model.bin_probs(True), dtype=float)
+        if pair.shape != (3, n * n):
+            raise InvalidParameterError(
+                f"observation model has n_bins={n} but bin_probs(first=False) has shape {pair.shape}, "
+                f"expected (3, {n * n})"
+            )
+        return cls(
+            pair.reshape(3, n, n), first, getattr(obs_model, "edges", None), getattr(obs_model, "card", None)
+        )
+
+
+def _check_obs_model(obs: Any) -> tuple[np.ndarray, np.ndarray]:
+    for attr in ("bin_probs", "n_bins"):
+        if not hasattr(obs, attr):
+            raise InvalidParameterError(
+                f"the observation model must provide {attr!r} (see "
+                "trim_pomdp.observation_models.ObservationModel); "
+                f"got {type(obs).__name__}"
+            )
+    n = int(obs.n_bins)
+    first = np.asarray(obs.bin_probs(True), dtype=float)
+    pair = np.asarray(obs.bin_probs(False), dtype=float)
+    if first.ndim != 2 or first.shape[0] != 3:
+        raise InvalidParameterError(f"bin_probs(first=True) must have shape (3, n_obs), got {first.shape}")
+    if pair.ndim != 2 or pair.shape[0] != 3:
+        raise InvalidParameterError(f"bin_probs(first=False) must have shape (3, n_obs), got {pair.shape}")
+    if first.shape[1] != n or pair.shape[1] not in (n * n, n):
+        raise InvalidParameterError(
+            f"observation model bins do not match: n_bins={n} but bin_probs(first=True) has "
+            f"{first.shape[1]} and bin_probs(first=False) has {pair.shape[1]} observations (expected {n} "
+            f"and {n * n}); refit or re-save the observation model"
+        )
+    for name, arr in (("bin_probs(first=True)", first), ("bin_probs(first=False)", pair)):
+        bad = np.argwhere(~np.isfinite(arr) | (arr < -1e-12) | (arr > 1 + 1e-9))
+        if bad.size:
+            z, o = (int(i) for i in bad[0])
+            raise InvalidParameterError(f"{name}[{z}, {o}] = {arr[z, o]} is not a probability in [0, 1]")
+        sums = arr.sum(axis=1)
+        bad = np.flatnonzero(np.abs(sums - 1) > 1e-6)
+        if bad.size:
+            raise InvalidParameterError(f"{name}[{bad[0]}, :] sums to {sums[bad[0]]:.6g}, not 1")
+    return first, pair
+
+
+class TrimPOMDP:
+    """The TRIM-POMDP built from :class:`TrimParams` and a binned observation model.
+
+    Use :func:`build_trim_pomdp`. ``obs_model`` is anything with ``n_bins``, ``bin_probs(first)`` (``(3, n)``
+    at ``t = 1``, ``(3, n*n)`` after) and, for filtering raw scores,
+    ``observation_index``/``observation_index_batch``.
+    """
+
+    def __init__(self, params: TrimParams, obs_model: Any):
+        params.validate()
+        self.params = params
+        self.obs_model = obs_model
+        self._first, self._pair = _check_obs_model(obs_model)
+
+    # -- small helpers ---------------------------------------------------------------------------------------
+    @property
+    def horizon(self) -> int:
+        return self.params.horizon
+
+    @property
+    def n_buckets(self) -> int:
+        return self.params.n_buckets
+
+    @property
+    def n_contexts(self) -> int:
+        return 2 * self.params.n_buckets
+
+    @property
+    def transition(self) -> np.ndarray:
+        """``T[a, z, z']`` between non-terminal epochs, shape (2, 3, 3)."""
+        return transition_matrices(self.params.p_w, self.params.p_s)
+
+    @property
+    def b0(self) -> np.ndarray:
+        """Belief over z at epoch 1 before the first observation: ``(p_w, 0, 1 − p_w)``."""
+        return np.array([self.params.p_w, 0.0, 1.0 - self.params.p_w])
+
+    def observation_probs(self, t: int) -> np.ndarray:
+        """``P(o | z)`` at epoch ``t``: ``(3, n)`` at ``t = 1``, else ``(3, n*n)``."""
+        return self._first if int(t) == 1 else self._pair
+
+    def bucket_of(self, tokens):
+        """Token bucket of a step of ``tokens`` M_w tokens (int, or int array for array input)."""
+        b = np.searchsorted(self.params.bucket_edges, np.asarray(tokens, dtype=float), side="right")
+        return int(b) if np.ndim(b) == 0 else b.astype(np.int64)
+
+    def expected_strong_tokens(self, bucket):
+        """Expected M_s output tokens of a regeneration in ``bucket``."""
+        st = self.params.strong_tokens
+        b = np.asarray(bucket, dtype=np.int64)
+        if np.any((b < 0) | (b >= st.size)):
+            raise InvalidParameterError(f"bucket must be in 0..{st.size - 1}, got {bucket}")
+        out = st[b]
+        return float(out) if np.ndim(out) == 0 else out
+
+    def context_probs(self) -> np.ndarray:
+        """``P(ctx | t)`` of shape (H, 2K): bucket ``P(c | t)`` times ``q(t)`` / ``1 − q(t)``."""
+        p = self.params
+        q = p.hazard.copy()
+        q[-1] = 1.0
+        out = np.empty((p.horizon, self.n_contexts))
+        out[:, 0::2] = p.bucket_probs * (1 - q)[:, None]
+        out[:, 1::2] = p.bucket_probs * q[:, None]
+        return out
+
+    def terminal(self) -> np.ndarray:
+        """Whether each context ends the episode, shape (H, 2K)."""
+        term = np.zeros((self.horizon, self.n_contexts), dtype=bool)
+        term[:, 1::2] = True
+        term[-1, :] = True
+        return term
+
+    def reward(self) -> np.ndarray:
+        """``reward[t-1, ctx, z, a]`` including the terminal reward, shape (H, 2K, 3, 2)."""
+        p = self.params
+        H, C = self.horizon, self.n_contexts
+        term = self.terminal()
+        r = np.zeros((H, C, 3, 2))
+        cost = p.lam * np.repeat(p.strong_tokens, 2)  # per context
+        r[:, :, :, 1] -= cost[None, :, None]
+        r[:, :, 0, 0] += np.where(term, p.reward, 0.0)
+        for z in (0, 2):
+            r[:, :, z, 1] += np.where(term, p.reward * p.p_s, 0.0)
+        return r
+
+    # -- forms -----------------------------------------------------------------------------------------------
+    def structured(self, discount: float = 1.0) -> FiniteHorizonPOMDP:
+        """The structured finite-horizon form (undiscounted by default), for :class:`FiniteHorizonSolver`."""
+        obs = [self._first] + [self._pair] * (self.horizon - 1)
+        return FiniteHorizonPOMDP(
+            transition=self.transition,
+            observation=obs,
+            context_probs=self.context_probs(),
+            terminal=self.terminal(),
+            reward=self.reward(),
+            b0=self.b0,
+            discount=discount,
+            hidden_names=("S0", "S1", "S2"),
+            action_names=("continue", "regenerate"),
+            meta={"lam": self.params.lam},
+        )
+
+    def state_index(self, z, t, bucket, final):
+        """Index of state ``(z, t, bucket, final)`` in the flattened form (vectorised)."""
+        ctx = context_index(bucket, final)
+        return ((np.asarray(t) - 1) * self.n_contexts + ctx) * 3 + np.asarray(z)
+
+    @property
+    def n_flat_states(self) -> int:
+        return 3 * self.horizon * self.n_contexts + 2
+
+    def observation_offset(self, t: int, bucket, final):
+        """First flattened observation index of context ``(t, bucket, final)``; add the bin index."""
+        ctx = context_index(bucket, final)
+        n1, n2 = self._first.shape[1], self._pair.shape[1]
+        C = self.n_contexts
+        return np.where(np.asarray(t) == 1, C * n2 + ctx * n1, ctx * n2)
+
+    def flatten(self, start: tuple | None = None, discount: float | None = None) -> TabularPOMDP:
+        """The flattened discounted tabular form.
+
+        States: ``(z, t, c, final)`` at index :meth:`state_index`, then ``start`` (index ``S − 2``) and the
+        absorbing ``terminal`` (``S − 1``). The start state moves at no cost into epoch 1 (``z ~ b0``, context
+        ``~ P(ctx | 1)``) and that move carries the first observation. Observations: ``(o-bin, c', final')`` —
+        pair bins of every context for ``t ≥ 2``, then first-step bins of every context, then one ``none``
+        observation (emitted on reaching the start or terminal state).
+
+        With ``γ`` = ``params.discount``, an epoch-``t`` reward is discounted by ``γ^t`` (the start move takes
+        one step), so ``V_flat(b0) = γ · V`` of :meth:`structured` with ``discount=γ``.
+
+        Parameters
+        ----------
+        start : tuple (t, bucket, final, belief), optional
+            Start from a mid-episode context instead: ``b0`` puts ``belief`` (posterior over z, after the
+            epoch-``t`` observation) on the states of that context, for re-planning.
+        discount : float, optional
+            Overrides ``params.discount``.
+        """
+        p = self.params
+        gamma = p.discount if discount is None else float(discount)
+        H, C = self.horizon, self.n_contexts
+        S = self.n_flat_states
+        s_start, s_term = S - 2, S - 1
+        n1, n2 = self._first.shape[1], self._pair.shape[1]
+        n_obs = C * n2 + C * n1 + 1
+        o_none = n_obs - 1
+        Tz = self.transition
+        pc = self.context_probs()
+        term = self.terminal()
+        rew = self.reward()
+        T = np.zeros((2, S, S))
+        O = np.zeros((2, S, n_obs))  # noqa: E741
+        R = np.zeros((S, 2))
+        for t in range(1, H + 1):
+            for ctx in range(C):
+                base = ((t - 1) * C + ctx) * 3
+                rows = slice(base, base + 3)
+                R[rows, :] = rew[t - 1, ctx]
+                if term[t - 1, ctx]:
+                    T[:, rows, s_term] = 1.0
+                else:
+                    nb = t * C * 3  # first state of epoch t+1
+                    for a in range(2):
+                        # T[a, (z,t,ctx), (z',t+1,ctx')] = Tz[a, z, z'] * pc[t, ctx']
+                        block = Tz[a][:, None, :] * pc[t][None, :, None]  # (3, C, 3)
+                        T[a, rows, nb : nb + 3 * C] = block.reshape(3, 3 * C)
+                off = int(self.observation_offset(t, ctx // 2, ctx % 2))
+                probs = self._first if t == 1 else self._pair
+                n = probs.shape[1]
+                O[:, rows, off : off + n] = probs[None, :, :]
+        for a in range(2):
+            T[a, s_start, 0 : 3 * C] = (self.b0[None, :] * pc[0][:, None]).reshape(-1)
+            T[a, s_term, s_term] = 1.0
+        O[:, s_start, o_none] = 1.0
+        O[:, s_term, o_none] = 1.0
+        b0 = np.zeros(S)
+        if start is None:
+            b0[s_start] = 1.0
+        else:
+            t, bucket, final, belief = start
+            t, bucket, final = int(t), int(bucket), int(bool(final))
+            if not 1 <= t <= H:
+                raise InvalidParameterError(f"start epoch t must be in 1..{H}, got {t}")
+            if not 0 <= bucket < self.n_buckets:
+                raise InvalidParameterError(f"start bucket must be in 0..{self.n_buckets - 1}, got {bucket}")
+            bel = np.asarray(belief, dtype=float)
+            if bel.shape != (3,) or np.any(bel < -1e-12) or abs(bel.sum() - 1) > 1e-6:
+                raise InvalidParameterError(
+                    f"start belief must be a distribution over (S0, S1, S2), got {belief!r}"
+                )
+            idx = self.state_index(np.arange(3), t, bucket, final)
+            b0[idx] = np.clip(bel, 0, None) / np.clip(bel, 0, None).sum()
+        names = [
+            f"{z}|t{t}|c{ctx // 2}|f{ctx % 2}"
+            for t in range(1, H + 1)
+            for ctx in range(C)
+            for z in ("S0", "S1", "S2")
+        ]
+        names += ["start", "terminal"]
+        terminal = np.zeros(S, dtype=bool)
+        terminal[s_term] = True
+        meta = {
+            "model": "trim-pomdp",
+            "horizon": H,
+            "n_contexts": C,
+            "n_bins_first": n1,
+            "n_bins_pair": n2,
+            "start": None
+            if start is None
+            else [start[0], start[1], bool(start[2]), list(map(float, start[3]))],
+        }
+        return TabularPOMDP(
+            T,
+            O,
+            R,
+            b0,
+            gamma,
+            state_names=names,
+            action_names=["continue", "regenerate"],
+            terminal=terminal,
+            meta=meta,
+        )
+
+    def check(self) -> TrimPOMDP:
+        """Check both forms; raises :class:`ModelCheckError` with the offending index."""
+        self.structured().check()
+        try:
+            self.flatten().check()
+        except ModelCheckError as exc:
+            raise ModelCheckError(f"flattened TRIM-POMDP: {exc}") from exc
+        return self
+
+    def with_params(self, **changes: Any) -> TrimPOMDP:
+        """The same model with some parameters changed (e.g. ``lam``)."""
+        return TrimPOMDP(self.params.replace(**changes), self.obs_model)
+
+
+def build_trim_pomdp(params: TrimParams | None = None, obs_model: Any = None) -> TrimPOMDP:
+    """Build the TRIM-POMDP; ``None`` uses the shipped default parameters / observation model."""
+    if params is None or obs_model is None:
+        from trim_pomdp.pomdp.defaults import default_observation_model, load_default_params
+
+        params = params if params is not None else load_default_params()
+        obs_model = obs_model if obs_model is not None else default_observation_model()
+    return TrimPOMDP(params, obs_model)

@@ -1,0 +1,148 @@
+"""Where in the belief simplex ``regenerate`` is optimal, per epoch: tables and (lazy matplotlib) simplex
+plots.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trim_pomdp._internal.optional import require
+from trim_pomdp.exceptions import InvalidParameterError
+
+__all__ = [
+    "simplex_grid",
+    "regenerate_region",
+    "regenerate_region_table",
+    "format_region_table",
+    "plot_regenerate_regions",
+]
+
+
+def simplex_grid(resolution: int = 40) -> np.ndarray:
+    """All beliefs ``(i, j, k) / resolution`` over (S0, S1, S2), shape ``((r+1)(r+2)/2, 3)``."""
+    r = int(resolution)
+    if r < 1:
+        raise InvalidParameterError(f"resolution must be >= 1, got {resolution}")
+    pts = [(i, j, r - i - j) for i in range(r + 1) for j in range(r + 1 - i)]
+    return np.asarray(pts, dtype=float) / r
+
+
+def regenerate_region(
+    policy: Any, t: int, bucket: int, final: bool = False, resolution: int = 40
+) -> dict[str, Any]:
+    """Summary of the regenerate region at context ``(t, bucket, final)``.
+
+    Returns
+    -------
+    dict
+        ``area``: fraction of simplex grid beliefs where ``regenerate`` is chosen; ``s2_threshold``: the
+        smallest ``b(S2)`` on the edge ``b(S1) = 0`` (1001 points) from which on ``regenerate`` is chosen
+        everywhere up to ``b(S2) = 1`` (``None`` if never, ``nan`` if the region on that edge is not an
+        interval ending at S2).
+    """
+    B = simplex_grid(resolution)
+    acts = policy.action_batch(t, bucket, final, B)
+    s2 = np.linspace(0.0, 1.0, 1001)
+    edge = np.stack([1 - s2, np.zeros_like(s2), s2], axis=1)
+    ea = policy.action_batch(t, bucket, final, edge)
+    if not ea.any():
+        thr: float | None = None
+    else:
+        first = int(np.argmax(ea == 1))
+        thr = float(s2[first]) if np.all(ea[first:] == 1) else float("nan")
+    return {
+        "t": int(t),
+        "bucket": int(bucket),
+        "final": bool(final),
+        "area": float(acts.mean()),
+        "s2_threshold": thr,
+    }
+
+
+def regenerate_region_table(
+    policy: Any,
+    ts: Sequence[int] | None = None,
+    buckets: Sequence[int] | None = None,
+    final: bool = False,
+    resolution: int = 40,
+) -> list[dict[str, Any]]:
+    """:func:`regenerate_region` for every epoch in ``ts`` (default all) and bucket in ``buckets`` (default
+    all).
+    """
+    ts = range(1, policy.horizon + 1) if ts is None else ts
+    buckets = range(policy.n_buckets) if buckets is None else buckets
+    return [regenerate_region(policy, t, c, final, resolution) for t in ts for c in buckets]
+
+
+def format_region_table(rows: list[dict[str, Any]]) -> str:
+    """Plain-text table: one line per epoch; per bucket ``c<k>`` the ``b(S2)`` threshold and the area in %."""
+    if not rows:
+        return "(empty)"
+    buckets = sorted({r["bucket"] for r in rows})
+    by = {(r["t"], r["bucket"]): r for r in rows}
+    head = f"{'t':>3} |" + "|".join(f"{'c' + str(c) + ' b(S2)>= area':>19}" for c in buckets)
+    lines = [head, "-" * len(head)]
+    for t in sorted({r["t"] for r in rows}):
+        cells = []
+        for c in buckets:
+            r = by.get((t, c))
+            if r is None:
+                cells.append(" " * 19)
+                continue
+            thr = r["s2_threshold"]
+            ts = "never" if thr is None else ("n/a" if np.isnan(thr) else f"{thr:.3f}")
+            cells.append(f"{ts:>12} {100 * r['area']:5.1f}%")
+        lines.append(f"{t:>3} |" + "|".join(cells))
+    return "\n".join(lines)
+
+
+def plot_regenerate_regions(
+    policy: Any,
+    ts: Sequence[int] | None = None,
+    bucket: int = 0,
+    final: bool = False,
+    resolution: int = 60,
+    path: str | Path | None = None,
+):
+    """One simplex per epoch with the beliefs where ``regenerate`` is optimal (matplotlib, imported lazily).
+
+    Returns the figure; saves it to ``path`` when given.
+    """
+    require("matplotlib", "plots", "plotting regenerate regions")
+    from matplotlib.figure import Figure
+
+    ts = list(range(1, policy.horizon + 1)) if ts is None else list(ts)
+    ncol = min(6, len(ts))
+    nrow = (len(ts) + ncol - 1) // ncol
+    fig = Figure(figsize=(2.2 * ncol, 2.1 * nrow))
+    B = simplex_grid(resolution)
+    # S0 at bottom-left, S2 at bottom-right, S1 at the top
+    x = B[:, 2] + 0.5 * B[:, 1]
+    y = (np.sqrt(3) / 2) * B[:, 1]
+    corners = np.array([[0, 0], [1, 0], [0.5, np.sqrt(3) / 2], [0, 0]])
+    for k, t in enumerate(ts):
+        ax = fig.add_subplot(nrow, ncol, k + 1)
+        acts = policy.action_batch(t, bucket, final, B)
+        ax.scatter(x[acts == 0], y[acts == 0], s=2, c="#c8d6e5", linewidths=0)
+        ax.scatter(x[acts == 1], y[acts == 1], s=2, c="#d63031", linewidths=0)
+        ax.plot(corners[:, 0], corners[:, 1], "k-", lw=0.6)
+        ax.set_title(f"t = {t}", fontsize=8)
+        ax.set_aspect("equal")
+        ax.axis("off")
+        if k == 0:
+            ax.text(-0.05, -0.08, "S0", fontsize=7)
+            ax.text(0.95, -0.08, "S2", fontsize=7)
+            ax.text(0.45, 0.9, "S1", fontsize=7)
+    lam = getattr(policy, "lam", float("nan"))
+    fig.suptitle(
+        f"regenerate (red) by belief; bucket {bucket}, final={bool(final)}, λ={lam:g}",
+        fontsize=9,
+    )
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=130, bbox_inches="tight")
+    return fig
