@@ -60,8 +60,8 @@ def _solve(model, trajectory: list | None = None, **kw):
         kw["callback_interval"] = 2.0
     solver = PointBasedSolver(**kw)
     t0 = time.perf_counter()
-    solver.solve(model)
-    info = solver.info
+    policy = solver.solve(model)
+    info = policy.info
     return {
         "lower_bound": info.lower_bound,
         "upper_bound": info.upper_bound,
@@ -117,12 +117,12 @@ def case_tiger_finite(data: Path) -> dict:
         t0 = time.perf_counter()
         policy = solver.solve(m)
         rows[h] = {
-            "value": solver.info.lower_bound,
+            "value": policy.info.lower_bound,
             "reference": value,
             "alphas": len(policy.alphas),
             "reference_alphas": n_ref,
             "seconds": time.perf_counter() - t0,
-            "value_matches": abs(solver.info.lower_bound - value) <= 5e-7,
+            "value_matches": abs(policy.info.lower_bound - value) <= 5e-7,
         }
     return {"horizons": rows, "target_met": all(r["value_matches"] for r in rows.values())}
 
@@ -149,8 +149,8 @@ def case_trim(seconds: float) -> dict:
     tp = build_trim_pomdp(load_default_params(), default_observation_model())
     gamma, reward = tp.params.discount, tp.params.reward
     native = FiniteHorizonSolver(precision=1e-6)
-    native.solve(tp.structured(discount=gamma))
-    lo, hi = gamma * native.info.lower_bound, gamma * native.info.upper_bound
+    native_policy = native.solve(tp.structured(discount=gamma))
+    lo, hi = gamma * native_policy.info.lower_bound, gamma * native_policy.info.upper_bound
     t0 = time.perf_counter()
     flat = tp.flatten()
     flatten_seconds = time.perf_counter() - t0
@@ -163,7 +163,7 @@ def case_trim(seconds: float) -> dict:
         {
             "native_lower": lo,
             "native_upper": hi,
-            "native_seconds": native.info.seconds,
+            "native_seconds": native_policy.info.seconds,
             "flatten_seconds": flatten_seconds,
             "states": flat.n_states,
             "observations": flat.n_observations,

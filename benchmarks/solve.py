@@ -39,9 +39,9 @@ def _median_solve(model, repeats: int, **kw) -> dict:
     for _ in range(repeats):
         solver = FiniteHorizonSolver(**kw)
         t0 = time.perf_counter()
-        solver.solve(model)
+        policy = solver.solve(model)
         times.append(time.perf_counter() - t0)
-        info = solver.info
+        info = policy.info
     return {
         "median_s": statistics.median(times),
         "min_s": min(times),
@@ -135,9 +135,14 @@ def main() -> None:
         sweep = []
         for lam in lams:
             s = FiniteHorizonSolver(precision=1e-3)
-            s.solve(tp.with_params(lam=float(lam)).structured())
+            s_policy = s.solve(tp.with_params(lam=float(lam)).structured())
             sweep.append(
-                {"lam": float(lam), "lower": s.info.lower_bound, "gap": s.info.gap, "seconds": s.info.seconds}
+                {
+                    "lam": float(lam),
+                    "lower": s_policy.info.lower_bound,
+                    "gap": s_policy.info.gap,
+                    "seconds": s_policy.info.seconds,
+                }
             )
         total = time.perf_counter() - t0
         out["sweep"] = {
@@ -176,20 +181,20 @@ def main() -> None:
             flat = tp.flatten()
             pb = PointBasedSolver(precision=1e-3, time_limit=args.pointbased)
             t0 = time.perf_counter()
-            pb.solve(flat)
+            pb_policy = pb.solve(flat)
             dt = time.perf_counter() - t0
             g = tp.params.discount
             out["pointbased"] = {
                 "seconds": dt,
-                "lower": pb.info.lower_bound,
-                "upper": pb.info.upper_bound,
+                "lower": pb_policy.info.lower_bound,
+                "upper": pb_policy.info.upper_bound,
                 "note": f"flattened discounted model (γ={g:g}); compare with γ·V_native(γ)",
             }
             rows.append(
                 (
                     f"point-based on flattened ({args.pointbased:g} s budget)",
                     dt,
-                    f"bounds [{pb.info.lower_bound:.4f}, {pb.info.upper_bound:.4f}] (discounted)",
+                    f"bounds [{pb_policy.info.lower_bound:.4f}, {pb_policy.info.upper_bound:.4f}] (discounted)",
                 )
             )
 

@@ -164,13 +164,13 @@ def test_pointbased_solver_on_flattened_model_agrees_with_native():
     tp = make_model(4, H=3)
     gamma = tp.params.discount
     native = FiniteHorizonSolver(mode="exact")
-    native.solve(tp.structured(discount=gamma))
+    native_policy = native.solve(tp.structured(discount=gamma))
     solver = pb.PointBasedSolver(precision=1e-6, time_limit=30)
     pol = solve_trim(tp, solver)
     assert pol.kind == "alpha"
-    v_flat = gamma * native.info.lower_bound
-    assert solver.info.lower_bound <= v_flat + 1e-6
-    assert solver.info.upper_bound >= v_flat - 1e-6
+    v_flat = gamma * native_policy.info.lower_bound
+    assert pol.info.lower_bound <= v_flat + 1e-6
+    assert pol.info.upper_bound >= v_flat - 1e-6
 
 
 # ---------------------------------------------------------------------------- Monte Carlo

@@ -146,7 +146,7 @@ def test_full_rank_dynamics_use_the_simplex_grid_fallback_with_certified_bounds(
         truth = brute_force_value(m)
         solver = FiniteHorizonSolver(precision=1e-3)
         pol = solver.solve(m)
-        info = solver.info
+        info = pol.info
         assert info.extra["mode"] == "simplex" and info.converged
         assert info.lower_bound - 1e-12 <= truth <= info.upper_bound + 1e-12
         assert policy_value(pol, m) >= info.lower_bound - 1e-12
@@ -200,8 +200,8 @@ def test_exact_mode_equals_brute_force_on_random_rank2_models(seed):
     truth = brute_force_value(m)
     solver = FiniteHorizonSolver(mode="exact")
     pol = solver.solve(m)
-    assert solver.info.lower_bound == pytest.approx(truth, abs=1e-9)
-    assert solver.info.upper_bound == pytest.approx(truth, abs=1e-9)
+    assert pol.info.lower_bound == pytest.approx(truth, abs=1e-9)
+    assert pol.info.upper_bound == pytest.approx(truth, abs=1e-9)
     assert policy_value(pol, m) == pytest.approx(truth, abs=1e-9)
 
 
@@ -212,13 +212,13 @@ def test_grid_bounds_bracket_and_policy_achieves_lower_bound(seed):
     truth = brute_force_value(m)
     solver = FiniteHorizonSolver(mode="grid", grid_size=3)
     pol = solver.solve(m)
-    lo, hi = solver.info.lower_bound, solver.info.upper_bound
+    lo, hi = pol.info.lower_bound, pol.info.upper_bound
     assert lo <= truth + 1e-12 <= hi + 2e-12
     assert policy_value(pol, m) >= lo - 1e-12  # the returned policy is worth at least its lower bound
     auto = FiniteHorizonSolver(precision=1e-7)
-    auto.solve(m)
-    assert auto.info.converged and auto.info.gap <= 1e-7
-    assert auto.info.lower_bound <= truth + 1e-12 and truth <= auto.info.upper_bound + 1e-12
+    auto_policy = auto.solve(m)
+    assert auto_policy.info.converged and auto_policy.info.gap <= 1e-7
+    assert auto_policy.info.lower_bound <= truth + 1e-12 and truth <= auto_policy.info.upper_bound + 1e-12
 
 
 def test_upper_action_values_dominate_and_meet_in_exact_mode():
@@ -241,18 +241,18 @@ def test_time_limit_returns_certified_unconverged_bounds():
     rng = np.random.default_rng(8)
     m = random_rank2_model(rng, H=6, C=3, n_obs=5)
     solver = FiniteHorizonSolver(precision=1e-14, time_limit=1e-4)
-    solver.solve(m)
-    assert not solver.info.converged
-    assert solver.info.lower_bound <= solver.info.upper_bound
+    pol = solver.solve(m)
+    assert not pol.info.converged
+    assert pol.info.lower_bound <= pol.info.upper_bound
 
 
 def test_horizon_one_is_a_single_exact_backup():
     rng = np.random.default_rng(9)
     m = random_rank2_model(rng, H=1, C=2)
     solver = FiniteHorizonSolver()
-    solver.solve(m)
-    assert solver.info.gap == pytest.approx(0.0, abs=1e-12)
-    assert solver.info.lower_bound == pytest.approx(brute_force_value(m), abs=1e-12)
+    pol = solver.solve(m)
+    assert pol.info.gap == pytest.approx(0.0, abs=1e-12)
+    assert pol.info.lower_bound == pytest.approx(brute_force_value(m), abs=1e-12)
 
 
 def test_policy_arrays_round_trip():

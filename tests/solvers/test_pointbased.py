@@ -58,7 +58,7 @@ def brute_force_value(m: TabularPOMDP, b: np.ndarray, h: int) -> float:
 def test_tiger_bounds_bracket_the_sarsop_value():
     solver = PointBasedSolver(precision=1e-3, time_limit=30)
     policy = solver.solve(tiger())
-    info = solver.info
+    info = policy.info
     assert isinstance(solver, Solver) and isinstance(policy, AlphaVectorPolicy)
     assert info.converged and info.gap <= 1e-3
     # APPL pomdpsol: V* in [19.3711, 19.3721] (reference notes §5.1)
@@ -71,8 +71,8 @@ def test_tiger_bounds_bracket_the_sarsop_value():
 
 def test_tiger_non_uniform_start():
     solver = PointBasedSolver(precision=1e-3, time_limit=30)
-    solver.solve(tiger(), b0=[0.9, 0.1])
-    lb, ub = solver.info.lower_bound, solver.info.upper_bound
+    policy = solver.solve(tiger(), b0=[0.9, 0.1])
+    lb, ub = policy.info.lower_bound, policy.info.upper_bound
     assert lb <= 22.5744 + 1e-9 and ub >= 22.5735 - 1e-9 and ub - lb <= 1e-3  # pomdpsol: [22.5735, 22.5744]
 
 
@@ -95,8 +95,8 @@ def test_tiger_finite_horizon_exact(h):
     value, n_alpha = TIGER_FINITE[h]
     solver = PointBasedSolver(finite_horizon=h)
     policy = solver.solve(tiger())
-    assert solver.info.lower_bound == solver.info.upper_bound
-    assert solver.info.lower_bound == pytest.approx(value, abs=5e-7)
+    assert policy.info.lower_bound == policy.info.upper_bound
+    assert policy.info.lower_bound == pytest.approx(value, abs=5e-7)
     assert len(policy.alphas) == n_alpha
 
 
@@ -126,21 +126,21 @@ def test_prune_keeps_exactly_the_envelope():
 def test_discounted_bounds_bracket_long_finite_horizon_values(seed):
     m = random_pomdp(seed, S=3, A=2, Z=2, discount=0.8)
     solver = PointBasedSolver(precision=1e-4, time_limit=30)
-    solver.solve(m)
-    lb, ub = solver.info.lower_bound, solver.info.upper_bound
+    policy = solver.solve(m)
+    lb, ub = policy.info.lower_bound, policy.info.upper_bound
     h = 12
     v_h = float(PointBasedSolver(finite_horizon=h).solve(m).value(m.b0))
     tail = m.discount**h * np.abs(m.R).max() / (1 - m.discount)
     assert lb <= ub
     assert lb <= v_h + tail + 1e-9 and ub >= v_h - tail - 1e-9
-    assert solver.info.converged and ub - lb <= 1e-4
+    assert policy.info.converged and ub - lb <= 1e-4
 
 
 def test_time_limit_and_info_fields():
     m = random_pomdp(7, S=40, A=4, Z=6, discount=0.97)
     solver = PointBasedSolver(precision=1e-9, time_limit=1.0)
     policy = solver.solve(m)
-    info = solver.info
+    info = policy.info
     assert not info.converged and info.extra["stop_reason"] == "time limit reached"
     assert info.seconds < 5.0 and info.lower_bound <= info.upper_bound
     assert info.sizes["alphas"] == len(policy.alphas) and info.sizes["states"] == 40
@@ -153,7 +153,7 @@ def test_policy_round_trip(tmp_path):
     policy.save(tmp_path / "policy")
     back = AlphaVectorPolicy.load(tmp_path / "policy")
     np.testing.assert_array_equal(back.alphas, policy.alphas)
-    assert back.card["upper_bound"] == pytest.approx(solver.info.upper_bound)
+    assert back.card["upper_bound"] == pytest.approx(policy.info.upper_bound)
 
 
 @pytest.mark.parametrize(
@@ -240,10 +240,10 @@ def test_hallway_bounds_bracket_pomdpsol_quickly():
 
     m = read_pomdp(require_shared_data("pomdp/Hallway.pomdp"))
     solver = PointBasedSolver(time_limit=4.0)
-    solver.solve(m)
+    policy = solver.solve(m)
     # APPL pomdpsol after 180 s: V* in [0.9954, 1.2052]
-    assert solver.info.lower_bound <= 1.2052 and solver.info.upper_bound >= 0.9954
-    assert solver.info.lower_bound > 0.8 and solver.info.upper_bound < 1.3
+    assert policy.info.lower_bound <= 1.2052 and policy.info.upper_bound >= 0.9954
+    assert policy.info.lower_bound > 0.8 and policy.info.upper_bound < 1.3
 
 
 @pytest.mark.parametrize("name", ["cheese.95.POMDP", "1d.POMDP"])
@@ -252,8 +252,8 @@ def test_classic_files_solve_to_precision(name):
 
     m = read_pomdp(require_shared_data(f"pomdp/{name}"))
     solver = PointBasedSolver(precision=1e-3, time_limit=30)
-    solver.solve(m)
-    assert solver.info.converged and solver.info.gap <= 1e-3
+    policy = solver.solve(m)
+    assert policy.info.converged and policy.info.gap <= 1e-3
 
 
 # ------------------------------------------------------------------------------------------------ TRIM
@@ -286,8 +286,8 @@ def test_flattened_trim_brackets_the_native_solver(tmp_path):
     tp = _small_trim()
     gamma = tp.params.discount
     native = FiniteHorizonSolver(mode="exact")
-    native.solve(tp.structured(discount=gamma))
-    lo, hi = gamma * native.info.lower_bound, gamma * native.info.upper_bound
+    native_policy = native.solve(tp.structured(discount=gamma))
+    lo, hi = gamma * native_policy.info.lower_bound, gamma * native_policy.info.upper_bound
     flat = tp.flatten()
     # the flattened model survives both file formats bit-exactly, so SARSOP reads what we solve
     for fmt in ("pomdp", "pomdpx"):
@@ -296,8 +296,8 @@ def test_flattened_trim_brackets_the_native_solver(tmp_path):
         np.testing.assert_array_equal(back.O, flat.O)
         np.testing.assert_array_equal(back.R, flat.R)
     solver = PointBasedSolver(precision=1e-3, time_limit=30)
-    solver.solve(flat)
-    info = solver.info
+    policy = solver.solve(flat)
+    info = policy.info
     assert info.converged and info.gap <= 1e-3
     assert info.lower_bound <= hi + 1e-9 and info.upper_bound >= lo - 1e-9
 
@@ -338,8 +338,8 @@ def test_greedy_policy_achieves_the_lower_bound_in_simulation():
         belief = pred / pred.sum(axis=1, keepdims=True)
         disc *= m.discount
     se = ret.std() / np.sqrt(n)
-    assert ret.mean() >= solver.info.lower_bound - 4 * se - 0.1
-    assert ret.mean() <= solver.info.upper_bound + 4 * se + 0.1
+    assert ret.mean() >= policy.info.lower_bound - 4 * se - 0.1
+    assert ret.mean() <= policy.info.upper_bound + 4 * se + 0.1
 
 
 # ------------------------------------------------------------------------------------------------ layers
@@ -387,11 +387,11 @@ def test_layer_seeding_keeps_bounds_valid():
     tp = _small_trim()
     gamma = tp.params.discount
     native = FiniteHorizonSolver(mode="exact")
-    native.solve(tp.structured(discount=gamma))
-    lo, hi = gamma * native.info.lower_bound, gamma * native.info.upper_bound
+    native_policy = native.solve(tp.structured(discount=gamma))
+    lo, hi = gamma * native_policy.info.lower_bound, gamma * native_policy.info.upper_bound
     solver = PointBasedSolver(precision=1e-3, time_limit=30, layer_grid=3, hull_max_support=3)
-    solver.solve(tp.flatten())
-    info = solver.info
+    policy = solver.solve(tp.flatten())
+    info = policy.info
     assert info.extra["layer_seeded_points"] > 0
     assert info.converged and info.lower_bound <= hi + 1e-9 and info.upper_bound >= lo - 1e-9
     with pytest.raises(InvalidParameterError, match="layer_grid"):

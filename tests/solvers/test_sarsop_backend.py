@@ -233,7 +233,7 @@ def test_child_process_roundtrip_with_fake_solver(fake, tmp_path, backend):
         "open-left",
         "open-right",
     )
-    info = solver.info
+    info = policy.info
     assert info.solver == f"sarsop[{backend}]"
     assert info.lower_bound == pytest.approx(lower, rel=1e-12)
     # sarsop.jl: upper bound read from the pomdpsol log (6 significant digits); native: from the backend
@@ -263,9 +263,9 @@ def test_solve_from_another_initial_belief(fake, tmp_path):
     fake("blind")
     model = tiger()
     solver = SarsopSolver(backend="native", isolate=False, workdir=tmp_path)
-    solver.solve(model, b0=[0.9, 0.1])
+    policy = solver.solve(model, b0=[0.9, 0.1])
     _, lower, _ = _expected_blind(tiger(b0=(0.9, 0.1)))
-    assert solver.info.lower_bound == pytest.approx(lower) and model.b0.tolist() == [0.5, 0.5]
+    assert policy.info.lower_bound == pytest.approx(lower) and model.b0.tolist() == [0.5, 0.5]
     with pytest.raises(ModelCheckError, match="b0"):
         solver.solve(model, b0=[0.9, 0.2])
 
@@ -287,11 +287,11 @@ def test_in_process_mode_matches_child_process(fake, tmp_path):
 def test_converged_follows_pomdpsol_stop_reason(fake, tmp_path):
     fake("blind")
     solver = SarsopSolver(backend="sarsop.jl", workdir=tmp_path, julia_kwargs={"pretend_timeout": True})
-    solver.solve(tiger())
-    assert solver.info.extra["stop_reason"] == "timeout" and solver.info.converged is False
+    info = solver.solve(tiger()).info
+    assert info.extra["stop_reason"] == "timeout" and info.converged is False
     solver = SarsopSolver(backend="sarsop.jl", workdir=tmp_path)
-    solver.solve(tiger())
-    assert solver.info.extra["stop_reason"] == "precision" and solver.info.converged is True
+    info = solver.solve(tiger()).info
+    assert info.extra["stop_reason"] == "precision" and info.converged is True
 
 
 def _process_gone(pid: int, wait: float = 5.0) -> bool:
@@ -430,7 +430,7 @@ def test_solver_protocol_and_repr():
     from trim_pomdp.solvers.base import Solver
 
     s = SarsopSolver(backend="NATIVE", julia_kwargs={"epsilon": 0.5})
-    assert isinstance(s, Solver) and s.info is None and s.backend == "native"
+    assert isinstance(s, Solver) and not hasattr(s, "info") and s.backend == "native"
     assert "native" in repr(s) and s.get_params()["julia_kwargs"] == {"epsilon": 0.5}
 
 
@@ -447,7 +447,7 @@ needs_julia = pytest.mark.skipif(not JULIA_OK, reason=f"Julia not available: {JU
 def test_live_tiger(backend, tmp_path):
     solver = SarsopSolver(backend=backend, timeout=30.0, precision=1e-3, workdir=tmp_path)
     policy = solver.solve(tiger())
-    info = solver.info
+    info = policy.info
     # pomdpsol: LB 19.3711, UB 19.3721 (reference notes §5.1)
     assert info.lower_bound == pytest.approx(19.3711, abs=5e-3)
     assert policy.action(np.array([0.5, 0.5])) == 0  # listen
@@ -472,8 +472,8 @@ def test_live_tiger_matches_point_based_solver(backend):
     v_ours, v_theirs = float(ours.value(model.b0)), float(theirs.value(model.b0))
     # both are lower bounds within their gaps of V* in [22.5735, 22.5744] (pomdpsol, reference notes §5.1)
     assert v_ours == pytest.approx(22.574, abs=1e-2)
-    assert v_theirs <= pb.info.upper_bound + 1e-9
-    assert abs(v_ours - v_theirs) <= 1e-2 + pb.info.gap
+    assert v_theirs <= theirs.info.upper_bound + 1e-9
+    assert abs(v_ours - v_theirs) <= 1e-2 + theirs.info.gap
 
 
 def test_live_tests_skip_with_a_reason_when_julia_is_missing():
@@ -565,8 +565,8 @@ def _native_bounds(trim):
 
     gamma = trim.params.discount
     fh = FiniteHorizonSolver(precision=1e-4)
-    fh.solve(trim.structured(discount=gamma))  # V_flat(b0) = γ · V_structured(b0) with the same γ
-    return gamma * fh.info.lower_bound, gamma * fh.info.upper_bound
+    fh_policy = fh.solve(trim.structured(discount=gamma))  # V_flat(b0) = γ · V_structured(b0) with the same γ
+    return gamma * fh_policy.info.lower_bound, gamma * fh_policy.info.upper_bound
 
 
 def _assert_intervals_overlap(ours, lo, hi, rel=1e-4):
@@ -586,9 +586,9 @@ def test_live_small_trim_agrees_with_the_native_solver(backend):
     solver = SarsopSolver(backend=backend, timeout=60.0, precision=1e-4)
     policy = solve_trim(trim, solver)
     lo, hi = _native_bounds(trim)
-    _assert_intervals_overlap(solver.info, lo, hi)
-    gap = solver.info.gap if math.isfinite(solver.info.gap) else 1.0
-    assert solver.info.lower_bound == pytest.approx(lo, abs=1e-3 + gap)
+    _assert_intervals_overlap(policy.info, lo, hi)
+    gap = policy.info.gap if math.isfinite(policy.info.gap) else 1.0
+    assert policy.info.lower_bound == pytest.approx(lo, abs=1e-3 + gap)
     assert policy is not None
 
 
@@ -603,9 +603,9 @@ def test_live_default_trim_within_the_native_gap(backend):
     except FileNotFoundError as exc:
         pytest.skip(f"the shipped default model is not available: {exc}")
     solver = SarsopSolver(backend=backend, timeout=120.0, precision=1e-3)
-    solver.solve(trim.flatten())
+    policy = solver.solve(trim.flatten())
     lo, hi = _native_bounds(trim)
-    _assert_intervals_overlap(solver.info, lo, hi)
+    _assert_intervals_overlap(policy.info, lo, hi)
 
 
 def test_arrays_handed_to_julia_solve_to_the_same_value_as_the_native_solvers():
@@ -617,10 +617,10 @@ def test_arrays_handed_to_julia_solve_to_the_same_value_as_the_native_solvers():
     p = to_sparse_tabular(trim.flatten())
     rebuilt = TabularPOMDP(T=p.dense_T(), O=p.dense_O(), R=p.R, b0=p.b0, discount=p.discount)
     pb = PointBasedSolver(precision=1e-6, time_limit=60.0)
-    pb.solve(rebuilt)
+    pb_policy = pb.solve(rebuilt)
     lo, hi = _native_bounds(trim)
-    assert pb.info.lower_bound <= hi + 1e-9 and pb.info.upper_bound >= lo - 1e-9
-    assert pb.info.lower_bound == pytest.approx(lo, abs=1e-5)
+    assert pb_policy.info.lower_bound <= hi + 1e-9 and pb_policy.info.upper_bound >= lo - 1e-9
+    assert pb_policy.info.lower_bound == pytest.approx(lo, abs=1e-5)
 
 
 def test_belief_router_replans_through_sarsop_solver(fake, tmp_path):
@@ -639,7 +639,7 @@ def test_belief_router_replans_through_sarsop_solver(fake, tmp_path):
         router.decide(StepObservation(t=2, scores=(0.2, 0.9), tokens=250, final=False)),
     ]
     assert set(actions) <= {"continue", "regenerate"} and router.n_replans == 2
-    assert solver.info is not None and solver.info.sizes["n_states"] == trim.flatten().n_states
+    assert router.last_decision["source"] == "replan"
     # the last re-plan started from the router's belief on the states of context (t=2, bucket 1, not final)
     received = json.loads((tmp_path / "fake_received.json").read_text())
     expected = (trim.state_index(np.arange(3), 2, 1, False) + 1).tolist()
@@ -738,9 +738,9 @@ def test_juliacall_glue_in_process(fake_juliacall, tmp_path, backend):
     filename = {"sarsop.jl": "sarsop_backend.jl", "native": "native_backend.jl"}[backend]
     assert calls[0] == ("include", filename) and calls[1] == ("build_pomdp", 3, 2, 2)
     assert calls[2] == ("solve_pomdp", filename, str(tmp_path), 60.0, 1e-3, {"kappa": 0.5})
-    solver.solve(model)  # the loaded module is cached: no second include
+    policy = solver.solve(model)  # the loaded module is cached: no second include
     assert [c[0] for c in calls].count("include") == 1
-    info = solver.info
+    info = policy.info
     assert info.extra["julia_versions"].startswith("julia=1.10.4") and info.lower_bound == pytest.approx(
         float(np.max(policy.alphas @ model.b0))
     )

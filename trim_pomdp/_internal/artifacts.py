@@ -1,13 +1,50 @@
-"""JSON helpers for the ``.json`` cards written beside ``.npz`` artifacts."""
+"""The one on-disk format of every trim-pomdp artifact: ``NAME.npz`` (arrays) beside ``NAME.json`` (the card).
+
+Policies, observation models and learned routers are all saved the same way:
+
+- the arrays go into a compressed ``.npz`` that holds plain numeric or string arrays only and is always read with
+  ``allow_pickle=False``, so loading a file someone handed you never runs code;
+- the card is a JSON object with at least ``format`` (what the artifact is, with a version number, e.g.
+  ``"trim-pomdp/trim-policy/1"``), ``versions`` (the packages that wrote it), ``created`` and ``sha256``: a digest
+  of every array (name, dtype, shape, bytes) and of the card fields listed in ``signed`` (the parameters the
+  arrays were built from). :func:`load_artifact` recomputes the digest, so a corrupted array or a hand-edited
+  parameter is refused instead of silently changing decisions. Cards written before digests existed have no
+  ``sha256`` and load as they are.
+
+Both files are written to a temporary name and renamed into place, so an interrupted save never leaves a torn
+artifact behind. Every failure to read raises :class:`~trim_pomdp.exceptions.DataFormatError` with the file's
+name and what to do about it.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
+import os
+import time
+import zipfile
+import zlib
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["json_default"]
+from trim_pomdp.exceptions import DataFormatError
+
+__all__ = [
+    "Artifact",
+    "artifact_paths",
+    "json_default",
+    "load_artifact",
+    "package_versions",
+    "save_artifact",
+    "to_jsonable",
+    "write_json",
+]
 
 
 def json_default(obj: Any) -> Any:
@@ -19,3 +56,220 @@ def json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"cannot write {type(obj).__name__} to a JSON card")
+
+
+def to_jsonable(x: Any) -> Any:
+    """Plain JSON values from numpy scalars and arrays, tuples and paths; non-finite floats become ``None``."""
+    if isinstance(x, Mapping):
+        return {str(k): to_jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [to_jsonable(v) for v in x]
+    if isinstance(x, Path):
+        return str(x)
+    if hasattr(x, "tolist") and callable(x.tolist):  # numpy arrays and scalars
+        return to_jsonable(x.tolist())
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, (str, int, float, bool)) or x is None:
+        return x
+    return str(x)
+
+
+def package_versions(*names: str) -> dict[str, str]:
+    """Installed versions of trim-pomdp, numpy, scipy and ``names``, for artifact cards."""
+    out: dict[str, str] = {}
+    for name in ("trim-pomdp", "numpy", "scipy", *names):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
+    """Write ``obj`` as indented JSON to ``path`` atomically (temporary file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=2, default=json_default) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def artifact_paths(path: str | os.PathLike[str], stem: str) -> tuple[Path, Path]:
+    """``(npz, json)`` paths of an artifact given its directory or either of its two files."""
+    p = Path(path)
+    if p.suffix in (".npz", ".json"):
+        base = p.with_suffix("")
+    elif p.is_dir() or not p.suffix:
+        base = p / stem
+    else:
+        base = p
+    return base.with_suffix(".npz"), base.with_suffix(".json")
+
+
+def _digest(arrays: Mapping[str, np.ndarray], card: Mapping[str, Any], signed: Iterable[str]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    for key in sorted(signed):
+        value = json.dumps(to_jsonable(card.get(key)), sort_keys=True, separators=(",", ":"))
+        h.update(f"{key}={value}|".encode())
+    return h.hexdigest()
+
+
+@dataclass
+class Artifact:
+    """A loaded artifact: its arrays, its card and where they came from."""
+
+    arrays: dict[str, np.ndarray]
+    card: dict[str, Any]
+    npz: Path
+    json: Path
+
+    @property
+    def format(self) -> str:
+        return str(self.card.get("format", ""))
+
+    def require(self, *names: str) -> None:
+        """Raise :class:`DataFormatError` naming the arrays that are missing."""
+        missing = [n for n in names if n not in self.arrays]
+        if missing:
+            raise DataFormatError(
+                f"{self.npz} lacks the arrays {missing}: the file is truncated or not a {self.format} artifact; "
+                "re-create it"
+            )
+
+
+def save_artifact(
+    path: str | os.PathLike[str],
+    *,
+    stem: str,
+    format: str,
+    arrays: Mapping[str, Any],
+    card: Mapping[str, Any],
+    signed: Collection[str] = (),
+) -> tuple[Path, Path]:
+    """Write ``arrays`` and ``card`` as an artifact and return the ``(npz, json)`` paths.
+
+    Parameters
+    ----------
+    path : path-like
+        A directory (the files are ``DIR/STEM.npz`` and ``DIR/STEM.json``) or a file name with or without suffix.
+    stem : str
+        File stem used when ``path`` is a directory.
+    format : str
+        The format tag, ``"trim-pomdp/<kind>/<version>"``.
+    arrays : mapping of str to array-like
+        Numeric, boolean or string arrays (object arrays are refused: they would need pickle).
+    card : mapping
+        JSON-serialisable metadata. ``format``, ``versions``, ``created``, ``signed`` and ``sha256`` are set here.
+    signed : collection of str
+        Card fields covered by the digest together with the arrays.
+    """
+    npz, js = artifact_paths(path, stem)
+    npz.parent.mkdir(parents=True, exist_ok=True)
+    plain: dict[str, np.ndarray] = {}
+    for name, value in arrays.items():
+        a = np.asarray(value)
+        if a.dtype == object:
+            raise TypeError(
+                f"array {name!r} of a {format} artifact has dtype object, which would need pickle"
+            )
+        plain[name] = a
+    meta = to_jsonable(dict(card))
+    meta["format"] = format
+    meta.setdefault("versions", package_versions())
+    meta.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    meta["signed"] = sorted(signed)
+    meta["sha256"] = _digest(plain, meta, signed)
+    tmp = npz.with_name(f".{npz.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        np.savez_compressed(fh, format=np.array(format), **plain)
+    os.replace(tmp, npz)
+    write_json(js, meta)
+    return npz, js
+
+
+def load_artifact(
+    path: str | os.PathLike[str],
+    *,
+    stem: str,
+    formats: Collection[str],
+    what: str,
+    require_card: bool = True,
+) -> Artifact:
+    """Read an artifact written by :func:`save_artifact` (or by an earlier version of trim-pomdp).
+
+    Parameters
+    ----------
+    path : path-like
+        The artifact's directory or either of its files.
+    stem : str
+        File stem inside a directory.
+    formats : collection of str
+        Accepted format tags (the current one and any older ones still readable).
+    what : str
+        What the artifact is, for messages (e.g. ``"TRIM policy"``).
+    require_card : bool, default True
+        Whether a missing ``.json`` card is an error (else the card is empty).
+
+    Raises
+    ------
+    DataFormatError
+        When a file is missing, truncated, corrupted, of a foreign format, or its digest does not match.
+    """
+    npz, js = artifact_paths(path, stem)
+    if not npz.is_file():
+        raise DataFormatError(f"no {what} at {npz}: the file does not exist")
+    try:
+        with np.load(npz, allow_pickle=False) as data:
+            arrays = {k: np.asarray(data[k]) for k in data.files}
+    except (
+        OSError,
+        ValueError,
+        EOFError,
+        KeyError,
+        zipfile.BadZipFile,
+        zlib.error,
+        NotImplementedError,
+    ) as exc:
+        raise DataFormatError(
+            f"{npz} is not a readable {what} ({type(exc).__name__}: {exc}); the file is truncated or corrupted: "
+            "re-create it"
+        ) from None
+    fmt_array = arrays.pop("format", None)
+    found = str(fmt_array) if fmt_array is not None and fmt_array.ndim == 0 else None
+    if found not in formats:
+        raise DataFormatError(
+            f"{npz} is not a {what} (format {found!r}, expected {' or '.join(map(repr, formats))})"
+        )
+    card: dict[str, Any] = {}
+    if js.is_file():
+        try:
+            loaded = json.loads(js.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise DataFormatError(f"the card {js} is not valid JSON ({exc}); re-create the {what}") from None
+        if not isinstance(loaded, dict):
+            raise DataFormatError(f"the card {js} is not a JSON object; re-create the {what}")
+        card = loaded
+        if card.get("format", found) != found:
+            raise DataFormatError(
+                f"the card {js} describes a {card.get('format')!r} artifact but {npz.name} holds {found!r}"
+            )
+    elif require_card:
+        raise DataFormatError(f"the card {js} of the {what} {npz} is missing; re-create the {what}")
+    expected = card.get("sha256")
+    if expected is not None:
+        signed = card.get("signed", [])
+        if not isinstance(signed, list) or not all(isinstance(s, str) for s in signed):
+            raise DataFormatError(f"the card {js} has a malformed 'signed' list; re-create the {what}")
+        if _digest(arrays, card, signed) != expected:
+            fields = f" or its card fields {signed}" if signed else ""
+            raise DataFormatError(
+                f"{npz} does not match its card {js.name}: the arrays{fields} changed after it was written "
+                f"(sha256 mismatch). Re-create the {what} instead of editing it"
+            )
+    return Artifact(arrays=arrays, card=card, npz=npz, json=js)

@@ -147,7 +147,7 @@ def _check_backends(console, backends: list[str], check_timeout: float) -> None:
             failures.append(f"{backend}: {exc}")
             table.add_row(backend, "-", "-", "-", "-", "[red]failed[/]")
             continue
-        info = solver.info
+        info = policy.info
         ok = abs(info.lower_bound - 19.37) < 0.1
         if not ok:
             failures.append(f"{backend}: V(b0) lower bound {info.lower_bound:.4f}, expected about 19.37")

@@ -137,7 +137,7 @@ def command(
             policy = solver.solve(model, b0=b0)
     except TrimPomdpError as exc:
         raise click.ClickException(str(exc)) from None
-    info = solver.info
+    info = policy.info
     policy.card["model_file"] = str(file)
     npz, card = policy.save(out_dir / "policy")
     click.echo(

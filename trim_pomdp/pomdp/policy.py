@@ -282,12 +282,7 @@ class TrimPolicy:
                 al.append(a)
                 ac.append(act)
                 off.append(off[-1] + len(a))
-        info = info or getattr(alpha_policy, "info", None)
-        if info is None and alpha_policy.card.get("solve_info"):
-            try:
-                info = SolveInfo.from_dict(alpha_policy.card["solve_info"])
-            except TypeError:
-                info = None
+        info = info or alpha_policy.info
         return cls(
             H,
             trim_pomdp.n_buckets,
@@ -444,7 +439,7 @@ def solve_trim(trim_pomdp: TrimPOMDP, solver: Any = None) -> TrimPolicy:
     solver = FiniteHorizonSolver() if solver is None else solver
     if isinstance(solver, FiniteHorizonSolver):
         native = solver.solve(trim_pomdp.structured())
-        pol = TrimPolicy.from_native(native, trim_pomdp, info=solver.info)
+        pol = TrimPolicy.from_native(native, trim_pomdp)
     else:
         alpha = solver.solve(trim_pomdp.flatten())
         if not isinstance(alpha, AlphaVectorPolicy):
@@ -452,7 +447,7 @@ def solve_trim(trim_pomdp: TrimPOMDP, solver: Any = None) -> TrimPolicy:
                 f"{type(solver).__name__}.solve returned {type(alpha).__name__}, expected an "
                 "AlphaVectorPolicy"
             )
-        pol = TrimPolicy.from_alpha_policy(alpha, trim_pomdp, info=getattr(solver, "info", None))
+        pol = TrimPolicy.from_alpha_policy(alpha, trim_pomdp)
     oc = getattr(trim_pomdp.obs_model, "card", None)
     if oc:
         pol.card["observation_model"] = oc

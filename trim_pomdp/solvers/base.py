@@ -78,12 +78,11 @@ class SolveInfo:
 class Solver(Protocol):
     """Anything that turns a model into a policy.
 
-    ``solve`` returns the policy; the solver keeps the :class:`SolveInfo` of its last solve in ``info``.
+    ``solve`` returns the policy, whose ``info`` is the :class:`SolveInfo` of that solve; solvers keep no state
+    from one solve to the next (the same solver object may solve many models, also concurrently).
     Which model types a solver accepts is its own business (the native finite-horizon solver takes the structured
     TRIM model, the point-based and SARSOP solvers take any :class:`~trim_pomdp.solvers.tabular.TabularPOMDP`).
     """
-
-    info: SolveInfo | None
 
     def solve(self, model: Any) -> Any:  # pragma: no cover - protocol
         ...
@@ -114,9 +113,18 @@ class AlphaVectorPolicy:
     action_names : sequence of str, optional
     card : dict, optional
         Metadata stored beside the arrays (solver, bounds, parameters, versions).
+    info : SolveInfo, optional
+        The report of the solve that produced the policy (restored from the card's ``solve_info`` on load).
     """
 
-    def __init__(self, alphas, actions, action_names=None, card: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        alphas,
+        actions,
+        action_names=None,
+        card: dict[str, Any] | None = None,
+        info: SolveInfo | None = None,
+    ):
         alphas = np.atleast_2d(np.asarray(alphas, dtype=float))
         actions = np.asarray(actions, dtype=np.int64).reshape(-1)
         if alphas.shape[0] != actions.shape[0]:
@@ -129,6 +137,14 @@ class AlphaVectorPolicy:
         self.actions = actions
         self.action_names = tuple(action_names) if action_names is not None else None
         self.card = dict(card or {})
+        if info is None:
+            report = self.card.get("solve_info") or self.card.get("info")  # "info": cards before 0.2
+            if isinstance(report, dict):
+                try:
+                    info = SolveInfo.from_dict(report)
+                except TypeError:
+                    info = None
+        self.info = info
 
     @property
     def n_states(self) -> int:

@@ -477,10 +477,9 @@ class FiniteHorizonSolver:
     max_grid : int, default 20000
         Upper limit on grid points per epoch (auto/exact); exceeding it in ``exact`` mode raises.
 
-    Attributes
-    ----------
-    info : SolveInfo or None
-        Report of the last solve.
+    Notes
+    -----
+    The solver keeps no state between solves: the report of a solve is the returned policy's ``info``.
     """
 
     name = "finite-horizon"
@@ -506,11 +505,10 @@ class FiniteHorizonSolver:
         self.mode = mode
         self.grid_size = int(grid_size)
         self.max_grid = int(max_grid)
-        self.info: SolveInfo | None = None
 
     # -- public ----------------------------------------------------------------------------------------------
     def solve(self, model: FiniteHorizonPOMDP) -> FiniteHorizonPolicy:
-        """Solve ``model``; returns a :class:`FiniteHorizonPolicy` and sets :attr:`info`."""
+        """Solve ``model`` into a :class:`FiniteHorizonPolicy` whose ``info`` is the solve's report."""
         if not isinstance(model, FiniteHorizonPOMDP):
             structured = getattr(model, "structured", None)
             if callable(structured):
@@ -566,7 +564,7 @@ class FiniteHorizonSolver:
             "lines": int(sum(n_lines)),
             "max_lines": int(max(n_lines)),
         }
-        self.info = SolveInfo(
+        info = SolveInfo(
             solver=self.name,
             seconds=seconds,
             iterations=iterations,
@@ -576,9 +574,7 @@ class FiniteHorizonSolver:
             sizes=sizes,
             extra={"mode": self.mode, "precision": self.precision, "time_limit": self.time_limit},
         )
-        return FiniteHorizonPolicy(
-            model, factor, result["lines"], result["grids"], result["uvals"], self.info
-        )
+        return FiniteHorizonPolicy(model, factor, result["lines"], result["grids"], result["uvals"], info)
 
     # -- internals -------------------------------------------------------------------------------------------
     def _backward(self, model: FiniteHorizonPOMDP, factor: SegmentFactorization, grids, exact: bool) -> dict:
@@ -1103,5 +1099,4 @@ def _solve_general(solver: FiniteHorizonSolver, model: FiniteHorizonPOMDP):
         },
         extra={"mode": "simplex", "precision": solver.precision, "time_limit": solver.time_limit},
     )
-    solver.info = info
     return FiniteHorizonAlphaPolicy(model, alphas, uvals, res, info)

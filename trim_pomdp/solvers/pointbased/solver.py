@@ -44,7 +44,12 @@ from trim_pomdp.exceptions import InvalidParameterError, SolverError
 from trim_pomdp.solvers.pointbased.bounds import AlphaSet, SawtoothUpper
 from trim_pomdp.solvers.pointbased.exact import exact_value_iteration
 from trim_pomdp.solvers.pointbased.layers import simplex_grid, support_layers
-from trim_pomdp.solvers.pointbased.sparse import SparseModel, blind_lower_bound, fast_informed_bound, mdp_upper_bound
+from trim_pomdp.solvers.pointbased.sparse import (
+    SparseModel,
+    blind_lower_bound,
+    fast_informed_bound,
+    mdp_upper_bound,
+)
 from trim_pomdp.solvers.base import AlphaVectorPolicy, SolveInfo, package_versions
 from trim_pomdp.solvers.tabular import TabularPOMDP
 
@@ -205,7 +210,6 @@ class PointBasedSolver:
         self.layer_share = float(layer_share)
         self.callback = callback
         self.callback_interval = float(callback_interval)
-        self.info: SolveInfo | None = None
 
     # --------------------------------------------------------------------------------------------------------
     def solve(self, model: TabularPOMDP, b0=None) -> AlphaVectorPolicy:
@@ -246,7 +250,7 @@ class PointBasedSolver:
         )
         value = float((G @ model.b0).max())
         seconds = time.perf_counter() - start
-        self.info = SolveInfo(
+        info = SolveInfo(
             solver=self.name,
             seconds=seconds,
             iterations=self.finite_horizon,
@@ -261,10 +265,11 @@ class PointBasedSolver:
             },
             extra={"mode": "finite_horizon", "horizon": self.finite_horizon, "alphas_per_step": sizes},
         )
-        return self._policy(model, G, acts)
+        return self._policy(model, G, acts, info)
 
-    def _policy(self, model: TabularPOMDP, G: np.ndarray, acts: np.ndarray) -> AlphaVectorPolicy:
-        info = self.info
+    def _policy(
+        self, model: TabularPOMDP, G: np.ndarray, acts: np.ndarray, info: SolveInfo
+    ) -> AlphaVectorPolicy:
         card = {
             "solver": self.name,
             "parameters": {
@@ -283,11 +288,11 @@ class PointBasedSolver:
             "gap": info.gap,
             "solve_seconds": info.seconds,
             "converged": info.converged,
-            "info": info.to_dict(),
+            "solve_info": info.to_dict(),
             "source": model.meta.get("source"),
             "versions": package_versions(),
         }
-        return AlphaVectorPolicy(G, acts, model.action_names, card)
+        return AlphaVectorPolicy(G, acts, model.action_names, card, info=info)
 
     # --------------------------------------------------------------------------------------------------------
     def _solve_discounted(self, model: TabularPOMDP) -> AlphaVectorPolicy:
@@ -377,7 +382,7 @@ class PointBasedSolver:
         ub = float(root.ub)
         if lb > ub + 1e-9 * (1 + abs(ub)):
             raise SolverError(f"bounds crossed at b0 (lower {lb!r} > upper {ub!r}); please report this model")
-        self.info = SolveInfo(
+        info = SolveInfo(
             solver=self.name,
             seconds=seconds,
             iterations=trials,
@@ -415,7 +420,7 @@ class PointBasedSolver:
             )
         G, acts = lower.alphas.copy(), lower.actions.copy()
         del self._m, self._lower, self._upper
-        return self._policy(model, G, acts)
+        return self._policy(model, G, acts, info)
 
     @staticmethod
     def _witness_matrix(nodes: list[_Node], S: int) -> sp.csc_matrix:

@@ -192,7 +192,7 @@ class SarsopSolver:
     --------
     >>> from trim_pomdp.solvers.sarsop.solver import SarsopSolver
     >>> policy = SarsopSolver(timeout=30).solve(tabular_pomdp)        # doctest: +SKIP
-    >>> policy.action(tabular_pomdp.b0), SarsopSolver.info.gap         # doctest: +SKIP
+    >>> policy.action(tabular_pomdp.b0), policy.info.gap         # doctest: +SKIP
     """
 
     def __init__(
@@ -229,7 +229,6 @@ class SarsopSolver:
         self.startup_timeout = float(startup_timeout)
         self.keep_alive = bool(keep_alive)
         self.workdir = None if workdir is None else Path(workdir)
-        self.info: SolveInfo | None = None
         self._worker: _KeepAliveWorker | None = None
 
     def __repr__(self) -> str:
@@ -318,18 +317,18 @@ class SarsopSolver:
                 raw = self._run(problem, Path(tmp))
         seconds = time.perf_counter() - start
         alphas, actions = policy_arrays(raw, problem.n_states, problem.n_actions)
-        self.info = self._make_info(raw, problem, alphas, seconds)
+        info = self._make_info(raw, problem, alphas, seconds)
         card = {
             "solver": "sarsop",
             "backend": self.backend,
             "parameters": self.get_params(),
-            "lower_bound": self.info.lower_bound,
-            "upper_bound": self.info.upper_bound,
-            "info": self.info.to_dict(),
+            "lower_bound": info.lower_bound,
+            "upper_bound": info.upper_bound,
+            "solve_info": info.to_dict(),
             "versions": {**package_versions("juliacall", "juliapkg"), **_parse_versions(raw.versions)},
         }
         names = getattr(model, "action_names", None)
-        return AlphaVectorPolicy(alphas, actions, action_names=names, card=_json_safe(card))
+        return AlphaVectorPolicy(alphas, actions, action_names=names, card=_json_safe(card), info=info)
 
     # ----------------------------------------------------------------------------------------------------
     def _run(self, problem: SparseTabularArrays, workdir: Path) -> RawSolution:
