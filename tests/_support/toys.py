@@ -82,7 +82,7 @@ def small_obs_model(n_bins: int = 5):
     """A binned observation model with informative class-conditional Beta scores (no artifact)."""
     from scipy import stats
 
-    from trim_pomdp.pomdp.problem import ArrayObservationModel
+    from trim_pomdp.observation_models.observation import ObservationModel
 
     edges = np.linspace(0.0, 1.0, n_bins + 1)
 
@@ -94,7 +94,7 @@ def small_obs_model(n_bins: int = 5):
     m_dist = {0: mass(5.0, 1.5), 1: mass(1.5, 3.0), 2: mass(4.0, 1.5)}
     pair = np.stack([np.outer(r_dist[z], m_dist[z]) for z in range(3)])
     first = np.stack([r_dist[z] for z in range(3)])
-    return ArrayObservationModel(pair, first, edges, card={"toy": True})
+    return ObservationModel.from_probs(pair, first, edges, card={"toy": True})
 
 
 def small_trim(horizon: int = 6, n_bins: int = 5, lam: float = 5e-4, p_w: float = 0.8, p_s: float = 0.95):

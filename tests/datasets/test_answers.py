@@ -7,7 +7,6 @@ import json
 import pytest
 
 from tests._support.data import require_shared_data
-from trim_pomdp.exceptions import DataFormatError, InvalidParameterError
 from trim_pomdp.datasets.answers import (
     answers_match,
     check_answer,
@@ -16,6 +15,7 @@ from trim_pomdp.datasets.answers import (
     normalize_answer,
 )
 from trim_pomdp.datasets.problems import DATASETS, load_dataset, load_problems_file, shard
+from trim_pomdp.exceptions import DataFormatError, InvalidParameterError
 
 
 def test_extract_boxed_nested_and_last():

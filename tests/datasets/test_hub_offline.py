@@ -9,9 +9,9 @@ import pytest
 from click.testing import CliRunner
 
 from trim_pomdp.cli import main
-from trim_pomdp.exceptions import BackendUnavailableError
 from trim_pomdp.datasets.problems import load_dataset
 from trim_pomdp.datasets.processbench import load_processbench
+from trim_pomdp.exceptions import BackendUnavailableError
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from tests._support.data import require_shared_data
-from trim_pomdp.exceptions import DataFormatError, InvalidParameterError
 from trim_pomdp.datasets.processbench import (
     SPLITS,
     ScoredItem,
@@ -22,6 +21,7 @@ from trim_pomdp.datasets.processbench import (
     step_classes,
     step_table,
 )
+from trim_pomdp.exceptions import DataFormatError, InvalidParameterError
 
 
 def _rec(i, label, n, split="gsm8k"):

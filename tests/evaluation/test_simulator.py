@@ -9,6 +9,14 @@ import numpy as np
 import pytest
 
 from tests._support.data import require_shared_data
+from trim_pomdp.datasets.processbench import ProcessBenchItem
+from trim_pomdp.evaluation.simulator import (
+    SIMULATED_NOTE,
+    Simulator,
+    SimulatorParams,
+    default_simulator_file,
+    load_default_simulator_params,
+)
 from trim_pomdp.evaluation.simulator_estimation import (
     DEFAULT_STRONG_GENERATOR,
     DEFAULT_WEAK_GENERATOR,
@@ -19,15 +27,7 @@ from trim_pomdp.evaluation.simulator_estimation import (
     pooled_step_accuracy,
     same_problem_error_corr,
 )
-from trim_pomdp.evaluation.simulator import (
-    SIMULATED_NOTE,
-    Simulator,
-    SimulatorParams,
-    default_simulator_file,
-    load_default_simulator_params,
-)
 from trim_pomdp.exceptions import DataFormatError, InvalidParameterError
-from trim_pomdp.datasets.processbench import ProcessBenchItem
 from trim_pomdp.types import EpisodeBatch
 
 

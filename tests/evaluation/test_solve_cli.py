@@ -11,8 +11,8 @@ from click.testing import CliRunner
 
 from trim_pomdp.cli import main
 from trim_pomdp.cli.solve import parse_lambdas
-from trim_pomdp.pomdp import TrimParams, TrimPolicy
 from trim_pomdp.observation_models.observation import ObservationModel
+from trim_pomdp.pomdp import TrimParams, TrimPolicy
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from trim_pomdp.exceptions import DataFormatError, InvalidParameterError
+from trim_pomdp.observation_models.observation import ObservationModel
 from trim_pomdp.pomdp import (
-    ArrayObservationModel,
     ModelProcess,
     TrimParams,
     TrimPolicy,
@@ -40,7 +40,7 @@ def make_model(seed=0, H=3, K=2, n=3, lam=2e-3, p_w=0.8, p_s=0.9) -> TrimPOMDP:
         strong_weak_ratio=1.0,
         lam=lam,
     )
-    return TrimPOMDP(params, ArrayObservationModel(pair, first))
+    return TrimPOMDP(params, ObservationModel.from_probs(pair, first))
 
 
 def evaluate_exactly(policy: TrimPolicy, tp: TrimPOMDP, i=0, beta=None) -> tuple[float, float]:

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-from tests._support.data import require_shared_data
 
+from tests._support.data import require_shared_data
 from trim_pomdp.exceptions import DataFormatError, InvalidParameterError, ModelCheckError, ZeroLikelihoodError
+from trim_pomdp.observation_models.observation import ObservationModel
 from trim_pomdp.pomdp import (
-    ArrayObservationModel,
     BeliefFilter,
     ModelProcess,
     TrimParams,
@@ -27,10 +27,10 @@ from trim_pomdp.types import EpisodeBatch
 
 
 # ---------------------------------------------------------------------------- fixtures
-def random_obs(rng, n=3, conc=0.8) -> ArrayObservationModel:
+def random_obs(rng, n=3, conc=0.8) -> ObservationModel:
     pair = rng.dirichlet(np.ones(n * n) * conc, size=3).reshape(3, n, n)
     first = rng.dirichlet(np.ones(n) * conc, size=3)
-    return ArrayObservationModel(pair, first)
+    return ObservationModel.from_probs(pair, first)
 
 
 def small_model(rng, H=3, K=2, n=3, lam=2e-3, p_w=0.8, p_s=0.9) -> TrimPOMDP:
@@ -302,7 +302,7 @@ def test_zero_likelihood_raises_with_context_or_floors():
     pair[:, 0, 0] = 1.0
     pair[1] = 0.25  # only S1 explains other bins
     first = np.array([[1.0, 0.0], [0.5, 0.5], [1.0, 0.0]])
-    tp = TrimPOMDP(TrimParams(p_w=0.8, p_s=0.9, horizon=3), ArrayObservationModel(pair, first))
+    tp = TrimPOMDP(TrimParams(p_w=0.8, p_s=0.9, horizon=3), ObservationModel.from_probs(pair, first))
     f = BeliefFilter(tp)
     with pytest.raises(ZeroLikelihoodError) as err:
         f.update(f.prior(), 1, r=0.9, action=None)

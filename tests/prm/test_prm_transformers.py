@@ -18,9 +18,9 @@ from click.testing import CliRunner  # noqa: E402
 
 from tests._support.data import require_shared_data  # noqa: E402
 from trim_pomdp.cli import main  # noqa: E402
-from trim_pomdp.exceptions import DataFormatError, InvalidParameterError  # noqa: E402
 from trim_pomdp.datasets.processbench import load_scored_items  # noqa: E402
-from trim_pomdp.prm import PRMScorer, qwen  # noqa: E402
+from trim_pomdp.exceptions import DataFormatError, InvalidParameterError  # noqa: E402
+from trim_pomdp.prm import PRMBackend, qwen  # noqa: E402
 from trim_pomdp.prm.transformers_backend import TransformersPRM  # noqa: E402
 
 CHAT_TEMPLATE = (
@@ -157,7 +157,7 @@ def test_tiny_token_classification_model_end_to_end():
     tok = make_tokenizer()
     model = make_model(tok)
     prm = TransformersPRM(model, tok, batch_size=2, device="cpu")
-    assert isinstance(prm, PRMScorer)
+    assert isinstance(prm, PRMBackend)
     alone = prm.score(PROBLEM, STEPS)
     assert len(alone) == 3 and all(0.0 <= s <= 1.0 for s in alone)
     # equals a manual forward pass on the formatted input

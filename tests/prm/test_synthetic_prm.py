@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from tests._support.data import require_shared_data
-from trim_pomdp.exceptions import InvalidParameterError
 from trim_pomdp.datasets.processbench import (
     SPLITS,
     ProcessBenchItem,
@@ -18,6 +17,7 @@ from trim_pomdp.datasets.processbench import (
     save_scored_items,
     step_table,
 )
+from trim_pomdp.exceptions import InvalidParameterError
 from trim_pomdp.prm.synthetic import (
     CALIBRATED_MU_S0,
     CALIBRATED_MU_S2,

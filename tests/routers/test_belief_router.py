@@ -9,14 +9,15 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from tests._support.toys import small_obs_model, small_trim
 
+from tests._support.toys import small_obs_model, small_trim
 from trim_pomdp.exceptions import InvalidParameterError, ZeroLikelihoodError
+from trim_pomdp.observation_models.observation import ObservationModel
 from trim_pomdp.pomdp.belief import BeliefFilter
 from trim_pomdp.pomdp.montecarlo import monte_carlo
 from trim_pomdp.pomdp.policy import solve_trim
+from trim_pomdp.pomdp.problem import TrimPOMDP
 from trim_pomdp.pomdp.process import ModelProcess
-from trim_pomdp.pomdp.problem import ArrayObservationModel, TrimPOMDP
 from trim_pomdp.routers.base import BatchRouter, Router
 from trim_pomdp.routers.belief import BeliefRouter, gate_open
 from trim_pomdp.routers.rollout import rollout
@@ -265,7 +266,7 @@ def test_errors(model, policy):
     first = obs.first_probs.copy()
     first[:, 0] = 0.0
     first /= first.sum(axis=1, keepdims=True)
-    m0 = TrimPOMDP(model.params, ArrayObservationModel(obs.pair_probs, first, obs.edges))
+    m0 = TrimPOMDP(model.params, ObservationModel.from_probs(obs.pair_probs, first, obs.edges))
     p0 = solve_trim(m0)
     r0 = BeliefRouter(p0, m0)
     r0.reset()
@@ -281,13 +282,15 @@ def test_continuous_likelihood_plumbing(model, policy):
     """With a 'continuous' likelihood equal to the bin probabilities, decisions equal the binned ones."""
     base = model.obs_model
 
-    class Continuous(ArrayObservationModel):
+    class Continuous(ObservationModel):
+        has_densities = True
+
         def likelihood(self, r, m=None, continuous=False):
             first = m is None
             idx = self.observation_index(r, None if first else m)
             return self.bin_probs(first)[:, idx]
 
-    cm = TrimPOMDP(model.params, Continuous(base.pair_probs, base.first_probs, base.edges))
+    cm = TrimPOMDP(model.params, Continuous(base.edges, base.pair_probs, base.first_probs))
     a = rollout(
         BeliefRouter(policy, cm, continuous_likelihood=True, gate=False),
         ModelProcess(model),

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from tests._support.toys import ToyProcess
 
+from tests._support.toys import ToyProcess
 from trim_pomdp.exceptions import InvalidParameterError
 from trim_pomdp.routers.base import BatchRouter, Router
 from trim_pomdp.routers.rollout import rollout

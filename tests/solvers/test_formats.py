@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests._support.data import require_shared_data
 
+from tests._support.data import require_shared_data
 from trim_pomdp.exceptions import DataFormatError, InvalidParameterError
 from trim_pomdp.solvers import TabularPOMDP
 from trim_pomdp.solvers.formats import parse_cassandra, parse_pomdpx, read_pomdp, write_pomdp

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from tests._support.data import require_shared_data
 
+from tests._support.data import require_shared_data
 from trim_pomdp.exceptions import InvalidParameterError
 from trim_pomdp.solvers import AlphaVectorPolicy, Solver, TabularPOMDP
 from trim_pomdp.solvers.pointbased.bounds import AlphaSet, SawtoothUpper
@@ -259,8 +259,9 @@ def test_classic_files_solve_to_precision(name):
 # ------------------------------------------------------------------------------------------------ TRIM
 def _small_trim(horizon=4, n_bins=3):
     pytest.importorskip("trim_pomdp.pomdp")
+    from trim_pomdp.observation_models.observation import ObservationModel
     from trim_pomdp.pomdp.params import TrimParams
-    from trim_pomdp.pomdp.problem import ArrayObservationModel, build_trim_pomdp
+    from trim_pomdp.pomdp.problem import build_trim_pomdp
 
     first = np.array([[0.1, 0.3, 0.6], [0.4, 0.4, 0.2], [0.6, 0.3, 0.1]])[:, :n_bins]
     m_marg = np.array([[0.1, 0.2, 0.7], [0.6, 0.3, 0.1], [0.2, 0.3, 0.5]])[:, :n_bins]
@@ -276,7 +277,7 @@ def _small_trim(horizon=4, n_bins=3):
         lam=5e-4,
         discount=0.999,
     )
-    return build_trim_pomdp(params, ArrayObservationModel(pair, first))
+    return build_trim_pomdp(params, ObservationModel.from_probs(pair, first))
 
 
 def test_flattened_trim_brackets_the_native_solver(tmp_path):

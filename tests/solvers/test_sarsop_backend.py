@@ -14,9 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests._support.sarsop_fakes import blind_alphas, mdp_values
 
+from tests._support.sarsop_fakes import blind_alphas, mdp_values
 from trim_pomdp.exceptions import BackendUnavailableError, InvalidParameterError, ModelCheckError, SolverError
+from trim_pomdp.solvers.base import AlphaVectorPolicy
 from trim_pomdp.solvers.sarsop.julia_bridge import (
     RawSolution,
     SparseTabularArrays,
@@ -24,9 +25,8 @@ from trim_pomdp.solvers.sarsop.julia_bridge import (
     policy_arrays,
     to_sparse_tabular,
 )
-from trim_pomdp.solvers.sarsop.worker import FAKE_ENV, read_request, write_request
-from trim_pomdp.solvers.base import AlphaVectorPolicy
 from trim_pomdp.solvers.sarsop.solver import SarsopSolver, parse_pomdpsol_log
+from trim_pomdp.solvers.sarsop.worker import FAKE_ENV, read_request, write_request
 from trim_pomdp.solvers.tabular import TabularPOMDP
 
 TESTS_DIR = Path(__file__).resolve().parents[1]
@@ -488,8 +488,9 @@ def test_live_tests_skip_with_a_reason_when_julia_is_missing():
 # ----------------------------------------------------------------------------------------------------
 def small_trim(horizon: int = 4, n_bins: int = 3):
     """A small TRIM-POMDP (2 token buckets, 3 observation bins) built from arrays, no fitted artifact."""
+    from trim_pomdp.observation_models.observation import ObservationModel
     from trim_pomdp.pomdp.params import TrimParams
-    from trim_pomdp.pomdp.problem import ArrayObservationModel, build_trim_pomdp
+    from trim_pomdp.pomdp.problem import build_trim_pomdp
 
     first = np.array([[0.1, 0.3, 0.6], [0.4, 0.4, 0.2], [0.6, 0.3, 0.1]])[:, :n_bins]
     first /= first.sum(axis=1, keepdims=True)
@@ -507,7 +508,7 @@ def small_trim(horizon: int = 4, n_bins: int = 3):
         lam=5e-4,
         discount=0.999,
     )
-    return build_trim_pomdp(params, ArrayObservationModel(pair, first))
+    return build_trim_pomdp(params, ObservationModel.from_probs(pair, first))
 
 
 def _assert_same_sparse(a: SparseTabularArrays, b: SparseTabularArrays, *, terminals: bool = True):

@@ -69,8 +69,8 @@ def _sim_params(simulator: Path | None, processbench: Path | None, split: str | 
             )
         return params
     if processbench is not None:
-        from trim_pomdp.evaluation.simulator_estimation import estimate_simulator_params
         from trim_pomdp.datasets.processbench import load_processbench
+        from trim_pomdp.evaluation.simulator_estimation import estimate_simulator_params
 
         return estimate_simulator_params(load_processbench(data_dir=processbench), split=split or "math")
     return load_default_simulator_params(split or "math")

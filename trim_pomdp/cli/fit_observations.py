@@ -173,7 +173,6 @@ def command(
     from rich.table import Table
 
     from trim_pomdp.constants import HIDDEN_CLASSES
-    from trim_pomdp.observation_models.observation import ObservationModel, held_out_log_likelihood
     from trim_pomdp.datasets.processbench import (
         HUB_DATASET,
         SPLITS,
@@ -181,6 +180,7 @@ def command(
         load_scored_items,
         step_table,
     )
+    from trim_pomdp.observation_models.observation import ObservationModel, held_out_log_likelihood
 
     sources = [
         s

@@ -265,8 +265,8 @@ def command(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: PLC0415
 
-    from trim_pomdp.generation import BatchedPRM, Cache, CachedGenerator, LoopConfig, load_dataset, run_loop  # noqa: PLC0415
     from trim_pomdp.datasets.problems import shard as shard_items  # noqa: PLC0415
+    from trim_pomdp.generation import BatchedPRM, Cache, CachedGenerator, LoopConfig, load_dataset, run_loop  # noqa: PLC0415
     from trim_pomdp.routers.spec import resolve_router  # noqa: PLC0415
 
     try:

@@ -13,8 +13,8 @@ from trim_pomdp.exceptions import TrimPomdpError
 
 
 def _model(params_path: str | None, obs_path: str | None, lam: float):
-    from trim_pomdp.pomdp import build_trim_pomdp, load_default_params
     from trim_pomdp.observation_models.observation import ObservationModel, load_shipped_observation_model
+    from trim_pomdp.pomdp import build_trim_pomdp, load_default_params
 
     if params_path:
         from trim_pomdp.pomdp import TrimParams

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from trim_pomdp._internal.optional import require
-from trim_pomdp.exceptions import BackendUnavailableError, DataFormatError, InvalidParameterError
 from trim_pomdp.datasets.answers import extract_boxed
+from trim_pomdp.exceptions import BackendUnavailableError, DataFormatError, InvalidParameterError
 
 __all__ = ["Problem", "DATASETS", "HUB", "load_dataset", "load_problems_file", "shard"]
 

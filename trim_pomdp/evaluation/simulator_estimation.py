@@ -47,9 +47,9 @@ from typing import Any
 import numpy as np
 from scipy import optimize, special
 
+from trim_pomdp.datasets.processbench import SPLITS, ProcessBenchItem
 from trim_pomdp.evaluation.simulator import SimulatorParams
 from trim_pomdp.exceptions import InvalidParameterError
-from trim_pomdp.datasets.processbench import SPLITS, ProcessBenchItem
 
 __all__ = [
     "DEFAULT_WEAK_GENERATOR",

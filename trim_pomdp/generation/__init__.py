@@ -6,6 +6,7 @@ Heavy SDKs (openai, anthropic, transformers, torch, vllm) are imported only when
 from __future__ import annotations
 
 from trim_pomdp.datasets.answers import check_answer, extract_boxed
+from trim_pomdp.datasets.problems import Problem, load_dataset, load_problems_file
 from trim_pomdp.generation.backends import (
     AnthropicStepGenerator,
     GenerationError,
@@ -17,10 +18,9 @@ from trim_pomdp.generation.backends import (
 )
 from trim_pomdp.generation.base import StepGenerator, StepResult, StrongStepGenerator, solution_prefix
 from trim_pomdp.generation.cache import Cache, CachedGenerator
-from trim_pomdp.datasets.problems import Problem, load_dataset, load_problems_file
 from trim_pomdp.generation.loop import LoopConfig, RunSummary, run, run_loop, solve_problem
 from trim_pomdp.generation.runs import merge_runs
-from trim_pomdp.generation.scoring import BatchedPRM, PRMScorer
+from trim_pomdp.generation.scoring import BatchedPRM, StepScorer
 
 __all__ = [
     "AnthropicStepGenerator",
@@ -31,7 +31,7 @@ __all__ = [
     "LoopConfig",
     "OpenAICompatibleGenerator",
     "OpenAIStrongGenerator",
-    "PRMScorer",
+    "StepScorer",
     "Problem",
     "RetryPolicy",
     "RunSummary",

@@ -20,10 +20,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trim_pomdp.exceptions import InvalidParameterError
 from trim_pomdp.datasets.answers import check_answer
-from trim_pomdp.generation.base import StepResult
 from trim_pomdp.datasets.problems import Problem
+from trim_pomdp.exceptions import InvalidParameterError
+from trim_pomdp.generation.base import StepResult
 from trim_pomdp.generation.runs import (
     ERRORS,
     RECORDS,

@@ -14,12 +14,16 @@ from typing import Any, Protocol, runtime_checkable
 from trim_pomdp.generation.backends._common import MicroBatcher
 from trim_pomdp.generation.cache import Cache, cache_key
 
-__all__ = ["PRMScorer", "BatchedPRM"]
+__all__ = ["StepScorer", "BatchedPRM"]
 
 
 @runtime_checkable
-class PRMScorer(Protocol):
-    """``await score(problem, steps)`` → one score in [0, 1] per step (``r_1 … r_t``)."""
+class StepScorer(Protocol):
+    """What the generation loop asks for the PRM: ``await score(problem, steps)`` → one score in [0, 1] per step.
+
+    :class:`BatchedPRM` implements it over any :class:`~trim_pomdp.prm.base.PRMBackend` (a synchronous
+    ``score_batch``) or asynchronous ``ascore_batch`` backend.
+    """
 
     model: str
 

@@ -197,6 +197,42 @@ class ObservationModel:
         self._first_kdes = first_kdes
         self._stored: dict[str, np.ndarray] | None = None
 
+    @classmethod
+    def from_probs(
+        cls,
+        pair_probs: Any,
+        first_probs: Any,
+        edges: Any = None,
+        *,
+        card: Mapping[str, Any] | None = None,
+    ) -> ObservationModel:
+        """A model given by its bin probabilities alone (no densities behind them, so no continuous likelihood).
+
+        Parameters
+        ----------
+        pair_probs : array-like of shape (3, n, n) or (3, n * n)
+            ``P(r-bin, m-bin | z)`` for ``t >= 2``.
+        first_probs : array-like of shape (3, n)
+            ``P(r-bin | z)`` at ``t = 1``.
+        edges : array-like of shape (n + 1,), optional
+            Bin edges on [0, 1]; uniform by default.
+        card : dict, optional
+        """
+        first = np.asarray(first_probs, dtype=float)
+        if first.ndim != 2 or first.shape[0] != 3:
+            raise InvalidParameterError(f"first_probs must have shape (3, n), got {first.shape}")
+        n = first.shape[1]
+        pair = np.asarray(pair_probs, dtype=float)
+        if pair.shape == (3, n * n):
+            pair = pair.reshape(3, n, n)
+        edges = np.linspace(0.0, 1.0, n + 1) if edges is None else edges
+        return cls(edges, pair, first, card=card)
+
+    @property
+    def has_densities(self) -> bool:
+        """Whether the continuous likelihood is available (fitted densities, or their stored training points)."""
+        return self._pair_kdes is not None or self._stored is not None
+
     @property
     def n_bins(self) -> int:
         """Number of bins per axis."""

@@ -8,6 +8,7 @@ from trim_pomdp.pomdp.defaults import default_observation_model, load_default_pa
 from trim_pomdp.pomdp.montecarlo import MCResult, PolicyBatchRouter, monte_carlo
 from trim_pomdp.pomdp.params import TrimParams
 from trim_pomdp.pomdp.policy import TrimPolicy, solve_trim
+from trim_pomdp.pomdp.problem import TrimPOMDP, build_trim_pomdp
 from trim_pomdp.pomdp.process import ModelObservation, ModelProcess
 from trim_pomdp.pomdp.regions import (
     format_region_table,
@@ -15,10 +16,8 @@ from trim_pomdp.pomdp.regions import (
     regenerate_region,
     regenerate_region_table,
 )
-from trim_pomdp.pomdp.problem import ArrayObservationModel, TrimPOMDP, build_trim_pomdp
 
 __all__ = [
-    "ArrayObservationModel",
     "BeliefFilter",
     "MCResult",
     "ModelObservation",

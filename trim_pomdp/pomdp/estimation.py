@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
+from trim_pomdp.datasets.processbench import step_classes
 from trim_pomdp.exceptions import InvalidParameterError
 from trim_pomdp.pomdp.params import TrimParams
-from trim_pomdp.datasets.processbench import step_classes
 
 __all__ = ["estimate_params", "count_tokens", "generator_accuracy", "TOKEN_PROXY"]
 

@@ -17,8 +17,9 @@ import numpy as np
 
 from trim_pomdp._internal.artifacts import json_default
 from trim_pomdp.exceptions import DataFormatError, InvalidParameterError
+from trim_pomdp.observation_models.observation import ObservationModel
 from trim_pomdp.pomdp.params import TrimParams
-from trim_pomdp.pomdp.problem import ArrayObservationModel, TrimPOMDP, context_index
+from trim_pomdp.pomdp.problem import TrimPOMDP, context_index
 from trim_pomdp.solvers.base import AlphaVectorPolicy, SolveInfo, package_versions
 from trim_pomdp.solvers.finite_horizon import FiniteHorizonPolicy, FiniteHorizonSolver
 
@@ -305,7 +306,7 @@ class TrimPolicy:
             raise InvalidParameterError("this policy does not store its parameters and observation model")
         oa = self.obs_arrays
         n = oa["first"].shape[1]
-        obs = ArrayObservationModel(
+        obs = ObservationModel.from_probs(
             oa["pair"].reshape(3, n, n), oa["first"], oa.get("edges"), card=self.card.get("observation_model")
         )
         return TrimPOMDP(self.params, obs)

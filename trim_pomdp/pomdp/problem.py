@@ -28,7 +28,7 @@ from trim_pomdp.pomdp.params import TrimParams
 from trim_pomdp.solvers.finite_horizon import FiniteHorizonPOMDP
 from trim_pomdp.solvers.tabular import TabularPOMDP
 
-__all__ = ["TrimPOMDP", "build_trim_pomdp", "ArrayObservationModel", "transition_matrices", "context_index"]
+__all__ = ["TrimPOMDP", "build_trim_pomdp", "transition_matrices", "context_index"]
 
 
 def context_index(bucket, final):
@@ -45,74 +45,6 @@ def transition_matrices(p_w: float, p_s: float) -> np.ndarray:
     T[1, 0] = T[1, 2] = regen
     T[1, 1] = (0.0, 1.0, 0.0)
     return T
-
-
-class ArrayObservationModel:
-    """A binned observation model given by arrays (the duck type :class:`TrimPOMDP` needs).
-
-    Parameters
-    ----------
-    pair_probs : ndarray, shape (3, n, n)
-        ``P(r-bin, m-bin | z)`` for ``t ≥ 2``.
-    first_probs : ndarray, shape (3, n)
-        ``P(r-bin | z)`` at ``t = 1``.
-    edges : ndarray, shape (n + 1,), optional
-        Bin edges on [0, 1] (default uniform).
-    card : dict, optional
-    """
-
-    def __init__(self, pair_probs, first_probs, edges=None, card: dict | None = None):
-        pair = np.asarray(pair_probs, dtype=float)
-        first = np.asarray(first_probs, dtype=float)
-        if pair.ndim != 3 or pair.shape[0] != 3 or pair.shape[1] != pair.shape[2]:
-            raise InvalidParameterError(f"pair_probs must have shape (3, n, n), got {pair.shape}")
-        n = pair.shape[1]
-        if first.shape != (3, n):
-            raise InvalidParameterError(
-                f"first_probs must have shape (3, {n}) to match pair_probs, got {first.shape}"
-            )
-        self.pair_probs = pair
-        self.first_probs = first
-        self.n_bins = n
-        self.edges = np.linspace(0.0, 1.0, n + 1) if edges is None else np.asarray(edges, dtype=float)
-        if self.edges.shape != (n + 1,):
-            raise InvalidParameterError(f"edges must have shape ({n + 1},), got {self.edges.shape}")
-        self.card = dict(card or {})
-        self.r_only = False
-
-    def bin_probs(self, first: bool) -> np.ndarray:
-        """``(3, n)`` at ``t = 1`` (``first=True``) else ``(3, n*n)`` with flat index ``i_r * n + i_m``."""
-        return self.first_probs if first else self.pair_probs.reshape(3, -1)
-
-    def _bin(self, x) -> np.ndarray:
-        x = np.asarray(x, dtype=float)
-        return np.clip(np.searchsorted(self.edges, x, side="right") - 1, 0, self.n_bins - 1)
-
-    def observation_index(self, r: float, m: float | None = None) -> int:
-        if m is None or (isinstance(m, float) and np.isnan(m)):
-            return int(self._bin(r))
-        return int(self._bin(r) * self.n_bins + self._bin(m))
-
-    def observation_index_batch(self, r, m) -> np.ndarray:
-        r = np.asarray(r, dtype=float)
-        m = np.asarray(m, dtype=float)
-        ir = self._bin(r)
-        return np.where(np.isnan(m), ir, ir * self.n_bins + self._bin(np.nan_to_num(m)))
-
-    @classmethod
-    def from_model(cls, obs_model: Any) -> ArrayObservationModel:
-        """Copy any binned observation model with ``bin_probs``/``n_bins`` (and ``edges``) into arrays."""
-        n = int(obs_model.n_bins)
-        pair = np.asarray(obs_model.bin_probs(False), dtype=float)
-        first = np.asarray(obs_model.bin_probs(True), dtype=float)
-        if pair.shape != (3, n * n):
-            raise InvalidParameterError(
-                f"observation model has n_bins={n} but bin_probs(first=False) has shape {pair.shape}, "
-                f"expected (3, {n * n})"
-            )
-        return cls(
-            pair.reshape(3, n, n), first, getattr(obs_model, "edges", None), getattr(obs_model, "card", None)
-        )
 
 
 def _check_obs_model(obs: Any) -> tuple[np.ndarray, np.ndarray]:

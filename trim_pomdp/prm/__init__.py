@@ -1,6 +1,6 @@
 """Process reward models (PRMs): the Qwen2.5-Math-PRM input format and scoring backends.
 
-- :class:`~trim_pomdp.prm.base.PRMScorer` — the protocol of every backend (``score``, ``score_batch``).
+- :class:`~trim_pomdp.prm.base.PRMBackend` — the protocol of every backend (``score``, ``score_batch``).
 - :mod:`trim_pomdp.prm.qwen` — the prompt format (steps separated by ``<extra_0>`` inside the chat template) and
   the extraction of step scores (softmax positive-class probability at each separator). No heavy imports.
 - :mod:`trim_pomdp.prm.transformers_backend` — :class:`~trim_pomdp.prm.transformers_backend.TransformersPRM`,
@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from trim_pomdp.prm.base import PRMScorer
+from trim_pomdp.prm.base import PRMBackend
 from trim_pomdp.prm.qwen import (
     STEP_SEPARATOR,
     SYSTEM_PROMPT,
@@ -19,7 +19,7 @@ from trim_pomdp.prm.qwen import (
 )
 
 __all__ = [
-    "PRMScorer",
+    "PRMBackend",
     "STEP_SEPARATOR",
     "SYSTEM_PROMPT",
     "format_prm_input",

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-__all__ = ["PRMScorer"]
+__all__ = ["PRMBackend"]
 
 
 @runtime_checkable
-class PRMScorer(Protocol):
+class PRMBackend(Protocol):
     """Scores the steps of solutions: P(step correct) in [0, 1] per step.
 
     ``score(problem, steps)`` returns one score per step of one solution; ``score_batch`` does the same for many

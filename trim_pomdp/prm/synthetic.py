@@ -30,8 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from trim_pomdp.exceptions import InvalidParameterError
 from trim_pomdp.datasets.processbench import ProcessBenchItem, ScoredItem, step_classes
+from trim_pomdp.exceptions import InvalidParameterError
 
 __all__ = [
     "SyntheticPRM",

@@ -203,7 +203,7 @@ class BeliefRouter:
         self.gate = bool(gate)
         self.continuous_likelihood = bool(continuous_likelihood)
         obs = self.trim_pomdp.obs_model
-        if self.continuous_likelihood and not callable(getattr(obs, "likelihood", None)):
+        if self.continuous_likelihood and not getattr(obs, "has_densities", False):
             raise InvalidParameterError(
                 "continuous_likelihood=True needs an observation model with "
                 "likelihood(r, m, continuous=True) "

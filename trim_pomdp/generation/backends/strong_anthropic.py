@@ -36,8 +36,8 @@ import time
 from typing import Any
 
 from trim_pomdp._internal.optional import require
-from trim_pomdp.exceptions import InvalidParameterError
 from trim_pomdp.datasets.answers import has_boxed
+from trim_pomdp.exceptions import InvalidParameterError
 from trim_pomdp.generation.backends._common import (
     DEFAULT_SYSTEM_PROMPT,
     RetryPolicy,

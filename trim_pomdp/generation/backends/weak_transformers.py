@@ -14,8 +14,8 @@ import time
 from typing import Any
 
 from trim_pomdp._internal.optional import require
-from trim_pomdp.exceptions import InvalidParameterError
 from trim_pomdp.datasets.answers import has_boxed
+from trim_pomdp.exceptions import InvalidParameterError
 from trim_pomdp.generation.backends._common import DEFAULT_SYSTEM_PROMPT, MicroBatcher
 from trim_pomdp.generation.base import STEP_SEPARATOR, StepResult, solution_prefix, split_first_step
 

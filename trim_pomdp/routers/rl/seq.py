@@ -24,8 +24,8 @@ from trim_pomdp._internal.artifacts import json_default
 from trim_pomdp._internal.optional import require
 from trim_pomdp.constants import ACTIONS
 from trim_pomdp.exceptions import DataFormatError, InvalidParameterError
-from trim_pomdp.routers.rl.features import SeqFeatures
 from trim_pomdp.routers.rl.agg import PPO_HYPERPARAMETERS, check_training_args, rich_progress_callback
+from trim_pomdp.routers.rl.features import SeqFeatures
 from trim_pomdp.types import BatchObservation, EpisodeBatch, StepObservation
 
 __all__ = ["SeqRouter", "train_seq", "SEQ_ARCH"]

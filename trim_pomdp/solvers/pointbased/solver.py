@@ -41,6 +41,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from trim_pomdp.exceptions import InvalidParameterError, SolverError
+from trim_pomdp.solvers.base import AlphaVectorPolicy, SolveInfo, package_versions
 from trim_pomdp.solvers.pointbased.bounds import AlphaSet, SawtoothUpper
 from trim_pomdp.solvers.pointbased.exact import exact_value_iteration
 from trim_pomdp.solvers.pointbased.layers import simplex_grid, support_layers
@@ -50,7 +51,6 @@ from trim_pomdp.solvers.pointbased.sparse import (
     fast_informed_bound,
     mdp_upper_bound,
 )
-from trim_pomdp.solvers.base import AlphaVectorPolicy, SolveInfo, package_versions
 from trim_pomdp.solvers.tabular import TabularPOMDP
 
 __all__ = ["PointBasedSolver"]

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from trim_pomdp.exceptions import BackendUnavailableError, InvalidParameterError, SolverError
+from trim_pomdp.solvers.base import AlphaVectorPolicy, SolveInfo, package_versions
 from trim_pomdp.solvers.sarsop.julia_bridge import (
     BACKENDS,
     RawSolution,
@@ -42,7 +43,6 @@ from trim_pomdp.solvers.sarsop.julia_bridge import (
     to_sparse_tabular,
 )
 from trim_pomdp.solvers.sarsop.worker import WorkerError, read_result, solve_function, write_request
-from trim_pomdp.solvers.base import AlphaVectorPolicy, SolveInfo, package_versions
 
 __all__ = ["SarsopSolver", "parse_pomdpsol_log"]
 
