@@ -36,6 +36,8 @@ from trim_pomdp.datasets.processbench import (
     step_table,
 )
 from trim_pomdp.prm.synthetic import (
+
+from _common import default_out, write_result  # noqa: E402  (benchmarks/ is on sys.path when run)
     CALIBRATED_MU_S0,
     CALIBRATED_MU_S2,
     QWEN25_MATH_PRM_7B_PROCESSBENCH,
@@ -98,7 +100,7 @@ def main() -> None:
     ap.add_argument(
         "--search-shapes", action="store_true", help="grid-search shapes against the real trace first"
     )
-    ap.add_argument("--out", default=str(Path(__file__).with_suffix(".json")))
+    ap.add_argument("--out", default=str(default_out(__file__)))
     args = ap.parse_args()
 
     items = load_processbench(SPLITS, data_dir=args.data_dir)
@@ -171,7 +173,7 @@ def main() -> None:
         "real_trace_percentiles": pct,
         "share_ge_0_5": high,
     }
-    Path(args.out).write_text(json.dumps(out, indent=2))
+    write_result(Path(args.out), out)
     print(f"\nwrote {args.out}")
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import multiprocessing as mp
 import os
 import platform
@@ -30,6 +29,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from _common import default_out, write_result  # noqa: E402  (benchmarks/ is on sys.path when run)
 
 from tests._support.servers.fake import (  # noqa: E402
     FakeAnthropicServer,
@@ -69,7 +70,7 @@ def router_factory():
         from trim_pomdp.routers import ThresholdRouter
 
         return lambda: ThresholdRouter(0.5)
-    except Exception:  # noqa: BLE001 - the ROUTERS area may be absent in a partial checkout
+    except Exception:
         return Thr
 
 
@@ -222,7 +223,7 @@ def main() -> None:
     ap.add_argument("--problems", type=int, default=192)
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--out", default=str(Path(__file__).with_suffix(".json")))
+    ap.add_argument("--out", default=str(default_out(__file__)))
     args = ap.parse_args()
     runs = [
         asyncio.run(throughput(args.latency, args.problems, args.concurrency)) for _ in range(args.repeats)
@@ -264,7 +265,7 @@ def main() -> None:
             f"{'loop overhead per step, ' + label + ' (median ms)':<48}{v['median_ms_per_step']:>12.3f}"
             f"{'<= 1':>10}"
         )
-    Path(args.out).write_text(json.dumps(result, indent=2))
+    write_result(Path(args.out), result)
     print(f"wrote {args.out}")
 
 

@@ -25,7 +25,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -35,12 +34,13 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+from _common import default_out, write_result
 from scipy import stats
 from sklearn.model_selection import GroupKFold
 
+from trim_pomdp.datasets.processbench import load_processbench, step_table
 from trim_pomdp.observation_models.kde import ReflectedKDE
 from trim_pomdp.observation_models.observation import ObservationModel
-from trim_pomdp.datasets.processbench import load_processbench, step_table
 from trim_pomdp.prm.synthetic import SyntheticPRM
 
 HERE = Path(__file__).resolve().parent
@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> dict:
         default=str(REPO.parent / "shared" / "data" / "processbench"),
         help="ProcessBench <split>.json folder; 'hub' to load Qwen/ProcessBench through datasets",
     )
-    ap.add_argument("--out", default=str(HERE / "observation_models.json"))
+    ap.add_argument("--out", default=str(default_out(__file__)))
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument(
         "--quick", action="store_true", help="smaller sizes (a smoke run, not the reported numbers)"
@@ -295,7 +295,7 @@ def main(argv: list[str] | None = None) -> dict:
     import resource
 
     result["process_max_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    write_result(Path(args.out), result)
 
     s, u, h = result["speed"], result["uniform"], result["held_out"]
     worst_mass = max(abs(v["exact_minus_1"]) for k, v in result["masses"].items() if isinstance(v, dict))

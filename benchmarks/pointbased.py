@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _common import default_out, write_result
 
 from trim_pomdp.solvers.formats import read_pomdp
 from trim_pomdp.solvers.pointbased.solver import PointBasedSolver
@@ -178,7 +179,7 @@ def case_trim(seconds: float) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data" / "pomdp")
-    ap.add_argument("--out", type=Path, default=Path(__file__).with_suffix(".json"))
+    ap.add_argument("--out", type=Path, default=default_out(__file__))
     ap.add_argument("--hallway-time", type=float, default=60.0)
     ap.add_argument("--trim-time", type=float, default=60.0)
     ap.add_argument("--repeats", type=int, default=5)
@@ -213,7 +214,7 @@ def main() -> None:
         print(f"running {name} ...", flush=True)
         cases[name] = fn()
         cases[name]["load_average_after"] = list(os.getloadavg())
-        args.out.write_text(json.dumps(results, indent=1, default=float) + "\n")
+        write_result(args.out, results)
 
     print(f"\n{'case':<18}{'lower':>12}{'upper':>12}{'gap':>10}{'seconds':>10}  target")
     for name, c in cases.items():

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import random
@@ -34,6 +33,8 @@ import statistics
 import sys
 import time
 from pathlib import Path
+
+from _common import write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -228,7 +229,7 @@ def main() -> None:
         )
     print(f"total {result['total_s']:.1f} s")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
+    write_result(Path(args.out), result)
     print(f"wrote {args.out}")
 
 

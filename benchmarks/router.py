@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _common import default_out, write_result
 
 from trim_pomdp.pomdp import ModelProcess, build_trim_pomdp, load_default_params, monte_carlo, solve_trim
-from trim_pomdp.routers.rl.agg import AggRouter
 from trim_pomdp.routers.belief import BeliefRouter
+from trim_pomdp.routers.rl.agg import AggRouter
 from trim_pomdp.routers.rollout import rollout
 from trim_pomdp.routers.threshold import ThresholdRouter
 from trim_pomdp.solvers.finite_horizon import FiniteHorizonSolver
@@ -260,7 +261,7 @@ def section_agg(model, policy, args, out_path: Path, results: dict) -> dict[str,
                     f"gap {100 * curve[-1]['gap']:.2f}%"
                 )
                 results["agg"] = record
-                out_path.write_text(json.dumps(results, indent=2) + "\n")
+                write_result(out_path, results)
             return time.perf_counter() - start < budget
 
     print(
@@ -300,7 +301,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sections", default="overhead,batch,replan,agg")
     ap.add_argument("--lambda", dest="lam", type=float, default=5e-4)
-    ap.add_argument("--out", type=Path, default=HERE / "router.json")
+    ap.add_argument("--out", type=Path, default=default_out(__file__))
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--overhead-episodes", type=int, default=1000)
@@ -346,7 +347,7 @@ def main(argv: list[str] | None = None) -> None:
         else:
             raise SystemExit(f"unknown section {name!r}: choose from overhead, batch, replan, agg")
         results["machine"] = machine()
-        args.out.write_text(json.dumps(results, indent=2) + "\n")
+        write_result(args.out, results)
     print(f"\nwrote {args.out}")
 
 

@@ -19,7 +19,6 @@ Usage: ``python benchmarks/simulator.py [--n 10000] [--repeats 5] [--out benchma
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -27,6 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _common import default_out, write_result
 
 from trim_pomdp.evaluation.simulator import Simulator
 
@@ -51,8 +51,8 @@ def _time(fn, repeats: int) -> float:
 
 def _pomdp_router():
     try:
-        from trim_pomdp.pomdp import build_trim_pomdp, load_default_params, solve_trim
         from trim_pomdp.observation_models.observation import load_shipped_observation_model
+        from trim_pomdp.pomdp import build_trim_pomdp, load_default_params, solve_trim
         from trim_pomdp.routers import BeliefRouter
 
         model = build_trim_pomdp(load_default_params().replace(lam=5e-4), load_shipped_observation_model())
@@ -65,7 +65,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=10_000)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--out", default=str(Path(__file__).with_suffix(".json")))
+    ap.add_argument("--out", default=str(default_out(__file__)))
     args = ap.parse_args()
     sim = Simulator()
     n, H = args.n, sim.horizon
@@ -121,7 +121,7 @@ def main() -> None:
         },
         "note": "simulated episodes; timings on a shared machine are pessimistic",
     }
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    write_result(Path(args.out), result)
     print(f"wrote {args.out}")
 
 

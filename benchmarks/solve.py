@@ -20,7 +20,6 @@ Writes JSON next to this file (``solve.json``) or to ``--out``. Timings on a sha
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -29,6 +28,7 @@ import tracemalloc
 from pathlib import Path
 
 import numpy as np
+from _common import default_out, write_result
 
 from trim_pomdp.pomdp import ModelProcess, build_trim_pomdp, monte_carlo, solve_trim
 from trim_pomdp.solvers.finite_horizon import FiniteHorizonSolver
@@ -75,7 +75,7 @@ def main() -> None:
     ap.add_argument(
         "--pointbased", type=float, default=0.0, help="seconds for the point-based solver (0: skip)"
     )
-    ap.add_argument("--out", type=Path, default=Path(__file__).with_suffix(".json"))
+    ap.add_argument("--out", type=Path, default=default_out(__file__))
     args = ap.parse_args()
 
     tp = build_trim_pomdp()
@@ -216,7 +216,7 @@ def main() -> None:
     for name, sec, note in rows:
         s = "" if sec != sec else f"{sec:8.3f}"
         print(f"{name:<{width}} | {s:>8} | {note}")
-    args.out.write_text(json.dumps(out, indent=2, default=float) + "\n")
+    write_result(args.out, out)
     print(f"wrote {args.out}")
 
 

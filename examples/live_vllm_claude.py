@@ -35,8 +35,8 @@ from trim_pomdp.generation import (
     load_dataset,
     run_loop,
 )
-from trim_pomdp.routers.spec import resolve_router
 from trim_pomdp.prm.vllm_backend import VLLMPoolingPRM
+from trim_pomdp.routers.spec import resolve_router
 
 
 async def main() -> None:

@@ -6,7 +6,7 @@ Index conventions used everywhere in arrays: hidden class ``z`` in ``HIDDEN_CLAS
 
 from __future__ import annotations
 
-__all__ = ["HIDDEN_CLASSES", "S0", "S1", "S2", "ACTIONS", "CONTINUE", "REGENERATE", "CLASS_DESCRIPTIONS"]
+__all__ = ["ACTIONS", "CLASS_DESCRIPTIONS", "CONTINUE", "HIDDEN_CLASSES", "REGENERATE", "S0", "S1", "S2"]
 
 #: Hidden correctness classes, in array order.
 HIDDEN_CLASSES: tuple[str, str, str] = ("S0", "S1", "S2")

@@ -8,14 +8,14 @@ user would expect (``ValueError`` for bad input, ``ImportError`` for a missing e
 from __future__ import annotations
 
 __all__ = [
-    "TrimPomdpError",
-    "InvalidParameterError",
-    "NotFittedError",
-    "DataFormatError",
-    "ZeroLikelihoodError",
-    "SolverError",
     "BackendUnavailableError",
+    "DataFormatError",
+    "InvalidParameterError",
     "ModelCheckError",
+    "NotFittedError",
+    "SolverError",
+    "TrimPomdpError",
+    "ZeroLikelihoodError",
 ]
 
 

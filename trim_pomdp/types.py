@@ -15,7 +15,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["StepObservation", "BatchObservation", "EpisodeBatch"]
+__all__ = ["BatchObservation", "EpisodeBatch", "StepObservation"]
 
 
 @dataclass(frozen=True)

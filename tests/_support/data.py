@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["REPO_ROOT", "TESTS_DIR", "FIXTURES", "shared_data_dir", "require_shared_data"]
+__all__ = ["FIXTURES", "REPO_ROOT", "TESTS_DIR", "require_shared_data", "shared_data_dir"]
 
 #: Root of the repository (the folder holding ``tests/``).
 REPO_ROOT = Path(__file__).resolve().parents[2]

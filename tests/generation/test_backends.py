@@ -10,9 +10,9 @@ import pytest
 pytest.importorskip("openai")
 pytest.importorskip("anthropic")
 
-from tests._support.servers.fake import FakeAnthropicServer, FakeOpenAIServer, ScriptedMathModel, count_tokens  # noqa: E402
-from trim_pomdp.exceptions import InvalidParameterError  # noqa: E402
-from trim_pomdp.generation.backends import (  # noqa: E402
+from tests._support.servers.fake import FakeAnthropicServer, FakeOpenAIServer, ScriptedMathModel, count_tokens
+from trim_pomdp.exceptions import InvalidParameterError
+from trim_pomdp.generation.backends import (
     AnthropicStepGenerator,
     GenerationError,
     MissingAPIKeyError,
@@ -21,9 +21,9 @@ from trim_pomdp.generation.backends import (  # noqa: E402
     RetryPolicy,
     prefill_allowed,
 )
-from trim_pomdp.generation.backends._common import MicroBatcher  # noqa: E402
-from trim_pomdp.generation.cache import Cache, CachedGenerator  # noqa: E402
-from trim_pomdp.prm.vllm_backend import VLLMPoolingPRM  # noqa: E402
+from trim_pomdp.generation.backends._common import MicroBatcher
+from trim_pomdp.generation.cache import Cache, CachedGenerator
+from trim_pomdp.prm.vllm_backend import VLLMPoolingPRM
 
 P = "What is 4 + 5?"  # (4 + 5) % 3 == 0: the weak script makes a mistake at step 2
 FAST = RetryPolicy(max_retries=3, base_delay=0.01, max_delay=0.1, timeout=5.0, seed=0)

@@ -47,7 +47,7 @@ def evaluate_exactly(policy: TrimPolicy, tp: TrimPOMDP, i=0, beta=None) -> tuple
     """(success probability, expected strong tokens) of a policy, by recursion over observation histories."""
     p = tp.params
     beta = tp.b0 if beta is None else beta
-    O = tp.observation_probs(i + 1)  # noqa: E741
+    O = tp.observation_probs(i + 1)
     q = 1.0 if i == p.horizon - 1 else p.hazard[i]
     acc = tok = 0.0
     for c in range(p.n_buckets):
@@ -246,7 +246,7 @@ def evaluate_value(tp: TrimPOMDP, i: int, beta) -> float:
     p = tp.params
     if i == p.horizon:
         return 0.0
-    O = tp.observation_probs(i + 1)  # noqa: E741
+    O = tp.observation_probs(i + 1)
     q = 1.0 if i == p.horizon - 1 else p.hazard[i]
     total = 0.0
     for c in range(p.n_buckets):

@@ -56,7 +56,7 @@ def trim_brute_force(tp: TrimPOMDP, i=0, beta=None) -> float:
     cont = np.array([[p.p_w, 0, 1 - p.p_w], [0, 1, 0], [0, 1, 0]])
     reg_row = [p.p_s * p.p_w, 1 - p.p_s, p.p_s * (1 - p.p_w)]
     regen = np.array([reg_row, [0, 1, 0], reg_row])
-    O = tp.observation_probs(i + 1)  # noqa: E741
+    O = tp.observation_probs(i + 1)
     q = 1.0 if i == H - 1 else p.hazard[i]
     total = 0.0
     for c in range(p.n_buckets):

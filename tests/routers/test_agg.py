@@ -9,12 +9,12 @@ import pytest
 
 pytest.importorskip("stable_baselines3")
 
-from tests._support.toys import ToyProcess  # noqa: E402
-from trim_pomdp.exceptions import DataFormatError, InvalidParameterError  # noqa: E402
-from trim_pomdp.routers.base import BatchRouter, Router  # noqa: E402
-from trim_pomdp.routers.rl.agg import PPO_HYPERPARAMETERS, AggRouter, train_agg  # noqa: E402
-from trim_pomdp.routers.rollout import rollout  # noqa: E402
-from trim_pomdp.routers.threshold import ThresholdRouter  # noqa: E402
+from tests._support.toys import ToyProcess
+from trim_pomdp.exceptions import DataFormatError, InvalidParameterError
+from trim_pomdp.routers.base import BatchRouter, Router
+from trim_pomdp.routers.rl.agg import PPO_HYPERPARAMETERS, AggRouter, train_agg
+from trim_pomdp.routers.rollout import rollout
+from trim_pomdp.routers.threshold import ThresholdRouter
 
 LAM = 5e-4
 

@@ -24,7 +24,7 @@ def brute_force_value(model: FiniteHorizonPOMDP, i: int = 0, beta=None) -> float
     H = model.horizon
     if i == H:
         return 0.0
-    O = model.observation[i]  # noqa: E741
+    O = model.observation[i]
     total = 0.0
     for c in range(model.n_contexts):
         pc = model.context_probs[i, c]
@@ -51,7 +51,7 @@ def policy_value(policy: FiniteHorizonPolicy, model: FiniteHorizonPOMDP, i: int 
     beta = model.b0 if beta is None else beta
     if i == model.horizon:
         return 0.0
-    O = model.observation[i]  # noqa: E741
+    O = model.observation[i]
     total = 0.0
     for c in range(model.n_contexts):
         pc = model.context_probs[i, c]

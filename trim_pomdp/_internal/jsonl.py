@@ -116,7 +116,7 @@ class JsonlWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if append:
             repair_torn_tail(self.path)
-        self._fh = open(self.path, "a" if append else "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self._fh = open(self.path, "a" if append else "w", encoding="utf-8")
         self.fsync = fsync
 
     def write(self, obj: Any) -> None:

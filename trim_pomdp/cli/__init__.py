@@ -12,7 +12,7 @@ import click
 
 from trim_pomdp._version import __version__
 
-__all__ = ["main", "COMMANDS"]
+__all__ = ["COMMANDS", "main"]
 
 #: command name -> (module in trim_pomdp.cli, one-line help shown by ``trim-pomdp --help``)
 COMMANDS: dict[str, tuple[str, str]] = {

@@ -16,7 +16,7 @@ import click
 
 from trim_pomdp.exceptions import TrimPomdpError
 
-__all__ = ["command", "DEMO_AGG_LAMBDAS", "DEMO_AGG_TIMESTEPS"]
+__all__ = ["DEMO_AGG_LAMBDAS", "DEMO_AGG_TIMESTEPS", "command"]
 
 #: TRIM-Agg in the demo: one λ, a short PPO run (the demo must finish in ~3 minutes on 2 cores).
 DEMO_AGG_LAMBDAS = (1e-3,)

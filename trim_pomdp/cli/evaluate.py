@@ -11,7 +11,7 @@ import click
 
 from trim_pomdp.exceptions import BackendUnavailableError, TrimPomdpError
 
-__all__ = ["command", "run_evaluation", "parse_floats"]
+__all__ = ["command", "parse_floats", "run_evaluation"]
 
 
 def parse_floats(text: str | None, what: str) -> tuple[float, ...] | None:

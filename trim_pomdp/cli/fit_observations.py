@@ -9,7 +9,7 @@ import click
 
 from trim_pomdp.exceptions import TrimPomdpError
 
-__all__ = ["command", "NO_SCORES_MESSAGE"]
+__all__ = ["NO_SCORES_MESSAGE", "command"]
 
 SPLIT_CHOICES = ["gsm8k", "math", "olympiadbench", "omnimath"]
 

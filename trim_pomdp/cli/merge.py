@@ -16,7 +16,7 @@ __all__ = ["command"]
 )
 def command(dirs, out_dir):
     """Merge the traces and per-query records of run directories DIRS (e.g. one run's shards) into OUT."""
-    from trim_pomdp.generation.runs import merge_runs  # noqa: PLC0415
+    from trim_pomdp.generation.runs import merge_runs
 
     try:
         info = merge_runs(list(dirs), out_dir)

@@ -11,7 +11,7 @@ import click
 
 from trim_pomdp.exceptions import TrimPomdpError
 
-__all__ = ["command", "build_weak", "build_strong", "build_prm"]
+__all__ = ["build_prm", "build_strong", "build_weak", "command"]
 
 
 def _is_url(s: str) -> bool:
@@ -35,7 +35,7 @@ def build_weak(
     ``template`` (completions mode): ``qwen`` (Qwen2.5-Math chat format), ``auto`` (the served model's own
     chat template, through its tokenizer from the hub or a local folder) or a file holding a template with a
     ``{problem}`` field."""
-    from trim_pomdp.generation.backends import OpenAICompatibleGenerator, RetryPolicy  # noqa: PLC0415
+    from trim_pomdp.generation.backends import OpenAICompatibleGenerator, RetryPolicy
 
     retry = RetryPolicy(max_retries=max_retries, timeout=timeout)
     if _is_url(spec):
@@ -45,7 +45,7 @@ def build_weak(
         name = model_name or _first_served_model(url, timeout)
         kw: dict[str, Any] = {}
         if template == "auto":
-            from trim_pomdp._internal.optional import require  # noqa: PLC0415
+            from trim_pomdp._internal.optional import require
 
             transformers = require("transformers", "hf", "--weak-template auto")
             kw["tokenizer"] = transformers.AutoTokenizer.from_pretrained(name)
@@ -66,13 +66,13 @@ def build_weak(
             retry=retry,
         )
     try:
-        import vllm  # noqa: F401, PLC0415
+        import vllm  # noqa: F401
 
-        from trim_pomdp.generation.backends import VLLMStepGenerator  # noqa: PLC0415
+        from trim_pomdp.generation.backends import VLLMStepGenerator
 
         return VLLMStepGenerator(spec, temperature=temperature, max_tokens_per_step=max_tokens_per_step)
     except ImportError:
-        from trim_pomdp.generation.backends import TransformersStepGenerator  # noqa: PLC0415
+        from trim_pomdp.generation.backends import TransformersStepGenerator
 
         return TransformersStepGenerator(
             spec, temperature=temperature, max_tokens_per_step=max_tokens_per_step
@@ -80,7 +80,7 @@ def build_weak(
 
 
 def _first_served_model(url: str, timeout: float) -> str:
-    from trim_pomdp._internal.optional import require  # noqa: PLC0415
+    from trim_pomdp._internal.optional import require
 
     openai = require("openai", "openai", "the OpenAI-compatible weak backend")
     try:
@@ -88,7 +88,7 @@ def _first_served_model(url: str, timeout: float) -> str:
             base_url=url, api_key=os.environ.get("OPENAI_API_KEY") or "EMPTY", timeout=timeout, max_retries=2
         )
         models = client.models.list().data
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise click.ClickException(
             f"could not list the models served at {url} ({type(exc).__name__}); pass --weak-model NAME"
         ) from exc
@@ -110,7 +110,7 @@ def build_strong(
     prompt_cache: bool = False,
 ) -> Any:
     """``--strong-url`` given → OpenAI-compatible endpoint; otherwise Claude through the Anthropic API."""
-    from trim_pomdp.generation.backends import AnthropicStepGenerator, OpenAIStrongGenerator, RetryPolicy  # noqa: PLC0415
+    from trim_pomdp.generation.backends import AnthropicStepGenerator, OpenAIStrongGenerator, RetryPolicy
 
     retry = RetryPolicy(max_retries=max_retries, timeout=timeout)
     if url:
@@ -142,11 +142,11 @@ def build_strong(
 def build_prm(spec: str, *, model_name: str | None, batch_size: int, device: str | None) -> tuple[Any, str]:
     """``http(s)://...`` → vLLM pooling server; otherwise a transformers PRM loaded by name."""
     if _is_url(spec):
-        from trim_pomdp.prm.vllm_backend import VLLMPoolingPRM  # noqa: PLC0415
+        from trim_pomdp.prm.vllm_backend import VLLMPoolingPRM
 
         name = model_name or "Qwen/Qwen2.5-Math-PRM-7B"
         return VLLMPoolingPRM(spec, name), name
-    from trim_pomdp.prm.transformers_backend import TransformersPRM  # noqa: PLC0415
+    from trim_pomdp.prm.transformers_backend import TransformersPRM
 
     return TransformersPRM.from_pretrained(spec, batch_size=batch_size, device=device), spec
 
@@ -263,11 +263,11 @@ def command(
     Writes OUT/traces.jsonl (every step), OUT/records.jsonl (policy,knob,query_id,correct,strong_tokens — the
     input of `trim-pomdp metrics`) incrementally; rerun the same command to resume a killed run.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: PLC0415
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from trim_pomdp.datasets.problems import shard as shard_items  # noqa: PLC0415
-    from trim_pomdp.generation import BatchedPRM, Cache, CachedGenerator, LoopConfig, load_dataset, run_loop  # noqa: PLC0415
-    from trim_pomdp.routers.spec import resolve_router  # noqa: PLC0415
+    from trim_pomdp.datasets.problems import shard as shard_items
+    from trim_pomdp.generation import BatchedPRM, Cache, CachedGenerator, LoopConfig, load_dataset, run_loop
+    from trim_pomdp.routers.spec import resolve_router
 
     try:
         spec = resolve_router(router_spec)

@@ -118,7 +118,7 @@ def command(
         )
         try:
             juliapkg.resolve(force=force)
-        except Exception as exc:  # noqa: BLE001 - juliapkg raises plain Exceptions
+        except Exception as exc:
             raise click.ClickException(
                 f"juliapkg could not set up Julia: {exc}\nIf this machine is offline, set "
                 "PYTHON_JULIAPKG_EXE to an installed Julia and PYTHON_JULIAPKG_OFFLINE=yes."

@@ -12,7 +12,7 @@ import re
 import threading
 from functools import lru_cache
 
-__all__ = ["extract_boxed", "has_boxed", "normalize_answer", "answers_match", "check_answer"]
+__all__ = ["answers_match", "check_answer", "extract_boxed", "has_boxed", "normalize_answer"]
 
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
 
@@ -92,7 +92,7 @@ def normalize_answer(ans: str) -> str:
 @lru_cache(maxsize=1)
 def _math_verify():
     try:
-        import math_verify  # noqa: PLC0415
+        import math_verify
 
         return math_verify
     except ImportError:  # pragma: no cover - depends on the environment

@@ -26,7 +26,7 @@ from trim_pomdp._internal.optional import require
 from trim_pomdp.datasets.answers import extract_boxed
 from trim_pomdp.exceptions import BackendUnavailableError, DataFormatError, InvalidParameterError
 
-__all__ = ["Problem", "DATASETS", "HUB", "load_dataset", "load_problems_file", "shard"]
+__all__ = ["DATASETS", "HUB", "Problem", "load_dataset", "load_problems_file", "shard"]
 
 DATASETS = ("math500", "aime", "aime24", "gsm8k", "minerva", "olympiadbench")
 

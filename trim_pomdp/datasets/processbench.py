@@ -28,20 +28,20 @@ from trim_pomdp._internal.optional import require
 from trim_pomdp.exceptions import BackendUnavailableError, DataFormatError, InvalidParameterError
 
 __all__ = [
-    "SPLITS",
     "HUB_DATASET",
+    "SPLITS",
     "ProcessBenchItem",
     "ScoredItem",
     "StepTable",
     "load_processbench",
-    "parse_item",
-    "step_classes",
-    "save_scored_items",
     "load_scored_items",
-    "scored_item_ids",
-    "step_table",
+    "parse_item",
     "predicted_error_index",
     "processbench_metrics",
+    "save_scored_items",
+    "scored_item_ids",
+    "step_classes",
+    "step_table",
 ]
 
 #: The four ProcessBench splits, in the order of the paper's tables.

@@ -46,15 +46,15 @@ from trim_pomdp.evaluation.records import RESERVED_POLICIES, Records
 from trim_pomdp.exceptions import DataFormatError, InvalidParameterError
 
 __all__ = [
-    "PGR_LEVELS",
     "CPT_LEVELS",
+    "PGR_LEVELS",
     "Frontier",
-    "pgr",
-    "pareto_frontier",
-    "frontier_cost_at",
     "cpt",
-    "delta_ibc_levels",
     "delta_ibc",
+    "delta_ibc_levels",
+    "frontier_cost_at",
+    "pareto_frontier",
+    "pgr",
     "summarize",
 ]
 

@@ -17,7 +17,7 @@ from typing import Any
 from trim_pomdp._internal.optional import require
 from trim_pomdp.evaluation.tables import ordered_policies, policy_label
 
-__all__ = ["plot_curves", "curves_csv", "CURVE_COLUMNS"]
+__all__ = ["CURVE_COLUMNS", "curves_csv", "plot_curves"]
 
 CURVE_COLUMNS = ("policy", "knob", "mean_tokens", "fraction", "accuracy", "pgr", "on_frontier")
 

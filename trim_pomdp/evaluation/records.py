@@ -39,11 +39,11 @@ from trim_pomdp.exceptions import DataFormatError, InvalidParameterError
 __all__ = [
     "RECORD_COLUMNS",
     "RESERVED_POLICIES",
-    "Records",
     "RecordWriter",
+    "Records",
     "read_records",
-    "write_records",
     "record_format",
+    "write_records",
 ]
 
 #: The columns of a records file, in order.

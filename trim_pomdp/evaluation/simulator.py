@@ -57,11 +57,11 @@ from trim_pomdp.types import BatchObservation
 
 __all__ = [
     "SIMULATED_NOTE",
-    "SimulatorParams",
-    "Simulator",
     "QueryBatch",
-    "load_default_simulator_params",
+    "Simulator",
+    "SimulatorParams",
     "default_simulator_file",
+    "load_default_simulator_params",
 ]
 
 S0, S1, S2 = (HIDDEN_CLASSES.index(n) for n in ("S0", "S1", "S2"))

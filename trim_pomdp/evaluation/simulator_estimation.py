@@ -52,17 +52,17 @@ from trim_pomdp.evaluation.simulator import SimulatorParams
 from trim_pomdp.exceptions import InvalidParameterError
 
 __all__ = [
-    "DEFAULT_WEAK_GENERATOR",
-    "DEFAULT_STRONG_GENERATOR",
     "DEFAULT_SPLIT",
+    "DEFAULT_STRONG_GENERATOR",
+    "DEFAULT_WEAK_GENERATOR",
     "approx_token_count",
+    "default_simulator_document",
+    "estimate_simulator_params",
+    "fit_concentration",
+    "fit_mean_for_pooled",
     "fit_recovery",
     "pooled_step_accuracy",
     "same_problem_error_corr",
-    "fit_concentration",
-    "fit_mean_for_pooled",
-    "estimate_simulator_params",
-    "default_simulator_document",
 ]
 
 #: The default pair: the weakest generator present in every ProcessBench split, and the strongest math model.

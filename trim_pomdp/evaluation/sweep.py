@@ -46,18 +46,18 @@ from trim_pomdp.evaluation.simulator import SIMULATED_NOTE, Simulator, Simulator
 from trim_pomdp.exceptions import DataFormatError, InvalidParameterError
 
 __all__ = [
-    "STEP_ROUTERS",
-    "QUERY_ROUTERS",
     "ALL_ROUTERS",
-    "DEFAULT_LAMBDAS",
     "DEFAULT_AGG_LAMBDAS",
     "DEFAULT_AGG_TIMESTEPS",
-    "SweepSettings",
+    "DEFAULT_LAMBDAS",
+    "QUERY_ROUTERS",
+    "STEP_ROUTERS",
     "Benchmark",
     "Group",
+    "SweepSettings",
+    "complete_groups",
     "estimate_trim_params",
     "plan_groups",
-    "complete_groups",
     "run_sweep",
     "threshold_grid",
     "write_reports",

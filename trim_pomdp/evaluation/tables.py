@@ -13,12 +13,12 @@ from trim_pomdp.evaluation.metrics import CPT_LEVELS
 
 __all__ = [
     "POLICY_LABELS",
-    "policy_label",
-    "ordered_policies",
-    "table_rows",
-    "markdown_table",
-    "rich_table",
     "comparison_lines",
+    "markdown_table",
+    "ordered_policies",
+    "policy_label",
+    "rich_table",
+    "table_rows",
 ]
 
 #: Display names of the built-in routers (the paper's names).

@@ -15,10 +15,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 __all__ = [
-    "STEP_SEPARATOR",
     "FINISH_REASONS",
-    "StepResult",
+    "STEP_SEPARATOR",
     "StepGenerator",
+    "StepResult",
     "StrongStepGenerator",
     "solution_prefix",
     "split_first_step",

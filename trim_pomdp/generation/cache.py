@@ -121,7 +121,7 @@ class CachedGenerator:
         return cache_key(self.kind, self.model, self.inner.cache_params(), problem, list(steps), max_tokens)
 
     async def generate_step(self, problem: str, steps: list[str], *, max_tokens: int | None = None):
-        from trim_pomdp.generation.base import StepResult  # noqa: PLC0415 - avoid an import cycle at module load
+        from trim_pomdp.generation.base import StepResult
 
         key = self.key(problem, steps, max_tokens)
         hit = self.cache.get(key)

@@ -38,7 +38,7 @@ from trim_pomdp.generation.runs import (
 from trim_pomdp.routers.base import Router
 from trim_pomdp.types import StepObservation
 
-__all__ = ["LoopConfig", "RunSummary", "solve_problem", "run_loop", "run", "MODES"]
+__all__ = ["MODES", "LoopConfig", "RunSummary", "run", "run_loop", "solve_problem"]
 
 #: ``route``: the TRIM loop; ``weak``: M_w alone (no PRM, no M_s); ``strong``: M_s writes every step
 MODES = ("route", "weak", "strong")
@@ -341,7 +341,7 @@ async def run_loop(
                 return
             try:
                 trace = await solve_problem(p, weak, strong, prm, router, config)
-            except Exception as exc:  # noqa: BLE001 - one problem's failure must not end the run
+            except Exception as exc:
                 if summary.completed == 0 and summary.failed + 1 >= config.fail_fast_after:
                     raise  # nothing has worked yet: a configuration error, not a flaky problem
                 summary.failed += 1

@@ -29,19 +29,19 @@ from typing import Any
 from trim_pomdp.exceptions import DataFormatError
 
 __all__ = [
-    "RECORD_KEYS",
-    "TRACES",
-    "RECORDS",
     "ERRORS",
+    "RECORDS",
+    "RECORD_KEYS",
     "RUN_JSON",
-    "to_jsonable",
-    "read_jsonl",
-    "repair_jsonl",
+    "TRACES",
     "JsonlWriter",
-    "record_from_trace",
     "load_traces",
-    "rebuild_records",
     "merge_runs",
+    "read_jsonl",
+    "rebuild_records",
+    "record_from_trace",
+    "repair_jsonl",
+    "to_jsonable",
 ]
 
 RECORD_KEYS = ("policy", "knob", "query_id", "correct", "strong_tokens")
@@ -103,7 +103,7 @@ class JsonlWriter:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         repair_jsonl(self.path)
-        self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self._fh = open(self.path, "a", encoding="utf-8")
         self.fsync = fsync
 
     def write(self, obj: dict[str, Any]) -> None:

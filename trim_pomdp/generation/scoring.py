@@ -14,7 +14,7 @@ from typing import Any, Protocol, runtime_checkable
 from trim_pomdp.generation.backends._common import MicroBatcher
 from trim_pomdp.generation.cache import Cache, cache_key
 
-__all__ = ["StepScorer", "BatchedPRM"]
+__all__ = ["BatchedPRM", "StepScorer"]
 
 
 @runtime_checkable

@@ -428,10 +428,8 @@ class ReflectedKDE(BaseEstimator):
         """
         self._check_fitted()
         d = self.n_features_in_
-        if (
-            isinstance(edges, np.ndarray)
-            and edges.ndim == 1
-            or (isinstance(edges, Sequence) and len(edges) > 0 and np.ndim(edges[0]) == 0)
+        if (isinstance(edges, np.ndarray) and edges.ndim == 1) or (
+            isinstance(edges, Sequence) and len(edges) > 0 and np.ndim(edges[0]) == 0
         ):
             edges = [edges] * d
         if len(edges) != d:

@@ -50,11 +50,11 @@ from trim_pomdp.exceptions import DataFormatError, InvalidParameterError
 from trim_pomdp.observation_models.kde import ReflectedKDE
 
 __all__ = [
-    "ObservationModel",
-    "FORMAT",
     "FILE_STEM",
-    "load_shipped_observation_model",
+    "FORMAT",
+    "ObservationModel",
     "held_out_log_likelihood",
+    "load_shipped_observation_model",
     "table_arrays",
 ]
 

@@ -14,7 +14,7 @@ from trim_pomdp._internal.optional import require
 from trim_pomdp.constants import CLASS_DESCRIPTIONS, HIDDEN_CLASSES
 from trim_pomdp.exceptions import InvalidParameterError
 
-__all__ = ["plot_class_densities", "density_grid"]
+__all__ = ["density_grid", "plot_class_densities"]
 
 
 def density_grid(model: Any, resolution: int = 200, binned: bool = False) -> tuple[np.ndarray, np.ndarray]:

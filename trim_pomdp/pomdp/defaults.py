@@ -9,7 +9,7 @@ from typing import Any
 from trim_pomdp.exceptions import DataFormatError
 from trim_pomdp.pomdp.params import TrimParams
 
-__all__ = ["DEFAULT_PARAMS_FILE", "default_params_path", "load_default_params", "default_observation_model"]
+__all__ = ["DEFAULT_PARAMS_FILE", "default_observation_model", "default_params_path", "load_default_params"]
 
 #: File name of the shipped parameters in ``trim_pomdp/data``.
 DEFAULT_PARAMS_FILE = "default_params.json"

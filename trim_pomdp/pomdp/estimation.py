@@ -31,7 +31,7 @@ from trim_pomdp.datasets.processbench import step_classes
 from trim_pomdp.exceptions import InvalidParameterError
 from trim_pomdp.pomdp.params import TrimParams
 
-__all__ = ["estimate_params", "count_tokens", "generator_accuracy", "TOKEN_PROXY"]
+__all__ = ["TOKEN_PROXY", "count_tokens", "estimate_params", "generator_accuracy"]
 
 #: Description of the token-count proxy used without a tokenizer.
 TOKEN_PROXY = "ceil(len(text) / 4) characters-per-token proxy"

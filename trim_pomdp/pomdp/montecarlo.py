@@ -13,7 +13,7 @@ from trim_pomdp.exceptions import InvalidParameterError
 from trim_pomdp.pomdp.belief import BeliefFilter
 from trim_pomdp.pomdp.policy import TrimPolicy
 
-__all__ = ["MCResult", "monte_carlo", "PolicyBatchRouter"]
+__all__ = ["MCResult", "PolicyBatchRouter", "monte_carlo"]
 
 
 @dataclass

@@ -23,7 +23,7 @@ from trim_pomdp.pomdp.problem import TrimPOMDP, context_index
 from trim_pomdp.solvers.base import AlphaVectorPolicy, SolveInfo, package_versions
 from trim_pomdp.solvers.finite_horizon import FiniteHorizonPolicy, FiniteHorizonSolver
 
-__all__ = ["TrimPolicy", "solve_trim", "POLICY_FORMAT"]
+__all__ = ["POLICY_FORMAT", "TrimPolicy", "solve_trim"]
 
 POLICY_FORMAT = "trim-pomdp/trim-policy/1"
 

@@ -28,7 +28,7 @@ from trim_pomdp.pomdp.params import TrimParams
 from trim_pomdp.solvers.finite_horizon import FiniteHorizonPOMDP
 from trim_pomdp.solvers.tabular import TabularPOMDP
 
-__all__ = ["TrimPOMDP", "build_trim_pomdp", "transition_matrices", "context_index"]
+__all__ = ["TrimPOMDP", "build_trim_pomdp", "context_index", "transition_matrices"]
 
 
 def context_index(bucket, final):
@@ -231,7 +231,7 @@ class TrimPOMDP:
         term = self.terminal()
         rew = self.reward()
         T = np.zeros((2, S, S))
-        O = np.zeros((2, S, n_obs))  # noqa: E741
+        O = np.zeros((2, S, n_obs))
         R = np.zeros((S, 2))
         for t in range(1, H + 1):
             for ctx in range(C):

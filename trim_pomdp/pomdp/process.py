@@ -21,7 +21,7 @@ from trim_pomdp.exceptions import InvalidParameterError
 from trim_pomdp.pomdp.problem import TrimPOMDP
 from trim_pomdp.types import BatchObservation, StepObservation
 
-__all__ = ["ModelProcess", "ModelObservation"]
+__all__ = ["ModelObservation", "ModelProcess"]
 
 
 @dataclass

@@ -14,11 +14,11 @@ from trim_pomdp._internal.optional import require
 from trim_pomdp.exceptions import InvalidParameterError
 
 __all__ = [
-    "simplex_grid",
-    "regenerate_region",
-    "regenerate_region_table",
     "format_region_table",
     "plot_regenerate_regions",
+    "regenerate_region",
+    "regenerate_region_table",
+    "simplex_grid",
 ]
 
 

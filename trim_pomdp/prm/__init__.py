@@ -19,13 +19,13 @@ from trim_pomdp.prm.qwen import (
 )
 
 __all__ = [
-    "PRMBackend",
     "STEP_SEPARATOR",
     "SYSTEM_PROMPT",
+    "PRMBackend",
+    "TransformersPRM",
     "format_prm_input",
     "step_scores_from_logits",
     "step_scores_from_probs",
-    "TransformersPRM",
 ]
 
 

@@ -22,14 +22,14 @@ import numpy as np
 from trim_pomdp.exceptions import DataFormatError, InvalidParameterError
 
 __all__ = [
+    "POSITIVE_LABEL",
     "STEP_SEPARATOR",
     "SYSTEM_PROMPT",
-    "POSITIVE_LABEL",
     "build_messages",
     "format_prm_input",
     "softmax",
-    "step_scores_from_probs",
     "step_scores_from_logits",
+    "step_scores_from_probs",
 ]
 
 #: Token placed after every step; the PRM's score is read at each occurrence.

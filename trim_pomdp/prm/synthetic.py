@@ -34,12 +34,12 @@ from trim_pomdp.datasets.processbench import ProcessBenchItem, ScoredItem, step_
 from trim_pomdp.exceptions import InvalidParameterError
 
 __all__ = [
-    "SyntheticPRM",
-    "SyntheticPRMState",
-    "QWEN25_MATH_PRM_7B_PROCESSBENCH",
-    "SHAPE_DEFAULTS",
     "CALIBRATED_MU_S0",
     "CALIBRATED_MU_S2",
+    "QWEN25_MATH_PRM_7B_PROCESSBENCH",
+    "SHAPE_DEFAULTS",
+    "SyntheticPRM",
+    "SyntheticPRMState",
     "calibrate_synthetic_prm",
     "protocol_accuracy",
 ]

@@ -12,7 +12,7 @@ import numpy as np
 
 from trim_pomdp.types import BatchObservation, StepObservation
 
-__all__ = ["Router", "BatchRouter", "ACTION_NAMES"]
+__all__ = ["ACTION_NAMES", "BatchRouter", "Router"]
 
 ACTION_NAMES = ("continue", "regenerate")
 

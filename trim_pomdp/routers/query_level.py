@@ -28,14 +28,14 @@ import numpy as np
 from trim_pomdp.exceptions import DataFormatError, InvalidParameterError, NotFittedError
 
 __all__ = [
-    "QueryOutcome",
     "OUTCOME_CLASSES",
-    "outcome_class",
-    "cumulative_score",
-    "query_level_result",
     "AutoMixRouter",
     "OracleQueryRouter",
+    "QueryOutcome",
     "RandomQueryRouter",
+    "cumulative_score",
+    "outcome_class",
+    "query_level_result",
 ]
 
 #: AutoMix's three outcome classes, in array order (AutoMix calls them GOOD, NEEDY, HOPELESS).

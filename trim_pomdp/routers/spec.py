@@ -72,7 +72,7 @@ def resolve_router(spec: str) -> RouterSpec:
             raise InvalidParameterError(
                 f"router {spec!r}: thr:K needs a number K in [0, 1], e.g. thr:0.5"
             ) from exc
-        from trim_pomdp.routers import ThresholdRouter  # noqa: PLC0415
+        from trim_pomdp.routers import ThresholdRouter
 
         return RouterSpec("route", "thr", k, lambda: ThresholdRouter(k), s)
     kind, _, path = s.partition(":") if s.startswith(("agg:", "pomdp:", "seq:")) else ("pomdp", "", s)
@@ -82,7 +82,7 @@ def resolve_router(spec: str) -> RouterSpec:
             f"router {spec!r}: not 'weak', 'strong', 'thr:K', 'agg:DIR' "
             "or a `trim-pomdp solve` output directory"
         )
-    from trim_pomdp import routers  # noqa: PLC0415
+    from trim_pomdp import routers
 
     if kind == "agg":
         proto = routers.AggRouter.load(d)

@@ -18,7 +18,7 @@ import numpy as np
 from trim_pomdp._internal.artifacts import json_default
 from trim_pomdp.exceptions import DataFormatError, InvalidParameterError
 
-__all__ = ["SolveInfo", "Solver", "AlphaVectorPolicy", "package_versions"]
+__all__ = ["AlphaVectorPolicy", "SolveInfo", "Solver", "package_versions"]
 
 
 @dataclass

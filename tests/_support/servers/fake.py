@@ -32,7 +32,7 @@ from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-__all__ = ["ScriptedMathModel", "FakeOpenAIServer", "FakeAnthropicServer", "count_tokens", "prm_scores_of"]
+__all__ = ["FakeAnthropicServer", "FakeOpenAIServer", "ScriptedMathModel", "count_tokens", "prm_scores_of"]
 
 _PROBLEM = re.compile(r"What is (\d+) \+ (\d+)\?")
 
@@ -225,7 +225,7 @@ def _openai_error(etype: str, message: str) -> dict[str, Any]:
 
 
 class _OpenAIHandler(_Handler):
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         body = self._read_json()
         srv: FakeOpenAIServer = self.server  # type: ignore[assignment]
         srv.log(self.path, body, dict(self.headers))
@@ -380,7 +380,7 @@ def _prefill_rejected(model: str) -> bool:
 
 
 class _AnthropicHandler(_Handler):
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         body = self._read_json()
         srv: FakeAnthropicServer = self.server  # type: ignore[assignment]
         srv.log(self.path, body, dict(self.headers))
@@ -554,10 +554,10 @@ class ScriptedGenerator:
         return {"backend": "scripted", "weak": self.script.weak, "n_steps": self.script.n_steps}
 
     async def generate_step(self, problem: str, steps: list[str], *, max_tokens: int | None = None):
-        import asyncio  # noqa: PLC0415
+        import asyncio
 
-        from trim_pomdp.datasets.answers import has_boxed  # noqa: PLC0415
-        from trim_pomdp.generation.base import StepResult  # noqa: PLC0415
+        from trim_pomdp.datasets.answers import has_boxed
+        from trim_pomdp.generation.base import StepResult
 
         self.calls += 1
         if self.latency_s:

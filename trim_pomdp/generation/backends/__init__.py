@@ -19,15 +19,15 @@ from trim_pomdp.generation.backends.weak_transformers import TransformersStepGen
 from trim_pomdp.generation.backends.weak_vllm import VLLMStepGenerator
 
 __all__ = [
+    "AnthropicStepGenerator",
     "GenerationError",
     "MicroBatcher",
-    "RetryPolicy",
-    "user_turn_messages",
-    "AnthropicStepGenerator",
     "MissingAPIKeyError",
-    "prefill_allowed",
-    "OpenAIStrongGenerator",
     "OpenAICompatibleGenerator",
+    "OpenAIStrongGenerator",
+    "RetryPolicy",
     "TransformersStepGenerator",
     "VLLMStepGenerator",
+    "prefill_allowed",
+    "user_turn_messages",
 ]

@@ -13,13 +13,13 @@ from typing import Any, TypeVar
 from trim_pomdp.exceptions import TrimPomdpError
 
 __all__ = [
-    "GenerationError",
-    "RetryPolicy",
-    "call_with_retries",
     "DEFAULT_SYSTEM_PROMPT",
     "QWEN_MATH_TEMPLATE",
-    "user_turn_messages",
+    "GenerationError",
     "MicroBatcher",
+    "RetryPolicy",
+    "call_with_retries",
+    "user_turn_messages",
 ]
 
 log = logging.getLogger("trim_pomdp.generation")
@@ -107,7 +107,7 @@ async def call_with_retries(
             return result, attempt + 1
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001 - classified below
+        except Exception as exc:
             timed_out = isinstance(exc, (asyncio.TimeoutError, TimeoutError))
             retryable = timed_out or is_retryable(exc)
             status = getattr(exc, "status_code", None)
@@ -240,7 +240,7 @@ class MicroBatcher:
                 results = await asyncio.to_thread(self.fn, items)
             if len(results) != len(items):
                 raise RuntimeError(f"batch function returned {len(results)} results for {len(items)} items")
-        except Exception as exc:  # noqa: BLE001 - delivered to every waiter
+        except Exception as exc:
             for _, fut in batch:
                 if not fut.done():
                     fut.set_exception(exc)

@@ -47,12 +47,12 @@ from trim_pomdp.generation.backends._common import (
 from trim_pomdp.generation.base import StepResult, solution_prefix, split_first_step
 
 __all__ = [
-    "AnthropicStepGenerator",
-    "anthropic_retryable",
-    "prefill_allowed",
     "DEFAULT_CLAUDE_MODEL",
     "STEP_MARKER",
+    "AnthropicStepGenerator",
     "MissingAPIKeyError",
+    "anthropic_retryable",
+    "prefill_allowed",
 ]
 
 DEFAULT_CLAUDE_MODEL = "claude-sonnet-4-6"

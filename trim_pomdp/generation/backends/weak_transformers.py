@@ -118,7 +118,7 @@ class TransformersStepGenerator:
             # decodes the tail of the new tokens: works with any tokenizer (``stop_strings`` needs the
             # separator
             # to be representable in the vocabulary's token pieces)
-            def __call__(self, ids, scores, **kwargs):  # noqa: ARG002
+            def __call__(self, ids, scores, **kwargs):
                 tail = tokenizer.decode(ids[0, max(start, ids.shape[1] - 8) :], skip_special_tokens=True)
                 return STEP_SEPARATOR in tail
 

@@ -29,7 +29,7 @@ from trim_pomdp.exceptions import DataFormatError, InvalidParameterError
 from trim_pomdp.routers.rl.features import AggFeatures, token_feature
 from trim_pomdp.types import BatchObservation, EpisodeBatch, StepObservation
 
-__all__ = ["AggRouter", "train_agg", "PPO_HYPERPARAMETERS", "POLICY_KWARGS"]
+__all__ = ["POLICY_KWARGS", "PPO_HYPERPARAMETERS", "AggRouter", "train_agg"]
 
 FORMAT = "trim-pomdp/agg-router/1"
 

@@ -27,7 +27,7 @@ from trim_pomdp.types import EpisodeBatch
 gym = require("gymnasium", "rl", "the router training environment")
 spaces = gym.spaces
 
-__all__ = ["RoutingEnv", "make_features", "is_source_factory"]
+__all__ = ["RoutingEnv", "is_source_factory", "make_features"]
 
 SourceLike = EpisodeBatch | Callable[[], EpisodeBatch]
 

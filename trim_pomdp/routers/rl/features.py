@@ -15,7 +15,7 @@ import numpy as np
 from trim_pomdp.exceptions import InvalidParameterError
 from trim_pomdp.types import BatchObservation
 
-__all__ = ["token_feature", "AggFeatures", "SeqFeatures", "TOKEN_SCALE", "TOKEN_FEATURE_MAX"]
+__all__ = ["TOKEN_FEATURE_MAX", "TOKEN_SCALE", "AggFeatures", "SeqFeatures", "token_feature"]
 
 #: token counts are encoded as ``log1p(tokens) / log1p(TOKEN_SCALE)`` clipped to ``[0, TOKEN_FEATURE_MAX]``
 TOKEN_SCALE = 1000.0

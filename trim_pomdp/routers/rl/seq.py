@@ -28,7 +28,7 @@ from trim_pomdp.routers.rl.agg import PPO_HYPERPARAMETERS, check_training_args, 
 from trim_pomdp.routers.rl.features import SeqFeatures
 from trim_pomdp.types import BatchObservation, EpisodeBatch, StepObservation
 
-__all__ = ["SeqRouter", "train_seq", "SEQ_ARCH"]
+__all__ = ["SEQ_ARCH", "SeqRouter", "train_seq"]
 
 FORMAT = "trim-pomdp/seq-router/1"
 

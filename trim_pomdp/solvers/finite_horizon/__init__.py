@@ -57,8 +57,8 @@ from trim_pomdp.solvers.base import SolveInfo
 __all__ = [
     "FiniteHorizonAlphaPolicy",
     "FiniteHorizonPOMDP",
-    "FiniteHorizonSolver",
     "FiniteHorizonPolicy",
+    "FiniteHorizonSolver",
     "SegmentFactorization",
     "segment_factorization",
     "simplex_lattice",
@@ -620,7 +620,7 @@ class FiniteHorizonSolver:
         Returns the upper-bound values (G,) from interpolating ``next_u`` and the lower-bound alpha vectors
         (G, Z) of the point-based backup with ``next_lines``.
         """
-        O = model.observation[i]  # (Z, n_o)  # noqa: E741
+        O = model.observation[i]  # (Z, n_o)
         R = model.reward[i]  # (C, Z, A)
         p = model.context_probs[i]  # (C,)
         term = model.terminal[i]  # (C,)
@@ -715,7 +715,7 @@ class FiniteHorizonSolver:
         midpoints.
         """
         V, M = factor.V, factor.M
-        O = model.observation[i]  # noqa: E741
+        O = model.observation[i]
         R = model.reward[i]
         term = model.terminal[i]
         p = model.context_probs[i]
@@ -793,7 +793,7 @@ class FiniteHorizonSolver:
             b = beta[idx]
             pc = model.context_probs[i]
             c = np.minimum((np.cumsum(pc)[None, :] < rng.random(idx.size)[:, None]).sum(axis=1), len(pc) - 1)
-            O = model.observation[i]  # noqa: E741
+            O = model.observation[i]
             # sample the hidden state, then the observation given it (same law as o ~ b @ O)
             zc = np.cumsum(b, axis=1)
             z = np.minimum((zc < rng.random(idx.size)[:, None] * zc[:, -1:]).sum(axis=1), b.shape[1] - 1)
@@ -1030,7 +1030,7 @@ def _solve_general(solver: FiniteHorizonSolver, model: FiniteHorizonPOMDP):
         lo = hi = 0.0
         for i in range(H - 1, -1, -1):
             beta = model.b0[None, :] if i == 0 else P
-            O = model.observation[i]  # noqa: E741
+            O = model.observation[i]
             pc, term, R = model.context_probs[i], model.terminal[i], model.reward[i]
             nxt = alphas[i + 1]
             TA = [nxt @ model.transition[a].T for a in range(A)]  # (N, Z): T_a alpha_k

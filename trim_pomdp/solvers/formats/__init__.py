@@ -10,15 +10,15 @@ from trim_pomdp.solvers.formats.pomdpx import parse_pomdpx, read_pomdpx, write_p
 from trim_pomdp.solvers.tabular import TabularPOMDP
 
 __all__ = [
-    "read_pomdp",
-    "write_pomdp",
-    "read_cassandra",
-    "write_cassandra",
-    "parse_cassandra",
-    "read_pomdpx",
-    "write_pomdpx",
-    "parse_pomdpx",
     "FORMATS",
+    "parse_cassandra",
+    "parse_pomdpx",
+    "read_cassandra",
+    "read_pomdp",
+    "read_pomdpx",
+    "write_cassandra",
+    "write_pomdp",
+    "write_pomdpx",
 ]
 
 #: format name -> file suffix written by :func:`write_pomdp`

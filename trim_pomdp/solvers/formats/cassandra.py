@@ -26,7 +26,7 @@ import numpy as np
 from trim_pomdp.exceptions import DataFormatError
 from trim_pomdp.solvers.tabular import TabularPOMDP
 
-__all__ = ["read_cassandra", "write_cassandra", "parse_cassandra", "format_float"]
+__all__ = ["format_float", "parse_cassandra", "read_cassandra", "write_cassandra"]
 
 _KEYWORDS = {"discount", "values", "states", "actions", "observations", "start", "T", "O", "R"}
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]*$")

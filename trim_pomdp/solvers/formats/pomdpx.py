@@ -37,7 +37,7 @@ from trim_pomdp.exceptions import DataFormatError
 from trim_pomdp.solvers.formats.cassandra import ROW_SUM_TOLERANCE, format_float
 from trim_pomdp.solvers.tabular import TabularPOMDP
 
-__all__ = ["read_pomdpx", "parse_pomdpx", "write_pomdpx"]
+__all__ = ["parse_pomdpx", "read_pomdpx", "write_pomdpx"]
 
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]*$")
 

@@ -179,5 +179,5 @@ def exact_value_iteration(
         allG, allA = np.vstack(cand_G), np.concatenate(cand_a)
         keep = prune(allG, rng)
         G, acts = allG[keep], allA[keep]
-        sizes.append(int(len(G)))
+        sizes.append(len(G))
     return G, acts, sizes

@@ -22,7 +22,7 @@ import numpy as np
 
 from trim_pomdp.solvers.pointbased.sparse import SparseModel
 
-__all__ = ["support_layers", "simplex_grid"]
+__all__ = ["simplex_grid", "support_layers"]
 
 
 def _weights(n: int) -> np.ndarray:

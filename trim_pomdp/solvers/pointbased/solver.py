@@ -74,7 +74,7 @@ def _blas_threads(n: int | None):
 class _Node:
     """A belief of the sampled tree (sparse) with its cached bounds and visited children."""
 
-    __slots__ = ("idx", "vals", "lb", "ub", "children", "q_up")
+    __slots__ = ("children", "idx", "lb", "q_up", "ub", "vals")
 
     def __init__(self, idx: np.ndarray, vals: np.ndarray):
         self.idx, self.vals = idx, vals
@@ -261,7 +261,7 @@ class PointBasedSolver:
                 "states": model.n_states,
                 "actions": model.n_actions,
                 "observations": model.n_observations,
-                "alphas": int(len(G)),
+                "alphas": len(G),
             },
             extra={"mode": "finite_horizon", "horizon": self.finite_horizon, "alphas_per_step": sizes},
         )

@@ -20,7 +20,7 @@ import scipy.sparse.linalg as spla
 from trim_pomdp.exceptions import InvalidParameterError
 from trim_pomdp.solvers.tabular import TabularPOMDP
 
-__all__ = ["SparseModel", "blind_lower_bound", "mdp_upper_bound", "fast_informed_bound"]
+__all__ = ["SparseModel", "blind_lower_bound", "fast_informed_bound", "mdp_upper_bound"]
 
 
 class SparseModel:

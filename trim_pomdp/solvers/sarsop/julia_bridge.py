@@ -32,16 +32,16 @@ from trim_pomdp.exceptions import BackendUnavailableError, ModelCheckError, Solv
 
 __all__ = [
     "BACKENDS",
-    "SparseTabularArrays",
     "RawSolution",
-    "to_sparse_tabular",
-    "policy_arrays",
+    "SetupPlan",
+    "SparseTabularArrays",
+    "julia_available",
     "julia_source_dir",
     "julia_status",
-    "julia_available",
-    "SetupPlan",
     "plan_setup",
+    "policy_arrays",
     "solve_with_julia",
+    "to_sparse_tabular",
 ]
 
 #: backend name -> (Julia source file in ``trim_pomdp/solvers/julia``, module it defines)
@@ -338,7 +338,7 @@ def julia_status() -> tuple[bool, str]:
         return False, f"cannot inspect juliapkg's state ({exc}); run `trim-pomdp setup-julia`"
     try:
         meta = can_skip_resolve()
-    except Exception as exc:  # noqa: BLE001 - juliapkg raises plain Exceptions
+    except Exception as exc:
         return False, f"juliapkg cannot check its environment: {exc}"
     if not meta:
         return False, (
@@ -400,7 +400,7 @@ def find_local_julia() -> str | None:
         installed = shutil.which(os.path.join(STATE["install"], "bin", "julia"))
         if installed:
             return installed
-    except Exception:  # noqa: BLE001 - juliapkg missing or different: fall back to PATH
+    except Exception:
         pass
     return shutil.which("julia") or shutil.which("juliaup")
 

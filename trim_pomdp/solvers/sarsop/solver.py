@@ -504,7 +504,7 @@ class _KeepAliveWorker:
     def __init__(self):
         self._dir = tempfile.mkdtemp(prefix="trim-pomdp-sarsop-worker-")
         self.log_path = Path(self._dir) / "worker.log"
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in close()
+        self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "trim_pomdp.solvers.sarsop.worker", "--serve"],
             stdin=subprocess.PIPE,

@@ -45,14 +45,14 @@ from trim_pomdp.solvers.sarsop.julia_bridge import (
 __all__ = [
     "FAKE_ENV",
     "RESULT_FORMAT",
-    "handle",
-    "serve",
     "WorkerError",
-    "write_request",
+    "handle",
+    "main",
     "read_request",
     "read_result",
+    "serve",
     "solve_function",
-    "main",
+    "write_request",
 ]
 
 #: environment variable naming a fake solve function ``"module:function"`` (tests only)
