@@ -66,7 +66,7 @@ def iter_jsonl(
             if torn and i == len(lines) - 1 and torn_tail == "drop":
                 return
             raise DataFormatError(
-                f"{p}, line {i + 1}: not valid JSON ({exc.msg} at column {exc.colno})"
+                f"{p}, line {i + 1}: invalid JSON ({exc.msg} at column {exc.colno})"
             ) from None
         if not isinstance(obj, dict):
             raise DataFormatError(f"{p}, line {i + 1}: expected a JSON object, got {type(obj).__name__}")
