@@ -21,23 +21,17 @@ class-conditional score distributions. Writes JSON next to this file (or to --ou
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
 from pathlib import Path
 
 import numpy as np
+from _common import default_out, write_result  # benchmarks/ is on sys.path when a script runs
 
-from trim_pomdp.datasets.processbench import (
-    SPLITS,
-    load_processbench,
-    processbench_metrics,
-    step_table,
-)
+from trim_pomdp.datasets.processbench import SPLITS, load_processbench
+from trim_pomdp.datasets.scored import processbench_metrics, step_table
 from trim_pomdp.prm.synthetic import (
-
-from _common import default_out, write_result  # noqa: E402  (benchmarks/ is on sys.path when run)
     CALIBRATED_MU_S0,
     CALIBRATED_MU_S2,
     QWEN25_MATH_PRM_7B_PROCESSBENCH,

@@ -38,7 +38,8 @@ from _common import default_out, write_result
 from scipy import stats
 from sklearn.model_selection import GroupKFold
 
-from trim_pomdp.datasets.processbench import load_processbench, step_table
+from trim_pomdp.datasets.processbench import load_processbench
+from trim_pomdp.datasets.scored import step_table
 from trim_pomdp.observation_models.kde import ReflectedKDE
 from trim_pomdp.observation_models.observation import ObservationModel
 from trim_pomdp.prm.synthetic import SyntheticPRM

@@ -14,7 +14,7 @@ from trim_pomdp.constants import ACTIONS, HIDDEN_CLASSES
 
 #: public name -> module that defines it (imported on first attribute access)
 _LAZY: dict[str, str] = {
-    "AlphaVectorPolicy": "trim_pomdp.solvers.base",
+    "AlphaVectorPolicy": "trim_pomdp.solvers.policy",
     "SolveInfo": "trim_pomdp.solvers.base",
     "Solver": "trim_pomdp.solvers.base",
     "TabularPOMDP": "trim_pomdp.solvers.tabular",
@@ -28,8 +28,8 @@ _LAZY: dict[str, str] = {
     "ObservationModel": "trim_pomdp.observation_models.observation",
     "load_shipped_observation_model": "trim_pomdp.observation_models.observation",
     "load_processbench": "trim_pomdp.datasets.processbench",
-    "load_scored_items": "trim_pomdp.datasets.processbench",
-    "step_table": "trim_pomdp.datasets.processbench",
+    "load_scored_items": "trim_pomdp.datasets.scored",
+    "step_table": "trim_pomdp.datasets.scored",
     "SyntheticPRM": "trim_pomdp.prm.synthetic",
     "TrimParams": "trim_pomdp.pomdp",
     "TrimPOMDP": "trim_pomdp.pomdp",

@@ -104,6 +104,6 @@ def test_problems_file_formats(tmp_path):
 def test_shard_partitions():
     items = list(range(10))
     parts = [shard(items, f"{k}/3") for k in (1, 2, 3)]
-    assert sorted(sum(parts, [])) == items and parts[0] == [0, 3, 6, 9]
+    assert sorted(x for part in parts for x in part) == items and parts[0] == [0, 3, 6, 9]
     with pytest.raises(InvalidParameterError):
         shard(items, "4/3")

@@ -9,16 +9,14 @@ import numpy as np
 import pytest
 
 from tests._support.data import require_shared_data
-from trim_pomdp.datasets.processbench import (
-    SPLITS,
+from trim_pomdp.datasets.processbench import SPLITS, load_processbench, step_classes
+from trim_pomdp.datasets.scored import (
     ScoredItem,
-    load_processbench,
     load_scored_items,
     predicted_error_index,
     processbench_metrics,
     save_scored_items,
     scored_item_ids,
-    step_classes,
     step_table,
 )
 from trim_pomdp.exceptions import DataFormatError, InvalidParameterError
@@ -91,7 +89,7 @@ def test_malformed_item_names_file_and_item(tmp_path, mutate, match):
 
 def test_malformed_json_file(tmp_path):
     (tmp_path / "gsm8k.json").write_text('[{"id": ')
-    with pytest.raises(DataFormatError, match="gsm8k.json: invalid JSON"):
+    with pytest.raises(DataFormatError, match=r"gsm8k\.json: invalid JSON"):
         load_processbench("gsm8k", data_dir=tmp_path)
     (tmp_path / "gsm8k.json").write_text('{"id": 1}')
     with pytest.raises(DataFormatError, match="expected a JSON list"):
@@ -116,7 +114,7 @@ def test_hub_loader_uses_datasets(monkeypatch):
 def _scored(data_dir):
     items = load_processbench(("gsm8k", "math"), data_dir=data_dir)
     scores = [[0.9, 0.2, 0.8, 0.95], [0.99, 0.7, 0.6], [0.3, 1.0], [0.9, 0.4, 0.1]]
-    return [ScoredItem(it, s) for it, s in zip(items, scores)]
+    return [ScoredItem(it, s) for it, s in zip(items, scores, strict=True)]
 
 
 def test_scored_roundtrip_and_append(tmp_path, data_dir):
@@ -126,7 +124,7 @@ def test_scored_roundtrip_and_append(tmp_path, data_dir):
     save_scored_items(path, scored[2:], append=True)
     back = load_scored_items(path)
     assert [b.item for b in back] == [s.item for s in scored]
-    for b, s in zip(back, scored):
+    for b, s in zip(back, scored, strict=True):
         assert b.prm_scores == s.prm_scores and b.simulated is False
     assert scored_item_ids(path) == {(s.item.split, s.item.id) for s in scored}
     save_scored_items(path, scored[:1])  # overwrite

@@ -129,7 +129,8 @@ def test_synthetic_prm_writes_model_card_and_plot(tmp_path, data_dir):
 
 
 def test_scores_file_and_split_filter(tmp_path, data_dir):
-    from trim_pomdp.datasets.processbench import ScoredItem, load_processbench, save_scored_items
+    from trim_pomdp.datasets.processbench import load_processbench
+    from trim_pomdp.datasets.scored import ScoredItem, save_scored_items
 
     items = load_processbench(("gsm8k", "math"), data_dir=data_dir)
     rng = np.random.default_rng(0)

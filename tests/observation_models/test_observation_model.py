@@ -258,7 +258,8 @@ def test_reflected_held_out_likelihood_beats_unreflected(table):
 
 def test_processbench_counts_with_synthetic_scores():
     data_dir = require_shared_data("processbench")
-    from trim_pomdp.datasets.processbench import load_processbench, step_table
+    from trim_pomdp.datasets.processbench import load_processbench
+    from trim_pomdp.datasets.scored import step_table
     from trim_pomdp.prm.synthetic import SyntheticPRM
 
     items = load_processbench(data_dir=data_dir)
@@ -270,7 +271,8 @@ def test_processbench_counts_with_synthetic_scores():
 def test_shipped_artifact_matches_a_refit():
     """The shipped model is what its card's command makes from today's SyntheticPRM (regenerate it if not)."""
     data_dir = require_shared_data("processbench")
-    from trim_pomdp.datasets.processbench import load_processbench, step_table
+    from trim_pomdp.datasets.processbench import load_processbench
+    from trim_pomdp.datasets.scored import step_table
     from trim_pomdp.prm.synthetic import SyntheticPRM
 
     shipped = load_shipped_observation_model()

@@ -18,7 +18,7 @@ from click.testing import CliRunner  # noqa: E402
 
 from tests._support.data import require_shared_data  # noqa: E402
 from trim_pomdp.cli import main  # noqa: E402
-from trim_pomdp.datasets.processbench import load_scored_items  # noqa: E402
+from trim_pomdp.datasets.scored import load_scored_items  # noqa: E402
 from trim_pomdp.exceptions import DataFormatError, InvalidParameterError  # noqa: E402
 from trim_pomdp.prm import PRMBackend, qwen  # noqa: E402
 from trim_pomdp.prm.transformers_backend import TransformersPRM  # noqa: E402

@@ -8,15 +8,8 @@ import numpy as np
 import pytest
 
 from tests._support.data import require_shared_data
-from trim_pomdp.datasets.processbench import (
-    SPLITS,
-    ProcessBenchItem,
-    load_processbench,
-    load_scored_items,
-    processbench_metrics,
-    save_scored_items,
-    step_table,
-)
+from trim_pomdp.datasets.processbench import SPLITS, ProcessBenchItem, load_processbench
+from trim_pomdp.datasets.scored import load_scored_items, processbench_metrics, save_scored_items, step_table
 from trim_pomdp.exceptions import InvalidParameterError
 from trim_pomdp.prm.synthetic import (
     CALIBRATED_MU_S0,

@@ -84,10 +84,9 @@ def command(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     from rich.table import Table
 
-    from trim_pomdp.datasets.processbench import (
-        SPLITS,
+    from trim_pomdp.datasets.processbench import SPLITS, load_processbench
+    from trim_pomdp.datasets.scored import (
         ScoredItem,
-        load_processbench,
         load_scored_items,
         processbench_metrics,
         save_scored_items,

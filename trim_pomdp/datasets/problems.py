@@ -2,9 +2,9 @@
 
 Every loader returns a list of :class:`Problem` (``id``, ``problem``, ``answer``). Sources, in order:
 
-1. a local folder (``data_dir``, or the environment variable ``TRIM_POMDP_EVAL_DATA``) holding the files of
-   ``../shared/data/eval-sets/`` (``math500.jsonl``, ``aime24_test.jsonl``, ``aime_1983_2024.csv``,
-   ``gsm8k_test.jsonl``, ``minerva_math_test.jsonl``, ``olympiadbench_test.jsonl``);
+1. a local folder (``data_dir``, or the environment variable ``TRIM_POMDP_EVAL_DATA``) holding the sets as
+   files (``math500.jsonl``, ``aime24_test.jsonl``, ``aime_1983_2024.csv``, ``gsm8k_test.jsonl``,
+   ``minerva_math_test.jsonl``, ``olympiadbench_test.jsonl``; see :data:`LOCAL_FILES`);
 2. otherwise the Hugging Face hub through ``datasets`` (``pip install 'trim-pomdp[data]'``), see :data:`HUB`.
 
 Any other JSONL / JSON / CSV file can be given as a path (``FILE``): each row needs a problem field
@@ -22,9 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trim_pomdp._internal.optional import require
+from trim_pomdp._internal.jsonl import iter_jsonl, read_text
+from trim_pomdp.datasets._hub import load_hub_split
 from trim_pomdp.datasets.answers import extract_boxed
-from trim_pomdp.exceptions import BackendUnavailableError, DataFormatError, InvalidParameterError
+from trim_pomdp.exceptions import DataFormatError, InvalidParameterError
 
 __all__ = ["DATASETS", "HUB", "Problem", "load_dataset", "load_problems_file", "shard"]
 
@@ -111,16 +112,15 @@ def load_problems_file(path: str | os.PathLike, id_prefix: str = "") -> list[Pro
     p = Path(path)
     if not p.is_file():
         raise InvalidParameterError(f"dataset file {p} does not exist")
-    text = p.read_text(encoding="utf-8")
     rows: list[dict[str, Any]]
     if p.suffix == ".csv":
-        lines = text.splitlines(keepends=True)
+        lines = read_text(p, "problems file").splitlines(keepends=True)
         if lines and "," not in lines[0] and len(lines) > 1:  # title line (aime_1983_2024.csv)
             lines = lines[1:]
         rows = list(csv.DictReader(io.StringIO("".join(lines))))
     elif p.suffix == ".json":
         try:
-            data = json.loads(text)
+            data = json.loads(read_text(p, "problems file"))
         except json.JSONDecodeError as exc:
             raise DataFormatError(f"{p}: not valid JSON ({exc})") from exc
         if isinstance(data, dict):
@@ -129,13 +129,7 @@ def load_problems_file(path: str | os.PathLike, id_prefix: str = "") -> list[Pro
             raise DataFormatError(f"{p}: expected a list of objects")
         rows = data
     else:
-        rows = []
-        for i, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise DataFormatError(f"{p}, line {i}: not valid JSON ({exc})") from exc
+        rows = [row for _, row in iter_jsonl(p, what="problems file", torn_tail="error")]
     problems = [_row_to_problem(r, i, str(p), id_prefix) for i, r in enumerate(rows)]
     ids = [q.id for q in problems]
     if len(set(ids)) != len(ids):
@@ -176,16 +170,17 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None) -> list[P
             raise InvalidParameterError(
                 f"no local file for {name!r} in {folder} (looked for {', '.join(LOCAL_FILES[name])})"
             )
-    ds_mod = require("datasets", "data", f"loading {name!r} from the Hugging Face hub")
     path, config, split = HUB[name]
-    try:
-        args = (path, config) if config else (path,)
-        ds = ds_mod.load_dataset(*args, split=split)
-    except ConnectionError as exc:  # offline, or the hub is down
-        raise BackendUnavailableError(
-            f"could not load {name!r} from the Hugging Face hub ({exc}); without network, pass --data-dir "
-            f"DIR (or set TRIM_POMDP_EVAL_DATA) to a folder holding {' or '.join(LOCAL_FILES[name])}"
-        ) from exc
+    ds = load_hub_split(
+        path,
+        split,
+        config=config,
+        what=repr(name),
+        offline_hint=(
+            "pass --data-dir DIR (or set TRIM_POMDP_EVAL_DATA) to a folder holding "
+            + " or ".join(LOCAL_FILES[name])
+        ),
+    )
     problems = [_row_to_problem(dict(r), i, f"hub:{path}") for i, r in enumerate(ds)]
     if len({q.id for q in problems}) != len(problems):
         problems = [Problem(str(i), q.problem, q.answer) for i, q in enumerate(problems)]
@@ -193,8 +188,10 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None) -> list[P
 
 
 def shard(items: list, spec: str | tuple[int, int] | None) -> list:
-    """Items of shard ``K/N`` (1-based ``K``): every ``N``-th item starting at ``K-1`` (interleaved, so shards
-    have similar difficulty mixes). ``None`` returns all items."""
+    """Items of shard ``K/N`` (1-based ``K``): every ``N``-th item starting at ``K-1``; ``None`` returns all.
+
+    The shards interleave, so that each has a similar mix of difficulties.
+    """
     if spec is None:
         return list(items)
     if isinstance(spec, str):

@@ -1,4 +1,4 @@
-"""ProcessBench loading, step labelling, scored-items files and the flat step table.
+"""ProcessBench: loading its items and labelling every step with a hidden class.
 
 ProcessBench (Zheng et al., 2024; hub ``Qwen/ProcessBench``) holds 3,400 step-by-step solutions of math problems
 with a human label per solution: the 0-based index of the earliest erroneous step, or ``-1`` when every step is
@@ -8,41 +8,25 @@ correct. TRIM labels every step with a hidden class (:data:`trim_pomdp.constants
 - ``S2`` (index 2): the labelled step itself — the first error, prior steps correct;
 - ``S1`` (index 1): any step after the first error.
 
-A *scored-items* file is JSONL: one ProcessBench item per line (its fields) plus ``"prm_scores"``, one PRM
-probability in [0, 1] per step; optionally ``"simulated"`` (bool) and ``"prm"`` (the scorer's name).
-:func:`step_table` flattens scored items into the per-step arrays that observation models are fitted on.
+Items with PRM scores, their files and the flat step table are in :mod:`trim_pomdp.datasets.scored`.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from trim_pomdp._internal.optional import require
-from trim_pomdp.exceptions import BackendUnavailableError, DataFormatError, InvalidParameterError
+from trim_pomdp._internal.jsonl import iter_jsonl, read_text
+from trim_pomdp.datasets._hub import load_hub_split
+from trim_pomdp.exceptions import DataFormatError, InvalidParameterError
 
-__all__ = [
-    "HUB_DATASET",
-    "SPLITS",
-    "ProcessBenchItem",
-    "ScoredItem",
-    "StepTable",
-    "load_processbench",
-    "load_scored_items",
-    "parse_item",
-    "predicted_error_index",
-    "processbench_metrics",
-    "save_scored_items",
-    "scored_item_ids",
-    "step_classes",
-    "step_table",
-]
+__all__ = ["HUB_DATASET", "SPLITS", "ProcessBenchItem", "load_processbench", "parse_item", "step_classes"]
 
 #: The four ProcessBench splits, in the order of the paper's tables.
 SPLITS: tuple[str, ...] = ("gsm8k", "math", "olympiadbench", "omnimath")
@@ -93,7 +77,7 @@ class ProcessBenchItem:
         """Hidden class of every step (see :func:`step_classes`)."""
         return step_classes(self.label, len(self.steps))
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """The item as a JSON-ready dict (ProcessBench's fields plus ``split``)."""
         return {
             "id": self.id,
@@ -214,19 +198,12 @@ def _load_local_split(data_dir: Path, split: str) -> list[ProcessBenchItem]:
                 f"Point --data-dir at a folder with {', '.join(s + '.json' for s in SPLITS)}, "
                 f"or omit it to download {HUB_DATASET} from the Hugging Face hub."
             )
-    text = path.read_text(encoding="utf-8")
+    records: list[Any]
     if path.suffix == ".jsonl":
-        records = []
-        for lineno, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise DataFormatError(f"{path} line {lineno}: invalid JSON ({exc.msg})") from exc
+        records = [rec for _, rec in iter_jsonl(path, what="ProcessBench split", torn_tail="error")]
     else:
         try:
-            records = json.loads(text)
+            records = json.loads(read_text(path, "ProcessBench split"))
         except json.JSONDecodeError as exc:
             raise DataFormatError(
                 f"{path}: invalid JSON at line {exc.lineno} column {exc.colno} ({exc.msg})"
@@ -239,17 +216,15 @@ def _load_local_split(data_dir: Path, split: str) -> list[ProcessBenchItem]:
 
 
 def _load_hub_split(split: str, dataset: str = HUB_DATASET) -> list[ProcessBenchItem]:
-    datasets = require("datasets", "data", "loading ProcessBench from the Hugging Face hub")
-    try:
-        ds = datasets.load_dataset(dataset, split=split)
-    except ValueError as exc:  # unknown split
-        raise InvalidParameterError(f"{dataset} has no split {split!r}: {exc}") from exc
-    except ConnectionError as exc:  # offline, or the hub is down
-        raise BackendUnavailableError(
-            f"could not load ProcessBench split {split!r} from the Hugging Face hub ({exc}); without network, "
+    ds = load_hub_split(
+        dataset,
+        split,
+        what=f"ProcessBench split {split!r}",
+        offline_hint=(
             f"pass data_dir (--data-dir DIR on the command line): a folder holding {split}.json "
-            f"(the dataset/ folder of github.com/QwenLM/ProcessBench)"
-        ) from exc
+            "(the dataset/ folder of github.com/QwenLM/ProcessBench)"
+        ),
+    )
     source = f"{dataset}[{split}]"
     return [parse_item(dict(rec), split, source=source, index=i) for i, rec in enumerate(ds)]
 
@@ -286,304 +261,4 @@ def load_processbench(
             out.extend(_load_local_split(Path(data_dir), split))
         else:
             out.extend(_load_hub_split(split))
-    return out
-
-
-# --------------------------------------------------------------------------------------------------- scored items
-
-
-@dataclass
-class ScoredItem:
-    """A ProcessBench item with one PRM score per step.
-
-    Attributes
-    ----------
-    item : ProcessBenchItem
-    prm_scores : list of float
-        P(step correct) from the PRM, one per step, in [0, 1].
-    simulated : bool
-        True when the scores come from :class:`~trim_pomdp.prm.synthetic.SyntheticPRM`.
-    prm : str, optional
-        Name of the scorer (model id or ``"synthetic"``).
-    """
-
-    item: ProcessBenchItem
-    prm_scores: list[float]
-    simulated: bool = False
-    prm: str | None = field(default=None)
-
-    def __post_init__(self) -> None:
-        _check_scores(self.prm_scores, len(self.item.steps), f"scored item {self.item.id!r}")
-
-    def to_dict(self) -> dict:
-        """The JSONL record: the item's fields plus ``prm_scores``, ``simulated`` and (if set) ``prm``."""
-        rec = self.item.to_dict()
-        rec["prm_scores"] = [float(x) for x in self.prm_scores]
-        rec["simulated"] = bool(self.simulated)
-        if self.prm is not None:
-            rec["prm"] = self.prm
-        return rec
-
-
-def _check_scores(scores: object, n_steps: int, where: str) -> None:
-    if not isinstance(scores, (list, tuple, np.ndarray)):
-        raise DataFormatError(
-            f"{where}: field 'prm_scores' must be a list of numbers, got {type(scores).__name__}"
-        )
-    if len(scores) != n_steps:
-        raise DataFormatError(
-            f"{where}: field 'prm_scores' has {len(scores)} values but the item has {n_steps} steps "
-            "(one score per step is required)"
-        )
-    for k, x in enumerate(scores):
-        if isinstance(x, bool) or not isinstance(x, (int, float, np.floating, np.integer)):
-            raise DataFormatError(f"{where}: field 'prm_scores'[{k}] = {x!r} is not a number")
-        if math.isnan(float(x)):
-            raise DataFormatError(f"{where}: field 'prm_scores'[{k}] is NaN")
-        if not 0.0 <= float(x) <= 1.0:
-            raise DataFormatError(f"{where}: field 'prm_scores'[{k}] = {float(x)!r} is outside [0, 1]")
-
-
-def save_scored_items(path: str | os.PathLike, items: Iterable[ScoredItem], append: bool = False) -> Path:
-    """Write scored items as JSONL, one item per line.
-
-    Parameters
-    ----------
-    path : path-like
-        Output file; parent folders are created.
-    items : iterable of ScoredItem
-    append : bool
-        Append to an existing file instead of overwriting it (for resumable scoring: each finished batch is
-        appended and flushed, so an interrupted run loses at most the batch in flight).
-
-    Returns
-    -------
-    Path
-        The file written.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Repair a torn last line (an interrupted write) before appending, so the file stays valid JSONL.
-    if append and path.exists() and path.stat().st_size > 0:
-        with path.open("rb") as fh:
-            fh.seek(-1, os.SEEK_END)
-            last = fh.read(1)
-        if last != b"\n":
-            _drop_torn_tail(path)
-    with path.open("a" if append else "w", encoding="utf-8") as fh:
-        for si in items:
-            fh.write(json.dumps(si.to_dict(), ensure_ascii=False) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    return path
-
-
-def _drop_torn_tail(path: Path) -> None:
-    data = path.read_bytes()
-    cut = data.rfind(b"\n")
-    path.write_bytes(data[: cut + 1] if cut >= 0 else b"")
-
-
-def _parse_scored_line(line: str, where: str) -> ScoredItem:
-    try:
-        rec = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise DataFormatError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from exc
-    if not isinstance(rec, dict):
-        raise DataFormatError(f"{where}: expected a JSON object, got {type(rec).__name__}")
-    if "prm_scores" not in rec:
-        raise DataFormatError(f"{where}: missing field 'prm_scores' (one PRM score per step)")
-    if "split" not in rec:
-        raise DataFormatError(f"{where}: missing field 'split'")
-    item = parse_item(rec, rec["split"], source=where)
-    _check_scores(rec["prm_scores"], len(item.steps), f"{where} (id {item.id!r})")
-    simulated = rec.get("simulated", False)
-    if not isinstance(simulated, bool):
-        raise DataFormatError(f"{where}: field 'simulated' must be true/false, got {simulated!r}")
-    return ScoredItem(item, [float(x) for x in rec["prm_scores"]], simulated=simulated, prm=rec.get("prm"))
-
-
-def load_scored_items(path: str | os.PathLike, *, ignore_torn_tail: bool = False) -> list[ScoredItem]:
-    """Read a scored-items JSONL file written by :func:`save_scored_items` (or by any tool in that format).
-
-    Parameters
-    ----------
-    path : path-like
-    ignore_torn_tail : bool
-        Skip a last line without a trailing newline (an interrupted write, which resumed scoring repairs)
-        instead of failing on it.
-
-    Raises
-    ------
-    FileNotFoundError
-        The file does not exist.
-    DataFormatError
-        A line is not valid JSON or misses a field, or its ``prm_scores`` has the wrong length, a NaN or a value
-        outside [0, 1]; the message names the file, the line number and the field.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"scored-items file {path} does not exist (make one with `trim-pomdp score-processbench`)"
-        )
-    out: list[ScoredItem] = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if ignore_torn_tail and not line.endswith("\n"):
-                break
-            if not line.strip():
-                continue
-            out.append(_parse_scored_line(line, f"{path} line {lineno}"))
-    return out
-
-
-def scored_item_ids(path: str | os.PathLike) -> set[tuple[str, str]]:
-    """``(split, id)`` of every complete line of a scored-items file (empty if it does not exist).
-
-    Used to resume scoring: a torn last line (an interrupted write) is ignored.
-    """
-    path = Path(path)
-    done: set[tuple[str, str]] = set()
-    if not path.is_file():
-        return done
-    with path.open(encoding="utf-8") as fh:
-        for line in fh:
-            if not line.endswith("\n"):
-                break
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(rec, dict) and "id" in rec and "prm_scores" in rec:
-                done.add((str(rec.get("split", "")), str(rec["id"])))
-    return done
-
-
-# ------------------------------------------------------------------------------------------------------ step table
-
-
-@dataclass
-class StepTable:
-    """Every step of a set of scored items as flat arrays (length = total number of steps).
-
-    Attributes
-    ----------
-    r : ndarray of float
-        PRM score of the step.
-    m : ndarray of float
-        ``min(r_1 … r_{t-1})`` over the item's earlier steps; NaN at ``t = 1``.
-    z : ndarray of int
-        Hidden class (0 = S0, 1 = S1, 2 = S2).
-    t : ndarray of int
-        1-based step index within the item.
-    item_index : ndarray of int
-        Index of the step's item in the list given to :func:`step_table`.
-    split : ndarray of str
-        The item's split.
-    """
-
-    r: np.ndarray
-    m: np.ndarray
-    z: np.ndarray
-    t: np.ndarray
-    item_index: np.ndarray
-    split: np.ndarray
-
-    def __len__(self) -> int:
-        return int(self.r.shape[0])
-
-    def counts(self) -> dict[str, int]:
-        """Number of steps per hidden class, ``{"S0": n, "S1": n, "S2": n}``."""
-        c = np.bincount(self.z, minlength=3)
-        return {"S0": int(c[0]), "S1": int(c[1]), "S2": int(c[2])}
-
-    def select(self, mask: np.ndarray) -> StepTable:
-        """The rows where ``mask`` is true."""
-        mask = np.asarray(mask)
-        return StepTable(
-            self.r[mask], self.m[mask], self.z[mask], self.t[mask], self.item_index[mask], self.split[mask]
-        )
-
-
-def step_table(scored_items: Sequence[ScoredItem]) -> StepTable:
-    """Flatten scored items into a :class:`StepTable`.
-
-    Parameters
-    ----------
-    scored_items : sequence of ScoredItem
-
-    Returns
-    -------
-    StepTable
-    """
-    rs, ms, zs, ts, idx, splits = [], [], [], [], [], []
-    for i, si in enumerate(scored_items):
-        r = np.asarray(si.prm_scores, dtype=float)
-        n = r.shape[0]
-        if n != len(si.item.steps):
-            raise DataFormatError(f"scored item {si.item.id!r}: {n} scores for {len(si.item.steps)} steps")
-        m = np.full(n, np.nan)
-        if n > 1:
-            m[1:] = np.minimum.accumulate(r)[:-1]
-        rs.append(r)
-        ms.append(m)
-        zs.append(step_classes(si.item.label, n))
-        ts.append(np.arange(1, n + 1, dtype=np.int64))
-        idx.append(np.full(n, i, dtype=np.int64))
-        splits.append(np.full(n, si.item.split, dtype=object))
-    if not rs:
-        empty_f = np.zeros(0)
-        empty_i = np.zeros(0, dtype=np.int64)
-        return StepTable(
-            empty_f, empty_f.copy(), empty_i, empty_i.copy(), empty_i.copy(), np.zeros(0, dtype=object)
-        )
-    return StepTable(
-        r=np.concatenate(rs),
-        m=np.concatenate(ms),
-        z=np.concatenate(zs),
-        t=np.concatenate(ts),
-        item_index=np.concatenate(idx),
-        split=np.concatenate(splits).astype(str),
-    )
-
-
-# ------------------------------------------------------------------------------------------------- the protocol
-
-
-def predicted_error_index(scores: Sequence[float], threshold: float = 0.5) -> int:
-    """ProcessBench's prediction from step scores: the first step with score < ``threshold``, or -1 if none."""
-    s = np.asarray(scores, dtype=float)
-    below = np.flatnonzero(s < threshold)
-    return int(below[0]) if below.size else -1
-
-
-def processbench_metrics(
-    scored_items: Sequence[ScoredItem], threshold: float = 0.5
-) -> dict[str, dict[str, float]]:
-    """ProcessBench accuracies (Zheng et al. 2024, §4.1) per split.
-
-    A sample is right iff its predicted earliest-error index (:func:`predicted_error_index`) equals its label.
-
-    Returns
-    -------
-    dict
-        ``{split: {"error": %, "correct": %, "f1": %, "n_error": int, "n_correct": int}}`` where "error" is the
-        accuracy (in percent) on erroneous samples, "correct" on fully correct ones, and "f1" their harmonic mean.
-    """
-    tallies: dict[str, list[int]] = {}
-    for si in scored_items:
-        t = tallies.setdefault(si.item.split, [0, 0, 0, 0])  # err right, err n, corr right, corr n
-        right = predicted_error_index(si.prm_scores, threshold) == si.item.label
-        if si.item.label >= 0:
-            t[0] += right
-            t[1] += 1
-        else:
-            t[2] += right
-            t[3] += 1
-    out: dict[str, dict[str, float]] = {}
-    for split, (er, en, cr, cn) in tallies.items():
-        err = 100.0 * er / en if en else float("nan")
-        corr = 100.0 * cr / cn if cn else float("nan")
-        f1 = 2 * err * corr / (err + corr) if en and cn and (err + corr) > 0 else float("nan")
-        out[split] = {"error": err, "correct": corr, "f1": f1, "n_error": en, "n_correct": cn}
     return out

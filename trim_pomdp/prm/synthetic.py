@@ -30,7 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from trim_pomdp.datasets.processbench import ProcessBenchItem, ScoredItem, step_classes
+from trim_pomdp.datasets.processbench import ProcessBenchItem, step_classes
+from trim_pomdp.datasets.scored import ScoredItem
 from trim_pomdp.exceptions import InvalidParameterError
 
 __all__ = [
