@@ -70,7 +70,7 @@ def _solve(model, trajectory: list | None = None, **kw):
         "seconds": time.perf_counter() - t0,
         "converged": info.converged,
         "trials": info.iterations,
-        "alphas": info.sizes.get("alphas"),
+        "alphas": info.sizes.get("alpha_vectors"),
         "stop_reason": info.extra.get("stop_reason"),
     }
 

@@ -21,7 +21,7 @@ from trim_pomdp.pomdp import (
     solve_trim,
 )
 from trim_pomdp.pomdp.regions import simplex_grid
-from trim_pomdp.solvers.base import AlphaVectorPolicy
+from trim_pomdp.solvers.policy import AlphaVectorPolicy
 from trim_pomdp.solvers.finite_horizon import FiniteHorizonSolver
 
 

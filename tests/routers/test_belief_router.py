@@ -174,7 +174,7 @@ class OnePointPBVI:
         self.info = None
 
     def solve(self, model):
-        from trim_pomdp.solvers.base import AlphaVectorPolicy
+        from trim_pomdp.solvers.policy import AlphaVectorPolicy
 
         T, Obs, R, b, g = model.T, model.O, model.R, model.b0, model.discount
         gamma = [np.full(model.n_states, R.min() / (1 - g))]

@@ -143,7 +143,7 @@ def test_time_limit_and_info_fields():
     info = policy.info
     assert not info.converged and info.extra["stop_reason"] == "time limit reached"
     assert info.seconds < 5.0 and info.lower_bound <= info.upper_bound
-    assert info.sizes["alphas"] == len(policy.alphas) and info.sizes["states"] == 40
+    assert info.sizes["alpha_vectors"] == len(policy.alphas) and info.sizes["states"] == 40
     assert float(policy.value(m.b0)) == pytest.approx(info.lower_bound)
 
 

@@ -17,7 +17,7 @@ import pytest
 
 from tests._support.sarsop_fakes import blind_alphas, mdp_values
 from trim_pomdp.exceptions import BackendUnavailableError, InvalidParameterError, ModelCheckError, SolverError
-from trim_pomdp.solvers.base import AlphaVectorPolicy
+from trim_pomdp.solvers.policy import AlphaVectorPolicy
 from trim_pomdp.solvers.sarsop.julia_bridge import (
     RawSolution,
     SparseTabularArrays,

@@ -148,7 +148,7 @@ def command(
                 "gap": info.gap,
                 "solve_seconds": round(info.seconds, 3),
                 "converged": info.converged,
-                "alphas": info.sizes.get("alphas"),
+                "alphas": info.sizes.get("alpha_vectors"),
             }
         )
     )

@@ -15,13 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from trim_pomdp._internal.artifacts import json_default
+from trim_pomdp._internal.artifacts import json_default, package_versions
 from trim_pomdp.exceptions import DataFormatError, InvalidParameterError
 from trim_pomdp.observation_models.observation import ObservationModel
 from trim_pomdp.pomdp.params import TrimParams
 from trim_pomdp.pomdp.problem import TrimPOMDP, context_index
-from trim_pomdp.solvers.base import AlphaVectorPolicy, SolveInfo, package_versions
+from trim_pomdp.solvers.base import SolveInfo
 from trim_pomdp.solvers.finite_horizon import FiniteHorizonPolicy, FiniteHorizonSolver
+from trim_pomdp.solvers.policy import AlphaVectorPolicy
 
 __all__ = ["POLICY_FORMAT", "TrimPolicy", "solve_trim"]
 
@@ -435,7 +436,7 @@ def solve_trim(trim_pomdp: TrimPOMDP, solver: Any = None) -> TrimPolicy:
     solver : optional
         ``None`` → :class:`~trim_pomdp.solvers.finite_horizon.FiniteHorizonSolver` (precision 1e-3). A
         ``FiniteHorizonSolver`` solves the structured form; any other solver (point-based, SARSOP) gets the
-        flattened tabular form and must return an :class:`~trim_pomdp.solvers.base.AlphaVectorPolicy`.
+        flattened tabular form and must return an :class:`~trim_pomdp.solvers.policy.AlphaVectorPolicy`.
     """
     solver = FiniteHorizonSolver() if solver is None else solver
     if isinstance(solver, FiniteHorizonSolver):

@@ -256,7 +256,7 @@ def train_seq(
         seconds = time.perf_counter() - t0
     finally:
         torch.set_num_threads(old_threads)
-    from trim_pomdp.solvers.base import package_versions
+    from trim_pomdp._internal.artifacts import package_versions
 
     card = {
         "router": "TRIM-Seq",

@@ -40,8 +40,9 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from trim_pomdp._internal.artifacts import package_versions
 from trim_pomdp.exceptions import InvalidParameterError, SolverError
-from trim_pomdp.solvers.base import AlphaVectorPolicy, SolveInfo, package_versions
+from trim_pomdp.solvers.base import SolveInfo
 from trim_pomdp.solvers.pointbased.bounds import AlphaSet, SawtoothUpper
 from trim_pomdp.solvers.pointbased.exact import exact_value_iteration
 from trim_pomdp.solvers.pointbased.layers import simplex_grid, support_layers
@@ -51,6 +52,7 @@ from trim_pomdp.solvers.pointbased.sparse import (
     fast_informed_bound,
     mdp_upper_bound,
 )
+from trim_pomdp.solvers.policy import AlphaVectorPolicy
 from trim_pomdp.solvers.tabular import TabularPOMDP
 
 __all__ = ["PointBasedSolver"]
@@ -261,7 +263,7 @@ class PointBasedSolver:
                 "states": model.n_states,
                 "actions": model.n_actions,
                 "observations": model.n_observations,
-                "alphas": len(G),
+                "alpha_vectors": len(G),
             },
             extra={"mode": "finite_horizon", "horizon": self.finite_horizon, "alphas_per_step": sizes},
         )
@@ -393,7 +395,7 @@ class PointBasedSolver:
                 "states": m.S,
                 "actions": m.A,
                 "observations": m.Z,
-                "alphas": int(lower.K),
+                "alpha_vectors": int(lower.K),
                 "upper_points": int(upper.n_points),
                 "tree_nodes": len(nodes),
                 "backups": backups,

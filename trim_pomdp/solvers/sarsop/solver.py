@@ -33,8 +33,10 @@ from typing import Any
 
 import numpy as np
 
+from trim_pomdp._internal.artifacts import package_versions
 from trim_pomdp.exceptions import BackendUnavailableError, InvalidParameterError, SolverError
-from trim_pomdp.solvers.base import AlphaVectorPolicy, SolveInfo, package_versions
+from trim_pomdp.solvers.base import SolveInfo
+from trim_pomdp.solvers.policy import AlphaVectorPolicy
 from trim_pomdp.solvers.sarsop.julia_bridge import (
     BACKENDS,
     RawSolution,
