@@ -116,7 +116,7 @@ def test_openai_hang_times_out_and_gives_up(oai, caplog):
         api_key="sk-secret-key-abcdef",
         retry=RetryPolicy(max_retries=1, base_delay=0.0, timeout=0.3),
     )
-    with caplog.at_level(logging.DEBUG), pytest.raises(GenerationError, match="timeout after 0.3 s"):
+    with caplog.at_level(logging.DEBUG), pytest.raises(GenerationError, match=r"timeout after 0\.3 s"):
         run(gen.generate_step(P, []))
     assert "sk-secret-key-abcdef" not in caplog.text and "sk-secret-key-abcdef" not in repr(gen)
 

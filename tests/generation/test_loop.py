@@ -20,9 +20,10 @@ from tests._support.servers.fake import (
     ScriptedGenerator,
     ScriptedMathModel,
 )
+from trim_pomdp._internal.jsonl import read_jsonl
 from trim_pomdp.cli import main
 from trim_pomdp.generation import BatchedPRM, Cache, CachedGenerator, LoopConfig, Problem, run
-from trim_pomdp.generation.runs import RECORD_KEYS, read_jsonl
+from trim_pomdp.generation.runs import RECORD_KEYS
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -176,7 +177,7 @@ def test_cli_kill_and_resume(tmp_path):
         env = dict(os.environ, PYTHONPATH=str(REPO))
         out = tmp_path / "run"
         proc = subprocess.Popen(
-            args + ["--out", str(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            [*args, "--out", str(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
         deadline = time.time() + 40
         while time.time() < deadline:
@@ -191,7 +192,7 @@ def test_cli_kill_and_resume(tmp_path):
         requests_before = len(oai.requests) + len(strong.requests)
         oai.delay_s = strong.delay_s = 0.005
         args[args.index("--concurrency") + 1] = "8"
-        res = subprocess.run(args + ["--out", str(out)], env=env, capture_output=True, text=True, timeout=120)
+        res = subprocess.run([*args, "--out", str(out)], env=env, capture_output=True, text=True, timeout=120)
         assert res.returncode == 0, res.stderr[-2000:]
         recs = read_jsonl(out / "records.jsonl")
         ids = [r["query_id"] for r in recs]

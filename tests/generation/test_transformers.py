@@ -11,6 +11,7 @@ transformers = pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
 
 from tests._support.servers.fake import FakeAnthropicServer  # noqa: E402
+from trim_pomdp._internal.jsonl import read_jsonl  # noqa: E402
 from trim_pomdp.generation import (  # noqa: E402
     AnthropicStepGenerator,
     BatchedPRM,
@@ -20,7 +21,7 @@ from trim_pomdp.generation import (  # noqa: E402
     TransformersStepGenerator,
     run,
 )
-from trim_pomdp.generation.runs import RECORD_KEYS, read_jsonl  # noqa: E402
+from trim_pomdp.generation.runs import RECORD_KEYS  # noqa: E402
 
 CHAT = (
     "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>' + '\n' }}"
@@ -75,7 +76,7 @@ def models(tmp_path_factory):
 
 
 def test_transformers_weak_steps_and_determinism(models):
-    tok, path, _ = models
+    _tok, path, _ = models
     gen = TransformersStepGenerator(path, max_tokens_per_step=5, model_name="tiny")  # loads from disk by path
 
     async def go():
@@ -100,7 +101,8 @@ def test_end_to_end_with_tiny_models(models, tmp_path):
         strong = AnthropicStepGenerator(api_key=ant.api_key, base_url=ant.url, retry=RetryPolicy(timeout=10))
 
         class Alternate:
-            last_decision = {}
+            def __init__(self):
+                self.last_decision = {}
 
             def reset(self):
                 self.n = 0

@@ -13,13 +13,14 @@ problems are skipped, and the unfinished ones replay their cached calls and cont
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from trim_pomdp._internal.artifacts import to_jsonable
+from trim_pomdp._internal.jsonl import JsonlWriter
 from trim_pomdp.datasets.answers import check_answer
 from trim_pomdp.datasets.problems import Problem
 from trim_pomdp.exceptions import InvalidParameterError
@@ -27,13 +28,11 @@ from trim_pomdp.generation.base import StepResult
 from trim_pomdp.generation.runs import (
     ERRORS,
     RECORDS,
-    RUN_JSON,
     TRACES,
-    JsonlWriter,
+    check_run_settings,
     load_traces,
     rebuild_records,
     record_from_trace,
-    to_jsonable,
 )
 from trim_pomdp.routers.base import Router
 from trim_pomdp.types import StepObservation
@@ -109,6 +108,13 @@ class RunSummary:
     def accuracy(self) -> float:
         return self.correct / self.finished if self.finished else float("nan")
 
+    def add(self, trace: dict[str, Any]) -> None:
+        """Count a problem finished in this run."""
+        self.completed += 1
+        self.correct += int(trace["correct"])
+        self.strong_tokens += trace["strong_tokens"]
+        self.steps += trace["n_steps"]
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["accuracy"] = self.accuracy
@@ -130,6 +136,104 @@ def _step_dict(res: StepResult) -> dict[str, Any]:
     }
 
 
+T = TypeVar("T")
+
+
+async def _timed(rec: dict[str, Any], key: str, call: Awaitable[T]) -> T:
+    """Await ``call`` and store its wall time in ``rec[key]``."""
+    t0 = time.perf_counter()
+    result = await call
+    rec[key] = round(time.perf_counter() - t0, 6)
+    return result
+
+
+@dataclass
+class _Solution:
+    """A problem's solution while the loop writes it: the accepted steps, their scores, the step trace."""
+
+    steps: list[str] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)
+    trace: list[dict[str, Any]] = field(default_factory=list)
+    weak_tokens: int = 0
+    strong_tokens: int = 0
+
+    @property
+    def spent(self) -> int:
+        """Output tokens spent on the solution so far (weak and strong, accepted or not)."""
+        return self.weak_tokens + self.strong_tokens
+
+    def accept(self, step: StepResult, score: float | None, rec: dict[str, Any]) -> None:
+        self.steps.append(step.text)
+        if score is not None:
+            self.scores.append(score)
+        self.trace.append(rec)
+
+
+async def _route_step(
+    problem: Problem,
+    t: int,
+    proposal: StepResult,
+    sol: _Solution,
+    rec: dict[str, Any],
+    strong: Any,
+    prm: Any,
+    router: Router,
+    remaining: int,
+) -> tuple[StepResult, float]:
+    """Score M_w's proposal, ask the router, and on ``regenerate`` let M_s write the step (and score it)."""
+    r_t = float((await _timed(rec, "prm_s", prm.score(problem.problem, [*sol.steps, proposal.text])))[-1])
+    rec["r"] = r_t
+    obs = StepObservation(
+        t=t, scores=(*sol.scores, r_t), tokens=int(proposal.tokens), final=bool(proposal.final)
+    )
+    t0 = time.perf_counter()
+    action = router.decide(obs)
+    rec["router_s"] = round(time.perf_counter() - t0, 6)
+    if action not in ("continue", "regenerate"):
+        raise InvalidParameterError(f"router returned {action!r}, expected 'continue' or 'regenerate'")
+    rec["action"] = action
+    decision = getattr(router, "last_decision", None)
+    if decision:
+        rec["decision"] = to_jsonable(decision)
+    if action == "continue":
+        return proposal, r_t
+    s = await strong.generate_step(problem.problem, sol.steps, max_tokens=max(1, remaining - proposal.tokens))
+    sol.strong_tokens += s.tokens
+    rec["strong"] = _step_dict(s)
+    score = float((await _timed(rec, "prm_strong_s", prm.score(problem.problem, [*sol.steps, s.text])))[-1])
+    rec["r_strong"] = score
+    return s, score
+
+
+async def _next_step(
+    problem: Problem,
+    t: int,
+    sol: _Solution,
+    weak: Any,
+    strong: Any,
+    prm: Any,
+    router: Router | None,
+    config: LoopConfig,
+) -> tuple[StepResult, float | None, dict[str, Any]]:
+    """The step accepted at ``t``, its PRM score (``None`` without a PRM) and its trace entry."""
+    remaining = config.max_solution_tokens - sol.spent
+    rec: dict[str, Any] = {"t": t}
+    if config.mode == "strong":
+        s = await strong.generate_step(problem.problem, sol.steps, max_tokens=remaining)
+        sol.strong_tokens += s.tokens
+        rec.update(action="strong_only", strong=_step_dict(s))
+        return s, None, rec
+    w = await weak.generate_step(problem.problem, sol.steps, max_tokens=remaining)
+    sol.weak_tokens += w.tokens
+    rec["weak"] = _step_dict(w)
+    if config.mode == "weak":
+        rec["action"] = "weak_only"
+        return w, None, rec
+    assert router is not None  # run_loop checks that mode "route" has a router
+    chosen, score = await _route_step(problem, t, w, sol, rec, strong, prm, router, remaining)
+    return chosen, score, rec
+
+
 async def solve_problem(
     problem: Problem,
     weak: Any,
@@ -140,123 +244,93 @@ async def solve_problem(
 ) -> dict[str, Any]:
     """Run the loop on one problem and return its trace (see :mod:`trim_pomdp.generation.runs`)."""
     t_start = time.perf_counter()
-    steps: list[str] = []
-    scores: list[float] = []
-    trace_steps: list[dict[str, Any]] = []
-    strong_tokens = weak_tokens = spent = 0
+    sol = _Solution()
     stop = "step_cap"
     if router is not None:
         router.reset()
     for t in range(1, config.max_steps + 1):
-        remaining = config.max_solution_tokens - spent
-        if remaining <= 0:
+        if config.max_solution_tokens - sol.spent <= 0:
             stop = "token_cap"
             break
-        rec: dict[str, Any] = {"t": t}
-        if config.mode == "strong":
-            s = await strong.generate_step(problem.problem, steps, max_tokens=remaining)
-            strong_tokens += s.tokens
-            spent += s.tokens
-            rec.update(action="strong_only", strong=_step_dict(s))
-            chosen, score = s, None
-        else:
-            w = await weak.generate_step(problem.problem, steps, max_tokens=remaining)
-            weak_tokens += w.tokens
-            spent += w.tokens
-            rec["weak"] = _step_dict(w)
-            chosen, score = w, None
-            if config.mode == "route":
-                t0 = time.perf_counter()
-                r = await prm.score(problem.problem, steps + [w.text])
-                rec["prm_s"] = round(time.perf_counter() - t0, 6)
-                r_t = float(r[-1])
-                rec["r"] = r_t
-                obs = StepObservation(
-                    t=t, scores=tuple(scores) + (r_t,), tokens=int(w.tokens), final=bool(w.final)
-                )
-                t0 = time.perf_counter()
-                action = router.decide(obs)
-                rec["router_s"] = round(time.perf_counter() - t0, 6)
-                if action not in ("continue", "regenerate"):
-                    raise InvalidParameterError(
-                        f"router returned {action!r}, expected 'continue' or 'regenerate'"
-                    )
-                rec["action"] = action
-                decision = getattr(router, "last_decision", None)
-                if decision:
-                    rec["decision"] = to_jsonable(decision)
-                score = r_t
-                if action == "regenerate":
-                    s = await strong.generate_step(
-                        problem.problem, steps, max_tokens=max(1, remaining - w.tokens)
-                    )
-                    strong_tokens += s.tokens
-                    spent += s.tokens
-                    rec["strong"] = _step_dict(s)
-                    t0 = time.perf_counter()
-                    rs = await prm.score(problem.problem, steps + [s.text])
-                    rec["prm_strong_s"] = round(time.perf_counter() - t0, 6)
-                    score = float(rs[-1])
-                    rec["r_strong"] = score
-                    chosen = s
-            else:
-                rec["action"] = "weak_only"
-        steps.append(chosen.text)
-        if score is not None:
-            scores.append(score)
-        trace_steps.append(rec)
+        chosen, score, rec = await _next_step(problem, t, sol, weak, strong, prm, router, config)
+        sol.accept(chosen, score, rec)
         if chosen.final:
             stop = "final"
             break
-    solution = "\n\n".join(steps)
-    answer, correct = check_answer(solution, problem.answer)
+    answer, correct = check_answer("\n\n".join(sol.steps), problem.answer)
     return {
         "query_id": problem.id,
         "policy": config.policy,
         "knob": config.knob,
         "correct": bool(correct),
-        "strong_tokens": int(strong_tokens),
-        "weak_tokens": int(weak_tokens),
+        "strong_tokens": int(sol.strong_tokens),
+        "weak_tokens": int(sol.weak_tokens),
         "answer": answer,
         "reference": problem.answer,
-        "n_steps": len(steps),
-        "n_regenerated": sum(1 for s in trace_steps if s.get("action") in ("regenerate", "strong_only")),
+        "n_steps": len(sol.steps),
+        "n_regenerated": sum(1 for s in sol.trace if s.get("action") in ("regenerate", "strong_only")),
         "stop": stop,
-        "scores": scores,
+        "scores": sol.scores,
         "wall_s": round(time.perf_counter() - t_start, 6),
-        "steps": trace_steps,
+        "steps": sol.trace,
     }
 
 
-def _check_run_json(out: Path, settings: dict[str, Any]) -> None:
-    path = out / RUN_JSON
-    settings = to_jsonable(settings)
-    if path.exists():
-        old = json.loads(path.read_text())
-        keys = (
-            "dataset",
-            "policy",
-            "knob",
-            "mode",
-            "weak",
-            "strong",
-            "prm",
-            "router",
-            "shard",
-            "max_steps",
-            "max_solution_tokens",
+def _check_parts(config: LoopConfig, weak: Any, strong: Any, prm: Any, router_factory: Any) -> None:
+    if config.mode == "route" and (prm is None or router_factory is None or strong is None or weak is None):
+        raise InvalidParameterError("mode 'route' needs a weak and a strong generator, a PRM and a router")
+    if config.mode == "weak" and weak is None:
+        raise InvalidParameterError("mode 'weak' needs a weak generator")
+    if config.mode == "strong" and strong is None:
+        raise InvalidParameterError("mode 'strong' needs a strong generator")
+
+
+class _RunFiles:
+    """The appending writers of a run directory: traces, records and errors."""
+
+    def __init__(self, out: Path) -> None:
+        self.traces, self.records, self.errors = (
+            JsonlWriter(out / name) for name in (TRACES, RECORDS, ERRORS)
         )
-        diff = [k for k in keys if k in old and k in settings and old[k] != settings[k]]
-        if diff:
-            raise InvalidParameterError(
-                f"{out} holds a run with different settings ("
-                + ", ".join(f"{k}: {old[k]!r} -> {settings[k]!r}" for k in diff)
-                + "); "
-                "resume with the same settings or choose a new --out directory"
-            )
-        return
-    out.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(settings, indent=2))
+
+    def finished(self, trace: dict[str, Any]) -> None:
+        self.traces.write(trace)
+        self.records.write(record_from_trace(trace))
+
+    def failed(self, problem: Problem, exc: BaseException) -> None:
+        self.errors.write(
+            {"query_id": problem.id, "error": f"{type(exc).__name__}: {exc}", "time": time.time()}
+        )
+
+    def close(self) -> None:
+        for w in (self.traces, self.records, self.errors):
+            w.close()
+
+
+def _resume(
+    out: Path, problems: list[Problem], config: LoopConfig, settings: dict[str, Any], summary: RunSummary
+) -> list[Problem]:
+    """Check the run directory's settings, count its finished problems into ``summary``; the rest to do."""
+    check_run_settings(
+        out,
+        {
+            **settings,
+            "policy": config.policy,
+            "knob": config.knob,
+            "mode": config.mode,
+            "max_steps": config.max_steps,
+            "max_solution_tokens": config.max_solution_tokens,
+        },
+    )
+    rebuild_records(out)
+    done = load_traces(out)
+    wanted = {p.id for p in problems}
+    for qid, tr in done.items():
+        if qid in wanted:
+            summary.done_before += 1
+            summary.correct += int(bool(tr["correct"]))
+            summary.strong_tokens += int(tr["strong_tokens"])
+    return [p for p in problems if p.id not in done]
 
 
 async def run_loop(
@@ -277,68 +351,46 @@ async def run_loop(
     Parameters
     ----------
     problems : list of Problem
-    weak, strong : step generators (``None`` where the mode does not use them)
-    prm : PRM scorer (``await prm.score(problem, steps)``), ``None`` unless ``mode="route"``
-    router_factory : callable returning a fresh :class:`~trim_pomdp.routers.base.Router`; called once per
-    worker
-        (each router is reset per problem); ``None`` unless ``mode="route"``
-    config : LoopConfig
+        Their ids must be unique.
+    weak, strong : StepGenerator or None
+        The step generators (``None`` where the mode does not use them).
+    prm : StepScorer or None
+        ``await prm.score(problem, steps)``; ``None`` unless ``mode="route"``.
+    router_factory : callable or None
+        Returns a fresh :class:`~trim_pomdp.routers.base.Router`; called once per worker (each router is reset
+        per problem). ``None`` unless ``mode="route"``.
+    config : LoopConfig, optional
     out_dir : path, optional
         Run directory; finished problems found there are skipped.
     settings : dict, optional
         Stored in ``run.json``; a resumed run must have the same settings.
-    on_result, on_error : callbacks per finished / failed problem (progress display).
+    on_result, on_error : callable, optional
+        Called per finished / failed problem (e.g. for a progress display).
+
+    Returns
+    -------
+    RunSummary
     """
     config = config or LoopConfig()
     config.validate()
-    if config.mode == "route" and (prm is None or router_factory is None or strong is None or weak is None):
-        raise InvalidParameterError("mode 'route' needs a weak and a strong generator, a PRM and a router")
-    if config.mode == "weak" and weak is None:
-        raise InvalidParameterError("mode 'weak' needs a weak generator")
-    if config.mode == "strong" and strong is None:
-        raise InvalidParameterError("mode 'strong' needs a strong generator")
-    ids = [p.id for p in problems]
-    if len(set(ids)) != len(ids):
+    _check_parts(config, weak, strong, prm, router_factory)
+    if len({p.id for p in problems}) != len(problems):
         raise InvalidParameterError("problem ids must be unique")
     summary = RunSummary(total=len(problems))
     t0 = time.perf_counter()
-    writers: tuple[JsonlWriter, JsonlWriter, JsonlWriter] | None = None
+    files: _RunFiles | None = None
     todo = list(problems)
     if out_dir is not None:
-        out = Path(out_dir)
-        _check_run_json(
-            out,
-            {
-                **(settings or {}),
-                "policy": config.policy,
-                "knob": config.knob,
-                "mode": config.mode,
-                "max_steps": config.max_steps,
-                "max_solution_tokens": config.max_solution_tokens,
-            },
-        )
-        rebuild_records(out)
-        done = load_traces(out)
-        wanted = set(ids)
-        for qid, tr in done.items():
-            if qid in wanted:
-                summary.done_before += 1
-                summary.correct += int(bool(tr["correct"]))
-                summary.strong_tokens += int(tr["strong_tokens"])
-        todo = [p for p in problems if p.id not in done]
-        writers = (JsonlWriter(out / TRACES), JsonlWriter(out / RECORDS), JsonlWriter(out / ERRORS))
-
+        todo = _resume(Path(out_dir), problems, config, settings or {}, summary)
+        files = _RunFiles(Path(out_dir))
     queue: asyncio.Queue[Problem] = asyncio.Queue()
     for p in todo:
         queue.put_nowait(p)
 
     async def worker() -> None:
         router = router_factory() if (router_factory is not None and config.mode == "route") else None
-        while True:
-            try:
-                p = queue.get_nowait()
-            except asyncio.QueueEmpty:
-                return
+        while not queue.empty():
+            p = queue.get_nowait()
             try:
                 trace = await solve_problem(p, weak, strong, prm, router, config)
             except Exception as exc:
@@ -346,20 +398,14 @@ async def run_loop(
                     raise  # nothing has worked yet: a configuration error, not a flaky problem
                 summary.failed += 1
                 summary.errors.append(f"{p.id}: {exc}")
-                if writers is not None:
-                    writers[2].write(
-                        {"query_id": p.id, "error": f"{type(exc).__name__}: {exc}", "time": time.time()}
-                    )
+                if files is not None:
+                    files.failed(p, exc)
                 if on_error is not None:
                     on_error(p, exc)
                 continue
-            if writers is not None:
-                writers[0].write(trace)
-                writers[1].write(record_from_trace(trace))
-            summary.completed += 1
-            summary.correct += int(trace["correct"])
-            summary.strong_tokens += trace["strong_tokens"]
-            summary.steps += trace["n_steps"]
+            if files is not None:
+                files.finished(trace)
+            summary.add(trace)
             if on_result is not None:
                 on_result(trace)
 
@@ -367,9 +413,8 @@ async def run_loop(
         n_workers = min(config.concurrency, max(1, len(todo)))
         await asyncio.gather(*(worker() for _ in range(n_workers)))
     finally:
-        if writers is not None:
-            for w in writers:
-                w.close()
+        if files is not None:
+            files.close()
     summary.wall_s = time.perf_counter() - t0
     return summary
 
