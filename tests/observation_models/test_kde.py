@@ -11,7 +11,8 @@ from sklearn.base import clone
 
 import trim_pomdp.observation_models.kde as kde_module
 from trim_pomdp.exceptions import InvalidParameterError, NotFittedError
-from trim_pomdp.observation_models.kde import ReflectedKDE, rule_of_thumb_bandwidth
+from trim_pomdp.observation_models.bandwidth import rule_of_thumb_bandwidth
+from trim_pomdp.observation_models.kde import ReflectedKDE
 
 
 def _beta_data(n: int, seed: int = 0) -> np.ndarray:

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from scipy import stats
 
+import trim_pomdp
 from tests._support.data import require_shared_data
 from trim_pomdp.exceptions import DataFormatError, InvalidParameterError
-from trim_pomdp.observation_models.observation import (
-    FORMAT,
-    ObservationModel,
-    held_out_log_likelihood,
-    load_shipped_observation_model,
-)
+from trim_pomdp.observation_models.fitting import held_out_log_likelihood
+from trim_pomdp.observation_models.observation import FORMAT, ObservationModel, load_shipped_observation_model
 
 BETA = {0: (6.0, 1.0), 1: (1.5, 1.5), 2: (1.0, 3.0)}  # r | class: S0 high, S1 spread, S2 low
 
@@ -201,14 +199,14 @@ def test_load_errors_name_the_file(model, tmp_path):
     d = tmp_path / "bad"
     npz, js = model.save(d)
     npz.write_bytes(b"this is not a zip file at all")
-    with pytest.raises(DataFormatError, match="observation_model.npz"):
+    with pytest.raises(DataFormatError, match=r"observation_model\.npz"):
         ObservationModel.load(d)
     np.savez(npz, alphas=np.zeros((2, 3)))  # some other trim-pomdp-looking file
     with pytest.raises(DataFormatError, match="not a trim-pomdp observation model"):
         ObservationModel.load(d)
     model.save(d)
     js.write_text("{not json")
-    with pytest.raises(DataFormatError, match="observation_model.json"):
+    with pytest.raises(DataFormatError, match=r"observation_model\.json"):
         ObservationModel.load(d)
     model.save(d)
     with np.load(npz) as data:
@@ -284,7 +282,39 @@ def test_shipped_artifact_matches_a_refit():
     )
     assert np.allclose(refit.pair_probs, shipped.pair_probs, rtol=0, atol=1e-12) and np.allclose(
         refit.first_probs, shipped.first_probs, rtol=0, atol=1e-12
-    ), "observation_models/ is stale: rerun the command in observation_models/README.md"
+    ), "trim_pomdp/data/observation_model is stale: rerun the command in trim_pomdp/data/README.md"
+
+
+def test_shipped_artifact_is_what_its_stored_densities_give():
+    """Without the data: the shipped bins are the exact masses of the densities its stored points rebuild.
+
+    Also checks the card against the arrays (counts, bandwidths, where each t = 1 density came from), and that
+    the card carries a digest, so that an edited array or a stale card fails here instead of in a solve.
+    """
+    from trim_pomdp._internal.artifacts import load_artifact
+
+    shipped = load_shipped_observation_model()
+    card = shipped.card
+    art = load_artifact(
+        Path(trim_pomdp.__file__).parent / "data", stem="observation_model", formats=(FORMAT,), what="model"
+    )
+    assert len(art.card["sha256"]) == 64 and art.card == card
+    assert not card[
+        "stored_points_subsampled_from"
+    ]  # every training point is stored: the refit below is exact
+    for c, name in enumerate(("S0", "S1", "S2")):
+        pair, first = shipped.pair_kdes[c], shipped.first_kdes[c]
+        masses = pair.bin_masses(shipped.edges)
+        np.testing.assert_allclose(shipped.pair_probs[c], masses / masses.sum(), rtol=0, atol=1e-12)
+        fmass = first.bin_masses(shipped.edges)
+        np.testing.assert_allclose(shipped.first_probs[c], fmass / fmass.sum(), rtol=0, atol=1e-12)
+        assert pair.data_.shape[0] == card["counts_t_ge_2"][name]
+        n_first = card["counts_t_eq_1"][name]
+        fitted_on_first_steps = card["first_step_source"][name].startswith("first steps")
+        assert first.data_.shape[0] == (n_first if fitted_on_first_steps else card["counts"][name])
+        assert card["counts"][name] == card["counts_t_ge_2"][name] + n_first
+        np.testing.assert_array_equal(pair.bandwidth_, card["bandwidths"][name]["pair"])
+        np.testing.assert_array_equal(first.bandwidth_, card["bandwidths"][name]["first"])
 
 
 def test_shipped_artifact_is_marked_simulated():

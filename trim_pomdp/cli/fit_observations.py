@@ -175,7 +175,8 @@ def command(
     from trim_pomdp.constants import HIDDEN_CLASSES
     from trim_pomdp.datasets.processbench import HUB_DATASET, SPLITS, load_processbench
     from trim_pomdp.datasets.scored import load_scored_items, step_table
-    from trim_pomdp.observation_models.observation import ObservationModel, held_out_log_likelihood
+    from trim_pomdp.observation_models.fitting import held_out_log_likelihood
+    from trim_pomdp.observation_models.observation import ObservationModel
 
     sources = [
         s

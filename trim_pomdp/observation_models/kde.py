@@ -33,12 +33,12 @@ per block). ``method="grid"`` first evaluates ``log f`` exactly at the nodes of 
 most ``h_j / 8``, ``h / 32`` in 1-D) — cheaply, because the product kernel makes the grid of sums a matrix
 product ``K_1 K_2^T`` accumulated over chunks of training points — and then interpolates ``log f`` with a
 cubic spline (mirror boundary, which matches the zero normal derivative of a reflected density at the faces).
-The interpolation error is of order ``(spacing / h)^4``; measured below 1e-4 in log-density wherever ``log f >
--20`` (``tests/test_kde.py``). Far out in the tails, where the log-density has kinks between the quadratic
-tails of distant training points, the error grows (it stays finite and below 1e-3 relative in the tests); use
-``method="exact"`` for such queries. ``method="auto"`` (default) uses the exact sum when ``n_queries x N <=
-4e6`` and the grid otherwise, which is what makes ``10^5`` queries against ``3 * 10^4`` training points take
-well under a second instead of tens of seconds.
+The interpolation error is of order ``(spacing / h)^4``; measured below 1e-4 in log-density wherever
+``log f > -20`` (``tests/observation_models/test_kde.py``). Far out in the tails, where the log-density has kinks
+between the quadratic tails of distant training points, the error grows (it stays finite and below 1e-3
+relative in the tests); use ``method="exact"`` for such queries. ``method="auto"`` (default) uses the exact sum
+when ``n_queries x N <= 4e6`` and the grid otherwise, which is what makes ``10^5`` queries against
+``3 * 10^4`` training points take well under a second instead of tens of seconds.
 """
 
 from __future__ import annotations
@@ -53,73 +53,16 @@ from scipy.special import logsumexp, ndtr
 from sklearn.base import BaseEstimator
 
 from trim_pomdp.exceptions import InvalidParameterError, NotFittedError
+from trim_pomdp.observation_models.bandwidth import RULES, rule_of_thumb_bandwidth
 
-__all__ = ["ReflectedKDE", "rule_of_thumb_bandwidth"]
+__all__ = ["ReflectedKDE"]
 
 _LOG_SQRT_2PI = 0.5 * np.log(2.0 * np.pi)
 #: floats per temporary block in chunked evaluation (16 MiB of float64)
 _BLOCK = 2**21
 #: queries x training points up to which method="auto" evaluates the exact sum
 _AUTO_EXACT_MAX = 4_000_000
-_RULES = ("scott", "silverman")
 _METHODS = ("auto", "exact", "grid")
-
-
-def _spread(x: np.ndarray, robust: bool) -> float:
-    """Spread of a 1-D sample: the standard deviation, or Silverman's robust ``min(std, IQR / 1.349)``.
-
-    When the robust choice is asked for and one of the two is 0, the other is used.
-    """
-    if x.size < 2:
-        return 0.0
-    std = float(np.std(x, ddof=1))
-    if not robust:
-        return std
-    q75, q25 = np.percentile(x, [75.0, 25.0])
-    iqr = float(q75 - q25) / 1.349
-    positive = [s for s in (std, iqr) if s > 0]
-    return min(positive) if positive else 0.0
-
-
-def rule_of_thumb_bandwidth(
-    X: np.ndarray, rule: str = "scott", bounds: np.ndarray | None = None
-) -> np.ndarray:
-    """Per-dimension Scott or Silverman bandwidth, scaled by each dimension's spread.
-
-    Scott (1992): ``h_j = N^(-1/(d+4)) * std_j``. Silverman (1986): ``h_j = (N (d + 2) / 4)^(-1/(d+4)) *
-    min(std_j, IQR_j / 1.349)`` (the robust spread). Unlike scikit-learn's ``"scott"`` (the bare factor, i.e.
-    unit spread assumed), both adapt to data concentrated in a small part of the box. The robust spread of
-    Silverman's rule follows the bulk of skewed data (PRM scores of correct steps pile up near 1) and so
-    undersmooths their tails; Scott's standard deviation smooths the tails more, which gave the better
-    held-out class posteriors on ProcessBench (see the README, "Observation models"), hence the default. A dimension
-    with zero spread (all values equal) uses a spread of ``1e-3 * (b_j - a_j)``, and every bandwidth is
-    floored at ``1e-4 * (b_j - a_j)``.
-
-    Parameters
-    ----------
-    X : ndarray of shape (n_samples, n_features)
-    rule : {"scott", "silverman"}
-    bounds : ndarray of shape (n_features, 2), optional
-        Only used for the zero-spread floor; default unit box.
-
-    Returns
-    -------
-    ndarray of shape (n_features,)
-    """
-    X = np.asarray(X, dtype=float)
-    if X.ndim == 1:
-        X = X[:, None]
-    n, d = X.shape
-    if rule == "scott":
-        factor = n ** (-1.0 / (d + 4))
-    elif rule == "silverman":
-        factor = (n * (d + 2) / 4.0) ** (-1.0 / (d + 4))
-    else:
-        raise InvalidParameterError(f"rule must be one of {_RULES}, got {rule!r}")
-    widths = np.ones(d) if bounds is None else np.diff(np.asarray(bounds, dtype=float), axis=1).ravel()
-    spreads = np.array([_spread(X[:, j], robust=rule == "silverman") for j in range(d)])
-    spreads = np.where(spreads > 0, spreads, 1e-3 * widths)
-    return np.maximum(factor * spreads, 1e-4 * widths)
 
 
 def _ndtr_diff(zlo: np.ndarray, zhi: np.ndarray) -> np.ndarray:
@@ -137,10 +80,11 @@ class ReflectedKDE(BaseEstimator):
     ----------
     bandwidth : {"scott", "silverman", "cv"} or float or sequence of float, default="scott"
         ``"scott"``/``"silverman"``: rule of thumb per dimension, scaled by that dimension's standard
-        deviation (Scott) or robust spread (Silverman); see :func:`rule_of_thumb_bandwidth`. ``"cv"``: the
-        factor times the Scott bandwidth that maximises ``cv_folds``-fold held-out log-likelihood over
-        ``cv_factors``. A float: the same absolute bandwidth (standard deviation of the kernel, in data units)
-        in every dimension; a sequence: one per dimension.
+        deviation (Scott) or robust spread (Silverman); see
+        :func:`~trim_pomdp.observation_models.bandwidth.rule_of_thumb_bandwidth`. ``"cv"``: the factor times
+        the Scott bandwidth that maximises ``cv_folds``-fold held-out log-likelihood over ``cv_factors``. A
+        float: the same absolute bandwidth (standard deviation of the kernel, in data units) in every
+        dimension; a sequence: one per dimension.
     bounds : array-like of shape (2,) or (n_features, 2), optional
         ``[a, b]`` for every dimension, or one row per dimension. Default: ``[0, 1]`` in every dimension.
     method : {"auto", "exact", "grid"}, default="auto"
@@ -274,7 +218,7 @@ class ReflectedKDE(BaseEstimator):
         self.n_features_in_ = d
         self.bounds_ = bounds
         self.data_ = X
-        self._grid = None
+        self._grid: tuple[list[np.ndarray], np.ndarray] | None = None
         for attr in ("cv_results_",):
             if hasattr(self, attr):
                 delattr(self, attr)
@@ -286,7 +230,7 @@ class ReflectedKDE(BaseEstimator):
         d = X.shape[1]
         bw = self.bandwidth
         if isinstance(bw, str):
-            if bw in _RULES:
+            if bw in RULES:
                 return rule_of_thumb_bandwidth(X, bw, bounds)
             if bw == "cv":
                 return self._cv_bandwidth(X, bounds, groups)
@@ -518,7 +462,7 @@ class ReflectedKDE(BaseEstimator):
         """``exp(log k_j(g, x_i) - shift)``, shape (G, n_idx), in linear space (three exponentials)."""
         h = self.bandwidth_[j]
         c = (shift + np.log(h) + _LOG_SQRT_2PI)[:, None]
-        out = None
+        out: np.ndarray | None = None
         for img in self._images(j)[:, idx]:
             z = (g[:, None] - img[None, :]) / h
             z *= z
@@ -526,6 +470,7 @@ class ReflectedKDE(BaseEstimator):
             z -= c
             np.exp(z, out=z)
             out = z if out is None else out + z
+        assert out is not None  # three images per point
         return out
 
     def _build_grid(self) -> None:
@@ -556,6 +501,7 @@ class ReflectedKDE(BaseEstimator):
     def _grid_log_sum(self, Q: np.ndarray) -> np.ndarray:
         if self._grid is None:
             self._build_grid()
+        assert self._grid is not None
         nodes, coeffs = self._grid
         coords = np.stack([(Q[:, j] - g[0]) / (g[-1] - g[0]) * (g.size - 1) for j, g in enumerate(nodes)])
         return ndimage.map_coordinates(coeffs, coords, order=3, mode="mirror", prefilter=False)

@@ -80,13 +80,13 @@ def plot_class_densities(
     require("matplotlib", "plots", "plotting observation densities")
     from matplotlib.figure import Figure
 
-    centers, dens = density_grid(model, resolution=resolution, binned=binned)
+    _, dens = density_grid(model, resolution=resolution, binned=binned)
     fig = Figure(figsize=(13, 4.8), layout="constrained")
     axes = fig.subplots(1, 3, sharey=True)
     shown = np.log10(np.maximum(dens, 1e-6)) if log else dens
     vmin, vmax = float(shown.min()), float(shown.max())
     extent = (0.0, 1.0, 0.0, 1.0)
-    image = None
+    images = []
     for z, ax in enumerate(axes):
         name = HIDDEN_CLASSES[z]
         image = ax.imshow(
@@ -99,12 +99,13 @@ def plot_class_densities(
             vmax=vmax,
             interpolation="nearest" if binned else "bilinear",
         )
+        images.append(image)
         count = model.card.get("counts", {}).get(name)
         title = f"{name}: {CLASS_DESCRIPTIONS[name].split('(')[0].strip()}"
         ax.set_title(title + (f"\n({count} steps)" if count is not None else ""), fontsize=9)
         ax.set_xlabel("$r_t$ (PRM score of the newest step)")
     axes[0].set_ylabel("$m_t = \\min\\, r_{1:t-1}$")
-    cbar = fig.colorbar(image, ax=list(axes), shrink=0.85)
+    cbar = fig.colorbar(images[-1], ax=list(axes), shrink=0.85)
     cbar.set_label("log10 density" if log else "density")
     prm = str(model.card.get("prm", "PRM"))
     sim = " — SIMULATED PRM scores" if model.card.get("simulated") and "simulated" not in prm.lower() else ""
