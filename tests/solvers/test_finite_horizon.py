@@ -161,7 +161,7 @@ def test_full_rank_dynamics_use_the_simplex_grid_fallback_with_certified_bounds(
 
 
 def test_freudenthal_interpolation_is_exact_on_lattice_and_linear_and_overestimates_convex():
-    from trim_pomdp.solvers.finite_horizon import _Freudenthal
+    from trim_pomdp.solvers.finite_horizon.general import _Freudenthal
 
     rng = np.random.default_rng(12)
     for n, r in ((3, 4), (4, 3), (2, 5)):
