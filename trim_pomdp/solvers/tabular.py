@@ -7,9 +7,11 @@ action taken and the state reached, ``R[s, a]`` expected immediate reward, ``b0`
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
+from trim_pomdp._internal.simplex import check_stochastic
 from trim_pomdp.exceptions import ModelCheckError
 
 __all__ = ["TabularPOMDP", "check_tabular"]
@@ -32,8 +34,11 @@ class TabularPOMDP:
     discount : float
         γ in (0, 1]; point-based solvers need γ < 1.
     state_names, action_names, observation_names : list of str, optional
+        Names from the file the model was read from, for display and for writing it back.
     terminal : ndarray of bool, shape (n_states,), optional
         States that are absorbing with zero reward (informative; solvers do not require it).
+    meta : dict, optional
+        Where the model came from (``source``, ``format``, notes of the reader).
     """
 
     T: np.ndarray
@@ -49,14 +54,17 @@ class TabularPOMDP:
 
     @property
     def n_states(self) -> int:
+        """Number of states."""
         return int(self.T.shape[1])
 
     @property
     def n_actions(self) -> int:
+        """Number of actions."""
         return int(self.T.shape[0])
 
     @property
     def n_observations(self) -> int:
+        """Number of observations."""
         return int(self.O.shape[2])
 
     def check(self, atol: float = 1e-8) -> TabularPOMDP:
@@ -65,8 +73,17 @@ class TabularPOMDP:
         return self
 
 
-def check_tabular(T, O, R, b0, discount: float, atol: float = 1e-8) -> None:
+def check_tabular(T: Any, O: Any, R: Any, b0: Any, discount: float, atol: float = 1e-8) -> None:
     """Check shapes, ranges and stochasticity of tabular POMDP arrays.
+
+    Parameters
+    ----------
+    T, O, R, b0 : array-like
+        ``T[a, s, s']``, ``O[a, s', o]``, ``R[s, a]`` and the initial belief.
+    discount : float
+        Must lie in (0, 1].
+    atol : float, default 1e-8
+        Tolerance on the range [0, 1] of the probabilities (their sums must be 1 within 1e-6).
 
     Raises
     ------
@@ -86,18 +103,7 @@ def check_tabular(T, O, R, b0, discount: float, atol: float = 1e-8) -> None:
     if not (0.0 < float(discount) <= 1.0):
         raise ModelCheckError(f"discount must lie in (0, 1], got {discount}")
     for name, arr in (("T", T), ("O", O), ("b0", b0)):
-        bad = np.argwhere(~np.isfinite(arr) | (arr < -atol) | (arr > 1 + atol))
-        if bad.size:
-            idx = tuple(int(i) for i in bad[0])
-            raise ModelCheckError(f"{name}{list(idx)} = {arr[idx]!r} is not a probability in [0, 1]")
+        check_stochastic(name, arr, error=ModelCheckError, atol=atol)
     if not np.all(np.isfinite(R)):
         idx = tuple(int(i) for i in np.argwhere(~np.isfinite(R))[0])
         raise ModelCheckError(f"R{list(idx)} = {R[idx]!r} is not finite")
-    for name, arr in (("T", T), ("O", O)):
-        sums = arr.sum(axis=2)
-        bad = np.argwhere(np.abs(sums - 1.0) > 1e-6)
-        if bad.size:
-            a, s = (int(i) for i in bad[0])
-            raise ModelCheckError(f"{name}[{a}, {s}, :] sums to {sums[a, s]:.6g}, not 1")
-    if abs(b0.sum() - 1.0) > 1e-6:
-        raise ModelCheckError(f"b0 sums to {b0.sum():.6g}, not 1")
