@@ -1,15 +1,13 @@
 """Generation-loop benchmark: throughput against local servers with a fixed latency; the loop's own overhead.
 
 1. Throughput. A fake vLLM server (weak model + PRM ``/pooling``) and a fake Anthropic server, each answering
-every
-   call after a fixed latency L, run in a separate process (so they do not compete with the loop for the GIL).
-   The loop runs N problems with ``concurrency`` in flight through the real openai / anthropic SDKs. A
+   every call after a fixed latency L, run in a separate process (so they do not compete with the loop for the
+   GIL). The loop runs N problems with ``concurrency`` in flight through the real openai / anthropic SDKs. A
    problem's calls are sequential, so the best possible wall time is Σ_problems (its number of calls × L) /
    concurrency; we report problems/s and its ratio to that bound (target ≥ 0.9 at 64 in flight).
 2. Overhead. The same loop with in-process zero-latency model stand-ins, the SQLite cache and a threshold
-router,
-   one problem at a time: the median over problems of wall time per step is what the loop itself costs per
-   step (routing, PRM batching, bookkeeping, cache, JSONL records); target ≤ 1 ms.
+   router, one problem at a time: the median over problems of wall time per step is what the loop itself costs
+   per step (routing, PRM batching, bookkeeping, cache, JSONL records); target ≤ 1 ms.
 
 Usage: ``python benchmarks/loop.py [--latency 1.0] [--problems 192] [--concurrency 64] [--out FILE]``
 """

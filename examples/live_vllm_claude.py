@@ -25,17 +25,17 @@ import sys
 from pathlib import Path
 
 from trim_pomdp.generation import (
-    AnthropicStepGenerator,
     BatchedPRM,
     Cache,
     CachedGenerator,
     LoopConfig,
-    OpenAICompatibleGenerator,
     Problem,
+    build_prm,
+    build_strong,
+    build_weak,
     load_dataset,
     run_loop,
 )
-from trim_pomdp.prm.vllm_backend import VLLMPoolingPRM
 from trim_pomdp.routers.spec import resolve_router
 
 
@@ -69,12 +69,11 @@ async def main() -> None:
 
     router = resolve_router(args.router)
     cache = Cache(Path(args.out) / "cache.sqlite")  # model and PRM calls: reruns and λ sweeps reuse them
-    weak = CachedGenerator(OpenAICompatibleGenerator(args.weak_model, base_url=args.weak_url), cache)
-    strong = CachedGenerator(
-        AnthropicStepGenerator(args.strong, base_url=os.environ.get("ANTHROPIC_BASE_URL")), cache
-    )
-    prm_backend = VLLMPoolingPRM(args.prm_url, args.prm_model)
-    prm = BatchedPRM(prm_backend, args.prm_model, cache=cache)
+    # the same backends as `trim-pomdp run --weak URL --prm URL` (Claude: the key from ANTHROPIC_API_KEY)
+    weak = CachedGenerator(build_weak(args.weak_url, model_name=args.weak_model), cache)
+    strong = CachedGenerator(build_strong(args.strong), cache)
+    prm_backend, prm_name = build_prm(args.prm_url, model_name=args.prm_model)
+    prm = BatchedPRM(prm_backend, prm_name, cache=cache)
 
     def show(trace: dict) -> None:
         acts = "".join("R" if s.get("action") == "regenerate" else "." for s in trace["steps"])

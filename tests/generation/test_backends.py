@@ -251,7 +251,7 @@ def test_cache_hits_and_token_accounting(oai, tmp_path):
     assert n1 - n0 == 3 and len(oai.requests) == n1  # no request on the second pass
     assert steps1 == steps2 and [r.tokens for r in res1] == [r.tokens for r in res2]
     assert all(r.cached for r in res2) and cache.hits == 3
-    # a remaining budget above the per-step cap (512) does not change the call: same entry; below it: new
+    # a remaining budget above the per-step cap (512) does not change the call: same entry; below it: a new
     # entry
     run(gen.generate_step(P, [], max_tokens=2000))
     assert len(oai.requests) == n1

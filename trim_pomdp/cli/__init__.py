@@ -1,7 +1,9 @@
 """The ``trim-pomdp`` command line.
 
 Each sub-command lives in its own module of this package and is imported only when it runs, so
-``trim-pomdp --help`` stays fast and a command's heavy dependencies load only for that command.
+``trim-pomdp --help`` stays fast and a command's heavy dependencies load only for that command. The group gives
+every command the same help width, a "did you mean" hint for a mistyped command name, and one-line
+``Error: ...`` messages for the package's own errors (:func:`trim_pomdp.cli._common.click_errors`).
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import importlib
 import click
 
 from trim_pomdp._version import __version__
+from trim_pomdp.cli._common import CONTEXT_SETTINGS, click_errors
+from trim_pomdp.registry import did_you_mean
 
 __all__ = ["COMMANDS", "main"]
 
@@ -31,7 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 class LazyGroup(click.Group):
-    """A click group whose sub-commands are imported on first use."""
+    """A click group whose sub-commands are imported on first use (see :data:`COMMANDS`)."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
@@ -43,13 +47,29 @@ class LazyGroup(click.Group):
         module = importlib.import_module(f"{__name__}.{module_name}")
         return module.command
 
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError as exc:
+            name = args[0] if args else ""
+            hint = did_you_mean(name, COMMANDS) if name not in COMMANDS else ""
+            if not hint:
+                raise
+            raise click.UsageError(f"No such command {name!r}{hint}.", exc.ctx) from None
+
+    def invoke(self, ctx: click.Context) -> object:
+        with click_errors():
+            return super().invoke(ctx)
+
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LazyGroup, context_settings=CONTEXT_SETTINGS)
 @click.version_option(__version__, prog_name="trim-pomdp")
 def main() -> None:
     """trim-pomdp: step-level routing between a cheap and an expensive LLM (TRIM) with a POMDP planner."""

@@ -1,15 +1,21 @@
-"""What the ``trim-pomdp`` commands share: option spellings, hidden aliases and one-line errors.
+"""What the ``trim-pomdp`` commands share: option spellings, hidden aliases, help layout and one-line errors.
 
 Every command is a thin wrapper around one library call. The options that several commands take are declared
 once here, so that one concept has one spelling everywhere (``--obs``, ``--lambda``, ``--data-dir``,
-``--time-limit``, ``--seed``, ``--out``); the spellings of earlier versions stay accepted as hidden aliases.
+``--time-limit``, ``--seed``, ``--out``, ``--device``); the spellings of earlier versions stay accepted as hidden
+aliases.
+
+The command group (:mod:`trim_pomdp.cli`) uses :data:`CONTEXT_SETTINGS`, so every help text has the same width
+on every machine, and runs every command inside :func:`click_errors`, so the package's own errors end as one
+``Error: ...`` line instead of a traceback.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,11 +24,15 @@ import click
 from trim_pomdp.exceptions import TrimPomdpError
 
 __all__ = [
+    "CONTEXT_SETTINGS",
+    "HELP_WIDTH",
     "SECONDS",
     "AliasOption",
     "FiniteFloat",
     "cli_errors",
+    "click_errors",
     "data_dir_option",
+    "device_option",
     "lambda_option",
     "obs_option",
     "option",
@@ -32,6 +42,16 @@ __all__ = [
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: Columns of every help text, whatever the terminal, so that help reads the same on every machine.
+HELP_WIDTH = 100
+
+#: Context settings of the ``trim-pomdp`` group (its sub-commands inherit them).
+CONTEXT_SETTINGS: dict[str, Any] = {
+    "help_option_names": ["-h", "--help"],
+    "max_content_width": HELP_WIDTH,
+    "terminal_width": HELP_WIDTH,
+}
 
 
 class AliasOption(click.Option):
@@ -58,15 +78,22 @@ def option(*param_decls: str, aliases: Sequence[str] = (), **kwargs: Any) -> Cal
     return click.option(*names, *aliases, *dest, cls=AliasOption, hidden_aliases=tuple(aliases), **kwargs)
 
 
-def cli_errors(fn: F) -> F:
+@contextlib.contextmanager
+def click_errors() -> Iterator[None]:
     """Turn the package's own errors (and missing files) into one-line ``Error: ...`` messages, exit code 1."""
+    try:
+        yield
+    except (TrimPomdpError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def cli_errors(fn: F) -> F:
+    """:func:`click_errors` around one function (the ``trim-pomdp`` group already applies it to every command)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
+        with click_errors():
             return fn(*args, **kwargs)
-        except (TrimPomdpError, FileNotFoundError) as exc:
-            raise click.ClickException(str(exc)) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -85,16 +112,23 @@ def obs_option(
     )
 
 
-def data_dir_option(help: str) -> Callable[[F], F]:
+def data_dir_option(help: str, aliases: Sequence[str] = ("--processbench",)) -> Callable[[F], F]:
     """``--data-dir DIR`` (alias ``--processbench``): a local folder instead of the Hugging Face hub."""
     return option(
         "--data-dir",
         "data_dir",
-        aliases=("--processbench",),
+        aliases=aliases,
         type=click.Path(exists=True, file_okay=False, path_type=Path),
         default=None,
         help=help,
     )
+
+
+def device_option(
+    help: str = "Device of local models, e.g. cuda, cuda:1, cpu (default: cuda if available).",
+) -> Callable[[F], F]:
+    """``--device DEVICE``, default ``None`` (CUDA when available)."""
+    return click.option("--device", default=None, metavar="DEVICE", help=help)
 
 
 def lambda_option(help: str, **kwargs: Any) -> Callable[[F], F]:

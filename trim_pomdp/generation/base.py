@@ -28,8 +28,7 @@ __all__ = [
 STEP_SEPARATOR = "\n\n"
 
 #: ``step``: ended at a step boundary; ``eos``: the model ended the solution; ``length``: hit the per-step
-# token cap;
-#: ``empty``: the model produced only whitespace (treated as the end of the solution)
+#: token cap; ``empty``: the model produced only whitespace (treated as the end of the solution)
 FINISH_REASONS = ("step", "eos", "length", "empty")
 
 

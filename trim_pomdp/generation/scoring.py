@@ -79,9 +79,10 @@ class BatchedPRM:
         return self._batcher
 
     async def score(self, problem: str, steps: list[str]) -> list[float]:
-        key = cache_key("prm", self.model, {}, problem, list(steps)) if self.cache is not None else None
-        if key is not None:
-            hit = self.cache.get(key)
+        cache = self.cache
+        key = cache_key("prm", self.model, {}, problem, list(steps)) if cache is not None else ""
+        if cache is not None:
+            hit = cache.get(key)
             if hit is not None:
                 return [float(x) for x in hit]
         t0 = time.perf_counter()
@@ -91,6 +92,6 @@ class BatchedPRM:
         scores = [float(x) for x in scores]
         if len(scores) != len(steps):
             raise RuntimeError(f"PRM {self.model} returned {len(scores)} scores for {len(steps)} steps")
-        if key is not None:
-            self.cache.put(key, scores, kind="prm", model=self.model)
+        if cache is not None:
+            cache.put(key, scores, kind="prm", model=self.model)
         return scores

@@ -1,4 +1,7 @@
-"""Model backends of the generation loop; each imports its SDK (openai, anthropic, vllm, ...) lazily."""
+"""Model backends of the generation loop; each imports its SDK (openai, anthropic, vllm, ...) lazily.
+
+:mod:`~trim_pomdp.generation.backends.factory` builds them from a specification (a server URL or a model id).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from trim_pomdp.generation.backends._common import (
     RetryPolicy,
     user_turn_messages,
 )
+from trim_pomdp.generation.backends.factory import build_prm, build_strong, build_weak
 from trim_pomdp.generation.backends.strong_anthropic import (
     AnthropicStepGenerator,
     MissingAPIKeyError,
@@ -28,6 +32,9 @@ __all__ = [
     "RetryPolicy",
     "TransformersStepGenerator",
     "VLLMStepGenerator",
+    "build_prm",
+    "build_strong",
+    "build_weak",
     "prefill_allowed",
     "user_turn_messages",
 ]

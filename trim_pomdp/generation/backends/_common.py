@@ -141,8 +141,7 @@ QWEN_MATH_TEMPLATE = (
 )
 
 _USER_TURN = (
-    "Solve the following math problem step by step. Steps are separated by a single blank line; "
-    "put the final "
+    "Solve the following math problem step by step. Steps are separated by a single blank line; put the final "
     "answer within \\boxed{{}}.\n\nProblem:\n{problem}\n\n{partial}"
     "Write ONLY the {which} step of the solution: one paragraph with no blank lines, no preamble, and do not "
     "repeat earlier steps. If this step reaches the final answer, write it within \\boxed{{}}.{marker_note}"
@@ -228,6 +227,7 @@ class MicroBatcher:
 
     def _done(self, task: asyncio.Task) -> None:
         self._tasks.discard(task)
+        assert self._slots is not None  # set by _work before any batch starts
         self._slots.release()
 
     async def _run(self, batch: list[tuple[Any, asyncio.Future]]) -> None:

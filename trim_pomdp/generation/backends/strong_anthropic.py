@@ -3,23 +3,17 @@
 Two API constraints shape this backend:
 
 * **"\\n\\n" cannot be a stop sequence** (whitespace-only stop sequences are rejected). Default
-``step_mode="marker"``:
-  the prompt asks Claude to end its step with a visible marker (``<end_of_step>``) that is passed as the stop
-  sequence, so the server stops right after the step and ``usage.output_tokens`` is the exact, billed cost of
-  the
-  call; the text is additionally cut client-side at its first blank line (any text past it is billed but
-  discarded — rare with the marker). ``step_mode="cut"``: no marker; the stream is closed client-side as soon
-  as a
-  blank line arrives. That saves the over-generation but the final ``usage`` is then never delivered: the
-  cost is
-  the last cumulative ``usage.output_tokens`` seen, raised to an estimate from the kept text (``len/4``) and
-  flagged
-  ``extra["tokens_exact"] = False``.
+  ``step_mode="marker"``: the prompt asks Claude to end its step with a visible marker (``<end_of_step>``) that
+  is passed as the stop sequence, so the server stops right after the step and ``usage.output_tokens`` is the
+  exact, billed cost of the call; the text is additionally cut client-side at its first blank line (any text
+  past it is billed but discarded, which is rare with the marker). ``step_mode="cut"``: no marker; the stream
+  is closed client-side as soon as a blank line arrives. That saves the over-generation, but the final
+  ``usage`` is then never delivered: the cost is the last cumulative ``usage.output_tokens`` seen, raised to an
+  estimate from the kept text (``len/4``) and flagged ``extra["tokens_exact"] = False``.
 * **Assistant prefill is rejected by Claude 4.6+**. Default ``continuation="user"``: the problem and the
-accepted steps
-  go into the user turn and Claude is asked for the next step only. ``continuation="prefill"`` (older models
-  only; refused for 4.6+ model ids) sends the partial solution as the last assistant message, with trailing
-  whitespace removed (the API rejects it), and strips the leading whitespace of the reply.
+  accepted steps go into the user turn and Claude is asked for the next step only. ``continuation="prefill"``
+  (older models only; refused for 4.6+ model ids) sends the partial solution as the last assistant message,
+  with trailing whitespace removed (the API rejects it), and strips the leading whitespace of the reply.
 
 Streaming usage is cumulative (``message_start`` then ``message_delta``): the latest value is kept, never
 summed. Retries with exponential backoff and full jitter on 429, 408/409, 5xx, 529 ``overloaded_error`` (as

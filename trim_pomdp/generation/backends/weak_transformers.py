@@ -113,11 +113,11 @@ class TransformersStepGenerator:
         transformers = require("transformers", "hf", _FEATURE)
         start = input_ids.shape[1]
         tokenizer = self.tokenizer
+        stopping_criteria: Any = transformers.StoppingCriteria  # a base class known only at run time
 
-        class _StopAtBlankLine(transformers.StoppingCriteria):
+        class _StopAtBlankLine(stopping_criteria):
             # decodes the tail of the new tokens: works with any tokenizer (``stop_strings`` needs the
-            # separator
-            # to be representable in the vocabulary's token pieces)
+            # separator to be representable in the vocabulary's token pieces)
             def __call__(self, ids, scores, **kwargs):
                 tail = tokenizer.decode(ids[0, max(start, ids.shape[1] - 8) :], skip_special_tokens=True)
                 return STEP_SEPARATOR in tail

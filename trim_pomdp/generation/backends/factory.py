@@ -1,0 +1,275 @@
+"""Model backends from a specification: what ``trim-pomdp run`` and the examples build their models with.
+
+A weak-model specification is a server URL or a model id:
+
+``http(s)://...``
+    an OpenAI-compatible server (``vllm serve MODEL``), continued literally through ``/v1/completions`` (or
+    ``/v1/chat/completions`` with ``mode="chat"``);
+a model id or a local folder
+    the model in this process: with vLLM when it is installed, else with transformers.
+
+The strong model is Claude through the Anthropic API (the key from ``ANTHROPIC_API_KEY``), unless ``url`` names
+an OpenAI-compatible endpoint. A PRM specification is the URL of a vLLM pooling server or a model id loaded with
+transformers.
+
+Errors are one-line :class:`~trim_pomdp.exceptions.TrimPomdpError` messages that say what to change.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from trim_pomdp._internal.optional import require
+from trim_pomdp.exceptions import InvalidParameterError
+from trim_pomdp.generation.backends._common import GenerationError, RetryPolicy
+from trim_pomdp.generation.backends.strong_anthropic import MissingAPIKeyError
+
+__all__ = [
+    "DEFAULT_PRM",
+    "WEAK_TEMPLATES",
+    "build_prm",
+    "build_strong",
+    "build_weak",
+    "is_url",
+    "model_load_errors",
+    "openai_base_url",
+]
+
+#: The PRM name sent to a pooling server when none is given.
+DEFAULT_PRM = "Qwen/Qwen2.5-Math-PRM-7B"
+
+#: The named prompt formats of the weak model in completions mode (anything else is a template file).
+WEAK_TEMPLATES = ("qwen", "auto")
+
+
+def is_url(spec: str) -> bool:
+    """Whether a model specification is a server URL (``http://`` or ``https://``)."""
+    return spec.startswith(("http://", "https://"))
+
+
+def openai_base_url(url: str) -> str:
+    """The base URL of an OpenAI-compatible server: ``url`` without a trailing slash, ending in ``/v1``."""
+    u = url.rstrip("/")
+    return u if u.endswith("/v1") else u + "/v1"
+
+
+@contextlib.contextmanager
+def model_load_errors() -> Iterator[None]:
+    """Turn an ``OSError`` while loading models or files into a one-line :class:`InvalidParameterError`.
+
+    A model id that is neither a local folder nor reachable on the hub, or an unreadable file, surfaces as an
+    ``OSError`` from transformers, vLLM or the file system.
+    """
+    try:
+        yield
+    except OSError as exc:
+        raise InvalidParameterError(
+            f"could not load a model or file: {str(exc).rstrip('.')}. Give a server URL (http://...), "
+            "an existing local model folder, or a hub id reachable from this machine."
+        ) from exc
+
+
+def build_weak(
+    spec: str,
+    *,
+    model_name: str | None = None,
+    mode: str = "completions",
+    temperature: float = 0.0,
+    max_tokens_per_step: int = 512,
+    timeout: float = 120.0,
+    max_retries: int = 6,
+    template: str = "qwen",
+) -> Any:
+    """The weak model (M_w) of a specification (see the module docstring).
+
+    Parameters
+    ----------
+    spec : str
+        Server URL or model id.
+    model_name : str, optional
+        The model's name on the server (default: the first model it serves). Ignored for a model id.
+    mode : {"completions", "chat"}
+        How a server continues the partial solution (see
+        :class:`~trim_pomdp.generation.backends.weak_openai.OpenAICompatibleGenerator`).
+    temperature : float
+        Sampling temperature (0: greedy).
+    max_tokens_per_step : int
+        Output cap of one step.
+    timeout, max_retries :
+        Per-call limit in seconds and retries of a server call.
+    template : str
+        Completions-mode prompt format on a server: ``"qwen"`` (Qwen2.5-Math's chat format), ``"auto"`` (the
+        served model's own chat template, through its tokenizer from the hub or a local folder) or the path of
+        a file holding a template with a ``{problem}`` (and optional ``{system}``) field.
+
+    Returns
+    -------
+    StepGenerator
+    """
+    if is_url(spec):
+        url = openai_base_url(spec)
+        name = model_name or _first_served_model(url, timeout)
+        return _openai_weak(name, url, mode, temperature, max_tokens_per_step, timeout, max_retries, template)
+    with model_load_errors():
+        try:
+            import vllm  # noqa: F401
+        except ImportError:
+            from trim_pomdp.generation.backends.weak_transformers import TransformersStepGenerator
+
+            return TransformersStepGenerator(
+                spec, temperature=temperature, max_tokens_per_step=max_tokens_per_step
+            )
+        from trim_pomdp.generation.backends.weak_vllm import VLLMStepGenerator
+
+        return VLLMStepGenerator(spec, temperature=temperature, max_tokens_per_step=max_tokens_per_step)
+
+
+def _openai_weak(
+    name: str,
+    url: str,
+    mode: str,
+    temperature: float,
+    max_tokens_per_step: int,
+    timeout: float,
+    max_retries: int,
+    template: str,
+) -> Any:
+    from trim_pomdp.generation.backends.weak_openai import OpenAICompatibleGenerator
+
+    kw: dict[str, Any] = {}
+    if template == "auto":
+        transformers = require("transformers", "hf", "the weak template 'auto'")
+        with model_load_errors():
+            kw["tokenizer"] = transformers.AutoTokenizer.from_pretrained(name)
+    elif template != "qwen":
+        path = Path(template)
+        if not path.is_file():
+            raise InvalidParameterError(
+                f"weak template {template!r} is not 'qwen', 'auto' or a file (--weak-template)"
+            )
+        with model_load_errors():
+            kw["prompt_template"] = path.read_text(encoding="utf-8")
+    return OpenAICompatibleGenerator(
+        name,
+        base_url=url,
+        mode=mode,
+        **kw,
+        temperature=temperature,
+        max_tokens_per_step=max_tokens_per_step,
+        retry=RetryPolicy(max_retries=max_retries, timeout=timeout),
+    )
+
+
+def _first_served_model(url: str, timeout: float) -> str:
+    openai = require("openai", "openai", "the OpenAI-compatible weak backend")
+    try:
+        client = openai.OpenAI(
+            base_url=url, api_key=os.environ.get("OPENAI_API_KEY") or "EMPTY", timeout=timeout, max_retries=2
+        )
+        models = client.models.list().data
+    except Exception as exc:
+        raise GenerationError(
+            f"could not list the models served at {url} ({type(exc).__name__}); pass --weak-model NAME"
+        ) from exc
+    if not models:
+        raise GenerationError(f"{url} serves no model; pass --weak-model NAME")
+    return str(models[0].id)
+
+
+def build_strong(
+    model: str,
+    *,
+    url: str | None = None,
+    step_mode: str = "marker",
+    continuation: str = "user",
+    temperature: float | None = None,
+    max_tokens_per_step: int = 1024,
+    timeout: float = 120.0,
+    max_retries: int = 6,
+    prompt_cache: bool = False,
+) -> Any:
+    """The strong model (M_s): an OpenAI-compatible endpoint when ``url`` is given, else Claude.
+
+    Parameters
+    ----------
+    model : str
+        Model id (e.g. ``"claude-sonnet-4-6"``).
+    url : str, optional
+        OpenAI-compatible endpoint; the partial solution is then continued in the user turn.
+    step_mode, continuation, prompt_cache :
+        Claude only (see :class:`~trim_pomdp.generation.backends.strong_anthropic.AnthropicStepGenerator`).
+    temperature : float or None
+        ``None`` sends none to Claude (newer models reject it) and 0 to an OpenAI-compatible endpoint.
+    max_tokens_per_step, timeout, max_retries :
+        Output cap of one step, per-call limit in seconds, retries of a call.
+
+    Raises
+    ------
+    MissingAPIKeyError
+        Claude is asked for but ``ANTHROPIC_API_KEY`` is not set.
+    """
+    retry = RetryPolicy(max_retries=max_retries, timeout=timeout)
+    if url:
+        from trim_pomdp.generation.backends.strong_openai import OpenAIStrongGenerator
+
+        return OpenAIStrongGenerator(
+            model,
+            base_url=openai_base_url(url),
+            temperature=temperature or 0.0,
+            max_tokens_per_step=max_tokens_per_step,
+            retry=retry,
+        )
+    if not os.environ.get("ANTHROPIC_API_KEY"):
+        raise MissingAPIKeyError(
+            "the strong model is Claude but ANTHROPIC_API_KEY is not set: export ANTHROPIC_API_KEY=... "
+            "(or use --strong-url URL for an OpenAI-compatible strong model)"
+        )
+    from trim_pomdp.generation.backends.strong_anthropic import AnthropicStepGenerator
+
+    return AnthropicStepGenerator(
+        model,
+        continuation=continuation,
+        step_mode=step_mode,
+        temperature=temperature,
+        max_tokens_per_step=max_tokens_per_step,
+        retry=retry,
+        base_url=os.environ.get("ANTHROPIC_BASE_URL"),
+        prompt_cache=prompt_cache,
+    )
+
+
+def build_prm(
+    spec: str, *, model_name: str | None = None, batch_size: int = 16, device: str | None = None
+) -> tuple[Any, str]:
+    """A PRM backend and its name: a vLLM pooling server for a URL, else a transformers PRM loaded by name.
+
+    Parameters
+    ----------
+    spec : str
+        Server URL or model id.
+    model_name : str, optional
+        The PRM's name on the server (default :data:`DEFAULT_PRM`). Ignored for a model id.
+    batch_size : int
+        Batch size of a local PRM.
+    device : str, optional
+        Device of a local PRM (default: CUDA when available).
+
+    Returns
+    -------
+    (backend, name)
+        A :class:`~trim_pomdp.prm.base.PRMBackend` (or a pooling client with ``ascore_batch``) and the name
+        under which its scores are cached.
+    """
+    if is_url(spec):
+        from trim_pomdp.prm.vllm_backend import VLLMPoolingPRM
+
+        name = model_name or DEFAULT_PRM
+        return VLLMPoolingPRM(spec, name), name
+    from trim_pomdp.prm.transformers_backend import TransformersPRM
+
+    with model_load_errors():
+        return TransformersPRM.from_pretrained(spec, batch_size=batch_size, device=device), spec
