@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from _common import default_out, write_result
 
-from trim_pomdp.pomdp import ModelProcess, build_trim_pomdp, load_default_params, monte_carlo, solve_trim
+from trim_pomdp.pomdp import ModelProcess, build_trim_pomdp, load_default_params, solve_trim
 from trim_pomdp.routers.belief import BeliefRouter
 from trim_pomdp.routers.rl.agg import AggRouter
 from trim_pomdp.routers.rollout import rollout
@@ -225,7 +225,7 @@ def section_agg(model, policy, args, out_path: Path, results: dict) -> dict[str,
     lam = model.params.lam
     n_eval, seed_eval = args.agg_eval_episodes, 12345
     t0 = time.perf_counter()
-    pomdp = monte_carlo(policy, ModelProcess(model), n_eval, seed=seed_eval)
+    pomdp = rollout(policy, ModelProcess(model), n_eval, seed=seed_eval)
     print(
         f"\nexact POMDP policy under the model: return {pomdp.ret:.4f} ± {pomdp.ret_se:.4f} "
         f"({n_eval} episodes, {time.perf_counter() - t0:.1f} s)"

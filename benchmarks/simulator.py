@@ -29,6 +29,7 @@ import numpy as np
 from _common import default_out, write_result
 
 from trim_pomdp.evaluation.simulator import Simulator
+from trim_pomdp.routers.rollout import rollout
 
 
 class _Never:
@@ -93,11 +94,13 @@ def main() -> None:
     from trim_pomdp.routers import ThresholdRouter
 
     rows = {"baseline": _time(baseline, args.repeats)}
-    rows["simulator/never"] = _time(lambda: sim.run(_Never(), n, seed=0), args.repeats)
-    rows["simulator/thr"] = _time(lambda: sim.run(ThresholdRouter(0.5), n, seed=0), args.repeats)
+    rows["simulator/never"] = _time(lambda: rollout(_Never(), sim, n, seed=0, lam=0.0), args.repeats)
+    rows["simulator/thr"] = _time(
+        lambda: rollout(ThresholdRouter(0.5), sim, n, seed=0, lam=0.0), args.repeats
+    )
     pomdp, status = _pomdp_router()
     if pomdp is not None:
-        rows["simulator/pomdp"] = _time(lambda: sim.run(pomdp, n, seed=0), max(1, args.repeats // 2))
+        rows["simulator/pomdp"] = _time(lambda: rollout(pomdp, sim, n, seed=0), max(1, args.repeats // 2))
     goal = 2.0
     print(f"{'case':<18} {'median s':>9} {'x baseline':>11} {'goal ≤ 2 s':>11}")
     for name, sec in rows.items():

@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 from _common import default_out, write_result
 
-from trim_pomdp.pomdp import ModelProcess, build_trim_pomdp, monte_carlo, solve_trim
+from trim_pomdp.pomdp import ModelProcess, build_trim_pomdp, solve_trim
+from trim_pomdp.routers.rollout import rollout
 from trim_pomdp.solvers.finite_horizon import FiniteHorizonSolver
 
 
@@ -155,7 +156,7 @@ def main() -> None:
 
     if args.mc:
         pol = solve_trim(tp, FiniteHorizonSolver(precision=1e-4))
-        mc = monte_carlo(pol, ModelProcess(tp), n=args.mc, seed=0)
+        mc = rollout(pol, ModelProcess(tp), n=args.mc, seed=0)
         z = (mc.ret - pol.info.lower_bound) / mc.ret_se
         out["monte_carlo"] = {
             **mc.to_dict(),

@@ -12,7 +12,8 @@ from typing import Any
 from trim_pomdp._version import __version__
 from trim_pomdp.constants import ACTIONS, HIDDEN_CLASSES
 
-#: public name -> module that defines it (imported on first attribute access)
+#: public name -> module that defines it (imported on first attribute access); ``module:attribute`` when the
+#: public name is another name of that attribute
 _LAZY: dict[str, str] = {
     "AlphaVectorPolicy": "trim_pomdp.solvers.policy",
     "SolveInfo": "trim_pomdp.solvers.base",
@@ -40,7 +41,7 @@ _LAZY: dict[str, str] = {
     "load_default_params": "trim_pomdp.pomdp",
     "estimate_params": "trim_pomdp.pomdp",
     "solve_trim": "trim_pomdp.pomdp",
-    "monte_carlo": "trim_pomdp.pomdp",
+    "monte_carlo": "trim_pomdp.routers:rollout",  # rollout's earlier name: the same function
     "BeliefRouter": "trim_pomdp.routers",
     "ThresholdRouter": "trim_pomdp.routers",
     "AggRouter": "trim_pomdp.routers",
@@ -49,6 +50,8 @@ _LAZY: dict[str, str] = {
     "OracleQueryRouter": "trim_pomdp.routers",
     "RandomQueryRouter": "trim_pomdp.routers",
     "train_agg": "trim_pomdp.routers",
+    "rollout": "trim_pomdp.routers",
+    "RolloutResult": "trim_pomdp.routers",
     "Simulator": "trim_pomdp.evaluation",
     "SimulatorParams": "trim_pomdp.evaluation",
     "summarize": "trim_pomdp.evaluation",
@@ -63,7 +66,8 @@ __all__ = ["__version__", "ACTIONS", "HIDDEN_CLASSES", *sorted(_LAZY)]
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
+        module, _, attr = _LAZY[name].partition(":")
+        value = getattr(importlib.import_module(module), attr or name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'trim_pomdp' has no attribute {name!r}")

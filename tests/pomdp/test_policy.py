@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
 import pytest
 
+from trim_pomdp._internal.simplex import simplex_grid
 from trim_pomdp.exceptions import DataFormatError, InvalidParameterError
 from trim_pomdp.observation_models.observation import ObservationModel
 from trim_pomdp.pomdp import (
@@ -15,14 +17,14 @@ from trim_pomdp.pomdp import (
     TrimPolicy,
     TrimPOMDP,
     format_region_table,
-    monte_carlo,
     regenerate_region,
     regenerate_region_table,
     solve_trim,
 )
-from trim_pomdp.pomdp.regions import simplex_grid
-from trim_pomdp.solvers.policy import AlphaVectorPolicy
+from trim_pomdp.routers.belief import BeliefRouter
+from trim_pomdp.routers.rollout import rollout
 from trim_pomdp.solvers.finite_horizon import FiniteHorizonSolver
+from trim_pomdp.solvers.policy import AlphaVectorPolicy
 
 
 def make_model(seed=0, H=3, K=2, n=3, lam=2e-3, p_w=0.8, p_s=0.9) -> TrimPOMDP:
@@ -128,6 +130,51 @@ def test_save_load_round_trip_without_pickle(tmp_path):
         TrimPolicy.load(tmp_path / "nothing")
 
 
+def test_scalar_action_values_match_action_values_on_random_beliefs():
+    tp = make_model(12, H=6, K=3, n=4)
+    rng = np.random.default_rng(12)
+    small = make_model(13, H=3)
+    for pol in (solve_trim(tp), solve_trim(small, FiniteHorizonSolver(mode="exact"))):
+        for _ in range(300):
+            t, bucket = int(rng.integers(1, pol.horizon + 1)), int(rng.integers(0, pol.n_buckets))
+            final = bool(rng.random() < 0.3)
+            b = rng.dirichlet(np.ones(3) * 0.6)
+            got = pol.action_values_floats(t, 2 * bucket + int(final), (b[0], b[1], b[2]))
+            np.testing.assert_allclose(got, pol.action_values(t, bucket, final, b), rtol=1e-12, atol=1e-14)
+        assert pol._scalar  # the scalar evaluator, not the numpy fallback
+
+
+def test_policies_of_earlier_versions_load_and_edited_cards_are_refused(tmp_path):
+    tp = make_model(2, H=4)
+    pol = solve_trim(tp, FiniteHorizonSolver(precision=1e-6))
+    npz, card = pol.save(tmp_path / "lambda_0.002")  # a dot in the directory name
+    assert npz == tmp_path / "lambda_0.002" / "policy.npz"
+    meta = json.loads(card.read_text())
+    assert (
+        meta["solver"] == "finite-horizon" and meta["sha256"] and set(meta["signed"]) == {"params", "lambda"}
+    )
+    # written the way earlier versions did: plain np.savez_compressed, no digest, solver "native", report "info"
+    old = tmp_path / "old"
+    old.mkdir()
+    with np.load(npz, allow_pickle=False) as data:
+        np.savez_compressed(old / "policy.npz", **{k: data[k] for k in data.files})
+    for key in ("sha256", "signed"):
+        meta.pop(key)
+    meta["solver"] = "native"
+    meta["info"] = meta.pop("solve_info")
+    (old / "policy.json").write_text(json.dumps(meta))
+    back = TrimPolicy.load(old)
+    assert back.card["solver"] == "finite-horizon" and back.info.lower_bound == pol.info.lower_bound
+    b = np.array([0.5, 0.2, 0.3])
+    np.testing.assert_array_equal(back.action_values(2, 1, False, b), pol.action_values(2, 1, False, b))
+    # an edited λ (or parameter) in a signed card is refused
+    meta = json.loads(card.read_text())
+    meta["lambda"] = 1.0
+    card.write_text(json.dumps(meta))
+    with pytest.raises(DataFormatError, match="sha256"):
+        TrimPolicy.load(tmp_path / "lambda_0.002")
+
+
 def test_from_alpha_policy_restricts_flattened_alpha_vectors():
     tp = make_model(3)
     native = solve_trim(tp, FiniteHorizonSolver(mode="exact"))
@@ -173,14 +220,14 @@ def test_pointbased_solver_on_flattened_model_agrees_with_native():
     assert pol.info.upper_bound >= v_flat - 1e-6
 
 
-# ---------------------------------------------------------------------------- Monte Carlo
+# ---------------------------------------------------------------------------- Monte Carlo (rollout)
 def test_monte_carlo_agrees_with_the_value_within_three_standard_errors():
     tp = make_model(5, H=8, K=3, n=4, lam=1e-3)
     pol = solve_trim(tp, FiniteHorizonSolver(precision=1e-5))
-    mc = monte_carlo(pol, ModelProcess(tp), n=30_000, seed=3)
+    mc = rollout(pol, ModelProcess(tp), n=30_000, seed=3)
     assert abs(mc.ret - pol.info.lower_bound) <= 3 * mc.ret_se + pol.info.gap
     assert mc.ret == pytest.approx(mc.accuracy - tp.params.lam * mc.strong_tokens)
-    acc, tok = evaluate_exactly(pol, tp) if tp.horizon <= 3 else (None, None)
+    acc, _ = evaluate_exactly(pol, tp) if tp.horizon <= 3 else (None, None)
     assert acc is None or abs(mc.accuracy - acc) <= 4 * mc.accuracy_se
 
 
@@ -205,9 +252,9 @@ def test_strong_tokens_never_increase_with_lambda_monte_carlo_default_size():
     res = []
     for lam in (0.0, 2e-4, 1e-3, 5e-3):
         tpl = tp.with_params(lam=lam)
-        mc = monte_carlo(solve_trim(tpl), ModelProcess(tpl), n=20_000, seed=11)
+        mc = rollout(solve_trim(tpl), ModelProcess(tpl), n=20_000, seed=11)
         res.append(mc)
-    for a, b in zip(res, res[1:], strict=False):
+    for a, b in itertools.pairwise(res):
         assert b.strong_tokens <= a.strong_tokens + 3 * np.hypot(a.strong_tokens_se, b.strong_tokens_se)
 
 
@@ -215,7 +262,7 @@ def test_lambda_zero_regenerates_whenever_it_raises_expected_success():
     tp = make_model(8, H=3, lam=0.0)
     pol = solve_trim(tp, FiniteHorizonSolver(mode="exact"))
     p_s = tp.params.p_s
-    B = simplex_grid(12)
+    B = simplex_grid(3, 12)
 
     def success(i, beta):  # optimal success probability from predicted belief beta at epoch index i
         return evaluate_value(tp, i, beta)
@@ -273,12 +320,12 @@ def evaluate_value(tp: TrimPOMDP, i: int, beta) -> float:
 def test_huge_lambda_never_regenerates():
     tp = make_model(9, H=6, K=2, n=3, lam=10.0)
     pol = solve_trim(tp)
-    B = simplex_grid(20)
+    B = simplex_grid(3, 20)
     for t in range(1, 7):
         for bucket in (0, 1):
             for final in (False, True):
                 assert not pol.action_batch(t, bucket, final, B).any()
-    mc = monte_carlo(pol, ModelProcess(tp), n=2_000, seed=0)
+    mc = rollout(pol, ModelProcess(tp), n=2_000, seed=0)
     assert mc.strong_tokens == 0.0
     rows = regenerate_region_table(pol, resolution=10)
     assert len(rows) == 6 * 2 and all(r["s2_threshold"] is None and r["area"] == 0 for r in rows)
@@ -295,21 +342,21 @@ def test_region_plot_writes_a_png(tmp_path):
 
 
 def test_bounds_stay_tight_at_the_beliefs_the_policy_visits():
-    from trim_pomdp.pomdp import PolicyBatchRouter
-
     tp = make_model(11, H=12, K=3, n=6, lam=1e-3)
     prec = 1e-4
     pol = solve_trim(tp, FiniteHorizonSolver(precision=prec))
     assert pol.info.gap <= prec
     proc = ModelProcess(tp)
-    router = PolicyBatchRouter(pol, tp)
+    router = BeliefRouter(pol, tp, gate=False)
     obs = proc.reset(300, seed=5)
     router.reset_batch(300)
     gaps = []
     while obs.active.any():
         a = router.decide_batch(obs)
         for i in np.flatnonzero(obs.active):
-            lo, hi = pol.value_bounds(int(obs.t[i]), int(obs.bucket[i]), bool(obs.final[i]), router.post[i])
+            lo, hi = pol.value_bounds(
+                int(obs.t[i]), int(obs.bucket[i]), bool(obs.final[i]), router.beliefs[i]
+            )
             assert hi >= lo
             gaps.append(hi - lo)
         obs = proc.step(a)
@@ -318,15 +365,15 @@ def test_bounds_stay_tight_at_the_beliefs_the_policy_visits():
 
 
 def test_alpha_restriction_pruning_keeps_the_maximum_everywhere():
-    from trim_pomdp.pomdp.policy import _prune_pointwise
+    from trim_pomdp.pomdp.policy import _prune
 
     rng = np.random.default_rng(13)
     for n in (5, 80, 3000):
         al = rng.normal(size=(n, 3))
         acts = rng.integers(0, 2, size=n)
-        kept, kacts = _prune_pointwise(al, acts)
+        kept, kacts = _prune(al, acts)
         assert len(kept) <= n
-        B = np.vstack([simplex_grid(40), rng.dirichlet(np.ones(3) * 0.3, size=2000)])
+        B = np.vstack([simplex_grid(3, 40), rng.dirichlet(np.ones(3) * 0.3, size=2000)])
         full = B @ al.T
         np.testing.assert_allclose((B @ kept.T).max(axis=1), full.max(axis=1), atol=1e-12)
         if n == 3000:

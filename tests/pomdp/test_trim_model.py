@@ -273,12 +273,12 @@ def test_belief_filter_update_predict_and_batches():
     f = BeliefFilter(tp)
     b = f.prior()
     np.testing.assert_allclose(b, [0.8, 0, 0.2])
-    post = f.update(b, 1, r=0.9)
+    post = f.correct(b, 1, r=0.9)
     lik = tp.observation_probs(1)[:, 2]
     np.testing.assert_allclose(post, b * lik / (b * lik).sum())
     pred = f.predict(post, 1)
     np.testing.assert_allclose(pred, post @ tp.transition[1])
-    post2 = f.update(pred, 2, r=0.1, m=0.5)
+    post2 = f.correct(pred, 2, r=0.1, m=0.5)
     idx = 0 * 3 + 1
     np.testing.assert_allclose(
         post2, pred * tp.observation_probs(2)[:, idx] / (pred * tp.observation_probs(2)[:, idx]).sum()
@@ -286,15 +286,50 @@ def test_belief_filter_update_predict_and_batches():
     B = rng.dirichlet(np.ones(3), size=7)
     r = rng.uniform(size=7)
     m = rng.uniform(size=7)
-    got = f.update_batch(B, 2, r, m)
+    got = f.correct_batch(B, 2, r, m)
     for i in range(7):
-        np.testing.assert_allclose(got[i], f.update(B[i], 2, r[i], m[i]))
+        np.testing.assert_allclose(got[i], f.correct(B[i], 2, r[i], m[i]))
     acts = rng.integers(0, 2, size=7)
     got = f.predict_batch(B, acts)
     for i in range(7):
         np.testing.assert_allclose(got[i], f.predict(B[i], acts[i]))
     with pytest.raises(InvalidParameterError, match="m"):
-        f.update(pred, 2, r=0.5)
+        f.correct(pred, 2, r=0.5)
+
+
+def test_scalar_update_matches_the_vectorised_filter_on_random_inputs():
+    """update(b, a, o) (scalar Python) = correct(predict(b, a)) (numpy), row by row and in batches."""
+    from trim_pomdp.types import BatchObservation, StepObservation
+
+    rng = np.random.default_rng(17)
+    for n_bins in (3, 5):
+        tp = small_model(rng, H=6, n=n_bins)
+        f = BeliefFilter(tp)
+        edges = np.asarray(tp.obs_model.edges)
+        k = 400
+        B = rng.dirichlet(np.ones(3) * 0.7, size=k)
+        A = rng.integers(0, 2, size=k)
+        t = rng.integers(1, 7, size=k)
+        # scores anywhere in [0, 1], a quarter of them exactly on a bin edge (0 and 1 included)
+        r = np.where(rng.random(k) < 0.25, rng.choice(edges, size=k), rng.random(k))
+        m = np.where(rng.random(k) < 0.25, rng.choice(edges, size=k), rng.random(k))
+        scalar = np.empty((k, 3))
+        for i in range(k):
+            ti = int(t[i])
+            hist = (float(m[i]),) * (ti - 1) + (float(r[i]),)
+            obs = StepObservation(ti, hist, 50, False)
+            a = None if ti == 1 else int(A[i])
+            scalar[i] = f.update(B[i], a, obs)
+            pred = B[i] if a is None else f.predict(B[i], a)
+            np.testing.assert_allclose(scalar[i], f.correct(pred, ti, r[i], m[i]), rtol=1e-12, atol=1e-15)
+        scores = np.full((k, 6), np.nan)
+        for i in range(k):
+            scores[i, : t[i] - 1] = m[i]
+            scores[i, t[i] - 1] = r[i]
+        batch = BatchObservation(t, scores, np.full(k, 50), np.zeros(k, bool), np.ones(k, bool))
+        np.testing.assert_allclose(f.update_batch(B, A, batch), scalar, rtol=1e-12, atol=1e-15)
+    with pytest.raises(InvalidParameterError, match="m"):
+        f.update_floats((0.5, 0.2, 0.3), 0, 2, 0.5, None)
 
 
 def test_zero_likelihood_raises_with_context_or_floors():
@@ -305,13 +340,13 @@ def test_zero_likelihood_raises_with_context_or_floors():
     tp = TrimPOMDP(TrimParams(p_w=0.8, p_s=0.9, horizon=3), ObservationModel.from_probs(pair, first))
     f = BeliefFilter(tp)
     with pytest.raises(ZeroLikelihoodError) as err:
-        f.update(f.prior(), 1, r=0.9, action=None)
+        f.correct(f.prior(), 1, r=0.9, action=None)
     assert err.value.observation["bin"] == 1
     np.testing.assert_allclose(err.value.belief, [0.8, 0, 0.2])
     with pytest.raises(ZeroLikelihoodError) as err:
-        f.update(np.array([1.0, 0, 0]), 2, r=0.9, m=0.9, action=1)
+        f.correct(np.array([1.0, 0, 0]), 2, r=0.9, m=0.9, action=1)
     assert err.value.action == 1
-    floored = BeliefFilter(tp, floor=1e-9).update(f.prior(), 1, r=0.9)
+    floored = BeliefFilter(tp, floor=1e-9).correct(f.prior(), 1, r=0.9)
     np.testing.assert_allclose(floored, [0.8, 0, 0.2], atol=1e-12)
     with pytest.raises(ZeroLikelihoodError):
         f.update_index_batch(np.array([[1.0, 0, 0]]), 1, np.array([1]))

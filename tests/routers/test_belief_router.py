@@ -14,7 +14,6 @@ from tests._support.toys import small_obs_model, small_trim
 from trim_pomdp.exceptions import InvalidParameterError, ZeroLikelihoodError
 from trim_pomdp.observation_models.observation import ObservationModel
 from trim_pomdp.pomdp.belief import BeliefFilter
-from trim_pomdp.pomdp.montecarlo import monte_carlo
 from trim_pomdp.pomdp.policy import solve_trim
 from trim_pomdp.pomdp.problem import TrimPOMDP
 from trim_pomdp.pomdp.process import ModelProcess
@@ -61,7 +60,7 @@ def test_protocols_and_last_decision(model, policy):
 
 
 def test_belief_follows_the_filter_including_the_action_taken(model, policy):
-    """Posterior_t = update(predict(posterior_{t-1}, a_{t-1})): checked against BeliefFilter step by step."""
+    """Posterior_t = correct(predict(posterior_{t-1}, a_{t-1})): checked against BeliefFilter step by step."""
     f = BeliefFilter(model)
     router = BeliefRouter(policy, model, gate=False)
     rng = np.random.default_rng(1)
@@ -73,7 +72,7 @@ def test_belief_follows_the_filter_including_the_action_taken(model, policy):
             scores.append(float(rng.random()))
             obs = StepObservation(t, tuple(scores), int(rng.integers(10, 300)), t == 6)
             action = router.decide(obs)
-            post = f.update(pred, t, obs.score, obs.prefix_min)
+            post = f.correct(pred, t, obs.score, obs.prefix_min)
             np.testing.assert_allclose(router.belief, post, atol=1e-12)
             np.testing.assert_allclose(router.last_decision["predicted"], pred, atol=1e-12)
             q = policy.action_values(t, model.bucket_of(obs.tokens), obs.final, post)
@@ -100,9 +99,9 @@ def test_batch_matches_single_and_monte_carlo(model, policy):
             assert acts[i] == (singles[i].decide(obs.row(i)) == "regenerate")
             np.testing.assert_allclose(batch._B[i], singles[i].belief, atol=1e-12)
         obs = src.step(acts)
-    # without the gate the router is the policy + filter that monte_carlo evaluates
+    # without the gate the router is the policy + filter that rollout evaluates a policy with
     ours = rollout(BeliefRouter(policy, model, gate=False), ModelProcess(model), 5000, lam=LAM, seed=7)
-    theirs = monte_carlo(policy, ModelProcess(model), 5000, seed=7)
+    theirs = rollout(policy, ModelProcess(model), 5000, seed=7)
     assert ours.ret == pytest.approx(theirs.ret) and ours.accuracy == pytest.approx(theirs.accuracy)
 
 
@@ -350,9 +349,14 @@ def test_embed_router_example_runs(tmp_path):
 
 
 def test_fast_path_equals_the_policy_method(model, policy):
-    fast, slow = BeliefRouter(policy, model, gate=False), BeliefRouter(policy, model, gate=False)
-    slow._fast = None  # force TrimPolicy.action_values
-    assert fast._fast is not None
+    import copy
+
+    slow_policy = copy.copy(policy)
+    slow_policy._scalar = False  # no scalar evaluator: TrimPolicy.action_values
+    fast, slow = BeliefRouter(policy, model, gate=False), BeliefRouter(slow_policy, model, gate=False)
+    fast.reset()
+    fast.decide(StepObservation(1, (0.5,), 10, False))
+    assert fast.policy._scalar
     rng = np.random.default_rng(5)
     for _ in range(30):
         fast.reset()

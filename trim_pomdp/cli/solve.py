@@ -230,7 +230,6 @@ def command(
         estimate_params,
         format_region_table,
         load_default_params,
-        monte_carlo,
         regenerate_region_table,
         solve_trim,
     )
@@ -341,7 +340,9 @@ def command(
                 "dir": str(target),
             }
             if mc_episodes:
-                mc = monte_carlo(policy, ModelProcess(tp), n=mc_episodes, seed=seed)
+                from trim_pomdp.routers.rollout import rollout
+
+                mc = rollout(policy, ModelProcess(tp), n=mc_episodes, seed=seed)
                 row.update(
                     {
                         "accuracy": mc.accuracy,

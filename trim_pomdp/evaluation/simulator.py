@@ -53,6 +53,7 @@ from scipy import special
 from trim_pomdp.constants import HIDDEN_CLASSES
 from trim_pomdp.exceptions import DataFormatError, InvalidParameterError
 from trim_pomdp.prm.synthetic import SyntheticPRM
+from trim_pomdp.routers.rollout import rollout
 from trim_pomdp.types import BatchObservation
 
 __all__ = [
@@ -511,45 +512,6 @@ class Simulator:
         """Ids of the queries :meth:`reset` (n, seed) creates."""
         return [f"sim-{seed}-{i:06d}" for i in range(int(n))]
 
-    def run(self, router: Any, n: int, seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Run ``n`` queries with a step router; returns per-query ``(correct, strong_tokens)``.
-
-        ``router`` is a :class:`~trim_pomdp.routers.base.BatchRouter` (``reset_batch`` + ``decide_batch``), or
-        ``None`` for M_w alone (never regenerate). A plain per-query
-        :class:`~trim_pomdp.routers.base.Router` is run through one copy per query (slow; for small ``n``).
-        """
-        obs = self.reset(n, seed)
-        decide = self._decider(router, n)
-        while obs.active.any():
-            a = np.asarray(decide(obs), dtype=np.int64)
-            obs = self.step(np.where(obs.active, a, 0))
-        return self.correct, self.strong_tokens
-
-    @staticmethod
-    def _decider(router: Any, n: int):
-        if router is None:
-            return lambda obs: np.zeros(obs.n, dtype=np.int64)
-        if hasattr(router, "reset_batch") and hasattr(router, "decide_batch"):
-            router.reset_batch(n)
-            return router.decide_batch
-        if hasattr(router, "decide") and hasattr(router, "reset"):
-            import copy
-
-            copies = [copy.deepcopy(router) for _ in range(n)]
-            for r in copies:
-                r.reset()
-
-            def decide(obs: BatchObservation) -> np.ndarray:
-                out = np.zeros(obs.n, dtype=np.int64)
-                for i in np.flatnonzero(obs.active):
-                    out[i] = 1 if copies[i].decide(obs.row(int(i))) == "regenerate" else 0
-                return out
-
-            return decide
-        raise InvalidParameterError(
-            f"{type(router).__name__} is not a router: it needs reset_batch/decide_batch or reset/decide"
-        )
-
     def labelled_statistics(self, n: int, seed: int | None = None) -> dict[str, Any]:
         """What a user could measure on ``n`` labelled training queries (as ProcessBench labels steps).
 
@@ -558,7 +520,7 @@ class Simulator:
         own solutions), ``strong_s0`` / ``strong_s2`` (the same for M_s solving alone), ``n_steps`` (n,),
         ``weak_tokens`` (list of per-query arrays of step lengths) and ``strong_tokens`` (flat array).
         """
-        self.run(None, n, seed)
+        rollout(None, self, n, seed=seed, lam=0.0)  # M_w alone
         H = self.horizon
         cols = np.arange(H)[None, :]
         live = cols < self.n_steps[:, None]
@@ -620,7 +582,7 @@ class Simulator:
         same
         draws as regenerations; ``strong_tokens`` is ``C_s``.
         """
-        weak_correct, _ = self.run(None, n, seed)
+        weak_correct, _ = rollout(None, self, n, seed=seed, lam=0.0, keep_episodes=True).outcomes()
         weak_scores = self._scores.copy()
         strong_correct, cs = self._strong_alone()
         return QueryBatch(

@@ -192,7 +192,12 @@ class Benchmark:
 
     def run_step_router(self, router: Any) -> tuple[np.ndarray, np.ndarray]:
         """Per-query ``(correct, strong_tokens)`` of a step router on the evaluation queries."""
-        return self.eval_sim.run(router, self.settings.n_queries, self.settings.seed)
+        from trim_pomdp.routers.rollout import rollout
+
+        s = self.settings
+        return rollout(
+            router, self.eval_sim, s.n_queries, seed=s.seed, lam=0.0, keep_episodes=True
+        ).outcomes()
 
     def identity(self) -> dict[str, Any]:
         """What fixes the evaluation queries; a resumed run must match it."""

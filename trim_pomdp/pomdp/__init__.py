@@ -5,7 +5,6 @@ Heavy pieces (matplotlib for region plots, the ProcessBench loader) are imported
 
 from trim_pomdp.pomdp.belief import BeliefFilter
 from trim_pomdp.pomdp.defaults import default_observation_model, load_default_params
-from trim_pomdp.pomdp.montecarlo import MCResult, PolicyBatchRouter, monte_carlo
 from trim_pomdp.pomdp.params import TrimParams
 from trim_pomdp.pomdp.policy import TrimPolicy, solve_trim
 from trim_pomdp.pomdp.problem import TrimPOMDP, build_trim_pomdp
@@ -19,10 +18,8 @@ from trim_pomdp.pomdp.regions import (
 
 __all__ = [
     "BeliefFilter",
-    "MCResult",
     "ModelObservation",
     "ModelProcess",
-    "PolicyBatchRouter",
     "TrimPOMDP",
     "TrimParams",
     "TrimPolicy",
@@ -31,7 +28,6 @@ __all__ = [
     "estimate_params",
     "format_region_table",
     "load_default_params",
-    "monte_carlo",
     "plot_regenerate_regions",
     "regenerate_region",
     "regenerate_region_table",

@@ -1,25 +1,31 @@
 """Policies of the TRIM-POMDP: query at ``(t, bucket, final, belief)``, save/load as ``.npz`` + ``.json``.
 
 A :class:`TrimPolicy` is a set of post-observation alpha vectors over ``(S0, S1, S2)`` per context ``(t,
-bucket, final)``, each labelled with an action. Policies of the native solver also keep its compact line
-representation (fast vectorised queries) and its certified upper bound; policies of solvers of the flattened
-tabular model are made with :meth:`TrimPolicy.from_alpha_policy`.
+bucket, final)``, each labelled with an action. Policies of the finite-horizon solver also keep its compact
+line representation (fast vectorised queries) and its certified upper bound; policies of solvers of the
+flattened tabular model are made with :meth:`TrimPolicy.from_alpha_policy`.
+
+:meth:`TrimPolicy.action_values` is the one evaluator of a policy. :meth:`TrimPolicy.action_values_floats`
+computes the same numbers for one belief given as three floats, in scalar Python (about a microsecond for a
+finite-horizon policy, which is what a routing decision can afford); it is tested against
+:meth:`~TrimPolicy.action_values`.
 """
 
 from __future__ import annotations
 
-import json
-import time
+from bisect import bisect_right
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
-from trim_pomdp._internal.artifacts import json_default, package_versions
-from trim_pomdp.exceptions import DataFormatError, InvalidParameterError
+from trim_pomdp._internal.artifacts import load_artifact, save_artifact
+from trim_pomdp._internal.simplex import nondominated
+from trim_pomdp.exceptions import InvalidParameterError
 from trim_pomdp.observation_models.observation import ObservationModel
 from trim_pomdp.pomdp.params import TrimParams
 from trim_pomdp.pomdp.problem import TrimPOMDP, context_index
+from trim_pomdp.registry import canonical_solver
 from trim_pomdp.solvers.base import SolveInfo
 from trim_pomdp.solvers.finite_horizon import FiniteHorizonPolicy, FiniteHorizonSolver
 from trim_pomdp.solvers.policy import AlphaVectorPolicy
@@ -27,28 +33,28 @@ from trim_pomdp.solvers.policy import AlphaVectorPolicy
 __all__ = ["POLICY_FORMAT", "TrimPolicy", "solve_trim"]
 
 POLICY_FORMAT = "trim-pomdp/trim-policy/1"
+_STEM = "policy"
 
 
-def _prune_pointwise(alphas: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Drop exact duplicates and vectors pointwise dominated by another (exact; keeps the max everywhere)."""
-    if len(alphas) <= 1:
-        return alphas, actions
-    _, first = np.unique(np.round(alphas, 13), axis=0, return_index=True)
-    first = np.sort(first)
-    alphas, actions = alphas[first], actions[first]
+def _solver_name(name: str) -> str:
+    """The registered name of a solver (old cards say ``native``); other names (a user's solver) as given."""
+    try:
+        return canonical_solver(name)
+    except InvalidParameterError:
+        return name
+
+
+def _prune(alphas: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Drop the vectors that are nowhere maximal (exact: the max stays the same everywhere on the simplex).
+
+    Above 64 vectors the upper convex hull discards most of them first: the pointwise-dominance test
+    compares every pair, the hull takes ``O(n log n)``.
+    """
     if len(alphas) > 64:
         keep_idx = _upper_hull_vertices(alphas)
         if keep_idx is not None:
             alphas, actions = alphas[keep_idx], actions[keep_idx]
-    order = np.argsort(-alphas.sum(axis=1))
-    alphas, actions = alphas[order], actions[order]
-    keep = np.ones(len(alphas), dtype=bool)
-    for i in range(len(alphas)):
-        if not keep[i]:
-            continue
-        dom = np.all(alphas[i][None, :] >= alphas, axis=1)
-        dom[i] = False
-        keep &= ~dom
+    keep = nondominated(alphas)
     return alphas[keep], actions[keep]
 
 
@@ -69,6 +75,59 @@ def _upper_hull_vertices(alphas: np.ndarray) -> np.ndarray | None:
     upper = hull.equations[:, 2] > 0
     idx = np.unique(hull.simplices[upper].ravel())
     return idx if idx.size else None
+
+
+class _ScalarQ:
+    """Q-values of a :class:`FiniteHorizonPolicy` at one belief in scalar Python (the same numbers, ~µs).
+
+    ``Q(a) = b · reward[t-1, ctx, :, a] + γ s · line(x)`` on non-terminal contexts, where ``s = Σ b``,
+    ``x = b · M[a, :, 0] / s`` is the coordinate of the predicted belief on the segment the solver's lines
+    live on, and ``line`` is the upper envelope of epoch ``t + 1`` (``at0 + (at1 − at0) x`` between breaks).
+    """
+
+    @classmethod
+    def of(cls, native: FiniteHorizonPolicy) -> _ScalarQ | None:
+        """The scalar evaluator, or ``None`` for a solver layout it does not know (then numpy is used)."""
+        try:
+            return cls(native)
+        except (AttributeError, TypeError, ValueError, IndexError):
+            return None
+
+    def __init__(self, native: FiniteHorizonPolicy):
+        self.reward = native.reward
+        self.terminal = native.terminal
+        self.discount = float(native.discount)
+        self.M0 = [[float(x) for x in row] for row in native.factor.M[:, :, 0]]  # (A, Z)
+        self.lines = native.lines
+        self._cache: dict[tuple[int, int], tuple] = {}
+
+    def _entry(self, i: int, ctx: int) -> tuple:
+        e = self._cache.get((i, ctx))
+        if e is None:
+            r = [[float(x) for x in row] for row in self.reward[i, ctx]]  # (Z, A)
+            if bool(self.terminal[i, ctx]):
+                e = (r, True, None, None, None)
+            else:
+                at1, at0, br = self.lines[i + 1]
+                e = (r, False, [float(x) for x in at1], [float(x) for x in at0], [float(x) for x in br])
+            self._cache[(i, ctx)] = e
+        return e
+
+    def q(self, t: int, ctx: int, belief: tuple[float, float, float]) -> tuple[float, float]:
+        b0, b1, b2 = belief
+        r, term, at1, at0, br = self._entry(t - 1, ctx)
+        q0 = b0 * r[0][0] + b1 * r[1][0] + b2 * r[2][0]
+        q1 = b0 * r[0][1] + b1 * r[1][1] + b2 * r[2][1]
+        if term:
+            return q0, q1
+        s = b0 + b1 + b2
+        out = []
+        for a, qa in ((0, q0), (1, q1)):
+            m = self.M0[a]
+            x = (b0 * m[0] + b1 * m[1] + b2 * m[2]) / s if s > 0 else 0.0
+            k = bisect_right(br, x)
+            out.append(qa + self.discount * s * (at0[k] + (at1[k] - at0[k]) * x))
+        return out[0], out[1]
 
 
 class TrimPolicy:
@@ -119,6 +178,7 @@ class TrimPolicy:
         self._alphas = None if alphas is None else np.asarray(alphas, dtype=float)
         self._actions = None if actions is None else np.asarray(actions, dtype=np.int64)
         self._offsets = None if offsets is None else np.asarray(offsets, dtype=np.int64)
+        self._scalar: _ScalarQ | Literal[False] | None = None  # built on the first action_values_floats
         if self._offsets is not None and self._offsets.shape != (self.horizon * 2 * self.n_buckets + 1,):
             raise InvalidParameterError(
                 f"offsets must have {self.horizon * 2 * self.n_buckets + 1} entries, got "
@@ -135,6 +195,7 @@ class TrimPolicy:
 
     @property
     def kind(self) -> str:
+        """``"native"`` for a finite-horizon solution (line form and upper bounds), else ``"alpha"``."""
         return "native" if self.native is not None else "alpha"
 
     def _ctx(self, t: int, bucket: int, final) -> int:
@@ -198,6 +259,23 @@ class TrimPolicy:
                 out[:, a] = vals[:, sel].max(axis=1)
         return out[0] if b.ndim == 1 else out
 
+    def action_values_floats(
+        self, t: int, ctx: int, belief: tuple[float, float, float]
+    ) -> tuple[float, float]:
+        """:meth:`action_values` at one posterior belief given as three floats, in context index ``ctx``.
+
+        ``ctx = 2 * bucket + final``; the arguments are not checked (the caller already has valid ones). For
+        finite-horizon policies this evaluates the solver's lines in scalar Python, about a microsecond per
+        call; other policies go through :meth:`action_values`.
+        """
+        sq = self._scalar
+        if sq is None:  # first call: build the scalar evaluator (False when there is none)
+            sq = self._scalar = (_ScalarQ.of(self.native) if self.native is not None else None) or False
+        if sq:
+            return sq.q(t, ctx, belief)
+        v = self.action_values(t, ctx // 2, ctx % 2, np.array(belief))
+        return float(v[0]), float(v[1])
+
     def action(self, t: int, bucket: int, final: bool, belief) -> int:
         """Best action (0 continue, 1 regenerate; ties → continue)."""
         return int(np.argmax(self.action_values(t, bucket, final, belief)))
@@ -258,7 +336,7 @@ class TrimPolicy:
             info=info or native.info,
             params=trim_pomdp.params,
             obs_arrays=_obs_arrays(trim_pomdp),
-            card={"solver": "native"},
+            card={"solver": "finite-horizon"},
         )
 
     @classmethod
@@ -280,7 +358,7 @@ class TrimPolicy:
         for t in range(1, H + 1):
             for ctx in range(C):
                 idx = trim_pomdp.state_index(np.arange(3), t, ctx // 2, ctx % 2)
-                a, act = _prune_pointwise(alpha_policy.alphas[:, idx], alpha_policy.actions)
+                a, act = _prune(alpha_policy.alphas[:, idx], alpha_policy.actions)
                 al.append(a)
                 ac.append(act)
                 off.append(off[-1] + len(a))
@@ -314,9 +392,10 @@ class TrimPolicy:
 
     # -- persistence -----------------------------------------------------------------------------------------
     def card_dict(self) -> dict[str, Any]:
+        """The card saved beside the arrays (``format``, ``versions``, ``created`` and the digest are added by
+        :func:`~trim_pomdp._internal.artifacts.save_artifact`)."""
         info = self.info
         d: dict[str, Any] = {
-            "format": POLICY_FORMAT,
             "kind": self.kind,
             "solver": self.card.get("solver", info.solver if info else None),
             "lambda": self.lam,
@@ -328,8 +407,6 @@ class TrimPolicy:
             "n_buckets": self.n_buckets,
             "solve_info": info.to_dict() if info else None,
             "params": self.params.to_dict() if self.params is not None else None,
-            "versions": package_versions(),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         for k in ("lower_bound", "upper_bound", "gap"):
             if d[k] is not None and not np.isfinite(d[k]):
@@ -339,53 +416,56 @@ class TrimPolicy:
         return d
 
     def save(self, directory: str | Path) -> tuple[Path, Path]:
-        """Write ``directory/policy.npz`` (arrays) and ``directory/policy.json`` (card). Never pickles."""
+        """Write ``directory/policy.npz`` (arrays) and ``directory/policy.json`` (card). Never pickles.
+
+        The card's digest covers the arrays and the fields they were solved from (``params``, ``lambda``), so
+        :meth:`load` refuses a policy whose arrays or parameters were edited afterwards.
+        """
         out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
+        out.mkdir(parents=True, exist_ok=True)  # a directory, also when its name has a dot (lambda_0.001)
         self._ensure_alphas()
-        arrays: dict[str, Any] = {
-            "format": np.array(POLICY_FORMAT),
-            "alphas": self._alphas,
-            "actions": self._actions,
-            "offsets": self._offsets,
-        }
+        arrays: dict[str, Any] = {"alphas": self._alphas, "actions": self._actions, "offsets": self._offsets}
         if self.native is not None:
             arrays.update(self.native.to_arrays())
         if self.obs_arrays is not None:
             for k, v in self.obs_arrays.items():
                 if v is not None:
                     arrays[f"obs_{k}"] = np.asarray(v)
-        npz, card = out / "policy.npz", out / "policy.json"
-        np.savez_compressed(npz, **arrays)
-        card.write_text(json.dumps(self.card_dict(), indent=2, default=json_default) + "\n")
-        return npz, card
+        return save_artifact(
+            out,
+            stem=_STEM,
+            format=POLICY_FORMAT,
+            arrays=arrays,
+            card=self.card_dict(),
+            signed=("params", "lambda"),
+        )
 
     @classmethod
     def load(cls, directory: str | Path) -> TrimPolicy:
-        """Read a policy written by :meth:`save` (a directory, or its ``policy.npz``/``policy.json``)."""
+        """Read a policy written by :meth:`save` (a directory, or its ``policy.npz``/``policy.json``).
+
+        Policies written by earlier versions (no digest, ``solver: "native"``, the report under ``info``)
+        load as well.
+
+        Raises
+        ------
+        DataFormatError
+            When the files are missing, corrupted, of another format, or changed after they were written.
+        """
         path = Path(directory)
         if path.suffix in (".npz", ".json"):
             path = path.parent
-        npz, card = path / "policy.npz", path / "policy.json"
-        if not npz.exists():
-            raise DataFormatError(f"no policy found: {npz} does not exist")
-        try:
-            meta = json.loads(card.read_text()) if card.exists() else {}
-        except json.JSONDecodeError as exc:
-            raise DataFormatError(f"policy card {card} is not valid JSON: {exc}") from exc
-        try:
-            with np.load(npz, allow_pickle=False) as data:
-                fmt = str(data["format"]) if "format" in data else ""
-                if fmt != POLICY_FORMAT:
-                    raise DataFormatError(
-                        f"{npz} is not a TRIM policy (format {fmt!r}, expected {POLICY_FORMAT!r})"
-                    )
-                arrays = {k: data[k] for k in data.files}
-        except DataFormatError:
-            raise
-        except (OSError, ValueError, KeyError) as exc:
-            raise DataFormatError(f"cannot read policy arrays from {npz}: {exc}") from exc
-        info = SolveInfo.from_dict(meta["solve_info"]) if meta.get("solve_info") else None
+        art = load_artifact(
+            path / f"{_STEM}.npz",
+            stem=_STEM,
+            formats=(POLICY_FORMAT,),
+            what="TRIM policy",
+            require_card=False,
+        )
+        art.require("alphas", "actions", "offsets")
+        meta, arrays = art.card, art.arrays
+        report = meta.get("solve_info") or meta.get("info")
+        info = SolveInfo.from_dict(report) if report else None
         params = TrimParams.from_dict(meta["params"]) if meta.get("params") else None
         native = FiniteHorizonPolicy.from_arrays(arrays, info) if "fh_reward" in arrays else None
         obs = None
@@ -393,9 +473,9 @@ class TrimPolicy:
             obs = {"first": arrays["obs_first"], "pair": arrays["obs_pair"], "edges": arrays.get("obs_edges")}
         H = int(meta.get("horizon", params.horizon if params else 0))
         K = int(meta.get("n_buckets", params.n_buckets if params else 0))
-        extra = {
-            k: v for k, v in meta.items() if k in ("solver", "flattened", "discount", "observation_model")
-        }
+        extra = {k: meta[k] for k in ("solver", "flattened", "discount", "observation_model") if k in meta}
+        if isinstance(extra.get("solver"), str):
+            extra["solver"] = _solver_name(extra["solver"])
         return cls(
             H,
             K,

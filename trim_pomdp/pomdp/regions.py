@@ -11,24 +11,14 @@ from typing import Any
 import numpy as np
 
 from trim_pomdp._internal.optional import require
-from trim_pomdp.exceptions import InvalidParameterError
+from trim_pomdp._internal.simplex import simplex_grid
 
 __all__ = [
     "format_region_table",
     "plot_regenerate_regions",
     "regenerate_region",
     "regenerate_region_table",
-    "simplex_grid",
 ]
-
-
-def simplex_grid(resolution: int = 40) -> np.ndarray:
-    """All beliefs ``(i, j, k) / resolution`` over (S0, S1, S2), shape ``((r+1)(r+2)/2, 3)``."""
-    r = int(resolution)
-    if r < 1:
-        raise InvalidParameterError(f"resolution must be >= 1, got {resolution}")
-    pts = [(i, j, r - i - j) for i in range(r + 1) for j in range(r + 1 - i)]
-    return np.asarray(pts, dtype=float) / r
 
 
 def regenerate_region(
@@ -44,7 +34,7 @@ def regenerate_region(
         everywhere up to ``b(S2) = 1`` (``None`` if never, ``nan`` if the region on that edge is not an
         interval ending at S2).
     """
-    B = simplex_grid(resolution)
+    B = simplex_grid(3, resolution)
     acts = policy.action_batch(t, bucket, final, B)
     s2 = np.linspace(0.0, 1.0, 1001)
     edge = np.stack([1 - s2, np.zeros_like(s2), s2], axis=1)
@@ -119,7 +109,7 @@ def plot_regenerate_regions(
     ncol = min(6, len(ts))
     nrow = (len(ts) + ncol - 1) // ncol
     fig = Figure(figsize=(2.2 * ncol, 2.1 * nrow))
-    B = simplex_grid(resolution)
+    B = simplex_grid(3, resolution)
     # S0 at bottom-left, S2 at bottom-right, S1 at the top
     x = B[:, 2] + 0.5 * B[:, 1]
     y = (np.sqrt(3) / 2) * B[:, 1]

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from trim_pomdp.constants import ACTIONS, S2
-from trim_pomdp.exceptions import InvalidParameterError, ZeroLikelihoodError
+from trim_pomdp.exceptions import InvalidParameterError
 from trim_pomdp.pomdp.belief import BeliefFilter
 from trim_pomdp.pomdp.policy import TrimPolicy
 from trim_pomdp.solvers.finite_horizon import FiniteHorizonPOMDP, FiniteHorizonSolver
@@ -41,59 +41,6 @@ def gate_open(belief: np.ndarray, delta: float) -> np.ndarray | bool:
     b = np.asarray(belief, dtype=float)
     out = b.max(axis=-1) - b[..., S2] <= delta
     return bool(out) if out.ndim == 0 else out
-
-
-class _FastNative:
-    """Scalar-Python Q-values of a native TrimPolicy at one belief (the same numbers, ~µs per call)."""
-
-    @classmethod
-    def of(cls, policy: TrimPolicy) -> _FastNative | None:
-        """The fast evaluator of a native policy, or ``None`` (then the policy's own method is used)."""
-        if policy.native is None:
-            return None
-        try:
-            return cls(policy)
-        except (AttributeError, TypeError, ValueError, IndexError):  # a solver layout this path does not know
-            return None
-
-    def __init__(self, policy: TrimPolicy):
-        nat = policy.native
-        self.reward = nat.reward
-        self.terminal = nat.terminal
-        self.discount = float(nat.discount)
-        self.M0 = [[float(x) for x in row] for row in nat.factor.M[:, :, 0]]  # (A, Z)
-        self.lines = nat.lines
-        self.n_buckets = policy.n_buckets
-        self._cache: dict[tuple[int, int], tuple] = {}
-
-    def _entry(self, i: int, ctx: int) -> tuple:
-        key = (i, ctx)
-        e = self._cache.get(key)
-        if e is None:
-            r = [[float(x) for x in row] for row in self.reward[i, ctx]]  # (Z, A)
-            term = bool(self.terminal[i, ctx])
-            if term:
-                e = (r, True, None, None, None)
-            else:
-                at1, at0, br = self.lines[i + 1]
-                e = (r, False, [float(x) for x in at1], [float(x) for x in at0], [float(x) for x in br])
-            self._cache[key] = e
-        return e
-
-    def q(self, t: int, ctx: int, b0: float, b1: float, b2: float) -> tuple[float, float]:
-        r, term, at1, at0, br = self._entry(t - 1, ctx)
-        q0 = b0 * r[0][0] + b1 * r[1][0] + b2 * r[2][0]
-        q1 = b0 * r[0][1] + b1 * r[1][1] + b2 * r[2][1]
-        if term:
-            return q0, q1
-        s = b0 + b1 + b2
-        out = []
-        for a, qa in ((0, q0), (1, q1)):
-            m = self.M0[a]
-            x = (b0 * m[0] + b1 * m[1] + b2 * m[2]) / s if s > 0 else 0.0
-            k = bisect_right(br, x)
-            out.append(qa + self.discount * s * (at0[k] + (at1[k] - at0[k]) * x))
-        return out[0], out[1]
 
 
 class BeliefRouter:
@@ -202,30 +149,9 @@ class BeliefRouter:
         self.delta = float(delta)
         self.gate = bool(gate)
         self.continuous_likelihood = bool(continuous_likelihood)
-        obs = self.trim_pomdp.obs_model
-        if self.continuous_likelihood and not getattr(obs, "has_densities", False):
-            raise InvalidParameterError(
-                "continuous_likelihood=True needs an observation model with "
-                "likelihood(r, m, continuous=True) "
-                "(a fitted ObservationModel); this model only has bin probabilities"
-            )
-        self.filter = BeliefFilter(self.trim_pomdp, floor=floor)
+        self.filter = BeliefFilter(self.trim_pomdp, floor=floor, continuous=self.continuous_likelihood)
         self.floor = floor
-        # scalar fast path
-        self._edges = [
-            float(x) for x in np.asarray(getattr(obs, "edges", np.linspace(0, 1, int(obs.n_bins) + 1)))
-        ]
-        self._n = int(obs.n_bins)
-        self._lik1 = [
-            tuple(float(v) for v in col) for col in np.asarray(self.trim_pomdp.observation_probs(1)).T
-        ]
-        self._lik2 = [
-            tuple(float(v) for v in col) for col in np.asarray(self.trim_pomdp.observation_probs(2)).T
-        ]
-        self._pair_2d = len(self._lik2) == self._n * self._n
-        self._T = [[[float(x) for x in row] for row in Ta] for Ta in np.asarray(self.trim_pomdp.transition)]
         self._bucket_edges = [float(x) for x in np.asarray(self.trim_pomdp.params.bucket_edges)]
-        self._fast = _FastNative.of(policy)
         self._structured: FiniteHorizonPOMDP | None = None
         self.n_replans = 0
         self.replan_seconds = 0.0
@@ -264,9 +190,8 @@ class BeliefRouter:
                 a, b = np.asarray(new.observation_probs(t)), np.asarray(trim.observation_probs(t))
                 if a.shape != b.shape or not np.allclose(a, b, atol=1e-9):
                     raise InvalidParameterError(
-                        "the observation model passed to BeliefRouter.load differs from the one the "
-                        "policy was solved "
-                        "with; solve again with it (trim-pomdp solve --observation-model ...)"
+                        "the observation model passed to BeliefRouter.load differs from the one the policy "
+                        "was solved with; solve again with it (trim-pomdp solve --obs ...)"
                     )
             trim = new
         return cls(policy, trim, **kwargs)
@@ -318,80 +243,34 @@ class BeliefRouter:
     def last_decision(self) -> dict[str, Any]:
         return dict(self._last)
 
-    def _bin(self, x: float) -> int:
-        i = bisect_right(self._edges, x) - 1
-        return 0 if i < 0 else (self._n - 1 if i >= self._n else i)
-
-    def _bucket(self, tokens: int) -> int:
-        return bisect_right(self._bucket_edges, float(tokens))
-
     def decide(self, obs: StepObservation) -> str:
         """Update the belief with ``obs`` and return ``"continue"`` or ``"regenerate"``."""
         t = obs.t
         if t != self._t + 1:
             raise InvalidParameterError(
-                f"BeliefRouter expected step t = {self._t + 1} but got t = {t}: "
-                "call reset() before each query and "
-                "decide() once per proposed step"
+                f"BeliefRouter expected step t = {self._t + 1} but got t = {t}: call reset() before each "
+                "query and decide() once per proposed step"
             )
         if t > self.trim_pomdp.horizon:
             raise InvalidParameterError(
-                f"step t = {t} is beyond the model's horizon H = {self.trim_pomdp.horizon}: "
-                "the episode should "
-                "have ended (the caller truncates solutions at H steps)"
+                f"step t = {t} is beyond the model's horizon H = {self.trim_pomdp.horizon}: the episode "
+                "should have ended (the caller truncates solutions at H steps)"
             )
-        r = obs.score
-        m = obs.prefix_min
+        r, m = obs.score, obs.prefix_min
         if not (0.0 <= r <= 1.0) or (m is not None and not (0.0 <= m <= 1.0)):
             raise InvalidParameterError(f"PRM scores must lie in [0, 1], got r = {r!r}, m = {m!r}")
-        # 1. predict with the action returned at the previous step
-        if self._a is None:
-            p0, p1, p2 = self._post
-        else:
-            T = self._T[self._a]
-            b0, b1, b2 = self._post
-            p0 = b0 * T[0][0] + b1 * T[1][0] + b2 * T[2][0]
-            p1 = b0 * T[0][1] + b1 * T[1][1] + b2 * T[2][1]
-            p2 = b0 * T[0][2] + b1 * T[1][2] + b2 * T[2][2]
-        # 2. update with the observation
-        if self.continuous_likelihood:
-            lik = tuple(float(v) for v in self.trim_pomdp.obs_model.likelihood(r, m, continuous=True))
-            idx = None
-        else:
-            if t == 1:
-                idx = self._bin(r)
-                lik = self._lik1[idx]
-            else:
-                idx = self._bin(r) * self._n + self._bin(m) if self._pair_2d else self._bin(r)
-                lik = self._lik2[idx]
-        if self.floor is not None:
-            lik = tuple(max(v, self.floor) for v in lik)
-        q0, q1, q2 = p0 * lik[0], p1 * lik[1], p2 * lik[2]
-        s = q0 + q1 + q2
-        if not s > 0:
-            raise ZeroLikelihoodError(
-                f"the observation r = {r}, m = {m} at t = {t} has zero likelihood under the predicted belief "
-                f"{[p0, p1, p2]} (pass floor=... to BeliefRouter to floor likelihoods instead)",
-                belief=np.array([p0, p1, p2]),
-                action=self._a,
-                observation={"t": t, "r": r, "m": m, "bin": idx},
-            )
-        b = (q0 / s, q1 / s, q2 / s)
-        # 3.-4. gate, policy or re-plan
-        bucket = self._bucket(obs.tokens)
+        # 1.-2. predict with the action returned at the previous step, correct with the observation
+        pred, b, _ = self.filter.update_floats(self._post, self._a, t, r, m)
+        # 3.-4. gate, then the policy or a re-plan
+        bucket = bisect_right(self._bucket_edges, float(obs.tokens))
         final = bool(obs.final)
-        ctx = 2 * bucket + int(final)
         is_open = (max(b) - b[2]) <= self.delta
         decision: dict[str, Any] = {}
         if self.replan_solver is not None and (is_open or not self.gate):
-            values, seconds = self._replan(t, bucket, final, np.array(b))
+            values, decision["replan_seconds"] = self._replan(t, bucket, final, np.array(b))
             source = "replan"
-            decision["replan_seconds"] = seconds
-        elif self._fast is not None:
-            values = self._fast.q(t, ctx, *b)
-            source = "policy"
         else:
-            values = tuple(float(v) for v in self.policy.action_values(t, bucket, final, np.array(b)))
+            values = self.policy.action_values_floats(t, 2 * bucket + int(final), b)
             source = "policy"
         if self.gate and not is_open:
             action, source = 0, "gate"
@@ -402,7 +281,7 @@ class BeliefRouter:
             t=t,
             bucket=bucket,
             final=final,
-            predicted=[p0, p1, p2],
+            predicted=list(pred),
             belief=list(b),
             gate_open=is_open,
             source=source,
@@ -431,8 +310,7 @@ class BeliefRouter:
             first_ctx[0, 2 * bucket + int(final)] = 1.0
         return FiniteHorizonPOMDP(
             transition=fh.transition,
-            observation=[np.ones((fh.n_hidden, 1))]
-            + list(fh.observation[t:]),  # the epoch-t observation is in b
+            observation=[np.ones((fh.n_hidden, 1)), *fh.observation[t:]],  # epoch t's observation is in b
             context_probs=np.vstack([first_ctx, fh.context_probs[t:]]),
             terminal=fh.terminal[t - 1 :],
             reward=fh.reward[t - 1 :],
@@ -485,8 +363,12 @@ class BeliefRouter:
     def reset_batch(self, n: int) -> None:
         """Start ``n`` parallel queries."""
         self._B = np.broadcast_to(self.filter.prior(), (int(n), 3)).copy()
-        self._pending = np.zeros(int(n), dtype=bool)  # rows whose belief still needs the predict step
         self._A = np.zeros(int(n), dtype=np.int64)
+
+    @property
+    def beliefs(self) -> np.ndarray:
+        """Posteriors ``(n, 3)`` of the parallel queries after the last :meth:`decide_batch`."""
+        return self._B.copy()
 
     def decide_batch(self, obs: BatchObservation) -> np.ndarray:
         """Actions (0 continue, 1 regenerate) for every active row; the beliefs advance by one step."""
@@ -502,46 +384,15 @@ class BeliefRouter:
             raise InvalidParameterError(
                 f"step t = {int(t.max())} is beyond the model's horizon {self.trim_pomdp.horizon}"
             )
-        pred = self._B[rows]
-        pend = self._pending[rows]
-        if pend.any():
-            pred[pend] = self.filter.predict_batch(pred[pend], self._A[rows][pend])
-        if self.continuous_likelihood:
-            r, m = obs.score[rows], obs.prefix_min[rows]
-            lik = np.array(
-                [
-                    self.trim_pomdp.obs_model.likelihood(
-                        float(ri), None if ti == 1 else float(mi), continuous=True
-                    )
-                    for ri, mi, ti in zip(r, m, t, strict=True)
-                ]
-            )
-            if self.floor is not None:
-                lik = np.maximum(lik, self.floor)
-            post = pred * lik
-            s = post.sum(axis=1)
-            if np.any(~(s > 0)):
-                i = int(np.flatnonzero(~(s > 0))[0])
-                raise ZeroLikelihoodError(
-                    f"row {int(rows[i])}: observation has zero likelihood", belief=pred[i]
-                )
-            post = post / s[:, None]
-        else:
-            idx = getattr(obs, "obs_index", None)
-            if idx is not None:
-                post = self.filter.update_index_batch(pred, t, np.asarray(idx)[rows])
-            else:
-                post = self.filter.update_batch(pred, t, obs.score[rows], obs.prefix_min[rows])
+        post = self.filter.update_batch(self._B[rows], self._A[rows], obs, rows)
         bucket = getattr(obs, "bucket", None)
-        bucket = (
-            np.asarray(bucket)[rows]
-            if bucket is not None
-            else self.trim_pomdp.bucket_of(np.asarray(obs.tokens)[rows])
-        )
+        if bucket is None:
+            bucket = self.trim_pomdp.bucket_of(np.asarray(obs.tokens)[rows])
+        else:
+            bucket = np.asarray(bucket)[rows]
         bucket = np.atleast_1d(np.asarray(bucket, dtype=np.int64))
         final = np.asarray(obs.final, dtype=bool)[rows]
-        is_open = gate_open(post, self.delta)
-        ask = is_open if self.gate else np.ones(rows.size, dtype=bool)
+        ask = gate_open(post, self.delta) if self.gate else np.ones(rows.size, dtype=bool)
         a = np.zeros(rows.size, dtype=np.int64)
         if ask.any():
             if self.replan_solver is None:
@@ -553,5 +404,4 @@ class BeliefRouter:
         out[rows] = a
         self._B[rows] = post
         self._A[rows] = a
-        self._pending[rows] = True
         return out
