@@ -1,10 +1,17 @@
-"""Process reward models (PRMs): the Qwen2.5-Math-PRM input format and scoring backends.
+"""Process reward models (PRMs): the Qwen2.5-Math-PRM input format, scoring backends and a simulated PRM.
 
 - :class:`~trim_pomdp.prm.base.PRMBackend` — the protocol of every backend (``score``, ``score_batch``).
-- :mod:`trim_pomdp.prm.qwen` — the prompt format (steps separated by ``<extra_0>`` inside the chat template) and
-  the extraction of step scores (softmax positive-class probability at each separator). No heavy imports.
+- :mod:`trim_pomdp.prm.qwen` — the prompt format (steps separated by ``<extra_0>`` inside the chat template)
+  and the extraction of step scores (softmax positive-class probability at each separator). No heavy imports.
 - :mod:`trim_pomdp.prm.transformers_backend` — :class:`~trim_pomdp.prm.transformers_backend.TransformersPRM`,
-  batched scoring with a transformers model (``pip install 'trim-pomdp[hf]'``); torch/transformers load on first use.
+  batched scoring with a transformers model (``pip install 'trim-pomdp[hf]'``); torch and transformers load on
+  first use.
+- :mod:`trim_pomdp.prm.vllm_backend` — :class:`~trim_pomdp.prm.vllm_backend.VLLMPoolingPRM`, scoring through a
+  vLLM pooling server.
+- :mod:`trim_pomdp.prm.synthetic` — :class:`~trim_pomdp.prm.synthetic.SyntheticPRM`, **simulated** scores
+  calibrated to Qwen2.5-Math-PRM-7B's published ProcessBench accuracies, for when no real PRM can run.
+- :mod:`trim_pomdp.prm.scoring` — scoring ProcessBench resumably into a scored-items file, and the scored steps
+  an observation model is fitted on.
 """
 
 from __future__ import annotations

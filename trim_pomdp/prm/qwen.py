@@ -6,7 +6,8 @@ Format (model card of ``Qwen/Qwen2.5-Math-PRM-7B``): a chat with
 - user: the problem,
 - assistant: the steps joined with ``<extra_0>`` and ending with ``<extra_0>``,
 
-rendered by the tokenizer's chat template without a generation prompt. The model emits two logits per token
+rendered by the tokenizer's chat template without a generation prompt (or, without a tokenizer, written in the
+Qwen2.5 ChatML format that template produces). The model emits two logits per token
 (negative, positive); the score of step ``k`` is the softmax probability of the positive class at the ``k``-th
 ``<extra_0>`` token, i.e. P(step correct) in [0, 1].
 
@@ -15,7 +16,8 @@ This module needs only numpy; the tokenizer is any object with ``apply_chat_temp
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -27,6 +29,7 @@ __all__ = [
     "SYSTEM_PROMPT",
     "build_messages",
     "format_prm_input",
+    "render_chatml",
     "softmax",
     "step_scores_from_logits",
     "step_scores_from_probs",
@@ -80,10 +83,15 @@ def build_messages(
     return messages
 
 
+def render_chatml(messages: Sequence[Mapping[str, str]]) -> str:
+    """Messages in the Qwen2.5 ChatML format, as Qwen2.5-Math-PRM's chat template renders them."""
+    return "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
+
+
 def format_prm_input(
     problem: str,
     steps: Sequence[str],
-    tokenizer,
+    tokenizer: Any = None,
     *,
     system: str | None = SYSTEM_PROMPT,
     separator: str = STEP_SEPARATOR,
@@ -94,24 +102,30 @@ def format_prm_input(
     ----------
     problem : str
     steps : sequence of str
-    tokenizer
-        A tokenizer with ``apply_chat_template`` and a chat template (Qwen2.5-Math-PRM's own).
+    tokenizer : optional
+        A tokenizer with ``apply_chat_template`` and a chat template (Qwen2.5-Math-PRM's own). Without one, the
+        messages are written in the Qwen2.5 ChatML format directly (:func:`render_chatml`, identical to what
+        Qwen2.5-Math-PRM's template renders), e.g. for a PRM behind a server.
     system, separator
         See :func:`build_messages`.
 
     Returns
     -------
     str
-        The rendered conversation (no generation prompt); it contains ``separator`` exactly ``len(steps)`` times.
+        The rendered conversation (no generation prompt); it contains ``separator`` exactly ``len(steps)``
+        times.
     """
     steps = _check_steps(steps, separator)
     messages = build_messages(problem, steps, system=system, separator=separator)
-    if getattr(tokenizer, "chat_template", None) is None:
+    if tokenizer is None:
+        text = render_chatml(messages)
+    elif getattr(tokenizer, "chat_template", None) is None:
         raise InvalidParameterError(
             f"tokenizer {type(tokenizer).__name__} has no chat template; load the PRM's own tokenizer "
             "(e.g. AutoTokenizer.from_pretrained('Qwen/Qwen2.5-Math-PRM-7B')) or set tokenizer.chat_template"
         )
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
+    else:
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
     n = text.count(separator)
     if n != len(steps):
         raise InvalidParameterError(

@@ -47,7 +47,7 @@ __all__ = [
 
 #: Published ProcessBench accuracies (%) of Qwen2.5-Math-PRM-7B: split -> (error, correct).
 #: Zhang et al., "The Lessons of Developing Process Reward Models in Mathematical Reasoning", arXiv:2501.07301v2,
-#: Table 7 (see ``shared/reference/processbench-prm-results.md``).
+#: Table 7.
 QWEN25_MATH_PRM_7B_PROCESSBENCH: dict[str, tuple[float, float]] = {
     "gsm8k": (72.0, 96.4),
     "math": (68.0, 90.4),
@@ -75,7 +75,8 @@ SHAPE_DEFAULTS: dict[str, float] = {
 }
 
 # Calibrated per-split means (logit scale). Obtained once with
-#   python benchmarks/calibrate_synthetic_prm.py --data-dir ../shared/data/processbench --search-shapes
+#   python benchmarks/calibrate_synthetic_prm.py --data-dir PROCESSBENCH_DIR --search-shapes
+# (PROCESSBENCH_DIR: a folder with ProcessBench's <split>.json files),
 # i.e. calibrate_synthetic_prm(load_processbench(data_dir=...), repeats=20, seed=0, **SHAPE_DEFAULTS):
 # bisection of mu_s0 on the correct-sample accuracy, then of mu_s2 on the error-sample accuracy, per split, with
 # common random numbers over 20 replicates of the split's real ProcessBench items (real step counts and labels).
@@ -142,7 +143,8 @@ class SyntheticPRM:
 
     Notes
     -----
-    All scores this class produces are simulated; :attr:`card` and every :class:`ScoredItem` it returns say so.
+    All scores this class produces are simulated; :attr:`card` and every
+    :class:`~trim_pomdp.datasets.scored.ScoredItem` it returns say so.
     """
 
     name = "synthetic-prm (simulated, calibrated to Qwen2.5-Math-PRM-7B on ProcessBench)"
@@ -424,10 +426,13 @@ def protocol_accuracy(scores: np.ndarray, labels: np.ndarray, threshold: float =
         Step scores, NaN beyond each sample's length.
     labels : ndarray of int, shape (n,)
         First-error index, -1 for correct samples.
+    threshold : float, default=0.5
+        A step below it is the predicted first error.
 
     Returns
     -------
-    (error_accuracy, correct_accuracy) in percent (NaN when there is no sample of that kind).
+    error_accuracy, correct_accuracy : float
+        In percent (NaN when there is no sample of that kind).
     """
     below = np.nan_to_num(scores, nan=1.0) < threshold
     pred = np.where(below.any(axis=1), below.argmax(axis=1), -1)
@@ -485,7 +490,8 @@ def calibrate_synthetic_prm(
 
     Returns
     -------
-    (mu_s0, mu_s2) : dicts split -> float
+    mu_s0, mu_s2 : dict of str to float
+        The calibrated mean logits per split, rounded to 4 decimals.
     """
     mu_s0: dict[str, float] = {}
     mu_s2: dict[str, float] = {}
@@ -493,17 +499,32 @@ def calibrate_synthetic_prm(
         split_items = [it for it in items if it.split == split]
         if not split_items:
             raise InvalidParameterError(f"no items of split {split!r} to calibrate on")
-        classes, lengths = _class_matrix(split_items)
-        classes = np.tile(classes, (repeats, 1))
-        lengths = np.tile(lengths, repeats)
-        labels = np.tile(np.array([it.label for it in split_items]), repeats)
-
-        def accuracies(m0: float, m2: float) -> tuple[float, float]:
-            prm = SyntheticPRM(mu_s0={split: m0}, mu_s2={split: m2}, default_split=split, **shape)
-            return protocol_accuracy(prm.score_matrix(classes, lengths, split, seed), labels)
-
-        m0 = _bisect(lambda v: accuracies(v, 0.0)[1], -10.0, 30.0, corr_target, tol)
-        m2 = _bisect(lambda v: -accuracies(m0, v)[0], -30.0, 30.0, -err_target, tol)
+        m0, m2 = _calibrate_split(split, split_items, err_target, corr_target, repeats, seed, tol, shape)
         mu_s0[split] = round(m0, 4)
         mu_s2[split] = round(m2, 4)
     return mu_s0, mu_s2
+
+
+def _calibrate_split(
+    split: str,
+    items: Sequence[ProcessBenchItem],
+    err_target: float,
+    corr_target: float,
+    repeats: int,
+    seed: int,
+    tol: float,
+    shape: Mapping[str, float],
+) -> tuple[float, float]:
+    """``(mu_s0, mu_s2)`` of one split: the two bisections of :func:`calibrate_synthetic_prm`."""
+    classes, lengths = _class_matrix(items)
+    classes = np.tile(classes, (repeats, 1))
+    lengths = np.tile(lengths, repeats)
+    labels = np.tile(np.array([it.label for it in items]), repeats)
+
+    def accuracies(m0: float, m2: float) -> tuple[float, float]:
+        prm = SyntheticPRM(mu_s0={split: m0}, mu_s2={split: m2}, default_split=split, **shape)
+        return protocol_accuracy(prm.score_matrix(classes, lengths, split, seed), labels)
+
+    m0 = _bisect(lambda v: accuracies(v, 0.0)[1], -10.0, 30.0, corr_target, tol)
+    m2 = _bisect(lambda v: -accuracies(m0, v)[0], -30.0, 30.0, -err_target, tol)
+    return m0, m2

@@ -3,8 +3,9 @@
 Recent vLLM serves process reward models on ``POST /pooling``: the request carries the rendered PRM input(s)
 and the response holds, per input, one ``[P(negative), P(positive)]`` pair per ``<extra_0>`` step separator
 (vLLM's STEP pooler with softmax; ``--task reward`` on vLLM <= 0.9, auto-detected pooling runner later). The
-score of a step is its positive-class probability. The input text is the model card's chat format, rendered
-here without a tokenizer (or with the PRM's own tokenizer when one is given, for a byte-exact template).
+score of a step is its positive-class probability. The input text is the model card's chat format
+(:func:`trim_pomdp.prm.qwen.format_prm_input`), written without a tokenizer, or rendered by the PRM's own
+tokenizer when one is given (for a byte-exact template).
 
 The HTTP call uses the ``openai`` SDK's generic ``post`` (connection pooling, timeouts); retries with backoff
 on 429/5xx/connection errors.
@@ -18,40 +19,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from trim_pomdp._internal.optional import require
-from trim_pomdp.exceptions import DataFormatError, InvalidParameterError
+from trim_pomdp.exceptions import DataFormatError
+from trim_pomdp.prm.qwen import POSITIVE_LABEL, SYSTEM_PROMPT, format_prm_input
 
-__all__ = ["VLLMPoolingPRM", "render_qwen_prm_input"]
-
-STEP_SEPARATOR = "<extra_0>"
-SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
-
-
-def render_qwen_prm_input(
-    problem: str, steps: Sequence[str], system: str | None = SYSTEM_PROMPT, tokenizer: Any = None
-) -> str:
-    """The Qwen2.5-Math-PRM input: system, user = problem, assistant = steps each followed by ``<extra_0>``.
-
-    With ``tokenizer``, its chat template renders the messages; otherwise the Qwen2.5 ChatML format is written
-    directly (identical for Qwen2.5-Math-PRM's template).
-    """
-    steps = list(steps)
-    if not steps:
-        raise InvalidParameterError("steps is empty: a PRM scores at least one step")
-    for k, s in enumerate(steps):
-        if STEP_SEPARATOR in s:
-            raise InvalidParameterError(f"step {k} contains the separator {STEP_SEPARATOR!r}")
-    assistant = STEP_SEPARATOR.join(steps) + STEP_SEPARATOR
-    messages = ([{"role": "system", "content": system}] if system else []) + [
-        {"role": "user", "content": problem},
-        {"role": "assistant", "content": assistant},
-    ]
-    if tokenizer is not None:
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
-    return "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
+__all__ = ["VLLMPoolingPRM"]
 
 
 class VLLMPoolingPRM:
-    """PRM backend for a vLLM pooling server.
+    """PRM backend for a vLLM pooling server (a :class:`~trim_pomdp.prm.base.PRMBackend`, plus ``ascore_batch``).
 
     Parameters
     ----------
@@ -68,6 +43,9 @@ class VLLMPoolingPRM:
     tokenizer : optional
         The PRM's tokenizer, to render the chat template exactly.
     positive_label : int
+        Index of the "step is correct" class in each returned pair.
+    system_prompt : str or None
+        System message of the prompt (Qwen2.5-Math-PRM's by default; ``None`` leaves it out).
     """
 
     def __init__(
@@ -79,7 +57,7 @@ class VLLMPoolingPRM:
         timeout: float = 120.0,
         max_retries: int = 5,
         tokenizer: Any = None,
-        positive_label: int = 1,
+        positive_label: int = POSITIVE_LABEL,
         system_prompt: str | None = SYSTEM_PROMPT,
     ) -> None:
         url = base_url.rstrip("/")
@@ -100,6 +78,7 @@ class VLLMPoolingPRM:
 
     @property
     def client(self) -> Any:
+        """The ``openai.AsyncOpenAI`` client, made on first use."""
         if self._client is None:
             openai = require("openai", "vllm", "the vLLM pooling PRM backend")
             self._client = openai.AsyncOpenAI(
@@ -129,7 +108,7 @@ class VLLMPoolingPRM:
     async def ascore_batch(self, solutions: Sequence[tuple[str, Sequence[str]]]) -> list[list[float]]:
         """Score many solutions in one ``/pooling`` request."""
         openai = require("openai", "vllm", "the vLLM pooling PRM backend")
-        texts = [render_qwen_prm_input(p, s, self.system_prompt, self.tokenizer) for p, s in solutions]
+        texts = [format_prm_input(p, s, self.tokenizer, system=self.system_prompt) for p, s in solutions]
         body = {"model": self.model, "input": texts}
         for attempt in range(self.max_retries + 1):
             try:
@@ -150,9 +129,11 @@ class VLLMPoolingPRM:
         return asyncio.run(self.ascore_batch(solutions))
 
     def score(self, problem: str, steps: Sequence[str]) -> list[float]:
+        """P(step correct) for every step of one solution."""
         return self.score_batch([(problem, steps)])[0]
 
     async def aclose(self) -> None:
+        """Close the HTTP client."""
         if self._client is not None:
             await self._client.close()
             self._client = None
