@@ -1,4 +1,4 @@
-"""Package-level guarantees: light import, layering, CLI entry point."""
+"""Package-level guarantees: light import, layering, no unpickling, CLI entry point."""
 
 from __future__ import annotations
 
@@ -95,6 +95,64 @@ def test_every_module_imports_only_its_own_package_and_lower_layers():
         for imported in _internal_imports(path) - {own}:
             assert _layer(imported) < level or level == 0 == _layer(imported), (
                 f"{'/'.join(parts)} imports trim_pomdp.{imported}, which is not below its layer"
+            )
+
+
+# Modules that unpickle whatever file they are handed (a pickle runs code while it loads).
+UNPICKLING_MODULES = {"pickle", "_pickle", "cPickle", "cloudpickle", "dill", "joblib", "shelve"}
+# Known exceptions, by (module, call), to be removed by a later issue: stable-baselines3 saves PPO as a zip that
+# holds pickles, and PPO.load unpickles them: TRIM-Agg's training checkpoint (agg.py) and a TRIM-Seq router's
+# ppo.zip (seq.py, SeqRouter.load, which also reads a directory the user hands it). Plain weights replace both.
+UNPICKLING_ALLOWED = {
+    ("routers/rl/agg.py", "PPO.load"),
+    ("routers/rl/seq.py", "PPO.load"),
+}
+
+
+def _dotted(node: ast.AST) -> str:
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if isinstance(node, ast.Name):
+        parts.append(node.id)
+    return ".".join(reversed(parts))
+
+
+def _keyword_is(call: ast.Call, name: str, value: object) -> bool | None:
+    """Whether keyword ``name`` is the constant ``value`` (``None`` when it is not given)."""
+    for kw in call.keywords:
+        if kw.arg == name:
+            return isinstance(kw.value, ast.Constant) and kw.value.value is value
+    return None
+
+
+def _unpickling(path: Path) -> set[str]:
+    """What in a module can unpickle: imports of pickling modules and loads that allow pickles."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(f"import {a.name}" for a in node.names if a.name.split(".")[0] in UNPICKLING_MODULES)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            if (node.module or "").split(".")[0] in UNPICKLING_MODULES:
+                found.add(f"from {node.module} import")
+        elif isinstance(node, ast.Call):
+            name = _dotted(node.func)
+            if name in ("np.load", "numpy.load") and _keyword_is(node, "allow_pickle", False) is False:
+                found.add("np.load(allow_pickle=...)")  # numpy's default is False; anything else may unpickle
+            elif name == "torch.load" and not _keyword_is(node, "weights_only", True):
+                found.add("torch.load")
+            elif name.endswith(("PPO.load", "load_from_zip_file")):
+                found.add("PPO.load")
+    return found
+
+
+def test_no_module_unpickles():
+    for path in PACKAGE_DIR.rglob("*.py"):
+        rel = path.relative_to(PACKAGE_DIR).as_posix()
+        for what in _unpickling(path):
+            assert (rel, what) in UNPICKLING_ALLOWED, (
+                f"trim_pomdp/{rel}: {what} can unpickle a file (run code)"
             )
 
 

@@ -13,14 +13,32 @@ COUNT = click.IntRange(min=1)
 
 @click.command("run")
 @click.option(
-    "--dataset", required=True, help="math500 | aime | aime24 | gsm8k | minerva | olympiadbench | FILE."
+    "--dataset",
+    required=True,
+    metavar="NAME|FILE",
+    help="math500 | aime | aime24 | gsm8k | minerva | olympiadbench | FILE.",
 )
 @data_dir_option(
     "Folder with local copies of the evaluation sets (default: the Hugging Face hub).", aliases=()
 )
-@click.option("--weak", default=None, help="URL of an OpenAI-compatible (vLLM) server, or a model id.")
 @click.option(
-    "--weak-model", default=None, help="Model name on the weak server (default: the first it serves)."
+    "--router",
+    required=True,
+    metavar="SPEC",
+    help="weak | strong | thr:K | agg:DIR | seq:DIR | a `trim-pomdp solve` output DIR.",
+)
+@out_option("Run directory.")
+@click.option(
+    "--weak",
+    metavar="URL|MODEL",
+    default=None,
+    help="URL of an OpenAI-compatible (vLLM) server, or a model id (in-process vLLM, else transformers).",
+)
+@click.option(
+    "--weak-model",
+    metavar="NAME",
+    default=None,
+    help="Model name on the weak server (default: the first it serves).",
 )
 @click.option(
     "--weak-mode",
@@ -31,18 +49,34 @@ COUNT = click.IntRange(min=1)
 )
 @click.option(
     "--weak-template",
+    metavar="qwen|auto|FILE",
     default="qwen",
     show_default=True,
     help="Completions-mode prompt format: qwen (Qwen2.5-Math chat format), auto (the weak model's own chat "
     "template via its tokenizer), or a FILE with a {problem} (and optional {system}) field.",
 )
-@click.option("--strong", default="claude-sonnet-4-6", show_default=True, help="Strong model id.")
 @click.option(
-    "--strong-url", default=None, help="OpenAI-compatible endpoint for the strong model (else Anthropic)."
+    "--strong", metavar="MODEL", default="claude-sonnet-4-6", show_default=True, help="Strong model id."
 )
-@click.option("--claude-step-mode", type=click.Choice(["marker", "cut"]), default="marker", show_default=True)
 @click.option(
-    "--claude-continuation", type=click.Choice(["user", "prefill"]), default="user", show_default=True
+    "--strong-url",
+    metavar="URL",
+    default=None,
+    help="OpenAI-compatible endpoint for the strong model (else Claude, with ANTHROPIC_API_KEY).",
+)
+@click.option(
+    "--claude-step-mode",
+    type=click.Choice(["marker", "cut"]),
+    default="marker",
+    show_default=True,
+    help="End a Claude step at a marker stop sequence, or cut the stream at the first blank line.",
+)
+@click.option(
+    "--claude-continuation",
+    type=click.Choice(["user", "prefill"]),
+    default="user",
+    show_default=True,
+    help="Continue in the user turn, or prefill the assistant turn (models before Claude 4.6 only).",
 )
 @click.option(
     "--claude-prompt-cache/--no-claude-prompt-cache",
@@ -50,27 +84,54 @@ COUNT = click.IntRange(min=1)
     show_default=True,
     help="Ask Anthropic to cache the growing prompt of each problem (cheaper input tokens on later steps).",
 )
-@click.option("--prm", default=None, help="PRM model id (transformers) or URL of a vLLM pooling server.")
-@click.option("--prm-model", default=None, help="Served PRM name on a vLLM pooling server.")
-@click.option("--prm-batch-size", type=COUNT, default=16, show_default=True)
+@click.option(
+    "--prm",
+    metavar="MODEL|URL",
+    default=None,
+    help="PRM model id (transformers) or URL of a vLLM pooling server.",
+)
+@click.option("--prm-model", metavar="NAME", default=None, help="Served PRM name on a vLLM pooling server.")
+@click.option(
+    "--prm-batch-size",
+    type=COUNT,
+    metavar="N",
+    default=16,
+    show_default=True,
+    help="Batch size of a local PRM.",
+)
 @device_option("Device of local models (default: cuda if available).")
 @click.option(
-    "--router",
-    required=True,
-    help="weak | strong | thr:K | agg:DIR | seq:DIR | a `trim-pomdp solve` output DIR.",
+    "--concurrency", type=COUNT, metavar="N", default=64, show_default=True, help="Problems in flight."
 )
-@out_option("Run directory.")
-@click.option("--concurrency", type=COUNT, default=64, show_default=True, help="Problems in flight.")
-@click.option("--limit", type=COUNT, default=None, help="Only the first N problems (after sharding).")
-@click.option("--shard", default=None, help="K/N: this process runs shard K of N (interleaved).")
+@click.option(
+    "--limit", type=COUNT, metavar="N", default=None, help="Only the first N problems (after sharding)."
+)
+@click.option("--shard", metavar="K/N", default=None, help="Run shard K of N (interleaved).")
 @click.option(
     "--cache",
+    metavar="FILE",
     default=None,
     help="SQLite cache of model/PRM calls (default OUT/cache.sqlite; share one across runs).",
 )
-@click.option("--max-steps", type=COUNT, default=30, show_default=True)
-@click.option("--max-tokens-per-step", type=COUNT, default=512, show_default=True)
-@click.option("--max-solution-tokens", type=COUNT, default=4096, show_default=True)
+@click.option(
+    "--max-steps", type=COUNT, metavar="N", default=30, show_default=True, help="Step cap per problem."
+)
+@click.option(
+    "--max-tokens-per-step",
+    type=COUNT,
+    metavar="N",
+    default=512,
+    show_default=True,
+    help="Output cap of one step.",
+)
+@click.option(
+    "--max-solution-tokens",
+    type=COUNT,
+    metavar="N",
+    default=4096,
+    show_default=True,
+    help="Output cap of one solution (weak and strong tokens, accepted or not).",
+)
 @click.option("--temperature", type=float, default=0.0, show_default=True, help="Weak model temperature.")
 @click.option(
     "--strong-temperature", type=float, default=None, help="Strong model temperature (default: unset)."
@@ -78,7 +139,14 @@ COUNT = click.IntRange(min=1)
 @click.option(
     "--timeout", type=SECONDS, metavar="SECONDS", default=120.0, show_default=True, help="Per-call timeout."
 )
-@click.option("--max-retries", type=click.IntRange(min=0), default=6, show_default=True)
+@click.option(
+    "--max-retries",
+    type=click.IntRange(min=0),
+    metavar="N",
+    default=6,
+    show_default=True,
+    help="Retries of a failed call.",
+)
 def command(**options: object) -> None:
     """Run TRIM on a dataset: M_w proposes each step, the PRM scores it, the router decides, M_s regenerates.
 
