@@ -44,6 +44,7 @@ from trim_pomdp._internal.artifacts import json_default
 from trim_pomdp.evaluation.records import Records, RecordWriter, read_records
 from trim_pomdp.evaluation.simulator import SIMULATED_NOTE, Simulator, SimulatorParams
 from trim_pomdp.exceptions import DataFormatError, InvalidParameterError
+from trim_pomdp.pomdp.params import TrimParams
 
 __all__ = [
     "ALL_ROUTERS",
@@ -223,70 +224,36 @@ class Benchmark:
 
 def estimate_trim_params(
     stats: dict[str, Any], *, n_buckets: int = 5, smoothing: float = 2.0, base: Any = None
-):
-    """TRIM-POMDP parameters from labelled training statistics, with the TRIM model's own estimators.
+) -> TrimParams:
+    """TRIM-POMDP parameters from labelled training statistics, with the TRIM model's own estimator.
 
-    ``p = S0 / (S0 + S2)`` per model; the hazard ``q(t)`` from step counts; token buckets at quantiles of
-    M_w's step
-    lengths with ``P(c | t)`` shrunk to the pooled distribution (``smoothing`` pseudo-counts); the strong /
-    weak
-    length ratio from mean step lengths. The rest (horizon, reward, discount) comes from ``base`` (default
+    ``stats`` is :meth:`Simulator.labelled_statistics`; the estimator is
+    :func:`trim_pomdp.pomdp.estimation.estimate_from_steps` (the one :func:`~trim_pomdp.pomdp.estimate_params`
+    uses on ProcessBench). The rest (horizon, reward, discount, λ) comes from ``base`` (default
     :func:`trim_pomdp.pomdp.load_default_params`).
     """
     from trim_pomdp.pomdp import load_default_params
+    from trim_pomdp.pomdp.estimation import ESTIMATORS, estimate_from_steps
 
     base = base if base is not None else load_default_params()
-    H = int(base.horizon)
-    a = float(smoothing)
-    p_w = stats["weak_s0"] / max(1, stats["weak_s0"] + stats["weak_s2"])
-    p_s = stats["strong_s0"] / max(1, stats["strong_s0"] + stats["strong_s2"])
-    lengths = np.asarray(stats["n_steps"])
-    rows = stats["weak_tokens"]
-    flat = np.concatenate(rows).astype(float)
-    qbar = len(lengths) / max(1, lengths.sum())
-    hazard = np.empty(H)
-    for t in range(1, H + 1):
-        at_risk, ends = np.sum(lengths >= t), np.sum(lengths == t)
-        hazard[t - 1] = (ends + a * qbar) / (at_risk + a)
-    hazard[-1] = 1.0
-    edges = (
-        np.unique(np.quantile(flat, np.arange(1, n_buckets) / n_buckets)) if n_buckets > 1 else np.zeros(0)
+    fields = estimate_from_steps(
+        (stats["weak_s0"], stats["weak_s2"]),
+        (stats["strong_s0"], stats["strong_s2"]),
+        stats["weak_tokens"],
+        stats["strong_tokens"],
+        horizon=int(base.horizon),
+        n_buckets=n_buckets,
+        smoothing=smoothing,
     )
-    edges = edges[edges > flat.min()]
-    K = edges.size + 1
-
-    def bucket(x: np.ndarray) -> np.ndarray:
-        return np.searchsorted(edges, np.asarray(x, dtype=float), side="right")
-
-    pooled = np.bincount(bucket(flat), minlength=K).astype(float)
-    pooled /= pooled.sum()
-    probs = np.empty((H, K))
-    for t in range(1, H + 1):
-        at_t = np.array([r[t - 1] for r in rows if len(r) >= t], dtype=float)
-        counts = np.bincount(bucket(at_t), minlength=K).astype(float) if at_t.size else np.zeros(K)
-        probs[t - 1] = (counts + a * pooled) / (counts.sum() + a)
-    b = bucket(flat)
-    means = np.array([flat[b == c].mean() if np.any(b == c) else 0.0 for c in range(K)])
-    ratio = float(np.mean(stats["strong_tokens"]) / flat.mean())
     card = {
         "estimated_from": "labelled simulated training queries (SIMULATED)",
-        "queries": int(lengths.size),
+        "queries": len(stats["n_steps"]),
         "weak": {"S0": stats["weak_s0"], "S2": stats["weak_s2"]},
         "strong": {"S0": stats["strong_s0"], "S2": stats["strong_s2"]},
-        "estimators": "p = S0/(S0+S2); hazard with shrinkage; P(c|t) shrunk to pooled; "
-        "bucket edges = quantiles",
+        "estimators": ESTIMATORS,
         "simulated": True,
     }
-    return base.replace(
-        p_w=float(p_w),
-        p_s=float(p_s),
-        bucket_edges=edges,
-        bucket_probs=probs,
-        hazard=hazard,
-        bucket_mean_tokens=means,
-        strong_weak_ratio=ratio,
-        card=card,
-    )
+    return base.replace(card=card, **fields)
 
 
 @dataclass
