@@ -2,27 +2,29 @@
 
 Usage::
 
-    python benchmarks/calibrate_synthetic_prm.py --data-dir ../shared/data/processbench [--search-shapes] [--out FILE]
+    python benchmarks/calibrate_synthetic_prm.py [--data-dir PROCESSBENCH_DIR] [--search-shapes] [--out FILE]
+
+(``PROCESSBENCH_DIR``: a folder with ProcessBench's ``<split>.json`` files; without it, the hub.)
 
 With ``--search-shapes``, first a grid search of the shape parameters (``s0_sd``, ``s1_high``, ``s1_shift``; the
-others fixed) against the one real Qwen2.5-Math-PRM-7B trace: for every grid point the gsm8k means are calibrated,
-gsm8k is simulated (20 replicates) and the log-probability of the trace's four scores under the simulated
-class-conditional score distributions is computed (each value as the fp16 rounding interval it stands for, widened
-to ±0.005; 0.99951171875 = fp16's "≥ 0.99927"). The best grid point is what SHAPE_DEFAULTS holds. One trace
-identifies little: the log-likelihood differs by < 0.5 nats over most of the grid.
+others fixed) against the one real Qwen2.5-Math-PRM-7B trace: for every grid point the gsm8k means are
+calibrated, gsm8k is simulated (20 replicates) and the log-probability of the trace's four scores under the
+simulated class-conditional score distributions is computed (each value as the fp16 rounding interval it
+stands for, widened to ±0.005; 0.99951171875 = fp16's "≥ 0.99927"). The best grid point is what
+``SHAPE_DEFAULTS`` holds. One trace identifies little: the log-likelihood differs by < 0.5 nats over most of the
+grid.
 
-Then fits ``mu_s0`` / ``mu_s2`` per split with :func:`calibrate_synthetic_prm` (20 replicates, seed 0 — the run whose
-output is hard-coded in ``trim_pomdp/observation_models/synthetic_prm.py``), then scores ProcessBench with the shipped
-defaults over several fresh seeds and prints simulated vs published Qwen2.5-Math-PRM-7B accuracies, plus where the
-one real Qwen2.5-Math-PRM-7B trace (gsm8k-0: 0.9995, 0.1813, 0.9746, 0.9995 for S0, S2, S1, S1) falls in the simulated
-class-conditional score distributions. Writes JSON next to this file (or to --out). Scores are simulated.
+Then fits ``mu_s0`` / ``mu_s2`` per split with ``calibrate_synthetic_prm`` (20 replicates, seed 0 — the run whose
+output is hard-coded in ``trim_pomdp/prm/synthetic.py``), then scores ProcessBench with the shipped defaults
+over several fresh seeds and prints simulated vs published Qwen2.5-Math-PRM-7B accuracies, plus where the one
+real Qwen2.5-Math-PRM-7B trace (gsm8k-0: 0.9995, 0.1813, 0.9746, 0.9995 for S0, S2, S1, S1) falls in the
+simulated class-conditional score distributions. Writes JSON to ``benchmark-results/`` (or to ``--out``).
+Scores are simulated.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 from pathlib import Path
 
@@ -53,7 +55,7 @@ def trace_log_likelihood(prm: SyntheticPRM, gsm8k_items, repeats: int = 20, seed
     """Log-probability of the real trace's four scores under ``prm``'s simulated class-conditional marginals."""
     table = step_table(prm.score_items(list(gsm8k_items) * repeats, seed=seed))
     total = 0.0
-    for cls, v in zip(REAL_TRACE["classes"], REAL_TRACE["scores"]):
+    for cls, v in zip(REAL_TRACE["classes"], REAL_TRACE["scores"], strict=True):
         z = {"S0": 0, "S1": 1, "S2": 2}[cls]
         half = float(np.spacing(np.float16(v))) / 2
         lo, hi = min(v - half, v - 0.005), (1.0 if v + half >= 0.9995 else max(v + half, v + 0.005))
@@ -70,7 +72,7 @@ def search_shapes(items) -> list[tuple[float, dict]]:
     target = {"gsm8k": QWEN25_MATH_PRM_7B_PROCESSBENCH["gsm8k"]}
     results = []
     for values in itertools.product(*SHAPE_GRID.values()):
-        shape = dict(SHAPE_DEFAULTS, **dict(zip(SHAPE_GRID, values)))
+        shape = dict(SHAPE_DEFAULTS, **dict(zip(SHAPE_GRID, values, strict=True)))
         m0, m2 = calibrate_synthetic_prm(gsm, target, repeats=10, seed=0, **shape)
         prm = SyntheticPRM(mu_s0=m0, mu_s2=m2, default_split="gsm8k", **shape)
         results.append((trace_log_likelihood(prm, gsm), shape))
@@ -80,11 +82,10 @@ def search_shapes(items) -> list[tuple[float, dict]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    default_dir = Path(__file__).resolve().parents[2] / "shared" / "data" / "processbench"
     ap.add_argument(
         "--data-dir",
-        default=str(default_dir) if default_dir.is_dir() else None,
-        help="folder with <split>.json (default ../shared/data/processbench; else the HF hub)",
+        default=None,
+        help="folder with ProcessBench's <split>.json files (default: Qwen/ProcessBench from the hub)",
     )
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
@@ -122,9 +123,8 @@ def main() -> None:
         )
 
     prm = SyntheticPRM()
-    print(
-        f"\ntrace log-likelihood of the shipped defaults: {trace_log_likelihood(prm, [i for i in items if i.split == 'gsm8k']):.3f}"
-    )
+    gsm8k = [i for i in items if i.split == "gsm8k"]
+    print(f"\ntrace log-likelihood of the shipped defaults: {trace_log_likelihood(prm, gsm8k):.3f}")
     rep = [it for _ in range(args.check_seeds) for it in items]
     scored = prm.score_items(rep, seed=12345)
     metrics = processbench_metrics(scored)
@@ -140,7 +140,7 @@ def main() -> None:
     table = step_table(scored)
     pct = {}
     print("\nreal trace gsm8k-0 vs simulated class-conditional scores (all splits):")
-    for cls, r in zip(REAL_TRACE["classes"], REAL_TRACE["scores"]):
+    for cls, r in zip(REAL_TRACE["classes"], REAL_TRACE["scores"], strict=True):
         z = {"S0": 0, "S1": 1, "S2": 2}[cls]
         sim = table.r[table.z == z]
         q = float((sim <= r).mean())
@@ -153,7 +153,6 @@ def main() -> None:
 
     out = {
         "simulated": True,
-        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count()},
         "fit_seconds": fit_s,
         "repeats": args.repeats,
         "seed": args.seed,

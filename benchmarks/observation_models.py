@@ -1,25 +1,27 @@
 """Benchmark of the reflected KDE and the observation model against scipy's unreflected gaussian_kde.
 
-Measures (issue 2, "Numbers"):
+Measures:
 
 1. exact box mass of every fitted density (target: within 1e-6 of 1) and an independent midpoint quadrature;
 2. uniform data on [0, 1]^2: density at the corners, edge midpoints and centre (target: within 5 % of 1),
-beside
-   scipy's unreflected ``gaussian_kde`` at the same bandwidth;
+   beside scipy's unreflected ``gaussian_kde`` at the same bandwidth;
 3. fit + 20 x 20 discretisation on all ProcessBench steps (target <= 5 s), ``score_samples`` on 10^5 points
    against 3 * 10^4 training points (target <= 1 s), peak memory (target <= 1 GiB) — each beside
    ``gaussian_kde`` on the same data and bandwidth in the same run;
 4. 5-fold (by item) held-out log-likelihood per class: reflected vs unreflected;
 5. held-out class posteriors (binned, as the solver sees them): (r, m) vs r-only, Scott vs Silverman
-bandwidths; 6. accuracy of the grid evaluation against the exact sum.
+   bandwidths;
+6. accuracy of the grid evaluation against the exact sum.
 
 PRM scores are simulated by ``SyntheticPRM`` (no real PRM scores are available offline); the ProcessBench
-labels, step counts and item structure are real. Timings are medians over ``--repeats`` runs, on a shared
-machine.
+labels, step counts and item structure are real. Timings are medians over ``--repeats`` runs.
 
 Usage::
 
-    python benchmarks/observation_models.py [--data-dir ../shared/data/processbench] [--out FILE] [--quick]
+    python benchmarks/observation_models.py [--data-dir PROCESSBENCH_DIR] [--out FILE] [--quick]
+
+``PROCESSBENCH_DIR`` is a folder with ProcessBench's ``<split>.json`` files; without it the splits are loaded
+from the Hugging Face hub.
 """
 
 from __future__ import annotations
@@ -257,8 +259,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument(
         "--data-dir",
-        default=str(REPO.parent / "shared" / "data" / "processbench"),
-        help="ProcessBench <split>.json folder; 'hub' to load Qwen/ProcessBench through datasets",
+        default=None,
+        help="folder with ProcessBench's <split>.json files (default, or 'hub': Qwen/ProcessBench from the hub)",
     )
     ap.add_argument("--out", default=str(default_out(__file__)))
     ap.add_argument("--repeats", type=int, default=3)
@@ -273,12 +275,6 @@ def main(argv: list[str] | None = None) -> dict:
     items, table = _table(data_dir, seed=0)
     model = ObservationModel.fit(table, n_bins=20)
     result: dict = {
-        "machine": {
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "cpu_count": os.cpu_count(),
-            "note": "shared machine; timings are pessimistic",
-        },
         "data": {
             "items": len(items),
             "steps": len(table),
@@ -303,9 +299,7 @@ def main(argv: list[str] | None = None) -> dict:
     worst_quad = max(
         abs(v["midpoint_quadrature_minus_1"]) for k, v in result["masses"].items() if isinstance(v, dict)
     )
-    t = Table(
-        title=f"observation models benchmark ({result['machine']['cpu_count']} CPUs, {platform.machine()})"
-    )
+    t = Table(title=f"observation models benchmark ({os.cpu_count()} CPUs, {platform.machine()})")
     for col in ("measure", "reflected KDE", "gaussian_kde (same data, bandwidth)", "target", "met"):
         t.add_column(col)
     rows = [

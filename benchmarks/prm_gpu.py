@@ -8,18 +8,17 @@ a word-level tokenizer that knows ``<extra_0>``), the same for every measurement
 Measured, each as the median of ``--repeats`` timed passes after one warm-up pass:
 
 * ``bare``: the model's forward on the pre-tokenised inputs, batched exactly as the backend batches them
-(sorted by
-  length, ``--batch-size`` per pass, right padding) — the upper bound;
+  (sorted by length, ``--batch-size`` per pass, right padding) — the upper bound;
 * ``score_batch``: :meth:`TransformersPRM.score_batch` (prompt rendering, tokenisation, forward, score
-extraction);
+  extraction);
 * ``loop``: the generation loop's path — every solution submitted concurrently to
   :class:`trim_pomdp.generation.BatchedPRM`, which batches them for ``score_batch``.
 
 The ratio (throughput / bare throughput) is the number to read; target ≥ 0.9. ``--smoke`` runs a tiny config
 on the CPU in seconds (for CI and machines without a GPU).
 
-Usage: ``python benchmarks/prm_gpu.py --out prm_gpu.json`` (GPU; finishes in well under 5 minutes on one
-H100/H200) or ``python benchmarks/prm_gpu.py --smoke --out /tmp/prm_smoke.json``.
+Usage: ``python benchmarks/prm_gpu.py`` (GPU; writes ``benchmark-results/prm_gpu.json``; finishes in well
+under 5 minutes on one H100/H200) or ``python benchmarks/prm_gpu.py --smoke --out /tmp/prm_smoke.json``.
 """
 
 from __future__ import annotations
@@ -34,7 +33,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import write_result
+from _common import default_out, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -108,7 +107,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default=None)
-    ap.add_argument("--out", required=True, help="JSON result path")
+    ap.add_argument("--out", default=str(default_out(__file__)), help="JSON result path")
     args = ap.parse_args()
 
     import torch

@@ -98,8 +98,8 @@ def test_density_matches_brute_force_images():
 
 
 def test_uniform_data_has_no_boundary_bias():
-    # quasi-random uniform points: no sampling noise, so what is left at faces and corners is the boundary
-    # bias
+    # quasi-random uniform points: no sampling noise, so what is left at faces and corners is the
+    # boundary bias
     U = stats.qmc.Sobol(2, seed=0).random(2**14)
     kde = ReflectedKDE().fit(U)
     pts = np.array([[0, 0], [0, 1], [1, 0], [1, 1], [0, 0.5], [1, 0.5], [0.5, 0], [0.5, 1], [0.5, 0.5]])
@@ -250,8 +250,8 @@ def test_exact_evaluation_is_memory_bounded(monkeypatch):
 
 @pytest.mark.parametrize("method", ["exact", "grid"])
 def test_log_density_far_in_the_tails_is_finite_and_right(method):
-    # the nearest training value differs per dimension, so every shifted product underflows: the log-space
-    # fallback must take over
+    # the nearest training value differs per dimension, so every shifted product underflows: the
+    # log-space fallback must take over
     X = np.array([[0.1, 0.9], [0.9, 0.1]])
     h = 0.005
     kde = ReflectedKDE(bandwidth=h, method=method).fit(X)

@@ -237,8 +237,8 @@ def test_fit_rejects_bad_tables(table):
 def test_reflected_held_out_likelihood_beats_unreflected(table):
     held = held_out_log_likelihood(table, n_folds=5)
     assert set(held) == {"S0", "S1", "S2"} and all(np.isfinite(v) for v in held.values())
-    # the same folds with scipy's unreflected gaussian_kde at the same bandwidth do worse for S0 (mass near
-    # r=1)
+    # the same folds with scipy's unreflected gaussian_kde at the same bandwidth do worse for S0
+    # (mass near r=1)
     from sklearn.model_selection import GroupKFold
 
     from trim_pomdp.observation_models.kde import ReflectedKDE

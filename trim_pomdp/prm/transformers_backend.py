@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import Any
 
 from trim_pomdp._internal.optional import require
 from trim_pomdp.exceptions import BackendUnavailableError, DataFormatError, InvalidParameterError
@@ -91,8 +92,8 @@ class TransformersPRM:
 
     def __init__(
         self,
-        model,
-        tokenizer=None,
+        model: Any,
+        tokenizer: Any = None,
         batch_size: int = 8,
         device: str | None = None,
         *,
@@ -109,8 +110,8 @@ class TransformersPRM:
         if int(batch_size) < 1:
             raise InvalidParameterError(f"batch_size must be >= 1, got {batch_size}")
         torch = _torch()
-        self.model = model
-        self.tokenizer = tokenizer
+        self.model: Any = model
+        self.tokenizer: Any = tokenizer
         self.batch_size = int(batch_size)
         self.system_prompt = system_prompt
         self.separator = separator
