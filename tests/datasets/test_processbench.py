@@ -178,6 +178,25 @@ def test_scored_loader_bad_json_and_missing_file(tmp_path):
         load_scored_items(tmp_path / "absent.jsonl")
 
 
+def test_scored_loader_names_a_non_utf8_line(tmp_path, data_dir):
+    path = tmp_path / "latin1.jsonl"
+    good = json.dumps(_scored(data_dir)[0].to_dict())
+    path.write_bytes(good.encode() + b"\n" + '{"problem": "caf\u00e9"}\n'.encode("latin-1"))
+    with pytest.raises(DataFormatError, match=r"latin1\.jsonl, line 2: .*not UTF-8"):
+        load_scored_items(path)
+
+
+def test_hub_split_that_does_not_exist(monkeypatch):
+    import datasets
+
+    def fake_load_dataset(name, split):
+        raise ValueError(f"Unknown split {split!r}")
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    with pytest.raises(InvalidParameterError, match="Qwen/ProcessBench has no split 'nope'"):
+        load_processbench("nope")
+
+
 def test_scored_item_checks_on_construction(data_dir):
     item = load_processbench("gsm8k", data_dir=data_dir)[0]
     with pytest.raises(DataFormatError, match="4 steps"):

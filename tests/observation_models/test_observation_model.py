@@ -193,6 +193,24 @@ def test_save_load_round_trip(model, tmp_path):
     )
 
 
+def test_artifacts_without_a_digest_still_load_and_edits_are_refused(model, tmp_path):
+    npz, js = model.save(tmp_path / "old")
+    card = json.loads(js.read_text())
+    assert len(card["sha256"]) == 64 and "numpy" in card["versions"]
+    for key in ("sha256", "signed", "versions", "created"):  # what an artifact of earlier versions lacks
+        card.pop(key)
+    js.write_text(json.dumps(card))
+    np.testing.assert_array_equal(ObservationModel.load(npz).pair_probs, model.pair_probs)
+    npz, js = model.save(tmp_path / "new")
+    with np.load(npz) as data:
+        arrays = dict(data)
+    # the bins still sum to 1, but the stored density behind them moved: only the digest can tell
+    arrays["first_data_S0"] = np.clip(arrays["first_data_S0"] + 0.01, 0.0, 1.0)
+    np.savez(npz, **arrays)
+    with pytest.raises(DataFormatError, match="sha256 mismatch"):
+        ObservationModel.load(npz)
+
+
 def test_load_errors_name_the_file(model, tmp_path):
     with pytest.raises(FileNotFoundError, match="fit-observations"):
         ObservationModel.load(tmp_path / "nowhere")
