@@ -14,14 +14,19 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from trim_pomdp.datasets.answers import has_boxed
+
 __all__ = [
     "FINISH_REASONS",
     "STEP_SEPARATOR",
     "StepGenerator",
     "StepResult",
     "StrongStepGenerator",
+    "ends_solution",
+    "settle_finish",
     "solution_prefix",
     "split_first_step",
+    "step_cap",
 ]
 
 #: steps are separated by one blank line
@@ -48,6 +53,22 @@ def split_first_step(text: str) -> tuple[str, bool]:
     if idx < 0:
         return body.rstrip(), False
     return body[:idx].rstrip(), True
+
+
+def step_cap(max_tokens_per_step: int, max_tokens: int | None) -> int:
+    """The output cap of one call: the generator's per-step cap, lowered to the solution's remaining budget."""
+    cap = min(max_tokens_per_step, max_tokens) if max_tokens else max_tokens_per_step
+    return max(1, int(cap))
+
+
+def settle_finish(text: str, finish: str) -> str:
+    """``finish``, or ``"empty"`` for a whitespace-only step that the token cap did not cut."""
+    return "empty" if not text.strip() and finish != "length" else finish
+
+
+def ends_solution(text: str, finish: str) -> bool:
+    """Whether a step ends the solution: the model stopped (``eos``, ``empty``) or it holds a ``\\boxed{}``."""
+    return finish in ("eos", "empty") or has_boxed(text)
 
 
 @dataclass

@@ -276,7 +276,12 @@ async def solve_problem(
     }
 
 
-def _check_parts(config: LoopConfig, weak: Any, strong: Any, prm: Any, router_factory: Any) -> None:
+def _check_inputs(
+    problems: list[Problem], config: LoopConfig, weak: Any, strong: Any, prm: Any, router_factory: Any
+) -> None:
+    config.validate()
+    if len({p.id for p in problems}) != len(problems):
+        raise InvalidParameterError("problem ids must be unique")
     if config.mode == "route" and (prm is None or router_factory is None or strong is None or weak is None):
         raise InvalidParameterError("mode 'route' needs a weak and a strong generator, a PRM and a router")
     if config.mode == "weak" and weak is None:
@@ -372,10 +377,7 @@ async def run_loop(
     RunSummary
     """
     config = config or LoopConfig()
-    config.validate()
-    _check_parts(config, weak, strong, prm, router_factory)
-    if len({p.id for p in problems}) != len(problems):
-        raise InvalidParameterError("problem ids must be unique")
+    _check_inputs(problems, config, weak, strong, prm, router_factory)
     summary = RunSummary(total=len(problems))
     t0 = time.perf_counter()
     files: _RunFiles | None = None
@@ -383,14 +385,11 @@ async def run_loop(
     if out_dir is not None:
         todo = _resume(Path(out_dir), problems, config, settings or {}, summary)
         files = _RunFiles(Path(out_dir))
-    queue: asyncio.Queue[Problem] = asyncio.Queue()
-    for p in todo:
-        queue.put_nowait(p)
+    pending = iter(todo)  # shared by the workers: each takes the next problem when it is free
 
     async def worker() -> None:
         router = router_factory() if (router_factory is not None and config.mode == "route") else None
-        while not queue.empty():
-            p = queue.get_nowait()
+        for p in pending:
             try:
                 trace = await solve_problem(p, weak, strong, prm, router, config)
             except Exception as exc:

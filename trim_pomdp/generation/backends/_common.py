@@ -11,14 +11,17 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from trim_pomdp.exceptions import TrimPomdpError
+from trim_pomdp.generation.base import StepResult, step_cap
 
 __all__ = [
     "DEFAULT_SYSTEM_PROMPT",
     "QWEN_MATH_TEMPLATE",
     "GenerationError",
+    "LocalStepGenerator",
     "MicroBatcher",
     "RetryPolicy",
     "call_with_retries",
+    "prompt_head",
     "user_turn_messages",
 ]
 
@@ -140,6 +143,22 @@ QWEN_MATH_TEMPLATE = (
     "<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{problem}<|im_end|>\n<|im_start|>assistant\n"
 )
 
+
+def prompt_head(
+    problem: str, system_prompt: str | None, *, template: str | None, tokenizer: Any = None
+) -> str:
+    """The prompt text before the solution, for literal continuation.
+
+    ``template`` formatted with ``problem`` and ``system`` when it is given; otherwise ``tokenizer``'s chat
+    template applied to the system and user messages, with the generation prompt.
+    """
+    if template is not None:
+        return template.format(problem=problem, system=system_prompt or "")
+    msgs = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    msgs.append({"role": "user", "content": problem})
+    return str(tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True))
+
+
 _USER_TURN = (
     "Solve the following math problem step by step. Steps are separated by a single blank line; put the final "
     "answer within \\boxed{{}}.\n\nProblem:\n{problem}\n\n{partial}"
@@ -252,3 +271,31 @@ class MicroBatcher:
         for (_, fut), res in zip(batch, results, strict=True):
             if not fut.done():
                 fut.set_result(res)
+
+
+class LocalStepGenerator:
+    """Base of the in-process generators: concurrent steps are batched into one ``_generate_many`` call.
+
+    A subclass sets ``model``, ``max_tokens_per_step`` and ``_batcher`` (a :class:`MicroBatcher` over its
+    ``_generate_many([(prompt, cap), ...])``) and implements :meth:`build_prompt`.
+    """
+
+    model: str
+    max_tokens_per_step: int
+    _batcher: MicroBatcher
+
+    def build_prompt(self, problem: str, steps: list[str]) -> str:
+        """The exact prompt: the chat-formatted problem and the partial solution."""
+        raise NotImplementedError
+
+    async def generate_step(
+        self, problem: str, steps: list[str], *, max_tokens: int | None = None
+    ) -> StepResult:
+        """Generate the step that follows ``steps`` (batched with the other problems' requests)."""
+        cap = step_cap(self.max_tokens_per_step, max_tokens)
+        result: StepResult = await self._batcher.submit((self.build_prompt(problem, steps), cap))
+        return result
+
+    async def aclose(self) -> None:
+        """Nothing to release (the model lives as long as the generator)."""
+        return None

@@ -30,7 +30,6 @@ import time
 from typing import Any
 
 from trim_pomdp._internal.optional import require
-from trim_pomdp.datasets.answers import has_boxed
 from trim_pomdp.exceptions import InvalidParameterError
 from trim_pomdp.generation.backends._common import (
     DEFAULT_SYSTEM_PROMPT,
@@ -38,7 +37,14 @@ from trim_pomdp.generation.backends._common import (
     call_with_retries,
     user_turn_messages,
 )
-from trim_pomdp.generation.base import StepResult, solution_prefix, split_first_step
+from trim_pomdp.generation.base import (
+    StepResult,
+    ends_solution,
+    settle_finish,
+    solution_prefix,
+    split_first_step,
+    step_cap,
+)
 
 __all__ = [
     "DEFAULT_CLAUDE_MODEL",
@@ -271,8 +277,7 @@ class AnthropicStepGenerator:
     async def generate_step(
         self, problem: str, steps: list[str], *, max_tokens: int | None = None
     ) -> StepResult:
-        cap = min(self.max_tokens_per_step, max_tokens) if max_tokens else self.max_tokens_per_step
-        req = self.build_request(problem, steps, max(1, int(cap)))
+        req = self.build_request(problem, steps, step_cap(self.max_tokens_per_step, max_tokens))
         _ = self.client  # raise MissingAPIKeyError before any retry logic
         fn = self._call_stream if self.stream else self._call_plain
         t0 = time.perf_counter()
@@ -293,9 +298,8 @@ class AnthropicStepGenerator:
             finish = "eos"
         else:
             finish = "step"
-        if not text.strip() and finish != "length":
-            finish = "empty"
-        final = finish in ("eos", "empty") or has_boxed(text)
+        finish = settle_finish(text, finish)
+        final = ends_solution(text, finish)
         return StepResult(
             text=text,
             tokens=int(tokens),

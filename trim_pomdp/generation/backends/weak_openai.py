@@ -25,15 +25,23 @@ import time
 from typing import Any
 
 from trim_pomdp._internal.optional import require
-from trim_pomdp.datasets.answers import has_boxed
 from trim_pomdp.generation.backends._common import (
     DEFAULT_SYSTEM_PROMPT,
     QWEN_MATH_TEMPLATE,
     RetryPolicy,
     call_with_retries,
+    prompt_head,
     user_turn_messages,
 )
-from trim_pomdp.generation.base import STEP_SEPARATOR, StepResult, solution_prefix, split_first_step
+from trim_pomdp.generation.base import (
+    STEP_SEPARATOR,
+    StepResult,
+    ends_solution,
+    settle_finish,
+    solution_prefix,
+    split_first_step,
+    step_cap,
+)
 
 __all__ = ["OpenAICompatibleGenerator", "openai_retryable"]
 
@@ -170,12 +178,8 @@ class OpenAICompatibleGenerator:
         """The exact completions prompt: chat-formatted problem + partial solution."""
         head = self._heads.get(problem)
         if head is None:
-            if self.tokenizer is not None:
-                msgs = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
-                msgs.append({"role": "user", "content": problem})
-                head = self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-            else:
-                head = self.prompt_template.format(problem=problem, system=self.system_prompt or "")
+            template = self.prompt_template if self.tokenizer is None else None
+            head = prompt_head(problem, self.system_prompt, template=template, tokenizer=self.tokenizer)
             if len(self._heads) < 100_000:
                 self._heads[problem] = head
         return head + solution_prefix(steps)
@@ -251,8 +255,7 @@ class OpenAICompatibleGenerator:
             finish = "step"
         if self.mode == "user" and finish == "eos":
             finish = "step"  # a chat turn ending is not the end of the solution
-        if not text.strip() and finish != "length":
-            finish = "empty"
+        finish = settle_finish(text, finish)
         info: dict[str, Any] = {"finish_reason": finish_reason, "stop_reason": stop_reason}
         # vLLM matched the separator before any text: the model opened with a blank line
         blank_start = finish == "empty" and has_stop_field and stop_reason == STEP_SEPARATOR
@@ -261,8 +264,7 @@ class OpenAICompatibleGenerator:
     async def generate_step(
         self, problem: str, steps: list[str], *, max_tokens: int | None = None
     ) -> StepResult:
-        cap = min(self.max_tokens_per_step, max_tokens) if max_tokens else self.max_tokens_per_step
-        cap = max(1, int(cap))
+        cap = step_cap(self.max_tokens_per_step, max_tokens)
         t0 = time.perf_counter()
         resp, attempts = await self._request(problem, steps, cap, {})
         text, finish, tokens, info, blank_start = self._parse(resp)
@@ -275,7 +277,7 @@ class OpenAICompatibleGenerator:
             text, finish, tokens2, info, _ = self._parse(resp)
             tokens += tokens2
             info["blank_start_retry"] = True
-        final = finish in ("eos", "empty") or has_boxed(text)
+        final = ends_solution(text, finish)
         return StepResult(
             text=text,
             tokens=tokens,

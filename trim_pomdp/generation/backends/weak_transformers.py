@@ -14,17 +14,28 @@ import time
 from typing import Any
 
 from trim_pomdp._internal.optional import require
-from trim_pomdp.datasets.answers import has_boxed
 from trim_pomdp.exceptions import InvalidParameterError
-from trim_pomdp.generation.backends._common import DEFAULT_SYSTEM_PROMPT, MicroBatcher
-from trim_pomdp.generation.base import STEP_SEPARATOR, StepResult, solution_prefix, split_first_step
+from trim_pomdp.generation.backends._common import (
+    DEFAULT_SYSTEM_PROMPT,
+    LocalStepGenerator,
+    MicroBatcher,
+    prompt_head,
+)
+from trim_pomdp.generation.base import (
+    STEP_SEPARATOR,
+    StepResult,
+    ends_solution,
+    settle_finish,
+    solution_prefix,
+    split_first_step,
+)
 
 __all__ = ["TransformersStepGenerator"]
 
 _FEATURE = "the transformers step generator"
 
 
-class TransformersStepGenerator:
+class TransformersStepGenerator(LocalStepGenerator):
     """Step generator backed by ``model.generate``.
 
     Parameters
@@ -93,13 +104,9 @@ class TransformersStepGenerator:
         }
 
     def build_prompt(self, problem: str, steps: list[str]) -> str:
-        if self.prompt_template is not None:
-            head = self.prompt_template.format(problem=problem, system=self.system_prompt or "")
-        else:
-            msgs = ([{"role": "system", "content": self.system_prompt}] if self.system_prompt else []) + [
-                {"role": "user", "content": problem}
-            ]
-            head = self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+        head = prompt_head(
+            problem, self.system_prompt, template=self.prompt_template, tokenizer=self.tokenizer
+        )
         return head + solution_prefix(steps)
 
     def _generate_one(self, prompt: str, cap: int) -> StepResult:
@@ -148,13 +155,12 @@ class TransformersStepGenerator:
             finish = "length"
         else:
             finish = "step"
-        if not text.strip() and finish != "length":
-            finish = "empty"
+        finish = settle_finish(text, finish)
         return StepResult(
             text=text,
             tokens=len(new),
             finish=finish,
-            final=finish in ("eos", "empty") or has_boxed(text),
+            final=ends_solution(text, finish),
             model=self.model,
             latency_s=time.perf_counter() - t0,
         )
@@ -162,12 +168,3 @@ class TransformersStepGenerator:
     def _generate_many(self, items: list[tuple[str, int]]) -> list[StepResult]:
         with self._lock:
             return [self._generate_one(p, c) for p, c in items]
-
-    async def generate_step(
-        self, problem: str, steps: list[str], *, max_tokens: int | None = None
-    ) -> StepResult:
-        cap = min(self.max_tokens_per_step, max_tokens) if max_tokens else self.max_tokens_per_step
-        return await self._batcher.submit((self.build_prompt(problem, steps), max(1, int(cap))))
-
-    async def aclose(self) -> None:
-        return None

@@ -13,14 +13,25 @@ import time
 from typing import Any
 
 from trim_pomdp._internal.optional import require
-from trim_pomdp.datasets.answers import has_boxed
-from trim_pomdp.generation.backends._common import DEFAULT_SYSTEM_PROMPT, MicroBatcher
-from trim_pomdp.generation.base import STEP_SEPARATOR, StepResult, solution_prefix, split_first_step
+from trim_pomdp.generation.backends._common import (
+    DEFAULT_SYSTEM_PROMPT,
+    LocalStepGenerator,
+    MicroBatcher,
+    prompt_head,
+)
+from trim_pomdp.generation.base import (
+    STEP_SEPARATOR,
+    StepResult,
+    ends_solution,
+    settle_finish,
+    solution_prefix,
+    split_first_step,
+)
 
 __all__ = ["VLLMStepGenerator"]
 
 
-class VLLMStepGenerator:
+class VLLMStepGenerator(LocalStepGenerator):
     """Step generator on an in-process ``vllm.LLM``.
 
     Parameters
@@ -81,15 +92,10 @@ class VLLMStepGenerator:
     def build_prompt(self, problem: str, steps: list[str]) -> str:
         head = self._head_cache.get(problem)
         if head is None:
-            if self.prompt_template is not None:
-                head = self.prompt_template.format(problem=problem, system=self.system_prompt or "")
-            else:
-                msgs = ([{"role": "system", "content": self.system_prompt}] if self.system_prompt else []) + [
-                    {"role": "user", "content": problem}
-                ]
-                head = self.llm.get_tokenizer().apply_chat_template(
-                    msgs, tokenize=False, add_generation_prompt=True
-                )
+            tokenizer = self.llm.get_tokenizer() if self.prompt_template is None else None
+            head = prompt_head(
+                problem, self.system_prompt, template=self.prompt_template, tokenizer=tokenizer
+            )
             self._head_cache[problem] = head
         return head + solution_prefix(steps)
 
@@ -121,26 +127,16 @@ class VLLMStepGenerator:
                 finish = "eos"
             else:
                 finish = "step"
-            if not text.strip() and finish != "length":
-                finish = "empty"
+            finish = settle_finish(text, finish)
             results.append(
                 StepResult(
                     text=text,
                     tokens=len(o.token_ids),
                     finish=finish,
-                    final=finish in ("eos", "empty") or has_boxed(text),
+                    final=ends_solution(text, finish),
                     model=self.model,
                     latency_s=latency,
                     extra={"finish_reason": o.finish_reason, "stop_reason": o.stop_reason},
                 )
             )
         return results
-
-    async def generate_step(
-        self, problem: str, steps: list[str], *, max_tokens: int | None = None
-    ) -> StepResult:
-        cap = min(self.max_tokens_per_step, max_tokens) if max_tokens else self.max_tokens_per_step
-        return await self._batcher.submit((self.build_prompt(problem, steps), max(1, int(cap))))
-
-    async def aclose(self) -> None:
-        return None
