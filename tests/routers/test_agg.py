@@ -73,6 +73,30 @@ def test_decide_and_batch_agree_and_save_load_roundtrip(trained, tmp_path):
     assert loaded.decide_batch(obs).tolist() == batch.tolist()
 
 
+def test_routers_of_earlier_versions_load_and_edited_cards_are_refused(trained, tmp_path):
+    trained.save(tmp_path / "new")
+    card = json.loads((tmp_path / "new" / "agg.json").read_text())
+    assert card["sha256"] and set(card["signed"]) == {"lam", "horizon", "features"}
+    # the way earlier versions wrote it: np.savez_compressed with a format array, a card without digest
+    old = tmp_path / "old"
+    old.mkdir()
+    with np.load(tmp_path / "new" / "agg_policy.npz", allow_pickle=False) as data:
+        np.savez_compressed(old / "agg_policy.npz", **{k: data[k] for k in data.files})
+    for key in ("sha256", "signed"):
+        card.pop(key)
+    (old / "agg.json").write_text(json.dumps(card))
+    back = AggRouter.load(old)
+    assert back.lam == LAM and all(
+        np.array_equal(a[0], b[0]) for a, b in zip(back.weights, trained.weights, strict=True)
+    )
+    # an edited λ in a signed card is refused
+    card = json.loads((tmp_path / "new" / "agg.json").read_text())
+    card["lam"] = 1.0
+    (tmp_path / "new" / "agg.json").write_text(json.dumps(card))
+    with pytest.raises(DataFormatError, match="sha256"):
+        AggRouter.load(tmp_path / "new")
+
+
 def test_load_errors(tmp_path):
     with pytest.raises(DataFormatError, match="train-agg"):
         AggRouter.load(tmp_path)

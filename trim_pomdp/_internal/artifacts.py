@@ -96,8 +96,13 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
     return path
 
 
-def artifact_paths(path: str | os.PathLike[str], stem: str) -> tuple[Path, Path]:
-    """``(npz, json)`` paths of an artifact given its directory or either of its two files."""
+def artifact_paths(
+    path: str | os.PathLike[str], stem: str, card_stem: str | None = None
+) -> tuple[Path, Path]:
+    """``(npz, json)`` paths of an artifact given its directory or either of its two files.
+
+    ``card_stem`` names the card when it is not ``STEM.json`` (``agg_policy.npz`` beside ``agg.json``).
+    """
     p = Path(path)
     if p.suffix in (".npz", ".json"):
         base = p.with_suffix("")
@@ -105,7 +110,8 @@ def artifact_paths(path: str | os.PathLike[str], stem: str) -> tuple[Path, Path]
         base = p / stem
     else:
         base = p
-    return base.with_suffix(".npz"), base.with_suffix(".json")
+    npz = base.with_suffix(".npz")
+    return npz, (npz.with_name(f"{card_stem}.json") if card_stem else base.with_suffix(".json"))
 
 
 def _digest(arrays: Mapping[str, np.ndarray], card: Mapping[str, Any], signed: Iterable[str]) -> str:
@@ -151,6 +157,7 @@ def save_artifact(
     arrays: Mapping[str, Any],
     card: Mapping[str, Any],
     signed: Collection[str] = (),
+    card_stem: str | None = None,
 ) -> tuple[Path, Path]:
     """Write ``arrays`` and ``card`` as an artifact and return the ``(npz, json)`` paths.
 
@@ -168,8 +175,10 @@ def save_artifact(
         JSON-serialisable metadata. ``format``, ``versions``, ``created``, ``signed`` and ``sha256`` are set here.
     signed : collection of str
         Card fields covered by the digest together with the arrays.
+    card_stem : str, optional
+        File stem of the card when it differs from the arrays' (see :func:`artifact_paths`).
     """
-    npz, js = artifact_paths(path, stem)
+    npz, js = artifact_paths(path, stem, card_stem)
     npz.parent.mkdir(parents=True, exist_ok=True)
     plain: dict[str, np.ndarray] = {}
     for name, value in arrays.items():
@@ -200,6 +209,7 @@ def load_artifact(
     formats: Collection[str],
     what: str,
     require_card: bool = True,
+    card_stem: str | None = None,
 ) -> Artifact:
     """Read an artifact written by :func:`save_artifact` (or by an earlier version of trim-pomdp).
 
@@ -215,13 +225,15 @@ def load_artifact(
         What the artifact is, for messages (e.g. ``"TRIM policy"``).
     require_card : bool, default True
         Whether a missing ``.json`` card is an error (else the card is empty).
+    card_stem : str, optional
+        File stem of the card when it differs from the arrays' (see :func:`artifact_paths`).
 
     Raises
     ------
     DataFormatError
         When a file is missing, truncated, corrupted, of a foreign format, or its digest does not match.
     """
-    npz, js = artifact_paths(path, stem)
+    npz, js = artifact_paths(path, stem, card_stem)
     if not npz.is_file():
         raise DataFormatError(f"no {what} at {npz}: the file does not exist")
     try:

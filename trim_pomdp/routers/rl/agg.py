@@ -3,53 +3,37 @@
 Training uses stable-baselines3 on :class:`~trim_pomdp.routers.rl.env.RoutingEnv` (imported lazily: the router
 itself runs in numpy, so loading and using a trained router needs neither torch nor SB3).
 
-Saved layout of a trained router (``AggRouter.save(DIR)``)::
+Saved layout of a trained router (``AggRouter.save(DIR)``, through the shared artifact helpers)::
 
     DIR/agg_policy.npz   actor weights (numpy, no pickle)
-    DIR/agg.json         card: λ, R, features, PPO hyperparameters, training source, timesteps, seed, versions
+    DIR/agg.json         card: λ, R, features, PPO hyperparameters, training source, timesteps, seed, versions,
+                         and a digest of the weights and of the fields they depend on (λ, horizon, features)
     DIR/ppo.zip          the full SB3 model (actor + critic + optimiser), for continued training
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import math
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from trim_pomdp._internal.artifacts import json_default
+from trim_pomdp._internal.artifacts import load_artifact, save_artifact
 from trim_pomdp._internal.optional import require
 from trim_pomdp.constants import ACTIONS
 from trim_pomdp.exceptions import DataFormatError, InvalidParameterError
 from trim_pomdp.routers.rl.features import AggFeatures, token_feature
+from trim_pomdp.routers.rl.ppo import NET_ARCH, PPO_HYPERPARAMETERS, train_ppo
 from trim_pomdp.types import BatchObservation, EpisodeBatch, StepObservation
 
 __all__ = ["POLICY_KWARGS", "PPO_HYPERPARAMETERS", "AggRouter", "train_agg"]
 
 FORMAT = "trim-pomdp/agg-router/1"
 
-# : The paper's Table 3 (learning rate, clipping, entropy, unnormalised advantages, undiscounted, GAE 0.95)
-# plus the : rollout sizes the paper leaves open (chosen here for CPU training).
-PPO_HYPERPARAMETERS: dict[str, Any] = {
-    "learning_rate": 1e-4,
-    "clip_range": 0.2,
-    "ent_coef": 0.01,
-    "normalize_advantage": False,
-    "gamma": 1.0,
-    "gae_lambda": 0.95,
-    "n_steps": 256,
-    "batch_size": 256,
-    "n_epochs": 10,
-    "vf_coef": 0.5,
-    "max_grad_norm": 0.5,
-}
 #: Two hidden layers of 128 tanh units, separate actor and critic heads.
-POLICY_KWARGS: dict[str, Any] = {"net_arch": {"pi": [128, 128], "vf": [128, 128]}, "activation_fn": "tanh"}
+POLICY_KWARGS: dict[str, Any] = {"net_arch": NET_ARCH, "activation_fn": "tanh"}
 
 
 class AggRouter:
@@ -162,44 +146,50 @@ class AggRouter:
         """Write ``agg_policy.npz``, ``agg.json`` and, with the SB3 model at hand, ``ppo.zip`` to a folder."""
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        arrays: dict[str, np.ndarray] = {"format": np.array(FORMAT), "n_layers": np.array(len(self.weights))}
+        arrays: dict[str, np.ndarray] = {"n_layers": np.array(len(self.weights))}
         for i, (W, b) in enumerate(self.weights):
             arrays[f"W{i}"], arrays[f"b{i}"] = W, b
-        np.savez_compressed(d / "agg_policy.npz", **arrays)
         card = dict(self.card)
-        card.update({"format": FORMAT, "horizon": self.horizon, "features": self.features.card()})
+        card.update({"horizon": self.horizon, "features": self.features.card()})
         if self.ppo is not None:
             self.ppo.save(str(d / "ppo.zip"))
             card["sb3_model"] = "ppo.zip"
-        (d / "agg.json").write_text(json.dumps(card, indent=2, default=json_default) + "\n")
+        save_artifact(
+            d / "agg_policy.npz",
+            stem="agg_policy",
+            card_stem="agg",
+            format=FORMAT,
+            arrays=arrays,
+            card=card,
+            signed=("lam", "horizon", "features"),
+        )
         return d
 
     @classmethod
     def load(cls, directory: str | Path) -> AggRouter:
         """Read a router written by :meth:`save` (numpy only; a bad file raises DataFormatError)."""
         d = Path(directory)
-        npz, js = d / "agg_policy.npz", d / "agg.json"
+        npz = d / "agg_policy.npz"
         if not npz.exists():
             raise DataFormatError(
                 f"{d} holds no TRIM-Agg router: {npz.name} is missing (train one with `trim-pomdp train-agg`)"
             )
-        try:
-            card = json.loads(js.read_text()) if js.exists() else {}
-        except json.JSONDecodeError as exc:
-            raise DataFormatError(f"router card {js} is not valid JSON: {exc}") from exc
-        try:
-            with np.load(npz, allow_pickle=False) as data:
-                if str(data["format"]) != FORMAT:
-                    raise DataFormatError(f"{npz} is not a TRIM-Agg router (format {str(data['format'])!r})")
-                weights = [(data[f"W{i}"], data[f"b{i}"]) for i in range(int(data["n_layers"]))]
-        except DataFormatError:
-            raise
-        except (OSError, ValueError, KeyError) as exc:
-            raise DataFormatError(f"cannot read router weights from {npz}: {exc}") from exc
-        horizon = card.get("horizon")
+        art = load_artifact(
+            npz,
+            stem="agg_policy",
+            card_stem="agg",
+            formats=(FORMAT,),
+            what="TRIM-Agg router",
+            require_card=False,
+        )
+        art.require("n_layers")
+        n_layers = int(art.arrays["n_layers"])
+        art.require(*(f"{x}{i}" for i in range(n_layers) for x in "Wb"))
+        weights = [(art.arrays[f"W{i}"], art.arrays[f"b{i}"]) for i in range(n_layers)]
+        horizon = art.card.get("horizon")
         if horizon is None:
-            raise DataFormatError(f"router card {js} lacks 'horizon'")
-        return cls(weights, int(horizon), card)
+            raise DataFormatError(f"router card {art.json} lacks 'horizon'")
+        return cls(weights, int(horizon), art.card)
 
     @classmethod
     def from_ppo(cls, model: Any, horizon: int, card: dict[str, Any] | None = None) -> AggRouter:
@@ -233,23 +223,6 @@ def _single_blas_thread(active: bool) -> Iterator[None]:
         return
     with threadpool_limits(1, user_api="blas"):
         yield
-
-
-def check_training_args(source: Any, lam: Any, timesteps: Any, n_envs: Any) -> None:
-    """Validate the arguments shared by :func:`train_agg` and :func:`~.seq.train_seq`."""
-    if not (isinstance(lam, (int, float, np.floating)) and math.isfinite(lam) and lam >= 0):
-        raise InvalidParameterError(f"lam must be a finite float >= 0, got {lam!r}")
-    if int(timesteps) < 1:
-        raise InvalidParameterError(f"timesteps must be >= 1, got {timesteps!r}")
-    if int(n_envs) < 1:
-        raise InvalidParameterError(f"n_envs must be >= 1, got {n_envs!r}")
-    from trim_pomdp.routers.rl.env import is_source_factory
-
-    if not is_source_factory(source) and n_envs > 1:
-        raise InvalidParameterError(
-            "with n_envs > 1 pass a callable that builds a fresh episode source per environment "
-            "(e.g. lambda: ModelProcess(model)), not a single source instance"
-        )
 
 
 def train_agg(
@@ -288,7 +261,7 @@ def train_agg(
     hyperparameters : dict, optional
         Overrides of :data:`PPO_HYPERPARAMETERS`.
     progress_bar : bool, default=False
-        Show a rich progress bar (steps, speed, time left).
+        Report progress (steps, speed, time left): a bar on a terminal, plain lines otherwise.
     callback : SB3 callback, optional
     torch_threads : int or None, default=1
         ``torch.set_num_threads`` during training (a 128-unit MLP trains fastest single-threaded).
@@ -302,132 +275,29 @@ def train_agg(
     AggRouter
         With ``router.ppo`` set to the SB3 model and a card describing the run.
     """
-    check_training_args(source, lam, timesteps, n_envs)
-    torch = require("torch", "rl", "TRIM-Agg training")
-    sb3 = require("stable_baselines3", "rl", "TRIM-Agg training")
-    from stable_baselines3.common.env_util import make_vec_env
 
-    from trim_pomdp.routers.rl.env import RoutingEnv
+    def policy_kwargs() -> dict[str, Any]:
+        return {"net_arch": NET_ARCH, "activation_fn": require("torch", "rl", "TRIM-Agg training").nn.Tanh}
 
-    hp = dict(PPO_HYPERPARAMETERS)
-    hp.update(hyperparameters or {})
-    policy_kwargs = {"net_arch": POLICY_KWARGS["net_arch"], "activation_fn": torch.nn.Tanh}
-    old_threads = torch.get_num_threads()
-    if torch_threads:
-        torch.set_num_threads(int(torch_threads))
-    try:
-
-        def env_fn() -> RoutingEnv:
-            return RoutingEnv(source, lam, reward=reward, features="agg")
-
-        venv = make_vec_env(env_fn, n_envs=int(n_envs), seed=int(seed))
-        horizon = int(venv.get_attr("horizon", [0])[0])
-        run_key = {"lam": float(lam), "reward": float(reward), "seed": int(seed), "n_envs": int(n_envs)}
-        model, done = None, 0
-        ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
-        if ckpt is not None and (ckpt / "checkpoint.json").exists() and (ckpt / "ppo.zip").exists():
-            try:
-                meta = json.loads((ckpt / "checkpoint.json").read_text())
-            except json.JSONDecodeError as exc:
-                raise DataFormatError(
-                    f"checkpoint card {ckpt / 'checkpoint.json'} is not valid JSON: {exc}"
-                ) from exc
-            if meta.get("run") == run_key:
-                model = sb3.PPO.load(str(ckpt / "ppo.zip"), env=venv, device="cpu")
-                done = int(model.num_timesteps)
-        if model is None:
-            model = sb3.PPO(
-                "MlpPolicy",
-                venv,
-                policy_kwargs=policy_kwargs,
-                seed=int(seed),
-                device="cpu",
-                verbose=verbose,
-                **hp,
-            )
-        callbacks = [callback] if callback is not None else []
-        if ckpt is not None:
-            callbacks.append(_checkpoint_callback(ckpt, int(checkpoint_every), run_key))
-        t0 = time.perf_counter()
-        remaining = max(int(timesteps) - done, 0)
-        if progress_bar and remaining:
-            callbacks.append(rich_progress_callback(int(timesteps), done, "TRIM-Agg PPO"))
-        if remaining:
-            model.learn(total_timesteps=remaining, callback=callbacks or None, reset_num_timesteps=done == 0)
-        seconds = time.perf_counter() - t0
-    finally:
-        torch.set_num_threads(old_threads)
-    from trim_pomdp._internal.artifacts import package_versions
-
-    card = {
-        "router": "TRIM-Agg",
-        "lam": float(lam),
-        "reward": float(reward),
-        "timesteps": int(timesteps),
-        "seed": int(seed),
-        "n_envs": int(n_envs),
-        "train_seconds": seconds,
-        "resumed_from_timesteps": done,
-        "ppo": hp,
-        "policy": {"net_arch": POLICY_KWARGS["net_arch"], "activation_fn": "tanh", "deterministic": "argmax"},
-        "source": source_card or {"type": type(venv.get_attr("source", [0])[0]).__name__},
-        "versions": package_versions("stable-baselines3", "gymnasium", "torch"),
-    }
-    return AggRouter.from_ppo(model, horizon, card)
-
-
-def rich_progress_callback(total: int, done: int = 0, description: str = "PPO") -> Any:
-    """An SB3 callback showing training progress with rich (no tqdm needed)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-    from stable_baselines3.common.callbacks import BaseCallback
-
-    class RichProgress(BaseCallback):
-        def _on_training_start(self) -> None:
-            self._bar = Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("steps"),
-                TimeRemainingColumn(),
-            )
-            self._bar.start()
-            self._task = self._bar.add_task(description, total=total, completed=done)
-
-        def _on_step(self) -> bool:
-            self._bar.update(self._task, completed=min(int(self.model.num_timesteps), total))
-            return True
-
-        def _on_training_end(self) -> None:
-            self._bar.update(self._task, completed=min(int(self.model.num_timesteps), total))
-            self._bar.stop()
-
-    return RichProgress()
-
-
-def _checkpoint_callback(directory: Path, every: int, run_key: dict[str, Any]) -> Any:
-    """An SB3 callback that saves the model and a small card about every ``every`` steps (atomically)."""
-    from stable_baselines3.common.callbacks import BaseCallback
-
-    class Checkpoint(BaseCallback):
-        def __init__(self) -> None:
-            super().__init__()
-            self._last = 0
-
-        def _save(self) -> None:
-            directory.mkdir(parents=True, exist_ok=True)
-            tmp = directory / "ppo.partial.zip"
-            self.model.save(str(tmp))
-            tmp.replace(directory / "ppo.zip")
-            card = {"run": run_key, "num_timesteps": int(self.model.num_timesteps)}
-            (directory / "checkpoint.json").write_text(json.dumps(card) + "\n")
-
-        def _on_step(self) -> bool:
-            if self.model.num_timesteps - self._last >= every:
-                self._last = self.model.num_timesteps
-                self._save()
-            return True
-
-        def _on_training_end(self) -> None:
-            self._save()
-
-    return Checkpoint()
+    run = train_ppo(
+        source,
+        lam,
+        features="agg",
+        policy_kwargs=policy_kwargs,
+        description="TRIM-Agg",
+        timesteps=timesteps,
+        seed=seed,
+        n_envs=n_envs,
+        reward=reward,
+        hyperparameters=hyperparameters,
+        progress_bar=progress_bar,
+        callback=callback,
+        torch_threads=torch_threads,
+        source_card=source_card,
+        verbose=verbose,
+        checkpoint_dir=checkpoint_dir,
+        checkpoint_every=checkpoint_every,
+    )
+    card = dict(run.card)
+    card["policy"] = {"net_arch": NET_ARCH, "activation_fn": "tanh", "deterministic": "argmax"}
+    return AggRouter.from_ppo(run.model, run.horizon, card)

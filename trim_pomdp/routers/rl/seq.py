@@ -13,19 +13,18 @@ Saved layout (``SeqRouter.save(DIR)``): ``DIR/ppo.zip`` (SB3) and ``DIR/seq.json
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from trim_pomdp._internal.artifacts import json_default
+from trim_pomdp._internal.artifacts import write_json
 from trim_pomdp._internal.optional import require
 from trim_pomdp.constants import ACTIONS
 from trim_pomdp.exceptions import DataFormatError, InvalidParameterError
-from trim_pomdp.routers.rl.agg import PPO_HYPERPARAMETERS, check_training_args, rich_progress_callback
 from trim_pomdp.routers.rl.features import SeqFeatures
+from trim_pomdp.routers.rl.ppo import NET_ARCH, train_ppo
 from trim_pomdp.types import BatchObservation, EpisodeBatch, StepObservation
 
 __all__ = ["SEQ_ARCH", "SeqRouter", "train_seq"]
@@ -82,7 +81,7 @@ def _policy_kwargs(arch: dict[str, int]) -> dict[str, Any]:
     return {
         "features_extractor_class": _extractor_class(),
         "features_extractor_kwargs": dict(arch),
-        "net_arch": {"pi": [128, 128], "vf": [128, 128]},
+        "net_arch": NET_ARCH,
         "activation_fn": torch.nn.Tanh,
     }
 
@@ -182,7 +181,7 @@ class SeqRouter:
                 "sb3_model": "ppo.zip",
             }
         )
-        (d / "seq.json").write_text(json.dumps(card, indent=2, default=json_default) + "\n")
+        write_json(d / "seq.json", card)
         return d
 
     @classmethod
@@ -220,60 +219,30 @@ def train_seq(
     source_card: dict[str, Any] | None = None,
     verbose: int = 0,
 ) -> SeqRouter:
-    """Train TRIM-Seq with PPO for one λ (same objective and hyperparameters as :func:`~.agg.train_agg`)."""
-    check_training_args(source, lam, timesteps, n_envs)
-    from trim_pomdp.routers.rl.env import RoutingEnv
+    """Train TRIM-Seq with PPO for one λ (same objective and hyperparameters as :func:`~.agg.train_agg`).
 
-    torch = require("torch", "rl", "TRIM-Seq training")
-    sb3 = require("stable_baselines3", "rl", "TRIM-Seq training")
-    from stable_baselines3.common.env_util import make_vec_env
-
+    ``arch`` overrides :data:`SEQ_ARCH` (the transformer's sizes); the other parameters are those of
+    :func:`~.agg.train_agg` (without checkpoints).
+    """
     arch = dict(SEQ_ARCH, **(arch or {}))
-    hp = dict(PPO_HYPERPARAMETERS)
-    hp.update(hyperparameters or {})
-    old_threads = torch.get_num_threads()
-    if torch_threads:
-        torch.set_num_threads(int(torch_threads))
-    try:
-        venv = make_vec_env(
-            lambda: RoutingEnv(source, lam, reward=reward, features="seq"), n_envs=int(n_envs), seed=int(seed)
-        )
-        horizon = int(venv.get_attr("horizon", [0])[0])
-        model = sb3.PPO(
-            "MlpPolicy",
-            venv,
-            policy_kwargs=_policy_kwargs(arch),
-            seed=int(seed),
-            device="cpu",
-            verbose=verbose,
-            **hp,
-        )
-        t0 = time.perf_counter()
-        callbacks = [callback] if callback is not None else []
-        if progress_bar:
-            callbacks.append(rich_progress_callback(int(timesteps), 0, "TRIM-Seq PPO"))
-        model.learn(total_timesteps=int(timesteps), callback=callbacks or None)
-        seconds = time.perf_counter() - t0
-    finally:
-        torch.set_num_threads(old_threads)
-    from trim_pomdp._internal.artifacts import package_versions
-
-    card = {
-        "router": "TRIM-Seq",
-        "lam": float(lam),
-        "reward": float(reward),
-        "timesteps": int(timesteps),
-        "seed": int(seed),
-        "n_envs": int(n_envs),
-        "train_seconds": seconds,
-        "ppo": hp,
-        "arch": arch,
-        "policy": {
-            "net_arch": {"pi": [128, 128], "vf": [128, 128]},
-            "activation_fn": "tanh",
-            "deterministic": "argmax",
-        },
-        "source": source_card or {"type": type(venv.get_attr("source", [0])[0]).__name__},
-        "versions": package_versions("stable-baselines3", "gymnasium", "torch"),
-    }
-    return SeqRouter(model, horizon, card)
+    run = train_ppo(
+        source,
+        lam,
+        features="seq",
+        policy_kwargs=lambda: _policy_kwargs(arch),
+        description="TRIM-Seq",
+        timesteps=timesteps,
+        seed=seed,
+        n_envs=n_envs,
+        reward=reward,
+        hyperparameters=hyperparameters,
+        progress_bar=progress_bar,
+        callback=callback,
+        torch_threads=torch_threads,
+        source_card=source_card,
+        verbose=verbose,
+    )
+    card = dict(run.card)
+    card["arch"] = arch
+    card["policy"] = {"net_arch": NET_ARCH, "activation_fn": "tanh", "deterministic": "argmax"}
+    return SeqRouter(run.model, run.horizon, card)
