@@ -226,8 +226,7 @@ def test_claude_missing_or_wrong_key(ant, monkeypatch, caplog):
     assert "sk-ant-wrong-key-987654" not in str(info.value) + caplog.text + repr(bad)
 
 
-# ------------------------------------------------------------------------------------------------ PRM,
-# cache, batching
+# ---------------------------------------------------------------------------------- PRM, cache, batching
 
 
 def test_vllm_pooling_prm(oai):
