@@ -27,7 +27,7 @@ def _identifier(obj: griffe.Object, target: str) -> str | None:
         if scope is None or not hasattr(scope, "members") or head not in scope.members:
             continue
         member = scope.members[head]
-        base = member.target_path if member.is_alias else member.path
+        base = member.target_path if isinstance(member, griffe.Alias) else member.path
         return f"{base}.{rest}" if rest else base
     return None
 
