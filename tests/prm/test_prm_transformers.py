@@ -24,7 +24,8 @@ from trim_pomdp.prm import PRMBackend, qwen  # noqa: E402
 from trim_pomdp.prm.transformers_backend import TransformersPRM  # noqa: E402
 
 CHAT_TEMPLATE = (
-    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 WORDS = (
@@ -96,6 +97,8 @@ def test_messages_and_format():
     text = qwen.format_prm_input(PROBLEM, STEPS, tok)
     assert text.count("<extra_0>") == 3 and text.startswith("<|im_start|>system\n")
     assert "<|im_start|>assistant\n" + STEPS[0] + "<extra_0>" in text
+    # without a tokenizer (a PRM behind a server) the same text is written directly
+    assert qwen.format_prm_input(PROBLEM, STEPS) == text
     with pytest.raises(InvalidParameterError, match="separator"):
         qwen.format_prm_input(PROBLEM, ["a<extra_0>b"], tok)
     with pytest.raises(InvalidParameterError, match="empty"):
@@ -124,7 +127,7 @@ def test_extraction_from_real_pairs():
     assert got == pytest.approx((pairs[:, 1] / pairs.sum(axis=1)).tolist(), abs=1e-9)
     padding = np.array([1, 1, 1, 1, 1, 1, 1, 0, 0])  # a separator under padding is not a step
     assert len(qwen.step_scores_from_logits(seq_logits, ids, separator_id=7, attention_mask=padding)) == 3
-    with pytest.raises(DataFormatError, match="3 step separators .* for 4 steps"):
+    with pytest.raises(DataFormatError, match=r"3 step separators .* for 4 steps"):
         qwen.step_scores_from_logits(seq_logits, ids, separator_id=7, n_steps=4, attention_mask=padding)
 
 

@@ -91,7 +91,7 @@ def test_score_items_matches_stepwise_api():
         active = np.array([t < it.n_steps for it in items])
         classes = np.array([it.classes[t] if t < it.n_steps else 0 for it in items])
         r = prm.score_step(state, classes, rng, active=active)
-        for i, it in enumerate(items):
+        for i in range(len(items)):
             if active[i]:
                 assert scored[i].prm_scores[t] == r[i]
 
