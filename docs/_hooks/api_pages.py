@@ -36,10 +36,28 @@ class _Section:
 _home: dict[str, str] = {}
 
 
+@dataclass(frozen=True)
+class _Unimported:
+    """A lazily exported name whose module needs an extra that is not installed (griffe reads it statically)."""
+
+    identifier: str
+
+
+def _lookup(module: ModuleType, name: str) -> Any:
+    try:
+        return getattr(module, name)
+    except ImportError:
+        target = getattr(module, "_LAZY", {}).get(name)
+        if target is None:
+            raise
+        path = target if target.startswith(f"{PACKAGE}.") else f"{module.__name__}.{target}"
+        return _Unimported(f"{path}.{name}")
+
+
 def _public_names(module: ModuleType) -> list[tuple[str, Any]]:
     names = getattr(module, "__all__", None)
     if names is not None:
-        return [(name, getattr(module, name)) for name in names]
+        return [(name, _lookup(module, name)) for name in names]
     found: list[tuple[str, Any]] = []
     for info in pkgutil.iter_modules(getattr(module, "__path__", [])):
         if info.name.startswith("_"):
@@ -59,6 +77,8 @@ def _public_names(module: ModuleType) -> list[tuple[str, Any]]:
 
 
 def _identifier(name: str, obj: Any) -> str | None:
+    if isinstance(obj, _Unimported):
+        return obj.identifier
     if inspect.ismodule(obj):  # a submodule that shadows a lazily exported function of the same name
         obj = getattr(obj, name, None)
     if callable(obj) and hasattr(obj, "__wrapped__"):  # functools.lru_cache and other wrappers
