@@ -154,7 +154,7 @@ def test_full_rank_dynamics_use_the_simplex_grid_fallback_with_certified_bounds(
         lo = pol.action_values(2, 1, B).max(axis=1)
         hi = pol.action_values(2, 1, B, upper=True).max(axis=1)
         assert np.all(lo <= hi + 1e-12)
-        al, ac = pol.alphas(2, 0)
+        al, _ac = pol.alphas(2, 0)
         np.testing.assert_allclose((B @ al.T).max(axis=1), pol.action_values(2, 0, B).max(axis=1), atol=1e-12)
     with pytest.raises(SolverError, match="point-based"):
         FiniteHorizonSolver(mode="exact").solve(m)

@@ -184,7 +184,7 @@ def _split_top(text: str) -> list[str]:
             cur = ""
         else:
             cur += ch
-    return parts + [cur]
+    return [*parts, cur]
 
 
 def test_build_pomdp_signature_matches_the_python_call():

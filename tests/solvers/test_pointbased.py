@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -347,7 +349,7 @@ def test_greedy_policy_achieves_the_lower_bound_in_simulation():
 def test_simplex_grid_counts_and_rows():
     from math import comb
 
-    from trim_pomdp.solvers.pointbased.layers import simplex_grid
+    from trim_pomdp._internal.simplex import simplex_grid
 
     for k, r in [(1, 4), (2, 4), (3, 4), (4, 3)]:
         G = simplex_grid(k, r)
@@ -461,3 +463,30 @@ def test_sawtooth_with_hulls_is_never_looser_and_stays_valid():
     B = rng.dirichlet(np.ones(3), size=50)
     a, h = plain.values(U, B), hull.values(U, B)
     assert np.all(h <= a + 1e-12) and np.any(h < a - 1e-6)
+
+
+# ------------------------------------------------------------------------------------------ no state on the solver
+def test_one_solver_solves_several_models_also_from_two_threads():
+    """The search state lives in a per-solve object: one PointBasedSolver serves several models, concurrently."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from trim_pomdp.solvers.formats import read_pomdp
+
+    models = [tiger(), read_pomdp(Path(__file__).parents[1] / "fixtures" / "pomdp" / "corridor.pomdp")]
+    settings = {
+        "precision": 1e-2,
+        "time_limit": 60.0,
+        "sweeps": False,
+    }  # no sweeps: no timing-dependent steps
+    solver = PointBasedSolver(**settings)
+    alone = [PointBasedSolver(**settings).solve(m) for m in models]
+    shared = [solver.solve(m) for m in models]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        threaded = list(pool.map(solver.solve, models))
+    assert vars(solver) == vars(PointBasedSolver(**settings))
+    for ref, a, b in zip(alone, shared, threaded, strict=True):
+        assert a.n_states == b.n_states == ref.n_states
+        for policy in (a, b):
+            assert policy.info.converged and policy.info.gap <= 1e-2
+            np.testing.assert_array_equal(policy.alphas, ref.alphas)
+            assert policy.info.lower_bound == ref.info.lower_bound

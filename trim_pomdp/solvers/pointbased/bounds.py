@@ -223,7 +223,12 @@ class _SparsePoints:
         self._owner = np.empty(8 * capacity, dtype=np.int64)
         self._pos = np.full(S, -1, dtype=np.int64)
 
-    def phi(self, idx: np.ndarray, B: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _inside(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The points whose support lies inside ``idx``, with their entries located in ``idx``.
+
+        Returns ``(pts, lens, offs, cols, sel)``: the points, their support sizes and offsets in the packed
+        selection, and for each selected entry its column in ``idx`` and its position in the packed arrays.
+        """
         n = self.nnz
         pos = self._pos
         pos[idx] = np.arange(len(idx))
@@ -234,13 +239,18 @@ class _SparsePoints:
         if missing.any():
             usable[self._owner[:n][missing]] = False
         pts = np.flatnonzero(usable)
-        if len(pts) == 0:
-            return pts, np.zeros((len(B), 0))
         starts, ends = self._ptr[pts], self._ptr[pts + 1]
         lens = ends - starts
         offs = np.concatenate([[0], np.cumsum(lens)[:-1]])
         sel = np.repeat(starts - offs, lens) + np.arange(int(lens.sum()))
-        ratio = B[:, col[sel]] * self._inv[sel]  # (Q, nnz)
+        return pts, lens, offs, col[sel], sel
+
+    def phi(self, idx: np.ndarray, B: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Points with support inside ``idx`` and ``φ_i(b)`` for each row of ``B``."""
+        pts, _, offs, cols, sel = self._inside(idx)
+        if len(pts) == 0:
+            return pts, np.zeros((len(B), 0))
+        ratio = B[:, cols] * self._inv[sel]  # (Q, nnz)
         return pts, np.minimum.reduceat(ratio, offs, axis=1)  # (Q, n_usable)
 
     def pairs(self, idx: np.ndarray, B: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -250,25 +260,12 @@ class _SparsePoints:
         (beliefs of layered models sit on small supports, and each meets only the points of its own).
         """
         empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
-        n = self.nnz
-        if n == 0 or len(B) == 0:
+        if self.nnz == 0 or len(B) == 0:
             return empty
-        pos = self._pos
-        pos[idx] = np.arange(len(idx))
-        col = pos[self._idx[:n]]
-        pos[idx] = -1
-        usable = np.ones(self.N, bool)
-        missing = col < 0
-        if missing.any():
-            usable[self._owner[:n][missing]] = False
-        pts = np.flatnonzero(usable)
+        pts, lens, offs, cols_e, sel = self._inside(idx)
         if len(pts) == 0:
             return empty
-        starts, ends = self._ptr[pts], self._ptr[pts + 1]
-        lens = ends - starts
-        offs = np.concatenate([[0], np.cumsum(lens)[:-1]])
-        sel = np.repeat(starts - offs, lens) + np.arange(int(lens.sum()))
-        cols_e, inv_e = col[sel], self._inv[sel]
+        inv_e = self._inv[sel]
         k = len(idx)
         inc_p = sp.csr_matrix(
             (np.ones(len(sel)), (cols_e, np.repeat(np.arange(len(pts)), lens))), shape=(k, len(pts))
@@ -357,6 +354,9 @@ class SawtoothUpper:
         Minimise over φ exactly (all plane kinks) or try only the kinks of the plane active at ``b``
         (cheaper with many planes; default: exact for at most three planes). The dominance drop is exact
         only in exact mode.
+    hull_max_support : int, default 0
+        Also bound beliefs on at most this many states by the convex hull of the stored points on their face
+        (:class:`~trim_pomdp.solvers.pointbased.hull.FaceHulls`); below 2: off.
     """
 
     def __init__(

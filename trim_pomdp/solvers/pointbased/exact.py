@@ -1,11 +1,9 @@
 """Exact finite-horizon value iteration with alpha-vector pruning (incremental pruning), for small POMDPs.
 
 ``V_0 = 0``; ``Γ_k = prune( ∪_a  R_a ⊕ prune(Γ_{a,o_1} ⊕ Γ_{a,o_2} ⊕ ...) )`` with the projections
-``Γ_{a,o} = { γ T_a (O_a[:, o] ⊙ α) : α ∈ Γ_{k-1} }``. Pruning removes pointwise-dominated vectors and then
-keeps
+``Γ_{a,o} = { γ T_a (O_a[:, o] ⊙ α) : α ∈ Γ_{k-1} }``. Pruning removes pointwise-dominated vectors and then keeps
 exactly the vectors that are strictly maximal somewhere on the simplex: by an exact upper envelope for two
-states,
-and by Lark's linear-programming filter (witness LPs, seeded with random sample beliefs) otherwise.
+states, and by Lark's linear-programming filter (witness LPs, seeded with random sample beliefs) otherwise.
 """
 
 from __future__ import annotations
@@ -14,25 +12,11 @@ import time
 
 import numpy as np
 
+from trim_pomdp._internal.simplex import nondominated
 from trim_pomdp.exceptions import SolverError
 from trim_pomdp.solvers.tabular import TabularPOMDP
 
 __all__ = ["exact_value_iteration", "prune"]
-
-
-def _pointwise_nondominated(V: np.ndarray, tol: float, chunk: int = 512) -> np.ndarray:
-    """Indices of rows not weakly dominated (within ``tol``) by an earlier row in decreasing-sum order."""
-    order = np.argsort(-V.sum(axis=1), kind="stable")
-    W = V[order]
-    keep = np.ones(len(W), bool)
-    for lo in range(0, len(W), chunk):
-        hi = min(lo + chunk, len(W))
-        dom = np.all(
-            W[None, :hi, :] >= W[lo:hi, None, :] - tol, axis=2
-        )  # dom[i, j]: row j dominates row lo+i
-        dom &= np.arange(hi)[None, :] < np.arange(lo, hi)[:, None]  # only earlier rows count
-        keep[lo:hi] = ~dom.any(axis=1)
-    return np.sort(order[keep])
 
 
 def _envelope_2states(V: np.ndarray, tol: float, min_len: float = 1e-9) -> np.ndarray:
@@ -111,7 +95,7 @@ def _lark(V: np.ndarray, rng: np.random.Generator, tol: float) -> np.ndarray:
         )
         if res.status == 0 and -res.fun > tol:
             b = res.x[:S]
-            cand = F + [i]
+            cand = [*F, i]
             j = cand[int(np.argmax(V[cand] @ b))]
             W.append(j)
             if j != i:
@@ -126,7 +110,7 @@ def prune(V: np.ndarray, rng: np.random.Generator, tol: float | None = None) -> 
         return np.arange(len(V))
     if tol is None:
         tol = 1e-9 * max(1.0, float(np.abs(V).max()))
-    keep = _pointwise_nondominated(V, tol)
+    keep = nondominated(V, tol)
     if len(keep) <= 1 or V.shape[1] == 1:
         return keep[:1] if V.shape[1] == 1 else keep
     sub = V[keep]

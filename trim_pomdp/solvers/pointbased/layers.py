@@ -7,22 +7,20 @@ TRIM-POMDP) have beliefs that live on small supports which the dynamics visit in
 apart from self-loops (an absorbing state, a recurrent part), a reverse topological order of its supports
 lets upper-bound backups run from the last layer to the first, so one sweep propagates through every layer.
 
-* :func:`support_layers` — the reachable supports in reverse topological order, or ``None`` when the graph is
-  too large or has a cycle through several supports.
-* :func:`simplex_grid` — the regular grid of resolution ``r`` on the ``k``-state simplex (Freudenthal
-  vertices), the beliefs that seed each small support.
+:func:`support_layers` gives the reachable supports in reverse topological order, or ``None`` when the graph is
+too large or has a cycle through several supports. The beliefs that seed each small support are the regular
+grid of :func:`trim_pomdp._internal.simplex.simplex_grid`.
 """
 
 from __future__ import annotations
 
-import itertools
 import time
 
 import numpy as np
 
 from trim_pomdp.solvers.pointbased.sparse import SparseModel
 
-__all__ = ["simplex_grid", "support_layers"]
+__all__ = ["support_layers"]
 
 
 def _weights(n: int) -> np.ndarray:
@@ -108,14 +106,3 @@ def support_layers(
     if len(order) < len(succ):
         return None  # a cycle through several supports: not layered
     return [U for U in reversed(order) if U not in succ[U]]
-
-
-def simplex_grid(k: int, r: int) -> np.ndarray:
-    """All beliefs on ``k`` states whose entries are multiples of ``1/r`` (``C(r+k-1, k-1)`` rows)."""
-    if k == 1:
-        return np.ones((1, 1))
-    rows = []
-    for cuts in itertools.combinations(range(r + k - 1), k - 1):
-        parts = np.diff(np.concatenate([[-1], cuts, [r + k - 1]])) - 1
-        rows.append(parts)
-    return np.asarray(rows, float) / r

@@ -121,7 +121,8 @@ def fast_informed_bound(
     Q = Q0.copy()
     start = time.perf_counter()
     it = 0
-    for it in range(1, max_iter + 1):
+    while it < max_iter:
+        it += 1
         new = np.empty_like(Q)
         for a in range(m.A):
             best = None
