@@ -177,16 +177,16 @@ def test_mismatched_observation_bins(files):
 
 
 def test_unavailable_solver_gives_a_clear_error(files, monkeypatch):
-    import trim_pomdp.cli.solve as solve_mod
+    import importlib
 
-    real = solve_mod.importlib.import_module
+    real = importlib.import_module
 
     def fake(name, *a):
         if name.endswith(".sarsop"):
             raise ImportError("not built")
         return real(name, *a)
 
-    monkeypatch.setattr(solve_mod.importlib, "import_module", fake)
+    monkeypatch.setattr(importlib, "import_module", fake)
     res = CliRunner().invoke(
         main,
         [

@@ -1,13 +1,13 @@
-"""``trim-pomdp metrics RESULTS [--out summary.json]``: the paper's metrics from per-query records."""
+"""``trim-pomdp metrics RESULTS [--out summary.json]``: the paper's metrics from per-query records.
+
+A thin wrapper around :func:`trim_pomdp.evaluation.metrics.summarize`.
+"""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
-
-from trim_pomdp.exceptions import TrimPomdpError
 
 __all__ = ["command"]
 
@@ -33,6 +33,7 @@ def command(results: Path, out: Path | None, drop_incomplete: bool, markdown: bo
     policy,knob,query_id,correct,strong_tokens; the reserved policies 'weak' (M_w alone) and 'strong'
     (M_s alone, whose strong_tokens are C_s) must be present.
     """
+    from trim_pomdp._internal.artifacts import write_json
     from trim_pomdp.evaluation.metrics import summarize
     from trim_pomdp.evaluation.records import read_records
     from trim_pomdp.evaluation.tables import markdown_table, rich_table
@@ -41,14 +42,9 @@ def command(results: Path, out: Path | None, drop_incomplete: bool, markdown: bo
         raise click.BadParameter(
             f"{results} does not exist; give a .csv or .jsonl records file", param_hint="RESULTS"
         )
-    try:
-        records = read_records(results)
-        summary = summarize(records, incomplete="drop" if drop_incomplete else "error")
-    except TrimPomdpError as exc:
-        raise click.ClickException(str(exc)) from None
+    summary = summarize(read_records(results), incomplete="drop" if drop_incomplete else "error")
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(summary, indent=2) + "\n")
+        write_json(out, summary)
     if markdown:
         click.echo(markdown_table(summary))
     else:

@@ -1,7 +1,8 @@
 """Evaluation: per-query records, the paper's metrics (PGR, CPT, ΔIBC), the offline simulator, knob sweeps,
 Table-1-style tables and Figure-6-style cost–accuracy curves.
 
-The simulator and sweep modules load on first access, so ``import trim_pomdp.evaluation`` stays light.
+The simulator, sweep and evaluation modules load on first access, so ``import trim_pomdp.evaluation`` stays
+light.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ __all__ = [
     "delta_ibc_levels",
     "estimate_simulator_params",
     "estimate_trim_params",
+    "evaluate",
+    "evaluate_simulated",
     "frontier_cost_at",
     "load_default_simulator_params",
     "markdown_table",
@@ -59,7 +62,9 @@ __all__ = [
     "read_records",
     "rich_table",
     "run_sweep",
+    "simulator_params",
     "summarize",
+    "train_and_evaluate_agg",
     "write_records",
     "write_reports",
 ]
@@ -80,6 +85,10 @@ _LAZY = {
     "estimate_trim_params": "sweep",
     "estimate_simulator_params": "simulator_estimation",
     "SIMULATED_NOTE": "simulator",
+    "evaluate": "evaluate",
+    "evaluate_simulated": "evaluate",
+    "simulator_params": "evaluate",
+    "train_and_evaluate_agg": "evaluate",
 }
 
 

@@ -1,9 +1,8 @@
 """Figure-6-style cost–accuracy curves (matplotlib, loaded lazily; no global pyplot state).
 
 Each policy's sweep points are drawn faintly and its Pareto frontier (from the origin ``(0, r_w)``, as the
-metrics
-use it) as a line; M_w's and M_s's accuracies are horizontal references. :func:`curves_csv` writes the same
-data.
+metrics use it) as a line; M_w's and M_s's accuracies are horizontal references. :func:`curves_csv` writes the
+same data. Policies are labelled with their registered names (:func:`trim_pomdp.registry.router_label`).
 """
 
 from __future__ import annotations
@@ -15,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from trim_pomdp._internal.optional import require
-from trim_pomdp.evaluation.tables import ordered_policies, policy_label
+from trim_pomdp.evaluation.tables import ordered_policies
+from trim_pomdp.registry import router_label
 
 __all__ = ["CURVE_COLUMNS", "curves_csv", "plot_curves"]
 
@@ -27,6 +27,7 @@ _STYLE = {
     "automix": ("tab:purple", "-."),
     "thr": ("tab:blue", "-"),
     "agg": ("tab:green", "-"),
+    "seq": ("tab:orange", "-"),
     "pomdp": ("tab:red", "-"),
 }
 
@@ -105,7 +106,7 @@ def plot_curves(
         fx = [0.0] + [p["fraction"] * scale for p in fr]
         fy = [100 * r_w] + [100 * p["accuracy"] for p in fr]
         front_max = max(front_max, max(p["fraction"] for p in fr) if fr else 0.0)
-        ax.plot(fx, fy, ls=ls, color=color, lw=1.8, label=policy_label(name))
+        ax.plot(fx, fy, ls=ls, color=color, lw=1.8, label=router_label(name))
     ax.axhline(100 * r_w, color="black", lw=0.8, ls="--")
     ax.axhline(100 * r_s, color="black", lw=0.8, ls="-.")
     ax.text(0.0, 100 * r_w, " M_w alone", va="bottom", ha="left", fontsize=8)

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from trim_pomdp._internal.jsonl import iter_jsonl, read_text, repair_torn_tail
 from trim_pomdp.exceptions import DataFormatError, InvalidParameterError
 
 __all__ = [
@@ -282,53 +283,37 @@ def read_records(path: str | os.PathLike) -> Records:
     fmt = record_format(path)
     if not path.is_file():
         raise DataFormatError(f"records file {str(path)!r} does not exist")
-    text = path.read_text(encoding="utf-8")
-    if text and not text.endswith("\n"):
-        # the writer ends every record with a newline: a last line without one was torn by a killed run
-        text = text[: text.rfind("\n") + 1]
-    rows: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]]
     if fmt == "csv":
-        reader = csv.DictReader(io.StringIO(text, newline=""))
-        header = reader.fieldnames or []
-        missing = [c for c in RECORD_COLUMNS if c not in header]
-        if missing:
-            raise DataFormatError(
-                f"{path}: CSV header {header} lacks {missing}; the header must be {','.join(RECORD_COLUMNS)}"
-            )
-        for row in reader:
-            if not any((v or "").strip() for v in row.values() if isinstance(v, str)):
-                continue  # blank line
-            rows.append(row)
+        rows = _csv_rows(path)
     else:
-        for lineno, line in enumerate(text.splitlines(), 1):
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataFormatError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-            if not isinstance(obj, dict):
-                raise DataFormatError(f"{path}:{lineno}: each line must be a JSON object")
-            rows.append(obj)
+        rows = [obj for _, obj in iter_jsonl(path, what="records file")]
     try:
         return Records.from_rows(rows)
     except DataFormatError as exc:
         raise DataFormatError(f"{path}: {exc}") from None
 
 
+def _csv_rows(path: Path) -> list[dict[str, Any]]:
+    text = read_text(path, "records file")
+    if text and not text.endswith("\n"):
+        # the writer ends every record with a newline: a last line without one was torn by a killed run
+        text = text[: text.rfind("\n") + 1]
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    header = reader.fieldnames or []
+    missing = [c for c in RECORD_COLUMNS if c not in header]
+    if missing:
+        raise DataFormatError(
+            f"{path}: CSV header {header} lacks {missing}; the header must be {','.join(RECORD_COLUMNS)}"
+        )
+    # blank lines carry no record
+    return [row for row in reader if any((v or "").strip() for v in row.values() if isinstance(v, str))]
+
+
 def write_records(path: str | os.PathLike, records: Records, *, append: bool = False) -> None:
     """Write (or append) records to a CSV or JSONL file; the format follows the suffix."""
     with RecordWriter(path, append=append) as writer:
         writer.write(records)
-
-
-def _drop_torn_tail(path: Path) -> None:
-    """Truncate a last line that lacks its newline (a write interrupted by a kill)."""
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        with path.open("r+b") as fh:
-            fh.truncate(data.rfind(b"\n") + 1)
 
 
 class RecordWriter:
@@ -347,7 +332,7 @@ class RecordWriter:
         self.format = record_format(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if append and self.path.exists():
-            _drop_torn_tail(self.path)
+            repair_torn_tail(self.path)
         fresh = not append or not self.path.exists() or self.path.stat().st_size == 0
         self._fh = self.path.open("w" if fresh else "a", newline="", encoding="utf-8")
         if fresh and self.format == "csv":

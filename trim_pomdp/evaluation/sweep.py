@@ -1,20 +1,16 @@
 """Sweep routers' knobs on a simulated benchmark and write resumable per-query records.
 
 A *benchmark* is a pair of simulators: a **training** one (what routers may learn or estimate from: the
-POMDP's
-parameters, AutoMix's bins, TRIM-Agg's PPO episodes, the threshold grid) and an **evaluation** one (``n``
-queries
-drawn with one seed and given to every router and knob: common random numbers). For the in-distribution
-setting
-(Table 1) both use the same split with different seeds; for cross-dataset generalisation (Table 2) the
-training
-simulator uses another split's statistics.
+POMDP's parameters, AutoMix's bins, TRIM-Agg's PPO episodes, the threshold grid) and an **evaluation** one
+(``n`` queries drawn with one seed and given to every router and knob: common random numbers). For the
+in-distribution setting (Table 1) both use the same split with different seeds; for cross-dataset
+generalisation (Table 2) the training simulator uses another split's statistics.
 
 Routers and their knobs:
 
 ==========  ================================================================================================
 ``pomdp``   λ grid; per λ the TRIM-POMDP (parameters estimated from labelled training queries, the shipped
-            observation model) solved with the native solver, run through :class:`BeliefRouter`
+            observation model) solved with the finite-horizon solver, run through :class:`BeliefRouter`
 ``thr``     threshold k: 0 … 1 plus the quantiles of training step scores
 ``agg``     λ grid (a few); PPO per λ on the training simulator for ``agg_timesteps`` steps
 ``automix`` λ values where AutoMix-PRM's policy changes (bins fitted on training queries)
@@ -23,13 +19,14 @@ Routers and their knobs:
 ==========  ================================================================================================
 
 :func:`run_sweep` writes ``records.csv`` one ``(policy, knob)`` group at a time (flushed), so a killed run
-keeps
-every finished group; rerunning skips complete groups and redoes a torn one.
+keeps every finished group; rerunning skips complete groups and redoes a torn one. The run's identity (what
+fixes the queries and the outcome of a group) is stored in ``evaluate.json`` with the digest of
+:func:`trim_pomdp.pomdp.sweep.digest`, the one the λ sweep of ``trim-pomdp solve`` uses; records of another
+identity are refused.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -40,11 +37,14 @@ from typing import Any
 
 import numpy as np
 
-from trim_pomdp._internal.artifacts import json_default
-from trim_pomdp.evaluation.records import Records, RecordWriter, read_records
+from trim_pomdp._internal.artifacts import write_json
+from trim_pomdp._internal.progress import Progress
+from trim_pomdp.evaluation.records import RESERVED_POLICIES, Records, RecordWriter, read_records
 from trim_pomdp.evaluation.simulator import SIMULATED_NOTE, Simulator, SimulatorParams
-from trim_pomdp.exceptions import DataFormatError, InvalidParameterError
+from trim_pomdp.exceptions import BackendUnavailableError, DataFormatError, InvalidParameterError
 from trim_pomdp.pomdp.params import TrimParams
+from trim_pomdp.pomdp.sweep import digest
+from trim_pomdp.registry import ROUTERS, did_you_mean
 
 __all__ = [
     "ALL_ROUTERS",
@@ -64,9 +64,10 @@ __all__ = [
     "write_reports",
 ]
 
-STEP_ROUTERS: tuple[str, ...] = ("pomdp", "thr", "agg")
-QUERY_ROUTERS: tuple[str, ...] = ("automix", "oracle", "random")
-ALL_ROUTERS: tuple[str, ...] = ("pomdp", "thr", "agg", "automix", "oracle", "random")
+#: Routers a sweep can run, in the registry's order (TRIM-Seq is not swept: it trains a transformer per λ).
+ALL_ROUTERS: tuple[str, ...] = tuple(n for n in ROUTERS if n not in (*RESERVED_POLICIES, "seq"))
+STEP_ROUTERS: tuple[str, ...] = tuple(n for n in ALL_ROUTERS if ROUTERS[n].step_level)
+QUERY_ROUTERS: tuple[str, ...] = tuple(n for n in ALL_ROUTERS if not ROUTERS[n].step_level)
 
 #: λ grid of the POMDP sweep (price per M_s token, in units of the reward).
 DEFAULT_LAMBDAS: tuple[float, ...] = tuple(float(f"{x:.3g}") for x in np.geomspace(1e-4, 3e-2, 15))
@@ -104,10 +105,9 @@ class SweepSettings:
     budgets : tuple of float
         Oracle / random router grid.
     pomdp_gate : bool
-        Use :class:`BeliefRouter`'s re-planning gate (δ = 0.375). Off by default: the native solver's policy
-        is
-        valid at every belief, and the gate (which forces ``continue`` outside it) only helps SARSOP-style
-        policies that are accurate near b0.
+        Use :class:`BeliefRouter`'s re-planning gate (δ = 0.375). Off by default: the finite-horizon solver's
+        policy is valid at every belief, and the gate (which forces ``continue`` outside it) only helps
+        SARSOP-style policies that are accurate near b0.
     n_buckets : int
         Token buckets of the POMDP.
     """
@@ -129,7 +129,10 @@ class SweepSettings:
         self.routers = tuple(self.routers)
         unknown = [r for r in self.routers if r not in ALL_ROUTERS]
         if unknown:
-            raise InvalidParameterError(f"unknown router(s) {unknown}; choose from {', '.join(ALL_ROUTERS)}")
+            hint = did_you_mean(unknown[0], ALL_ROUTERS)
+            raise InvalidParameterError(
+                f"unknown router(s) {unknown}{hint}; choose from {', '.join(ALL_ROUTERS)}"
+            )
         if not self.routers:
             raise InvalidParameterError("no routers to evaluate")
         for name in ("n_queries", "n_train", "agg_timesteps", "n_buckets"):
@@ -202,19 +205,13 @@ class Benchmark:
 
     def identity(self) -> dict[str, Any]:
         """What fixes the evaluation queries; a resumed run must match it."""
-        digest = hashlib.sha256(json.dumps(self.eval_params.to_dict(), sort_keys=True).encode()).hexdigest()[
-            :16
-        ]
-        tdigest = hashlib.sha256(
-            json.dumps(self.train_params.to_dict(), sort_keys=True).encode()
-        ).hexdigest()[:16]
         return {
             "n_queries": self.settings.n_queries,
             "seed": self.settings.seed,
             "n_train": self.settings.n_train,
             "train_seed": self.settings.train_seed,
-            "eval_params_sha256": digest,
-            "train_params_sha256": tdigest,
+            "eval_params_sha256": digest(self.eval_params.to_dict()),
+            "train_params_sha256": digest(self.train_params.to_dict()),
             # settings that change a group's outcome for the same knob
             "pomdp_gate": self.settings.pomdp_gate,
             "n_buckets": self.settings.n_buckets,
@@ -292,92 +289,110 @@ def plan_groups(
     """The reserved groups, then every router's ``(policy, knob)`` groups in ``settings.routers`` order.
 
     Expensive work (solving a POMDP, training PPO, fitting AutoMix) happens inside each group's ``run`` (or
-    once,
-    lazily, for the first group that needs it), so skipping complete groups on resume skips it too.
+    once, lazily, for the first group that needs it), so skipping complete groups on resume skips it too.
     """
-    s = bench.settings
     q = bench.queries
-    say = log or (lambda msg: None)
     yield Group("weak", None, lambda: (q.weak_correct.copy(), np.zeros(len(q))))
     yield Group("strong", None, lambda: (q.strong_correct.copy(), q.strong_tokens.copy()))
-    cache: dict[str, Any] = {}
+    pomdp = _PomdpBase(bench, obs_model_loader, log or (lambda msg: None))
+    groups: dict[str, Callable[[], Iterator[Group]]] = {
+        "pomdp": lambda: _pomdp_groups(bench, pomdp),
+        "thr": lambda: _threshold_groups(bench),
+        "agg": lambda: _agg_groups(bench, agg_dir),
+        "automix": lambda: _automix_groups(bench),
+        "oracle": lambda: _budget_groups(bench, "oracle"),
+        "random": lambda: _budget_groups(bench, "random"),
+    }
+    for name in bench.settings.routers:
+        yield from groups[name]()
 
-    def pomdp_base():
-        if "pomdp" not in cache:
-            from trim_pomdp.pomdp import build_trim_pomdp  # noqa: F401  (import errors surface here, once)
 
-            loader = obs_model_loader
-            if loader is None:
-                from trim_pomdp.pomdp import default_observation_model as loader
-            params = estimate_trim_params(bench.train_stats, n_buckets=s.n_buckets)
-            cache["pomdp"] = (params, loader())
-            say(
+class _PomdpBase:
+    """The POMDP's parameters (estimated from the training queries) and observation model, made once."""
+
+    def __init__(self, bench: Benchmark, loader: Callable[[], Any] | None, say: Callable[[str], None]):
+        self.bench, self.loader, self.say = bench, loader, say
+        self._made: tuple[TrimParams, Any] | None = None
+
+    def get(self) -> tuple[TrimParams, Any]:
+        if self._made is None:
+            from trim_pomdp.pomdp import default_observation_model
+
+            loader = self.loader or default_observation_model
+            params = estimate_trim_params(self.bench.train_stats, n_buckets=self.bench.settings.n_buckets)
+            self._made = (params, loader())
+            self.say(
                 f"POMDP parameters from training queries: p_w={params.p_w:.4f}, p_s={params.p_s:.4f}, "
                 f"K={params.n_buckets}, ratio={params.strong_weak_ratio:.3f}"
             )
-        return cache["pomdp"]
+        return self._made
 
-    for name in s.routers:
-        if name == "pomdp":
-            for lam in s.lambdas:
 
-                def run(lam: float = lam) -> tuple[np.ndarray, np.ndarray]:
-                    from trim_pomdp.pomdp import build_trim_pomdp, solve_trim
-                    from trim_pomdp.routers import BeliefRouter
+def _pomdp_groups(bench: Benchmark, base: _PomdpBase) -> Iterator[Group]:
+    def run(lam: float) -> tuple[np.ndarray, np.ndarray]:
+        from trim_pomdp.pomdp import build_trim_pomdp, solve_trim
+        from trim_pomdp.routers import BeliefRouter
 
-                    params, obs = pomdp_base()
-                    model = build_trim_pomdp(params.replace(lam=lam), obs)
-                    policy = solve_trim(model)
-                    router = BeliefRouter(policy, model, gate=s.pomdp_gate, floor=1e-300)
-                    return bench.run_step_router(router)
+        params, obs = base.get()
+        model = build_trim_pomdp(params.replace(lam=lam), obs)
+        router = BeliefRouter(solve_trim(model), model, gate=bench.settings.pomdp_gate, floor=1e-300)
+        return bench.run_step_router(router)
 
-                yield Group("pomdp", lam, run)
-        elif name == "thr":
-            from trim_pomdp.routers import ThresholdRouter
+    for lam in bench.settings.lambdas:
+        yield Group("pomdp", lam, lambda lam=lam: run(lam))
 
-            grid = s.thresholds if s.thresholds is not None else threshold_grid(bench)
-            for k in grid:
-                yield Group("thr", k, lambda k=k: bench.run_step_router(ThresholdRouter(k)))
-        elif name == "agg":
-            for lam in s.agg_lambdas:
 
-                def run(lam: float = lam) -> tuple[np.ndarray, np.ndarray]:
-                    from trim_pomdp.routers.rl.agg import AggRouter, train_agg
+def _threshold_groups(bench: Benchmark) -> Iterator[Group]:
+    from trim_pomdp.routers import ThresholdRouter
 
-                    target = None if agg_dir is None else agg_dir / f"lam-{lam:.3g}"
-                    if target is not None and (target / "agg.json").is_file():
-                        router = AggRouter.load(target)
-                    else:
-                        train_params = bench.train_params
-                        router = train_agg(
-                            lambda: Simulator(train_params),
-                            lam,
-                            timesteps=s.agg_timesteps,
-                            seed=s.train_seed,
-                            n_envs=4,
-                            source_card={"type": "Simulator", "simulated": True, "split": train_params.split},
-                        )
-                        if target is not None:
-                            router.save(target)
-                    return bench.run_step_router(router)
+    s = bench.settings
+    for k in s.thresholds if s.thresholds is not None else threshold_grid(bench):
+        yield Group("thr", k, lambda k=k: bench.run_step_router(ThresholdRouter(k)))
 
-                yield Group("agg", lam, run)
-        elif name == "automix":
-            from trim_pomdp.routers import AutoMixRouter
 
-            fitted = AutoMixRouter().fit(bench.train_queries.outcomes())
-            for lam in fitted.knob_values():
-                yield _query_group(bench, "automix", fitted.with_knob(float(lam)), float(lam))
-        elif name == "oracle":
-            from trim_pomdp.routers import OracleQueryRouter
+def _agg_groups(bench: Benchmark, agg_dir: Path | None) -> Iterator[Group]:
+    s = bench.settings
 
-            for b in s.budgets:
-                yield _query_group(bench, "oracle", OracleQueryRouter(b), b)
-        elif name == "random":
-            from trim_pomdp.routers import RandomQueryRouter
+    def run(lam: float) -> tuple[np.ndarray, np.ndarray]:
+        from trim_pomdp.routers.rl.agg import AggRouter, train_agg
 
-            for p in s.budgets:
-                yield _query_group(bench, "random", RandomQueryRouter(p, seed=s.seed), p)
+        target = None if agg_dir is None else agg_dir / f"lam-{lam:.3g}"
+        if target is not None and (target / "agg.json").is_file():
+            router = AggRouter.load(target)
+        else:
+            train_params = bench.train_params
+            router = train_agg(
+                lambda: Simulator(train_params),
+                lam,
+                timesteps=s.agg_timesteps,
+                seed=s.train_seed,
+                n_envs=4,
+                source_card={"type": "Simulator", "simulated": True, "split": train_params.split},
+            )
+            if target is not None:
+                router.save(target)
+        return bench.run_step_router(router)
+
+    for lam in s.agg_lambdas:
+        yield Group("agg", lam, lambda lam=lam: run(lam))
+
+
+def _automix_groups(bench: Benchmark) -> Iterator[Group]:
+    from trim_pomdp.routers import AutoMixRouter
+
+    fitted = AutoMixRouter().fit(bench.train_queries.outcomes())
+    for lam in fitted.knob_values():
+        yield _query_group(bench, "automix", fitted.with_knob(float(lam)), float(lam))
+
+
+def _budget_groups(bench: Benchmark, name: str) -> Iterator[Group]:
+    """The oracle (knob: budget fraction) or random (knob: routing probability) query router over the grid."""
+    from trim_pomdp.routers import OracleQueryRouter, RandomQueryRouter
+
+    s = bench.settings
+    for b in s.budgets:
+        router = OracleQueryRouter(b) if name == "oracle" else RandomQueryRouter(b, seed=s.seed)
+        yield _query_group(bench, name, router, b)
 
 
 def complete_groups(records: Records, query_ids: Sequence[str]) -> set[tuple[str, float | None]]:
@@ -420,6 +435,7 @@ def run_sweep(
     log: Callable[[str], None] | None = None,
     extra_card: dict[str, Any] | None = None,
     agg_dir: str | Path | None = None,
+    progress: bool = False,
 ) -> Path:
     """Run every group of :func:`plan_groups` not already complete in ``out_dir/records.csv``.
 
@@ -432,14 +448,16 @@ def run_sweep(
     obs_model_loader : callable, optional
         Returns the POMDP's observation model (default: the shipped one).
     on_group : callable ``(group, index, total, seconds, skipped)``, optional
-        Progress callback after each group.
+        Called after each group.
     log : callable, optional
-        Receives one-line messages.
+        Receives one-line messages (the POMDP's estimated parameters, how many groups a resume skipped).
     extra_card : dict, optional
         Added to ``evaluate.json``.
     agg_dir : path, optional
         Where trained TRIM-Agg routers are saved and reused (``lam-<λ>/``); default ``out_dir/agg``. Share one
         folder between evaluations that train on the same split.
+    progress : bool, default False
+        Report progress per group (:class:`~trim_pomdp._internal.progress.Progress`).
 
     Returns
     -------
@@ -451,19 +469,7 @@ def run_sweep(
     identity = bench.identity()
     _check_identity(out, identity)
     records_path = out / "records.csv"
-    existing = read_records(records_path) if records_path.is_file() else Records.empty()
-    done = complete_groups(existing, bench.query_ids)
-    if len(existing):
-        keep = np.array(
-            [
-                _key(p, None if math.isnan(k) else k) in done
-                for p, k in zip(existing.policy, existing.knob, strict=True)
-            ]
-        )
-        if not keep.all():
-            # drop the torn group of a killed run before appending to the file again
-            with RecordWriter(records_path, append=False) as w:
-                w.write(existing.select(keep))
+    done = _keep_complete_groups(records_path, bench.query_ids)
     card = {
         "identity": identity,
         "settings": asdict(bench.settings),
@@ -474,22 +480,41 @@ def run_sweep(
         "train_split": bench.train_params.split,
     }
     card.update(extra_card or {})
-    (out / "evaluate.json").write_text(json.dumps(card, indent=2, default=json_default) + "\n")
+    write_json(out / "evaluate.json", card)
     agg_dir = Path(agg_dir) if agg_dir is not None else out / "agg"
     groups = list(plan_groups(bench, obs_model_loader, agg_dir, log))
-    total = len(groups)
-    with RecordWriter(records_path, append=True) as writer:
+    skipped = 0
+    with (
+        RecordWriter(records_path, append=True) as writer,
+        Progress(len(groups), bench.name, enabled=progress, unit="groups") as bar,
+    ):
         for i, g in enumerate(groups):
-            if _key(g.policy, g.knob) in done:
-                if on_group:
-                    on_group(g, i, total, 0.0, True)
-                continue
+            knob = "" if g.knob is None else f" {g.knob:.4g}"
             t0 = time.perf_counter()
-            correct, tokens = g.run()
-            writer.write(Records.from_arrays(g.policy, g.knob, bench.query_ids, correct, tokens))
+            was_done = _key(g.policy, g.knob) in done
+            if not was_done:
+                correct, tokens = g.run()
+                writer.write(Records.from_arrays(g.policy, g.knob, bench.query_ids, correct, tokens))
+            skipped += was_done
+            bar.advance(note=f"{g.policy}{knob}")
             if on_group:
-                on_group(g, i, total, time.perf_counter() - t0, False)
+                on_group(g, i, len(groups), 0.0 if was_done else time.perf_counter() - t0, was_done)
+    if skipped and log:
+        log(f"resumed: {skipped} (policy, knob) groups were already complete in {records_path}")
     return records_path
+
+
+def _keep_complete_groups(records_path: Path, query_ids: Sequence[str]) -> set[tuple[str, float | None]]:
+    """The complete groups of an earlier run; the rows of a torn group (a killed run) are dropped."""
+    existing = read_records(records_path) if records_path.is_file() else Records.empty()
+    done = complete_groups(existing, query_ids)
+    if len(existing):
+        knobs = (None if math.isnan(k) else k for k in existing.knob)
+        keep = np.array([_key(p, k) in done for p, k in zip(existing.policy, knobs, strict=True)])
+        if not keep.all():
+            with RecordWriter(records_path, append=False) as w:
+                w.write(existing.select(keep))
+    return done
 
 
 def write_reports(
@@ -500,10 +525,13 @@ def write_reports(
     note: str | None = None,
     simulated: bool = True,
     plot: bool = True,
+    log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """``summary.json``, ``table.md``, ``curves.csv`` and ``curves.png`` of a records file.
 
-    Returns the summary (with ``"simulated"`` and ``"note"`` added when the records are simulated).
+    Returns the summary (with ``"simulated"`` and ``"note"`` added when the records are simulated). Without
+    matplotlib, ``curves.png`` is skipped with a message to ``log`` when one is given (else the
+    :class:`~trim_pomdp.exceptions.BackendUnavailableError` propagates).
     """
     from trim_pomdp.evaluation.metrics import summarize
     from trim_pomdp.evaluation.plots import curves_csv, plot_curves
@@ -515,11 +543,16 @@ def write_reports(
     if simulated:
         summary["simulated"] = True
         summary["note"] = SIMULATED_NOTE
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(out / "summary.json", summary)
     text = markdown_table(summary, note=note or (SIMULATED_NOTE if simulated else None))
     lines = "".join(f"- {line}\n" for line in comparison_lines(summary))
-    (out / "table.md").write_text(f"### {title}\n\n{text}\n{lines}")
+    (out / "table.md").write_text(f"### {title}\n\n{text}\n{lines}", encoding="utf-8")
     curves_csv(summary, out / "curves.csv")
     if plot:
-        plot_curves(summary, out / "curves.png", title=title, note=SIMULATED_NOTE if simulated else note)
+        try:
+            plot_curves(summary, out / "curves.png", title=title, note=SIMULATED_NOTE if simulated else note)
+        except BackendUnavailableError as exc:
+            if log is None:
+                raise
+            log(f"curves.png skipped (curves.csv has the data): {exc}")
     return summary

@@ -10,35 +10,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from trim_pomdp.evaluation.metrics import CPT_LEVELS
+from trim_pomdp.registry import ROUTERS, router_label
 
-__all__ = [
-    "POLICY_LABELS",
-    "comparison_lines",
-    "markdown_table",
-    "ordered_policies",
-    "policy_label",
-    "rich_table",
-    "table_rows",
-]
+__all__ = ["comparison_lines", "markdown_table", "ordered_policies", "rich_table", "table_rows"]
 
-#: Display names of the built-in routers (the paper's names).
-POLICY_LABELS: dict[str, str] = {
-    "random": "Random (query)",
-    "oracle": "Oracle (query)",
-    "automix": "AutoMix-PRM",
-    "thr": "TRIM-Thr",
-    "agg": "TRIM-Agg",
-    "pomdp": "TRIM-POMDP",
-}
-
-_ORDER = ("random", "oracle", "automix", "thr", "agg", "pomdp")
+#: Row order of the paper's tables: query-level baselines first, then the step-level routers.
+_ORDER = ("random", "oracle", "automix", "thr", "agg", "seq", "pomdp")
 
 UNREACHED = "unreached"
-
-
-def policy_label(name: str) -> str:
-    """The display name of a policy (its own name when it is not a built-in router)."""
-    return POLICY_LABELS.get(name, name)
 
 
 def ordered_policies(summary: Mapping[str, Any]) -> list[str]:
@@ -62,7 +41,7 @@ def table_rows(summary: Mapping[str, Any]) -> list[list[str]]:
         pol = summary["policies"][name]
         d = pol["delta_ibc"]
         rows.append(
-            [policy_label(name)]
+            [router_label(name)]
             + [_cpt_cell(pol["cpt"][lv]) for lv in CPT_LEVELS]
             + ["—" if d is None else f"{d:.2f}", str(pol.get("levels_reached", ""))]
         )
@@ -127,8 +106,7 @@ def comparison_lines(summary: Mapping[str, Any]) -> list[str]:
 
     - does TRIM-POMDP beat TRIM-Thr on ΔIBC and on CPT(95%)?
     - does every step-level router beat every deployable query-level baseline (AutoMix-PRM, random) on ΔIBC
-    and
-      CPT(95%)? (The oracle query router looks at outcomes; it is reported as a reference.)
+      and CPT(95%)? (The oracle query router looks at outcomes; it is reported as a reference.)
     """
     pols = summary["policies"]
     lines: list[str] = []
@@ -147,13 +125,13 @@ def comparison_lines(summary: Mapping[str, Any]) -> list[str]:
             f"{_better(p['delta_ibc'], t['delta_ibc'], lower=False)}; on CPT(95%): "
             f"{_better(_cpt95(p), _cpt95(t), lower=True)}"
         )
-    step = [n for n in ("pomdp", "thr", "agg") if n in pols]
-    query = [n for n in ("automix", "random") if n in pols]
+    step = [n for n, r in ROUTERS.items() if r.step_level and n in pols]
+    query = [n for n in ("automix", "random") if n in pols]  # the deployable ones: the oracle sees outcomes
     for s in step:
         for q in query:
             a, b = pols[s], pols[q]
             lines.append(
-                f"{policy_label(s)} vs {policy_label(q)}: better on ΔIBC: "
+                f"{router_label(s)} vs {router_label(q)}: better on ΔIBC: "
                 f"{_better(a['delta_ibc'], b['delta_ibc'], lower=False)}; on CPT(95%): "
                 f"{_better(_cpt95(a), _cpt95(b), lower=True)}"
             )

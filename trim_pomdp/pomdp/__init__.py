@@ -1,10 +1,17 @@
-"""The TRIM-POMDP model (DESIGN §3): parameters, builder, policies, belief filter, generative process.
+"""The TRIM-POMDP: parameters, builder, policies, belief filter, generative process, λ sweeps.
+
+See the "The TRIM-POMDP" section of ``docs/design.md`` for the model.
 
 Heavy pieces (matplotlib for region plots, the ProcessBench loader) are imported only when used.
 """
 
 from trim_pomdp.pomdp.belief import BeliefFilter
-from trim_pomdp.pomdp.defaults import default_observation_model, load_default_params
+from trim_pomdp.pomdp.defaults import (
+    default_observation_model,
+    load_default_params,
+    load_observation_model,
+    load_trim_pomdp,
+)
 from trim_pomdp.pomdp.params import TrimParams
 from trim_pomdp.pomdp.policy import TrimPolicy, solve_trim
 from trim_pomdp.pomdp.problem import TrimPOMDP, build_trim_pomdp
@@ -28,9 +35,12 @@ __all__ = [
     "estimate_params",
     "format_region_table",
     "load_default_params",
+    "load_observation_model",
+    "load_trim_pomdp",
     "plot_regenerate_regions",
     "regenerate_region",
     "regenerate_region_table",
+    "solve_lambdas",
     "solve_trim",
 ]
 
@@ -42,4 +52,8 @@ def __getattr__(name: str):
         from trim_pomdp.pomdp.estimation import estimate_params
 
         return estimate_params
+    if name == "solve_lambdas":
+        from trim_pomdp.pomdp.sweep import solve_lambdas
+
+        return solve_lambdas
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
