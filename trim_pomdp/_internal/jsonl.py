@@ -82,20 +82,29 @@ def read_jsonl(path: str | os.PathLike[str], *, what: str = "JSONL file") -> lis
 
 
 def repair_torn_tail(path: str | os.PathLike[str]) -> None:
-    """Truncate a last line that lacks its newline (a write interrupted by a kill), so appends start afresh."""
+    """Make a file end on a line boundary before appending to it, consistently with :func:`iter_jsonl`.
+
+    A last line without its newline that does not parse is a write interrupted by a kill: it is cut off (its work
+    is redone). One that parses is a complete record whose newline is missing (a file written by hand): it is kept
+    and the newline added.
+    """
     p = Path(path)
-    if not p.exists():
-        return
-    size = p.stat().st_size
-    if size == 0:
+    if not p.exists() or p.stat().st_size == 0:
         return
     with open(p, "rb") as fh:
         fh.seek(-1, os.SEEK_END)
         if fh.read(1) == b"\n":
             return
     data = p.read_bytes()
-    with open(p, "r+b") as fh:
-        fh.truncate(data.rfind(b"\n") + 1)
+    cut = data.rfind(b"\n") + 1
+    try:
+        json.loads(data[cut:].decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        with open(p, "r+b") as fh:
+            fh.truncate(cut)
+    else:
+        with open(p, "ab") as fh:
+            fh.write(b"\n")
 
 
 class JsonlWriter:

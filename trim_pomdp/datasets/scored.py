@@ -122,14 +122,6 @@ def save_scored_items(
     return path
 
 
-def _torn_line(path: Path) -> int | None:
-    """Number of the last line of ``path`` when it lacks its newline (an interrupted write), else None."""
-    data = path.read_bytes()
-    if not data or data.endswith(b"\n"):
-        return None
-    return data.count(b"\n") + 1
-
-
 def _parse_scored(rec: dict[str, Any], where: str) -> ScoredItem:
     if "prm_scores" not in rec:
         raise DataFormatError(f"{where}: missing field 'prm_scores' (one PRM score per step)")
@@ -144,12 +136,12 @@ def _parse_scored(rec: dict[str, Any], where: str) -> ScoredItem:
 
 
 def _complete_records(path: Path, skip_torn: bool) -> Iterable[tuple[int, dict[str, Any]]]:
-    """``(line, record)`` of a scored-items file; with ``skip_torn``, without a last line lacking its newline."""
-    torn = _torn_line(path) if skip_torn else None
-    for lineno, rec in iter_jsonl(path, what=_WHAT, torn_tail="drop" if skip_torn else "error"):
-        if lineno == torn:
-            return
-        yield lineno, rec
+    """``(line, record)`` of a scored-items file; with ``skip_torn``, without an unparsable torn last line.
+
+    A last line that parses counts as complete even without its newline, as it does for the writer (which then
+    only adds the newline before appending), so a resumed run neither loses nor repeats it.
+    """
+    yield from iter_jsonl(path, what=_WHAT, torn_tail="drop" if skip_torn else "error")
 
 
 def load_scored_items(path: str | os.PathLike[str], *, ignore_torn_tail: bool = False) -> list[ScoredItem]:
