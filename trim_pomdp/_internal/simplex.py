@@ -96,9 +96,9 @@ def check_stochastic(
         idx = tuple(int(i) for i in bad[0])
         raise error(f"{name}{list(idx)} = {arr[idx]!r} is not a probability in [0, 1]")
     sums = arr.sum(axis=-1)
-    bad = np.argwhere(np.abs(sums - 1.0) > sum_tol)
-    if bad.size:
-        idx = tuple(int(i) for i in bad[0])
+    off = np.abs(sums - 1.0) > sum_tol
+    if np.any(off):
+        idx = tuple(int(i) for i in np.argwhere(off)[0]) if off.ndim else ()  # a 1-D array has one sum
         where = ", ".join(str(i) for i in idx)
         label = f"{name}[{where}, :]" if idx else name
         raise error(f"{label} sums to {float(sums[idx]):.6g}, not 1")
