@@ -18,6 +18,7 @@ from tree_sitter import Language, Parser
 
 import trim_pomdp
 from trim_pomdp.solvers.sarsop import julia_bridge as _julia
+from trim_pomdp.solvers.sarsop import setup as _setup
 from trim_pomdp.solvers.sarsop.julia_bridge import BACKENDS, julia_source_dir
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,7 +26,7 @@ PACKAGE = Path(trim_pomdp.__file__).resolve().parent
 PROJECT_TOML = REPO / "julia" / "Project.toml"
 JULIAPKG_JSON = PACKAGE / "juliapkg.json"
 
-#: UUIDs from the packages' own Project.toml files (reference notes §1)
+#: UUIDs from the packages' own Project.toml files
 EXPECTED_UUIDS = {
     "POMDPs": "a93abf59-7444-517b-a68a-c42f96afdd7d",
     "POMDPTools": "7588e00f-9cae-40de-98dc-e0c70c48cdd7",
@@ -307,8 +308,8 @@ def test_setup_julia_fails_fast_when_offline_with_the_julia_extra_installed(tmp_
 
 
 def _pretend_installed(monkeypatch):
-    monkeypatch.setattr(_julia, "_module_installed", lambda name: True)
-    monkeypatch.setattr(_julia, "julia_status", lambda: (False, "not set up"))
+    monkeypatch.setattr(_setup, "_module_installed", lambda name: True)
+    monkeypatch.setattr(_setup, "julia_status", lambda: (False, "not set up"))
 
 
 def test_setup_plan_offline_names_what_is_missing(monkeypatch, tmp_path):
@@ -320,7 +321,7 @@ def test_setup_plan_offline_names_what_is_missing(monkeypatch, tmp_path):
         if key.startswith(("PYTHON_JULIAPKG_EXE", "PYTHON_JULIACALL_")):
             monkeypatch.delenv(key)
     monkeypatch.setenv("PYTHON_JULIAPKG_OFFLINE", "yes")
-    plan = _julia.plan_setup(probe_timeout=0.5)
+    plan = _setup.plan_setup(probe_timeout=0.5)
     assert plan.action == "blocked" and plan.hosts == []
     assert "PYTHON_JULIAPKG_OFFLINE is on and no Julia was found" in plan.problems[0]
     assert "PYTHON_JULIAPKG_EXE=/path/to/julia" in plan.problems[0]
@@ -340,9 +341,9 @@ def test_setup_plan_probes_the_network_with_a_timeout(monkeypatch, tmp_path):
         probed.append((host, port, timeout))
         return None if host == "127.0.0.1" else "gaierror: [Errno -2] Name or service not known"
 
-    monkeypatch.setattr(_julia, "probe", fake_probe)
-    plan = _julia.plan_setup(probe_timeout=1.5)
-    assert probed == [(_julia.JULIA_DOWNLOAD_HOST, 443, 1.5), ("127.0.0.1", 9, 1.5)]
+    monkeypatch.setattr(_setup, "probe", fake_probe)
+    plan = _setup.plan_setup(probe_timeout=1.5)
+    assert probed == [(_setup.JULIA_DOWNLOAD_HOST, 443, 1.5), ("127.0.0.1", 9, 1.5)]
     assert plan.action == "blocked" and len(plan.problems) == 1
     assert "cannot reach julialang-s3.julialang.org:443" in plan.problems[0]
     assert "PYTHON_JULIAPKG_OFFLINE=yes" in plan.problems[0]
@@ -350,7 +351,7 @@ def test_setup_plan_probes_the_network_with_a_timeout(monkeypatch, tmp_path):
 
 def test_probe_gives_up_within_its_timeout():
     start = time.monotonic()
-    error = _julia.probe("127.0.0.1", 9, timeout=1.0)  # discard port: refused or filtered
+    error = _setup.probe("127.0.0.1", 9, timeout=1.0)  # discard port: refused or filtered
     assert error is not None and time.monotonic() - start < 3
 
 
@@ -358,9 +359,9 @@ def test_setup_julia_cli_reports_blocked_plans_without_traceback(monkeypatch):
     from trim_pomdp.cli import main
 
     monkeypatch.setattr(
-        _julia,
+        _setup,
         "plan_setup",
-        lambda probe_timeout=3.0, force=False: _julia.SetupPlan(
+        lambda probe_timeout=3.0, force=False: _setup.SetupPlan(
             "blocked",
             problems=["cannot reach example:443 (timed out); set PYTHON_JULIAPKG_EXE=/path/to/julia"],
         ),
@@ -375,9 +376,9 @@ def test_setup_julia_dry_run_when_already_set_up(monkeypatch):
     from trim_pomdp.cli import main
 
     monkeypatch.setattr(
-        _julia,
+        _setup,
         "plan_setup",
-        lambda probe_timeout=3.0, force=False: _julia.SetupPlan("done", julia="/x/julia"),
+        lambda probe_timeout=3.0, force=False: _setup.SetupPlan("done", julia="/x/julia"),
     )
     result = CliRunner().invoke(main, ["setup-julia", "--dry-run"])
     assert result.exit_code == 0, result.output
@@ -385,7 +386,7 @@ def test_setup_julia_dry_run_when_already_set_up(monkeypatch):
 
 
 def test_tiger_used_by_the_check_is_a_valid_model():
-    from trim_pomdp.cli.setup_julia import tiger_pomdp
+    from trim_pomdp.solvers.sarsop.setup import tiger_pomdp
 
     m = tiger_pomdp().check()
     assert m.T.shape == (3, 2, 2) and m.discount == 0.95
@@ -393,8 +394,8 @@ def test_tiger_used_by_the_check_is_a_valid_model():
 
 def test_setup_plan_force_probes_even_when_set_up(monkeypatch):
     pytest.importorskip("juliapkg")
-    monkeypatch.setattr(_julia, "_module_installed", lambda name: True)
-    monkeypatch.setattr(_julia, "julia_status", lambda: (True, "set up"))
+    monkeypatch.setattr(_setup, "_module_installed", lambda name: True)
+    monkeypatch.setattr(_setup, "julia_status", lambda: (True, "set up"))
     for key in (
         "PYTHON_JULIAPKG_OFFLINE",
         "PYTHON_JULIAPKG_EXE",
@@ -404,7 +405,7 @@ def test_setup_plan_force_probes_even_when_set_up(monkeypatch):
         "https_proxy",
     ):
         monkeypatch.delenv(key, raising=False)
-    monkeypatch.setattr(_julia, "probe", lambda host, port, timeout: "timed out")
-    assert _julia.plan_setup(force=False).action == "done"
-    forced = _julia.plan_setup(force=True)
+    monkeypatch.setattr(_setup, "probe", lambda host, port, timeout: "timed out")
+    assert _setup.plan_setup(force=False).action == "done"
+    forced = _setup.plan_setup(force=True)
     assert forced.action == "blocked" and "cannot reach" in forced.problems[0]

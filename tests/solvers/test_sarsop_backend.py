@@ -18,15 +18,18 @@ import pytest
 from tests._support.sarsop_fakes import blind_alphas, mdp_values
 from trim_pomdp.exceptions import BackendUnavailableError, InvalidParameterError, ModelCheckError, SolverError
 from trim_pomdp.solvers.policy import AlphaVectorPolicy
-from trim_pomdp.solvers.sarsop.julia_bridge import (
+from trim_pomdp.solvers.sarsop.arrays import (
     RawSolution,
     SparseTabularArrays,
-    julia_status,
     policy_arrays,
+    read_request,
     to_sparse_tabular,
+    write_request,
 )
-from trim_pomdp.solvers.sarsop.solver import SarsopSolver, parse_pomdpsol_log
-from trim_pomdp.solvers.sarsop.worker import FAKE_ENV, read_request, write_request
+from trim_pomdp.solvers.sarsop.log import parse_pomdpsol_log
+from trim_pomdp.solvers.sarsop.setup import julia_status
+from trim_pomdp.solvers.sarsop.solver import SarsopSolver
+from trim_pomdp.solvers.sarsop.worker import FAKE_ENV
 from trim_pomdp.solvers.tabular import TabularPOMDP
 
 TESTS_DIR = Path(__file__).resolve().parents[1]
@@ -213,13 +216,13 @@ def _expected_blind(model: TabularPOMDP):
     return alphas, float(np.max(alphas @ model.b0)), upper
 
 
-@pytest.mark.parametrize("backend", ["sarsop.jl", "native"])
+@pytest.mark.parametrize("backend", ["sarsop.jl", "nativesarsop.jl"])
 def test_child_process_roundtrip_with_fake_solver(fake, tmp_path, backend):
     fake("blind")
     model = tiger(b0=(0.9, 0.1))
     solver = SarsopSolver(
         backend=backend,
-        timeout=5.0,
+        time_limit=5.0,
         precision=1e-2,
         workdir=tmp_path,
         julia_kwargs={"trial_improvement_factor": 0.3, "randomization": True},
@@ -234,13 +237,13 @@ def test_child_process_roundtrip_with_fake_solver(fake, tmp_path, backend):
         "open-right",
     )
     info = policy.info
-    assert info.solver == f"sarsop[{backend}]"
+    assert info.solver == "sarsop" and info.extra["backend"] == backend
     assert info.lower_bound == pytest.approx(lower, rel=1e-12)
     # sarsop.jl: upper bound read from the pomdpsol log (6 significant digits); native: from the backend
     assert info.upper_bound == pytest.approx(upper, rel=1e-5)
     assert info.extra["upper_bound_source"] == ("pomdpsol log" if backend == "sarsop.jl" else "backend")
     assert info.iterations == (12 if backend == "sarsop.jl" else 7)
-    assert info.sizes["n_states"] == 2 and info.sizes["n_vectors"] == 3
+    assert info.sizes["states"] == 2 and info.sizes["alpha_vectors"] == 3
     assert info.extra["backend_extra"]["options"] == {"trial_improvement_factor": 0.3, "randomization": True}
     received = json.loads((tmp_path / "fake_received.json").read_text())
     assert Path(received["cwd"]).resolve() == tmp_path.resolve()  # the worker ran in the working directory
@@ -253,7 +256,7 @@ def test_child_process_roundtrip_with_fake_solver(fake, tmp_path, backend):
     policy.save(tmp_path / "policy")
     card = json.loads((tmp_path / "policy.json").read_text())
     assert card["solver"] == "sarsop" and card["backend"] == backend
-    assert card["parameters"]["timeout"] == 5.0 and card["versions"]["julia:FAKE"] == "0.0.1"
+    assert card["parameters"]["time_limit"] == 5.0 and card["versions"]["julia:FAKE"] == "0.0.1"
     back = AlphaVectorPolicy.load(tmp_path / "policy")
     np.testing.assert_array_equal(back.alphas, policy.alphas)
     assert back.action(model.b0) == policy.action(model.b0)
@@ -309,7 +312,7 @@ def _process_gone(pid: int, wait: float = 5.0) -> bool:
 
 def test_timeout_kills_the_worker_and_its_children(fake, tmp_path):
     fake("sleeper")
-    solver = SarsopSolver(timeout=0.5, startup_timeout=3.5, workdir=tmp_path)
+    solver = SarsopSolver(time_limit=0.5, startup_timeout=3.5, workdir=tmp_path)
     start = time.monotonic()
     with pytest.raises(SolverError, match=r"did not finish within 4 s .*was killed"):
         solver.solve(tiger())
@@ -339,7 +342,7 @@ def test_worker_failures_become_solver_errors(fake, name, pattern):
         pytest.skip("signal exit codes are POSIX-only")
     fake(name)
     with pytest.raises(SolverError, match=pattern):
-        SarsopSolver(timeout=5.0, startup_timeout=30.0).solve(tiger())
+        SarsopSolver(time_limit=5.0, startup_timeout=30.0).solve(tiger())
 
 
 def test_backend_unavailable_is_reported_as_such(fake):
@@ -385,8 +388,11 @@ def test_worker_bad_usage_exit_code():
     ("kwargs", "pattern"),
     [
         ({"backend": "pomdpsol"}, "backend must be one of"),
+        ({"time_limit": 0}, "time_limit must be a positive"),
+        ({"time_limit": math.inf}, "time_limit must be a positive"),
         ({"timeout": 0}, "timeout must be a positive"),
         ({"timeout": math.inf}, "timeout must be a positive"),
+        ({"timeout": 3.0, "time_limit": 4.0}, "not both"),
         ({"precision": -1e-3}, "precision must be a positive"),
         ({"startup_timeout": True}, "startup_timeout"),
         ({"julia_kwargs": {"timeout": 3}}, "SarsopSolver sets it"),
@@ -398,9 +404,22 @@ def test_worker_bad_usage_exit_code():
         ({"julia_kwargs": [("x", 1)]}, "must be a dict"),
     ],
 )
+@pytest.mark.filterwarnings("ignore:SarsopSolver\\(timeout=:DeprecationWarning")
 def test_invalid_parameters(kwargs, pattern):
     with pytest.raises(InvalidParameterError, match=pattern):
         SarsopSolver(**kwargs)
+
+
+def test_timeout_is_a_deprecated_name_of_time_limit_and_backend_names_are_canonical():
+    with pytest.warns(DeprecationWarning, match="use time_limit"):
+        s = SarsopSolver(timeout=7.5)
+    assert s.time_limit == 7.5 == s.timeout and s.get_params()["time_limit"] == 7.5
+    assert SarsopSolver(time_limit=7.5).get_params() == s.get_params()
+    for spelling in ("native", "Native", "NativeSARSOP.jl", "nativesarsop.jl"):
+        assert SarsopSolver(backend=spelling).backend == "nativesarsop.jl"
+    assert SarsopSolver(backend="SARSOP.JL").backend == "sarsop.jl"
+    with pytest.raises(InvalidParameterError, match=r"did you mean 'sarsop\.jl'"):
+        SarsopSolver(backend="sarsopjl")
 
 
 def test_invalid_models():
@@ -430,7 +449,7 @@ def test_solver_protocol_and_repr():
     from trim_pomdp.solvers.base import Solver
 
     s = SarsopSolver(backend="NATIVE", julia_kwargs={"epsilon": 0.5})
-    assert isinstance(s, Solver) and not hasattr(s, "info") and s.backend == "native"
+    assert isinstance(s, Solver) and not hasattr(s, "info") and s.backend == "nativesarsop.jl"
     assert "native" in repr(s) and s.get_params()["julia_kwargs"] == {"epsilon": 0.5}
 
 
@@ -443,9 +462,9 @@ needs_julia = pytest.mark.skipif(not JULIA_OK, reason=f"Julia not available: {JU
 
 @pytest.mark.julia
 @needs_julia
-@pytest.mark.parametrize("backend", ["sarsop.jl", "native"])
+@pytest.mark.parametrize("backend", ["sarsop.jl", "nativesarsop.jl"])
 def test_live_tiger(backend, tmp_path):
-    solver = SarsopSolver(backend=backend, timeout=30.0, precision=1e-3, workdir=tmp_path)
+    solver = SarsopSolver(backend=backend, time_limit=30.0, precision=1e-3, workdir=tmp_path)
     policy = solver.solve(tiger())
     info = policy.info
     # pomdpsol: LB 19.3711, UB 19.3721 (reference notes §5.1)
@@ -461,12 +480,12 @@ def test_live_tiger(backend, tmp_path):
 
 @pytest.mark.julia
 @needs_julia
-@pytest.mark.parametrize("backend", ["sarsop.jl", "native"])
+@pytest.mark.parametrize("backend", ["sarsop.jl", "nativesarsop.jl"])
 def test_live_tiger_matches_point_based_solver(backend):
     from trim_pomdp.solvers import pointbased
 
     model = tiger(b0=(0.9, 0.1))
-    ours = SarsopSolver(backend=backend, timeout=30.0).solve(model)
+    ours = SarsopSolver(backend=backend, time_limit=30.0).solve(model)
     pb = pointbased.PointBasedSolver(precision=1e-3, time_limit=30.0)
     theirs = pb.solve(model)
     v_ours, v_theirs = float(ours.value(model.b0)), float(theirs.value(model.b0))
@@ -553,7 +572,7 @@ def test_flattened_trim_crosses_the_worker_boundary_intact(fake, tmp_path):
     policy = solver.solve(model)
     problem, params = read_request(tmp_path / "request.npz")
     _assert_same_sparse(problem, to_sparse_tabular(model))
-    assert params["backend"] == "native"
+    assert params["backend"] == "nativesarsop.jl"
     np.testing.assert_allclose(policy.alphas, blind_alphas(model.T, model.R, model.discount), rtol=1e-10)
     received = json.loads((tmp_path / "fake_received.json").read_text())
     assert received["terminals"] == [model.n_states]
@@ -579,12 +598,12 @@ def _assert_intervals_overlap(ours, lo, hi, rel=1e-4):
 
 @pytest.mark.julia
 @needs_julia
-@pytest.mark.parametrize("backend", ["sarsop.jl", "native"])
+@pytest.mark.parametrize("backend", ["sarsop.jl", "nativesarsop.jl"])
 def test_live_small_trim_agrees_with_the_native_solver(backend):
     from trim_pomdp.pomdp.policy import solve_trim
 
     trim = small_trim()
-    solver = SarsopSolver(backend=backend, timeout=60.0, precision=1e-4)
+    solver = SarsopSolver(backend=backend, time_limit=60.0, precision=1e-4)
     policy = solve_trim(trim, solver)
     lo, hi = _native_bounds(trim)
     _assert_intervals_overlap(policy.info, lo, hi)
@@ -595,7 +614,7 @@ def test_live_small_trim_agrees_with_the_native_solver(backend):
 
 @pytest.mark.julia
 @needs_julia
-@pytest.mark.parametrize("backend", ["sarsop.jl", "native"])
+@pytest.mark.parametrize("backend", ["sarsop.jl", "nativesarsop.jl"])
 def test_live_default_trim_within_the_native_gap(backend):
     from trim_pomdp.pomdp.problem import build_trim_pomdp
 
@@ -603,7 +622,7 @@ def test_live_default_trim_within_the_native_gap(backend):
         trim = build_trim_pomdp()
     except FileNotFoundError as exc:
         pytest.skip(f"the shipped default model is not available: {exc}")
-    solver = SarsopSolver(backend=backend, timeout=120.0, precision=1e-3)
+    solver = SarsopSolver(backend=backend, time_limit=120.0, precision=1e-3)
     policy = solver.solve(trim.flatten())
     lo, hi = _native_bounds(trim)
     _assert_intervals_overlap(policy.info, lo, hi)
@@ -682,7 +701,7 @@ def test_keep_alive_worker_is_reused_and_restarted(fake, tmp_path):
 
 
 def test_keep_alive_worker_timeout_and_crash_kill_it_and_the_next_solve_recovers(fake, tmp_path):
-    solver = SarsopSolver(keep_alive=True, timeout=0.5, startup_timeout=3.0, workdir=tmp_path)
+    solver = SarsopSolver(keep_alive=True, time_limit=0.5, startup_timeout=3.0, workdir=tmp_path)
     fake("sleeper")
     start = time.monotonic()
     with pytest.raises(SolverError, match=r"did not answer within 4 s .*was killed"):
@@ -727,7 +746,7 @@ def fake_juliacall(monkeypatch, tmp_path):
     sys.modules.pop("juliacall", None)
 
 
-@pytest.mark.parametrize("backend", ["sarsop.jl", "native"])
+@pytest.mark.parametrize("backend", ["sarsop.jl", "nativesarsop.jl"])
 def test_juliacall_glue_in_process(fake_juliacall, tmp_path, backend):
     assert julia_status()[0]
     model = chain_with_terminal()
@@ -736,7 +755,7 @@ def test_juliacall_glue_in_process(fake_juliacall, tmp_path, backend):
     np.testing.assert_allclose(policy.alphas, blind_alphas(model.T, model.R, model.discount), rtol=1e-12)
     assert policy.actions.tolist() == [0, 1]
     calls = fake_juliacall.CALLS
-    filename = {"sarsop.jl": "sarsop_backend.jl", "native": "native_backend.jl"}[backend]
+    filename = {"sarsop.jl": "sarsop_backend.jl", "nativesarsop.jl": "native_backend.jl"}[backend]
     assert calls[0] == ("include", filename) and calls[1] == ("build_pomdp", 3, 2, 2)
     assert calls[2] == ("solve_pomdp", filename, str(tmp_path), 60.0, 1e-3, {"kappa": 0.5})
     policy = solver.solve(model)  # the loaded module is cached: no second include
@@ -745,7 +764,7 @@ def test_juliacall_glue_in_process(fake_juliacall, tmp_path, backend):
     assert info.extra["julia_versions"].startswith("julia=1.10.4") and info.lower_bound == pytest.approx(
         float(np.max(policy.alphas @ model.b0))
     )
-    if backend == "native":
+    if backend == "nativesarsop.jl":
         assert info.upper_bound == pytest.approx(info.lower_bound + 1.0) and info.iterations == 3
     else:  # bounds from the log: this one states the stop reason but has no table, so no upper bound
         assert math.isnan(info.upper_bound) and info.converged is True
