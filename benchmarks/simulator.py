@@ -3,17 +3,17 @@
 Measures, medians over repeats, on the default simulator (simulated scores):
 
 - ``baseline``: the TRIM-POMDP's own generative process (:class:`trim_pomdp.pomdp.ModelProcess`, shipped
-defaults)
-  with M_w alone — another vectorised episode source, for scale (falls back to a bare lock-step loop copying
-  an
-  (n, H) score matrix per step when the model package is unavailable);
+  defaults) with M_w alone — another vectorised episode source, for scale (falls back to a bare lock-step loop
+  copying an (n, H) score matrix per step when the model package is unavailable);
 - ``simulator/never``: the simulator with M_w alone (no router cost);
 - ``simulator/thr``: with TRIM-Thr (k = 0.5), the cheapest real router;
 - ``simulator/pomdp``: with the POMDP BeliefRouter at λ = 5e-4 when the model package is importable (router
-cost
-  included; solving the policy is not timed).
+  cost included; solving the policy is not timed).
 
-Usage: ``python benchmarks/simulator.py [--n 10000] [--repeats 5] [--out benchmarks/simulator.json]``
+Every case runs through :func:`trim_pomdp.routers.rollout.rollout`, the one evaluation loop.
+
+Usage: ``python benchmarks/simulator.py [--n 10000] [--repeats 5] [--out FILE]`` (default: the git-ignored
+``benchmark-results/`` folder).
 """
 
 from __future__ import annotations

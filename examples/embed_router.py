@@ -74,7 +74,7 @@ def solve_with_trim(
     strong_tokens = 0
     for t in range(1, MAX_STEPS + 1):
         step = weak.generate_step(problem, steps)
-        scores = toy_prm(problem, steps + [step])
+        scores = toy_prm(problem, [*steps, step])
         obs = StepObservation(
             t=t, scores=tuple(scores), tokens=step.tokens, final=step.final or t == MAX_STEPS
         )

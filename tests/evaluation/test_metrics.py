@@ -97,7 +97,7 @@ def test_level_reached_exactly_despite_float_rounding():
 
 
 def test_trim_thr_math500_row_is_consistent():
-    """DESIGN §6 check on the paper's TRIM-Thr MATH-500 row (CPT 9.45 / 15.95 / 25.08 %, ΔIBC 4.75).
+    """The frontier convention reproduces the paper's TRIM-Thr MATH-500 row (CPT 9.45 / 15.95 / 25.08 %, ΔIBC 4.75).
 
     Tolerance 0.005: the paper prints two decimals, so a value that rounds to the printed one is within 0.005.
     """
@@ -233,7 +233,7 @@ def test_records_bad_input_messages(tmp_path):
     bad.write_text("policy,knob,query_id,correct,strong_tokens\nweak,,q0,1,-3\n")
     with pytest.raises(DataFormatError, match="strong_tokens"):
         read_records(bad)
-    with pytest.raises(InvalidParameterError, match=".csv or .jsonl"):
+    with pytest.raises(InvalidParameterError, match=r"\.csv or \.jsonl"):
         read_records(tmp_path / "x.txt")
 
 

@@ -287,9 +287,7 @@ def test_lambda_zero_regenerates_whenever_it_raises_expected_success():
 
 
 def evaluate_value(tp: TrimPOMDP, i: int, beta) -> float:
-    """Optimal value (λ from the model) from predicted belief ``beta`` before the observation of epoch index
-    i.
-    """
+    """Optimal value (λ from the model) from predicted belief ``beta`` before epoch index ``i``'s observation."""
     p = tp.params
     if i == p.horizon:
         return 0.0

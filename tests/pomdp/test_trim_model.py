@@ -1,6 +1,4 @@
-"""The TRIM-POMDP: parameters, estimation, structured and flattened forms, belief filter, generative
-process.
-"""
+"""The TRIM-POMDP: parameters, estimation, structured and flattened forms, belief filter, process."""
 
 from __future__ import annotations
 
@@ -49,7 +47,7 @@ def small_model(rng, H=3, K=2, n=3, lam=2e-3, p_w=0.8, p_s=0.9) -> TrimPOMDP:
 
 
 def trim_brute_force(tp: TrimPOMDP, i=0, beta=None) -> float:
-    """Expectimax over observation histories written directly from DESIGN §3 (full 3-state model)."""
+    """Expectimax over observation histories written directly from the model's definition (full 3-state model)."""
     p = tp.params
     H = p.horizon
     beta = np.array([p.p_w, 0.0, 1 - p.p_w]) if beta is None else beta

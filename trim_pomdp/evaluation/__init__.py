@@ -1,8 +1,7 @@
 """Evaluation: per-query records, the paper's metrics (PGR, CPT, ΔIBC), the offline simulator, knob sweeps,
 Table-1-style tables and Figure-6-style cost–accuracy curves.
 
-The simulator, sweep and evaluation modules load on first access, so ``import trim_pomdp.evaluation`` stays
-light.
+The simulator, sweep and evaluation modules load on first access: ``import trim_pomdp.evaluation`` is light.
 """
 
 from __future__ import annotations

@@ -97,16 +97,17 @@ def evaluate_simulated(
     train_params = train_params if train_params is not None else eval_params
     title = title or f"{eval_params.split} (simulated)"
     bench = Benchmark(eval_params, train_params, settings, name=eval_params.split)
+    out = Path(out)
     records = run_sweep(
         bench,
         out,
         obs_model_loader=obs_model_loader,
         log=log,
         extra_card=extra_card,
-        agg_dir=agg_dir,
+        agg_dir=None if agg_dir is None else Path(agg_dir),
         progress=progress,
     )
-    return title, Path(out), write_reports(records, out, title=title, log=log)
+    return title, out, write_reports(records, out, title=title, log=log)
 
 
 def evaluate_records(
@@ -224,7 +225,7 @@ def agg_training_source(
         from trim_pomdp.pomdp import ModelProcess, load_trim_pomdp
 
         trim = load_trim_pomdp(params, obs, lam=lam)
-        card = {
+        card: dict[str, Any] = {
             "type": "ModelProcess",
             "params": str(params) if params is not None else "default",
             "observation_model": str(obs) if obs is not None else "shipped",

@@ -1,4 +1,4 @@
-"""The paper's cost–accuracy metrics (TRIM §5; DESIGN §6), pure numpy.
+"""The paper's cost–accuracy metrics (TRIM §5), pure numpy; definitions in ``docs/design.md`` ("Evaluation").
 
 Definitions, for a query set Q, a policy π, M_w alone ("weak") and M_s alone ("strong"):
 
@@ -6,31 +6,24 @@ Definitions, for a query set Q, a policy π, M_w alone ("weak") and M_s alone ("
   ``C̄(π) / C̄_s``, identical when both are over the same queries (which :func:`summarize` checks);
 - ``r(π)`` = accuracy; ``PGR(π) = (r(π) − r_w) / (r_s − r_w)``;
 - ``CPT(x%)`` = the least cost at which the policy's cost–accuracy *frontier* reaches ``PGR ≥ x%``, in
-absolute
-  tokens (``C̄``) and as a fraction of M_s's tokens (``c``);
+  absolute tokens (``C̄``) and as a fraction of M_s's tokens (``c``);
 - ``IBC(π) = (r(π) − r_w) / C̄(π)``, ``IBC_base = (r_s − r_w) / C̄_s``, so ``IBC/IBC_base = PGR / c``;
   ``ΔIBC`` at PGR level ``p`` is ``p / c(p) − 1`` with ``c(p)`` the frontier's normalised cost at ``p``,
-  averaged
-  over the 100 equal levels ``p = 0.01, 0.02, …, 1.00``.
+  averaged over the 100 equal levels ``p = 0.01, 0.02, …, 1.00``.
 
-Frontier convention (decided here, documented in the README, "Evaluation"):
+Frontier convention (decided here):
 
 - A sweep is a set of ``(cost, accuracy)`` points, one per knob value, in any order; nothing assumes accuracy
-grows
-  with the knob. The Pareto frontier keeps, by ascending cost, each point whose accuracy *strictly* exceeds
-  every
-  cheaper point's (ties in cost keep the most accurate).
+  grows with the knob. The Pareto frontier keeps, by ascending cost, each point whose accuracy *strictly*
+  exceeds every cheaper point's (ties in cost keep the most accurate).
 - The frontier starts at the origin ``(0, r_w)``: M_w alone is a free point every router reaches by never
-calling
-  M_s (λ → ∞, threshold 0, budget 0). This is what makes DESIGN §6's check hold: the frontier through the
-  paper's
-  three TRIM-Thr CPT points gives ΔIBC 4.08 averaged over the 95 levels it reaches only when it starts at the
-  origin (see ``tests/test_metrics.py``). Points no better than ``r_w`` never enter the frontier.
+  calling M_s (λ → ∞, threshold 0, budget 0). This is what reproduces the paper's numbers: the frontier
+  through the paper's three TRIM-Thr CPT points gives ΔIBC 4.08 averaged over the 95 levels it reaches only
+  when it starts at the origin (see ``tests/evaluation/test_metrics.py``). Points no better than ``r_w`` never
+  enter the frontier.
 - Between frontier points the curve is linear. A level above the frontier's highest PGR is *unreached*: its
-CPT is
-  ``None`` and it is left out of the ΔIBC average (no extrapolation). Levels reached at zero cost (a point
-  that beats
-  M_w for free) have an unbounded ratio and are left out too.
+  CPT is ``None`` and it is left out of the ΔIBC average (no extrapolation). Levels reached at zero cost (a
+  point that beats M_w for free) have an unbounded ratio and are left out too.
 """
 
 from __future__ import annotations
@@ -109,7 +102,9 @@ class Frontier:
         return float(self.pgr[-1])
 
 
-def pareto_frontier(cost: Sequence[float], pgr_values: Sequence[float], *, origin: bool = True) -> Frontier:
+def pareto_frontier(
+    cost: Sequence[float] | np.ndarray, pgr_values: Sequence[float] | np.ndarray, *, origin: bool = True
+) -> Frontier:
     """The Pareto frontier of a sweep of ``(cost, PGR)`` points.
 
     Parameters
@@ -141,8 +136,7 @@ def pareto_frontier(cost: Sequence[float], pgr_values: Sequence[float], *, origi
     for i in order:
         if g[i] > best:
             if keep_c and c[i] == keep_c[-1]:
-                # same cost as the previous kept point (only the origin can be, at cost 0): the better one
-                # wins
+                # same cost as the previous kept point (only the origin can be, at cost 0): the better one wins
                 keep_c.pop(), keep_g.pop(), keep_i.pop()
             keep_c.append(float(c[i]))
             keep_g.append(float(g[i]))
@@ -218,8 +212,7 @@ def summarize(records: Records, *, incomplete: str = "error") -> dict[str, Any]:
     ----------
     records : Records
         Must hold the reserved policies ``weak`` and ``strong`` (one group each, over the same queries) and
-        any
-        number of ``(policy, knob)`` groups of routers.
+        any number of ``(policy, knob)`` groups of routers.
     incomplete : {"error", "drop"}, default "error"
         What to do with a router group whose query ids differ from ``strong``'s (a run killed mid-group, or
         failed queries): raise, or leave the group out (listed under ``"dropped"``).
@@ -230,8 +223,8 @@ def summarize(records: Records, *, incomplete: str = "error") -> dict[str, Any]:
         ``{"weak": {"accuracy"}, "strong": {"accuracy", "mean_tokens"}, "n_queries", "levels",
         "policies": {name: {"delta_ibc", "levels_reached", "max_pgr", "cpt": {"50"|"80"|"95": {"tokens",
         "fraction"} | None}, "points": [{"knob", "accuracy", "mean_tokens", "fraction", "pgr",
-        "on_frontier"}]}},
-        "dropped": [...]}``. ``None`` (JSON ``null``) marks a CPT level the policy never reaches.
+        "on_frontier"}]}}, "dropped": [...]}``. ``None`` (JSON ``null``) marks a CPT level the policy never
+        reaches.
 
     Raises
     ------
@@ -241,20 +234,41 @@ def summarize(records: Records, *, incomplete: str = "error") -> dict[str, Any]:
     if incomplete not in ("error", "drop"):
         raise InvalidParameterError(f"incomplete must be 'error' or 'drop', got {incomplete!r}")
     groups = records.groups()
-    ref: dict[str, np.ndarray] = {}
-    for name in RESERVED_POLICIES:
-        keys = [k for k in groups if k[0] == name]
-        if not keys:
+    ref = _reserved_keys(groups)
+    ids = _query_sets(records, groups)
+    qset, r_w, r_s, cs_mean = _references(records, groups, ids, ref)
+    by_policy: dict[str, list[tuple[float | None, np.ndarray]]] = {}
+    dropped: list[dict[str, Any]] = []
+    for key, idx in groups.items():
+        name, knob = key
+        if name in RESERVED_POLICIES:
+            continue
+        if np.array_equal(ids[key], qset):
+            by_policy.setdefault(name, []).append((knob, idx))
+            continue
+        if incomplete == "error":
+            missing = np.setdiff1d(qset, ids[key]).shape[0]
+            extra = np.setdiff1d(ids[key], qset).shape[0]
             raise DataFormatError(
-                f"records lack the reserved policy {name!r} (M_{name[0]} alone); metrics need both "
-                "'weak' and "
-                "'strong' records over the same queries"
+                f"policy {name!r} knob {knob!r} covers {ids[key].shape[0]} queries ({missing} of the 'strong' "
+                f"queries missing, {extra} extra); every group needs the same queries as 'strong' "
+                "(pass incomplete='drop' / --drop-incomplete to leave such groups out)"
             )
-        if len(keys) > 1:
-            raise DataFormatError(
-                f"reserved policy {name!r} must have a single (empty) knob, found {len(keys)}"
-            )
-        ref[name] = groups[keys[0]]
+        dropped.append({"policy": name, "knob": knob, "n_queries": int(ids[key].shape[0])})
+    return {
+        "weak": {"accuracy": r_w},
+        "strong": {"accuracy": r_s, "mean_tokens": cs_mean},
+        "n_queries": int(qset.shape[0]),
+        "levels": int(PGR_LEVELS.shape[0]),
+        "policies": {
+            name: _policy_summary(records, items, r_w, r_s, cs_mean) for name, items in by_policy.items()
+        },
+        "dropped": dropped,
+    }
+
+
+def _query_sets(records: Records, groups: dict[Any, np.ndarray]) -> dict[Any, np.ndarray]:
+    """The sorted query ids of every group; a group that repeats a query is an error."""
     ids: dict[tuple[str, float | None], np.ndarray] = {}
     for key, idx in groups.items():
         q = records.query_id[idx]
@@ -262,74 +276,73 @@ def summarize(records: Records, *, incomplete: str = "error") -> dict[str, Any]:
         if uq.shape[0] != q.shape[0]:
             raise DataFormatError(f"records of policy {key[0]!r} knob {key[1]!r} repeat a query_id")
         ids[key] = uq
-    strong_key = next(k for k in groups if k[0] == "strong")
-    weak_key = next(k for k in groups if k[0] == "weak")
-    qset = ids[strong_key]
-    if not np.array_equal(ids[weak_key], qset):
+    return ids
+
+
+def _reserved_keys(groups: dict[Any, np.ndarray]) -> dict[str, Any]:
+    """The group keys of ``weak`` and ``strong``: exactly one each."""
+    ref: dict[str, Any] = {}
+    for name in RESERVED_POLICIES:
+        keys = [k for k in groups if k[0] == name]
+        if not keys:
+            raise DataFormatError(
+                f"records lack the reserved policy {name!r} (M_{name[0]} alone); metrics need both 'weak' and "
+                "'strong' records over the same queries"
+            )
+        if len(keys) > 1:
+            raise DataFormatError(
+                f"reserved policy {name!r} must have a single (empty) knob, found {len(keys)}"
+            )
+        ref[name] = keys[0]
+    return ref
+
+
+def _references(
+    records: Records, groups: dict[Any, np.ndarray], ids: dict[Any, np.ndarray], ref: dict[str, Any]
+) -> tuple[np.ndarray, float, float, float]:
+    """``(query ids, r_w, r_s, C̄_s)`` from the reserved ``weak`` and ``strong`` groups, checked."""
+    qset = ids[ref["strong"]]
+    if not np.array_equal(ids[ref["weak"]], qset):
         raise DataFormatError("the 'weak' and 'strong' records must cover the same query ids")
-    r_w, _ = _group_stats(records, ref["weak"])
-    r_s, cs_mean = _group_stats(records, ref["strong"])
+    r_w, _ = _group_stats(records, groups[ref["weak"]])
+    r_s, cs_mean = _group_stats(records, groups[ref["strong"]])
     if not cs_mean > 0:
         raise DataFormatError("the 'strong' records spend no tokens; C_s must be > 0 to normalise costs")
     pgr(r_s, r_w, r_s)  # raises a clear error when r_s <= r_w
+    return qset, r_w, r_s, cs_mean
 
-    by_policy: dict[str, list[tuple[float | None, np.ndarray]]] = {}
-    dropped: list[dict[str, Any]] = []
-    for key, idx in groups.items():
-        name, knob = key
-        if name in RESERVED_POLICIES:
-            continue
-        if not np.array_equal(ids[key], qset):
-            if incomplete == "error":
-                missing = np.setdiff1d(qset, ids[key]).shape[0]
-                extra = np.setdiff1d(ids[key], qset).shape[0]
-                raise DataFormatError(
-                    f"policy {name!r} knob {knob!r} covers {ids[key].shape[0]} queries ({missing} of the "
-                    "'strong' "
-                    f"queries missing, {extra} extra); every group needs the same queries as 'strong' "
-                    "(pass incomplete='drop' / --drop-incomplete to leave such groups out)"
-                )
-            dropped.append({"policy": name, "knob": knob, "n_queries": int(ids[key].shape[0])})
-            continue
-        by_policy.setdefault(name, []).append((knob, idx))
 
-    policies: dict[str, Any] = {}
-    for name, items in by_policy.items():
-        items.sort(key=lambda kv: (kv[0] is None, kv[0] if kv[0] is not None else 0.0))
-        acc = np.array([_group_stats(records, idx)[0] for _, idx in items])
-        tok = np.array([_group_stats(records, idx)[1] for _, idx in items])
-        frac = tok / cs_mean
-        g = pgr(acc, r_w, r_s)
-        front = pareto_frontier(frac, g, origin=True)
-        on_front = np.zeros(len(items), dtype=bool)
-        on_front[front.index[front.index >= 0]] = True
-        dibc, n_lv = delta_ibc(front)
-        cpts: dict[str, Any] = {}
-        for lv in CPT_LEVELS:
-            f = cpt(front, int(lv) / 100.0)
-            cpts[lv] = None if f is None else {"tokens": f * cs_mean, "fraction": f}
-        policies[name] = {
-            "delta_ibc": dibc,
-            "levels_reached": n_lv,
-            "max_pgr": front.max_pgr,
-            "cpt": cpts,
-            "points": [
-                {
-                    "knob": knob,
-                    "accuracy": float(a),
-                    "mean_tokens": float(t),
-                    "fraction": float(f),
-                    "pgr": float(p),
-                    "on_frontier": bool(o),
-                }
-                for (knob, _), a, t, f, p, o in zip(items, acc, tok, frac, g, on_front, strict=True)
-            ],
-        }
+def _policy_summary(
+    records: Records, items: list[tuple[float | None, np.ndarray]], r_w: float, r_s: float, cs_mean: float
+) -> dict[str, Any]:
+    """ΔIBC, CPT levels and the sweep points (with their place on the frontier) of one policy."""
+    items.sort(key=lambda kv: (kv[0] is None, kv[0] if kv[0] is not None else 0.0))
+    acc = np.array([_group_stats(records, idx)[0] for _, idx in items])
+    tok = np.array([_group_stats(records, idx)[1] for _, idx in items])
+    frac = tok / cs_mean
+    g = np.asarray(pgr(acc, r_w, r_s))
+    front = pareto_frontier(frac, g, origin=True)
+    on_front = np.zeros(len(items), dtype=bool)
+    on_front[front.index[front.index >= 0]] = True
+    dibc, n_lv = delta_ibc(front)
+    cpts: dict[str, Any] = {}
+    for lv in CPT_LEVELS:
+        f = cpt(front, int(lv) / 100.0)
+        cpts[lv] = None if f is None else {"tokens": f * cs_mean, "fraction": f}
     return {
-        "weak": {"accuracy": r_w},
-        "strong": {"accuracy": r_s, "mean_tokens": cs_mean},
-        "n_queries": int(qset.shape[0]),
-        "levels": int(PGR_LEVELS.shape[0]),
-        "policies": policies,
-        "dropped": dropped,
+        "delta_ibc": dibc,
+        "levels_reached": n_lv,
+        "max_pgr": front.max_pgr,
+        "cpt": cpts,
+        "points": [
+            {
+                "knob": knob,
+                "accuracy": float(a),
+                "mean_tokens": float(t),
+                "fraction": float(f),
+                "pgr": float(p),
+                "on_frontier": bool(o),
+            }
+            for (knob, _), a, t, f, p, o in zip(items, acc, tok, frac, g, on_front, strict=True)
+        ],
     }

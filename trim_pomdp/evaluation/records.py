@@ -11,13 +11,12 @@ A record says how one query went under one policy at one knob setting::
   ``strong`` (M_s alone; its ``strong_tokens`` are ``C_s(q)``, the denominators of the normalised cost);
 - ``knob``: the router's trade-off setting (λ, a threshold, a budget ...) — empty (CSV) / ``null`` (JSONL) for
   the reserved policies; stored as float, NaN when absent;
-- ``query_id``: any string; ``correct``: 0 or 1; ``strong_tokens``: M_s output tokens spent on the query (≥
-0).
+- ``query_id``: any string; ``correct``: 0 or 1; ``strong_tokens``: M_s output tokens spent on the query
+  (≥ 0).
 
-Files are CSV (``.csv``) or JSON Lines (``.jsonl`` / ``.ndjson``), with exactly these columns / keys (extra
-ones
-are ignored on reading). :class:`RecordWriter` appends and flushes as it goes, so a long sweep that is killed
-keeps everything it finished.
+Files are CSV (``.csv``) or JSON Lines (``.jsonl`` / ``.ndjson``, read by :mod:`trim_pomdp._internal.jsonl`),
+with exactly these columns / keys (extra ones are ignored on reading). :class:`RecordWriter` appends and flushes
+as it goes, so a long sweep that is killed keeps everything it finished; a torn last line is dropped.
 """
 
 from __future__ import annotations
@@ -267,8 +266,7 @@ def read_records(path: str | os.PathLike) -> Records:
     ----------
     path : str or path-like
         ``.csv`` with the header ``policy,knob,query_id,correct,strong_tokens`` or ``.jsonl`` with one object
-        per
-        line holding those keys.
+        per line holding those keys.
 
     Returns
     -------

@@ -1,40 +1,36 @@
-"""An offline simulator of stepwise routing — deliberately *not* the TRIM-POMDP (DESIGN §6).
+"""An offline simulator of stepwise routing — deliberately *not* the TRIM-POMDP.
 
 Every output of this module is **simulated**: correctness, PRM scores and token counts come from random draws
-calibrated to ProcessBench statistics, not from models.
+calibrated to ProcessBench statistics, not from models. The simulator is richer than the POMDP the router
+plans with (per-query difficulty, correlated steps, recovery after errors, a realistic PRM), so evaluating on
+it tests the POMDP's simplifications too (``docs/design.md``, "Evaluation").
 
 What it simulates, per query (problem) ``q``:
 
 - **Difficulty**: its own next-step accuracies ``p_w(q)``, ``p_s(q)`` from Beta distributions (means and
-  concentrations fitted by beta-geometric maximum likelihood on the weak / strong generator's ProcessBench
-  solutions), coupled by a Gaussian copula with correlation ``difficulty_corr`` (hard for one model → hard
-  for the
-  other).
+  concentrations fitted on the weak / strong generator's ProcessBench solutions), coupled by a Gaussian
+  copula with correlation ``difficulty_corr`` (hard for one model → hard for the other).
 - **Step difficulty**: at each step, M_w's and M_s's chances of getting it right are coupled (Gaussian copula,
   ``step_corr``): the steps M_w gets wrong are more often ones M_s gets wrong too, so a regeneration is not an
   independent second try.
-- **Length**: the number of steps ``L(q)`` of M_w's solution from the weak generator's ProcessBench step-count
-  histogram (longer ones folded into the horizon ``H``); step ``t = L(q)`` is the final one.
+- **Length**: the number of steps ``L(q)`` of M_w's solution from the weak generator's ProcessBench
+  step-count histogram (longer ones folded into the horizon ``H``); step ``t = L(q)`` is the final one.
 - **Step tokens**: M_w's step lengths from the empirical quantiles of ProcessBench step lengths, with a
-per-query
-  style effect (Gaussian copula with intra-query correlation ``token_item_corr``).
+  per-query style effect (Gaussian copula with intra-query correlation ``token_item_corr``).
 - **Strong steps**: a regeneration of step ``t`` costs ``ratio · c_t · ε`` tokens, ``ε`` lognormal with mean
-1 and
-  log-s.d. ``strong_length_sd`` — not a fixed ratio. M_s solving alone writes the same number of steps, so its
-  cost ``C_s(q)`` is the sum of the strong step lengths (an always-regenerate router pays exactly ``C_s``).
+  1 and log-s.d. ``strong_length_sd`` — not a fixed ratio. M_s solving alone writes the same number of steps,
+  so its cost ``C_s(q)`` is the sum of the strong step lengths (an always-regenerate router pays exactly
+  ``C_s``).
 - **Errors**: from a correct prefix, M_w's step is right w.p. ``p_w(q)``, a regenerated step w.p. ``p_s(q)``.
   After an error the trajectory is wrong (class S1) but each later step recovers it w.p. ``recovery`` (fitted
-  on
-  ProcessBench solutions whose final answer is right despite an erroneous step). Once an error happened, the
-  PRM
-  keeps seeing an erroneous prefix (class S1) even after a recovery, as ProcessBench labels it.
-- **PRM scores**: the calibrated :class:`~trim_pomdp.prm.synthetic.SyntheticPRM`
-(per-query bias,
+  on ProcessBench solutions whose final answer is right despite an erroneous step). Once an error happened,
+  the PRM keeps seeing an erroneous prefix (class S1) even after a recovery, as ProcessBench labels it.
+- **PRM scores**: the calibrated :class:`~trim_pomdp.prm.synthetic.SyntheticPRM` (per-query bias,
   AR(1)-correlated step noise, high scores after errors), given each step's true class.
 
 Common random numbers: :meth:`Simulator.reset` with the same seed gives the same problems, lengths, step
-outcomes
-and noise streams to every router, so routers are compared on identical queries.
+outcomes and noise streams to every router, so routers are compared on identical queries. Run a router on it
+with :func:`trim_pomdp.routers.rollout.rollout`.
 """
 
 from __future__ import annotations
@@ -53,6 +49,7 @@ from scipy import special
 from trim_pomdp.constants import HIDDEN_CLASSES
 from trim_pomdp.exceptions import DataFormatError, InvalidParameterError
 from trim_pomdp.prm.synthetic import SyntheticPRM
+from trim_pomdp.registry import did_you_mean
 from trim_pomdp.routers.rollout import rollout
 from trim_pomdp.types import BatchObservation
 
@@ -165,8 +162,7 @@ class SimulatorParams:
         p = np.asarray(self.step_count_probs)
         if p.shape != (self.horizon,) or (p < 0).any() or not math.isclose(p.sum(), 1.0, abs_tol=1e-6):
             raise InvalidParameterError(
-                f"SimulatorParams.step_count_probs must hold P(L = 1..H) for H = {self.horizon} "
-                "(non-negative, "
+                f"SimulatorParams.step_count_probs must hold P(L = 1..H) for H = {self.horizon} (non-negative, "
                 f"summing to 1), got {p.shape[0]} values summing to {p.sum():.6g}"
             )
         q = np.asarray(self.token_quantiles)
@@ -187,10 +183,7 @@ class SimulatorParams:
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
-            import difflib
-
-            hints = {u: difflib.get_close_matches(u, names, n=1) for u in unknown}
-            hint = "; ".join(f"{u!r} (did you mean {h[0]!r}?)" if h else repr(u) for u, h in hints.items())
+            hint = "; ".join(f"{u!r}{did_you_mean(u, names)}" for u in unknown)
             raise DataFormatError(f"unknown simulator parameter(s): {hint}")
         try:
             return cls(**d)
@@ -214,8 +207,7 @@ class SimulatorParams:
             JSON file.
         split : str, optional
             For a multi-split file (``{"splits": {name: params}, "default_split": ...}``): which split;
-            default
-            the file's ``default_split``.
+            default the file's ``default_split``.
         """
         path = Path(source)
         try:
@@ -369,8 +361,7 @@ class Simulator:
         self.p_s = special.betaincinv(*_beta_ab(p.p_s_mean, p.p_s_concentration), us)
         probs = np.asarray(p.step_count_probs)
         self.n_steps = rng.choice(np.arange(1, H + 1), size=n, p=probs / probs.sum())
-        # step token counts: Gaussian copula (query effect + step noise) through the empirical quantile
-        # function
+        # step token counts: Gaussian copula (query effect + step noise) through the empirical quantile function
         r = p.token_item_corr
         g = math.sqrt(r) * rng.standard_normal((n, 1)) + math.sqrt(1.0 - r) * rng.standard_normal((n, H))
         q = np.asarray(p.token_quantiles)
@@ -459,7 +450,6 @@ class Simulator:
             raise InvalidParameterError("actions must be 0 (continue) or 1 (regenerate)")
         j = self._t - 1
         regen = act & (a == 1)
-        cont = act & ~regen
         strong_ok = self.u_strong[:, j] < self.p_s
         recovers = self.u_recover[:, j] < self.params.recovery
         # the regenerated step's class and its PRM score (the call is made every step so that the PRM's random
@@ -476,7 +466,6 @@ class Simulator:
         done = act & (self.n_steps == self._t)
         self._correct = np.where(done, ~self._err, self._correct)
         self._active = act & ~done
-        del cont
         if self._active.any():
             self._t += 1
             self._propose()
@@ -516,9 +505,9 @@ class Simulator:
         """What a user could measure on ``n`` labelled training queries (as ProcessBench labels steps).
 
         Returns a dict with ``weak_s0`` / ``weak_s2`` (M_w steps right / wrong after a correct prefix, along
-        M_w's
-        own solutions), ``strong_s0`` / ``strong_s2`` (the same for M_s solving alone), ``n_steps`` (n,),
-        ``weak_tokens`` (list of per-query arrays of step lengths) and ``strong_tokens`` (flat array).
+        M_w's own solutions), ``strong_s0`` / ``strong_s2`` (the same for M_s solving alone), ``n_steps``
+        (n,), ``weak_tokens`` (list of per-query arrays of step lengths), ``strong_tokens`` (flat array) and
+        ``weak_step_scores`` (the PRM scores of M_w's steps).
         """
         rollout(None, self, n, seed=seed, lam=0.0)  # M_w alone
         H = self.horizon
@@ -550,9 +539,8 @@ class Simulator:
         """Labelled step table of M_w's own solutions of ``n`` queries (what observation models fit on).
 
         Returns an object with per-step arrays ``r`` (score), ``m`` (prefix minimum, NaN at t = 1), ``z``
-        (class
-        0/1/2), ``t`` (1-based) and ``item_index`` (query), like
-        :func:`trim_pomdp.datasets.processbench.step_table` — simulated.
+        (class 0/1/2), ``t`` (1-based) and ``item_index`` (query), like
+        :func:`trim_pomdp.datasets.scored.step_table` — simulated.
         """
         from types import SimpleNamespace
 
@@ -579,8 +567,7 @@ class Simulator:
         """The query-level facts of the ``n`` queries of ``reset(n, seed)``.
 
         M_w alone is the never-regenerate episode (its step scores are what AutoMix sees); M_s alone uses the
-        same
-        draws as regenerations; ``strong_tokens`` is ``C_s``.
+        same draws as regenerations; ``strong_tokens`` is ``C_s``.
         """
         weak_correct, _ = rollout(None, self, n, seed=seed, lam=0.0, keep_episodes=True).outcomes()
         weak_scores = self._scores.copy()

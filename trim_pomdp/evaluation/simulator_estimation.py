@@ -3,38 +3,27 @@
 Each number comes from the solutions of one generator in ProcessBench (human first-error labels):
 
 - next-step accuracies: the means of ``p_w`` (weak generator) and ``p_s`` (strong generator) are set so that
-the
-  simulated pooled ``S0 / (S0 + S2)`` — the estimator the TRIM model uses for its single p — equals the
+  the simulated pooled ``S0 / (S0 + S2)`` — the estimator the TRIM model uses for its single p — equals the
   generator's pooled value on ProcessBench (easy problems survive more steps, so the pooled value exceeds the
-  mean
-  per-problem accuracy); the spread
-  across problems (one Beta concentration κ for both) is chosen so that the simulated correlation of "the
-  solution
-  has an error" between the weak and the strong solution of one problem equals ProcessBench's correlation
-  between
-  two solutions (by different generators) of the same problem. (A per-generator beta-geometric likelihood
-  does not
-  identify κ here: ProcessBench's balanced sampling of erroneous and correct solutions removes the spread.)
+  mean per-problem accuracy); the spread across problems (one Beta concentration κ for both) is chosen so
+  that the simulated correlation of "the solution has an error" between the weak and the strong solution of
+  one problem equals ProcessBench's correlation between two solutions (by different generators) of the same
+  problem. (A per-generator beta-geometric likelihood does not identify κ here: ProcessBench's balanced
+  sampling of erroneous and correct solutions removes the spread.)
 - recovery: among the weak generator's erroneous solutions with ``m ≥ 1`` steps after the error, the final
-answer
-  is still right with probability ``1 − (1 − ρ)^m``; ``ρ`` by maximum likelihood (solutions whose error is
-  the last
-  step cannot recover and are left out);
+  answer is still right with probability ``1 − (1 − ρ)^m``; ``ρ`` by maximum likelihood (solutions whose error
+  is the last step cannot recover and are left out);
 - step counts: the weak generator's histogram, solutions longer than H folded into H;
 - step token counts: a tokenizer's counts when given, else the proxy :func:`approx_token_count`; the
-quantiles of
-  the weak generator's step lengths, the intra-solution correlation of their normal scores, and the strong /
-  weak
-  ratio of mean step lengths; the strong length spread is the strong generator's within-solution log-s.d.
+  quantiles of the weak generator's step lengths, the intra-solution correlation of their normal scores, and
+  the strong / weak ratio of mean step lengths; the strong length spread is the strong generator's
+  within-solution log-s.d.
 
 Caveat (in the card too): ProcessBench over-samples erroneous solutions, so its per-step accuracies are lower
-than
-the generators' natural ones; the simulator inherits that (it is a hard-ish benchmark, not a model of a
-deployment).
-The copula correlations of ``p_w`` and ``p_s`` across problems and of the two models' step outcomes at the
-same step
-are not identified by ProcessBench (steps are not aligned across generators) and are set by judgement (0.5
-each).
+than the generators' natural ones; the simulator inherits that (it is a hard-ish benchmark, not a model of a
+deployment). The copula correlations of ``p_w`` and ``p_s`` across problems and of the two models' step
+outcomes at the same step are not identified by ProcessBench (steps are not aligned across generators) and are
+set by judgement (0.5 each).
 """
 
 from __future__ import annotations
@@ -72,8 +61,7 @@ DEFAULT_STRONG_GENERATOR = "Qwen2.5-Math-72B-Instruct"
 DEFAULT_SPLIT = "math"
 #: Judgement value of the p_w / p_s copula correlation (not identified by ProcessBench).
 DEFAULT_DIFFICULTY_CORR = 0.5
-#: Judgement value of the per-step weak/strong correctness copula correlation (not identified by
-# ProcessBench).
+#: Judgement value of the per-step weak/strong correctness copula correlation (not identified by ProcessBench).
 DEFAULT_STEP_CORR = 0.5
 
 _TOKEN_RE = re.compile(r"\w+|[^\w\s]")
@@ -83,8 +71,7 @@ def approx_token_count(text: str) -> int:
     """Proxy token count without a tokenizer: words plus single non-space symbols (≥ 1).
 
     On LaTeX-heavy math text this tracks BPE tokenizers to within roughly ±25% (each ``\\``, brace, operator
-    is
-    about one token, as is each short word).
+    is about one token, as is each short word).
     """
     return max(1, len(_TOKEN_RE.findall(text)))
 
@@ -166,9 +153,9 @@ def fit_concentration(
 
     Simulates ``n`` problems (copula-coupled ``p_w``, ``p_s`` with the given means and κ; independent solution
     lengths from ``step_count_probs``) and bisects ``log κ`` on [log 0.5, log 1e4] until the correlation
-    between
-    "the weak solution has an error" and "the strong solution has an error" equals ``target_corr`` (common
-    random numbers, so the curve is smooth). Returns the end of the range when the target is outside it.
+    between "the weak solution has an error" and "the strong solution has an error" equals ``target_corr``
+    (common random numbers, so the curve is smooth). Returns the end of the range when the target is outside
+    it.
     """
     rng = np.random.default_rng(seed)
     z = rng.standard_normal((n, 2))
@@ -214,9 +201,8 @@ def fit_mean_for_pooled(
     """Beta mean whose simulated pooled step accuracy ``S0 / (S0 + S2)`` equals ``target_pooled``.
 
     With problems of varying difficulty the pooled estimator over-weights easy problems (they survive more
-    steps),
-    so it exceeds the mean per-problem accuracy; this inverts that bias by simulation (common random numbers,
-    bisection on the mean).
+    steps), so it exceeds the mean per-problem accuracy; this inverts that bias by simulation (common random
+    numbers, bisection on the mean).
     """
     rng = np.random.default_rng(seed)
     probs = np.asarray(step_count_probs, float)
@@ -323,24 +309,13 @@ def estimate_simulator_params(
     for name, sel in ((weak_generator, weak), (strong_generator, strong)):
         if len(sel) < 10:
             raise InvalidParameterError(
-                f"only {len(sel)} ProcessBench solutions of generator {name!r} in split {split!r}; "
-                "need >= 10. "
+                f"only {len(sel)} ProcessBench solutions of generator {name!r} in split {split!r}; need >= 10. "
                 f"Generators there: {gens}"
             )
     count = _token_counter(tokenizer)
-    pooled_w = pooled_step_accuracy(weak)
-    pooled_s = pooled_step_accuracy(strong)
     n_steps = np.minimum([len(it.steps) for it in weak], horizon)
     hist = np.bincount(n_steps, minlength=horizon + 1)[1:].astype(float)
-    step_probs = hist / hist.sum()
-    target_corr = same_problem_error_corr(items)
-    # alternate: means that reproduce the pooled accuracies given the spread, spread that reproduces the
-    # same-problem correlation given the means (two rounds settle to ~1e-3)
-    pw_mean, ps_mean = pooled_w, pooled_s
-    for _ in range(2):
-        conc = fit_concentration(target_corr, pw_mean, ps_mean, difficulty_corr, step_probs)
-        pw_mean = fit_mean_for_pooled(pooled_w, conc, step_probs)
-        ps_mean = fit_mean_for_pooled(pooled_s, conc, step_probs)
+    difficulty = _fit_difficulty(items, weak, strong, hist / hist.sum(), difficulty_corr)
     err = [it for it in weak if it.label >= 0]
     rec = fit_recovery(
         np.array([len(it.steps) - it.label - 1 for it in err]),
@@ -352,60 +327,17 @@ def estimate_simulator_params(
     weak_tokens = np.exp(all_weak)
     strong_tokens = np.exp(np.concatenate(strong_logs))
     quantiles = np.quantile(weak_tokens, np.linspace(0, 1, n_quantiles))
-    card = {
-        "simulated": True,
-        "source": "ProcessBench (Zheng et al. 2024; hub Qwen/ProcessBench), human first-error labels",
-        "weak_items": len(weak),
-        "strong_items": len(strong),
-        "split": split or "all",
-        "token_counts": "tokenizer"
-        if tokenizer is not None
-        else "proxy: approx_token_count (words + symbols)",
-        "estimated_by": "trim_pomdp.evaluation.simulator_estimation.estimate_simulator_params",
-        "methods": {
-            "p_w_mean, p_s_mean": (
-                "Beta means whose simulated pooled S0 / (S0 + S2) equals the generator's pooled "
-                "S0 / (S0 + S2) on "
-                f"ProcessBench (weak {pooled_w:.4f}, strong {pooled_s:.4f}), "
-                "alternating with the concentration fit"
-            ),
-            "concentration": (
-                "shared Beta concentration chosen so that the simulated correlation of 'has an error' "
-                "between the "
-                "weak and the strong solution of one problem equals ProcessBench's correlation between two "
-                f"solutions of the same problem ({target_corr:.3f}, all splits)"
-            ),
-            "recovery": "ML of P(final answer right | error, m later steps) = 1 - (1 - rho)^m",
-            "step_count_probs": "weak generator's step-count histogram, > H folded into H",
-            "token_quantiles": "weak generator's step lengths",
-            "token_item_corr": "one-way ANOVA intra-solution correlation of normal scores of step lengths",
-            "strong_ratio": "mean strong step length / mean weak step length",
-            "strong_length_sd": "strong generator's within-solution s.d. of log step length",
-            "difficulty_corr": f"judgement ({difficulty_corr}); not identified by ProcessBench",
-            "step_corr": f"judgement ({step_corr}); not identified by ProcessBench "
-            "(steps are not aligned across "
-            "generators)",
-        },
-        "caveat": (
-            "ProcessBench over-samples erroneous solutions, so these per-step accuracies are lower than the "
-            "generators' natural ones."
-        ),
-        "observed": {
-            "weak_final_answer_correct": float(np.mean([it.final_answer_correct for it in weak])),
-            "strong_final_answer_correct": float(np.mean([it.final_answer_correct for it in strong])),
-            "weak_mean_steps": float(np.mean([len(it.steps) for it in weak])),
-            "weak_mean_step_tokens": float(weak_tokens.mean()),
-            "strong_mean_step_tokens": float(strong_tokens.mean()),
-        },
-    }
+    card = _card(weak, strong, split, tokenizer, difficulty, difficulty_corr, step_corr)
+    card["observed"]["weak_mean_step_tokens"] = float(weak_tokens.mean())
+    card["observed"]["strong_mean_step_tokens"] = float(strong_tokens.mean())
     return SimulatorParams(
         weak_generator=weak_generator,
         strong_generator=strong_generator,
         split=split if split is not None else DEFAULT_SPLIT,
-        p_w_mean=pw_mean,
-        p_w_concentration=conc,
-        p_s_mean=ps_mean,
-        p_s_concentration=conc,
+        p_w_mean=difficulty["p_w_mean"],
+        p_w_concentration=difficulty["concentration"],
+        p_s_mean=difficulty["p_s_mean"],
+        p_s_concentration=difficulty["concentration"],
         recovery=rec,
         step_count_probs=(hist / hist.sum()).tolist(),
         token_quantiles=[round(float(x), 3) for x in quantiles],
@@ -418,6 +350,89 @@ def estimate_simulator_params(
         prm={},
         card=card,
     )
+
+
+def _fit_difficulty(
+    items: Sequence[ProcessBenchItem],
+    weak: Sequence[ProcessBenchItem],
+    strong: Sequence[ProcessBenchItem],
+    step_probs: np.ndarray,
+    difficulty_corr: float,
+) -> dict[str, float]:
+    """Beta means and shared concentration of ``p_w``, ``p_s`` (see the module docstring), and their targets.
+
+    Alternates: means that reproduce the pooled accuracies given the spread, then the spread that reproduces
+    the same-problem error correlation given the means (two rounds settle to ~1e-3).
+    """
+    pooled_w = pooled_step_accuracy(weak)
+    pooled_s = pooled_step_accuracy(strong)
+    target_corr = same_problem_error_corr(items)
+    pw_mean, ps_mean, conc = pooled_w, pooled_s, 0.0
+    for _ in range(2):
+        conc = fit_concentration(target_corr, pw_mean, ps_mean, difficulty_corr, step_probs)
+        pw_mean = fit_mean_for_pooled(pooled_w, conc, step_probs)
+        ps_mean = fit_mean_for_pooled(pooled_s, conc, step_probs)
+    return {
+        "p_w_mean": pw_mean,
+        "p_s_mean": ps_mean,
+        "concentration": conc,
+        "pooled_w": pooled_w,
+        "pooled_s": pooled_s,
+        "target_corr": target_corr,
+    }
+
+
+def _card(
+    weak: Sequence[ProcessBenchItem],
+    strong: Sequence[ProcessBenchItem],
+    split: str | None,
+    tokenizer: Any,
+    fit: dict[str, float],
+    difficulty_corr: float,
+    step_corr: float,
+) -> dict[str, Any]:
+    """How each simulator parameter was obtained, for the parameters' card."""
+    return {
+        "simulated": True,
+        "source": "ProcessBench (Zheng et al. 2024; hub Qwen/ProcessBench), human first-error labels",
+        "weak_items": len(weak),
+        "strong_items": len(strong),
+        "split": split or "all",
+        "token_counts": "tokenizer"
+        if tokenizer is not None
+        else "proxy: approx_token_count (words + symbols)",
+        "estimated_by": "trim_pomdp.evaluation.simulator_estimation.estimate_simulator_params",
+        "methods": {
+            "p_w_mean, p_s_mean": (
+                "Beta means whose simulated pooled S0 / (S0 + S2) equals the generator's pooled S0 / (S0 + S2) on "
+                f"ProcessBench (weak {fit['pooled_w']:.4f}, strong {fit['pooled_s']:.4f}), alternating with "
+                "the concentration fit"
+            ),
+            "concentration": (
+                "shared Beta concentration chosen so that the simulated correlation of 'has an error' between the "
+                "weak and the strong solution of one problem equals ProcessBench's correlation between two "
+                f"solutions of the same problem ({fit['target_corr']:.3f}, all splits)"
+            ),
+            "recovery": "ML of P(final answer right | error, m later steps) = 1 - (1 - rho)^m",
+            "step_count_probs": "weak generator's step-count histogram, > H folded into H",
+            "token_quantiles": "weak generator's step lengths",
+            "token_item_corr": "one-way ANOVA intra-solution correlation of normal scores of step lengths",
+            "strong_ratio": "mean strong step length / mean weak step length",
+            "strong_length_sd": "strong generator's within-solution s.d. of log step length",
+            "difficulty_corr": f"judgement ({difficulty_corr}); not identified by ProcessBench",
+            "step_corr": f"judgement ({step_corr}); not identified by ProcessBench (steps are not aligned across "
+            "generators)",
+        },
+        "caveat": (
+            "ProcessBench over-samples erroneous solutions, so these per-step accuracies are lower than the "
+            "generators' natural ones."
+        ),
+        "observed": {
+            "weak_final_answer_correct": float(np.mean([it.final_answer_correct for it in weak])),
+            "strong_final_answer_correct": float(np.mean([it.final_answer_correct for it in strong])),
+            "weak_mean_steps": float(np.mean([len(it.steps) for it in weak])),
+        },
+    }
 
 
 def default_simulator_document(
@@ -439,7 +454,7 @@ def default_simulator_document(
             "weak_generator": weak_generator,
             "strong_generator": strong_generator,
             "regenerate": (
-                "python -m trim_pomdp.evaluation.simulator_estimation --data-dir ../shared/data/processbench "
+                "python -m trim_pomdp.evaluation.simulator_estimation --data-dir <processbench dir> "
                 "--out trim_pomdp/data/simulator_default.json"
             ),
             "prm": "SyntheticPRM with its calibrated defaults for the split (simulated scores)",

@@ -27,6 +27,7 @@ identity are refused.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -40,7 +41,7 @@ import numpy as np
 from trim_pomdp._internal.artifacts import write_json
 from trim_pomdp._internal.progress import Progress
 from trim_pomdp.evaluation.records import RESERVED_POLICIES, Records, RecordWriter, read_records
-from trim_pomdp.evaluation.simulator import SIMULATED_NOTE, Simulator, SimulatorParams
+from trim_pomdp.evaluation.simulator import SIMULATED_NOTE, QueryBatch, Simulator, SimulatorParams
 from trim_pomdp.exceptions import BackendUnavailableError, DataFormatError, InvalidParameterError
 from trim_pomdp.pomdp.params import TrimParams
 from trim_pomdp.pomdp.sweep import digest
@@ -175,11 +176,11 @@ class Benchmark:
         self.name = name or eval_params.split
         self.queries = self.eval_sim.queries(settings.n_queries, settings.seed)
         self.query_ids = self.queries.query_ids
-        self._train_queries = None
-        self._train_stats = None
+        self._train_queries: QueryBatch | None = None
+        self._train_stats: dict[str, Any] | None = None
 
     @property
-    def train_queries(self):
+    def train_queries(self) -> QueryBatch:
         """Training queries (query-level facts), drawn once."""
         if self._train_queries is None:
             self._train_queries = self.train_sim.queries(self.settings.n_train, self.settings.train_seed)
@@ -339,7 +340,7 @@ def _pomdp_groups(bench: Benchmark, base: _PomdpBase) -> Iterator[Group]:
         return bench.run_step_router(router)
 
     for lam in bench.settings.lambdas:
-        yield Group("pomdp", lam, lambda lam=lam: run(lam))
+        yield Group("pomdp", lam, functools.partial(run, lam))
 
 
 def _threshold_groups(bench: Benchmark) -> Iterator[Group]:
@@ -347,7 +348,7 @@ def _threshold_groups(bench: Benchmark) -> Iterator[Group]:
 
     s = bench.settings
     for k in s.thresholds if s.thresholds is not None else threshold_grid(bench):
-        yield Group("thr", k, lambda k=k: bench.run_step_router(ThresholdRouter(k)))
+        yield Group("thr", k, functools.partial(bench.run_step_router, ThresholdRouter(k)))
 
 
 def _agg_groups(bench: Benchmark, agg_dir: Path | None) -> Iterator[Group]:
@@ -374,7 +375,7 @@ def _agg_groups(bench: Benchmark, agg_dir: Path | None) -> Iterator[Group]:
         return bench.run_step_router(router)
 
     for lam in s.agg_lambdas:
-        yield Group("agg", lam, lambda lam=lam: run(lam))
+        yield Group("agg", lam, functools.partial(run, lam))
 
 
 def _automix_groups(bench: Benchmark) -> Iterator[Group]:

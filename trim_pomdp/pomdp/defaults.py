@@ -57,7 +57,7 @@ def load_observation_model(path: str | os.PathLike[str] | None = None) -> Any:
     if path is None:
         return default_observation_model()
     try:
-        return ObservationModel.load(path)
+        return ObservationModel.load(Path(path))
     except DataFormatError as exc:
         raise DataFormatError(f"cannot load the observation model {path}: {exc}") from None
 

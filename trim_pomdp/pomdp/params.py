@@ -1,4 +1,4 @@
-"""Parameters of the TRIM-POMDP (DESIGN §3) and their JSON form.
+"""Parameters of the TRIM-POMDP and their JSON form (the model: "The TRIM-POMDP" in ``docs/design.md``).
 
 Everything except the observation model lives here: next-step accuracies ``p_w``/``p_s``, the horizon, token
 buckets with ``P(c | t)`` and their mean token counts, the termination hazard ``q(t)``, the strong/weak
@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from trim_pomdp._internal.simplex import check_stochastic
 from trim_pomdp.exceptions import DataFormatError, InvalidParameterError
 
 __all__ = ["TrimParams"]
@@ -139,17 +140,12 @@ class TrimParams:
                 f"bucket_probs must have shape (horizon, n_buckets) = ({H}, {K}), got "
                 f"{self.bucket_probs.shape}"
             )
-        bp = self.bucket_probs
-        bad = np.argwhere(~np.isfinite(bp) | (bp < 0) | (bp > 1))
-        if bad.size:
-            t, c = (int(i) for i in bad[0])
-            raise InvalidParameterError(f"bucket_probs[{t}, {c}] = {bp[t, c]} is not a probability in [0, 1]")
-        sums = bp.sum(axis=1)
-        bad = np.flatnonzero(np.abs(sums - 1) > 1e-6)
-        if bad.size:
-            raise InvalidParameterError(
-                f"bucket_probs[{bad[0]}, :] (P(c | t={bad[0] + 1})) sums to {sums[bad[0]]:.6g}, not 1"
-            )
+        check_stochastic(
+            "bucket_probs",
+            self.bucket_probs,
+            atol=0.0,
+            error=lambda msg: InvalidParameterError(f"{msg} (row t - 1 is P(c | t))"),
+        )
         if self.hazard.shape != (H,):
             raise InvalidParameterError(
                 f"hazard must have shape (horizon,) = ({H},), got {self.hazard.shape}"

@@ -215,9 +215,11 @@ class TrimPolicy:
             )
         return b
 
-    def _ensure_alphas(self) -> None:
-        if self._alphas is not None:
-            return
+    def _ensure_alphas(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(alphas, actions, offsets)``, made from the finite-horizon solution on first use."""
+        if self._alphas is not None and self._actions is not None and self._offsets is not None:
+            return self._alphas, self._actions, self._offsets
+        assert self.native is not None  # the constructor requires alpha vectors or a native solution
         C = 2 * self.n_buckets
         al, ac, off = [], [], [0]
         for t in range(1, self.horizon + 1):
@@ -229,19 +231,19 @@ class TrimPolicy:
         self._alphas = np.concatenate(al)
         self._actions = np.concatenate(ac)
         self._offsets = np.asarray(off, dtype=np.int64)
+        return self._alphas, self._actions, self._offsets
 
     def alphas_at(self, t: int, bucket: int, final: bool) -> tuple[np.ndarray, np.ndarray]:
         """Alpha vectors ``(n, 3)`` and actions ``(n,)`` of context ``(t, bucket, final)``."""
         ctx = self._ctx(t, bucket, final)
-        self._ensure_alphas()
+        alphas, actions, offsets = self._ensure_alphas()
         k = (int(t) - 1) * 2 * self.n_buckets + ctx
-        lo, hi = self._offsets[k], self._offsets[k + 1]
-        return self._alphas[lo:hi], self._actions[lo:hi]
+        lo, hi = offsets[k], offsets[k + 1]
+        return alphas[lo:hi], actions[lo:hi]
 
     # -- queries ---------------------------------------------------------------------------------------------
     def action_values(self, t: int, bucket: int, final: bool, belief) -> np.ndarray:
-        """Per-action values ``(2,)`` (``(n, 2)`` for ``(n, 3)`` beliefs) at posterior belief(s) in one
-        context.
+        """Per-action values at posterior belief(s) in one context: ``(2,)``, or ``(n, 2)`` for ``(n, 3)``.
 
         For native policies these are the lower-bound Q-values (the policy's own guarantee); an action without
         a vector in an alpha policy gets ``-inf``.
@@ -273,7 +275,7 @@ class TrimPolicy:
             sq = self._scalar = (_ScalarQ.of(self.native) if self.native is not None else None) or False
         if sq:
             return sq.q(t, ctx, belief)
-        v = self.action_values(t, ctx // 2, ctx % 2, np.array(belief))
+        v = self.action_values(t, ctx // 2, bool(ctx % 2), np.array(belief))
         return float(v[0]), float(v[1])
 
     def action(self, t: int, bucket: int, final: bool, belief) -> int:
@@ -285,9 +287,8 @@ class TrimPolicy:
         return float(np.max(self.action_values(t, bucket, final, belief)))
 
     def value_bounds(self, t: int, bucket: int, final: bool, belief) -> tuple[float, float]:
-        """Certified ``(lower, upper)`` bounds on ``V*`` at a posterior belief (native policies; else upper
-        is nan).
-        """
+        """Certified ``(lower, upper)`` bounds on ``V*`` at a posterior belief (``upper`` is nan for alpha
+        policies, which have no upper bound)."""
         lo = self.value(t, bucket, final, belief)
         if self.native is None:
             return lo, float("nan")
@@ -296,9 +297,7 @@ class TrimPolicy:
         return lo, max(hi, lo)
 
     def action_batch(self, t, bucket, final, beliefs) -> np.ndarray:
-        """Actions ``(n,)`` for beliefs ``(n, 3)``; ``t``, ``bucket``, ``final`` scalars or ``(n,)``
-        arrays.
-        """
+        """Actions ``(n,)`` for beliefs ``(n, 3)``; ``t``, ``bucket`` and ``final`` are scalars or ``(n,)``."""
         B = np.atleast_2d(self._belief(beliefs))
         n = B.shape[0]
         t = np.broadcast_to(np.asarray(t, dtype=np.int64), (n,))
@@ -319,7 +318,7 @@ class TrimPolicy:
             rows = order[s:e]
             tt = int(k // (2 * self.n_buckets)) + 1
             ctx = int(k % (2 * self.n_buckets))
-            q = self.action_values(tt, ctx // 2, ctx % 2, B[rows])
+            q = self.action_values(tt, ctx // 2, bool(ctx % 2), B[rows])
             out[rows] = np.argmax(q, axis=1)
         return out
 
@@ -423,8 +422,8 @@ class TrimPolicy:
         """
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)  # a directory, also when its name has a dot (lambda_0.001)
-        self._ensure_alphas()
-        arrays: dict[str, Any] = {"alphas": self._alphas, "actions": self._actions, "offsets": self._offsets}
+        alphas, actions, offsets = self._ensure_alphas()
+        arrays: dict[str, Any] = {"alphas": alphas, "actions": actions, "offsets": offsets}
         if self.native is not None:
             arrays.update(self.native.to_arrays())
         if self.obs_arrays is not None:
@@ -521,6 +520,8 @@ def solve_trim(trim_pomdp: TrimPOMDP, solver: Any = None) -> TrimPolicy:
     solver = FiniteHorizonSolver() if solver is None else solver
     if isinstance(solver, FiniteHorizonSolver):
         native = solver.solve(trim_pomdp.structured())
+        if not isinstance(native, FiniteHorizonPolicy):  # the TRIM-POMDP always has the rank-2 structure
+            raise InvalidParameterError(f"{type(solver).__name__} returned {type(native).__name__}")
         pol = TrimPolicy.from_native(native, trim_pomdp)
     else:
         alpha = solver.solve(trim_pomdp.flatten())

@@ -1,4 +1,6 @@
-"""The TRIM-POMDP (DESIGN §3): structured finite-horizon form and flattened tabular form.
+"""The TRIM-POMDP: structured finite-horizon form and flattened tabular form.
+
+The model and its choices are described in ``docs/design.md`` ("The TRIM-POMDP").
 
 Hidden class ``z ∈ {S0, S1, S2}`` (indices 0, 1, 2); observed context ``(t, c, final)`` with ``c`` the token
 bucket of M_w's proposal; observation ``o`` the bin of the PRM pair ``(r_t, m_t)`` (the ``r_t`` bin alone at
@@ -23,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from trim_pomdp._internal.simplex import check_stochastic
 from trim_pomdp.exceptions import InvalidParameterError, ModelCheckError
 from trim_pomdp.pomdp.params import TrimParams
 from trim_pomdp.solvers.finite_horizon import FiniteHorizonPOMDP
@@ -69,14 +72,7 @@ def _check_obs_model(obs: Any) -> tuple[np.ndarray, np.ndarray]:
             f"and {n * n}); refit or re-save the observation model"
         )
     for name, arr in (("bin_probs(first=True)", first), ("bin_probs(first=False)", pair)):
-        bad = np.argwhere(~np.isfinite(arr) | (arr < -1e-12) | (arr > 1 + 1e-9))
-        if bad.size:
-            z, o = (int(i) for i in bad[0])
-            raise InvalidParameterError(f"{name}[{z}, {o}] = {arr[z, o]} is not a probability in [0, 1]")
-        sums = arr.sum(axis=1)
-        bad = np.flatnonzero(np.abs(sums - 1) > 1e-6)
-        if bad.size:
-            raise InvalidParameterError(f"{name}[{bad[0]}, :] sums to {sums[bad[0]]:.6g}, not 1")
+        check_stochastic(name, arr, error=InvalidParameterError, atol=1e-9)
     return first, pair
 
 
@@ -218,14 +214,47 @@ class TrimPOMDP:
         discount : float, optional
             Overrides ``params.discount``.
         """
-        p = self.params
-        gamma = p.discount if discount is None else float(discount)
+        gamma = self.params.discount if discount is None else float(discount)
+        H, C = self.horizon, self.n_contexts
+        S = self.n_flat_states
+        T, O, R = self._flat_dynamics()
+        terminal = np.zeros(S, dtype=bool)
+        terminal[S - 1] = True
+        names = [
+            f"{z}|t{t}|c{ctx // 2}|f{ctx % 2}"
+            for t in range(1, H + 1)
+            for ctx in range(C)
+            for z in ("S0", "S1", "S2")
+        ]
+        meta = {
+            "model": "trim-pomdp",
+            "horizon": H,
+            "n_contexts": C,
+            "n_bins_first": self._first.shape[1],
+            "n_bins_pair": self._pair.shape[1],
+            "start": None
+            if start is None
+            else [start[0], start[1], bool(start[2]), list(map(float, start[3]))],
+        }
+        return TabularPOMDP(
+            T,
+            O,
+            R,
+            self._flat_b0(start),
+            gamma,
+            state_names=[*names, "start", "terminal"],
+            action_names=["continue", "regenerate"],
+            terminal=terminal,
+            meta=meta,
+        )
+
+    def _flat_dynamics(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``T (2, S, S)``, ``O (2, S, n_obs)`` and ``R (S, 2)`` of :meth:`flatten` (see its docstring)."""
         H, C = self.horizon, self.n_contexts
         S = self.n_flat_states
         s_start, s_term = S - 2, S - 1
         n1, n2 = self._first.shape[1], self._pair.shape[1]
         n_obs = C * n2 + C * n1 + 1
-        o_none = n_obs - 1
         Tz = self.transition
         pc = self.context_probs()
         term = self.terminal()
@@ -248,60 +277,35 @@ class TrimPOMDP:
                         T[a, rows, nb : nb + 3 * C] = block.reshape(3, 3 * C)
                 off = int(self.observation_offset(t, ctx // 2, ctx % 2))
                 probs = self._first if t == 1 else self._pair
-                n = probs.shape[1]
-                O[:, rows, off : off + n] = probs[None, :, :]
+                O[:, rows, off : off + probs.shape[1]] = probs[None, :, :]
         for a in range(2):
             T[a, s_start, 0 : 3 * C] = (self.b0[None, :] * pc[0][:, None]).reshape(-1)
             T[a, s_term, s_term] = 1.0
-        O[:, s_start, o_none] = 1.0
-        O[:, s_term, o_none] = 1.0
-        b0 = np.zeros(S)
+        O[:, s_start, n_obs - 1] = 1.0  # the "none" observation
+        O[:, s_term, n_obs - 1] = 1.0
+        return T, O, R
+
+    def _flat_b0(self, start: tuple | None) -> np.ndarray:
+        """Initial belief of :meth:`flatten`: the start state, or ``belief`` on a mid-episode context."""
+        H = self.horizon
+        b0 = np.zeros(self.n_flat_states)
         if start is None:
-            b0[s_start] = 1.0
-        else:
-            t, bucket, final, belief = start
-            t, bucket, final = int(t), int(bucket), int(bool(final))
-            if not 1 <= t <= H:
-                raise InvalidParameterError(f"start epoch t must be in 1..{H}, got {t}")
-            if not 0 <= bucket < self.n_buckets:
-                raise InvalidParameterError(f"start bucket must be in 0..{self.n_buckets - 1}, got {bucket}")
-            bel = np.asarray(belief, dtype=float)
-            if bel.shape != (3,) or np.any(bel < -1e-12) or abs(bel.sum() - 1) > 1e-6:
-                raise InvalidParameterError(
-                    f"start belief must be a distribution over (S0, S1, S2), got {belief!r}"
-                )
-            idx = self.state_index(np.arange(3), t, bucket, final)
-            b0[idx] = np.clip(bel, 0, None) / np.clip(bel, 0, None).sum()
-        names = [
-            f"{z}|t{t}|c{ctx // 2}|f{ctx % 2}"
-            for t in range(1, H + 1)
-            for ctx in range(C)
-            for z in ("S0", "S1", "S2")
-        ]
-        names += ["start", "terminal"]
-        terminal = np.zeros(S, dtype=bool)
-        terminal[s_term] = True
-        meta = {
-            "model": "trim-pomdp",
-            "horizon": H,
-            "n_contexts": C,
-            "n_bins_first": n1,
-            "n_bins_pair": n2,
-            "start": None
-            if start is None
-            else [start[0], start[1], bool(start[2]), list(map(float, start[3]))],
-        }
-        return TabularPOMDP(
-            T,
-            O,
-            R,
-            b0,
-            gamma,
-            state_names=names,
-            action_names=["continue", "regenerate"],
-            terminal=terminal,
-            meta=meta,
-        )
+            b0[-2] = 1.0
+            return b0
+        t, bucket, final, belief = start
+        t, bucket, final = int(t), int(bucket), int(bool(final))
+        if not 1 <= t <= H:
+            raise InvalidParameterError(f"start epoch t must be in 1..{H}, got {t}")
+        if not 0 <= bucket < self.n_buckets:
+            raise InvalidParameterError(f"start bucket must be in 0..{self.n_buckets - 1}, got {bucket}")
+        bel = np.asarray(belief, dtype=float)
+        if bel.shape != (3,) or np.any(bel < -1e-12) or abs(bel.sum() - 1) > 1e-6:
+            raise InvalidParameterError(
+                f"start belief must be a distribution over (S0, S1, S2), got {belief!r}"
+            )
+        idx = self.state_index(np.arange(3), t, bucket, final)
+        b0[idx] = np.clip(bel, 0, None) / np.clip(bel, 0, None).sum()
+        return b0
 
     def check(self) -> TrimPOMDP:
         """Check both forms; raises :class:`ModelCheckError` with the offending index."""

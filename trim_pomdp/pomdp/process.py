@@ -4,11 +4,12 @@ Each episode samples exactly the model: ``z_1 ~ b0``; per epoch the context (tok
 ``P(c | t)`` and ``q(t)``, the observation bin from ``P(o | z)``, then the router's action, the reward and the
 transition. Scores: ``r_t`` is drawn uniformly inside its sampled bin and so is ``m_t``.
 
-Caveat (DESIGN §3): the model draws the ``(r_t, m_t)`` bin given ``z_t`` alone, so the sampled ``m_t`` is in
-general not the minimum of the earlier sampled ``r``. The observations returned here therefore carry the
-model's ``m_t`` (:attr:`ModelObservation.prefix_min`, and :meth:`ModelObservation.row` encodes it as a score
-history whose minimum is ``m_t``) and the sampled bin (:attr:`ModelObservation.obs_index`) so that filters see
-exactly the model's observation.
+Caveat (a simplification of the TRIM-POMDP, see "The TRIM-POMDP" in ``docs/design.md``): the model draws the
+``(r_t, m_t)`` bin given ``z_t`` alone, so the sampled ``m_t`` is in general not the minimum of the earlier
+sampled ``r``. The observations returned here therefore carry the model's ``m_t``
+(:attr:`ModelObservation.prefix_min`, and :meth:`ModelObservation.row` encodes it as a score history whose
+minimum is ``m_t``) and the sampled bin (:attr:`ModelObservation.obs_index`) so that filters see exactly the
+model's observation.
 """
 
 from __future__ import annotations
@@ -43,14 +44,14 @@ class ModelObservation(BatchObservation):
     bucket: np.ndarray = None  # type: ignore[assignment]
 
     @property
-    def prefix_min(self) -> np.ndarray:  # type: ignore[override]
+    def prefix_min(self) -> np.ndarray:
         return self.m
 
     def row(self, i: int) -> StepObservation:
         t = int(self.t[i])
         r = float(self.score[i])
         hist = (float(self.m[i]),) * (t - 1) if t > 1 else ()
-        return StepObservation(t, hist + (r,), int(self.tokens[i]), bool(self.final[i]))
+        return StepObservation(t, (*hist, r), int(self.tokens[i]), bool(self.final[i]))
 
 
 class ModelProcess:
@@ -94,11 +95,10 @@ class ModelProcess:
         edges = p.bucket_edges
         out = np.empty(p.n_buckets, dtype=np.int64)
         for c in range(p.n_buckets):
-            lo = (
-                1 if c == 0 else int(np.ceil(edges[c - 1]))
-            )  # side="right": a count equal to an edge is above it
+            # side="right": a count equal to an edge is above it
+            lo = 1 if c == 0 else int(np.ceil(edges[c - 1]))
             hi = int(np.ceil(edges[c]) - 1) if c < edges.size else 10**9
-            want = int(round(p.bucket_mean_tokens[c]))
+            want = round(float(p.bucket_mean_tokens[c]))
             v = min(max(want, lo), hi)
             if self.trim_pomdp.bucket_of(v) != c:
                 raise InvalidParameterError(
@@ -109,7 +109,7 @@ class ModelProcess:
 
     @staticmethod
     def _draw(cum_rows: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        u = rng.random(cum_rows.shape[0])[:, None]
+        u = rng.random((cum_rows.shape[0], 1))
         idx = (cum_rows < u).sum(axis=1)
         return np.minimum(idx, cum_rows.shape[1] - 1)
 

@@ -1,5 +1,6 @@
-"""Where in the belief simplex ``regenerate`` is optimal, per epoch: tables and (lazy matplotlib) simplex
-plots.
+"""Where in the belief simplex ``regenerate`` is optimal, per epoch: tables and simplex plots (matplotlib).
+
+The grid of beliefs is :func:`trim_pomdp._internal.simplex.simplex_grid`; matplotlib is imported only to plot.
 """
 
 from __future__ import annotations
@@ -60,9 +61,7 @@ def regenerate_region_table(
     final: bool = False,
     resolution: int = 40,
 ) -> list[dict[str, Any]]:
-    """:func:`regenerate_region` for every epoch in ``ts`` (default all) and bucket in ``buckets`` (default
-    all).
-    """
+    """:func:`regenerate_region` for every epoch in ``ts`` and bucket in ``buckets`` (default: all of them)."""
     ts = range(1, policy.horizon + 1) if ts is None else ts
     buckets = range(policy.n_buckets) if buckets is None else buckets
     return [regenerate_region(policy, t, c, final, resolution) for t in ts for c in buckets]

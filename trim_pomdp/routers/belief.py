@@ -392,7 +392,7 @@ class BeliefRouter:
             bucket = np.asarray(bucket)[rows]
         bucket = np.atleast_1d(np.asarray(bucket, dtype=np.int64))
         final = np.asarray(obs.final, dtype=bool)[rows]
-        ask = gate_open(post, self.delta) if self.gate else np.ones(rows.size, dtype=bool)
+        ask = np.asarray(gate_open(post, self.delta)) if self.gate else np.ones(rows.size, dtype=bool)
         a = np.zeros(rows.size, dtype=np.int64)
         if ask.any():
             if self.replan_solver is None:

@@ -136,6 +136,40 @@ def _se(x: np.ndarray) -> float:
     return float(x.std(ddof=1) / math.sqrt(x.size)) if x.size > 1 else float("nan")
 
 
+def _return_settings(router: Any, model: Any, lam: float | None, reward: float | None) -> tuple[float, float]:
+    """λ and R of the return: as given, else the router's λ and the model's (R = 1 without a model)."""
+    params = getattr(model, "params", None)
+    if lam is None:
+        lam = getattr(router, "lam", None)
+        if lam is None and params is not None:
+            lam = params.lam
+        if lam is None:
+            raise InvalidParameterError("pass lam=... (the price per strong token) to compute the return")
+    if reward is None:
+        reward = params.reward if params is not None else 1.0
+    return float(lam), float(reward)
+
+
+def _run(batch: BatchRouter, source: EpisodeBatch, n: int, seed: int | None) -> tuple[int, int]:
+    """Step ``n`` episodes to their end; ``(regenerations, decided steps)``."""
+    H = int(source.horizon)
+    regen = steps = 0
+    obs = source.reset(n, seed=seed)
+    batch.reset_batch(n)
+    for _ in range(H + 2):
+        if not obs.active.any():
+            break
+        actions = np.where(obs.active, np.asarray(batch.decide_batch(obs), dtype=np.int64), 0)
+        regen += int(actions.sum())
+        steps += int(obs.active.sum())
+        obs = source.step(actions)
+    if obs.active.any():
+        raise RuntimeError(
+            f"episodes still active after {H + 2} steps: the source does not respect its horizon"
+        )
+    return regen, steps
+
+
 def rollout(
     router: Router | BatchRouter | TrimPolicy | None,
     source: EpisodeBatch,
@@ -184,34 +218,12 @@ def rollout(
     start = time.perf_counter()
     model = trim_pomdp if trim_pomdp is not None else getattr(source, "trim_pomdp", None)
     batch = as_batch_router(router, model)
-    params = getattr(model, "params", None)
-    if lam is None:
-        lam = getattr(router, "lam", None)
-        if lam is None and params is not None:
-            lam = params.lam
-        if lam is None:
-            raise InvalidParameterError("pass lam=... (the price per strong token) to compute the return")
-    if reward is None:
-        reward = params.reward if params is not None else 1.0
-    H = int(source.horizon)
-    regen = steps = 0
-    obs = source.reset(n, seed=seed)
-    batch.reset_batch(n)
-    for _ in range(H + 2):
-        if not obs.active.any():
-            break
-        actions = np.where(obs.active, np.asarray(batch.decide_batch(obs), dtype=np.int64), 0)
-        regen += int(actions.sum())
-        steps += int(obs.active.sum())
-        obs = source.step(actions)
-    if obs.active.any():
-        raise RuntimeError(
-            f"episodes still active after {H + 2} steps: the source does not respect its horizon"
-        )
+    lam, reward = _return_settings(router, model, lam, reward)
+    regen, steps = _run(batch, source, n, seed)
     correct = np.asarray(source.correct)
     tokens = np.asarray(source.strong_tokens, dtype=float)
     c = correct.astype(float)
-    ret = float(reward) * c - float(lam) * tokens
+    ret = reward * c - lam * tokens
     return RolloutResult(
         n=n,
         accuracy=float(c.mean()),
@@ -222,8 +234,8 @@ def rollout(
         ret_se=_se(ret),
         regenerate_rate=regen / max(steps, 1),
         regenerations=regen / n,
-        lam=float(lam),
-        reward=float(reward),
+        lam=lam,
+        reward=reward,
         seconds=time.perf_counter() - start,
         episode_correct=correct.copy() if keep_episodes else None,
         episode_strong_tokens=tokens.copy() if keep_episodes else None,

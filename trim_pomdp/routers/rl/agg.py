@@ -225,24 +225,10 @@ def _single_blas_thread(active: bool) -> Iterator[None]:
         yield
 
 
-def train_agg(
-    source: EpisodeBatch | Callable[[], EpisodeBatch],
-    lam: float,
-    *,
-    timesteps: int = 300_000,
-    seed: int = 0,
-    n_envs: int = 8,
-    reward: float = 1.0,
-    hyperparameters: dict[str, Any] | None = None,
-    progress_bar: bool = False,
-    callback: Any = None,
-    torch_threads: int | None = 1,
-    source_card: dict[str, Any] | None = None,
-    verbose: int = 0,
-    checkpoint_dir: str | Path | None = None,
-    checkpoint_every: int = 50_000,
-) -> AggRouter:
+def train_agg(source: EpisodeBatch | Callable[[], EpisodeBatch], lam: float, **options: Any) -> AggRouter:
     """Train TRIM-Agg with PPO for one λ.
+
+    The keyword arguments go to :func:`~trim_pomdp.routers.rl.ppo.train_ppo`, the training TRIM-Seq shares.
 
     Parameters
     ----------
@@ -258,6 +244,8 @@ def train_agg(
         router.
     n_envs : int, default=8
         Environments stepped together (``DummyVecEnv``).
+    reward : float, default=1.0
+        ``R``, the reward of a correct final answer.
     hyperparameters : dict, optional
         Overrides of :data:`PPO_HYPERPARAMETERS`.
     progress_bar : bool, default=False
@@ -265,10 +253,14 @@ def train_agg(
     callback : SB3 callback, optional
     torch_threads : int or None, default=1
         ``torch.set_num_threads`` during training (a 128-unit MLP trains fastest single-threaded).
+    source_card : dict, optional
+        What the source is, for the router's card (default: its class name).
+    verbose : int, default=0
+        SB3's verbosity.
     checkpoint_dir : path, optional
-        Save ``ppo.zip`` + ``checkpoint.json`` there about every ``checkpoint_every`` steps, and resume from
-        a checkpoint found there (same λ, reward, seed and ``n_envs``) instead of starting over; the steps
-        already done count towards ``timesteps``.
+        Save ``ppo.zip`` + ``checkpoint.json`` there about every ``checkpoint_every`` (default 50 000) steps,
+        and resume from a checkpoint found there (same λ, reward, seed and ``n_envs``) instead of starting
+        over; the steps already done count towards ``timesteps``.
 
     Returns
     -------
@@ -280,23 +272,7 @@ def train_agg(
         return {"net_arch": NET_ARCH, "activation_fn": require("torch", "rl", "TRIM-Agg training").nn.Tanh}
 
     run = train_ppo(
-        source,
-        lam,
-        features="agg",
-        policy_kwargs=policy_kwargs,
-        description="TRIM-Agg",
-        timesteps=timesteps,
-        seed=seed,
-        n_envs=n_envs,
-        reward=reward,
-        hyperparameters=hyperparameters,
-        progress_bar=progress_bar,
-        callback=callback,
-        torch_threads=torch_threads,
-        source_card=source_card,
-        verbose=verbose,
-        checkpoint_dir=checkpoint_dir,
-        checkpoint_every=checkpoint_every,
+        source, lam, features="agg", policy_kwargs=policy_kwargs, description="TRIM-Agg", **options
     )
     card = dict(run.card)
     card["policy"] = {"net_arch": NET_ARCH, "activation_fn": "tanh", "deterministic": "argmax"}

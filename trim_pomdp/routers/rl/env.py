@@ -26,6 +26,7 @@ from trim_pomdp.types import EpisodeBatch
 
 gym = require("gymnasium", "rl", "the router training environment")
 spaces = gym.spaces
+_GymEnv: Any = gym.Env  # gymnasium is imported at run time (an optional dependency)
 
 __all__ = ["RoutingEnv", "is_source_factory", "make_features"]
 
@@ -51,7 +52,7 @@ def _looks_like_source(obj: Any) -> bool:
     return all(callable(getattr(obj, name, None)) for name in ("reset", "step")) and hasattr(obj, "horizon")
 
 
-class RoutingEnv(gym.Env):
+class RoutingEnv(_GymEnv):
     """Step-level routing as a gymnasium environment.
 
     Parameters
@@ -86,13 +87,13 @@ class RoutingEnv(gym.Env):
             raise InvalidParameterError(f"lam must be a finite float >= 0, got {lam!r}")
         if not (isinstance(reward, (int, float, np.floating)) and math.isfinite(reward)):
             raise InvalidParameterError(f"reward must be a finite float, got {reward!r}")
-        src = source() if is_source_factory(source) else source
+        src: Any = source() if callable(source) and is_source_factory(source) else source
         if not _looks_like_source(src):
             raise InvalidParameterError(
                 f"source must implement trim_pomdp.types.EpisodeBatch (or be a callable returning one), "
                 f"got {type(src).__name__}"
             )
-        self.source = src
+        self.source: EpisodeBatch = src
         self.lam = float(lam)
         self.reward = float(reward)
         self.horizon = int(src.horizon)

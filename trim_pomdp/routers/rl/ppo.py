@@ -122,15 +122,8 @@ def train_ppo(
         model = _resume(sb3, ckpt, run_key, venv) if ckpt is not None else None
         done = int(model.num_timesteps) if model is not None else 0
         if model is None:
-            model = sb3.PPO(
-                "MlpPolicy",
-                venv,
-                policy_kwargs=policy_kwargs(),
-                seed=int(seed),
-                device="cpu",
-                verbose=verbose,
-                **hp,
-            )
+            kw = {"policy_kwargs": policy_kwargs(), "seed": int(seed), "verbose": verbose, **hp}
+            model = sb3.PPO("MlpPolicy", venv, device="cpu", **kw)
         callbacks = [callback] if callback is not None else []
         if ckpt is not None:
             callbacks.append(_checkpoint_callback(ckpt, int(checkpoint_every), run_key))

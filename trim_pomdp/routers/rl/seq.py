@@ -207,23 +207,19 @@ def train_seq(
     source: EpisodeBatch | Callable[[], EpisodeBatch],
     lam: float,
     *,
-    timesteps: int = 300_000,
-    seed: int = 0,
-    n_envs: int = 8,
-    reward: float = 1.0,
     arch: dict[str, int] | None = None,
-    hyperparameters: dict[str, Any] | None = None,
-    progress_bar: bool = False,
-    callback: Any = None,
-    torch_threads: int | None = 1,
-    source_card: dict[str, Any] | None = None,
-    verbose: int = 0,
+    **options: Any,
 ) -> SeqRouter:
     """Train TRIM-Seq with PPO for one λ (same objective and hyperparameters as :func:`~.agg.train_agg`).
 
-    ``arch`` overrides :data:`SEQ_ARCH` (the transformer's sizes); the other parameters are those of
-    :func:`~.agg.train_agg` (without checkpoints).
+    ``arch`` overrides :data:`SEQ_ARCH` (the transformer's sizes); ``options`` are those of
+    :func:`~.agg.train_agg` except the checkpoints (a TRIM-Seq checkpoint could only be read back by
+    unpickling it).
     """
+    if "checkpoint_dir" in options or "checkpoint_every" in options:
+        raise InvalidParameterError(
+            "train_seq does not write checkpoints; drop checkpoint_dir/checkpoint_every"
+        )
     arch = dict(SEQ_ARCH, **(arch or {}))
     run = train_ppo(
         source,
@@ -231,16 +227,7 @@ def train_seq(
         features="seq",
         policy_kwargs=lambda: _policy_kwargs(arch),
         description="TRIM-Seq",
-        timesteps=timesteps,
-        seed=seed,
-        n_envs=n_envs,
-        reward=reward,
-        hyperparameters=hyperparameters,
-        progress_bar=progress_bar,
-        callback=callback,
-        torch_threads=torch_threads,
-        source_card=source_card,
-        verbose=verbose,
+        **options,
     )
     card = dict(run.card)
     card["arch"] = arch
