@@ -48,13 +48,13 @@ def read_pomdp(path: str | Path) -> TabularPOMDP:
     Parameters
     ----------
     path : str or Path
+        The model file.
 
     Returns
     -------
     TabularPOMDP
         ``T[a, s, s']``, ``O[a, s', o]``, expected rewards ``R[s, a]`` (costs negated), ``b0`` and the
-        discount;
-        names where the file gives them; ``meta["source"]`` and ``meta["format"]``.
+        discount; names where the file gives them; ``meta["source"]`` and ``meta["format"]``.
 
     Raises
     ------
@@ -71,9 +71,21 @@ def read_pomdp(path: str | Path) -> TabularPOMDP:
 def write_pomdp(model: TabularPOMDP, path: str | Path, format: str | None = None) -> Path:
     """Write ``model`` sparse in Cassandra (``format="pomdp"``) or APPL XML (``format="pomdpx"``) form.
 
-    ``format=None`` takes it from the suffix of ``path`` (``.pomdpx`` → pomdpx, anything else → pomdp).
-    Both are readable by APPL ``pomdpsol`` and SARSOP.jl and read back by :func:`read_pomdp` to the same
-    arrays.
+    Both are readable by APPL ``pomdpsol`` and SARSOP.jl and read back by :func:`read_pomdp` to the same arrays.
+
+    Parameters
+    ----------
+    model : TabularPOMDP
+        The model to write.
+    path : str or Path
+        The file to write (its folder is created).
+    format : {"pomdp", "pomdpx"}, optional
+        ``None`` takes it from the suffix of ``path`` (``.pomdpx`` or ``.xml`` → pomdpx, anything else → pomdp).
+
+    Returns
+    -------
+    Path
+        The written file.
     """
     path = Path(path)
     if format is None:

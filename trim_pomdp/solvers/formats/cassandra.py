@@ -3,13 +3,12 @@
 The reader covers the whole syntax of the classic files: ``discount``, ``values: reward|cost``, ``states`` /
 ``actions`` / ``observations`` as counts or name lists, ``start:`` as a vector, ``uniform``, a single state,
 ``start include:`` and ``start exclude:``; ``T:``, ``O:`` and ``R:`` entries in per-entry, per-row and
-full-matrix
-forms, ``identity`` and ``uniform`` matrices, ``*`` wildcards in any index position, rewards with four indices
-``R: a : s : s' : o`` and ``#`` comments. Later entries override earlier ones; anything not given is 0.
+full-matrix forms, ``identity`` and ``uniform`` matrices, ``*`` wildcards in any index position, rewards with
+four indices ``R: a : s : s' : o`` and ``#`` comments. Later entries override earlier ones; anything not given
+is 0.
 
 Rewards are folded into their expectation ``R[s, a] = Σ_{s', o} T[a, s, s'] O[a, s', o] r(a, s, s', o)``
-(as SARSOP does); with ``values: cost`` the costs are negated, so the returned model always *maximises*
-reward.
+(as SARSOP does); with ``values: cost`` the costs are negated, so the returned model always *maximises* reward.
 
 The writer emits a sparse file (one line per nonzero entry; dense observation rows in per-row form) with
 0-based indices in the entries, exact shortest-repr floats in positional notation, and an explicit ``start:``
@@ -18,32 +17,20 @@ vector, which APPL ``pomdpsol`` (both parsers) and SARSOP.jl read.
 
 from __future__ import annotations
 
-import re
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from trim_pomdp.exceptions import DataFormatError
+from trim_pomdp.solvers.formats._common import ROW_SUM_TOLERANCE, format_float, read_model_text, valid_names
 from trim_pomdp.solvers.tabular import TabularPOMDP
 
-__all__ = ["format_float", "parse_cassandra", "read_cassandra", "write_cassandra"]
+__all__ = ["ROW_SUM_TOLERANCE", "format_float", "parse_cassandra", "read_cassandra", "write_cassandra"]
 
 _KEYWORDS = {"discount", "values", "states", "actions", "observations", "start", "T", "O", "R"}
-_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]*$")
 _RESERVED = _KEYWORDS | {"identity", "uniform", "reward", "cost", "include", "exclude"}
-#: Rows of T, O and the start vector whose sum is off 1 by at most this much are renormalised (classic files
-#: print 0.333333 three times); larger deviations are errors.
-ROW_SUM_TOLERANCE = 1e-4
-
-
-def format_float(x: float) -> str:
-    """Shortest exact decimal of ``x`` in positional notation with a digit on both sides of the point."""
-    s = np.format_float_positional(float(x), unique=True, trim="0")
-    if s.startswith("-."):
-        s = "-0" + s[1:]
-    elif s.startswith("."):
-        s = "0" + s
-    return s
 
 
 class _Tokens:
@@ -148,48 +135,165 @@ class _Space:
         raise tokens.error(expected, pos)
 
 
-def parse_cassandra(text: str, source: str = "<string>") -> TabularPOMDP:
-    """Parse the text of a ``.pomdp`` file into a :class:`~trim_pomdp.solvers.tabular.TabularPOMDP`.
+@dataclass
+class _Start:
+    """The ``start`` statement: ``kind`` is uniform, vector, state, include or exclude; ``line`` for messages."""
 
-    Raises
-    ------
-    DataFormatError
-        Naming the file, the line and what was expected there.
-    """
-    tk = _Tokens(text, source)
+    kind: str
+    arg: Any
+    line: int
+
+
+@dataclass
+class _Parser:
+    """The state of one parse: what the preamble declared and the entries read so far."""
+
+    tk: _Tokens
     discount: float | None = None
-    values = "reward"
-    spaces: dict[str, _Space] = {}
-    start_spec: tuple | None = None
-    T = O = None
-    r_base = None
-    r_full: dict[tuple[int, int], np.ndarray] = {}
+    values: str = "reward"
+    spaces: dict[str, _Space] = field(default_factory=dict)
+    start: _Start | None = None
+    T: Any = None
+    O: Any = None
+    r_base: Any = None  # R[a, s] from entries whose s' and o are both '*'
+    r_full: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)  # (a, s) -> r(s', o)
 
-    def need(*kinds: str) -> None:
-        missing = [k for k in kinds if k not in spaces]
+    def run(self) -> TabularPOMDP:
+        tk = self.tk
+        while not tk.at_end():
+            if not tk.statement_start():
+                raise tk.error(
+                    "a statement (discount:, values:, states:, actions:, observations:, start:, T:, O:, R:)"
+                )
+            key = tk.next("a keyword")
+            if key == "start" and tk.peek() in ("include", "exclude"):
+                self._start_subset()
+                continue
+            tk.expect(":")
+            if key == "discount":
+                self._discount()
+            elif key == "values":
+                self._values()
+            elif key in ("states", "actions", "observations"):
+                self._space(key)
+            elif key == "start":
+                self._start()
+            elif key in ("T", "O"):
+                self._alloc()
+                self._probabilities(
+                    self.T if key == "T" else self.O, "states" if key == "T" else "observations"
+                )
+            elif key == "R":
+                self._alloc()
+                self._reward()
+            else:  # pragma: no cover - statement_start only admits keywords
+                raise tk.error("a keyword")
+        return self._model()
+
+    # -- helpers -------------------------------------------------------------------------------------------
+    def _need(self, *kinds: str) -> None:
+        missing = [k for k in kinds if k not in self.spaces]
         if missing:
-            raise tk.error(f"the preamble to declare {', '.join(missing)} before this statement")
+            raise self.tk.error(f"the preamble to declare {', '.join(missing)} before this statement")
 
-    def alloc() -> None:
-        nonlocal T, O, r_base
-        if T is None:
-            need("states", "actions", "observations")
-            S, A, Z = spaces["states"].n, spaces["actions"].n, spaces["observations"].n
-            T = np.zeros((A, S, S))
-            O = np.zeros((A, S, Z))
-            r_base = np.zeros((A, S))
+    def _alloc(self) -> None:
+        if self.T is None:
+            self._need("states", "actions", "observations")
+            S, A, Z = (self.spaces[k].n for k in ("states", "actions", "observations"))
+            self.T = np.zeros((A, S, S))
+            self.O = np.zeros((A, S, Z))
+            self.r_base = np.zeros((A, S))
 
-    def parse_probability_entry(arr: np.ndarray, columns: str) -> None:
+    def _index(self, kind: str) -> np.ndarray:
+        pos = self.tk.pos
+        self.tk.next(f"a {kind[:-1]}")
+        return self.spaces[kind].resolve(self.tk, pos)
+
+    # -- the preamble ----------------------------------------------------------------------------------------
+    def _discount(self) -> None:
+        self.discount = self.tk.number("the discount factor")
+        if not 0.0 < self.discount <= 1.0:
+            raise self.tk.error("a discount in (0, 1]", self.tk.pos - 1)
+
+    def _values(self) -> None:
+        pos = self.tk.pos
+        self.values = self.tk.next("'reward' or 'cost'")
+        if self.values not in ("reward", "cost"):
+            raise self.tk.error("'reward' or 'cost'", pos)
+
+    def _space(self, key: str) -> None:
+        """``states:`` / ``actions:`` / ``observations:`` with a count or a list of names."""
+        tk = self.tk
+        if self.T is not None:
+            raise tk.error(f"'{key}:' before the first T:/O:/R: entry", tk.pos - 2)
+        items = tk.until_statement()
+        if not items:
+            raise tk.error(f"a count or a list of {key} names")
+        if len(items) == 1 and items[0][0].isdigit():
+            n = int(items[0][0])
+            if n < 1:
+                raise tk.error(f"a positive number of {key}", items[0][1])
+            self.spaces[key] = _Space(key, None, n)
+            return
+        names = [t for t, _ in items]
+        for t, p in items:
+            if t[0].isdigit() or t in ("*", ":"):
+                raise tk.error(f"a {key[:-1]} name (names cannot start with a digit)", p)
+        if len(set(names)) != len(names):
+            dup = next(n for n in names if names.count(n) > 1)
+            raise tk.error(f"distinct {key} names ({dup!r} appears twice)", items[0][1])
+        self.spaces[key] = _Space(key, names, len(names))
+
+    def _start_subset(self) -> None:
+        """``start include: ...`` / ``start exclude: ...`` (the keyword ``start`` already read)."""
+        tk = self.tk
+        mode = tk.next("include/exclude")
+        tk.expect(":")
+        self._need("states")
+        items = tk.until_statement()
+        if not items:
+            raise tk.error(f"state names or indices after 'start {mode}:'")
+        idx = np.unique(np.concatenate([self.spaces["states"].resolve(tk, p) for _, p in items]))
+        self.start = _Start(mode, idx, tk.lines[items[0][1]])
+
+    def _start(self) -> None:
+        """``start:`` with a distribution, ``uniform`` or one state."""
+        tk = self.tk
+        self._need("states")
+        states = self.spaces["states"]
+        S = states.n
+        items = tk.until_statement()
+        if not items:
+            raise tk.error("a start distribution, 'uniform' or a state")
+        line = tk.lines[items[0][1]]
+        if len(items) == 1 and items[0][0] == "uniform":
+            self.start = _Start("uniform", None, line)
+        elif (
+            len(items) == S
+            and all(_is_number(t) for t, _ in items)
+            and not (S == 1 and items[0][0] in states.index)
+        ):
+            self.start = _Start("vector", np.array([float(t) for t, _ in items]), line)
+        elif len(items) == 1:
+            self.start = _Start("state", states.resolve(tk, items[0][1]), line)
+        else:
+            raise tk.error(
+                f"{S} start probabilities, 'uniform' or one state (found {len(items)} tokens)", items[0][1]
+            )
+
+    # -- entries ---------------------------------------------------------------------------------------------
+    def _probabilities(self, arr: np.ndarray, columns: str) -> None:
         """``T: a [: s [: s']]`` or ``O: a [: s' [: o]]`` with numbers, ``uniform`` or ``identity``."""
+        tk = self.tk
         what = "transition" if columns == "states" else "observation"
-        S, C = spaces["states"].n, spaces[columns].n
-        a = index("actions")
+        S, C = self.spaces["states"].n, self.spaces[columns].n
+        a = self._index("actions")
         if tk.peek() == ":":
             tk.pos += 1
-            s = index("states")
+            s = self._index("states")
             if tk.peek() == ":":
                 tk.pos += 1
-                c = index(columns)
+                c = self._index(columns)
                 arr[np.ix_(a, s, c)] = tk.number(f"a {what} probability")
             elif tk.peek() == "uniform":
                 tk.pos += 1
@@ -207,170 +311,118 @@ def parse_cassandra(text: str, source: str = "<string>") -> TabularPOMDP:
         else:
             arr[a] = tk.numbers(S * C, f"a {S}x{C} {what} matrix, 'identity' or 'uniform'").reshape(S, C)
 
-    def index(kind: str) -> np.ndarray:
-        pos = tk.pos
-        tk.next(f"a {kind[:-1]}")
-        return spaces[kind].resolve(tk, pos)
-
-    while not tk.at_end():
-        if not tk.statement_start():
-            raise tk.error(
-                "a statement (discount:, values:, states:, actions:, observations:, start:, T:, O:, R:)"
-            )
-        key = tk.next("a keyword")
-        if key == "start" and tk.peek() in ("include", "exclude"):
-            mode = tk.next("include/exclude")
-            tk.expect(":")
-            need("states")
-            items = tk.until_statement()
-            if not items:
-                raise tk.error(f"state names or indices after 'start {mode}:'")
-            idx = np.unique(np.concatenate([spaces["states"].resolve(tk, p) for _, p in items]))
-            start_spec = (mode, idx, tk.lines[items[0][1]])
-            continue
+    def _reward(self) -> None:
+        """``R: a : s [: s' [: o]]`` followed by a value, a row of values or a matrix."""
+        tk = self.tk
+        S, Z = self.spaces["states"].n, self.spaces["observations"].n
+        a = self._index("actions")
         tk.expect(":")
-        if key == "discount":
-            discount = tk.number("the discount factor")
-            if not 0.0 < discount <= 1.0:
-                raise tk.error("a discount in (0, 1]", tk.pos - 1)
-        elif key == "values":
-            pos = tk.pos
-            values = tk.next("'reward' or 'cost'")
-            if values not in ("reward", "cost"):
-                raise tk.error("'reward' or 'cost'", pos)
-        elif key in ("states", "actions", "observations"):
-            if T is not None:
-                raise tk.error(f"'{key}:' before the first T:/O:/R: entry", tk.pos - 2)
-            items = tk.until_statement()
-            if not items:
-                raise tk.error(f"a count or a list of {key} names")
-            if len(items) == 1 and items[0][0].isdigit():
-                n = int(items[0][0])
-                if n < 1:
-                    raise tk.error(f"a positive number of {key}", items[0][1])
-                spaces[key] = _Space(key, None, n)
-            else:
-                names = [t for t, _ in items]
-                for t, p in items:
-                    if t[0].isdigit() or t in ("*", ":"):
-                        raise tk.error(f"a {key[:-1]} name (names cannot start with a digit)", p)
-                if len(set(names)) != len(names):
-                    dup = next(n for n in names if names.count(n) > 1)
-                    raise tk.error(f"distinct {key} names ({dup!r} appears twice)", items[0][1])
-                spaces[key] = _Space(key, names, len(names))
-        elif key == "start":
-            need("states")
-            S = spaces["states"].n
-            items = tk.until_statement()
-            if not items:
-                raise tk.error("a start distribution, 'uniform' or a state")
-            line = tk.lines[items[0][1]]
-            if len(items) == 1 and items[0][0] == "uniform":
-                start_spec = ("uniform", None, line)
-            elif (
-                len(items) == S
-                and all(_is_number(t) for t, _ in items)
-                and not (S == 1 and items[0][0] in spaces["states"].index)
-            ):
-                start_spec = ("vector", np.array([float(t) for t, _ in items]), line)
-            elif len(items) == 1:
-                start_spec = ("state", spaces["states"].resolve(tk, items[0][1]), line)
-            else:
-                raise tk.error(
-                    f"{S} start probabilities, 'uniform' or one state (found {len(items)} tokens)",
-                    items[0][1],
-                )
-        elif key in ("T", "O"):
-            alloc()
-            parse_probability_entry(T if key == "T" else O, "states" if key == "T" else "observations")
-        elif key == "R":
-            alloc()
-            S, Z = spaces["states"].n, spaces["observations"].n
-            a = index("actions")
-            tk.expect(":")
-            s = index("states")
-            sp = o = None
-            if tk.peek() == ":":
-                tk.pos += 1
-                sp_pos = tk.pos
-                sp = index("states")
-                if tk.peek() == ":":
-                    tk.pos += 1
-                    o_pos = tk.pos
-                    o = index("observations")
-                    value = tk.number("a reward value")
-                    if tk.toks[sp_pos] == "*" and tk.toks[o_pos] == "*":
-                        r_base[np.ix_(a, s)] = value
-                        for key_as in [(int(i), int(j)) for i in a for j in s]:
-                            r_full.pop(key_as, None)
-                        continue
-                    block = np.full((len(sp), len(o)), value)
-                else:
-                    block = tk.numbers(Z, f"a row of {Z} rewards")[None, :]
-                    o = np.arange(Z)
-            else:
-                block = tk.numbers(S * Z, f"a {S}x{Z} reward matrix").reshape(S, Z)
-                sp, o = np.arange(S), np.arange(Z)
-            for i in a:
-                for j in s:
-                    m = r_full.get((int(i), int(j)))
-                    if m is None:
-                        m = r_full[(int(i), int(j))] = np.full((S, Z), r_base[i, j])
-                    m[np.ix_(sp, o)] = block
-        else:  # pragma: no cover - statement_start only admits keywords
-            raise tk.error("a keyword")
+        s = self._index("states")
+        if tk.peek() != ":":
+            block = tk.numbers(S * Z, f"a {S}x{Z} reward matrix").reshape(S, Z)
+            self._set_rewards(a, s, np.arange(S), np.arange(Z), block)
+            return
+        tk.pos += 1
+        sp_pos = tk.pos
+        sp = self._index("states")
+        if tk.peek() != ":":
+            block = tk.numbers(Z, f"a row of {Z} rewards")[None, :]
+            self._set_rewards(a, s, sp, np.arange(Z), block)
+            return
+        tk.pos += 1
+        o_pos = tk.pos
+        o = self._index("observations")
+        value = tk.number("a reward value")
+        if tk.toks[sp_pos] == "*" and tk.toks[o_pos] == "*":  # R(a, s) itself: drops earlier (s', o) entries
+            self.r_base[np.ix_(a, s)] = value
+            for key in [(int(i), int(j)) for i in a for j in s]:
+                self.r_full.pop(key, None)
+            return
+        self._set_rewards(a, s, sp, o, np.full((len(sp), len(o)), value))
 
-    if discount is None:
-        raise DataFormatError(f"{source}: missing 'discount:' line")
-    for key in ("states", "actions", "observations"):
-        if key not in spaces:
-            raise DataFormatError(f"{source}: missing '{key}:' line")
-    alloc()
-    S = spaces["states"].n
-    notes: list[str] = []
-    T = _normalise(T, "T", source, spaces, notes)
-    O = _normalise(O, "O", source, spaces, notes)
-    R = r_base.T.copy()
-    for (i, j), m in r_full.items():
-        R[j, i] = T[i, j] @ (O[i] * m).sum(axis=1)
-    if values == "cost":
-        R = -R
-    if start_spec is None:
-        b0 = np.full(S, 1.0 / S)
-        notes.append("no start: line, uniform initial belief")
-    else:
-        kind, arg, line = start_spec
+    def _set_rewards(
+        self, a: np.ndarray, s: np.ndarray, sp: np.ndarray, o: np.ndarray, block: np.ndarray
+    ) -> None:
+        S, Z = self.spaces["states"].n, self.spaces["observations"].n
+        for i in a:
+            for j in s:
+                m = self.r_full.get((int(i), int(j)))
+                if m is None:
+                    m = self.r_full[(int(i), int(j))] = np.full((S, Z), self.r_base[i, j])
+                m[np.ix_(sp, o)] = block
+
+    # -- the model -------------------------------------------------------------------------------------------
+    def _model(self) -> TabularPOMDP:
+        source = self.tk.source
+        if self.discount is None:
+            raise DataFormatError(f"{source}: missing 'discount:' line")
+        for key in ("states", "actions", "observations"):
+            if key not in self.spaces:
+                raise DataFormatError(f"{source}: missing '{key}:' line")
+        self._alloc()
+        notes: list[str] = []
+        T = _normalise(self.T, "T", source, self.spaces, notes)
+        O = _normalise(self.O, "O", source, self.spaces, notes)
+        R = self.r_base.T.copy()
+        for (i, j), m in self.r_full.items():
+            R[j, i] = T[i, j] @ (O[i] * m).sum(axis=1)
+        if self.values == "cost":
+            R = -R
+        b0 = self._initial_belief(notes)
+        names = {k: (list(sp.names) if sp.names else None) for k, sp in self.spaces.items()}
+        return TabularPOMDP(
+            T=T,
+            O=O,
+            R=R,
+            b0=np.asarray(b0, float),
+            discount=float(self.discount),
+            state_names=names["states"],
+            action_names=names["actions"],
+            observation_names=names["observations"],
+            meta={"source": source, "format": "cassandra", "values": self.values, "notes": notes},
+        )
+
+    def _initial_belief(self, notes: list[str]) -> np.ndarray:
+        source, S = self.tk.source, self.spaces["states"].n
+        if self.start is None:
+            notes.append("no start: line, uniform initial belief")
+            return np.full(S, 1.0 / S)
+        kind, arg, line = self.start.kind, self.start.arg, self.start.line
         if kind == "uniform":
-            b0 = np.full(S, 1.0 / S)
-        elif kind == "vector":
+            return np.full(S, 1.0 / S)
+        if kind == "vector":
             b0 = arg
             if np.any(b0 < 0) or abs(b0.sum() - 1.0) > ROW_SUM_TOLERANCE:
                 raise DataFormatError(
                     f"{source}: line {line}: start probabilities must be >= 0 and sum to 1 "
                     f"(they sum to {b0.sum():.6g})"
                 )
-            if abs(b0.sum() - 1.0) > 1e-12:
-                b0 = b0 / b0.sum()
-        else:
-            mask = np.zeros(S, bool)
-            mask[arg] = True
-            if kind == "exclude":
-                mask = ~mask
-            if not mask.any():
-                raise DataFormatError(f"{source}: line {line}: 'start exclude:' excludes every state")
-            b0 = mask / mask.sum()
-    names = {k: (list(sp.names) if sp.names else None) for k, sp in spaces.items()}
-    return TabularPOMDP(
-        T=T,
-        O=O,
-        R=R,
-        b0=np.asarray(b0, float),
-        discount=float(discount),
-        state_names=names["states"],
-        action_names=names["actions"],
-        observation_names=names["observations"],
-        meta={"source": source, "format": "cassandra", "values": values, "notes": notes},
-    )
+            return b0 / b0.sum() if abs(b0.sum() - 1.0) > 1e-12 else b0
+        mask = np.zeros(S, bool)
+        mask[arg] = True
+        if kind == "exclude":
+            mask = ~mask
+        if not mask.any():
+            raise DataFormatError(f"{source}: line {line}: 'start exclude:' excludes every state")
+        return mask / mask.sum()
+
+
+def parse_cassandra(text: str, source: str = "<string>") -> TabularPOMDP:
+    """Parse the text of a ``.pomdp`` file into a :class:`~trim_pomdp.solvers.tabular.TabularPOMDP`.
+
+    Parameters
+    ----------
+    text : str
+        The file's content.
+    source : str, default "<string>"
+        Its name, for messages.
+
+    Raises
+    ------
+    DataFormatError
+        Naming the file, the line and what was expected there.
+    """
+    return _Parser(_Tokens(text, source)).run()
 
 
 def _normalise(
@@ -399,21 +451,7 @@ def _normalise(
 
 def read_cassandra(path: str | Path) -> TabularPOMDP:
     """Read a Cassandra ``.pomdp`` file. See :func:`parse_cassandra`."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError as exc:
-        raise DataFormatError(f"cannot read {path}: {exc}") from exc
-    return parse_cassandra(text, str(path))
-
-
-def _valid_names(names, n: int) -> list[str] | None:
-    if not names or len(names) != n:
-        return None
-    names = [str(x) for x in names]
-    if len(set(names)) != n or not all(_NAME_RE.match(x) and x not in _RESERVED for x in names):
-        return None
-    return names
+    return parse_cassandra(*read_model_text(path))
 
 
 def write_cassandra(model: TabularPOMDP, path: str | Path, *, dense_row_fraction: float = 0.5) -> Path:
@@ -422,7 +460,9 @@ def write_cassandra(model: TabularPOMDP, path: str | Path, *, dense_row_fraction
     Parameters
     ----------
     model : TabularPOMDP
+        The model; its names are written when they are valid and not keywords of the format, else counts.
     path : str or Path
+        The file to write (its folder is created).
     dense_row_fraction : float
         Observation rows with more than this fraction of nonzeros are written in per-row form
         (``O: a : s'`` followed by all ``|O|`` numbers) instead of one line per entry.
@@ -446,7 +486,7 @@ def write_cassandra(model: TabularPOMDP, path: str | Path, *, dense_row_fraction
             ("actions", A, model.action_names),
             ("observations", Z, model.observation_names),
         ):
-            valid = _valid_names(names, n)
+            valid = valid_names(names, n, _RESERVED)
             w(f"{key}: {' '.join(valid) if valid else n}\n")
         w("start: " + " ".join(ff(x) for x in np.asarray(model.b0, float)) + "\n\n")
         for a in range(A):

@@ -5,18 +5,15 @@ Supported (everything the APPL examples use with ``type="TBL"`` parameters): ``D
 ``RewardVar``; ``InitialStateBelief``, ``StateTransitionFunction`` and ``ObsFunction`` as ``CondProb``s and
 ``RewardFunction`` as ``Func``s (several add up); ``Entry``/``Instance`` with value names or indices, ``*``
 (every value, one number broadcast) and ``-`` (every value, one number per combination, row-major in the order
-of
-the dashes), ``ProbTable``/``ValueTable`` with numbers, ``identity`` or ``uniform``. Later entries override
+of the dashes), ``ProbTable``/``ValueTable`` with numbers, ``identity`` or ``uniform``. Later entries override
 earlier ones; anything not given is 0. The decision-diagram ``DD`` parameter type is not supported (APPL does
 not support it either).
 
 Flattening: the joint state is the product of the state variables (first declared varies slowest), the joint
 observation the product of the observation variables; a ``fullyObs="true"`` state variable is appended to the
 observation (its next value is observed exactly), which keeps the flat model equivalent to the
-mixed-observability
-one except that its *initial* value is not observed. Rewards that depend on next-state or observation
-variables
-are folded into their expectation ``R[s, a]``.
+mixed-observability one except that its *initial* value is not observed. Rewards that depend on next-state or
+observation variables are folded into their expectation ``R[s, a]``.
 
 The writer emits flat models with one state variable (``ValueEnum`` of the model's names when they are valid
 identifiers, else ``NumValues``) and one ``Entry`` per nonzero, like POMDPXFiles.jl.
@@ -25,21 +22,19 @@ identifiers, else ``NumValues``) and one ``Entry`` per nonzero, like POMDPXFiles
 from __future__ import annotations
 
 import itertools
-import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from xml.sax.saxutils import escape
 
 import numpy as np
 
 from trim_pomdp.exceptions import DataFormatError
-from trim_pomdp.solvers.formats.cassandra import ROW_SUM_TOLERANCE, format_float
+from trim_pomdp.solvers.formats._common import ROW_SUM_TOLERANCE, format_float, read_model_text, valid_names
 from trim_pomdp.solvers.tabular import TabularPOMDP
 
 __all__ = ["parse_pomdpx", "read_pomdpx", "write_pomdpx"]
-
-_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]*$")
 
 
 @dataclass
@@ -174,8 +169,261 @@ def _params(el: ET.Element, where: str) -> list[ET.Element]:
     return param.findall("Entry")
 
 
+def _product_names(vs: list[_Var]) -> list[str] | None:
+    if not vs:
+        return None
+    if len(vs) == 1:
+        return list(vs[0].values)
+    return ["_".join(c) for c in itertools.product(*[v.values for v in vs])]
+
+
+class _Parser:
+    """One parse: the declared variables, then one method per section of the file.
+
+    The joint axes of every table are: actions..., previous states..., current states..., observations...
+    """
+
+    def __init__(self, root: ET.Element, source: str):
+        self.root, self.source = root, source
+        self.variables: dict[str, _Var] = {}
+        self.states: list[tuple[_Var, _Var]] = []
+        self.obs_vars: list[_Var] = []
+        self.act_vars: list[_Var] = []
+        self.reward_vars: list[str] = []
+
+    def run(self) -> TabularPOMDP:
+        discount = self._discount()
+        self._declare_variables()
+        self.axes = self.act_vars + [p for p, _ in self.states] + [c for _, c in self.states] + self.obs_vars
+        self.ax_of = {v.name: i for i, v in enumerate(self.axes)}
+        self.nS = int(np.prod([p.n for p, _ in self.states]))
+        self.nA = int(np.prod([a.n for a in self.act_vars]))
+        b0 = self._initial_belief()
+        T = self._transitions()
+        O, observed = self._observations()
+        R = self._rewards(T)
+        obs_name_vars = self.obs_vars + observed
+        return TabularPOMDP(
+            T=np.ascontiguousarray(T),
+            O=np.ascontiguousarray(O),
+            R=R,
+            b0=b0,
+            discount=discount,
+            state_names=_product_names([p for p, _ in self.states]),
+            action_names=_product_names(self.act_vars),
+            observation_names=_product_names(obs_name_vars) if obs_name_vars else ["none"],
+            meta={
+                "source": self.source,
+                "format": "pomdpx",
+                "state_variables": [p.name for p, _ in self.states],
+                "fully_observed": [c.name for c in observed],
+            },
+        )
+
+    # -- declarations ----------------------------------------------------------------------------------------
+    def _discount(self) -> float:
+        try:
+            discount = float(_text(self.root.find("Discount")))
+        except ValueError:
+            raise DataFormatError(f"{self.source}: <Discount> must be a number in (0, 1]") from None
+        if not 0.0 < discount <= 1.0:
+            raise DataFormatError(f"{self.source}: <Discount> must lie in (0, 1], got {discount}")
+        return discount
+
+    def _declare_variables(self) -> None:
+        source = self.source
+        var_el = self.root.find("Variable")
+        if var_el is None:
+            raise DataFormatError(f"{source}: missing <Variable>")
+        for el in var_el:
+            where = f"{source}: <{el.tag}>"
+            if el.tag == "StateVar":
+                prev, curr = el.get("vnamePrev"), el.get("vnameCurr")
+                if not prev or not curr:
+                    raise DataFormatError(f"{where}: needs vnamePrev and vnameCurr attributes")
+                vals = _values(el, "s", where)
+                fo = el.get("fullyObs", "false").strip().lower() == "true"
+                pv = _Var(prev, "prev", vals, len(self.states), fo)
+                cv = _Var(curr, "curr", vals, len(self.states), fo)
+                self.states.append((pv, cv))
+                self.variables[prev], self.variables[curr] = pv, cv
+            elif el.tag in ("ObsVar", "ActionVar"):
+                kind, prefix, group = (
+                    ("obs", "o", self.obs_vars) if el.tag == "ObsVar" else ("action", "a", self.act_vars)
+                )
+                v = _Var(el.get("vname", ""), kind, _values(el, prefix, where))
+                group.append(v)
+                self.variables[v.name] = v
+            elif el.tag == "RewardVar":
+                self.reward_vars.append(el.get("vname", ""))
+            else:
+                raise DataFormatError(
+                    f"{where}: unknown variable kind (StateVar, ObsVar, ActionVar, RewardVar)"
+                )
+        if not self.states or not self.act_vars:
+            raise DataFormatError(f"{source}: needs at least one <StateVar> and one <ActionVar>")
+
+    # -- tables ----------------------------------------------------------------------------------------------
+    def _lift(self, table: np.ndarray, vs: list[_Var]) -> np.ndarray:
+        """Broadcastable view of ``table`` (axes ``vs``) over the joint axes."""
+        order = sorted(range(len(vs)), key=lambda i: self.ax_of[vs[i].name])
+        t = np.transpose(table, order)
+        shape = [1] * len(self.axes)
+        for i in order:
+            shape[self.ax_of[vs[i].name]] = vs[i].n
+        return t.reshape(shape)
+
+    def _parents(self, el: ET.Element, where: str, *, null_allowed: bool) -> list[_Var]:
+        names = _text(el.find("Parent")).split()
+        if null_allowed and names == ["null"]:
+            names = []
+        for p in names:
+            if p not in self.variables:
+                raise DataFormatError(f"{where}: parent {p!r} is not a declared variable")
+        return [self.variables[p] for p in names]
+
+    def _cond_probs(self, section: str, kind: str) -> dict[str, tuple[np.ndarray, list[_Var]]]:
+        """The ``CondProb`` tables of ``section`` (each row checked and renormalised) by variable name."""
+        sec = self.root.find(section)
+        if sec is None:
+            raise DataFormatError(f"{self.source}: missing <{section}>")
+        out = {}
+        for j, cp in enumerate(sec.findall("CondProb"), start=1):
+            where = f"{self.source}: <{section}> CondProb {j}"
+            vname = _text(cp.find("Var"))
+            if vname not in self.variables or self.variables[vname].kind != kind:
+                raise DataFormatError(f"{where}: <Var> {vname!r} is not a declared {kind} variable")
+            vs = [*self._parents(cp, where, null_allowed=True), self.variables[vname]]
+            table = np.zeros([v.n for v in vs])
+            _fill_table(table, vs, _params(cp, where), "ProbTable", where, probability=True)
+            _check_rows(table, vs, vname, where)
+            out[vname] = (table, vs)
+        return out
+
+    def _initial_belief(self) -> np.ndarray:
+        """``b0``: the product over the previous-state variables of their initial tables."""
+        init = self._cond_probs("InitialStateBelief", "prev")
+        b = np.ones([p.n for p, _ in self.states])
+        prev_axes = {p.name: i for i, (p, _) in enumerate(self.states)}
+        for p, _ in self.states:
+            if p.name not in init:
+                raise DataFormatError(f"{self.source}: <InitialStateBelief> has no CondProb for {p.name!r}")
+            table, vs = init[p.name]
+            if any(v.kind != "prev" for v in vs):
+                raise DataFormatError(
+                    f"{self.source}: <InitialStateBelief> CondProb of {p.name!r} may only depend on other state "
+                    "variables"
+                )
+            order = sorted(range(len(vs)), key=lambda i: prev_axes[vs[i].name])
+            shape = [1] * len(self.states)
+            for i in order:
+                shape[prev_axes[vs[i].name]] = vs[i].n
+            b = b * np.transpose(table, order).reshape(shape)
+        return b.reshape(-1)
+
+    def _transitions(self) -> np.ndarray:
+        """``T[a, s, s']``: the product of the current-state variables' tables."""
+        trans = self._cond_probs("StateTransitionFunction", "curr")
+        joint = np.ones([v.n if v.kind in ("action", "prev", "curr") else 1 for v in self.axes])
+        for _, c in self.states:
+            if c.name not in trans:
+                raise DataFormatError(
+                    f"{self.source}: <StateTransitionFunction> has no CondProb for {c.name!r}"
+                )
+            table, vs = trans[c.name]
+            if any(v.kind == "obs" for v in vs):
+                raise DataFormatError(
+                    f"{self.source}: transition of {c.name!r} cannot depend on observations"
+                )
+            joint = joint * self._lift(table, vs)
+        return joint.reshape(self.nA, self.nS, self.nS)
+
+    def _observations(self) -> tuple[np.ndarray, list[_Var]]:
+        """``O[a, s', o]`` over the observation variables and the fully observed state variables."""
+        obs = self._cond_probs("ObsFunction", "obs") if self.obs_vars else {}
+        observed = [c for _, c in self.states if c.fully_observed]
+        obs_shape = [v.n for v in self.obs_vars] + [c.n for c in observed]
+        nZ = int(np.prod(obs_shape)) if obs_shape else 1
+        joint = np.ones([v.n if v.kind in ("action", "curr", "obs") else 1 for v in self.axes])
+        for v in self.obs_vars:
+            if v.name not in obs:
+                raise DataFormatError(f"{self.source}: <ObsFunction> has no CondProb for {v.name!r}")
+            table, vs = obs[v.name]
+            if any(x.kind == "prev" for x in vs):
+                raise DataFormatError(
+                    f"{self.source}: observation {v.name!r} may depend only on actions and next states"
+                )
+            joint = joint * self._lift(table, vs)
+        nA, nS = self.nA, self.nS
+        joint = joint.reshape(nA, nS, -1)  # (a, s', o-vars)
+        self.obs_given_next = joint  # P(o-vars | a, s'), for rewards that depend on observations
+        if observed:
+            curr_shape = [c.n for _, c in self.states]
+            sub = np.stack(np.unravel_index(np.arange(nS), curr_shape), axis=1)  # (nS, n_state_vars)
+            obs_idx = [c.state for c in observed]
+            extra = np.ravel_multi_index(tuple(sub[:, obs_idx].T), [c.n for c in observed])
+            n_extra = int(np.prod([c.n for c in observed]))
+            onehot = np.zeros((nS, n_extra))
+            onehot[np.arange(nS), extra] = 1.0
+            joint = (joint[:, :, :, None] * onehot[None, :, None, :]).reshape(nA, nS, nZ)
+        return joint, observed
+
+    def _rewards(self, T: np.ndarray) -> np.ndarray:
+        """``R[s, a]``: the sum of the ``Func`` tables, folded into expectations over ``s'`` and ``o``."""
+        nA, nS, axes = self.nA, self.nS, self.axes
+        n_as, n_ass = len(self.act_vars) + len(self.states), len(self.act_vars) + 2 * len(self.states)
+        R = np.zeros((nS, nA))
+        rsec = self.root.find("RewardFunction")
+        for j, fn in enumerate(rsec.findall("Func") if rsec is not None else [], start=1):
+            where = f"{self.source}: <RewardFunction> Func {j}"
+            vname = _text(fn.find("Var"))
+            if self.reward_vars and vname not in self.reward_vars:
+                raise DataFormatError(f"{where}: <Var> {vname!r} is not a declared RewardVar")
+            vs = self._parents(fn, where, null_allowed=False)
+            table = np.zeros([v.n for v in vs])
+            _fill_table(table, vs, _params(fn, where), "ValueTable", where, probability=False)
+            full = np.broadcast_to(
+                self._lift(table, vs), [v.n if any(v is x for x in vs) else 1 for v in axes]
+            )
+            kinds = {v.kind for v in vs}
+            if "obs" in kinds:
+                r4 = np.broadcast_to(full, [v.n for v in axes]).reshape(nA, nS, nS, -1)
+                ro = np.broadcast_to(self.obs_given_next[:, None, :, :], r4.shape)
+                R += np.einsum("ast,asto->sa", T, ro * r4)
+            elif "curr" in kinds:
+                r3 = np.broadcast_to(full.reshape(full.shape[:n_ass]), [v.n for v in axes[:n_ass]])
+                R += np.einsum("ast,ast->sa", T, r3.reshape(nA, nS, nS))
+            else:
+                r2 = np.broadcast_to(full.reshape(full.shape[:n_as]), [v.n for v in axes[:n_as]])
+                R += r2.reshape(nA, nS).T
+        return R
+
+
+def _check_rows(table: np.ndarray, vs: list[_Var], vname: str, where: str) -> None:
+    """Refuse a conditional table whose rows are not distributions; renormalise printed roundings in place."""
+    sums = table.sum(axis=-1)
+    off_one = np.abs(sums - 1.0) > ROW_SUM_TOLERANCE
+    if np.any(off_one) or np.any(table < 0):
+        bad = tuple(int(i) for i in np.argwhere(off_one)[0]) if np.any(off_one) else ()
+        ctx = ", ".join(f"{v.name}={v.values[i]}" for v, i in zip(vs[:-1], bad, strict=False))
+        raise DataFormatError(
+            f"{where}: P({vname} | {ctx or 'parents'}) must be >= 0 and sum to 1"
+            + (f" (sums to {sums[bad]:.6g})" if bad or len(vs) == 1 else "")
+        )
+    off = np.abs(sums - 1.0) > 1e-12  # renormalise printed roundings, keep exact rows bit-exact
+    if np.any(off):
+        table[off] /= sums[off][..., None]
+
+
 def parse_pomdpx(text: str, source: str = "<string>") -> TabularPOMDP:
     """Parse the text of a ``.pomdpx`` file and flatten it into a :class:`TabularPOMDP`.
+
+    Parameters
+    ----------
+    text : str
+        The file's content.
+    source : str, default "<string>"
+        Its name, for messages.
 
     Raises
     ------
@@ -188,252 +436,50 @@ def parse_pomdpx(text: str, source: str = "<string>") -> TabularPOMDP:
         raise DataFormatError(f"{source}: not well-formed XML ({exc})") from exc
     if root.tag != "pomdpx":
         raise DataFormatError(f"{source}: root element is <{root.tag}>, expected <pomdpx>")
-    try:
-        discount = float(_text(root.find("Discount")))
-    except ValueError:
-        raise DataFormatError(f"{source}: <Discount> must be a number in (0, 1]") from None
-    if not 0.0 < discount <= 1.0:
-        raise DataFormatError(f"{source}: <Discount> must lie in (0, 1], got {discount}")
-    var_el = root.find("Variable")
-    if var_el is None:
-        raise DataFormatError(f"{source}: missing <Variable>")
-    variables: dict[str, _Var] = {}
-    states: list[tuple[_Var, _Var]] = []
-    obs_vars: list[_Var] = []
-    act_vars: list[_Var] = []
-    reward_vars: list[str] = []
-    for el in var_el:
-        where = f"{source}: <{el.tag}>"
-        if el.tag == "StateVar":
-            prev, curr = el.get("vnamePrev"), el.get("vnameCurr")
-            if not prev or not curr:
-                raise DataFormatError(f"{where}: needs vnamePrev and vnameCurr attributes")
-            vals = _values(el, "s", where)
-            fo = el.get("fullyObs", "false").strip().lower() == "true"
-            pv = _Var(prev, "prev", vals, len(states), fo)
-            cv = _Var(curr, "curr", vals, len(states), fo)
-            states.append((pv, cv))
-            variables[prev], variables[curr] = pv, cv
-        elif el.tag == "ObsVar":
-            v = _Var(el.get("vname", ""), "obs", _values(el, "o", where))
-            obs_vars.append(v)
-            variables[v.name] = v
-        elif el.tag == "ActionVar":
-            v = _Var(el.get("vname", ""), "action", _values(el, "a", where))
-            act_vars.append(v)
-            variables[v.name] = v
-        elif el.tag == "RewardVar":
-            reward_vars.append(el.get("vname", ""))
-        else:
-            raise DataFormatError(f"{where}: unknown variable kind (StateVar, ObsVar, ActionVar, RewardVar)")
-    if not states or not act_vars:
-        raise DataFormatError(f"{source}: needs at least one <StateVar> and one <ActionVar>")
-
-    # Joint axes: actions..., prev states..., curr states..., observations...
-    axes = act_vars + [p for p, _ in states] + [c for _, c in states] + obs_vars
-    ax_of = {v.name: i for i, v in enumerate(axes)}
-
-    def lift(table: np.ndarray, vs: list[_Var]) -> np.ndarray:
-        """Broadcastable view of ``table`` (axes ``vs``) over the joint axes."""
-        order = sorted(range(len(vs)), key=lambda i: ax_of[vs[i].name])
-        t = np.transpose(table, order)
-        shape = [1] * len(axes)
-        for i in order:
-            shape[ax_of[vs[i].name]] = vs[i].n
-        return t.reshape(shape)
-
-    def cond_probs(section: str, kind: str) -> dict[str, tuple[np.ndarray, list[_Var]]]:
-        sec = root.find(section)
-        if sec is None:
-            raise DataFormatError(f"{source}: missing <{section}>")
-        out = {}
-        for j, cp in enumerate(sec.findall("CondProb"), start=1):
-            where = f"{source}: <{section}> CondProb {j}"
-            vname = _text(cp.find("Var"))
-            if vname not in variables or variables[vname].kind != kind:
-                raise DataFormatError(f"{where}: <Var> {vname!r} is not a declared {kind} variable")
-            parents_txt = _text(cp.find("Parent")).split()
-            parents = [] if parents_txt in ([], ["null"]) else parents_txt
-            for p in parents:
-                if p not in variables:
-                    raise DataFormatError(f"{where}: parent {p!r} is not a declared variable")
-            vs = [variables[p] for p in parents] + [variables[vname]]
-            table = np.zeros([v.n for v in vs])
-            _fill_table(table, vs, _params(cp, where), "ProbTable", where, probability=True)
-            sums = table.sum(axis=-1)
-            if np.any(np.abs(sums - 1.0) > ROW_SUM_TOLERANCE) or np.any(table < 0):
-                bad = (
-                    tuple(int(i) for i in np.argwhere(np.abs(sums - 1.0) > ROW_SUM_TOLERANCE)[0])
-                    if np.any(np.abs(sums - 1.0) > ROW_SUM_TOLERANCE)
-                    else ()
-                )
-                ctx = ", ".join(f"{v.name}={v.values[i]}" for v, i in zip(vs[:-1], bad, strict=False))
-                raise DataFormatError(
-                    f"{where}: P({vname} | {ctx or 'parents'}) must be >= 0 and sum to 1"
-                    + (f" (sums to {sums[bad]:.6g})" if bad or not parents else "")
-                )
-            off = np.abs(sums - 1.0) > 1e-12  # renormalise printed roundings, keep exact rows bit-exact
-            if np.any(off):
-                table[off] /= sums[off][..., None]
-            out[vname] = (table, vs)
-        return out
-
-    nS = int(np.prod([p.n for p, _ in states]))
-    nA = int(np.prod([a.n for a in act_vars]))
-    # initial belief: product over prev state variables
-    init = cond_probs("InitialStateBelief", "prev")
-    b = np.ones([p.n for p, _ in states])
-    prev_axes = {p.name: i for i, (p, _) in enumerate(states)}
-    for p, _ in states:
-        if p.name not in init:
-            raise DataFormatError(f"{source}: <InitialStateBelief> has no CondProb for {p.name!r}")
-        table, vs = init[p.name]
-        if any(v.kind != "prev" for v in vs):
-            raise DataFormatError(
-                f"{source}: <InitialStateBelief> CondProb of {p.name!r} may only depend on "
-                "other state variables"
-            )
-        order = sorted(range(len(vs)), key=lambda i: prev_axes[vs[i].name])
-        shape = [1] * len(states)
-        for i in order:
-            shape[prev_axes[vs[i].name]] = vs[i].n
-        b = b * np.transpose(table, order).reshape(shape)
-    b0 = b.reshape(-1)
-
-    trans = cond_probs("StateTransitionFunction", "curr")
-    joint_t = np.ones([v.n if v.kind in ("action", "prev", "curr") else 1 for v in axes])
-    for _, c in states:
-        if c.name not in trans:
-            raise DataFormatError(f"{source}: <StateTransitionFunction> has no CondProb for {c.name!r}")
-        table, vs = trans[c.name]
-        if any(v.kind == "obs" for v in vs):
-            raise DataFormatError(f"{source}: transition of {c.name!r} cannot depend on observations")
-        joint_t = joint_t * lift(table, vs)
-    T = joint_t.reshape(nA, nS, nS)
-
-    obs = cond_probs("ObsFunction", "obs") if obs_vars else {}
-    observed = [c for _, c in states if c.fully_observed]
-    obs_shape = [v.n for v in obs_vars] + [c.n for c in observed]
-    nZ = int(np.prod(obs_shape)) if obs_shape else 1
-    joint_o = np.ones([v.n if v.kind in ("action", "curr", "obs") else 1 for v in axes])
-    for v in obs_vars:
-        if v.name not in obs:
-            raise DataFormatError(f"{source}: <ObsFunction> has no CondProb for {v.name!r}")
-        table, vs = obs[v.name]
-        if any(x.kind == "prev" for x in vs):
-            raise DataFormatError(
-                f"{source}: observation {v.name!r} may depend only on actions and next states"
-            )
-        joint_o = joint_o * lift(table, vs)
-    joint_o = joint_o.reshape(nA, nS, -1)  # (a, s', o-vars)
-    if observed:
-        curr_shape = [c.n for _, c in states]
-        sub = np.stack(np.unravel_index(np.arange(nS), curr_shape), axis=1)  # (nS, n_state_vars)
-        obs_idx = [c.state for c in observed]
-        extra = np.ravel_multi_index(tuple(sub[:, obs_idx].T), [c.n for c in observed])
-        n_extra = int(np.prod([c.n for c in observed]))
-        onehot = np.zeros((nS, n_extra))
-        onehot[np.arange(nS), extra] = 1.0
-        joint_o = (joint_o[:, :, :, None] * onehot[None, :, None, :]).reshape(nA, nS, nZ)
-    O = joint_o
-
-    R = np.zeros((nS, nA))
-    rsec = root.find("RewardFunction")
-    for j, fn in enumerate(rsec.findall("Func") if rsec is not None else [], start=1):
-        where = f"{source}: <RewardFunction> Func {j}"
-        vname = _text(fn.find("Var"))
-        if reward_vars and vname not in reward_vars:
-            raise DataFormatError(f"{where}: <Var> {vname!r} is not a declared RewardVar")
-        parents = _text(fn.find("Parent")).split()
-        for p in parents:
-            if p not in variables:
-                raise DataFormatError(f"{where}: parent {p!r} is not a declared variable")
-        vs = [variables[p] for p in parents]
-        table = np.zeros([v.n for v in vs])
-        _fill_table(table, vs, _params(fn, where), "ValueTable", where, probability=False)
-        full = np.broadcast_to(lift(table, vs), [v.n if any(v is x for x in vs) else 1 for v in axes])
-        kinds = {v.kind for v in vs}
-        if "obs" in kinds:
-            shape = [v.n for v in axes]
-            r4 = np.broadcast_to(full, shape).reshape(nA, nS, nS, -1)
-            ro = np.broadcast_to(joint_o_raw(joint_t, obs_vars, obs, axes, lift, nA, nS), r4.shape)
-            R += np.einsum("ast,asto->sa", T, ro * r4)
-        elif "curr" in kinds:
-            r3 = np.broadcast_to(
-                full.reshape(full.shape[: len(act_vars) + 2 * len(states)]),
-                [v.n for v in axes[: len(act_vars) + 2 * len(states)]],
-            ).reshape(nA, nS, nS)
-            R += np.einsum("ast,ast->sa", T, r3)
-        else:
-            r2 = np.broadcast_to(
-                full.reshape(full.shape[: len(act_vars) + len(states)]),
-                [v.n for v in axes[: len(act_vars) + len(states)]],
-            ).reshape(nA, nS)
-            R += r2.T
-
-    def product_names(vs: list[_Var]) -> list[str] | None:
-        if not vs:
-            return None
-        if len(vs) == 1:
-            return list(vs[0].values)
-        return ["_".join(c) for c in itertools.product(*[v.values for v in vs])]
-
-    obs_name_vars = obs_vars + observed
-    return TabularPOMDP(
-        T=np.ascontiguousarray(T),
-        O=np.ascontiguousarray(O),
-        R=R,
-        b0=b0,
-        discount=discount,
-        state_names=product_names([p for p, _ in states]),
-        action_names=product_names(act_vars),
-        observation_names=product_names(obs_name_vars) if obs_name_vars else ["none"],
-        meta={
-            "source": source,
-            "format": "pomdpx",
-            "state_variables": [p.name for p, _ in states],
-            "fully_observed": [c.name for c in observed],
-        },
-    )
-
-
-def joint_o_raw(joint_t, obs_vars, obs, axes, lift, nA, nS):
-    """P(o-vars | a, s') broadcast over (a, s, s', o) for rewards that depend on observations."""
-    joint = np.ones([v.n if v.kind in ("action", "curr", "obs") else 1 for v in axes])
-    for v in obs_vars:
-        table, vs = obs[v.name]
-        joint = joint * lift(table, vs)
-    joint = joint.reshape(nA, nS, -1)
-    return joint[:, None, :, :]
+    return _Parser(root, source).run()
 
 
 def read_pomdpx(path: str | Path) -> TabularPOMDP:
     """Read a ``.pomdpx`` file. See :func:`parse_pomdpx`."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError as exc:
-        raise DataFormatError(f"cannot read {path}: {exc}") from exc
-    return parse_pomdpx(text, str(path))
+    return parse_pomdpx(*read_model_text(path))
 
 
-def _names(names, n: int, prefix: str) -> tuple[str, list[str]]:
-    valid = (
-        names is not None
-        and len(names) == n
-        and len(set(map(str, names))) == n
-        and all(_NAME_RE.match(str(x)) for x in names)
-    )
-    if valid:
-        names = [str(x) for x in names]
-        return f"<ValueEnum>{escape(' '.join(names))}</ValueEnum>", names
+def _names(names: Any, n: int, prefix: str) -> tuple[str, list[str]]:
+    valid = valid_names(names, n)
+    if valid is not None:
+        return f"<ValueEnum>{escape(' '.join(valid))}</ValueEnum>", valid
     return f"<NumValues>{n}</NumValues>", [f"{prefix}{i}" for i in range(n)]
+
+
+def _cond_prob(
+    section: str, var: str, parents: str, P: np.ndarray, an: list[str], rows: list[str], cols: list[str]
+) -> str:
+    """One ``CondProb`` section with an ``Entry`` per nonzero ``P[a, row, col]``."""
+    entries = "".join(
+        f"<Entry><Instance>{an[a]} {rows[r]} {cols[c]}</Instance><ProbTable>{format_float(P[a, r, c])}"
+        "</ProbTable></Entry>\n"
+        for a in range(P.shape[0])
+        for r, c in np.argwhere(P[a] != 0)
+    )
+    return (
+        f'<{section}><CondProb><Var>{var}</Var><Parent>{parents}</Parent><Parameter type="TBL">\n'
+        f"{entries}</Parameter></CondProb></{section}>\n"
+    )
 
 
 def write_pomdpx(
     model: TabularPOMDP, path: str | Path, *, description: str = "written by trim-pomdp"
 ) -> Path:
     """Write a flat ``.pomdpx`` (one state variable, one ``Entry`` per nonzero) that APPL ``pomdpsol`` reads.
+
+    Parameters
+    ----------
+    model : TabularPOMDP
+        The model; its names are written when they are valid identifiers, else numbered values.
+    path : str or Path
+        The file to write.
+    description : str
+        Text of the ``<Description>`` element.
 
     Returns
     -------
@@ -466,32 +512,8 @@ def write_pomdpx(
             + " ".join(ff(x) for x in np.asarray(model.b0, float))
             + "</ProbTable></Entry>\n</Parameter></CondProb></InitialStateBelief>\n"
         )
-        w(
-            "<StateTransitionFunction><CondProb><Var>state1</Var><Parent>action state0</Parent>"
-            '<Parameter type="TBL">\n'
-        )
-        for a in range(A):
-            w(
-                "".join(
-                    f"<Entry><Instance>{an[a]} {sn[s]} {sn[sp]}</Instance><ProbTable>{ff(T[a, s, sp])}"
-                    "</ProbTable></Entry>\n"
-                    for s, sp in np.argwhere(T[a] != 0)
-                )
-            )
-        w("</Parameter></CondProb></StateTransitionFunction>\n")
-        w(
-            "<ObsFunction><CondProb><Var>observation</Var><Parent>action state1</Parent>"
-            '<Parameter type="TBL">\n'
-        )
-        for a in range(A):
-            w(
-                "".join(
-                    f"<Entry><Instance>{an[a]} {sn[sp]} {on[o]}</Instance><ProbTable>{ff(O[a, sp, o])}"
-                    "</ProbTable></Entry>\n"
-                    for sp, o in np.argwhere(O[a] != 0)
-                )
-            )
-        w("</Parameter></CondProb></ObsFunction>\n")
+        w(_cond_prob("StateTransitionFunction", "state1", "action state0", T, an, sn, sn))
+        w(_cond_prob("ObsFunction", "observation", "action state1", O, an, sn, on))
         w('<RewardFunction><Func><Var>reward</Var><Parent>action state0</Parent><Parameter type="TBL">\n')
         w(
             "".join(

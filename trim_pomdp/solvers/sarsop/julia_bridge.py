@@ -93,6 +93,8 @@ def _read_text(path: Path) -> str:
         return ""
 
 
+# About 80 lines: most of it is the docstring and the 15 arguments of build_pomdp, one per line (a test reads
+# that argument list from this function's source and compares it with the Julia signature).
 def solve_with_julia(
     problem: SparseTabularArrays,
     *,
