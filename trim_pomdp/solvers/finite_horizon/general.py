@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from trim_pomdp._internal.simplex import nondominated, simplex_grid
-from trim_pomdp.exceptions import InvalidParameterError
 from trim_pomdp.solvers.base import SolveInfo
+from trim_pomdp.solvers.finite_horizon.policy import EpochPolicy
 from trim_pomdp.solvers.finite_horizon.problem import FiniteHorizonPOMDP
 
 __all__ = ["FiniteHorizonAlphaPolicy", "solve_general"]
@@ -87,7 +87,7 @@ def _prune_alphas(alphas: np.ndarray) -> np.ndarray:
     return a[nondominated(a)]
 
 
-class FiniteHorizonAlphaPolicy:
+class FiniteHorizonAlphaPolicy(EpochPolicy):
     """Solution of a :class:`~.problem.FiniteHorizonPOMDP` without rank-2 structure (simplex-grid fallback).
 
     Same query interface as :class:`~.policy.FiniteHorizonPolicy`: ``alpha_sets[i]`` (for ``W`` of epoch index
@@ -103,30 +103,16 @@ class FiniteHorizonAlphaPolicy:
         resolution: int,
         info: SolveInfo | None = None,
     ):
-        self.reward = model.reward
-        self.terminal = model.terminal
-        self.discount = float(model.discount)
+        self._keep(model, info)
         self.transition = model.transition
         self.alpha_sets = alphas
         self.uvals = uvals
         self.resolution = int(resolution)
         self._grid = _Freudenthal(model.n_hidden, resolution)
-        self.info = info
-
-    @property
-    def horizon(self) -> int:
-        """Number of epochs ``H``."""
-        return int(self.reward.shape[0])
-
-    @property
-    def n_contexts(self) -> int:
-        """Number of contexts per epoch."""
-        return int(self.reward.shape[1])
 
     def action_values(self, t: int, context: int, belief: Any, upper: bool = False) -> np.ndarray:
         """Per-action lower-bound (policy) values, or certified upper bounds with ``upper=True``."""
-        if not 1 <= int(t) <= self.horizon or not 0 <= int(context) < self.n_contexts:
-            raise InvalidParameterError(f"(t, context) = ({t}, {context}) out of range")
+        self._check(t, context)
         b = np.asarray(belief, dtype=float)
         single = b.ndim == 1
         b = np.atleast_2d(b)
@@ -147,6 +133,7 @@ class FiniteHorizonAlphaPolicy:
 
     def alphas(self, t: int, context: int) -> tuple[np.ndarray, np.ndarray]:
         """Explicit post-observation alpha vectors and actions at ``(t, context)``."""
+        self._check(t, context)
         i = int(t) - 1
         r = self.reward[i, context]
         A = r.shape[1]

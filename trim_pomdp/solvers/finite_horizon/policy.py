@@ -12,7 +12,7 @@ from trim_pomdp.solvers.base import SolveInfo
 from trim_pomdp.solvers.finite_horizon.problem import FiniteHorizonPOMDP
 from trim_pomdp.solvers.finite_horizon.segments import SegmentFactorization, eval_envelope
 
-__all__ = ["FiniteHorizonPolicy"]
+__all__ = ["EpochPolicy", "FiniteHorizonPolicy"]
 
 #: ``(at1, at0, breaks)`` of an upper envelope of lines (see :func:`~.segments.upper_envelope`)
 Lines = tuple[np.ndarray, np.ndarray, np.ndarray]
@@ -22,7 +22,41 @@ def _offsets(xs: Sequence[np.ndarray]) -> np.ndarray:
     return np.concatenate([[0], np.cumsum([len(x) for x in xs])]).astype(np.int64)
 
 
-class FiniteHorizonPolicy:
+class EpochPolicy:
+    """Base of the policies of a :class:`~.problem.FiniteHorizonPOMDP`, queried per epoch ``t`` and context.
+
+    Keeps the model's rewards, terminal flags and discount, and the report of the solve (``info``).
+    """
+
+    reward: np.ndarray
+    terminal: np.ndarray
+    discount: float
+    info: SolveInfo | None
+
+    def _keep(self, model: FiniteHorizonPOMDP, info: SolveInfo | None) -> None:
+        self.reward = model.reward
+        self.terminal = model.terminal
+        self.discount = float(model.discount)
+        self.info = info
+
+    @property
+    def horizon(self) -> int:
+        """Number of epochs ``H``."""
+        return int(self.reward.shape[0])
+
+    @property
+    def n_contexts(self) -> int:
+        """Number of contexts per epoch."""
+        return int(self.reward.shape[1])
+
+    def _check(self, t: int, context: int) -> None:
+        if not 1 <= int(t) <= self.horizon:
+            raise InvalidParameterError(f"epoch t must be in 1..{self.horizon}, got {t}")
+        if not 0 <= int(context) < self.n_contexts:
+            raise InvalidParameterError(f"context must be in 0..{self.n_contexts - 1}, got {context}")
+
+
+class FiniteHorizonPolicy(EpochPolicy):
     """The solution of a rank-2 :class:`~.problem.FiniteHorizonPOMDP`.
 
     Stores, per epoch ``t = 2 … H``, the lower-bound lines (upper envelope; the value at predicted belief
@@ -56,25 +90,12 @@ class FiniteHorizonPolicy:
         uvals: list[Any],
         info: SolveInfo | None = None,
     ):
-        self.reward = model.reward
-        self.terminal = model.terminal
-        self.discount = float(model.discount)
+        self._keep(model, info)
         self.context_probs = model.context_probs
         self.factor = factor
         self.lines = lines
         self.grids = grids
         self.uvals = uvals
-        self.info = info
-
-    @property
-    def horizon(self) -> int:
-        """Number of epochs ``H``."""
-        return int(self.reward.shape[0])
-
-    @property
-    def n_contexts(self) -> int:
-        """Number of contexts per epoch."""
-        return int(self.reward.shape[1])
 
     # -- arrays (for saving without pickle) ------------------------------------------------------------------
     def to_arrays(self) -> dict[str, np.ndarray]:
@@ -129,12 +150,6 @@ class FiniteHorizonPolicy:
         return self
 
     # -- queries ---------------------------------------------------------------------------------------------
-    def _check(self, t: int, context: int) -> None:
-        if not 1 <= int(t) <= self.horizon:
-            raise InvalidParameterError(f"epoch t must be in 1..{self.horizon}, got {t}")
-        if not 0 <= int(context) < self.n_contexts:
-            raise InvalidParameterError(f"context must be in 0..{self.n_contexts - 1}, got {context}")
-
     def action_values(self, t: int, context: int, belief: Any, upper: bool = False) -> np.ndarray:
         """Per-action values ``(n_actions,)`` (or ``(n, n_actions)`` for a 2-D array of beliefs).
 
