@@ -4,7 +4,8 @@
     python benchmarks/router.py --sections overhead,batch,replan
     python benchmarks/router.py --sections agg --agg-minutes 10
 
-Prints a table per section and writes JSON (default ``benchmarks/router.json``) after every section.
+Prints a table per section and writes JSON (default ``benchmark-results/router.json``, git-ignored) after every
+section. Episodes run through :func:`trim_pomdp.routers.rollout.rollout`, the one evaluation loop.
 Timings are medians over repeats on this machine (see the ``machine`` entry); on a shared machine they are
 pessimistic. Model: the shipped default TRIM-POMDP (``load_default_params`` + shipped observation model) at
 ``--lambda``.

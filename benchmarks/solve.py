@@ -1,4 +1,4 @@
-"""Timing and accuracy of the native TRIM-POMDP solver on the shipped default model (issue 3's numbers).
+"""Timing and accuracy of the finite-horizon TRIM-POMDP solver on the shipped default model.
 
 Usage::
 
@@ -11,10 +11,12 @@ Measures, on the shipped defaults (H = 30, 5 token buckets, 20×20 observation b
   doubled until it does);
 * peak traced memory (tracemalloc) of a 1e-4 solve and the process's maximum resident set size;
 * a λ sweep (default 50 log-spaced values in [1e-5, 1e-2]) at precision 1e-3;
-* Monte Carlo (10^5 episodes under the model's own process): time and agreement with V(b0) in standard errors;
+* Monte Carlo (10^5 episodes under the model's own process, :func:`trim_pomdp.routers.rollout.rollout`): time
+  and agreement with V(b0) in standard errors;
 * optionally (``--pointbased S``) the generic point-based solver on the flattened tabular model for S seconds.
 
-Writes JSON next to this file (``solve.json``) or to ``--out``. Timings on a shared machine are pessimistic.
+Writes JSON to ``benchmark-results/solve.json`` (git-ignored) or to ``--out``. Timings on a shared machine are
+pessimistic.
 """
 
 from __future__ import annotations

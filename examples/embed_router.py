@@ -93,7 +93,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--queries", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
-        "--observation-model", default=None, help="observation model file/dir (default: the shipped one)"
+        "--obs",
+        "--observation-model",
+        dest="observation_model",
+        default=None,
+        help="observation model file/dir (default: the shipped one)",
     )
     args = ap.parse_args(argv)
 
