@@ -76,3 +76,27 @@ def test_solve_file_errors(tmp_path):
         main, ["solve-file", str(FIX / "corridor.pomdp"), "--out", str(tmp_path), "--precision", "0"]
     )
     assert res.exit_code != 0 and "--precision" in res.output
+
+
+def test_solve_file_refuses_non_finite_numbers_in_one_line(tmp_path):
+    runner = CliRunner()
+    for option in ("--time-limit", "--precision"):
+        res = runner.invoke(
+            main, ["solve-file", str(FIX / "corridor.pomdp"), "--out", str(tmp_path), option, "nan"]
+        )
+        assert res.exit_code == 2 and option in res.output and "not a finite number" in res.output
+        assert "Traceback" not in res.output
+
+
+def test_solve_file_library_call(tmp_path):
+    from trim_pomdp.solvers.files import solve_file
+
+    lines: list[str] = []
+    policy, info = solve_file(FIX / "corridor.pomdp", tmp_path, precision=1e-3, echo=lines.append)
+    assert lines and lines[0].startswith("corridor.pomdp: 3 states")
+    assert (
+        info.solver == "pointbased"
+        and info.converged
+        and policy.card["model_file"].endswith("corridor.pomdp")
+    )
+    assert AlphaVectorPolicy.load(tmp_path / "policy").info == info
