@@ -365,7 +365,9 @@ class FiniteHorizonSolver:
             at1, at0 = alpha @ V[0], alpha @ V[1]
             keep, breaks = upper_envelope(at1, at0)
             lines[i] = (at1[keep], at0[keep], breaks)
-            uvals[i] = np.maximum(u_val, eval_envelope(*lines[i], grid)[0])  # U ≥ L at grid points (rounding)
+            uvals[i] = np.maximum(
+                u_val, eval_envelope(at1[keep], at0[keep], breaks, grid)[0]
+            )  # U ≥ L (rounding)
             out_grids[i] = grid
         b0 = model.b0[None, :]
         u0, alpha0 = _backup(model, M, 0, b0, lines[1], out_grids[1], uvals[1])
@@ -446,7 +448,7 @@ class FiniteHorizonSolver:
         N = n_particles
         beta = np.broadcast_to(model.b0, (N, model.n_hidden)).copy()
         alive = np.ones(N, dtype=bool)
-        out = []
+        out: list[np.ndarray] = []
         for i in range(H - 1):
             idx = np.flatnonzero(alive)
             if idx.size == 0:

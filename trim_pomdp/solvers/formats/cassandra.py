@@ -490,16 +490,14 @@ def write_cassandra(model: TabularPOMDP, path: str | Path, *, dense_row_fraction
             w(f"{key}: {' '.join(valid) if valid else n}\n")
         w("start: " + " ".join(ff(x) for x in np.asarray(model.b0, float)) + "\n\n")
         for a in range(A):
-            nz = np.argwhere(T[a] != 0)
-            w("".join(f"T: {a} : {s} : {sp} {ff(T[a, s, sp])}\n" for s, sp in nz))
+            w("".join(f"T: {a} : {s} : {sp} {ff(T[a, s, sp])}\n" for s, sp in np.argwhere(T[a] != 0)))
         for a in range(A):
             for sp in range(S):
                 row = O[a, sp]
-                nz = np.flatnonzero(row)
-                if len(nz) > dense_row_fraction * Z and len(nz) > 1:
+                nz_o = np.flatnonzero(row)
+                if len(nz_o) > dense_row_fraction * Z and len(nz_o) > 1:
                     w(f"O: {a} : {sp}\n" + " ".join(ff(x) for x in row) + "\n")
                 else:
-                    w("".join(f"O: {a} : {sp} : {o} {ff(row[o])}\n" for o in nz))
-        nz = np.argwhere(R != 0)
-        w("".join(f"R: {a} : {s} : * : * {ff(R[s, a])}\n" for s, a in nz))
+                    w("".join(f"O: {a} : {sp} : {o} {ff(row[o])}\n" for o in nz_o))
+        w("".join(f"R: {a} : {s} : * : * {ff(R[s, a])}\n" for s, a in np.argwhere(R != 0)))
     return path

@@ -46,8 +46,8 @@ def _envelope_2states(V: np.ndarray, tol: float, min_len: float = 1e-9) -> np.nd
         ties = np.flatnonzero(xs <= x_next + 1e-15)
         cur = int(ties[np.argmax(slope[ties])])
         x = x_next
-    kept = np.array(sorted(set(kept)), dtype=np.int64)
-    return kept[_drop_slivers(V[kept], tol)]
+    rows = np.array(sorted(set(kept)), dtype=np.int64)
+    return rows[_drop_slivers(V[rows], tol)]
 
 
 def _drop_slivers(V: np.ndarray, tol: float) -> np.ndarray:

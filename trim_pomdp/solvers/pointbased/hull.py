@@ -79,12 +79,12 @@ class FaceHulls:
                 block[:, cols] = np.array([p for p, _ in pts])
                 P.append(block)
                 v.append(np.array([val for _, val in pts]))
-        P, v = np.vstack(P), np.concatenate(v)
+        P_all, v_all = np.vstack(P), np.concatenate(v)
         # drop points above the corners' plane: they can never be on the lower envelope
-        keep = v < P @ c - 1e-15
+        keep = v_all < P_all @ c - 1e-15
         keep[:k] = True
-        P, v = P[keep], v[keep]
-        planes = _lower_facet_planes(P, v) if len(P) > k else np.zeros((0, k))
+        P_all, v_all = P_all[keep], v_all[keep]
+        planes = _lower_facet_planes(P_all, v_all) if len(P_all) > k else np.zeros((0, k))
         if len(planes) == 0:  # no point below the corners' plane, or a degenerate set: the chord
             planes = c[None, :]
         self._planes[U] = planes

@@ -232,22 +232,22 @@ class PointBasedSolver:
             )
         with _blas_threads(self.blas_threads):
             if self.finite_horizon is not None:
-                return self._solve_finite(model)
+                return self._solve_finite(model, self.finite_horizon)
             return self._solve_discounted(model)
 
     # --------------------------------------------------------------------------------------------------------
-    def _solve_finite(self, model: TabularPOMDP) -> AlphaVectorPolicy:
+    def _solve_finite(self, model: TabularPOMDP, horizon: int) -> AlphaVectorPolicy:
         start = time.perf_counter()
         deadline = None if self.time_limit is None else start + self.time_limit
         G, acts, sizes = exact_value_iteration(
-            model, self.finite_horizon, rng=np.random.default_rng(self.seed), deadline=deadline
+            model, horizon, rng=np.random.default_rng(self.seed), deadline=deadline
         )
         value = float((G @ model.b0).max())
         seconds = time.perf_counter() - start
         info = SolveInfo(
             solver=self.name,
             seconds=seconds,
-            iterations=self.finite_horizon,
+            iterations=horizon,
             lower_bound=value,
             upper_bound=value,
             converged=True,
@@ -257,7 +257,7 @@ class PointBasedSolver:
                 "observations": model.n_observations,
                 "alpha_vectors": len(G),
             },
-            extra={"mode": "finite_horizon", "horizon": self.finite_horizon, "alphas_per_step": sizes},
+            extra={"mode": "finite_horizon", "horizon": horizon, "alphas_per_step": sizes},
         )
         return self._policy(model, G, acts, info)
 

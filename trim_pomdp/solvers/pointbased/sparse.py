@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -125,7 +126,7 @@ def fast_informed_bound(
         it += 1
         new = np.empty_like(Q)
         for a in range(m.A):
-            best = None
+            best: Any = None
             for a2 in range(m.A):
                 # X[s, o] = sum_s' T[s, s'] O[s', o] Q(s', a2)
                 if m.o_is_sparse:

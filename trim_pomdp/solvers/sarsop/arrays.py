@@ -289,7 +289,7 @@ class WorkerError(RuntimeError):
         self.message = message
 
 
-def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
+def _atomic_savez(path: Path, arrays: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".partial")
     with open(tmp, "wb") as fh:
         np.savez(fh, **arrays)

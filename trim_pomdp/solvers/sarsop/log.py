@@ -65,7 +65,9 @@ def parse_pomdpsol_log(text: str) -> dict[str, Any]:
     }
     found = {k: v for k, v in reasons.items() if v >= 0}
     if found:
-        out["stop_reason"] = min(found, key=found.get) if finish >= 0 else max(found, key=found.get)
+        # after "SARSOP finishing" the first reason named is the one; without it, the last one printed
+        pick = min if finish >= 0 else max
+        out["stop_reason"] = pick(found, key=lambda k: found[k])
     return out
 
 

@@ -124,6 +124,7 @@ class KeepAliveWorker:
         self._finalizer = weakref.finalize(self, _stop_worker, self.proc, self._log, self._dir)
 
     def _read_answers(self) -> None:
+        assert self.proc.stdout is not None  # opened with stdout=PIPE
         for line in self.proc.stdout:
             self._answers.put(line)
         self._answers.put(None)
@@ -134,6 +135,7 @@ class KeepAliveWorker:
 
     def run(self, request: Path, result: Path, limit: float) -> int:
         """Send one request and wait for its answer: the worker's status (0 ok, 1 error reported)."""
+        assert self.proc.stdin is not None  # opened with stdin=PIPE
         self.proc.stdin.write(json.dumps({"request": str(request), "result": str(result)}) + "\n")
         self.proc.stdin.flush()
         deadline = time.monotonic() + limit
@@ -163,7 +165,8 @@ def _stop_worker(proc: subprocess.Popen, log: Any, directory: str) -> None:
     try:
         if proc.poll() is None:
             try:
-                proc.stdin.close()  # the worker's loop ends at EOF
+                if proc.stdin is not None:
+                    proc.stdin.close()  # the worker's loop ends at EOF
                 proc.wait(timeout=2)
             except (OSError, subprocess.TimeoutExpired):
                 pass

@@ -385,6 +385,7 @@ def check_backend(backend: str, check_timeout: float = 300.0) -> BackendCheck:
     except TrimPomdpError as exc:
         return BackendCheck(backend, error=str(exc))
     info = policy.info
+    assert info is not None  # SarsopSolver always reports
     return BackendCheck(
         backend, info.lower_bound, info.upper_bound, int(policy.alphas.shape[0]), info.seconds
     )
