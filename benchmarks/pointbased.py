@@ -2,15 +2,18 @@
 
 Usage::
 
-    python benchmarks/pointbased.py [--data-dir ../shared/data/pomdp] [--out benchmarks/pointbased.json]
-                                    [--hallway-time 60] [--trim-time 60] [--repeats 5] [--fresh]
+    python benchmarks/pointbased.py --data-dir DIR [--out FILE] [--hallway-time 60] [--trim-time 60]
+                                    [--repeats 5] [--cases tiger,1d] [--fresh]
 
-Cases (targets from issue 7 and the reference numbers of APPL ``pomdpsol``):
+``DIR`` is a folder with the classic files ``Tiger.pomdp``, ``Hallway.pomdp``, ``cheese.95.POMDP`` and
+``1d.POMDP`` (from pomdp.org); without it only ``trim_default`` runs.
+
+Cases (the targets are set against APPL ``pomdpsol``'s results on the same files):
 
 * ``tiger``: Tiger (γ = 0.95), bounds within 1e-3 of 19.3711 in ≤ 1 s (solved to precision 5e-4); median
   over ``--repeats`` solves, with the greedy-branch HSVI2 variant of the same solver as the in-run baseline.
 * ``tiger_start_0.9``: start belief (0.9, 0.1); pomdpsol gives V* ∈ [22.5735, 22.5744].
-* ``tiger_finite``: exact finite-horizon values (reference notes §5.1) and pruned vector counts.
+* ``tiger_finite``: exact finite-horizon values and pruned vector counts (as exact value iteration gives them).
 * ``hallway``: lower ≥ 0.99 and upper ≤ 1.21 within ``--hallway-time`` s (pomdpsol after 180 s:
   [0.9954, 1.2052]), default stochastic branch sampling vs the greedy HSVI2 baseline.
 * ``cheese``, ``1d``: solved to precision 1e-3.
@@ -18,9 +21,9 @@ Cases (targets from issue 7 and the reference numbers of APPL ``pomdpsol``):
   point-based bounds must bracket the native finite-horizon solver's V(b0) (× γ for the flattened start
   step); gap vs 1e-3·R, with the bound trajectory.
 
-Results are written after every case (``--out``, default next to this file) and a rerun skips the cases
-already there unless ``--fresh``. Timings on a shared machine are pessimistic; the machine and load are
-recorded.
+Results are written after every case (``--out``, default ``benchmark-results/pointbased.json``) and a rerun
+skips the cases already there unless ``--fresh``. Timings on a shared machine are pessimistic; the machine and
+its load are recorded.
 """
 
 from __future__ import annotations
@@ -28,18 +31,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import numpy as np
-from _common import default_out, write_result
+from _common import default_out, machine, write_result
 
 from trim_pomdp.solvers.formats import read_pomdp
 from trim_pomdp.solvers.pointbased.solver import PointBasedSolver
 
-REPO = Path(__file__).resolve().parents[1]
 TIGER_FINITE = {
     1: (-1.0, 3),
     2: (-1.95, 5),
@@ -178,21 +179,17 @@ def case_trim(seconds: float) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data" / "pomdp")
-    ap.add_argument("--out", type=Path, default=default_out(__file__))
-    ap.add_argument("--hallway-time", type=float, default=60.0)
-    ap.add_argument("--trim-time", type=float, default=60.0)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--data-dir", type=Path, default=None, help="folder with the classic .pomdp files")
+    ap.add_argument("--out", type=Path, default=default_out(__file__), help="result file (JSON)")
+    ap.add_argument("--hallway-time", type=float, default=60.0, help="seconds for Hallway")
+    ap.add_argument("--trim-time", type=float, default=60.0, help="seconds for the flattened TRIM-POMDP")
+    ap.add_argument("--repeats", type=int, default=5, help="Tiger solves per sampling variant")
+    ap.add_argument("--cases", default=None, help="comma-separated cases to run (default: all)")
     ap.add_argument("--fresh", action="store_true", help="ignore results already in --out")
     args = ap.parse_args()
 
     results = {} if args.fresh or not args.out.exists() else json.loads(args.out.read_text())
-    results["machine"] = {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "load_average_at_start": list(os.getloadavg()),
-    }
+    results["machine"] = machine()
     cases = results.setdefault("cases", {})
     data = args.data_dir
     plan = {
@@ -204,12 +201,18 @@ def main() -> None:
         "1d": lambda: case_file(data, "1d.POMDP"),
         "trim_default": lambda: case_trim(args.trim_time),
     }
+    wanted = set(plan) if args.cases is None else {c.strip() for c in args.cases.split(",") if c.strip()}
+    unknown = wanted - set(plan)
+    if unknown:
+        ap.error(f"unknown cases {sorted(unknown)}; choose from {', '.join(plan)}")
     for name, fn in plan.items():
+        if name not in wanted:
+            continue
         if name in cases:
             print(f"{name}: already in {args.out}, skipped (use --fresh to rerun)")
             continue
-        if name != "trim_default" and not data.is_dir():
-            print(f"{name}: skipped, {data} is absent")
+        if name != "trim_default" and (data is None or not data.is_dir()):
+            print(f"{name}: skipped, no --data-dir with the classic files")
             continue
         print(f"running {name} ...", flush=True)
         cases[name] = fn()

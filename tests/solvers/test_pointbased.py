@@ -63,7 +63,7 @@ def test_tiger_bounds_bracket_the_sarsop_value():
     info = policy.info
     assert isinstance(solver, Solver) and isinstance(policy, AlphaVectorPolicy)
     assert info.converged and info.gap <= 1e-3
-    # APPL pomdpsol: V* in [19.3711, 19.3721] (reference notes §5.1)
+    # APPL pomdpsol: V* in [19.3711, 19.3721]
     assert 19.3711 - 1e-3 <= info.lower_bound <= 19.3721 and 19.3711 <= info.upper_bound <= 19.3721 + 1e-3
     assert policy.value(tiger().b0) == pytest.approx(info.lower_bound)
     assert policy.action_names[policy.action(np.array([0.5, 0.5]))] == "listen"
@@ -78,7 +78,7 @@ def test_tiger_non_uniform_start():
     assert lb <= 22.5744 + 1e-9 and ub >= 22.5735 - 1e-9 and ub - lb <= 1e-3  # pomdpsol: [22.5735, 22.5744]
 
 
-# Exact Tiger finite-horizon values and pruned vector counts (reference notes §5.1).
+# Exact Tiger finite-horizon values and pruned vector counts (exact value iteration).
 TIGER_FINITE = {
     1: (-1.0, 3),
     2: (-1.95, 5),

@@ -467,7 +467,7 @@ def test_live_tiger(backend, tmp_path):
     solver = SarsopSolver(backend=backend, time_limit=30.0, precision=1e-3, workdir=tmp_path)
     policy = solver.solve(tiger())
     info = policy.info
-    # pomdpsol: LB 19.3711, UB 19.3721 (reference notes §5.1)
+    # pomdpsol: LB 19.3711, UB 19.3721
     assert info.lower_bound == pytest.approx(19.3711, abs=5e-3)
     assert policy.action(np.array([0.5, 0.5])) == 0  # listen
     assert policy.action(np.array([0.02, 0.98])) == 1  # open the left door: the tiger is right
@@ -489,7 +489,7 @@ def test_live_tiger_matches_point_based_solver(backend):
     pb = pointbased.PointBasedSolver(precision=1e-3, time_limit=30.0)
     theirs = pb.solve(model)
     v_ours, v_theirs = float(ours.value(model.b0)), float(theirs.value(model.b0))
-    # both are lower bounds within their gaps of V* in [22.5735, 22.5744] (pomdpsol, reference notes §5.1)
+    # both are lower bounds within their gaps of V* in [22.5735, 22.5744] (pomdpsol)
     assert v_ours == pytest.approx(22.574, abs=1e-2)
     assert v_theirs <= theirs.info.upper_bound + 1e-9
     assert abs(v_ours - v_theirs) <= 1e-2 + theirs.info.gap

@@ -58,6 +58,7 @@ def support_layers(
     Parameters
     ----------
     m : SparseModel
+        The model.
     max_supports : int
         Give up (return ``None``) when more supports than this are reachable.
     max_size : int, optional

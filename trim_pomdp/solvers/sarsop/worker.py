@@ -7,9 +7,9 @@ Usage (started by :class:`~trim_pomdp.solvers.sarsop.solver.SarsopSolver`, not b
 
 ``REQUEST.npz`` holds the model as the 1-based sparse arrays of
 :class:`~trim_pomdp.solvers.sarsop.arrays.SparseTabularArrays` plus the solve parameters (``backend``,
-``timeout``, ``precision``, ``options_json``, ``workdir``; see :func:`~trim_pomdp.solvers.sarsop.arrays.write_request`);
-the worker changes into ``workdir``, solves, and writes
-``RESULT.npz`` atomically (``status`` ``"ok"`` with the backend's alpha vectors in Julia's layout, or
+``timeout``, ``precision``, ``options_json``, ``workdir``: see
+:func:`~trim_pomdp.solvers.sarsop.arrays.write_request`). The worker changes into ``workdir``, solves, and
+writes ``RESULT.npz`` atomically (``status`` ``"ok"`` with the backend's alpha vectors in Julia's layout, or
 ``"error"`` with the error's type and message). Exit status: 0 on success, 1 on a reported error, 2 on bad
 usage. Only numpy arrays and strings cross the process boundary (``allow_pickle=False`` on both sides).
 
