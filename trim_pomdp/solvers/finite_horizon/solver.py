@@ -65,6 +65,7 @@ class _Epoch:
 
     @classmethod
     def make(cls, model: FiniteHorizonPOMDP, M: np.ndarray, i: int, next_lines, next_grid, next_u) -> _Epoch:
+        """The arrays of epoch index ``i``, with the next epoch's bounds."""
         O = model.observation[i]  # (Z, n_o)
         p, term = model.context_probs[i], model.terminal[i]
         ctx = np.flatnonzero(p > 0)

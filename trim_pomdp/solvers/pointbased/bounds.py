@@ -30,10 +30,12 @@ class AlphaSet:
 
     @property
     def alphas(self) -> np.ndarray:
+        """The vectors, ``(K, S)`` (a view)."""
         return self._G[: self.K]
 
     @property
     def actions(self) -> np.ndarray:
+        """The action of each vector, ``(K,)`` (a view)."""
         return self._act[: self.K]
 
     def values(self, idx: np.ndarray, B: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -383,6 +385,7 @@ class SawtoothUpper:
 
     @property
     def n_points(self) -> int:
+        """Number of stored (belief, value) points."""
         return self.points.N
 
     def values(self, idx: np.ndarray, B: np.ndarray) -> np.ndarray:
@@ -407,6 +410,7 @@ class SawtoothUpper:
         return np.minimum(out, h.min(axis=1))
 
     def value(self, idx: np.ndarray, vals: np.ndarray) -> float:
+        """Upper bound at the single belief ``vals`` on support ``idx``."""
         return float(self.values(idx, vals[None, :])[0])
 
     def add(
