@@ -28,7 +28,7 @@ from trim_pomdp._internal.progress import Progress
 from trim_pomdp.exceptions import BackendUnavailableError, InvalidParameterError, SolverError, TrimPomdpError
 from trim_pomdp.pomdp.policy import TrimPolicy, solve_trim
 from trim_pomdp.pomdp.problem import TrimPOMDP
-from trim_pomdp.registry import SARSOP_BACKENDS, SOLVERS, canonical_sarsop_backend, canonical_solver
+from trim_pomdp.registry import SOLVERS, canonical_sarsop_backend, canonical_solver
 
 __all__ = [
     "MC_FIELDS",
@@ -163,16 +163,12 @@ def make_solver(
         return cls(precision=precision, time_limit=time_limit, mode=mode)
     if name == "pointbased":
         return cls(precision=precision, time_limit=time_limit)
-    backend = canonical_sarsop_backend(sarsop_backend)
-    kwargs = {"timeout": time_limit or 60.0, "precision": precision, "keep_alive": keep_alive}
-    spellings = [backend, *SARSOP_BACKENDS[backend][0]]  # the registered name, then the older ones
-    for i, spelling in enumerate(spellings):
-        try:
-            return cls(backend=spelling, **kwargs)
-        except InvalidParameterError:
-            if i == len(spellings) - 1:
-                raise
-    raise AssertionError("unreachable")  # pragma: no cover
+    return cls(
+        backend=canonical_sarsop_backend(sarsop_backend),
+        time_limit=time_limit or 60.0,
+        precision=precision,
+        keep_alive=keep_alive,
+    )
 
 
 @dataclass
