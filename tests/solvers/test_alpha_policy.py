@@ -105,5 +105,11 @@ def test_solve_info_from_dict_maps_old_size_keys():
         "sizes": {"horizon": 3, "n_hidden": 3, "n_contexts": 4, "lines": 12, "max_lines": 5},
     }
     info = SolveInfo.from_dict(old)
-    assert info.sizes == {"horizon": 3, "states": 3, "contexts": 4, "alpha_vectors": 12, "max_alpha_vectors": 5}
+    assert info.sizes == {
+        "horizon": 3,
+        "states": 3,
+        "contexts": 4,
+        "alpha_vectors": 12,
+        "max_alpha_vectors": 5,
+    }
     assert SolveInfo.from_dict(info.to_dict()) == info
