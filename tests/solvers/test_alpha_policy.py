@@ -78,7 +78,7 @@ def test_loads_a_policy_written_by_the_previous_save(tmp_path):
     policy = AlphaVectorPolicy.load(base)
     assert policy.action(np.array([1.0, 0.0])) == 1 and policy.action_names == ("listen", "open")
     info = policy.info
-    assert info is not None and info.solver == "sarsop" and info.extra["backend"] == "native"
+    assert info is not None and info.solver == "sarsop" and info.extra["backend"] == "nativesarsop.jl"
     assert info.sizes == {"states": 2, "actions": 2, "observations": 2, "alpha_vectors": 2, "beliefs": 9}
     assert math.isnan(info.upper_bound) and info.lower_bound == 0.25
     # without a card the arrays still load

@@ -11,6 +11,9 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from trim_pomdp.exceptions import InvalidParameterError
+from trim_pomdp.registry import canonical_sarsop_backend, canonical_solver
+
 __all__ = ["SIZE_ALIASES", "SolveInfo", "Solver"]
 
 #: Keys of ``SolveInfo.sizes`` in reports written before the names were unified -> the key used now.
@@ -90,8 +93,9 @@ class SolveInfo:
     def from_dict(cls, d: dict[str, Any]) -> SolveInfo:
         """Inverse of :meth:`to_dict`; also reads reports written by earlier versions.
 
-        Older reports used other ``sizes`` keys (``n_states``, ``alphas``, ... : :data:`SIZE_ALIASES`) and named
-        SARSOP solves ``"sarsop[<backend>]"``; both are mapped to today's names.
+        Older reports used other ``sizes`` keys (``n_states``, ``alphas``, ... : :data:`SIZE_ALIASES`), named
+        SARSOP solves ``"sarsop[<backend>]"`` and NativeSARSOP.jl ``"native"``; all are mapped to today's names
+        (:mod:`trim_pomdp.registry`). A solver name the registry does not know is kept as it is.
         """
         d = dict(d)
         d.pop("gap", None)
@@ -105,9 +109,20 @@ class SolveInfo:
                 sizes.setdefault(new, value)
         d["sizes"] = sizes
         solver = str(d.get("solver", ""))
+        extra = dict(d.get("extra") or {})
         if solver.startswith("sarsop[") and solver.endswith("]"):
-            d["solver"] = "sarsop"
-            d["extra"] = {"backend": solver[len("sarsop[") : -1], **dict(d.get("extra") or {})}
+            solver = "sarsop"
+            extra.setdefault("backend", d["solver"][len("sarsop[") : -1])
+        try:
+            d["solver"] = canonical_solver(solver)
+        except InvalidParameterError:
+            d["solver"] = solver
+        if d["solver"] == "sarsop" and isinstance(extra.get("backend"), str):
+            try:
+                extra["backend"] = canonical_sarsop_backend(extra["backend"])
+            except InvalidParameterError:
+                pass
+        d["extra"] = extra
         return cls(**d)
 
 
