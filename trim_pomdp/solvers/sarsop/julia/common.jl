@@ -5,7 +5,7 @@
 #   T[a] :: SparseMatrixCSC, T[a][s, sp] = P(sp | s, a)      (POMDPTools.SparseTabularPOMDP)
 #   O[a] :: SparseMatrixCSC, O[a][sp, o] = P(o | sp, a)
 #   R    :: Matrix{Float64}, R[s, a]
-# Python hands over coordinate (COO) triplets; trim_pomdp.solvers.sarsop.julia_bridge.to_sparse_tabular builds them.
+# Python hands over coordinate (COO) triplets; trim_pomdp.solvers.sarsop.arrays.to_sparse_tabular builds them.
 
 """
     per_action_sparse(a_idx, rows, cols, vals, n_actions, n_rows, n_cols)
