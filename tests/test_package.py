@@ -171,3 +171,28 @@ def test_every_public_name_resolves():
     for name in trim_pomdp.__all__:
         assert getattr(trim_pomdp, name) is not None, name
     assert "BeliefRouter" in dir(trim_pomdp)
+
+
+def test_exported_names_survive_importing_every_submodule():
+    """A lazily exported name equal to a submodule's name would be shadowed by the module once it is imported."""
+    import importlib
+    import pkgutil
+    import types
+
+    infos = [
+        i
+        for i in pkgutil.walk_packages(trim_pomdp.__path__, "trim_pomdp.")
+        if not i.name.endswith("__main__")
+    ]
+    for info in infos:
+        try:
+            importlib.import_module(info.name)
+        except ImportError:  # an optional extra is missing
+            continue
+    for info in infos:
+        if not info.ispkg or info.name not in sys.modules:
+            continue
+        pkg = sys.modules[info.name]
+        for name in getattr(pkg, "__all__", ()):
+            value = getattr(pkg, name)
+            assert not isinstance(value, types.ModuleType), f"{info.name}.{name} is shadowed by its submodule"

@@ -3,7 +3,7 @@
 Loads the shipped observation model, estimates the POMDP's parameters from labelled simulated training
 queries, solves a λ sweep with the finite-horizon solver, sweeps TRIM-Thr, a cheap TRIM-Agg, AutoMix-PRM, the
 oracle and the random query routers on the same simulated evaluation queries, prints the Table-1-style table
-and writes the curves (:func:`trim_pomdp.evaluation.evaluate.evaluate_simulated`).
+and writes the curves (:func:`trim_pomdp.evaluation.runner.evaluate_simulated`).
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def command(
 
     from trim_pomdp.cli.evaluate import print_reports
     from trim_pomdp.cli.solve import parse_lambdas
-    from trim_pomdp.evaluation.evaluate import evaluate_simulated
+    from trim_pomdp.evaluation.runner import evaluate_simulated
     from trim_pomdp.evaluation.simulator import load_default_simulator_params
     from trim_pomdp.evaluation.sweep import ALL_ROUTERS, DEFAULT_LAMBDAS, SweepSettings
     from trim_pomdp.pomdp import default_observation_model

@@ -1,6 +1,6 @@
 """``trim-pomdp evaluate``: sweep routers on the simulator (or summarise records) into tables and curves.
 
-A thin wrapper around :func:`trim_pomdp.evaluation.evaluate.evaluate`.
+A thin wrapper around :func:`trim_pomdp.evaluation.runner.evaluate`.
 """
 
 from __future__ import annotations
@@ -143,7 +143,7 @@ def command(
     """
     from rich.console import Console
 
-    from trim_pomdp.evaluation.evaluate import evaluate
+    from trim_pomdp.evaluation.runner import evaluate
     from trim_pomdp.evaluation.simulator import SIMULATED_NOTE
     from trim_pomdp.evaluation.sweep import SweepSettings
 

@@ -1,6 +1,6 @@
 """``trim-pomdp train-agg``: train the TRIM-Agg PPO router for one λ.
 
-A thin wrapper around :func:`trim_pomdp.evaluation.evaluate.train_and_evaluate_agg`.
+A thin wrapper around :func:`trim_pomdp.evaluation.runner.train_and_evaluate_agg`.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def command(
     """
     from rich.console import Console
 
-    from trim_pomdp.evaluation.evaluate import train_and_evaluate_agg
+    from trim_pomdp.evaluation.runner import train_and_evaluate_agg
 
     console = Console(stderr=True)
     results = train_and_evaluate_agg(

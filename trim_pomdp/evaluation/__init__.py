@@ -84,10 +84,10 @@ _LAZY = {
     "estimate_trim_params": "sweep",
     "estimate_simulator_params": "simulator_estimation",
     "SIMULATED_NOTE": "simulator",
-    "evaluate": "evaluate",
-    "evaluate_simulated": "evaluate",
-    "simulator_params": "evaluate",
-    "train_and_evaluate_agg": "evaluate",
+    "evaluate": "runner",
+    "evaluate_simulated": "runner",
+    "simulator_params": "runner",
+    "train_and_evaluate_agg": "runner",
 }
 
 

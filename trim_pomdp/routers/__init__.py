@@ -12,6 +12,10 @@ from typing import Any
 
 from trim_pomdp.routers.base import ACTION_NAMES, BatchRouter, Router
 
+# imported eagerly: the function shares its name with its module, and a lazy attribute would be shadowed by the
+# submodule as soon as anything imported trim_pomdp.routers.rollout
+from trim_pomdp.routers.rollout import RolloutResult, rollout
+
 _LAZY: dict[str, str] = {
     "ThresholdRouter": "threshold",
     "BeliefRouter": "belief",
@@ -20,8 +24,6 @@ _LAZY: dict[str, str] = {
     "SeqRouter": "rl.seq",
     "train_seq": "rl.seq",
     "RoutingEnv": "rl.env",
-    "rollout": "rollout",
-    "RolloutResult": "rollout",
     "QueryOutcome": "query_level",
     "AutoMixRouter": "query_level",
     "OracleQueryRouter": "query_level",
@@ -30,7 +32,7 @@ _LAZY: dict[str, str] = {
     "cumulative_score": "query_level",
 }
 
-__all__ = ["ACTION_NAMES", "BatchRouter", "Router", *sorted(_LAZY)]
+__all__ = ["ACTION_NAMES", "BatchRouter", "RolloutResult", "Router", "rollout", *sorted(_LAZY)]
 
 
 def __getattr__(name: str) -> Any:
