@@ -1,7 +1,7 @@
 """Fake solve functions injected into the SARSOP worker through ``TRIM_POMDP_SARSOP_FAKE`` (tests only).
 
-Each has the signature of :func:`trim_pomdp.solvers.sarsop.julia_bridge.solve_with_julia`. ``blind`` computes a real answer
-from the arrays it receives (so a test can check what crossed the process boundary); the others misbehave in
+Each has the signature of :func:`trim_pomdp.solvers.sarsop.julia_bridge.solve_with_julia`. ``blind`` computes a real
+answer from the arrays it receives (so a test can check what crossed the process boundary); the others misbehave in
 the ways a Julia worker can.
 """
 

@@ -1,6 +1,6 @@
 """A tiny self-contained EpisodeBatch used by the router tests (independent of trim_pomdp.pomdp).
 
-Hidden classes follow DESIGN §3 (S0/S1/S2, continue/regenerate dynamics, final-step reward); PRM scores are
+Hidden classes follow the TRIM-POMDP (S0/S1/S2, continue/regenerate dynamics, final-step reward); PRM scores are
 Beta draws per class, so low scores mean errors and a router that regenerates low-score steps should gain
 accuracy.
 """

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from tests._support.data import require_shared_data
+from tests._support.oracles import expectimax_tabular, expectimax_trim
 from trim_pomdp.exceptions import DataFormatError, InvalidParameterError, ModelCheckError, ZeroLikelihoodError
 from trim_pomdp.observation_models.observation import ObservationModel
 from trim_pomdp.pomdp import (
@@ -44,54 +45,6 @@ def small_model(rng, H=3, K=2, n=3, lam=2e-3, p_w=0.8, p_s=0.9) -> TrimPOMDP:
         lam=lam,
     )
     return TrimPOMDP(params, random_obs(rng, n))
-
-
-def trim_brute_force(tp: TrimPOMDP, i=0, beta=None) -> float:
-    """Expectimax over observation histories written directly from the model's definition (full 3-state model)."""
-    p = tp.params
-    H = p.horizon
-    beta = np.array([p.p_w, 0.0, 1 - p.p_w]) if beta is None else beta
-    cont = np.array([[p.p_w, 0, 1 - p.p_w], [0, 1, 0], [0, 1, 0]])
-    reg_row = [p.p_s * p.p_w, 1 - p.p_s, p.p_s * (1 - p.p_w)]
-    regen = np.array([reg_row, [0, 1, 0], reg_row])
-    O = tp.observation_probs(i + 1)
-    q = 1.0 if i == H - 1 else p.hazard[i]
-    total = 0.0
-    for c in range(p.n_buckets):
-        cost = p.lam * p.strong_weak_ratio * p.bucket_mean_tokens[c]
-        for final, pf in ((True, q), (False, 1 - q)):
-            w = p.bucket_probs[i, c] * pf
-            if w == 0:
-                continue
-            for o in range(O.shape[1]):
-                u = beta * O[:, o]
-                s = u.sum()
-                if s == 0:
-                    continue
-                b = u / s
-                if final:
-                    v_c = p.reward * b[0]
-                    v_r = p.reward * p.p_s * (b[0] + b[2]) - cost
-                else:
-                    v_c = trim_brute_force(tp, i + 1, b @ cont)
-                    v_r = trim_brute_force(tp, i + 1, b @ regen) - cost
-                total += w * s * max(v_c, v_r)
-    return total
-
-
-def tabular_expectimax(P, b, depth) -> float:
-    """Exact discounted finite-depth value of a TabularPOMDP at belief b (observation histories)."""
-    if depth == 0 or (P.terminal is not None and b[P.terminal].sum() > 1 - 1e-15):
-        return 0.0
-    best = -np.inf
-    for a in range(P.n_actions):
-        v = b @ P.R[:, a]
-        nb = b @ P.T[a]
-        po = nb @ P.O[a]
-        for o in np.flatnonzero(po > 1e-15):
-            v += P.discount * po[o] * tabular_expectimax(P, nb * P.O[a, :, o] / po[o], depth - 1)
-        best = max(best, v)
-    return best
 
 
 # ---------------------------------------------------------------------------- params
@@ -235,7 +188,7 @@ def test_native_solver_is_exact_on_small_trim_models(seed, H):
     """H ≤ 4, 3×3 bins, 2 buckets: bounds close and equal brute-force expectimax on the full model to 1e-9."""
     rng = np.random.default_rng(seed)
     tp = small_model(rng, H=H, K=2, n=3, lam=rng.uniform(0, 5e-3))
-    truth = trim_brute_force(tp)
+    truth = expectimax_trim(tp)
     for mode, prec in (("exact", 0.0), ("auto", 1e-10)):
         solver = FiniteHorizonSolver(mode=mode, precision=prec)
         policy = solver.solve(tp.structured())
@@ -253,12 +206,12 @@ def test_flattened_model_has_the_structured_value():
     flat = tp.flatten()
     native = FiniteHorizonSolver(mode="exact")
     pol = native.solve(tp.structured(discount=gamma))
-    v_flat = tabular_expectimax(flat, flat.b0, tp.horizon + 1)
+    v_flat = expectimax_tabular(flat, flat.b0, tp.horizon + 1)
     assert v_flat == pytest.approx(gamma * pol.info.lower_bound, abs=1e-12)
     belief = np.array([0.5, 0.2, 0.3])
     for bucket, final in ((1, False), (0, True)):
         start = tp.flatten(start=(1, bucket, final, belief))
-        v = tabular_expectimax(start, start.b0, tp.horizon)
+        v = expectimax_tabular(start, start.b0, tp.horizon)
         assert v == pytest.approx(pol.action_values(1, 2 * bucket + int(final), belief).max(), abs=1e-12)
     with pytest.raises(InvalidParameterError):
         tp.flatten(start=(3, 0, False, belief))

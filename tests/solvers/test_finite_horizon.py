@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tests._support.oracles import expectimax_finite_horizon
 from trim_pomdp.exceptions import InvalidParameterError, ModelCheckError, SolverError
 from trim_pomdp.solvers.finite_horizon import (
     FiniteHorizonPolicy,
@@ -15,35 +16,6 @@ from trim_pomdp.solvers.finite_horizon import (
     segment_factorization,
     upper_envelope,
 )
-
-
-# ---------------------------------------------------------------------------- brute force
-def brute_force_value(model: FiniteHorizonPOMDP, i: int = 0, beta=None) -> float:
-    """Expectimax over all observation histories on the full hidden state (no rank-2 reduction)."""
-    beta = model.b0 if beta is None else beta
-    H = model.horizon
-    if i == H:
-        return 0.0
-    O = model.observation[i]
-    total = 0.0
-    for c in range(model.n_contexts):
-        pc = model.context_probs[i, c]
-        if pc == 0:
-            continue
-        for o in range(O.shape[1]):
-            u = beta * O[:, o]
-            s = u.sum()
-            if s == 0:
-                continue
-            b = u / s
-            best = -np.inf
-            for a in range(model.n_actions):
-                q = b @ model.reward[i, c, :, a]
-                if not model.terminal[i, c]:
-                    q += model.discount * brute_force_value(model, i + 1, b @ model.transition[a])
-                best = max(best, q)
-            total += pc * s * best
-    return total
 
 
 def policy_value(policy: FiniteHorizonPolicy, model: FiniteHorizonPOMDP, i: int = 0, beta=None) -> float:
@@ -143,7 +115,7 @@ def test_full_rank_dynamics_use_the_simplex_grid_fallback_with_certified_bounds(
         m = random_rank2_model(rng, H=3, C=2, n_obs=3)
         m.transition = rng.dirichlet(np.ones(3), size=(2, 3))
         assert segment_factorization(m.transition) is None
-        truth = brute_force_value(m)
+        truth = expectimax_finite_horizon(m)
         solver = FiniteHorizonSolver(precision=1e-3)
         pol = solver.solve(m)
         info = pol.info
@@ -197,7 +169,7 @@ def test_exact_mode_equals_brute_force_on_random_rank2_models(seed):
     rng = np.random.default_rng(100 + seed)
     Z = 3 if seed % 2 == 0 else 4
     m = random_rank2_model(rng, Z=Z, H=3, C=2 + seed % 2, n_obs=3, discount=1.0 if seed < 3 else 0.9)
-    truth = brute_force_value(m)
+    truth = expectimax_finite_horizon(m)
     solver = FiniteHorizonSolver(mode="exact")
     pol = solver.solve(m)
     assert pol.info.lower_bound == pytest.approx(truth, abs=1e-9)
@@ -209,7 +181,7 @@ def test_exact_mode_equals_brute_force_on_random_rank2_models(seed):
 def test_grid_bounds_bracket_and_policy_achieves_lower_bound(seed):
     rng = np.random.default_rng(200 + seed)
     m = random_rank2_model(rng, H=4, C=2, n_obs=3)
-    truth = brute_force_value(m)
+    truth = expectimax_finite_horizon(m)
     solver = FiniteHorizonSolver(mode="grid", grid_size=3)
     pol = solver.solve(m)
     lo, hi = pol.info.lower_bound, pol.info.upper_bound
@@ -252,7 +224,7 @@ def test_horizon_one_is_a_single_exact_backup():
     solver = FiniteHorizonSolver()
     pol = solver.solve(m)
     assert pol.info.gap == pytest.approx(0.0, abs=1e-12)
-    assert pol.info.lower_bound == pytest.approx(brute_force_value(m), abs=1e-12)
+    assert pol.info.lower_bound == pytest.approx(expectimax_finite_horizon(m), abs=1e-12)
 
 
 def test_policy_arrays_round_trip():

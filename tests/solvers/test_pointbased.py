@@ -8,26 +8,13 @@ import numpy as np
 import pytest
 
 from tests._support.data import require_shared_data
+from tests._support.models import tiger
+from tests._support.oracles import expectimax_tabular
 from trim_pomdp.exceptions import InvalidParameterError
 from trim_pomdp.solvers import AlphaVectorPolicy, Solver, TabularPOMDP
 from trim_pomdp.solvers.pointbased.bounds import AlphaSet, SawtoothUpper
 from trim_pomdp.solvers.pointbased.exact import prune
 from trim_pomdp.solvers.pointbased.solver import PointBasedSolver
-
-
-def tiger(b0=(0.5, 0.5), discount=0.95) -> TabularPOMDP:
-    """The classic Tiger problem (listen −1, wrong door −100, right door +10, accuracy 0.85)."""
-    T = np.array([np.eye(2), np.full((2, 2), 0.5), np.full((2, 2), 0.5)])
-    O = np.array([[[0.85, 0.15], [0.15, 0.85]], np.full((2, 2), 0.5), np.full((2, 2), 0.5)])
-    R = np.array([[-1.0, -100.0, 10.0], [-1.0, 10.0, -100.0]])
-    return TabularPOMDP(
-        T=T,
-        O=O,
-        R=R,
-        b0=np.array(b0, float),
-        discount=discount,
-        action_names=["listen", "open-left", "open-right"],
-    )
 
 
 def random_pomdp(seed: int, S=3, A=2, Z=2, discount=0.9) -> TabularPOMDP:
@@ -37,23 +24,6 @@ def random_pomdp(seed: int, S=3, A=2, Z=2, discount=0.9) -> TabularPOMDP:
     R = rng.normal(size=(S, A))
     b0 = rng.dirichlet(np.ones(S))
     return TabularPOMDP(T=T, O=O, R=R, b0=b0, discount=discount)
-
-
-def brute_force_value(m: TabularPOMDP, b: np.ndarray, h: int) -> float:
-    """Exact h-step value at b by expectimax over actions and observations (independent of the solver)."""
-    if h == 0:
-        return 0.0
-    best = -np.inf
-    for a in range(m.n_actions):
-        q = float(b @ m.R[:, a])
-        pred = b @ m.T[a]
-        for o in range(m.n_observations):
-            u = pred * m.O[a][:, o]
-            p = u.sum()
-            if p > 1e-15:
-                q += m.discount * p * brute_force_value(m, u / p, h - 1)
-        best = max(best, q)
-    return best
 
 
 # ------------------------------------------------------------------------------------------------ Tiger
@@ -109,7 +79,7 @@ def test_finite_horizon_matches_brute_force_with_lp_pruning(seed):
     policy = PointBasedSolver(finite_horizon=h, seed=seed).solve(m)
     rng = np.random.default_rng(seed)
     for b in [m.b0, np.eye(3)[0], *rng.dirichlet(np.ones(3), size=4)]:
-        assert float(policy.value(b)) == pytest.approx(brute_force_value(m, b, h), abs=1e-9)
+        assert float(policy.value(b)) == pytest.approx(expectimax_tabular(m, b, h), abs=1e-9)
 
 
 def test_prune_keeps_exactly_the_envelope():

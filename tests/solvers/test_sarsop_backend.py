@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests._support.models import tiger
 from tests._support.sarsop_fakes import blind_alphas, mdp_values
 from trim_pomdp.exceptions import BackendUnavailableError, InvalidParameterError, ModelCheckError, SolverError
 from trim_pomdp.solvers.policy import AlphaVectorPolicy
@@ -33,18 +34,6 @@ from trim_pomdp.solvers.sarsop.worker import FAKE_ENV
 from trim_pomdp.solvers.tabular import TabularPOMDP
 
 TESTS_DIR = Path(__file__).resolve().parents[1]
-
-
-def tiger(b0=(0.5, 0.5)) -> TabularPOMDP:
-    listen, reset = np.eye(2), np.full((2, 2), 0.5)
-    return TabularPOMDP(
-        T=np.stack([listen, reset, reset]),
-        O=np.stack([np.array([[0.85, 0.15], [0.15, 0.85]]), reset, reset]),
-        R=np.array([[-1.0, -100.0, 10.0], [-1.0, 10.0, -100.0]]),
-        b0=np.array(b0, dtype=float),
-        discount=0.95,
-        action_names=["listen", "open-left", "open-right"],
-    )
 
 
 def chain_with_terminal() -> TabularPOMDP:

@@ -196,7 +196,8 @@ def save_artifact(
     meta["sha256"] = _digest(plain, meta, signed)
     tmp = npz.with_name(f".{npz.name}.tmp{os.getpid()}")
     with open(tmp, "wb") as fh:
-        np.savez_compressed(fh, format=np.array(format), **plain)
+        contents: dict[str, Any] = {"format": np.array(format), **plain}
+        np.savez_compressed(fh, **contents)
     os.replace(tmp, npz)
     write_json(js, meta)
     return npz, js
@@ -234,54 +235,68 @@ def load_artifact(
         When a file is missing, truncated, corrupted, of a foreign format, or its digest does not match.
     """
     npz, js = artifact_paths(path, stem, card_stem)
+    arrays, found = _read_arrays(npz, formats, what)
+    card = _read_card(js, npz, found, what, require_card)
+    _verify_digest(arrays, card, npz, js, what)
+    return Artifact(arrays=arrays, card=card, npz=npz, json=js)
+
+
+_READ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error, NotImplementedError)
+
+
+def _read_arrays(npz: Path, formats: Collection[str], what: str) -> tuple[dict[str, np.ndarray], str]:
+    """The arrays of ``npz`` (never unpickled) and its format tag, which must be one of ``formats``."""
     if not npz.is_file():
         raise DataFormatError(f"no {what} at {npz}: the file does not exist")
     try:
         with np.load(npz, allow_pickle=False) as data:
             arrays = {k: np.asarray(data[k]) for k in data.files}
-    except (
-        OSError,
-        ValueError,
-        EOFError,
-        KeyError,
-        zipfile.BadZipFile,
-        zlib.error,
-        NotImplementedError,
-    ) as exc:
+    except _READ_ERRORS as exc:
         raise DataFormatError(
             f"{npz} is not a readable {what} ({type(exc).__name__}: {exc}); the file is truncated or corrupted: "
             "re-create it"
         ) from None
     fmt_array = arrays.pop("format", None)
     found = str(fmt_array) if fmt_array is not None and fmt_array.ndim == 0 else None
-    if found not in formats:
+    if found is None or found not in formats:
         raise DataFormatError(
             f"{npz} is not a {what} (format {found!r}, expected {' or '.join(map(repr, formats))})"
         )
-    card: dict[str, Any] = {}
-    if js.is_file():
-        try:
-            loaded = json.loads(js.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise DataFormatError(f"the card {js} is not valid JSON ({exc}); re-create the {what}") from None
-        if not isinstance(loaded, dict):
-            raise DataFormatError(f"the card {js} is not a JSON object; re-create the {what}")
-        card = loaded
-        if card.get("format", found) != found:
-            raise DataFormatError(
-                f"the card {js} describes a {card.get('format')!r} artifact but {npz.name} holds {found!r}"
-            )
-    elif require_card:
-        raise DataFormatError(f"the card {js} of the {what} {npz} is missing; re-create the {what}")
+    return arrays, found
+
+
+def _read_card(js: Path, npz: Path, found: str, what: str, require_card: bool) -> dict[str, Any]:
+    """The JSON card (``{}`` when absent and not required); it must describe the same format as the arrays."""
+    if not js.is_file():
+        if require_card:
+            raise DataFormatError(f"the card {js} of the {what} {npz} is missing; re-create the {what}")
+        return {}
+    try:
+        card = json.loads(js.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataFormatError(f"the card {js} is not valid JSON ({exc}); re-create the {what}") from None
+    if not isinstance(card, dict):
+        raise DataFormatError(f"the card {js} is not a JSON object; re-create the {what}")
+    if card.get("format", found) != found:
+        raise DataFormatError(
+            f"the card {js} describes a {card.get('format')!r} artifact but {npz.name} holds {found!r}"
+        )
+    return card
+
+
+def _verify_digest(
+    arrays: Mapping[str, np.ndarray], card: Mapping[str, Any], npz: Path, js: Path, what: str
+) -> None:
+    """Recompute the card's ``sha256`` over the arrays and the signed fields (cards without one are older)."""
     expected = card.get("sha256")
-    if expected is not None:
-        signed = card.get("signed", [])
-        if not isinstance(signed, list) or not all(isinstance(s, str) for s in signed):
-            raise DataFormatError(f"the card {js} has a malformed 'signed' list; re-create the {what}")
-        if _digest(arrays, card, signed) != expected:
-            fields = f" or its card fields {signed}" if signed else ""
-            raise DataFormatError(
-                f"{npz} does not match its card {js.name}: the arrays{fields} changed after it was written "
-                f"(sha256 mismatch). Re-create the {what} instead of editing it"
-            )
-    return Artifact(arrays=arrays, card=card, npz=npz, json=js)
+    if expected is None:
+        return
+    signed = card.get("signed", [])
+    if not isinstance(signed, list) or not all(isinstance(s, str) for s in signed):
+        raise DataFormatError(f"the card {js} has a malformed 'signed' list; re-create the {what}")
+    if _digest(arrays, card, signed) != expected:
+        fields = f" or its card fields {signed}" if signed else ""
+        raise DataFormatError(
+            f"{npz} does not match its card {js.name}: the arrays{fields} changed after it was written "
+            f"(sha256 mismatch). Re-create the {what} instead of editing it"
+        )

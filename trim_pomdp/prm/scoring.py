@@ -130,18 +130,25 @@ def score_processbench(
                 trust_remote_code=trust_remote_code,
                 batch_size=batch_size,
             )
-        with Progress(len(todo), "scoring", enabled=progress, unit="items") as bar:
-            for start in range(0, len(todo), batch_size):
-                chunk = todo[start : start + batch_size]
-                try:
-                    scores = backend.score_batch([(it.problem, it.steps) for it in chunk])
-                except TrimPomdpError as exc:
-                    exc.args = (f"while scoring {chunk[0].id}…{chunk[-1].id}: {exc}",)
-                    raise
-                scored = [ScoredItem(it, s, prm=prm_name) for it, s in zip(chunk, scores, strict=True)]
-                save_scored_items(out, scored, append=True)
-                bar.advance(len(chunk))
+        _score_in_batches(backend, todo, prm_name, out, batch_size, progress)
     return [s for s in load_scored_items(out) if s.item.split in chosen] if out.exists() else []
+
+
+def _score_in_batches(
+    backend: PRMBackend, todo: list[Any], prm_name: str, out: Path, batch_size: int, progress: bool
+) -> None:
+    """Score ``todo`` batch by batch, appending each finished batch to ``out`` (so an interrupted run resumes)."""
+    with Progress(len(todo), "scoring", enabled=progress, unit="items") as bar:
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start : start + batch_size]
+            try:
+                scores = backend.score_batch([(it.problem, it.steps) for it in chunk])
+            except TrimPomdpError as exc:
+                exc.args = (f"while scoring {chunk[0].id}…{chunk[-1].id}: {exc}",)
+                raise
+            scored = [ScoredItem(it, s, prm=prm_name) for it, s in zip(chunk, scores, strict=True)]
+            save_scored_items(out, scored, append=True)
+            bar.advance(len(chunk))
 
 
 @dataclass
