@@ -47,6 +47,7 @@ import numpy as np
 from scipy import special
 
 from trim_pomdp.constants import HIDDEN_CLASSES
+from trim_pomdp.datasets.scored import StepTable
 from trim_pomdp.exceptions import DataFormatError, InvalidParameterError
 from trim_pomdp.prm.synthetic import SyntheticPRM
 from trim_pomdp.registry import did_you_mean
@@ -535,14 +536,12 @@ class Simulator:
             "weak_step_scores": self._scores[live].copy(),
         }
 
-    def step_table(self, n: int, seed: int | None = None) -> Any:
+    def step_table(self, n: int, seed: int | None = None) -> StepTable:
         """Labelled step table of M_w's own solutions of ``n`` queries (what observation models fit on).
 
-        Returns an object with per-step arrays ``r`` (score), ``m`` (prefix minimum, NaN at t = 1), ``z``
-        (class 0/1/2), ``t`` (1-based) and ``item_index`` (query), like
-        :func:`trim_pomdp.datasets.scored.step_table` — simulated.
+        The same :class:`~trim_pomdp.datasets.scored.StepTable` that scored items give (its ``split`` is the
+        simulator's); the scores are simulated.
         """
-        from types import SimpleNamespace
 
         obs = self.reset(n, seed)
         r, m, z, t, item = [], [], [], [], []
@@ -554,13 +553,14 @@ class Simulator:
             t.append(obs.t[rows])
             item.append(rows)
             obs = self.step(np.zeros(n, dtype=np.int64))
-        return SimpleNamespace(
-            r=np.concatenate(r),
+        steps = np.concatenate(r)
+        return StepTable(
+            r=steps,
             m=np.concatenate(m),
             z=np.concatenate(z),
             t=np.concatenate(t),
             item_index=np.concatenate(item),
-            simulated=True,
+            split=np.full(steps.size, self.params.split),
         )
 
     def queries(self, n: int, seed: int | None = None) -> QueryBatch:
