@@ -241,8 +241,14 @@ async def solve_problem(
     prm: Any,
     router: Router | None,
     config: LoopConfig,
+    *,
+    on_step: Callable[[StepResult, dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Run the loop on one problem and return its trace (see :mod:`trim_pomdp.generation.runs`)."""
+    """Run the loop on one problem and return its trace (see :mod:`trim_pomdp.generation.runs`).
+
+    ``on_step(step, entry)``, when given, is called after each step is accepted with the accepted
+    :class:`~trim_pomdp.generation.base.StepResult` and its trace entry (what ``trim-pomdp serve`` streams).
+    """
     t_start = time.perf_counter()
     sol = _Solution()
     stop = "step_cap"
@@ -254,6 +260,8 @@ async def solve_problem(
             break
         chosen, score, rec = await _next_step(problem, t, sol, weak, strong, prm, router, config)
         sol.accept(chosen, score, rec)
+        if on_step is not None:
+            on_step(chosen, rec)
         if chosen.final:
             stop = "final"
             break
