@@ -239,6 +239,11 @@ class MicroBatcher:
             if len(self._pending) < self.max_batch and self.max_wait_s > 0:
                 await asyncio.sleep(self.max_wait_s)
             await self._slots.acquire()
+            # an item whose caller was cancelled (a request that ended) is dropped: no call is made for it
+            self._pending = [p for p in self._pending if not p[1].cancelled()]
+            if not self._pending:
+                self._slots.release()
+                break
             batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
             task = asyncio.get_running_loop().create_task(self._run(batch))
             self._tasks.add(task)
