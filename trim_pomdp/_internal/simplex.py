@@ -94,7 +94,7 @@ def check_stochastic(
     bad = np.argwhere(~np.isfinite(arr) | (arr < -atol) | (arr > 1 + atol))
     if bad.size:
         idx = tuple(int(i) for i in bad[0])
-        raise error(f"{name}{list(idx)} = {arr[idx]!r} is not a probability in [0, 1]")
+        raise error(f"{name}{list(idx)} = {float(arr[idx])!r} is not a probability in [0, 1]")
     sums = arr.sum(axis=-1)
     off = np.abs(sums - 1.0) > sum_tol
     if np.any(off):
