@@ -9,6 +9,7 @@ every command the same help width, a "did you mean" hint for a mistyped command 
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 import click
 
@@ -31,6 +32,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("demo", "Fit, solve, evaluate and plot on the shipped defaults."),
     "run": ("run", "Run TRIM end to end with real models (vLLM/OpenAI, Anthropic, PRM)."),
     "merge": ("merge", "Merge the records of sharded `trim-pomdp run` outputs."),
+    "serve": ("serve", "Serve routers behind an OpenAI-compatible endpoint (FastAPI/uvicorn)."),
+    "calibrate": (
+        "calibrate",
+        "Pick the λ or knob that meets a strong-token budget, with a confidence interval.",
+    ),
 }
 
 
@@ -60,13 +66,33 @@ class LazyGroup(click.Group):
             raise click.UsageError(f"No such command {name!r}{hint}.", exc.ctx) from None
 
     def invoke(self, ctx: click.Context) -> object:
-        with click_errors():
-            return super().invoke(ctx)
+        args = [*getattr(ctx, "_protected_args", []), *ctx.args]
+        fresh = [p for p in _out_dirs(args) if not p.exists()]
+        try:
+            with click_errors():
+                return super().invoke(ctx)
+        except BaseException as exc:
+            if not (isinstance(exc, SystemExit) and exc.code in (0, None)):
+                for p in fresh:  # a failed command leaves no empty output folder behind
+                    if p.is_dir() and not any(p.iterdir()):
+                        p.rmdir()
+            raise
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
+
+
+def _out_dirs(args: list[str]) -> list[Path]:
+    """The values of ``--out`` in a command line (``--out DIR`` or ``--out=DIR``)."""
+    out = []
+    for i, a in enumerate(args):
+        if a == "--out" and i + 1 < len(args):
+            out.append(Path(args[i + 1]))
+        elif a.startswith("--out="):
+            out.append(Path(a.split("=", 1)[1]))
+    return out
 
 
 @click.group(cls=LazyGroup, context_settings=CONTEXT_SETTINGS)

@@ -61,6 +61,10 @@ class AliasOption(click.Option):
         super().__init__(*args, **kwargs)
         self.hidden_aliases = tuple(hidden_aliases)
 
+    def get_error_hint(self, ctx: click.Context) -> str:
+        shown = [o for o in self.opts if o not in self.hidden_aliases]
+        return " / ".join(f"'{o}'" for o in shown) or super().get_error_hint(ctx)
+
     def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
         saved = self.opts, self.secondary_opts
         self.opts = [o for o in self.opts if o not in self.hidden_aliases]
