@@ -19,7 +19,7 @@ from tests._support.servers.fake import FakeOpenAIServer, ScriptedMathModel
 from trim_pomdp.serve.app import create_app, prepare
 from trim_pomdp.serve.config import ServeConfig
 
-__all__ = ["ServerThread", "Upstreams", "httpx", "serving"]
+__all__ = ["ServerThread", "Upstreams", "httpx", "serving", "serving_routers"]
 
 
 class ServerThread:
@@ -94,4 +94,14 @@ def serving(config: ServeConfig):
     """The app of ``config`` served on a free port."""
     routers, upstreams, token = prepare(config)
     with ServerThread(create_app(config, routers, upstreams, token)) as srv:
+        yield srv
+
+
+@contextmanager
+def serving_routers(config: ServeConfig, routers: dict):
+    """An app over routers built by the test (model id → ServedRouter), upstreams from ``config``."""
+    from trim_pomdp.serve.upstreams import build_upstreams
+
+    upstreams = build_upstreams(config, {r.mode for r in routers.values()})
+    with ServerThread(create_app(config, routers, upstreams, None)) as srv:
         yield srv
