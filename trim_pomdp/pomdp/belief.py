@@ -1,7 +1,9 @@
 """The belief filter of the TRIM-POMDP: predict with the action taken, correct with the observation likelihood.
 
-Beliefs are distributions over ``(S0, S1, S2)``. A *predicted* belief is the belief over ``z_t`` before the
-epoch-``t`` observation; a *posterior* belief is after it (what policies are queried with).
+Beliefs are distributions over the model's hidden states: ``(S0, S1, S2)``, or with ``D`` difficulty classes
+``(S0|d1, S1, S2|d1, S0|d2, S2|d2, …)`` (:func:`~trim_pomdp.pomdp.problem.hidden_layout`). A *predicted*
+belief is the belief over ``z_t`` before the epoch-``t`` observation; a *posterior* belief is after it (what
+policies are queried with).
 
 :meth:`BeliefFilter.update` is the updater of POMDPs.jl: ``update(b, a, o)`` takes the posterior ``b`` of the
 previous epoch (or :meth:`BeliefFilter.prior` at ``t = 1``), the action ``a`` taken there (``None`` at
@@ -22,7 +24,7 @@ from trim_pomdp.types import BatchObservation, StepObservation
 
 __all__ = ["BeliefFilter"]
 
-Floats3 = tuple[float, float, float]
+Floats3 = tuple[float, ...]  #: a belief as plain floats (three for the pooled model)
 
 _FLOOR_HINT = "pass floor=... to BeliefFilter (or BeliefRouter) to floor likelihoods instead"
 
@@ -65,13 +67,25 @@ class BeliefFilter:
         self._n = int(obs.n_bins)
         edges = getattr(obs, "edges", None)
         self._edges = None if edges is None else [float(x) for x in np.asarray(edges)]
-        self._lik1 = [tuple(float(v) for v in col) for col in self._lik[True].T]
-        self._lik2 = [tuple(float(v) for v in col) for col in self._lik[False].T]
+        zc_lik = {
+            True: np.asarray(trim_pomdp.class_observation_probs(1)),
+            False: np.asarray(trim_pomdp.class_observation_probs(2)),
+        } if hasattr(trim_pomdp, "class_observation_probs") else self._lik  # fmt: skip
+        self._zc = [int(z) for z in getattr(trim_pomdp, "z_class", range(3))]
+        self._lik1 = [tuple(float(v) for v in col) for col in zc_lik[True].T]
+        self._lik2 = [tuple(float(v) for v in col) for col in zc_lik[False].T]
         self._pair_2d = len(self._lik2) == self._n * self._n
         self._T = [[[float(x) for x in row] for row in Ta] for Ta in self.transition]
+        # difficulty classes: the sparse columns of T (k' <- [(k, T[k, k'])]) for the scalar path
+        self._n_hidden = int(self.transition.shape[1])
+        self._Tcols = [
+            [[(j, float(Ta[j, k])) for j in np.flatnonzero(Ta[:, k])] for k in range(self._n_hidden)]
+            for Ta in self.transition
+        ]
 
     def prior(self) -> np.ndarray:
-        """Predicted belief at ``t = 1``: ``(p_w, 0, 1 − p_w)``."""
+        """Predicted belief at ``t = 1``: ``(p_w, 0, 1 − p_w)`` (with difficulty classes, ``π(d) p_w(d)`` on
+        ``S0|d`` and ``π(d) (1 − p_w(d))`` on ``S2|d``)."""
         return np.asarray(self.trim_pomdp.b0, dtype=float).copy()
 
     # -- the updater -----------------------------------------------------------------------------------------
@@ -81,9 +95,7 @@ class BeliefFilter:
         At ``t = 1`` pass the prior and ``action=None`` (nothing to predict through).
         """
         b = np.asarray(belief, dtype=float)
-        _, post, _ = self.update_floats(
-            (float(b[0]), float(b[1]), float(b[2])), action, obs.t, obs.score, obs.prefix_min
-        )
+        _, post, _ = self.update_floats(tuple(float(x) for x in b), action, obs.t, obs.score, obs.prefix_min)
         return np.array(post)
 
     def update_floats(
@@ -94,6 +106,8 @@ class BeliefFilter:
         ``bin`` is the observation's bin index (``None`` with continuous likelihoods). Raises
         :class:`ZeroLikelihoodError` when no class explains the observation (unless ``floor`` is set).
         """
+        if self._n_hidden != 3:
+            return self._update_classes(belief, action, t, r, m)
         if action is None:
             p0, p1, p2 = belief
         else:
@@ -104,6 +118,41 @@ class BeliefFilter:
             p0 = b0 * T[0][0] + b1 * T[1][0] + b2 * T[2][0]
             p1 = b0 * T[0][1] + b1 * T[1][1] + b2 * T[2][1]
             p2 = b0 * T[0][2] + b1 * T[1][2] + b2 * T[2][2]
+        lik, idx = self._likelihood(t, r, m)
+        q0, q1, q2 = p0 * lik[0], p1 * lik[1], p2 * lik[2]
+        s = q0 + q1 + q2
+        if not s > 0:
+            self._zero(r, m, t, (p0, p1, p2), action, idx)
+        return (p0, p1, p2), (q0 / s, q1 / s, q2 / s), idx
+
+    def _update_classes(
+        self, belief: Floats3, action: int | None, t: int, r: float, m: float | None
+    ) -> tuple[Floats3, Floats3, int | None]:
+        """:meth:`update_floats` with difficulty classes (any number of hidden states)."""
+        if action is None:
+            pred = tuple(belief)
+        else:
+            if action not in (0, 1):
+                raise InvalidParameterError(f"action must be 0 (continue) or 1 (regenerate), got {action}")
+            out = []
+            for col in self._Tcols[action]:
+                x = 0.0
+                for j, v in col:
+                    x += belief[j] * v
+                out.append(x)
+            pred = tuple(out)
+        lik, idx = self._likelihood(t, r, m)
+        q = [p * lik[z] for p, z in zip(pred, self._zc, strict=True)]
+        s = 0.0
+        for x in q:
+            s += x
+        if not s > 0:
+            self._zero(r, m, t, pred, action, idx)
+        inv = 1.0 / s
+        return pred, tuple([x * inv for x in q]), idx
+
+    def _likelihood(self, t: int, r: float, m: float | None) -> tuple[tuple[float, ...], int | None]:
+        """``P(o | z)`` of the classes S0/S1/S2 for the observation ``(r, m)`` at epoch ``t``, and its bin."""
         idx: int | None
         if self.continuous:
             lik = tuple(float(v) for v in self.trim_pomdp.obs_model.likelihood(r, m, continuous=True))
@@ -118,17 +167,17 @@ class BeliefFilter:
             lik = self._lik2[idx]
         if self.floor is not None:
             lik = tuple(max(v, self.floor) for v in lik)
-        q0, q1, q2 = p0 * lik[0], p1 * lik[1], p2 * lik[2]
-        s = q0 + q1 + q2
-        if not s > 0:
-            raise ZeroLikelihoodError(
-                f"the observation r = {r}, m = {m} at t = {t} has zero likelihood under the predicted belief "
-                f"{[p0, p1, p2]} ({_FLOOR_HINT})",
-                belief=np.array([p0, p1, p2]),
-                action=action,
-                observation={"t": int(t), "r": float(r), "m": None if m is None else float(m), "bin": idx},
-            )
-        return (p0, p1, p2), (q0 / s, q1 / s, q2 / s), idx
+        return lik, idx
+
+    @staticmethod
+    def _zero(r: float, m: float | None, t: int, pred: Floats3, action: int | None, idx: int | None) -> None:
+        raise ZeroLikelihoodError(
+            f"the observation r = {r}, m = {m} at t = {t} has zero likelihood under the predicted belief "
+            f"{list(pred)} ({_FLOOR_HINT})",
+            belief=np.array(pred),
+            action=action,
+            observation={"t": int(t), "r": float(r), "m": None if m is None else float(m), "bin": idx},
+        )
 
     def _bin(self, x: float) -> int:
         if self._edges is None:
@@ -187,7 +236,7 @@ class BeliefFilter:
             lik = np.asarray(
                 self.trim_pomdp.obs_model.likelihood(float(r), None if int(t) == 1 else m, continuous=True),
                 dtype=float,
-            )
+            )[self._zc]
             return self._normalise(np.atleast_2d(np.asarray(pred_belief, dtype=float)), lik[None, :])[0]
         idx = self.observation_index(t, r, m)
         try:
@@ -216,7 +265,7 @@ class BeliefFilter:
         t = np.broadcast_to(np.asarray(t), (n,))
         idx = np.asarray(obs_index, dtype=np.int64)
         first = t == 1
-        lik = np.empty((n, 3))
+        lik = np.empty((n, self._n_hidden))
         if first.any():
             lik[first] = self._lik[True][:, idx[first]].T
         if (~first).any():
@@ -252,7 +301,7 @@ class BeliefFilter:
                 ],
                 dtype=float,
             ).reshape(-1, 3)
-            return self._normalise(B, lik)
+            return self._normalise(B, lik[:, self._zc])
         idx = self.trim_pomdp.obs_model.observation_index_batch(r, m)
         return self.update_index_batch(B, t_arr, idx)
 

@@ -2,7 +2,9 @@
 
 Everything except the observation model lives here: next-step accuracies ``p_w``/``p_s``, the horizon, token
 buckets with ``P(c | t)`` and their mean token counts, the termination hazard ``q(t)``, the strong/weak
-step-length ratio, the reward ``R``, the token price ``λ`` and the discount of the flattened form.
+step-length ratio, the reward ``R``, the token price ``λ``, the discount of the flattened form and, optionally,
+latent difficulty classes (:class:`DifficultyClasses`: a prior over ``D`` classes with their own ``p_w(d)`` and
+``p_s(d)``, fixed within a query).
 """
 
 from __future__ import annotations
@@ -20,9 +22,93 @@ import numpy as np
 from trim_pomdp._internal.simplex import check_stochastic
 from trim_pomdp.exceptions import DataFormatError, InvalidParameterError
 
-__all__ = ["TrimParams"]
+__all__ = ["DifficultyClasses", "TrimParams"]
 
 _FORMAT = "trim-pomdp/params/1"
+
+
+@dataclass
+class DifficultyClasses:
+    """Latent per-query difficulty: ``D`` classes with a prior and their own next-step accuracies.
+
+    A query's class ``d`` is drawn once from ``prior`` and fixed for the whole query; given ``d`` the model is
+    the pooled TRIM-POMDP with ``p_w(d)``, ``p_s(d)``.
+
+    Parameters
+    ----------
+    prior : sequence of float, length D
+        ``π(d)``, non-negative and summing to 1.
+    p_w, p_s : sequence of float, length D
+        Next-step accuracies of M_w and M_s given a correct prefix, per class.
+    card : dict
+        Where the classes came from (data, estimator, held-out likelihoods).
+    """
+
+    prior: Any
+    p_w: Any
+    p_s: Any
+    card: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("prior", "p_w", "p_s"):
+            try:
+                setattr(self, name, np.asarray(getattr(self, name), dtype=float).reshape(-1))
+            except (TypeError, ValueError) as exc:
+                raise InvalidParameterError(f"difficulty {name} must be a list of numbers") from exc
+        self.card = dict(self.card or {})
+        self.validate()
+
+    @property
+    def n_classes(self) -> int:
+        """``D``."""
+        return int(self.prior.size)
+
+    def validate(self) -> DifficultyClasses:
+        """Raise :class:`InvalidParameterError` naming the first invalid field."""
+        D = self.prior.size
+        if D < 1:
+            raise InvalidParameterError("difficulty classes need at least one class (D >= 1)")
+        for name in ("p_w", "p_s"):
+            v = getattr(self, name)
+            if v.size != D:
+                raise InvalidParameterError(
+                    f"difficulty {name} has {v.size} values but the prior has {D} classes; give one per class"
+                )
+            if not np.all((v >= 0) & (v <= 1)):
+                raise InvalidParameterError(
+                    f"difficulty {name} are probabilities in [0, 1], got {v.tolist()}"
+                )
+        pr = self.prior
+        if not np.all(np.isfinite(pr)) or np.any(pr < 0) or abs(float(pr.sum()) - 1.0) > 1e-6:
+            raise InvalidParameterError(
+                f"the difficulty prior must be non-negative and sum to 1, got {pr.tolist()} (sum "
+                f"{float(pr.sum()):.6g}); fix 'difficulty.prior' in the parameters file"
+            )
+        self.prior = pr / pr.sum()
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "prior": self.prior.tolist(),
+            "p_w": self.p_w.tolist(),
+            "p_s": self.p_s.tolist(),
+            "card": self.card,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Any) -> DifficultyClasses:
+        if isinstance(d, DifficultyClasses):
+            return d
+        if not isinstance(d, dict):
+            raise DataFormatError(f"difficulty must be a JSON object with prior, p_w and p_s, got {d!r}")
+        unknown = sorted(set(d) - {"prior", "p_w", "p_s", "card"})
+        missing = [k for k in ("prior", "p_w", "p_s") if k not in d]
+        if unknown or missing:
+            raise DataFormatError(
+                f"difficulty classes need the fields prior, p_w, p_s (and optionally card); "
+                f"{'unknown ' + str(unknown) if unknown else ''}{' missing ' + str(missing) if missing else ''}"
+            )
+        return cls(d["prior"], d["p_w"], d["p_s"], d.get("card") or {})
 
 
 @dataclass
@@ -57,6 +143,8 @@ class TrimParams:
         γ of the flattened (tabular) form only; the structured finite-horizon model is undiscounted.
     card : dict
         Provenance (data, generators, estimation choices).
+    difficulty : DifficultyClasses or dict, optional
+        Latent difficulty classes. ``None`` (default): one class with the pooled ``p_w``, ``p_s``.
     """
 
     p_w: float
@@ -71,8 +159,11 @@ class TrimParams:
     lam: float = 5e-4
     discount: float = 0.999
     card: dict = field(default_factory=dict)
+    difficulty: Any = None
 
     def __post_init__(self) -> None:
+        if self.difficulty is not None and not isinstance(self.difficulty, DifficultyClasses):
+            self.difficulty = DifficultyClasses.from_dict(self.difficulty)
         try:
             self.horizon = int(self.horizon)
         except (TypeError, ValueError) as exc:
@@ -104,6 +195,26 @@ class TrimParams:
     def n_buckets(self) -> int:
         """K, the number of token buckets."""
         return int(self.bucket_edges.size + 1)
+
+    @property
+    def n_classes(self) -> int:
+        """``D``, the number of difficulty classes (1 without :attr:`difficulty`)."""
+        return 1 if self.difficulty is None else self.difficulty.n_classes
+
+    @property
+    def class_prior(self) -> np.ndarray:
+        """``π(d)`` per class (``[1.0]`` without difficulty classes)."""
+        return np.ones(1) if self.difficulty is None else self.difficulty.prior
+
+    @property
+    def class_p_w(self) -> np.ndarray:
+        """``p_w(d)`` per class (``[p_w]`` without difficulty classes)."""
+        return np.array([self.p_w]) if self.difficulty is None else self.difficulty.p_w
+
+    @property
+    def class_p_s(self) -> np.ndarray:
+        """``p_s(d)`` per class (``[p_s]`` without difficulty classes)."""
+        return np.array([self.p_s]) if self.difficulty is None else self.difficulty.p_s
 
     @property
     def strong_tokens(self) -> np.ndarray:
@@ -185,6 +296,10 @@ class TrimParams:
         d: dict[str, Any] = {"format": _FORMAT}
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
+            if f.name == "difficulty":
+                if v is not None:  # absent for one class: files of earlier versions stay identical
+                    d[f.name] = v.to_dict()
+                continue
             d[f.name] = v.tolist() if isinstance(v, np.ndarray) else v
         return d
 

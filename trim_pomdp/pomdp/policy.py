@@ -1,6 +1,7 @@
 """Policies of the TRIM-POMDP: query at ``(t, bucket, final, belief)``, save/load as ``.npz`` + ``.json``.
 
-A :class:`TrimPolicy` is a set of post-observation alpha vectors over ``(S0, S1, S2)`` per context ``(t,
+A :class:`TrimPolicy` is a set of post-observation alpha vectors over the model's hidden states (``(S0, S1,
+S2)``, or with difficulty classes those of :func:`~trim_pomdp.pomdp.problem.hidden_layout`) per context ``(t,
 bucket, final)``, each labelled with an action. Policies of the finite-horizon solver also keep its compact
 line representation (fast vectorised queries) and its certified upper bound; policies of solvers of the
 flattened tabular model are made with :meth:`TrimPolicy.from_alpha_policy`.
@@ -28,12 +29,19 @@ from trim_pomdp.pomdp.problem import TrimPOMDP, context_index
 from trim_pomdp.registry import canonical_solver
 from trim_pomdp.solvers.base import SolveInfo
 from trim_pomdp.solvers.finite_horizon import FiniteHorizonPolicy, FiniteHorizonSolver
+from trim_pomdp.solvers.finite_horizon.vertex_policy import FiniteHorizonVertexPolicy
 from trim_pomdp.solvers.policy import AlphaVectorPolicy
 
 __all__ = ["POLICY_FORMAT", "TrimPolicy", "solve_trim"]
 
+#: Format of policies with explicit alpha vectors (every policy of one difficulty class, and tabular solvers').
 POLICY_FORMAT = "trim-pomdp/trim-policy/1"
+#: Format of finite-horizon policies with difficulty classes: the solver's compact arrays only (the explicit
+#: alpha vectors, hundreds of times larger, are rebuilt from them when asked for).
+POLICY_FORMAT_COMPACT = "trim-pomdp/trim-policy/2"
 _STEM = "policy"
+
+NativePolicy = FiniteHorizonPolicy | FiniteHorizonVertexPolicy
 
 
 def _solver_name(name: str) -> str:
@@ -50,7 +58,7 @@ def _prune(alphas: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndar
     Above 64 vectors the upper convex hull discards most of them first: the pointwise-dominance test
     compares every pair, the hull takes ``O(n log n)``.
     """
-    if len(alphas) > 64:
+    if len(alphas) > 64 and alphas.shape[1] == 3:
         keep_idx = _upper_hull_vertices(alphas)
         if keep_idx is not None:
             alphas, actions = alphas[keep_idx], actions[keep_idx]
@@ -113,7 +121,7 @@ class _ScalarQ:
             self._cache[(i, ctx)] = e
         return e
 
-    def q(self, t: int, ctx: int, belief: tuple[float, float, float]) -> tuple[float, float]:
+    def q(self, t: int, ctx: int, belief: tuple[float, ...]) -> tuple[float, float]:
         b0, b1, b2 = belief
         r, term, at1, at0, br = self._entry(t - 1, ctx)
         q0 = b0 * r[0][0] + b1 * r[1][0] + b2 * r[2][0]
@@ -130,6 +138,59 @@ class _ScalarQ:
         return out[0], out[1]
 
 
+class _ScalarVertexQ:
+    """Q-values of a :class:`FiniteHorizonVertexPolicy` at one belief: the vertex coordinates of the two
+    predicted beliefs in scalar Python, then one numpy product with the next epoch's alphas for both actions."""
+
+    def __init__(self, native: FiniteHorizonVertexPolicy):
+        self.reward = native.reward
+        self.terminal = native.terminal
+        self.discount = float(native.discount)
+        M = native.factor.M  # (A, Z, K)
+        self.K = int(M.shape[2])
+        # per action and vertex, the (state, weight) pairs with a non-zero weight
+        self.M = [[[(int(z), float(M[a, z, k])) for z in np.flatnonzero(M[a, :, k])] for k in range(self.K)]
+                  for a in range(M.shape[0])]  # fmt: skip
+        self.layers = native.layers
+        self._lam = np.empty((self.K, 2))
+        self._cache: dict[tuple[int, int], tuple] = {}
+
+    def _entry(self, i: int, ctx: int) -> tuple:
+        e = self._cache.get((i, ctx))
+        if e is None:
+            r = [(float(row[0]), float(row[1])) for row in self.reward[i, ctx]]  # (Z, A)
+            alphas = None
+            if not bool(self.terminal[i, ctx]):
+                alphas = np.ascontiguousarray(_envelope_alphas(self.layers[i + 1].alphas))
+            e = self._cache[(i, ctx)] = (r, alphas)
+        return e
+
+    def q(self, t: int, ctx: int, belief: tuple[float, ...]) -> tuple[float, float]:
+        r, alphas = self._entry(t - 1, ctx)
+        q0 = q1 = 0.0
+        for b, (r0, r1) in zip(belief, r, strict=True):
+            q0 += b * r0
+            q1 += b * r1
+        if alphas is None:
+            return q0, q1
+        lam = self._lam
+        for a in (0, 1):
+            for k, col in enumerate(self.M[a]):
+                x = 0.0
+                for z, w in col:
+                    x += belief[z] * w
+                lam[k, a] = x
+        f0, f1 = (alphas @ lam).max(axis=0).tolist()
+        return q0 + self.discount * f0, q1 + self.discount * f1
+
+
+def _envelope_alphas(alphas: np.ndarray) -> np.ndarray:
+    """The alphas that are maximal at some point of the simplex (pointwise-dominated and duplicate ones out);
+    the envelope, and hence every value, is unchanged."""
+    a = np.unique(alphas, axis=0)
+    return a[nondominated(a)]
+
+
 class TrimPolicy:
     """A policy of the TRIM-POMDP.
 
@@ -138,11 +199,11 @@ class TrimPolicy:
     Parameters
     ----------
     horizon, n_buckets : int
-    alphas : ndarray (N, 3), actions : ndarray (N,), offsets : ndarray (H * 2K + 1,)
+    alphas : ndarray (N, n_hidden), actions : ndarray (N,), offsets : ndarray (H * 2K + 1,)
         Alpha vectors of context ``k = (t − 1) * 2K + 2 * bucket + final`` are
         ``alphas[offsets[k]:offsets[k+1]]``.
-    native : FiniteHorizonPolicy, optional
-        The native solver's solution (exact line form and upper bounds).
+    native : FiniteHorizonPolicy or FiniteHorizonVertexPolicy, optional
+        The native solver's solution (compact form and upper bounds).
     info : SolveInfo, optional
     params : TrimParams, optional
     obs_arrays : dict, optional
@@ -160,7 +221,7 @@ class TrimPolicy:
         actions=None,
         offsets=None,
         *,
-        native: FiniteHorizonPolicy | None = None,
+        native: NativePolicy | None = None,
         info: SolveInfo | None = None,
         params: TrimParams | None = None,
         obs_arrays: dict | None = None,
@@ -178,7 +239,7 @@ class TrimPolicy:
         self._alphas = None if alphas is None else np.asarray(alphas, dtype=float)
         self._actions = None if actions is None else np.asarray(actions, dtype=np.int64)
         self._offsets = None if offsets is None else np.asarray(offsets, dtype=np.int64)
-        self._scalar: _ScalarQ | Literal[False] | None = None  # built on the first action_values_floats
+        self._scalar: _ScalarQ | _ScalarVertexQ | Literal[False] | None = None  # built on first use
         if self._offsets is not None and self._offsets.shape != (self.horizon * 2 * self.n_buckets + 1,):
             raise InvalidParameterError(
                 f"offsets must have {self.horizon * 2 * self.n_buckets + 1} entries, got "
@@ -194,6 +255,20 @@ class TrimPolicy:
         return float(self.card.get("lambda", float("nan")))
 
     @property
+    def n_hidden(self) -> int:
+        """Number of hidden states a belief is over (3, or ``2D + 1`` with ``D`` difficulty classes)."""
+        if self.params is not None:
+            return 2 * self.params.n_classes + 1
+        if self.native is not None:
+            return int(self.native.reward.shape[2])
+        return int(np.asarray(self._alphas).shape[1])
+
+    @property
+    def n_classes(self) -> int:
+        """``D``, the number of difficulty classes."""
+        return (self.n_hidden - 1) // 2
+
+    @property
     def kind(self) -> str:
         """``"native"`` for a finite-horizon solution (line form and upper bounds), else ``"alpha"``."""
         return "native" if self.native is not None else "alpha"
@@ -206,12 +281,15 @@ class TrimPolicy:
             raise InvalidParameterError(f"bucket must be in 0..{self.n_buckets - 1}, got {bucket}")
         return int(context_index(bucket, bool(final)))
 
-    @staticmethod
-    def _belief(belief) -> np.ndarray:
+    def _belief(self, belief) -> np.ndarray:
         b = np.asarray(belief, dtype=float)
-        if b.shape[-1] != 3:
+        n = self.n_hidden
+        if b.shape[-1] != n:
+            what = (
+                "(S0, S1, S2)" if n == 3 else f"the {n} hidden states of {self.n_classes} difficulty classes"
+            )
             raise InvalidParameterError(
-                f"a belief is over (S0, S1, S2): last axis must have length 3, got {b.shape}"
+                f"a belief is over {what}: last axis must have length {n}, got {b.shape}"
             )
         return b
 
@@ -261,9 +339,7 @@ class TrimPolicy:
                 out[:, a] = vals[:, sel].max(axis=1)
         return out[0] if b.ndim == 1 else out
 
-    def action_values_floats(
-        self, t: int, ctx: int, belief: tuple[float, float, float]
-    ) -> tuple[float, float]:
+    def action_values_floats(self, t: int, ctx: int, belief: tuple[float, ...]) -> tuple[float, float]:
         """:meth:`action_values` at one posterior belief given as three floats, in context index ``ctx``.
 
         ``ctx = 2 * bucket + final``; the arguments are not checked (the caller already has valid ones). For
@@ -272,7 +348,10 @@ class TrimPolicy:
         """
         sq = self._scalar
         if sq is None:  # first call: build the scalar evaluator (False when there is none)
-            sq = self._scalar = (_ScalarQ.of(self.native) if self.native is not None else None) or False
+            if isinstance(self.native, FiniteHorizonVertexPolicy):
+                sq = self._scalar = _ScalarVertexQ(self.native)
+            else:
+                sq = self._scalar = (_ScalarQ.of(self.native) if self.native is not None else None) or False
         if sq:
             return sq.q(t, ctx, belief)
         v = self.action_values(t, ctx // 2, bool(ctx % 2), np.array(belief))
@@ -325,7 +404,7 @@ class TrimPolicy:
     # -- construction ----------------------------------------------------------------------------------------
     @classmethod
     def from_native(
-        cls, native: FiniteHorizonPolicy, trim_pomdp: TrimPOMDP, info: SolveInfo | None = None
+        cls, native: NativePolicy, trim_pomdp: TrimPOMDP, info: SolveInfo | None = None
     ) -> TrimPolicy:
         """Wrap the native solver's solution of ``trim_pomdp.structured()``."""
         return cls(
@@ -356,7 +435,7 @@ class TrimPolicy:
         al, ac, off = [], [], [0]
         for t in range(1, H + 1):
             for ctx in range(C):
-                idx = trim_pomdp.state_index(np.arange(3), t, ctx // 2, ctx % 2)
+                idx = trim_pomdp.state_index(np.arange(trim_pomdp.n_hidden), t, ctx // 2, ctx % 2)
                 a, act = _prune(alpha_policy.alphas[:, idx], alpha_policy.actions)
                 al.append(a)
                 ac.append(act)
@@ -422,8 +501,11 @@ class TrimPolicy:
         """
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)  # a directory, also when its name has a dot (lambda_0.001)
-        alphas, actions, offsets = self._ensure_alphas()
-        arrays: dict[str, Any] = {"alphas": alphas, "actions": actions, "offsets": offsets}
+        compact = isinstance(self.native, FiniteHorizonVertexPolicy)
+        arrays: dict[str, Any] = {}
+        if not compact:
+            alphas, actions, offsets = self._ensure_alphas()
+            arrays.update(alphas=alphas, actions=actions, offsets=offsets)
         if self.native is not None:
             arrays.update(self.native.to_arrays())
         if self.obs_arrays is not None:
@@ -433,7 +515,7 @@ class TrimPolicy:
         return save_artifact(
             out,
             stem=_STEM,
-            format=POLICY_FORMAT,
+            format=POLICY_FORMAT_COMPACT if compact else POLICY_FORMAT,
             arrays=arrays,
             card=self.card_dict(),
             signed=("params", "lambda"),
@@ -457,16 +539,23 @@ class TrimPolicy:
         art = load_artifact(
             path / f"{_STEM}.npz",
             stem=_STEM,
-            formats=(POLICY_FORMAT,),
+            formats=(POLICY_FORMAT, POLICY_FORMAT_COMPACT),
             what="TRIM policy",
             require_card=False,
         )
-        art.require("alphas", "actions", "offsets")
         meta, arrays = art.card, art.arrays
+        if "fv_reward" in arrays:
+            art.require("fv_reward", "fv_alpha", "fv_alpha_off", "fv_M", "fv_V")
+        else:
+            art.require("alphas", "actions", "offsets")
         report = meta.get("solve_info") or meta.get("info")
         info = SolveInfo.from_dict(report) if report else None
         params = TrimParams.from_dict(meta["params"]) if meta.get("params") else None
-        native = FiniteHorizonPolicy.from_arrays(arrays, info) if "fh_reward" in arrays else None
+        native: NativePolicy | None = None
+        if "fh_reward" in arrays:
+            native = FiniteHorizonPolicy.from_arrays(arrays, info)
+        elif "fv_reward" in arrays:
+            native = FiniteHorizonVertexPolicy.from_arrays(arrays, info)
         obs = None
         if "obs_first" in arrays:
             obs = {"first": arrays["obs_first"], "pair": arrays["obs_pair"], "edges": arrays.get("obs_edges")}
@@ -478,9 +567,9 @@ class TrimPolicy:
         return cls(
             H,
             K,
-            arrays["alphas"],
-            arrays["actions"],
-            arrays["offsets"],
+            arrays.get("alphas"),
+            arrays.get("actions"),
+            arrays.get("offsets"),
             native=native,
             info=info,
             params=params,
@@ -500,8 +589,8 @@ class TrimPolicy:
 def _obs_arrays(tp: TrimPOMDP) -> dict[str, Any]:
     edges = getattr(tp.obs_model, "edges", None)
     return {
-        "first": tp.observation_probs(1),
-        "pair": tp.observation_probs(2),
+        "first": tp.class_observation_probs(1),
+        "pair": tp.class_observation_probs(2),
         "edges": None if edges is None else np.asarray(edges, dtype=float),
     }
 
@@ -520,7 +609,9 @@ def solve_trim(trim_pomdp: TrimPOMDP, solver: Any = None) -> TrimPolicy:
     solver = FiniteHorizonSolver() if solver is None else solver
     if isinstance(solver, FiniteHorizonSolver):
         native = solver.solve(trim_pomdp.structured())
-        if not isinstance(native, FiniteHorizonPolicy):  # the TRIM-POMDP always has the rank-2 structure
+        if not isinstance(
+            native, (FiniteHorizonPolicy, FiniteHorizonVertexPolicy)
+        ):  # rank 2, or D + 1 vertices
             raise InvalidParameterError(f"{type(solver).__name__} returned {type(native).__name__}")
         pol = TrimPolicy.from_native(native, trim_pomdp)
     else:

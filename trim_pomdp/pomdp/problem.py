@@ -8,6 +8,14 @@ bucket of M_w's proposal; observation ``o`` the bin of the PRM pair ``(r_t, m_t)
 
 Contexts are indexed ``ctx = 2 * bucket + final``.
 
+With ``D`` difficulty classes (:class:`~trim_pomdp.pomdp.params.DifficultyClasses`) the hidden state is the pair
+``(z, d)``, except that the prefix-lost class S1 is one state for all classes: once the prefix is wrong nothing
+that follows depends on ``d`` (same observations, no reward, the same cost of a regeneration), so the merged
+state is exact (a bisimulation quotient) and keeps the belief ``2D + 1``-dimensional. The hidden states are, in
+order, ``S0|d1, S1, S2|d1, S0|d2, S2|d2, …`` (:func:`hidden_layout`), so that ``D = 1`` is the pooled model's
+``(S0, S1, S2)``. Every transition row is then a mixture of ``D + 1`` vertex distributions — each class's next
+proposal ``(S0|d: p_w(d), S2|d: 1 − p_w(d))`` and S1 — which is what the finite-horizon solver exploits.
+
 Dynamics between epochs (``continue`` = 0, ``regenerate`` = 1)::
 
     continue:   S0 -> (S0 p_w, S2 1-p_w);  S1, S2 -> S1
@@ -31,7 +39,7 @@ from trim_pomdp.pomdp.params import TrimParams
 from trim_pomdp.solvers.finite_horizon import FiniteHorizonPOMDP
 from trim_pomdp.solvers.tabular import TabularPOMDP
 
-__all__ = ["TrimPOMDP", "build_trim_pomdp", "context_index", "transition_matrices"]
+__all__ = ["TrimPOMDP", "build_trim_pomdp", "context_index", "hidden_layout", "transition_matrices"]
 
 
 def context_index(bucket, final):
@@ -39,14 +47,41 @@ def context_index(bucket, final):
     return 2 * np.asarray(bucket, dtype=np.int64) + np.asarray(final, dtype=np.int64)
 
 
-def transition_matrices(p_w: float, p_s: float) -> np.ndarray:
-    """``T[a, z, z']`` of the TRIM-POMDP between non-terminal epochs, shape (2, 3, 3)."""
-    T = np.zeros((2, 3, 3))
-    T[0, 0] = (p_w, 0.0, 1.0 - p_w)
-    T[0, 1] = T[0, 2] = (0.0, 1.0, 0.0)
-    regen = (p_s * p_w, 1.0 - p_s, p_s * (1.0 - p_w))
-    T[1, 0] = T[1, 2] = regen
-    T[1, 1] = (0.0, 1.0, 0.0)
+def hidden_layout(n_classes: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """``(z_class, d_class, names)`` of the hidden states with ``n_classes`` difficulty classes.
+
+    ``z_class[k]`` is the class S0/S1/S2 (0, 1, 2) of state ``k`` and ``d_class[k]`` its difficulty class
+    (``-1`` for the shared S1). One class gives ``(S0, S1, S2)``.
+    """
+    D = int(n_classes)
+    if D < 1:
+        raise InvalidParameterError(f"the number of difficulty classes must be >= 1, got {D}")
+    z = [0, 1, 2] + [c for _ in range(1, D) for c in (0, 2)]
+    d = [0, -1, 0] + [k for k in range(1, D) for _ in (0, 2)]
+    if D == 1:
+        return np.array(z), np.array(d), ["S0", "S1", "S2"]
+    names = [("S1" if dd < 0 else f"{('S0', 'S1', 'S2')[zz]}|d{dd + 1}") for zz, dd in zip(z, d, strict=True)]
+    return np.array(z), np.array(d), names
+
+
+def transition_matrices(p_w: Any, p_s: Any) -> np.ndarray:
+    """``T[a, k, k']`` of the TRIM-POMDP between non-terminal epochs, shape ``(2, 2D + 1, 2D + 1)``.
+
+    ``p_w`` and ``p_s`` are numbers (one class: shape (2, 3, 3)) or one value per difficulty class.
+    """
+    pw = np.atleast_1d(np.asarray(p_w, dtype=float))
+    ps = np.atleast_1d(np.asarray(p_s, dtype=float))
+    zc, dc, _ = hidden_layout(pw.size)
+    n = zc.size
+    s1 = int(np.flatnonzero(zc == 1)[0])
+    T = np.zeros((2, n, n))
+    for d in range(pw.size):
+        s0, s2 = (int(np.flatnonzero((zc == z) & (dc == d))[0]) for z in (0, 2))
+        T[0, s0, s0], T[0, s0, s2] = pw[d], 1.0 - pw[d]
+        T[0, s2, s1] = 1.0
+        for k in (s0, s2):
+            T[1, k, s0], T[1, k, s1], T[1, k, s2] = ps[d] * pw[d], 1.0 - ps[d], ps[d] * (1.0 - pw[d])
+    T[:, s1, s1] = 1.0
     return T
 
 
@@ -89,6 +124,7 @@ class TrimPOMDP:
         self.params = params
         self.obs_model = obs_model
         self._first, self._pair = _check_obs_model(obs_model)
+        self.z_class, self.d_class, self.hidden_names = hidden_layout(params.n_classes)
 
     # -- small helpers ---------------------------------------------------------------------------------------
     @property
@@ -104,17 +140,63 @@ class TrimPOMDP:
         return 2 * self.params.n_buckets
 
     @property
+    def n_classes(self) -> int:
+        """``D``, the number of difficulty classes."""
+        return self.params.n_classes
+
+    @property
+    def n_hidden(self) -> int:
+        """Number of hidden states, ``2D + 1`` (3 for the pooled model)."""
+        return int(self.z_class.size)
+
+    @property
     def transition(self) -> np.ndarray:
-        """``T[a, z, z']`` between non-terminal epochs, shape (2, 3, 3)."""
-        return transition_matrices(self.params.p_w, self.params.p_s)
+        """``T[a, k, k']`` between non-terminal epochs, shape ``(2, n_hidden, n_hidden)``."""
+        p = self.params
+        if p.difficulty is None:
+            return transition_matrices(p.p_w, p.p_s)
+        return transition_matrices(p.class_p_w, p.class_p_s)
 
     @property
     def b0(self) -> np.ndarray:
-        """Belief over z at epoch 1 before the first observation: ``(p_w, 0, 1 − p_w)``."""
-        return np.array([self.params.p_w, 0.0, 1.0 - self.params.p_w])
+        """Belief at epoch 1 before the first observation: ``π(d) (p_w(d), 1 − p_w(d))`` on ``(S0|d, S2|d)``
+        (``(p_w, 0, 1 − p_w)`` for the pooled model)."""
+        p = self.params
+        if p.difficulty is None:
+            return np.array([p.p_w, 0.0, 1.0 - p.p_w])
+        out = np.zeros(self.n_hidden)
+        for d in range(p.n_classes):
+            pw = p.class_p_w[d]
+            out[(self.z_class == 0) & (self.d_class == d)] = p.class_prior[d] * pw
+            out[(self.z_class == 2) & (self.d_class == d)] = p.class_prior[d] * (1.0 - pw)
+        return out
+
+    @property
+    def vertices(self) -> np.ndarray | None:
+        """The ``D + 1`` vertex distributions of the dynamics (S1 first, then each class's next proposal), or
+        ``None`` for the pooled model (whose rank-2 structure the solver finds itself)."""
+        if self.params.difficulty is None:
+            return None
+        T = self.transition
+        s1 = int(np.flatnonzero(self.z_class == 1)[0])
+        rows = [T[0, s1]] + [T[0, int(np.flatnonzero((self.z_class == 0) & (self.d_class == d))[0])]
+                             for d in range(self.n_classes)]  # fmt: skip
+        return np.array(rows)
+
+    @property
+    def p_s_of_state(self) -> np.ndarray:
+        """``p_s`` of each hidden state's class (0 for S1): the chance that a final regeneration is right."""
+        ps = self.params.class_p_s
+        return np.where(self.z_class == 1, 0.0, ps[np.maximum(self.d_class, 0)])
 
     def observation_probs(self, t: int) -> np.ndarray:
-        """``P(o | z)`` at epoch ``t``: ``(3, n)`` at ``t = 1``, else ``(3, n*n)``."""
+        """``P(o | k)`` per hidden state at epoch ``t``: ``(n_hidden, n)`` at ``t = 1``, else ``(n_hidden, n*n)``
+        (a state's row is that of its class S0/S1/S2)."""
+        base = self._first if int(t) == 1 else self._pair
+        return base if self.n_classes == 1 else base[self.z_class]
+
+    def class_observation_probs(self, t: int) -> np.ndarray:
+        """``P(o | z)`` of the classes S0/S1/S2 at epoch ``t``: ``(3, n)`` or ``(3, n*n)``."""
         return self._first if int(t) == 1 else self._pair
 
     def bucket_of(self, tokens):
@@ -149,22 +231,26 @@ class TrimPOMDP:
         return term
 
     def reward(self) -> np.ndarray:
-        """``reward[t-1, ctx, z, a]`` including the terminal reward, shape (H, 2K, 3, 2)."""
+        """``reward[t-1, ctx, k, a]`` including the terminal reward, shape ``(H, 2K, n_hidden, 2)``."""
         p = self.params
         H, C = self.horizon, self.n_contexts
         term = self.terminal()
-        r = np.zeros((H, C, 3, 2))
+        r = np.zeros((H, C, self.n_hidden, 2))
         cost = p.lam * np.repeat(p.strong_tokens, 2)  # per context
         r[:, :, :, 1] -= cost[None, :, None]
-        r[:, :, 0, 0] += np.where(term, p.reward, 0.0)
-        for z in (0, 2):
-            r[:, :, z, 1] += np.where(term, p.reward * p.p_s, 0.0)
+        ps = self.p_s_of_state
+        for k in range(self.n_hidden):
+            if self.z_class[k] == 0:
+                r[:, :, k, 0] += np.where(term, p.reward, 0.0)
+            if self.z_class[k] != 1:
+                r[:, :, k, 1] += np.where(term, p.reward * ps[k], 0.0)
         return r
 
     # -- forms -----------------------------------------------------------------------------------------------
     def structured(self, discount: float = 1.0) -> FiniteHorizonPOMDP:
         """The structured finite-horizon form (undiscounted by default), for :class:`FiniteHorizonSolver`."""
-        obs = [self._first] + [self._pair] * (self.horizon - 1)
+        first, pair = self.observation_probs(1), self.observation_probs(2)
+        obs = [first] + [pair] * (self.horizon - 1)
         return FiniteHorizonPOMDP(
             transition=self.transition,
             observation=obs,
@@ -173,19 +259,20 @@ class TrimPOMDP:
             reward=self.reward(),
             b0=self.b0,
             discount=discount,
-            hidden_names=("S0", "S1", "S2"),
+            hidden_names=tuple(self.hidden_names),
             action_names=("continue", "regenerate"),
-            meta={"lam": self.params.lam},
+            meta={"lam": self.params.lam, "difficulty_classes": self.n_classes},
+            vertices=self.vertices,
         )
 
     def state_index(self, z, t, bucket, final):
         """Index of state ``(z, t, bucket, final)`` in the flattened form (vectorised)."""
         ctx = context_index(bucket, final)
-        return ((np.asarray(t) - 1) * self.n_contexts + ctx) * 3 + np.asarray(z)
+        return ((np.asarray(t) - 1) * self.n_contexts + ctx) * self.n_hidden + np.asarray(z)
 
     @property
     def n_flat_states(self) -> int:
-        return 3 * self.horizon * self.n_contexts + 2
+        return self.n_hidden * self.horizon * self.n_contexts + 2
 
     def observation_offset(self, t: int, bucket, final):
         """First flattened observation index of context ``(t, bucket, final)``; add the bin index."""
@@ -197,11 +284,12 @@ class TrimPOMDP:
     def flatten(self, start: tuple | None = None, discount: float | None = None) -> TabularPOMDP:
         """The flattened discounted tabular form.
 
-        States: ``(z, t, c, final)`` at index :meth:`state_index`, then ``start`` (index ``S − 2``) and the
-        absorbing ``terminal`` (``S − 1``). The start state moves at no cost into epoch 1 (``z ~ b0``, context
-        ``~ P(ctx | 1)``) and that move carries the first observation. Observations: ``(o-bin, c', final')`` —
-        pair bins of every context for ``t ≥ 2``, then first-step bins of every context, then one ``none``
-        observation (emitted on reaching the start or terminal state).
+        States: ``(k, t, c, final)`` (``k`` a hidden state of :func:`hidden_layout`) at index
+        :meth:`state_index`, then ``start`` (index ``S − 2``) and the absorbing ``terminal`` (``S − 1``). The
+        start state moves at no cost into epoch 1 (``z ~ b0``, context ``~ P(ctx | 1)``) and that move carries
+        the first observation. Observations: ``(o-bin, c', final')`` — pair bins of every context for
+        ``t ≥ 2``, then first-step bins of every context, then one ``none`` observation (emitted on reaching the
+        start or terminal state).
 
         With ``γ`` = ``params.discount``, an epoch-``t`` reward is discounted by ``γ^t`` (the start move takes
         one step), so ``V_flat(b0) = γ · V`` of :meth:`structured` with ``discount=γ``.
@@ -210,7 +298,7 @@ class TrimPOMDP:
         ----------
         start : tuple (t, bucket, final, belief), optional
             Start from a mid-episode context instead: ``b0`` puts ``belief`` (posterior over z, after the
-            epoch-``t`` observation) on the states of that context, for re-planning.
+            epoch-``t`` observation, over the hidden states) on the states of that context, for re-planning.
         discount : float, optional
             Overrides ``params.discount``.
         """
@@ -224,7 +312,7 @@ class TrimPOMDP:
             f"{z}|t{t}|c{ctx // 2}|f{ctx % 2}"
             for t in range(1, H + 1)
             for ctx in range(C)
-            for z in ("S0", "S1", "S2")
+            for z in self.hidden_names
         ]
         meta = {
             "model": "trim-pomdp",
@@ -253,7 +341,9 @@ class TrimPOMDP:
         H, C = self.horizon, self.n_contexts
         S = self.n_flat_states
         s_start, s_term = S - 2, S - 1
-        n1, n2 = self._first.shape[1], self._pair.shape[1]
+        Z = self.n_hidden
+        first, pair = self.observation_probs(1), self.observation_probs(2)
+        n1, n2 = first.shape[1], pair.shape[1]
         n_obs = C * n2 + C * n1 + 1
         Tz = self.transition
         pc = self.context_probs()
@@ -264,22 +354,22 @@ class TrimPOMDP:
         R = np.zeros((S, 2))
         for t in range(1, H + 1):
             for ctx in range(C):
-                base = ((t - 1) * C + ctx) * 3
-                rows = slice(base, base + 3)
+                base = ((t - 1) * C + ctx) * Z
+                rows = slice(base, base + Z)
                 R[rows, :] = rew[t - 1, ctx]
                 if term[t - 1, ctx]:
                     T[:, rows, s_term] = 1.0
                 else:
-                    nb = t * C * 3  # first state of epoch t+1
+                    nb = t * C * Z  # first state of epoch t+1
                     for a in range(2):
-                        # T[a, (z,t,ctx), (z',t+1,ctx')] = Tz[a, z, z'] * pc[t, ctx']
-                        block = Tz[a][:, None, :] * pc[t][None, :, None]  # (3, C, 3)
-                        T[a, rows, nb : nb + 3 * C] = block.reshape(3, 3 * C)
+                        # T[a, (k,t,ctx), (k',t+1,ctx')] = Tz[a, k, k'] * pc[t, ctx']
+                        block = Tz[a][:, None, :] * pc[t][None, :, None]  # (Z, C, Z)
+                        T[a, rows, nb : nb + Z * C] = block.reshape(Z, Z * C)
                 off = int(self.observation_offset(t, ctx // 2, ctx % 2))
-                probs = self._first if t == 1 else self._pair
+                probs = first if t == 1 else pair
                 O[:, rows, off : off + probs.shape[1]] = probs[None, :, :]
         for a in range(2):
-            T[a, s_start, 0 : 3 * C] = (self.b0[None, :] * pc[0][:, None]).reshape(-1)
+            T[a, s_start, 0 : Z * C] = (self.b0[None, :] * pc[0][:, None]).reshape(-1)
             T[a, s_term, s_term] = 1.0
         O[:, s_start, n_obs - 1] = 1.0  # the "none" observation
         O[:, s_term, n_obs - 1] = 1.0
@@ -299,11 +389,12 @@ class TrimPOMDP:
         if not 0 <= bucket < self.n_buckets:
             raise InvalidParameterError(f"start bucket must be in 0..{self.n_buckets - 1}, got {bucket}")
         bel = np.asarray(belief, dtype=float)
-        if bel.shape != (3,) or np.any(bel < -1e-12) or abs(bel.sum() - 1) > 1e-6:
+        if bel.shape != (self.n_hidden,) or np.any(bel < -1e-12) or abs(bel.sum() - 1) > 1e-6:
             raise InvalidParameterError(
-                f"start belief must be a distribution over (S0, S1, S2), got {belief!r}"
+                f"start belief must be a distribution over the hidden states {tuple(self.hidden_names)}, "
+                f"got {belief!r}"
             )
-        idx = self.state_index(np.arange(3), t, bucket, final)
+        idx = self.state_index(np.arange(self.n_hidden), t, bucket, final)
         b0[idx] = np.clip(bel, 0, None) / np.clip(bel, 0, None).sum()
         return b0
 

@@ -1,6 +1,7 @@
 """The TRIM-POMDP's own generative process, vectorised over episodes (implements ``EpisodeBatch``).
 
-Each episode samples exactly the model: ``z_1 ~ b0``; per epoch the context (token bucket, ``final``) from
+Each episode samples exactly the model: ``z_1 ~ b0`` (with difficulty classes, the hidden state carries the
+query's class, drawn once); per epoch the context (token bucket, ``final``) from
 ``P(c | t)`` and ``q(t)``, the observation bin from ``P(o | z)``, then the router's action, the reward and the
 transition. Scores: ``r_t`` is drawn uniformly inside its sampled bin and so is ``m_t``.
 
@@ -64,7 +65,8 @@ class ModelProcess:
     Attributes
     ----------
     z : ndarray of int (n,)
-        Current hidden class of each episode (for tests and diagnostics; routers must not read it).
+        Current hidden state of each episode (an index of ``trim_pomdp.hidden_names``; for tests and
+        diagnostics, routers must not read it).
     """
 
     def __init__(self, trim_pomdp: TrimPOMDP):
@@ -77,6 +79,8 @@ class ModelProcess:
         self._cum_bucket = np.cumsum(p.bucket_probs, axis=1)
         self._hazard = p.hazard
         self._strong = p.strong_tokens
+        self._z_class = trim_pomdp.z_class
+        self._p_s_of = trim_pomdp.p_s_of_state
         self._tokens = self._bucket_tokens()
         obs = trim_pomdp.obs_model
         n = int(obs.n_bins)
@@ -127,7 +131,7 @@ class ModelProcess:
         z = self.z[rows]
         idx = np.empty(rows.size, dtype=np.int64)
         for is_first, cum in ((True, self._cum_first), (False, self._cum_pair)):
-            for zz in range(3):
+            for zz in range(cum.shape[0]):
                 sel = np.flatnonzero((first == is_first) & (z == zz))
                 if sel.size:
                     u = rng.random(sel.size) * cum[zz, -1]
@@ -165,7 +169,7 @@ class ModelProcess:
         self._rng = np.random.default_rng(seed)
         self._n_ep = n
         b0 = self.trim_pomdp.b0
-        self.z = self._draw(np.broadcast_to(np.cumsum(b0), (n, 3)), self._rng)
+        self.z = self._draw(np.broadcast_to(np.cumsum(b0), (n, b0.size)), self._rng)
         self.t = np.ones(n, dtype=np.int64)
         self.bucket = np.zeros(n, dtype=np.int64)
         self.final = np.zeros(n, dtype=bool)
@@ -195,13 +199,14 @@ class ModelProcess:
         if ending.any():
             z = self.z[ending]
             aa = a[ending]
-            ok_cont = (aa == 0) & (z == 0)
-            ok_regen = (aa == 1) & (z != 1) & (rng.random(z.size) < self.trim_pomdp.params.p_s)
+            zc = self._z_class[z]
+            ok_cont = (aa == 0) & (zc == 0)
+            ok_regen = (aa == 1) & (zc != 1) & (rng.random(z.size) < self._p_s_of[z])
             self._correct[ending] = ok_cont | ok_regen
             self.active[ending] = False
         going = np.flatnonzero(act & ~self.final)
         if going.size:
-            rows_T = self._T[a[going], self.z[going]]  # (k, 3)
+            rows_T = self._T[a[going], self.z[going]]  # (k, n_hidden)
             self.z[going] = self._draw(np.cumsum(rows_T, axis=1), rng)
             self.t[going] += 1
             self._new_epoch(going)

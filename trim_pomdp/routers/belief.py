@@ -36,9 +36,14 @@ from trim_pomdp.types import BatchObservation, StepObservation
 __all__ = ["BeliefRouter", "gate_open"]
 
 
-def gate_open(belief: np.ndarray, delta: float) -> np.ndarray | bool:
-    """The paper's re-planning gate: ``max_z b(z) - b(S2) <= delta`` (per row for a 2-D array)."""
+def gate_open(belief: np.ndarray, delta: float, z_class: Any = None) -> np.ndarray | bool:
+    """The paper's re-planning gate: ``max_z b(z) - b(S2) <= delta`` (per row for a 2-D array).
+
+    With difficulty classes pass the model's ``z_class``: ``b(z)`` is then the total over the classes.
+    """
     b = np.asarray(belief, dtype=float)
+    if z_class is not None and b.shape[-1] != 3:
+        b = np.stack([b[..., np.asarray(z_class) == z].sum(axis=-1) for z in range(3)], axis=-1)
     out = b.max(axis=-1) - b[..., S2] <= delta
     return bool(out) if out.ndim == 0 else out
 
@@ -152,6 +157,7 @@ class BeliefRouter:
         self.filter = BeliefFilter(self.trim_pomdp, floor=floor, continuous=self.continuous_likelihood)
         self.floor = floor
         self._bucket_edges = [float(x) for x in np.asarray(self.trim_pomdp.params.bucket_edges)]
+        self._z_class = [int(z) for z in getattr(self.trim_pomdp, "z_class", range(3))]
         self._structured: FiniteHorizonPOMDP | None = None
         self.n_replans = 0
         self.replan_seconds = 0.0
@@ -228,9 +234,10 @@ class BeliefRouter:
 
     # -- single-query API -----
     def reset(self) -> None:
-        """Start a new query: the belief returns to the prior ``(p_w, 0, 1 - p_w)``."""
+        """Start a new query: the belief returns to the prior ``(p_w, 0, 1 - p_w)`` (with difficulty classes,
+        ``π(d) p_w(d)`` on ``S0|d`` and ``π(d) (1 − p_w(d))`` on ``S2|d``)."""
         prior = self.filter.prior()
-        self._post = (float(prior[0]), float(prior[1]), float(prior[2]))
+        self._post = tuple(float(x) for x in prior)
         self._t = 0
         self._a: int | None = None
         self._last: dict[str, Any] = {}
@@ -264,7 +271,13 @@ class BeliefRouter:
         # 3.-4. gate, then the policy or a re-plan
         bucket = bisect_right(self._bucket_edges, float(obs.tokens))
         final = bool(obs.final)
-        is_open = (max(b) - b[2]) <= self.delta
+        if len(b) == 3:
+            is_open = (max(b) - b[2]) <= self.delta
+        else:  # difficulty classes: the gate looks at the totals of S0, S1, S2
+            zb = [0.0, 0.0, 0.0]
+            for z, x in zip(self._z_class, b, strict=True):
+                zb[z] += x
+            is_open = (max(zb) - zb[2]) <= self.delta
         decision: dict[str, Any] = {}
         if self.replan_solver is not None and (is_open or not self.gate):
             values, decision["replan_seconds"] = self._replan(t, bucket, final, np.array(b))
@@ -319,6 +332,7 @@ class BeliefRouter:
             hidden_names=fh.hidden_names,
             action_names=fh.action_names,
             meta=dict(fh.meta, start={"t": t, "bucket": bucket, "final": bool(final)}),
+            vertices=fh.vertices,
         )
 
     def replan_values(self, t: int, bucket: int, final: bool, belief) -> np.ndarray:
@@ -362,7 +376,8 @@ class BeliefRouter:
     # -- vectorised API -----
     def reset_batch(self, n: int) -> None:
         """Start ``n`` parallel queries."""
-        self._B = np.broadcast_to(self.filter.prior(), (int(n), 3)).copy()
+        prior = self.filter.prior()
+        self._B = np.broadcast_to(prior, (int(n), prior.size)).copy()
         self._A = np.zeros(int(n), dtype=np.int64)
 
     @property
@@ -392,7 +407,11 @@ class BeliefRouter:
             bucket = np.asarray(bucket)[rows]
         bucket = np.atleast_1d(np.asarray(bucket, dtype=np.int64))
         final = np.asarray(obs.final, dtype=bool)[rows]
-        ask = np.asarray(gate_open(post, self.delta)) if self.gate else np.ones(rows.size, dtype=bool)
+        ask = (
+            np.asarray(gate_open(post, self.delta, self._z_class))
+            if self.gate
+            else np.ones(rows.size, dtype=bool)
+        )
         a = np.zeros(rows.size, dtype=np.int64)
         if ask.any():
             if self.replan_solver is None:

@@ -51,6 +51,9 @@ class FiniteHorizonPOMDP:
         Names for display.
     meta : dict, optional
         Free-form description of where the model came from.
+    vertices : ndarray, shape (K, n_hidden), optional
+        Vertex distributions of the dynamics, when every transition row is a mixture of these ``K`` rows (see
+        :mod:`~.vertices`); their order fixes the solver's grid coordinates. Default: found by the solver.
     """
 
     transition: np.ndarray
@@ -63,6 +66,7 @@ class FiniteHorizonPOMDP:
     hidden_names: Sequence[str] | None = None
     action_names: Sequence[str] | None = None
     meta: dict = field(default_factory=dict)
+    vertices: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.transition = np.asarray(self.transition, dtype=float)
@@ -71,6 +75,8 @@ class FiniteHorizonPOMDP:
         self.terminal = np.asarray(self.terminal, dtype=bool).copy()
         self.reward = np.asarray(self.reward, dtype=float)
         self.b0 = np.asarray(self.b0, dtype=float)
+        if self.vertices is not None:
+            self.vertices = np.asarray(self.vertices, dtype=float)
         if self.terminal.ndim == 2 and self.terminal.shape[0] >= 1:
             self.terminal[-1, :] = True
 

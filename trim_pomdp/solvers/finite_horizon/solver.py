@@ -14,7 +14,9 @@ runs backward induction on per-epoch grids of ``g``:
 * ``mode="exact"`` places the grid on every breakpoint of the exact value function (the upper envelope of all
   backed-up lines, computed per context and observation), so both bounds equal ``V*`` (for small instances).
 
-Models whose transition rows are not on a segment fall back to :func:`~.general.solve_general`.
+Models whose transition rows are mixtures of 3 to 5 vertex distributions (fewer than the hidden states, such as
+the TRIM-POMDP with difficulty classes) are solved on tensor grids over the simplex of those vertices
+(:mod:`~.vertex_solver`); other models fall back to :func:`~.general.solve_general`.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from trim_pomdp.exceptions import InvalidParameterError, SolverError
 from trim_pomdp.registry import SOLVERS
@@ -37,12 +40,18 @@ from trim_pomdp.solvers.finite_horizon.segments import (
     segment_factorization,
     upper_envelope,
 )
+from trim_pomdp.solvers.finite_horizon.vertex_policy import FiniteHorizonVertexPolicy
+from trim_pomdp.solvers.finite_horizon.vertex_solver import solve_vertex
+from trim_pomdp.solvers.finite_horizon.vertices import vertex_factorization
 
 __all__ = ["FiniteHorizonSolver"]
 
 #: grid points per backup chunk: a (contexts, points, observations) array gets about this many elements,
 #: small enough to stay in cache (the backups are memory-bound), large enough to amortise numpy calls
 _CHUNK_ELEMENTS = 32_000
+
+#: most vertex distributions of dynamics the tensor-grid method takes (its grids have K − 1 dimensions)
+_MAX_VERTICES = 5
 
 
 @dataclass(frozen=True)
@@ -245,7 +254,9 @@ class FiniteHorizonSolver:
         self.max_grid = int(max_grid)
 
     # -- public ----------------------------------------------------------------------------------------------
-    def solve(self, model: FiniteHorizonPOMDP) -> FiniteHorizonPolicy | FiniteHorizonAlphaPolicy:
+    def solve(
+        self, model: FiniteHorizonPOMDP
+    ) -> FiniteHorizonPolicy | FiniteHorizonVertexPolicy | FiniteHorizonAlphaPolicy:
         """Solve ``model`` into a policy whose ``info`` is the solve's report.
 
         Parameters
@@ -255,8 +266,9 @@ class FiniteHorizonSolver:
 
         Returns
         -------
-        FiniteHorizonPolicy or FiniteHorizonAlphaPolicy
-            The first for rank-2 dynamics, the second from the simplex-grid fallback.
+        FiniteHorizonPolicy, FiniteHorizonVertexPolicy or FiniteHorizonAlphaPolicy
+            The first for rank-2 dynamics, the second for dynamics with 3 to 5 vertex distributions (the
+            TRIM-POMDP with difficulty classes), the third from the simplex-grid fallback.
 
         Raises
         ------
@@ -273,14 +285,39 @@ class FiniteHorizonSolver:
                 )
             model = structured()
         model.check()
-        factor = segment_factorization(model.transition, anchor=model.b0)
+        # the backups are many small products: BLAS threads only add synchronisation (5-10x on a busy machine)
+        with threadpool_limits(limits=1, user_api="blas"):
+            return self._solve_checked(model)
+
+    def _solve_checked(
+        self, model: FiniteHorizonPOMDP
+    ) -> FiniteHorizonPolicy | FiniteHorizonVertexPolicy | FiniteHorizonAlphaPolicy:
+        given = model.vertices
+        factor = (
+            None
+            if given is not None and len(given) > 2
+            else segment_factorization(model.transition, anchor=model.b0)
+        )
         if factor is not None:
             return self._solve_rank2(model, factor)
+        vfac = vertex_factorization(model.transition, vertices=given, max_vertices=_MAX_VERTICES)
+        # a reduction only when there are fewer vertices than hidden states (else the simplex grid is as small)
+        if (
+            vfac is not None
+            and vfac.n_vertices >= 3
+            and (given is not None or vfac.n_vertices < model.n_hidden)
+        ):
+            return solve_vertex(self, model, vfac)
+        if given is not None:
+            raise SolverError(
+                "the model's vertices do not factorise its transitions: some row is not a mixture of them"
+            )
         if self.mode == "exact" or model.n_hidden > 4:
             raise SolverError(
-                "this model's transition rows do not lie on a segment (no rank-2 structure): exact mode and "
-                f"{model.n_hidden} > 4 hidden states are not supported by the simplex-grid fallback. Flatten it "
-                "and use the point-based solver (trim_pomdp.solvers.pointbased.solver) instead."
+                f"this model's transition rows are not mixtures of at most {_MAX_VERTICES} vertex distributions: "
+                f"exact mode and {model.n_hidden} > 4 hidden states are not supported by the simplex-grid "
+                "fallback. Flatten it and use the point-based solver (trim_pomdp.solvers.pointbased.solver) "
+                "instead."
             )
         return solve_general(
             model,
