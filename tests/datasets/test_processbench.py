@@ -9,14 +9,18 @@ import numpy as np
 import pytest
 
 from tests._support.data import require_shared_data
+from trim_pomdp.datasets import _hub
 from trim_pomdp.datasets.processbench import SPLITS, load_processbench, step_classes
 from trim_pomdp.datasets.scored import (
     ScoredItem,
     load_scored_items,
     predicted_error_index,
     processbench_metrics,
+    require_outcomes,
+    require_step_labels,
     save_scored_items,
     scored_item_ids,
+    select_splits,
     step_table,
 )
 from trim_pomdp.exceptions import DataFormatError, InvalidParameterError
@@ -106,6 +110,7 @@ def test_hub_loader_uses_datasets(monkeypatch):
         return [_rec(0, 1, 3, split)]
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    monkeypatch.setattr(_hub, "hub_unreachable", lambda timeout=0: None)  # this machine may be offline
     items = load_processbench(("gsm8k", "omnimath"))
     assert calls == [("Qwen/ProcessBench", "gsm8k"), ("Qwen/ProcessBench", "omnimath")]
     assert [it.split for it in items] == ["gsm8k", "omnimath"]
@@ -193,8 +198,74 @@ def test_hub_split_that_does_not_exist(monkeypatch):
         raise ValueError(f"Unknown split {split!r}")
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    monkeypatch.setattr(_hub, "hub_unreachable", lambda timeout=0: None)  # this machine may be offline
     with pytest.raises(InvalidParameterError, match="Qwen/ProcessBench has no split 'nope'"):
         load_processbench("nope")
+
+
+def test_extra_fields_survive_load_and_save(tmp_path, data_dir):
+    recs = [s.to_dict() for s in _scored(data_dir)]
+    recs[0].update(step_labels_known=True, error_class="deception", source_idx=[1, 2], level=3)
+    path = tmp_path / "extra.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    back = load_scored_items(path)
+    assert back[0].extra == {
+        "step_labels_known": True,
+        "error_class": "deception",
+        "source_idx": [1, 2],
+        "level": 3,
+    }
+    assert back[1].extra == {}
+    again = save_scored_items(tmp_path / "again.jsonl", back)
+    assert [json.loads(line) for line in again.read_text().splitlines()] == [
+        {**r, "simulated": False} for r in recs
+    ]
+
+
+def test_duplicate_items_are_refused_naming_both_lines(tmp_path, data_dir):
+    recs = [s.to_dict() for s in _scored(data_dir)]
+    path = tmp_path / "dup.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in [*recs, recs[1]]))
+    with pytest.raises(
+        DataFormatError, match=r"dup\.jsonl, line 5: item 'gsm8k-1' of split 'gsm8k' .*line 2"
+    ):
+        load_scored_items(path)
+    # the same id in two splits is two items
+    recs[3]["id"] = "gsm8k-0"
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    assert len(load_scored_items(path)) == 4
+
+
+def test_select_splits_takes_any_names_and_lists_them(data_dir):
+    scored = _scored(data_dir)
+    scored[3].item.split = "prmbench"
+    assert [s.item.split for s in select_splits(scored)] == ["gsm8k"] * 3 + ["prmbench"]
+    assert len(select_splits(scored, ["prmbench"])) == 1
+    assert len(select_splits(scored, exclude=["gsm8k"])) == 1
+    with pytest.raises(
+        InvalidParameterError, match=r"no items of split\(s\) 'math'.*present are 'gsm8k', 'prmbench'"
+    ):
+        select_splits(scored, ["math"], source="f.jsonl")
+    with pytest.raises(InvalidParameterError, match=r"no items left.*'gsm8k', 'prmbench' excluded"):
+        select_splits(scored, exclude=["gsm8k", "prmbench"])
+
+
+def test_placeholder_labels_and_verdicts_are_refused(data_dir):
+    scored = _scored(data_dir)
+    require_step_labels(scored)
+    require_outcomes(scored)
+    scored[2].extra["step_labels_known"] = False
+    scored[1].extra["final_answer_correct_known"] = False
+    with pytest.raises(
+        DataFormatError, match=r"f\.jsonl: 1 of 4 records say step_labels_known: false.*outcome"
+    ):
+        require_step_labels(scored, "f.jsonl")
+    with pytest.raises(DataFormatError, match=r"final_answer_correct_known: false.*'gsm8k-1'"):
+        require_outcomes(scored)
+    with pytest.raises(DataFormatError, match="must be true/false"):
+        from trim_pomdp.datasets.scored import _parse_scored
+
+        _parse_scored({**scored[0].to_dict(), "step_labels_known": "no"}, "x")
 
 
 def test_scored_item_checks_on_construction(data_dir):

@@ -2,9 +2,16 @@
 
 A *scored-items* file is JSONL: one ProcessBench item per line (its fields and ``"split"``) plus
 ``"prm_scores"``, one PRM probability in [0, 1] per step; optionally ``"simulated"`` (bool) and ``"prm"`` (the
-scorer's name). Scoring appends one batch of lines at a time, so an interrupted run leaves at most one torn last
-line, which the readers here skip when asked and the next append removes.
+scorer's name). Any other field of a record is kept (:attr:`ScoredItem.extra`) and written back by
+:func:`save_scored_items`. Two of them mean something here: ``"final_answer_correct_known"`` and
+``"step_labels_known"`` (both true when absent); where one is false, the matching core field
+(``final_answer_correct``, or ``label``) is a placeholder, not data, and the functions that need it refuse such
+items (:func:`require_step_labels`, :func:`require_outcomes`). Each ``(split, id)`` may appear once per file.
 
+Scoring appends one batch of lines at a time, so an interrupted run leaves at most one torn last line, which the
+readers here skip when asked and the next append removes.
+
+:func:`select_splits` keeps the items of some splits (any names: ProcessBench's, PRMBench's, a user's),
 :func:`step_table` flattens scored items into the per-step arrays that observation models are fitted on, and
 :func:`processbench_metrics` computes ProcessBench's own accuracies from the scores.
 """
@@ -22,7 +29,7 @@ import numpy as np
 
 from trim_pomdp._internal.jsonl import JsonlWriter, iter_jsonl
 from trim_pomdp.datasets.processbench import ProcessBenchItem, parse_item, step_classes
-from trim_pomdp.exceptions import DataFormatError
+from trim_pomdp.exceptions import DataFormatError, InvalidParameterError
 
 __all__ = [
     "ScoredItem",
@@ -30,12 +37,31 @@ __all__ = [
     "load_scored_items",
     "predicted_error_index",
     "processbench_metrics",
+    "require_outcomes",
+    "require_step_labels",
     "save_scored_items",
     "scored_item_ids",
+    "select_splits",
+    "split_names",
     "step_table",
 ]
 
 _WHAT = "scored-items file"
+#: Record fields that are not :attr:`ScoredItem.extra` (the item's own fields and the scorer's).
+_CORE_FIELDS = frozenset(
+    (
+        "id",
+        "generator",
+        "problem",
+        "steps",
+        "final_answer_correct",
+        "label",
+        "split",
+        "prm_scores",
+        "simulated",
+        "prm",
+    )
+)
 
 
 @dataclass
@@ -51,23 +77,41 @@ class ScoredItem:
         True when the scores come from :class:`~trim_pomdp.prm.synthetic.SyntheticPRM`.
     prm : str, optional
         Name of the scorer (model id or ``"synthetic"``).
+    extra : dict
+        Every other field of the record, kept as read and written back by :meth:`to_dict` (for instance
+        ``final_answer_correct_known``, ``step_labels_known`` or a data set's own metadata).
     """
 
     item: ProcessBenchItem
     prm_scores: list[float]
     simulated: bool = False
     prm: str | None = field(default=None)
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check_scores(self.prm_scores, len(self.item.steps), f"scored item {self.item.id!r}")
+        clash = sorted(set(self.extra) & _CORE_FIELDS)
+        if clash:
+            raise InvalidParameterError(f"scored item {self.item.id!r}: extra fields {clash} are core fields")
+
+    @property
+    def final_answer_correct_known(self) -> bool:
+        """Whether ``item.final_answer_correct`` is data (the record's ``final_answer_correct_known``, default true)."""
+        return self.extra.get("final_answer_correct_known", True) is not False
+
+    @property
+    def step_labels_known(self) -> bool:
+        """Whether ``item.label`` is a real first-error label (the record's ``step_labels_known``, default true)."""
+        return self.extra.get("step_labels_known", True) is not False
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSONL record: the item's fields plus ``prm_scores``, ``simulated`` and (if set) ``prm``."""
+        """The JSONL record: the item's fields, ``prm_scores``, ``simulated``, ``prm`` (if set) and the extras."""
         rec = self.item.to_dict()
         rec["prm_scores"] = [float(x) for x in self.prm_scores]
         rec["simulated"] = bool(self.simulated)
         if self.prm is not None:
             rec["prm"] = self.prm
+        rec.update(self.extra)
         return rec
 
 
@@ -132,7 +176,14 @@ def _parse_scored(rec: dict[str, Any], where: str) -> ScoredItem:
     simulated = rec.get("simulated", False)
     if not isinstance(simulated, bool):
         raise DataFormatError(f"{where}: field 'simulated' must be true/false, got {simulated!r}")
-    return ScoredItem(item, [float(x) for x in rec["prm_scores"]], simulated=simulated, prm=rec.get("prm"))
+    prm = rec.get("prm")
+    if prm is not None and not isinstance(prm, str):
+        raise DataFormatError(f"{where}: field 'prm' must be a string, got {prm!r}")
+    for flag in ("final_answer_correct_known", "step_labels_known"):
+        if flag in rec and not isinstance(rec[flag], bool):
+            raise DataFormatError(f"{where}: field {flag!r} must be true/false, got {rec[flag]!r}")
+    extra = {k: v for k, v in rec.items() if k not in _CORE_FIELDS}
+    return ScoredItem(item, [float(x) for x in rec["prm_scores"]], simulated=simulated, prm=prm, extra=extra)
 
 
 def _complete_records(path: Path, skip_torn: bool) -> Iterable[tuple[int, dict[str, Any]]]:
@@ -160,18 +211,27 @@ def load_scored_items(path: str | os.PathLike[str], *, ignore_torn_tail: bool = 
         The file does not exist.
     DataFormatError
         A line is not valid JSON or misses a field, or its ``prm_scores`` has the wrong length, a NaN or a
-        value outside [0, 1], or the file is not UTF-8 text; the message names the file, the line number and
-        the field.
+        value outside [0, 1], or an item (split and id) appears twice, or the file is not UTF-8 text; the
+        message names the file, the line number and the field.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
             f"scored-items file {path} does not exist (make one with `trim-pomdp score-processbench`)"
         )
-    return [
-        _parse_scored(rec, f"{path}, line {lineno}")
-        for lineno, rec in _complete_records(path, skip_torn=ignore_torn_tail)
-    ]
+    out: list[ScoredItem] = []
+    seen: dict[tuple[str, str], int] = {}
+    for lineno, rec in _complete_records(path, skip_torn=ignore_torn_tail):
+        si = _parse_scored(rec, f"{path}, line {lineno}")
+        key = (si.item.split, si.item.id)
+        if key in seen:
+            raise DataFormatError(
+                f"{path}, line {lineno}: item {si.item.id!r} of split {si.item.split!r} already appeared on line "
+                f"{seen[key]}; every item may appear once (a duplicate would be counted twice): remove one of them"
+            )
+        seen[key] = lineno
+        out.append(si)
+    return out
 
 
 def scored_item_ids(path: str | os.PathLike[str]) -> set[tuple[str, str]]:
@@ -188,6 +248,81 @@ def scored_item_ids(path: str | os.PathLike[str]) -> set[tuple[str, str]]:
         for _, rec in _complete_records(path, skip_torn=True)
         if "id" in rec and "prm_scores" in rec
     }
+
+
+# ------------------------------------------------------------------------------------------- selecting the items
+
+
+def split_names(items: Iterable[ScoredItem]) -> list[str]:
+    """The splits of ``items``, in order of first appearance."""
+    return list(dict.fromkeys(si.item.split for si in items))
+
+
+def select_splits(
+    items: Sequence[ScoredItem],
+    include: Sequence[str] | None = None,
+    exclude: Sequence[str] = (),
+    *,
+    source: str = "the scored items",
+) -> list[ScoredItem]:
+    """The items of the splits ``include`` (default every split present) minus those in ``exclude``.
+
+    Split names are whatever the items hold (ProcessBench's four, ``"prmbench"``, a user's own).
+
+    Raises
+    ------
+    InvalidParameterError
+        A split of ``include`` that no item has (the message lists the splits present), or a selection that
+        leaves no item.
+    """
+    present = split_names(items)
+    if include:
+        missing = [s for s in include if s not in present]
+        if missing:
+            raise InvalidParameterError(
+                f"{source} hold no items of split(s) {', '.join(map(repr, missing))}; the splits present are "
+                f"{', '.join(map(repr, present)) or 'none (no items)'}"
+            )
+    keep = set(include or present) - set(exclude)
+    chosen = [si for si in items if si.item.split in keep]
+    if not chosen:
+        raise InvalidParameterError(
+            f"no items left in {source}: the splits present are {', '.join(map(repr, present)) or 'none'}"
+            + (f" and {', '.join(map(repr, sorted(exclude)))} excluded" if exclude else "")
+            + "; choose others with --split / --exclude-split"
+        )
+    return chosen
+
+
+def _placeholders(items: Sequence[ScoredItem], flag: str) -> list[ScoredItem]:
+    return [si for si in items if getattr(si, flag) is False]
+
+
+def require_step_labels(items: Sequence[ScoredItem], source: str = "the scored items") -> None:
+    """Raise :class:`DataFormatError` when an item's first-error label is a placeholder (``step_labels_known: false``).
+
+    Step-supervised fitting reads each step's class from the label, so a placeholder label would silently label
+    every step of a wrong solution as correct.
+    """
+    bad = _placeholders(items, "step_labels_known")
+    if bad:
+        raise DataFormatError(
+            f"{source}: {len(bad)} of {len(items)} records say step_labels_known: false (first: id "
+            f"{bad[0].item.id!r}), so their 'label' is a placeholder and cannot supervise a fit on step classes; "
+            "fit them from final-answer correctness instead (--supervision outcome)"
+        )
+
+
+def require_outcomes(items: Sequence[ScoredItem], source: str = "the scored items") -> None:
+    """Raise :class:`DataFormatError` when an item's final-answer verdict is a placeholder
+    (``final_answer_correct_known: false``)."""
+    bad = _placeholders(items, "final_answer_correct_known")
+    if bad:
+        raise DataFormatError(
+            f"{source}: {len(bad)} of {len(items)} records say final_answer_correct_known: false (first: id "
+            f"{bad[0].item.id!r}), so their 'final_answer_correct' is a placeholder, not a verdict; use data with "
+            "graded final answers (or --supervision steps where the records have step labels)"
+        )
 
 
 # ------------------------------------------------------------------------------------------------------ step table
