@@ -35,7 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("serve", "Serve routers behind an OpenAI-compatible endpoint (FastAPI/uvicorn)."),
     "calibrate": (
         "calibrate",
-        "Pick the λ or knob that meets a strong-token budget, with a confidence interval.",
+        "Pick the λ or knob that meets a strong-token budget, with its interval.",
     ),
 }
 
