@@ -438,7 +438,9 @@ def _calibrate_episodes(
         correct, tokens = ep.planner.run(lam, ep.source, n_queries, seed)
         return measure(lam, tokens, correct, ref, target)
 
-    with Progress(None, f"calibrating λ on {n_queries} queries ({ep.name})", enabled=progress, unit="λ") as bar:
+    with Progress(
+        None, f"calibrating λ on {n_queries} queries ({ep.name})", enabled=progress, unit="λ"
+    ) as bar:
         points = search_lambda(
             evaluate,
             target,
@@ -618,4 +620,3 @@ def coverage_check(
         "simulated": True,
         "rows": rows,
     }
-
