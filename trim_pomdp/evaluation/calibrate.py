@@ -371,11 +371,11 @@ def search_lambda(
             lo = mid
     a, b = math.log(max(grid[lo], 1e-300)), math.log(grid[hi])
     for _ in range(refine):
-        mid = 0.5 * (a + b)
-        if meets(at(float(f"{math.exp(mid):.6g}"))):
-            b = mid
+        log_mid = 0.5 * (a + b)
+        if meets(at(float(f"{math.exp(log_mid):.6g}"))):
+            b = log_mid
         else:
-            a = mid
+            a = log_mid
     return list(seen.values())
 
 
@@ -586,7 +586,7 @@ def coverage_check(
     if draws < 1:
         raise InvalidParameterError(f"draws must be >= 1, got {draws}")
     ep = _simulator_episodes(simulator, n_train, train_seed, None, 5)
-    rows = []
+    rows: list[dict[str, Any]] = []
     with Progress(draws, "coverage check (simulated)", enabled=progress, unit="draws") as bar:
         for d in range(draws):
             cal, _ = _calibrate_episodes(
@@ -604,9 +604,9 @@ def coverage_check(
                  "inside": bool(lo <= held <= hi), "target_inside": bool(lo <= target.value <= hi),
                  "meets": cal.meets}
             )  # fmt: skip
-            inside = sum(r["inside"] for r in rows)
+            inside = sum(bool(r["inside"]) for r in rows)
             bar.advance(note=f"inside {inside}/{len(rows)}")
-    inside = sum(r["inside"] for r in rows)
+    inside = sum(bool(r["inside"]) for r in rows)
     return {
         "target": {"kind": target.kind, "value": target.value},
         "draws": draws,
@@ -615,8 +615,8 @@ def coverage_check(
         "confidence": confidence,
         "inside": inside,
         "coverage": inside / draws,
-        "target_inside": sum(r["target_inside"] for r in rows),
-        "meets": sum(r["meets"] for r in rows),
+        "target_inside": sum(bool(r["target_inside"]) for r in rows),
+        "meets": sum(bool(r["meets"]) for r in rows),
         "simulated": True,
         "rows": rows,
     }
