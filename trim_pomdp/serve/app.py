@@ -201,6 +201,8 @@ def _install_filters(secrets: list[str]) -> None:
 
 def run_server(config: ServeConfig, *, log_level: str = "info") -> None:
     """Load everything (:func:`prepare`), then serve until interrupted (uvicorn)."""
+    for module in ("fastapi", "prometheus_client"):  # before any model is loaded
+        require(module, "serve", "trim-pomdp serve")
     uvicorn = require("uvicorn", "serve", "trim-pomdp serve")
     routers, upstreams, token = prepare(config)
     app = create_app(config, routers, upstreams, token)
