@@ -19,7 +19,7 @@ from tests._support.servers.fake import FakeOpenAIServer, ScriptedMathModel
 from trim_pomdp.serve.app import create_app, prepare
 from trim_pomdp.serve.config import ServeConfig
 
-__all__ = ["ServerThread", "Upstreams", "httpx", "serving", "serving_routers"]
+__all__ = ["NumberedSteps", "ServerThread", "Upstreams", "httpx", "serving", "serving_routers"]
 
 
 class ServerThread:
@@ -53,13 +53,23 @@ class ServerThread:
         self.sock.close()
 
 
+class NumberedSteps(ScriptedMathModel):
+    """The scripted model with the step's number in its text, so that no two steps say the same thing (the
+    loop's repetition guard stops a problem at a step that repeats the one before)."""
+
+    def steps(self, prompt: str, prefix_steps: list[str]) -> list[str]:
+        out = super().steps(prompt, prefix_steps)
+        k0 = len(prefix_steps)
+        return [s if "boxed" in s else f"{s.rstrip()} (part {k0 + j + 1})" for j, s in enumerate(out)]
+
+
 class Upstreams:
     """Fake weak server (it is also the PRM's pooling server) and fake strong server (OpenAI-compatible)."""
 
     def __init__(self, n_steps: int = 3, delay_s: float = 0.0) -> None:
-        self.weak = FakeOpenAIServer(ScriptedMathModel(n_steps=n_steps, weak=True), delay_s=delay_s)
+        self.weak = FakeOpenAIServer(NumberedSteps(n_steps=n_steps, weak=True), delay_s=delay_s)
         self.strong = FakeOpenAIServer(
-            ScriptedMathModel(n_steps=n_steps, weak=False, words_per_step=12), delay_s=delay_s
+            NumberedSteps(n_steps=n_steps, weak=False, words_per_step=12), delay_s=delay_s
         )
 
     def __enter__(self) -> Upstreams:
