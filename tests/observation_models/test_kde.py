@@ -260,3 +260,57 @@ def test_log_density_far_in_the_tails_is_finite_and_right(method):
     # exact: to rounding; grid: log f ~ -1.3e4 sits on a kink of the log-density far below any node spacing,
     # so only a relative accuracy is promised there (the module docstring's accuracy claim is for log f > -20)
     assert got == pytest.approx(want, rel=1e-9 if method == "exact" else 1e-3)
+
+
+@pytest.mark.parametrize("dim", [1, 2])
+def test_integer_weights_equal_repeated_points(dim):
+    """A weight of k is k copies of the point: masses, box masses and densities (exact and grid) agree."""
+    X = _beta_data(60, seed=3)[:, :dim]
+    w = np.random.default_rng(1).integers(0, 4, 60)
+    h = [0.07] * dim
+    weighted = ReflectedKDE(bandwidth=h).fit(X, sample_weight=w)
+    repeated = ReflectedKDE(bandwidth=h).fit(np.repeat(X, w, axis=0))
+    assert weighted.data_.shape[0] == np.count_nonzero(w)  # zero weights are dropped
+    edges = np.linspace(0, 1, 7)
+    np.testing.assert_allclose(weighted.bin_masses(edges), repeated.bin_masses(edges), rtol=1e-12, atol=1e-15)
+    lo, hi = [0.2] * dim, [0.7] * dim
+    assert weighted.box_mass(lo, hi) == pytest.approx(repeated.box_mass(lo, hi), rel=1e-12)
+    Q = _beta_data(50, seed=4)[:, :dim]
+    np.testing.assert_allclose(weighted.score_samples(Q), repeated.score_samples(Q), rtol=1e-10)
+    for k in (weighted, repeated):
+        k.set_params(method="grid")
+        k._grid = None
+    np.testing.assert_allclose(weighted.score_samples(Q), repeated.score_samples(Q), rtol=1e-8, atol=1e-10)
+    assert weighted.box_mass([0] * dim, [1] * dim) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_weighted_rule_of_thumb_uses_weighted_spread_and_effective_size():
+    rng = np.random.default_rng(0)
+    x = rng.normal(0.5, 0.1, 2000).clip(0, 1)
+    w = np.where(x > 0.5, 3.0, 1.0)
+    h = rule_of_thumb_bandwidth(x[:, None], "scott", weights=w)[0]
+    mean = np.average(x, weights=w)
+    var = np.sum(w * (x - mean) ** 2) / (w.sum() - (w**2).sum() / w.sum())
+    n_eff = w.sum() ** 2 / (w**2).sum()
+    assert h == pytest.approx(n_eff ** (-1 / 5) * np.sqrt(var), rel=1e-12)
+    # equal weights are no weights
+    np.testing.assert_allclose(
+        rule_of_thumb_bandwidth(x[:, None], "silverman", weights=np.full(x.size, 2.5)),
+        rule_of_thumb_bandwidth(x[:, None], "silverman"),
+        rtol=1e-3,
+    )
+
+
+def test_weighted_sampling_follows_the_weights():
+    X = np.array([[0.1], [0.9]])
+    kde = ReflectedKDE(bandwidth=0.02).fit(X, sample_weight=[1.0, 3.0])
+    draws = kde.sample(20000, random_state=0)[:, 0]
+    assert np.mean(draws > 0.5) == pytest.approx(0.75, abs=0.01)
+
+
+@pytest.mark.parametrize(
+    "w, match", [([1, -1, 1], "non-negative"), ([0, 0, 0], "not all 0"), ([1, 2], "shape")]
+)
+def test_bad_weights_are_refused(w, match):
+    with pytest.raises(InvalidParameterError, match=match):
+        ReflectedKDE().fit(np.array([[0.1], [0.5], [0.9]]), sample_weight=w)

@@ -1,9 +1,21 @@
 """The bins of the observation space: edges on [0, 1], the bin of a score, and checks of bin probabilities.
 
-Both coordinates of an observation, the newest PRM score ``r`` and the minimum ``m`` of the earlier ones, are
-binned with the same edges ``0 = e_0 < e_1 < ... < e_n = 1``. Bin ``i`` is ``[e_i, e_{i+1})``, except that the
-last bin also holds 1. A pair observation's flat index is ``i_r * n + i_m``; a first step's (no ``m``) is
-``i_r``.
+Each coordinate of an observation, the newest PRM score ``r`` and the minimum ``m`` of the earlier ones, is binned
+with its own edges ``0 = e_0 < e_1 < ... < e_n = 1`` (the same number ``n`` of bins on both axes; by default the
+same edges). Bin ``i`` is ``[e_i, e_{i+1})``, except that the last bin also holds 1. A pair observation's flat
+index is ``i_r * n + i_m``; a first step's (no ``m``) is ``i_r``.
+
+**Edge schemes** (:func:`make_edges`; the choice and the edges are recorded in the observation model's card):
+
+- ``"uniform"``: ``i / n``. Where a PRM's scores pile up near 1 (most steps of a good PRM score above 0.95), the
+  top bin then holds most of the mass and hides the differences a decision turns on (0.96 against 0.999);
+- ``"logit"``: equally spaced on the logit scale between ``logit(eps)`` and ``logit(1 - eps)`` (default
+  ``eps = 1e-3``), with the outer bins reaching 0 and 1: fine near both ends, coarse in the middle;
+- ``"quantile"``: per axis, at equally spaced quantiles of the training scores (``r`` of every step, ``m`` of
+  steps with ``t >= 2``), so every bin holds about the same share of the data. Ties (scores stored at a fixed
+  precision, many exactly 1) cannot be split: an edge sits halfway between two distinct values, and when ties
+  leave fewer than ``n`` bins, the fullest bins that still hold two distinct values are split at their middle
+  value (the widest bin is halved when none does) until there are ``n``.
 """
 
 from __future__ import annotations
@@ -15,15 +27,98 @@ import numpy as np
 from trim_pomdp.constants import HIDDEN_CLASSES
 from trim_pomdp.exceptions import InvalidParameterError
 
-__all__ = ["ROW_TOL", "bin_index", "check_class_rows", "check_edges", "check_scores", "uniform_edges"]
+__all__ = [
+    "BIN_SCHEMES",
+    "DEFAULT_BINS",
+    "DEFAULT_LOGIT_EPS",
+    "ROW_TOL",
+    "bin_index",
+    "check_class_rows",
+    "check_edges",
+    "check_scores",
+    "logit_edges",
+    "make_edges",
+    "quantile_edges",
+    "uniform_edges",
+]
 
 #: How far from 1 a class's bin probabilities may sum.
 ROW_TOL = 1e-9
+#: The edge schemes of :func:`make_edges`.
+BIN_SCHEMES = ("uniform", "logit", "quantile")
+#: The edge scheme fits use unless told otherwise.
+DEFAULT_BINS = "uniform"
+#: Default ``eps`` of the logit scheme: the innermost edges are ``eps`` and ``1 - eps``.
+DEFAULT_LOGIT_EPS = 1e-3
 
 
 def uniform_edges(n_bins: int) -> np.ndarray:
     """``n_bins + 1`` equally spaced edges on [0, 1]."""
     return np.linspace(0.0, 1.0, int(n_bins) + 1)
+
+
+def _logit(x: np.ndarray) -> np.ndarray:
+    return np.log(x) - np.log1p(-x)
+
+
+def logit_edges(n_bins: int, eps: float = DEFAULT_LOGIT_EPS) -> np.ndarray:
+    """``n_bins + 1`` edges: 0, then ``n_bins - 1`` logit-spaced values from ``eps`` to ``1 - eps``, then 1."""
+    n = int(n_bins)
+    if not 0 < eps < 0.5:
+        raise InvalidParameterError(f"eps of the logit bins must lie in (0, 0.5), got {eps!r}")
+    if n < 2:
+        return uniform_edges(n)
+    inner = 1.0 / (1.0 + np.exp(-np.linspace(_logit(np.array(eps)), _logit(np.array(1 - eps)), n - 1)))
+    return np.concatenate([[0.0], inner, [1.0]])
+
+
+def quantile_edges(values: Any, n_bins: int) -> np.ndarray:
+    """``n_bins + 1`` edges at equally spaced quantiles of ``values`` (see the module docstring for ties)."""
+    n = int(n_bins)
+    x = np.asarray(values, dtype=float).ravel()
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        raise InvalidParameterError("quantile bins need training scores, got none")
+    distinct = np.unique(x)
+    inner: set[float] = set()
+    for q in np.quantile(x, np.linspace(0, 1, n + 1)[1:-1]):
+        j = int(np.searchsorted(distinct, q))
+        if 0 < j < distinct.size:  # halfway between the two distinct values around the quantile
+            inner.add(float(0.5 * (distinct[j - 1] + distinct[j])))
+    edges = np.unique(np.concatenate([[0.0, 1.0], sorted(e for e in inner if 0 < e < 1)]))
+    while edges.size < n + 1:
+        edges = _split_fullest(edges, x, distinct)
+    return edges
+
+
+def _split_fullest(edges: np.ndarray, x: np.ndarray, distinct: np.ndarray) -> np.ndarray:
+    """One more edge: inside the bin with the most training values among those holding two distinct ones, at
+    the middle distinct value; when no bin can be split so, halve the widest bin."""
+    counts = np.histogram(x, edges)[0]
+    n_distinct = np.histogram(distinct, edges)[0]
+    splittable = np.flatnonzero(n_distinct >= 2)
+    if splittable.size:
+        k = int(splittable[np.argmax(counts[splittable])])
+        inside = distinct[(distinct >= edges[k]) & (distinct < edges[k + 1])]
+        j = inside.size // 2
+        mid = float(0.5 * (inside[j - 1] + inside[j]))
+    else:
+        k = int(np.argmax(np.diff(edges)))
+        mid = float(0.5 * (edges[k] + edges[k + 1]))
+    return np.insert(edges, k + 1, mid)
+
+
+def make_edges(scheme: str, n_bins: int, values: Any = None, *, eps: float = DEFAULT_LOGIT_EPS) -> np.ndarray:
+    """Edges of one axis under ``scheme`` (:data:`BIN_SCHEMES`); ``values`` are the training scores for quantiles."""
+    if scheme == "uniform":
+        return uniform_edges(n_bins)
+    if scheme == "logit":
+        return logit_edges(n_bins, eps)
+    if scheme == "quantile":
+        if values is None:
+            raise InvalidParameterError("quantile bins need the training scores (values)")
+        return quantile_edges(values, n_bins)
+    raise InvalidParameterError(f"bin scheme must be one of {BIN_SCHEMES}, got {scheme!r}")
 
 
 def check_edges(edges: Any) -> np.ndarray:

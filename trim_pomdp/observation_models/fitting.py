@@ -4,8 +4,13 @@ For each hidden class ``z``, :func:`fit_class_densities` fits a reflected KDE of
 ``r_only``) on the class's steps with ``t >= 2``, and a 1-D reflected KDE of ``r`` for ``t = 1`` on the class's
 first steps, or on all its steps when it has fewer than ``min_first_steps`` first steps (see
 :mod:`trim_pomdp.observation_models.observation` for why). Their exact bin masses are the observation
-probabilities. :func:`held_out_log_likelihood` scores each class's ``t >= 2`` density on items it was not fitted
-on, and :func:`fit_observation_model` does both and records the second in the model's card.
+probabilities. The class of a step is its label (step supervision) or, with ``class_weights``, a probability per
+class (the posterior of outcome supervision, :mod:`~trim_pomdp.observation_models.outcome_em`): every step then
+enters every class's density with its weight. :func:`held_out_log_likelihood` scores each class's ``t >= 2``
+density on items it was not fitted on, and :func:`fit_observation_model` does both and records the second in the
+model's card. :func:`chain_statistics` measures the two numbers of the hidden chain that labelled items give
+(``p_w`` and the chance that a final answer is right after an error), which the card records beside the
+densities.
 """
 
 from __future__ import annotations
@@ -17,19 +22,23 @@ import numpy as np
 
 from trim_pomdp.constants import HIDDEN_CLASSES
 from trim_pomdp.exceptions import InvalidParameterError
-from trim_pomdp.observation_models.binning import uniform_edges
+from trim_pomdp.observation_models.binning import BIN_SCHEMES, DEFAULT_BINS, DEFAULT_LOGIT_EPS, make_edges
 from trim_pomdp.observation_models.kde import ReflectedKDE
 from trim_pomdp.observation_models.tables import StepArrays, table_arrays
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
+    from trim_pomdp.datasets.scored import ScoredItem
     from trim_pomdp.observation_models.observation import ObservationModel
 
 __all__ = [
     "MAX_STORED",
+    "MIN_BANDWIDTH",
     "MIN_FIRST_STEPS",
     "ClassDensities",
+    "chain_statistics",
+    "check_bandwidth",
     "fit_class_densities",
     "fit_observation_model",
     "held_out_log_likelihood",
@@ -39,13 +48,43 @@ __all__ = [
 MIN_FIRST_STEPS = 50
 #: Training points stored per density in an artifact (a seeded subsample beyond that).
 MAX_STORED = 50_000
+#: The smallest numeric bandwidth accepted (in score units; the floor of the rule-of-thumb bandwidths too).
+MIN_BANDWIDTH = 1e-4
+
+
+def check_bandwidth(bandwidth: Any) -> str | float:
+    """``bandwidth`` if it is a rule name or a number in ``[MIN_BANDWIDTH, 1]``, else :class:`InvalidParameterError`.
+
+    A kernel narrower than :data:`MIN_BANDWIDTH` turns the density into a histogram of the training points:
+    bins that no training point falls in get probability 0 (or underflow to it), and a policy solved on such a
+    model trusts observations it has never seen as proof of a class.
+    """
+    if isinstance(bandwidth, str):
+        if bandwidth not in ("scott", "silverman", "cv"):
+            raise InvalidParameterError(
+                f"bandwidth must be scott, silverman, cv or a number, got {bandwidth!r}"
+            )
+        return bandwidth
+    try:
+        value = float(bandwidth)
+    except (TypeError, ValueError):
+        raise InvalidParameterError(
+            f"bandwidth must be scott, silverman, cv or a number, got {bandwidth!r}"
+        ) from None
+    if isinstance(bandwidth, bool) or not MIN_BANDWIDTH <= value <= 1.0:
+        raise InvalidParameterError(
+            f"a numeric bandwidth must lie in [{MIN_BANDWIDTH:g}, 1] (kernel s.d. in score units), got {bandwidth!r}: "
+            "narrower kernels make a histogram with empty bins of probability 0"
+        )
+    return value
 
 
 @dataclass
 class ClassDensities:
     """What :func:`fit_class_densities` returns: bin probabilities, the fitted densities and card entries."""
 
-    edges: np.ndarray
+    r_edges: np.ndarray
+    m_edges: np.ndarray
     pair_probs: np.ndarray
     first_probs: np.ndarray
     pair_kdes: list[ReflectedKDE] = field(default_factory=list)
@@ -53,11 +92,24 @@ class ClassDensities:
     card: dict[str, Any] = field(default_factory=dict)
 
 
+def _class_mask(tab: StepArrays, weights: np.ndarray | None, c: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """The steps of class ``c`` and their weights (all steps with a positive weight under soft classes)."""
+    if weights is None:
+        return tab.z == c, None
+    return weights[:, c] > 0, weights[:, c]
+
+
 def _pair_density(
-    tab: StepArrays, c: int, bandwidth: str | float, r_only: bool, random_state: int
+    tab: StepArrays,
+    c: int,
+    bandwidth: Any,
+    r_only: bool,
+    random_state: int,
+    weights: np.ndarray | None = None,
 ) -> ReflectedKDE:
     """The ``t >= 2`` density of class ``c``: a KDE of ``(r, m)``, or of ``r`` when ``r_only``."""
-    mask = (tab.z == c) & (tab.t >= 2)
+    in_class, w = _class_mask(tab, weights, c)
+    mask = in_class & (tab.t >= 2)
     if mask.sum() < 2:
         raise InvalidParameterError(
             f"class {HIDDEN_CLASSES[c]} has {int(mask.sum())} steps with t >= 2; at least 2 are needed to fit "
@@ -65,22 +117,47 @@ def _pair_density(
         )
     groups = tab.item_index[mask] if tab.item_index is not None else None
     X = tab.r[mask] if r_only else np.column_stack([tab.r[mask], tab.m[mask]])
-    return ReflectedKDE(bandwidth=bandwidth, random_state=random_state).fit(X, groups=groups)
+    kde = ReflectedKDE(bandwidth=bandwidth, random_state=random_state)
+    return kde.fit(X, groups=groups, sample_weight=None if w is None else w[mask])
 
 
 def _first_density(
-    tab: StepArrays, c: int, bandwidth: str | float, min_first_steps: int, random_state: int
+    tab: StepArrays,
+    c: int,
+    bandwidth: Any,
+    min_first_steps: int,
+    random_state: int,
+    weights: np.ndarray | None = None,
 ) -> tuple[ReflectedKDE, str]:
     """The ``t = 1`` density of ``r`` for class ``c`` and a description of the steps it was fitted on."""
-    in_class = tab.z == c
+    in_class, w = _class_mask(tab, weights, c)
     first = in_class & (tab.t == 1)
-    if first.sum() >= max(min_first_steps, 2):
+    n_first = float(first.sum() if w is None else w[first].sum())  # expected first steps under soft classes
+    if n_first >= max(min_first_steps, 2) and first.sum() >= 2:
         source, mask = "first steps (t = 1)", first
     else:
-        source, mask = f"all steps of the class (only {int(first.sum())} first steps)", in_class
+        source, mask = f"all steps of the class (only {n_first:g} first steps)", in_class
     groups = tab.item_index[mask] if tab.item_index is not None else None
-    kde = ReflectedKDE(bandwidth=bandwidth, random_state=random_state).fit(tab.r[mask], groups=groups)
+    kde = ReflectedKDE(bandwidth=bandwidth, random_state=random_state)
+    kde.fit(tab.r[mask], groups=groups, sample_weight=None if w is None else w[mask])
     return kde, source
+
+
+def _class_bandwidth(
+    bandwidth: Any, bandwidths: Mapping[str, Mapping[str, Any]] | None, name: str, kind: str
+) -> Any:
+    if bandwidths is not None and name in bandwidths and kind in bandwidths[name]:
+        return [float(x) for x in bandwidths[name][kind]]
+    return bandwidth
+
+
+def _axis_edges(tab: StepArrays, n: int, bins: str, logit_eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """The ``r`` and ``m`` edges of the scheme ``bins`` (quantiles: of ``r`` over all steps, ``m`` over t >= 2)."""
+    if bins not in BIN_SCHEMES:
+        raise InvalidParameterError(f"bins must be one of {BIN_SCHEMES}, got {bins!r}")
+    r_edges = make_edges(bins, n, tab.r, eps=logit_eps)
+    m_edges = make_edges(bins, n, tab.m[tab.t >= 2], eps=logit_eps) if bins == "quantile" else r_edges
+    return r_edges, m_edges
 
 
 def fit_class_densities(
@@ -89,55 +166,133 @@ def fit_class_densities(
     bandwidth: str | float = "scott",
     r_only: bool = False,
     *,
+    bins: str = DEFAULT_BINS,
+    logit_eps: float = DEFAULT_LOGIT_EPS,
     min_first_steps: int = MIN_FIRST_STEPS,
     random_state: int = 0,
+    class_weights: Any = None,
+    bandwidths: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> ClassDensities:
     """Fit the three classes' densities and their exact bin masses (the parameters of :meth:`ObservationModel.fit`).
 
     With ``r_only``, ``pair_probs[z]`` is ``P(r-bin | z) / n`` in every ``m``-bin, so that the model ignores ``m``
     while keeping the same observation space.
 
+    Parameters
+    ----------
+    class_weights : array-like of shape (n_steps, 3), optional
+        Soft classes: the probability of each class per step (rows summing to 1); default the table's ``z``.
+    bandwidths : mapping, optional
+        Fixed bandwidths per class and density, ``{"S0": {"pair": [h_r, h_m], "first": [h]}, ...}`` (the card's
+        ``bandwidths``); classes or densities left out use ``bandwidth``.
+
     Raises
     ------
     InvalidParameterError
-        A bad ``n_bins``, an invalid table (:func:`~trim_pomdp.observation_models.tables.table_arrays`), or a
-        class with fewer than 2 steps at ``t >= 2``.
+        A bad ``n_bins``, ``bins`` or ``bandwidth``, an invalid table
+        (:func:`~trim_pomdp.observation_models.tables.table_arrays`), bad ``class_weights``, or a class with fewer
+        than 2 steps at ``t >= 2``.
     """
     if isinstance(n_bins, bool) or not isinstance(n_bins, (int, np.integer)) or n_bins < 1:
         raise InvalidParameterError(f"n_bins must be a positive int, got {n_bins!r}")
+    bandwidth = check_bandwidth(bandwidth)
     tab = table_arrays(table)
+    weights = _check_class_weights(class_weights, len(tab.r))
     n = int(n_bins)
-    out = ClassDensities(uniform_edges(n), np.zeros((3, n, n)), np.zeros((3, n)))
-    bandwidths: dict[str, dict[str, list[float]]] = {}
+    r_edges, m_edges = _axis_edges(tab, n, bins, logit_eps)
+    out = ClassDensities(r_edges, m_edges, np.zeros((3, n, n)), np.zeros((3, n)))
+    used: dict[str, dict[str, list[float]]] = {}
     first_source: dict[str, str] = {}
     for c, name in enumerate(HIDDEN_CLASSES):
-        kde = _pair_density(tab, c, bandwidth, r_only, random_state)
-        masses = kde.bin_masses(out.edges)
+        bw = _class_bandwidth(bandwidth, bandwidths, name, "pair")
+        kde = _pair_density(tab, c, bw, r_only, random_state, weights)
+        masses = kde.bin_masses(r_edges if r_only else [r_edges, m_edges])
         if r_only:
             masses = np.repeat((masses / masses.sum())[:, None], n, axis=1) / n
         out.pair_probs[c] = masses / masses.sum()
-        fkde, first_source[name] = _first_density(tab, c, bandwidth, min_first_steps, random_state)
-        fmass = fkde.bin_masses(out.edges)
+        fbw = _class_bandwidth(bandwidth, bandwidths, name, "first")
+        fkde, first_source[name] = _first_density(tab, c, fbw, min_first_steps, random_state, weights)
+        fmass = fkde.bin_masses(r_edges)
         out.first_probs[c] = fmass / fmass.sum()
         out.pair_kdes.append(kde)
         out.first_kdes.append(fkde)
-        bandwidths[name] = {"pair": kde.bandwidth_.tolist(), "first": fkde.bandwidth_.tolist()}
-    out.card = {
+        used[name] = {"pair": kde.bandwidth_.tolist(), "first": fkde.bandwidth_.tolist()}
+    out.card = _density_card(tab, weights, n, r_only, bandwidth, used, min_first_steps, first_source)
+    out.card["bins"] = {"scheme": bins, **({"eps": float(logit_eps)} if bins == "logit" else {})}
+    out.card["bins"].update(r_edges=r_edges.tolist(), m_edges=m_edges.tolist())
+    return out
+
+
+def _check_class_weights(class_weights: Any, n: int) -> np.ndarray | None:
+    if class_weights is None:
+        return None
+    w = np.asarray(class_weights, dtype=float)
+    if w.shape != (n, 3) or not np.all(np.isfinite(w)) or np.any(w < 0):
+        raise InvalidParameterError(
+            f"class_weights must be a finite non-negative ({n}, 3) array, got {w.shape}"
+        )
+    if not np.allclose(w.sum(axis=1), 1.0, atol=1e-6):
+        raise InvalidParameterError("class_weights rows must sum to 1 (a probability per class)")
+    return w
+
+
+def _density_card(
+    tab: StepArrays,
+    weights: np.ndarray | None,
+    n: int,
+    r_only: bool,
+    bandwidth: Any,
+    used: dict[str, dict[str, list[float]]],
+    min_first_steps: int,
+    first_source: dict[str, str],
+) -> dict[str, Any]:
+    """Card entries of the fit: counts per class (expected counts under soft classes), bandwidths, sources."""
+
+    def count(mask: np.ndarray, c: int) -> float | int:
+        if weights is None:
+            return int(np.sum(mask & (tab.z == c)))
+        return round(float(weights[mask, c].sum()), 3)
+
+    every = np.ones(len(tab.r), dtype=bool)
+    return {
         "n_bins": n,
         "r_only": bool(r_only),
         "bandwidth_rule": bandwidth if isinstance(bandwidth, str) else float(bandwidth),
-        "bandwidths": bandwidths,
-        "counts": {name: int(np.sum(tab.z == c)) for c, name in enumerate(HIDDEN_CLASSES)},
-        "counts_t_ge_2": {
-            name: int(np.sum((tab.z == c) & (tab.t >= 2))) for c, name in enumerate(HIDDEN_CLASSES)
-        },
-        "counts_t_eq_1": {
-            name: int(np.sum((tab.z == c) & (tab.t == 1))) for c, name in enumerate(HIDDEN_CLASSES)
-        },
+        "bandwidths": used,
+        "counts": {name: count(every, c) for c, name in enumerate(HIDDEN_CLASSES)},
+        "counts_t_ge_2": {name: count(tab.t >= 2, c) for c, name in enumerate(HIDDEN_CLASSES)},
+        "counts_t_eq_1": {name: count(tab.t == 1, c) for c, name in enumerate(HIDDEN_CLASSES)},
         "min_first_steps": int(min_first_steps),
         "first_step_source": first_source,
     }
-    return out
+
+
+def chain_statistics(items: Sequence[ScoredItem]) -> dict[str, Any]:
+    """``p_w`` and ``rho`` as labelled items measure them, for an observation model's card.
+
+    ``p_w = #S0 / (#S0 + #S2)``, the next-step accuracy given a correct prefix (the TRIM estimator); ``rho`` is the
+    share of solutions with an error whose final answer is right all the same (over the items whose verdict is
+    known; None when there are none). Items whose labels are placeholders are left out.
+    """
+    from trim_pomdp.datasets.processbench import step_classes
+
+    s0 = s2 = 0
+    err = err_right = 0
+    for si in items:
+        if not si.step_labels_known:
+            continue
+        z = step_classes(si.item.label, len(si.item.steps))
+        s0 += int(np.sum(z == 0))
+        s2 += int(np.sum(z == 2))
+        if si.item.label >= 0 and si.final_answer_correct_known:
+            err += 1
+            err_right += bool(si.item.final_answer_correct)
+    return {
+        "p_w": s0 / (s0 + s2) if s0 + s2 else None,
+        "rho": err_right / err if err else None,
+        "chain_counts": {"S0": s0, "S2": s2, "erroneous_items": err, "erroneous_items_right": err_right},
+        "chain_source": "step labels of the fitted items (p_w = S0 / (S0 + S2); rho = P(final answer right | error))",
+    }
 
 
 def held_out_log_likelihood(
@@ -188,6 +343,8 @@ def fit_observation_model(
     n_bins: int = 20,
     bandwidth: str | float = "scott",
     r_only: bool = False,
+    bins: str = DEFAULT_BINS,
+    logit_eps: float = DEFAULT_LOGIT_EPS,
     cv_folds: int = 5,
     seed: int = 0,
     card: Mapping[str, Any] | None = None,
@@ -200,7 +357,7 @@ def fit_observation_model(
     ----------
     table : StepTable-like
         The scored steps (:func:`~trim_pomdp.datasets.scored.step_table`).
-    n_bins, bandwidth, r_only
+    n_bins, bandwidth, r_only, bins, logit_eps
         See :meth:`ObservationModel.fit`.
     cv_folds : int, default=5
         Folds by item of :func:`held_out_log_likelihood`, stored in the card as ``held_out_loglik``; below 2,
@@ -214,7 +371,14 @@ def fit_observation_model(
     from trim_pomdp.observation_models.observation import ObservationModel
 
     model = ObservationModel.fit(
-        table, n_bins=n_bins, bandwidth=bandwidth, r_only=r_only, card=card, random_state=seed
+        table,
+        n_bins=n_bins,
+        bandwidth=bandwidth,
+        r_only=r_only,
+        bins=bins,
+        logit_eps=logit_eps,
+        card=card,
+        random_state=seed,
     )
     if cv_folds >= 2:
         held = held_out_log_likelihood(table, n_folds=cv_folds, bandwidth=bandwidth, r_only=r_only, seed=seed)

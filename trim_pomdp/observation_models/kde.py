@@ -17,8 +17,10 @@ i.e. the point and its mirror images across both faces; in 2-D the product ``k_1
 
 .. math::  f(u) = \\frac{1}{N Z} \\sum_i \\prod_j k_j(u_j, x_{ij}) \\text{ on the box (0 outside)},
 
-where ``Z`` is the exact box mass of the unnormalised sum. Because the kernel is a product over dimensions of
-sums of Gaussians, every box integral is a sum over points of products of 1-D normal-CDF differences:
+where ``Z`` is the exact box mass of the unnormalised sum. With sample weights ``w_i``
+(:meth:`ReflectedKDE.fit`'s ``sample_weight``) the mean over points becomes a weighted mean everywhere below.
+Because the kernel is a product over dimensions of sums of Gaussians, every box integral is a sum over points of
+products of 1-D normal-CDF differences:
 ``Z = (1/N) sum_i prod_j sum_images [Phi((b_j - y)/h_j) - Phi((a_j - y)/h_j)]``. So
 :meth:`ReflectedKDE.box_mass` and :meth:`ReflectedKDE.bin_masses` are exact (no quadrature, no Monte Carlo),
 and the density integrates to 1 on the box to rounding error. (Mirroring once per face is the standard
@@ -107,6 +109,9 @@ class ReflectedKDE(BaseEstimator):
     bandwidth_ : ndarray of shape (n_features,)
         Kernel standard deviation per dimension.
     data_ : ndarray of shape (n_samples, n_features)
+        The training points (those of positive weight when ``sample_weight`` was given).
+    weights_ : ndarray of shape (n_samples,) or None
+        Their weights, scaled to sum to ``n_samples``; None for an unweighted fit.
     norm_ : float
         ``Z``, the box mass of the unnormalised reflected sum (divided by ``N``).
     cv_results_ : dict
@@ -171,7 +176,7 @@ class ReflectedKDE(BaseEstimator):
             raise NotFittedError("This ReflectedKDE is not fitted yet; call fit(X) first.")
 
     # ------------------------------------------------------------------ fit
-    def fit(self, X: Any, y: Any = None, groups: Any = None) -> ReflectedKDE:
+    def fit(self, X: Any, y: Any = None, groups: Any = None, sample_weight: Any = None) -> ReflectedKDE:
         """Fit the estimator.
 
         Parameters
@@ -182,12 +187,17 @@ class ReflectedKDE(BaseEstimator):
         groups : array-like of shape (n_samples,), optional
             Group labels for ``bandwidth="cv"`` (e.g. the item each step comes from), so that correlated
             points never sit on both sides of a fold.
+        sample_weight : array-like of shape (n_samples,), optional
+            Non-negative weight of each point (e.g. a posterior class probability); the density is the
+            weighted mixture of the points' reflected kernels, and the rule-of-thumb bandwidths use the weighted
+            spread and the effective sample size ``(sum w)^2 / sum w^2``. Points of weight 0 are dropped.
 
         Returns
         -------
         self
         """
         X = self._validate_X(X)
+        X, groups, weights = self._apply_weights(X, groups, sample_weight)
         n, d = X.shape
         if d not in (1, 2):
             raise InvalidParameterError(f"ReflectedKDE supports 1 or 2 features, got {d}")
@@ -218,6 +228,7 @@ class ReflectedKDE(BaseEstimator):
         self.n_features_in_ = d
         self.bounds_ = bounds
         self.data_ = X
+        self.weights_ = weights
         self._grid: tuple[list[np.ndarray], np.ndarray] | None = None
         for attr in ("cv_results_",):
             if hasattr(self, attr):
@@ -226,12 +237,34 @@ class ReflectedKDE(BaseEstimator):
         self._finish_fit()
         return self
 
+    @staticmethod
+    def _apply_weights(
+        X: np.ndarray, groups: Any, sample_weight: Any
+    ) -> tuple[np.ndarray, Any, np.ndarray | None]:
+        """Check ``sample_weight`` and drop the points of weight 0 (from ``groups`` too)."""
+        if sample_weight is None:
+            return X, groups, None
+        w = np.asarray(sample_weight, dtype=float).ravel()
+        if w.shape != (X.shape[0],):
+            raise InvalidParameterError(f"sample_weight must have shape ({X.shape[0]},), got {w.shape}")
+        if not np.all(np.isfinite(w)) or np.any(w < 0) or not w.sum() > 0:
+            raise InvalidParameterError("sample_weight must be finite, non-negative and not all 0")
+        keep = w > 0
+        if groups is not None:
+            groups = np.asarray(groups)[keep] if np.shape(groups) == (X.shape[0],) else groups
+        w = w[keep]
+        return X[keep], groups, w * (w.size / w.sum())
+
+    @property
+    def _w(self) -> np.ndarray | None:
+        return getattr(self, "weights_", None)
+
     def _resolve_bandwidth(self, X: np.ndarray, bounds: np.ndarray, groups: Any) -> np.ndarray:
         d = X.shape[1]
         bw = self.bandwidth
         if isinstance(bw, str):
             if bw in RULES:
-                return rule_of_thumb_bandwidth(X, bw, bounds)
+                return rule_of_thumb_bandwidth(X, bw, bounds, weights=self._w)
             if bw == "cv":
                 return self._cv_bandwidth(X, bounds, groups)
             raise InvalidParameterError(
@@ -268,7 +301,8 @@ class ReflectedKDE(BaseEstimator):
                 f"bandwidth='cv' with {self.cv_folds} folds needs at least {2 * self.cv_folds} samples, "
                 f"got {n}"
             )
-        base = rule_of_thumb_bandwidth(X, "scott", bounds)
+        base = rule_of_thumb_bandwidth(X, "scott", bounds, weights=self._w)
+        w = np.ones(n) if self._w is None else self._w
         if groups is not None:
             groups = np.asarray(groups)
             if groups.shape != (n,):
@@ -291,9 +325,9 @@ class ReflectedKDE(BaseEstimator):
                     bounds=bounds,
                     method=self.method,
                     grid_size=self.grid_size,
-                ).fit(X[train])
-                total += float(np.sum(sub.score_samples(X[test])))
-            scores[k] = total / n
+                ).fit(X[train], sample_weight=None if self._w is None else w[train])
+                total += float(np.sum(w[test] * sub.score_samples(X[test])))
+            scores[k] = total / w.sum()
         best = int(np.argmax(scores))
         self.cv_results_ = {
             "factors": factors,
@@ -306,7 +340,7 @@ class ReflectedKDE(BaseEstimator):
     def _finish_fit(self) -> None:
         """Compute the exact normalisation ``Z`` (mean over points of the product of per-dimension masses)."""
         masses = self._point_box_masses(self.bounds_[:, 0], self.bounds_[:, 1])
-        self.norm_ = float(np.mean(masses))
+        self.norm_ = float(np.mean(masses if self._w is None else masses * self._w))
         self._point_mass = masses  # unnormalised box mass of each point's reflected kernel
 
     # ------------------------------------------------------------------ masses
@@ -352,7 +386,8 @@ class ReflectedKDE(BaseEstimator):
         d = self.n_features_in_
         lo = np.broadcast_to(np.asarray(lo, dtype=float), (d,))
         hi = np.broadcast_to(np.asarray(hi, dtype=float), (d,))
-        return float(np.mean(self._point_box_masses(lo, hi)) / self.norm_)
+        masses = self._point_box_masses(lo, hi)
+        return float(np.mean(masses if self._w is None else masses * self._w) / self.norm_)
 
     def bin_masses(self, edges: Any) -> np.ndarray:
         """Exact masses of the cells of a rectilinear grid.
@@ -389,9 +424,12 @@ class ReflectedKDE(BaseEstimator):
             e = np.clip(e, a, b)
             per_dim.append(self._dim_interval_masses(j, e[:-1], e[1:]))
         n = self.data_.shape[0]
+        w = self._w
         if d == 1:
-            return per_dim[0].sum(axis=0) / (n * self.norm_)
-        return (per_dim[0].T @ per_dim[1]) / (n * self.norm_)
+            col = per_dim[0].sum(axis=0) if w is None else w @ per_dim[0]
+            return col / (n * self.norm_)
+        right = per_dim[1] if w is None else per_dim[1] * w[:, None]
+        return (per_dim[0].T @ right) / (n * self.norm_)
 
     # ------------------------------------------------------------------ densities
     def _log_kernel_dim(self, j: int, q: np.ndarray, idx: slice = slice(None)) -> np.ndarray:
@@ -419,7 +457,7 @@ class ReflectedKDE(BaseEstimator):
             acc = self._shifted_kernel_dim(0, q[:, 0], shifts[0], slice(None))
             for j in range(1, d):
                 acc *= self._shifted_kernel_dim(j, q[:, j], shifts[j], slice(None))
-            S = acc.sum(axis=1)
+            S = acc.sum(axis=1) if self._w is None else acc @ self._w
             with np.errstate(divide="ignore"):
                 res = np.log(S) + sum(shifts)
             bad = ~(S > 1e-280)
@@ -433,7 +471,7 @@ class ReflectedKDE(BaseEstimator):
         acc = self._log_kernel_dim(0, q[:, 0])
         for j in range(1, self.n_features_in_):
             acc += self._log_kernel_dim(j, q[:, j])
-        return logsumexp(acc, axis=1)
+        return logsumexp(acc, axis=1, b=None if self._w is None else self._w[None, :])
 
     def _grid_nodes(self) -> list[np.ndarray]:
         d = self.n_features_in_
@@ -486,6 +524,8 @@ class ReflectedKDE(BaseEstimator):
         for s in range(0, n, step):
             idx = slice(s, s + step)
             E = [self._shifted_kernel_dim(j, nodes[j], shifts[j], idx) for j in range(d)]
+            if self._w is not None:
+                E[-1] = E[-1] * self._w[idx][None, :]
             S += E[0].sum(axis=1) if d == 1 else E[0] @ E[1].T
         with np.errstate(divide="ignore"):
             logS = np.log(S)
@@ -563,7 +603,8 @@ class ReflectedKDE(BaseEstimator):
         if not isinstance(n_samples, numbers.Integral) or n_samples < 0:
             raise InvalidParameterError(f"n_samples must be a non-negative int, got {n_samples!r}")
         rng = np.random.default_rng(random_state)
-        p = self._point_mass / self._point_mass.sum()
+        p = self._point_mass if self._w is None else self._point_mass * self._w
+        p = p / p.sum()
         idx = rng.choice(self.data_.shape[0], size=n_samples, p=p)
         out = np.empty((n_samples, self.n_features_in_))
         for j in range(self.n_features_in_):

@@ -17,10 +17,12 @@ the case for S1, which is impossible at ``t = 1`` (an earlier step would have to
 never matters, since its prior at ``t = 1`` is 0. The card records which source each class used
 (``first_step_source``).
 
-**Bins** (:mod:`~trim_pomdp.observation_models.binning`). Bin ``i`` of an axis is ``[edges[i], edges[i+1])``
-(the last bin includes 1). A pair observation's flat index is ``i_r * n + i_m``; a first-step observation's
-index is ``i_r``. Bin masses are exact integrals of the reflected KDE (separable normal-CDF products), divided
-by the total so each class row sums to 1.
+**Bins** (:mod:`~trim_pomdp.observation_models.binning`). Each axis has ``n`` bins; ``r_edges`` and
+``m_edges`` may differ (``edges`` is the shared array when they do not, ``None`` otherwise). Bin ``i`` of an axis
+is ``[e[i], e[i+1])`` (the last bin includes 1). A pair observation's flat index is ``i_r * n + i_m``; a
+first-step observation's index is ``i_r``. Bin masses are exact integrals of the reflected KDE (separable
+normal-CDF products), divided by the total so each class row sums to 1. Models written before per-axis edges
+existed hold one ``edges`` array, used for both axes.
 
 **r-only option.** ``m_t`` repeats evidence already seen in earlier steps (the paper uses it anyway). With
 ``r_only=True`` the model ignores ``m``: the ``t >= 2`` densities are 1-D in ``r``, and
@@ -31,8 +33,8 @@ by the total so each class row sums to 1.
 made it, package versions, whether the scores were simulated) in the package's one artifact format
 (:mod:`trim_pomdp._internal.artifacts`: a digest of the arrays in the card, so a corrupted or edited file is
 refused). The KDE training points are stored too (at most ``max_stored`` per density, subsampled with a fixed
-seed beyond that, recorded in the card), so the continuous likelihood can be rebuilt after loading with the
-same bandwidths.
+seed beyond that, recorded in the card), with their weights when the fit was weighted (outcome supervision), so
+the continuous likelihood can be rebuilt after loading with the same bandwidths.
 """
 
 from __future__ import annotations
@@ -49,7 +51,14 @@ import numpy as np
 from trim_pomdp._internal.artifacts import artifact_paths, load_artifact, package_versions, save_artifact
 from trim_pomdp.constants import HIDDEN_CLASSES
 from trim_pomdp.exceptions import DataFormatError, InvalidParameterError
-from trim_pomdp.observation_models.binning import bin_index, check_class_rows, check_edges, check_scores
+from trim_pomdp.observation_models.binning import (
+    DEFAULT_BINS,
+    DEFAULT_LOGIT_EPS,
+    bin_index,
+    check_class_rows,
+    check_edges,
+    check_scores,
+)
 from trim_pomdp.observation_models.fitting import MAX_STORED, MIN_FIRST_STEPS, fit_class_densities
 from trim_pomdp.observation_models.kde import ReflectedKDE
 
@@ -66,6 +75,8 @@ _STORED = tuple(
     for what in ("data", "bandwidth")
     for name in HIDDEN_CLASSES
 )
+#: The weights of the stored KDE points (only in models fitted with soft classes).
+_WEIGHTS = tuple(f"{kind}_weight_{name}" for kind in ("pair", "first") for name in HIDDEN_CLASSES)
 
 
 class ObservationModel:
@@ -76,11 +87,13 @@ class ObservationModel:
     Parameters
     ----------
     edges : ndarray of shape (n + 1,)
-        Bin edges on [0, 1], shared by ``r`` and ``m``.
+        Bin edges of ``r`` on [0, 1] (and of ``m`` unless ``m_edges`` is given).
     pair_probs : ndarray of shape (3, n, n)
         ``P(r-bin, m-bin | z)`` for ``t >= 2``; each class sums to 1.
     first_probs : ndarray of shape (3, n)
         ``P(r-bin | z)`` at ``t = 1``; each class sums to 1.
+    m_edges : ndarray of shape (n + 1,), optional
+        Bin edges of ``m``; default ``edges``.
     r_only : bool, default=False
         Whether the model ignores ``m`` (module docstring).
     card : dict, optional
@@ -91,7 +104,11 @@ class ObservationModel:
     Attributes
     ----------
     n_bins : int
-    edges, pair_probs, first_probs, r_only, card
+    r_edges, m_edges : ndarray of shape (n + 1,)
+        The edges of each axis.
+    edges : ndarray of shape (n + 1,) or None
+        The edges of both axes when they are the same, else None.
+    pair_probs, first_probs, r_only, card
     """
 
     def __init__(
@@ -100,12 +117,18 @@ class ObservationModel:
         pair_probs: Any,
         first_probs: Any,
         *,
+        m_edges: Any = None,
         r_only: bool = False,
         card: Mapping[str, Any] | None = None,
         pair_kdes: list[ReflectedKDE] | None = None,
         first_kdes: list[ReflectedKDE] | None = None,
     ) -> None:
         edges = check_edges(edges)
+        medges = edges if m_edges is None else check_edges(m_edges)
+        if medges.size != edges.size:
+            raise InvalidParameterError(
+                f"r and m need the same number of bins, got {edges.size - 1} and {medges.size - 1}"
+            )
         pair = np.asarray(pair_probs, dtype=float)
         first = np.asarray(first_probs, dtype=float)
         n = edges.size - 1
@@ -115,7 +138,8 @@ class ObservationModel:
             raise InvalidParameterError(f"first_probs must have shape (3, {n}), got {first.shape}")
         check_class_rows("pair_probs", pair.reshape(3, -1))
         check_class_rows("first_probs", first)
-        self.edges = edges
+        self.r_edges = edges
+        self.m_edges = edges if np.array_equal(medges, edges) else medges
         self.pair_probs = pair
         self.first_probs = first
         self.r_only = bool(r_only)
@@ -131,6 +155,7 @@ class ObservationModel:
         first_probs: Any,
         edges: Any = None,
         *,
+        m_edges: Any = None,
         card: Mapping[str, Any] | None = None,
     ) -> ObservationModel:
         """A model given by its bin probabilities alone (no densities behind them, so no continuous likelihood).
@@ -142,7 +167,9 @@ class ObservationModel:
         first_probs : array-like of shape (3, n)
             ``P(r-bin | z)`` at ``t = 1``.
         edges : array-like of shape (n + 1,), optional
-            Bin edges on [0, 1]; uniform by default.
+            Bin edges of ``r`` (and ``m``) on [0, 1]; uniform by default.
+        m_edges : array-like of shape (n + 1,), optional
+            Bin edges of ``m`` when they differ from ``edges``.
         card : dict, optional
         """
         first = np.asarray(first_probs, dtype=float)
@@ -153,7 +180,7 @@ class ObservationModel:
         if pair.shape == (3, n * n):
             pair = pair.reshape(3, n, n)
         edges = np.linspace(0.0, 1.0, n + 1) if edges is None else edges
-        return cls(edges, pair, first, card=card)
+        return cls(edges, pair, first, m_edges=m_edges, card=card)
 
     @property
     def has_densities(self) -> bool:
@@ -163,7 +190,17 @@ class ObservationModel:
     @property
     def n_bins(self) -> int:
         """Number of bins per axis."""
-        return int(self.edges.size - 1)
+        return int(self.r_edges.size - 1)
+
+    @property
+    def edges(self) -> np.ndarray | None:
+        """The edges of both axes, or None when ``r`` and ``m`` have different edges (see ``r_edges``/``m_edges``)."""
+        return self.r_edges if self.m_edges is self.r_edges else None
+
+    @property
+    def shared_edges(self) -> bool:
+        """Whether ``r`` and ``m`` are binned with the same edges."""
+        return self.m_edges is self.r_edges
 
     def __repr__(self) -> str:
         counts = self.card.get("counts")
@@ -180,9 +217,13 @@ class ObservationModel:
         r_only: bool = False,
         card: Mapping[str, Any] | None = None,
         *,
+        bins: str = DEFAULT_BINS,
+        logit_eps: float = DEFAULT_LOGIT_EPS,
         min_first_steps: int = MIN_FIRST_STEPS,
         max_stored: int = MAX_STORED,
         random_state: int = 0,
+        class_weights: Any = None,
+        bandwidths: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> ObservationModel:
         """Fit the class-conditional densities and their bin masses.
 
@@ -194,18 +235,28 @@ class ObservationModel:
         n_bins : int, default=20
             Bins per axis on [0, 1].
         bandwidth : {"scott", "silverman", "cv"} or float, default="scott"
-            Passed to every :class:`ReflectedKDE`.
+            Passed to every :class:`ReflectedKDE` (a number must lie in [1e-4, 1]).
         r_only : bool, default=False
             Ignore ``m`` (module docstring).
         card : mapping, optional
             Extra card entries (PRM name, data source, splits, command, ``simulated`` ...); they override the
             computed ones of the same name.
+        bins : {"uniform", "logit", "quantile"}
+            How the bin edges are placed (:mod:`~trim_pomdp.observation_models.binning`); default
+            :data:`~trim_pomdp.observation_models.binning.DEFAULT_BINS`.
+        logit_eps : float, default=1e-3
+            The innermost edges ``eps`` and ``1 - eps`` of the logit bins.
         min_first_steps : int, default=50
             First steps a class needs for its own t = 1 density (else: all its steps).
         max_stored : int, default=50000
             Training points stored per density for the continuous likelihood.
         random_state : int, default=0
             Seed of the storage subsample and of CV folds.
+        class_weights : array-like of shape (n_steps, 3), optional
+            Soft classes instead of the table's ``z`` (see
+            :func:`~trim_pomdp.observation_models.fitting.fit_class_densities`).
+        bandwidths : mapping, optional
+            Fixed bandwidths per class and density (the card's ``bandwidths`` layout).
 
         Returns
         -------
@@ -216,7 +267,16 @@ class ObservationModel:
         trim_pomdp.observation_models.fitting.fit_observation_model : the fit with a held-out score.
         """
         dens = fit_class_densities(
-            table, n_bins, bandwidth, r_only, min_first_steps=min_first_steps, random_state=random_state
+            table,
+            n_bins,
+            bandwidth,
+            r_only,
+            bins=bins,
+            logit_eps=logit_eps,
+            min_first_steps=min_first_steps,
+            random_state=random_state,
+            class_weights=class_weights,
+            bandwidths=bandwidths,
         )
         full_card: dict[str, Any] = {
             "format": FORMAT,
@@ -226,9 +286,10 @@ class ObservationModel:
         }
         full_card.update(dict(card or {}))
         model = cls(
-            dens.edges,
+            dens.r_edges,
             dens.pair_probs,
             dens.first_probs,
+            m_edges=dens.m_edges,
             r_only=r_only,
             card=full_card,
             pair_kdes=dens.pair_kdes,
@@ -263,8 +324,8 @@ class ObservationModel:
         first = np.isnan(m)
         check_scores(m[~first], "m")
         n = self.n_bins
-        ir = bin_index(self.edges, r)
-        im = bin_index(self.edges, np.where(first, 0.0, m))
+        ir = bin_index(self.r_edges, r)
+        im = bin_index(self.m_edges, np.where(first, 0.0, m))
         return np.where(first, ir, ir * n + im).astype(np.int64)
 
     def likelihood(self, r: float, m: float | None = None, continuous: bool = False) -> np.ndarray:
@@ -326,13 +387,15 @@ class ObservationModel:
             if not kdes:
                 continue
             for name, kde in zip(HIDDEN_CLASSES, kdes, strict=True):
-                data = kde.data_
-                if data.shape[0] > max_stored:
-                    keep = np.sort(rng.choice(data.shape[0], size=max_stored, replace=False))
-                    data = data[keep]
-                    sub[f"{kind}_{name}"] = int(kde.data_.shape[0])
-                out[f"{kind}_data_{name}"] = data
+                n = kde.data_.shape[0]
+                keep = np.arange(n)
+                if n > max_stored:
+                    keep = np.sort(rng.choice(n, size=max_stored, replace=False))
+                    sub[f"{kind}_{name}"] = int(n)
+                out[f"{kind}_data_{name}"] = kde.data_[keep]
                 out[f"{kind}_bandwidth_{name}"] = kde.bandwidth_
+                if kde.weights_ is not None:
+                    out[f"{kind}_weight_{name}"] = kde.weights_[keep]
         self.card["stored_points_subsampled_from"] = sub
         return out
 
@@ -344,7 +407,7 @@ class ObservationModel:
             )
         return [
             ReflectedKDE(bandwidth=self._stored[f"{kind}_bandwidth_{name}"].tolist()).fit(
-                self._stored[f"{kind}_data_{name}"]
+                self._stored[f"{kind}_data_{name}"], sample_weight=self._stored.get(f"{kind}_weight_{name}")
             )
             for name in HIDDEN_CLASSES
         ]
@@ -374,11 +437,13 @@ class ObservationModel:
             The ``.npz`` and ``.json`` paths.
         """
         arrays: dict[str, np.ndarray] = {
-            "edges": self.edges,
+            "edges": self.r_edges,
             "pair_probs": self.pair_probs,
             "first_probs": self.first_probs,
             "r_only": np.array(self.r_only),
         }
+        if not self.shared_edges:
+            arrays["m_edges"] = self.m_edges
         if self._stored is None and self._pair_kdes is not None:
             self._stored = self._stored_arrays(MAX_STORED, 0)
         if self._stored is not None:
@@ -432,12 +497,17 @@ class ObservationModel:
         a = art.arrays
         try:
             model = cls(
-                a["edges"], a["pair_probs"], a["first_probs"], r_only=bool(a["r_only"]), card=art.card
+                a["edges"],
+                a["pair_probs"],
+                a["first_probs"],
+                m_edges=a.get("m_edges"),
+                r_only=bool(a["r_only"]),
+                card=art.card,
             )
         except InvalidParameterError as exc:
             raise DataFormatError(f"{npz} holds an inconsistent observation model: {exc}") from exc
         if all(k in a for k in _STORED):
-            model._stored = {k: a[k].astype(float) for k in _STORED}
+            model._stored = {k: a[k].astype(float) for k in _STORED + _WEIGHTS if k in a}
         return model
 
 
@@ -448,10 +518,11 @@ def _inconsistency(npz: Path) -> str | None:
             if "format" not in data.files or str(data["format"]) != FORMAT:
                 return None
             a = {k: data[k] for k in ("edges", "pair_probs", "first_probs")}
+            m_edges = data["m_edges"] if "m_edges" in data.files else None
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error):
         return None
     try:
-        ObservationModel(a["edges"], a["pair_probs"], a["first_probs"])
+        ObservationModel(a["edges"], a["pair_probs"], a["first_probs"], m_edges=m_edges)
     except InvalidParameterError as exc:
         return str(exc)
     return None

@@ -24,9 +24,9 @@ def density_grid(model: Any, resolution: int = 200, binned: bool = False) -> tup
     ----------
     model : ObservationModel
     resolution : int, default=200
-        Cells per axis (ignored when ``binned``).
+        Cells per axis.
     binned : bool, default=False
-        True: the piecewise-constant density of the bins (bin mass / bin area) on the model's own grid.
+        True: the piecewise-constant density of the bins (bin mass / bin area), read at the cell centres.
 
     Returns
     -------
@@ -35,13 +35,15 @@ def density_grid(model: Any, resolution: int = 200, binned: bool = False) -> tup
     dens : ndarray of shape (3, k, k)
         ``dens[z, i_r, i_m]``.
     """
-    if binned:
-        e = model.edges
-        area = np.outer(np.diff(e), np.diff(e))
-        return 0.5 * (e[:-1] + e[1:]), model.pair_probs / area[None]
     if resolution < 2:
         raise InvalidParameterError(f"resolution must be >= 2, got {resolution}")
     c = (np.arange(resolution) + 0.5) / resolution
+    if binned:  # the piecewise-constant density of the bins at the cell centres (any edges)
+        re, me = model.r_edges, model.m_edges
+        area = np.outer(np.diff(re), np.diff(me))
+        ir = np.clip(np.searchsorted(re, c, side="right") - 1, 0, re.size - 2)
+        im = np.clip(np.searchsorted(me, c, side="right") - 1, 0, me.size - 2)
+        return c, (model.pair_probs / area[None])[:, ir][:, :, im]
     R, M = np.meshgrid(c, c, indexing="ij")
     dens = np.empty((3, resolution, resolution))
     for z, kde in enumerate(model.pair_kdes):

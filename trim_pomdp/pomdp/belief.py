@@ -65,8 +65,12 @@ class BeliefFilter:
         }
         # the same numbers as plain Python floats, for the scalar path of update()
         self._n = int(obs.n_bins)
+        # -- bins of the scalar path: per-axis edges when the model has them (r_edges/m_edges), else `edges`
         edges = getattr(obs, "edges", None)
-        self._edges = None if edges is None else [float(x) for x in np.asarray(edges)]
+        r_edges, m_edges = getattr(obs, "r_edges", edges), getattr(obs, "m_edges", edges)
+        self._edges = None if r_edges is None else [float(x) for x in np.asarray(r_edges)]
+        self._m_edges = None if m_edges is None else [float(x) for x in np.asarray(m_edges)]
+        # -- end of the bin edges
         zc_lik = {
             True: np.asarray(trim_pomdp.class_observation_probs(1)),
             False: np.asarray(trim_pomdp.class_observation_probs(2)),
@@ -163,7 +167,7 @@ class BeliefFilter:
         else:
             if m is None:
                 raise InvalidParameterError(f"m (min of the earlier scores) is required at t = {t} > 1")
-            idx = self._bin(r) * self._n + self._bin(m) if self._pair_2d else self._bin(r)
+            idx = self._bin(r) * self._n + self._bin(m, self._m_edges) if self._pair_2d else self._bin(r)
             lik = self._lik2[idx]
         if self.floor is not None:
             lik = tuple(max(v, self.floor) for v in lik)
@@ -179,10 +183,12 @@ class BeliefFilter:
             observation={"t": int(t), "r": float(r), "m": None if m is None else float(m), "bin": idx},
         )
 
-    def _bin(self, x: float) -> int:
-        if self._edges is None:
+    def _bin(self, x: float, edges: list[float] | None = None) -> int:
+        """The bin of ``x`` on the ``r`` axis, or on the axis of ``edges`` (the ``m`` edges) when given."""
+        edges = self._edges if edges is None else edges
+        if edges is None:  # a model without edges: its own r-bin lookup (m then shares the r bins)
             return int(self.trim_pomdp.obs_model.observation_index(x, None))
-        i = bisect_right(self._edges, x) - 1
+        i = bisect_right(edges, x) - 1
         return 0 if i < 0 else (self._n - 1 if i >= self._n else i)
 
     # -- building blocks -------------------------------------------------------------------------------------

@@ -464,7 +464,11 @@ class TrimPolicy:
         oa = self.obs_arrays
         n = oa["first"].shape[1]
         obs = ObservationModel.from_probs(
-            oa["pair"].reshape(3, n, n), oa["first"], oa.get("edges"), card=self.card.get("observation_model")
+            oa["pair"].reshape(3, n, n),
+            oa["first"],
+            oa.get("edges"),
+            m_edges=oa.get("m_edges"),  # per-axis bins (policies written before them hold `edges` only)
+            card=self.card.get("observation_model"),
         )
         return TrimPOMDP(self.params, obs)
 
@@ -559,6 +563,7 @@ class TrimPolicy:
         obs = None
         if "obs_first" in arrays:
             obs = {"first": arrays["obs_first"], "pair": arrays["obs_pair"], "edges": arrays.get("obs_edges")}
+            obs["m_edges"] = arrays.get("obs_m_edges")  # per-axis bins; absent in older policies
         H = int(meta.get("horizon", params.horizon if params else 0))
         K = int(meta.get("n_buckets", params.n_buckets if params else 0))
         extra = {k: meta[k] for k in ("solver", "flattened", "discount", "observation_model") if k in meta}
@@ -588,10 +593,15 @@ class TrimPolicy:
 
 def _obs_arrays(tp: TrimPOMDP) -> dict[str, Any]:
     edges = getattr(tp.obs_model, "edges", None)
+    # -- per-axis bins: `edges` holds the r edges and `m_edges` those of m when they differ
+    r_edges = getattr(tp.obs_model, "r_edges", edges)
+    m_edges = getattr(tp.obs_model, "m_edges", edges)
+    shared = m_edges is None or r_edges is None or np.array_equal(np.asarray(m_edges), np.asarray(r_edges))
     return {
         "first": tp.class_observation_probs(1),
         "pair": tp.class_observation_probs(2),
-        "edges": None if edges is None else np.asarray(edges, dtype=float),
+        "edges": None if r_edges is None else np.asarray(r_edges, dtype=float),
+        "m_edges": None if shared else np.asarray(m_edges, dtype=float),
     }
 
 

@@ -84,8 +84,12 @@ class ModelProcess:
         self._tokens = self._bucket_tokens()
         obs = trim_pomdp.obs_model
         n = int(obs.n_bins)
+        # -- bin edges of r and m (per-axis when the model has them)
         edges = getattr(obs, "edges", None)
-        self._edges = np.linspace(0, 1, n + 1) if edges is None else np.asarray(edges, dtype=float)
+        r_edges, m_edges = getattr(obs, "r_edges", edges), getattr(obs, "m_edges", edges)
+        self._edges = np.linspace(0, 1, n + 1) if r_edges is None else np.asarray(r_edges, dtype=float)
+        self._m_edges = self._edges if m_edges is None else np.asarray(m_edges, dtype=float)
+        # -- end of the bin edges
         self._n = n
         self._pair_is_2d = trim_pomdp.observation_probs(2).shape[1] == n * n
         self._rng = np.random.default_rng()
@@ -117,8 +121,9 @@ class ModelProcess:
         idx = (cum_rows < u).sum(axis=1)
         return np.minimum(idx, cum_rows.shape[1] - 1)
 
-    def _uniform_in_bin(self, b: np.ndarray) -> np.ndarray:
-        lo, hi = self._edges[b], self._edges[b + 1]
+    def _uniform_in_bin(self, b: np.ndarray, edges: np.ndarray | None = None) -> np.ndarray:
+        edges = self._edges if edges is None else edges
+        lo, hi = edges[b], edges[b + 1]
         return lo + (hi - lo) * self._rng.random(b.shape[0])
 
     def _new_epoch(self, rows: np.ndarray) -> None:
@@ -144,7 +149,7 @@ class ModelProcess:
         else:
             ir, im = idx, np.zeros_like(idx)
         r = self._uniform_in_bin(ir)
-        m = np.where(first, np.nan, self._uniform_in_bin(im) if self._pair_is_2d else np.nan)
+        m = np.where(first, np.nan, self._uniform_in_bin(im, self._m_edges) if self._pair_is_2d else np.nan)
         self.m[rows] = m
         self.scores[rows, t - 1] = r
 
