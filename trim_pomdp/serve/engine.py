@@ -15,6 +15,7 @@ Upstream failures become OpenAI-style errors: a model or PRM that keeps failing 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 import uuid
@@ -113,6 +114,10 @@ class Engine:
         self.secrets = secrets
         self.in_flight = 0
         self.tasks: set[asyncio.Task[dict[str, Any]]] = set()
+        self.loop_config = LoopConfig(
+            max_steps=config.max_steps, max_solution_tokens=config.max_solution_tokens
+        )
+        self.loop_config.validate()  # once; requests change only their mode, labels and token cap
 
     # -- admission -----------------------------------------------------------------------------------------
     def router(self, name: str) -> ServedRouter:
@@ -175,10 +180,11 @@ class Engine:
             raise
         r = _Request(self, served, req)
         cap = req.output_cap
-        cfg = self.config
-        loop_config = LoopConfig(
-            max_steps=cfg.max_steps,
-            max_solution_tokens=min(cfg.max_solution_tokens, cap) if cap else cfg.max_solution_tokens,
+        loop_config = dataclasses.replace(
+            self.loop_config,
+            max_solution_tokens=min(
+                self.loop_config.max_solution_tokens, cap or self.loop_config.max_solution_tokens
+            ),
             mode=served.mode,
             policy=served.spec.policy,
             knob=served.spec.knob,

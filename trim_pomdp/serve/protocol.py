@@ -202,6 +202,8 @@ def step_entry(rec: dict[str, Any]) -> dict[str, Any]:
     for who in ("weak", "strong"):
         if who in rec:
             out[f"{who}_tokens"] = rec[who]["tokens"]
+    if "rejected" in rec:  # the loop's repetition guard stopped the solution at this step
+        out["rejected"] = rec["rejected"]
     return out
 
 
