@@ -8,11 +8,14 @@ import pytest
 
 from tests._support.data import require_shared_data
 from trim_pomdp.datasets.answers import (
+    ANSWER_FORMATS,
     answers_match,
     check_answer,
+    extract_answer,
     extract_boxed,
     has_boxed,
     normalize_answer,
+    parse_answer_formats,
 )
 from trim_pomdp.datasets.problems import DATASETS, load_dataset, load_problems_file, shard
 from trim_pomdp.exceptions import DataFormatError, InvalidParameterError
@@ -52,10 +55,37 @@ def test_different_answers(a, b):
     assert not answers_match(a, b)
 
 
-def test_check_answer_requires_a_box():
-    assert check_answer("the answer is 4", "4") == (None, False)
+def test_check_answer_with_only_the_boxed_format_requires_a_box():
+    assert check_answer("the answer is 4", "4", ("boxed",)) == (None, False)
     assert check_answer(r"so \boxed{4}.", "4") == ("4", True)
     assert normalize_answer("$5$ cm") == "5"
+
+
+@pytest.mark.parametrize(
+    ("text", "answer", "fmt"),
+    [
+        ("She makes 9 * 2 = 18 dollars.\n#### 18\nThe answer is: 18", "18", "hash"),  # SmolLM2's GSM8K ending
+        ("So the answer is 18 eggs per day.", "18", "answer-is"),
+        ("**The final answer is $42$.**", "42", "answer-is"),
+        (r"first \boxed{3}, then #### 4", "3", "boxed"),  # a box wins over the others
+        (r"put it within \boxed{} ... The answer is 7", "7", "answer-is"),  # an empty box is no answer
+    ],
+)
+def test_answers_beyond_boxed(text, answer, fmt):
+    assert extract_answer(text) == (answer, fmt)
+
+
+def test_an_empty_box_is_not_an_answer():
+    assert extract_boxed(r"within \boxed{}") is None and not has_boxed(r"within \boxed{ }")
+    assert extract_answer(r"within \boxed{}") == (None, None)
+    assert extract_answer("#### 5", ("boxed", "answer-is")) == (None, None)
+
+
+def test_answer_formats_are_checked():
+    assert parse_answer_formats("hash, boxed") == ("hash", "boxed")
+    assert parse_answer_formats(None) == ANSWER_FORMATS
+    with pytest.raises(InvalidParameterError, match="use a comma list of boxed, hash, answer-is"):
+        parse_answer_formats("boxed,last-number")
 
 
 @pytest.mark.data
@@ -99,6 +129,16 @@ def test_problems_file_formats(tmp_path):
         load_problems_file(bad)
     with pytest.raises(InvalidParameterError, match="unknown dataset"):
         load_dataset("nope")
+
+
+def test_duplicate_ids_are_refused_not_renumbered(tmp_path):
+    p = tmp_path / "dup.jsonl"
+    rows = [{"id": "a", "problem": "p", "answer": "1"}, {"id": "b", "problem": "q", "answer": "2"}]
+    p.write_text("\n".join(json.dumps(r) for r in [*rows, {**rows[0], "problem": "r"}]) + "\n")
+    with pytest.raises(DataFormatError, match=r"1 problem ids appear more than once: 'a' in rows 0, 2"):
+        load_problems_file(p)
+    p.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    assert [q.id for q in load_problems_file(p)] == ["a", "b"]
 
 
 def test_shard_partitions():

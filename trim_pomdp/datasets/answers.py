@@ -1,4 +1,15 @@
-"""Final-answer extraction (``\\boxed{...}``) and checking against a reference answer.
+"""Final-answer extraction and checking against a reference answer.
+
+The final answer of a solution is found by the first of its answer formats that finds one (all three by
+default, in this order):
+
+``boxed``
+    the last non-empty ``\\boxed{...}`` (or ``\\fbox{...}``); an empty ``\\boxed{}`` (a step that only says
+    "within \\boxed{}") is not an answer;
+``hash``
+    GSM8K's ``#### 18`` (the last such line);
+``answer-is``
+    the last "The answer is 18" / "The final answer is: 18" (up to the end of its line).
 
 Checking uses `math-verify <https://github.com/huggingface/Math-Verify>`_ (symbolic equivalence of LaTeX /
 plain expressions) when it is installed, and falls back to a conservative string normaliser otherwise (and
@@ -12,7 +23,21 @@ import re
 import threading
 from functools import lru_cache
 
-__all__ = ["answers_match", "check_answer", "extract_boxed", "has_boxed", "normalize_answer"]
+from trim_pomdp.exceptions import InvalidParameterError
+
+__all__ = [
+    "ANSWER_FORMATS",
+    "answers_match",
+    "check_answer",
+    "extract_answer",
+    "extract_boxed",
+    "has_boxed",
+    "normalize_answer",
+    "parse_answer_formats",
+]
+
+#: The answer formats, in the order they are tried by default (see the module docstring).
+ANSWER_FORMATS = ("boxed", "hash", "answer-is")
 
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
 
@@ -31,20 +56,81 @@ def _boxed_spans(text: str) -> list[str]:
             elif c == "}":
                 depth -= 1
             i += 1
-        if depth == 0:
+        if depth == 0 and text[m.end() : i - 1].strip():
             out.append(text[m.end() : i - 1])
     return out
 
 
 def has_boxed(text: str) -> bool:
-    """Whether ``text`` contains a complete ``\\boxed{...}`` (balanced braces)."""
+    """Whether ``text`` contains a complete, non-empty ``\\boxed{...}`` (balanced braces)."""
     return bool(_boxed_spans(text)) if "\\boxed" in text or "\\fbox" in text else False
 
 
 def extract_boxed(text: str) -> str | None:
-    """Content of the last complete ``\\boxed{...}`` in ``text`` (nested braces handled), or ``None``."""
+    """Content of the last complete, non-empty ``\\boxed{...}`` in ``text`` (nested braces handled), or ``None``."""
     spans = _boxed_spans(text)
     return spans[-1].strip() if spans else None
+
+
+_HASH = re.compile(r"^[ \t]*####[ \t]*(\S[^\n]*)$", re.MULTILINE)
+_ANSWER_IS = re.compile(r"\b(?:the\s+)?(?:final\s+)?answer\s+is\s*:?[ \t]*([^\n]+)", re.IGNORECASE)
+
+
+def _clean_tail(value: str) -> str | None:
+    """An answer written in prose: without markdown emphasis, ``$`` signs and a closing period."""
+    v = value
+    for _ in range(2):  # "**18**." and "$18$." alike
+        v = re.sub(r"^\$+|\$+$", "", v.strip().strip("*").rstrip(".").strip()).strip()
+    return v or None
+
+
+def _from_hash(text: str) -> str | None:
+    found = _HASH.findall(text)
+    return _clean_tail(found[-1]) if found else None
+
+
+_NUMBER_THEN_WORDS = re.compile(r"^(\\?\$?-?\d[\d,]*(?:\.\d+)?)\s+[A-Za-z][A-Za-z\s]*$")
+
+
+def _from_answer_is(text: str) -> str | None:
+    found = _ANSWER_IS.findall(text)
+    value = _clean_tail(found[-1]) if found else None
+    m = _NUMBER_THEN_WORDS.match(value) if value else None
+    return m.group(1) if m else value  # "18 eggs per day" -> "18"
+
+
+_EXTRACTORS = {"boxed": extract_boxed, "hash": _from_hash, "answer-is": _from_answer_is}
+
+
+def parse_answer_formats(spec: str | tuple[str, ...] | list[str] | None) -> tuple[str, ...]:
+    """Answer formats from a comma list (``"boxed,hash"``) or a sequence; ``None`` gives :data:`ANSWER_FORMATS`.
+
+    Raises
+    ------
+    InvalidParameterError
+        A name that is not one of :data:`ANSWER_FORMATS`, or an empty list.
+    """
+    if spec is None:
+        return ANSWER_FORMATS
+    names = [n.strip() for n in (spec.split(",") if isinstance(spec, str) else spec) if n.strip()]
+    bad = [n for n in names if n not in _EXTRACTORS]
+    if bad or not names:
+        raise InvalidParameterError(
+            f"answer formats {spec!r}: use a comma list of {', '.join(ANSWER_FORMATS)} (e.g. boxed,hash)"
+        )
+    return tuple(dict.fromkeys(names))
+
+
+def extract_answer(text: str, formats: tuple[str, ...] = ANSWER_FORMATS) -> tuple[str | None, str | None]:
+    """The final answer of ``text`` and the format that found it (the first of ``formats`` that finds one).
+
+    Returns ``(None, None)`` when no format finds an answer.
+    """
+    for name in formats:
+        found = _EXTRACTORS[name](text)
+        if found:
+            return found, name
+    return None, None
 
 
 _TEXT_CMD = re.compile(r"\\(?:text|textbf|mathrm|mathbf|operatorname)\s*\{([^{}]*)\}")
@@ -126,15 +212,17 @@ def answers_match(predicted: str, reference: str) -> bool:
         return False
 
 
-def check_answer(solution: str, reference: str) -> tuple[str | None, bool]:
-    """Extract the final ``\\boxed{}`` answer of ``solution`` and check it against ``reference``.
+def check_answer(
+    solution: str, reference: str, formats: tuple[str, ...] = ANSWER_FORMATS
+) -> tuple[str | None, bool]:
+    """Extract the final answer of ``solution`` (see :func:`extract_answer`) and check it against ``reference``.
 
     Returns
     -------
     (answer, correct) : tuple
-        The extracted answer (``None`` when the solution has no boxed answer, which counts as wrong).
+        The extracted answer (``None`` when no format finds one, which counts as wrong).
     """
-    ans = extract_boxed(solution)
+    ans, _ = extract_answer(solution, formats)
     if ans is None:
         return None, False
     return ans, answers_match(ans, str(reference))

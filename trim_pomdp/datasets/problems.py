@@ -107,7 +107,7 @@ def load_problems_file(path: str | os.PathLike, id_prefix: str = "") -> list[Pro
     """Load problems from a JSONL, JSON (list of objects) or CSV file.
 
     The AIME 1983–2024 CSV (whose first line is a title) is recognised. Duplicate ids raise
-    :class:`DataFormatError`.
+    :class:`DataFormatError` naming them.
     """
     p = Path(path)
     if not p.is_file():
@@ -131,10 +131,27 @@ def load_problems_file(path: str | os.PathLike, id_prefix: str = "") -> list[Pro
     else:
         rows = [row for _, row in iter_jsonl(p, what="problems file", torn_tail="error")]
     problems = [_row_to_problem(r, i, str(p), id_prefix) for i, r in enumerate(rows)]
-    ids = [q.id for q in problems]
-    if len(set(ids)) != len(ids):
-        problems = [Problem(f"{id_prefix}{i}", q.problem, q.answer) for i, q in enumerate(problems)]
+    _check_unique_ids(problems, str(p))
     return problems
+
+
+def _check_unique_ids(problems: list[Problem], where: str) -> None:
+    """Raise :class:`DataFormatError` naming the ids that more than one problem has.
+
+    Records, traces and resuming all key a problem by its id, so two problems with one id would be run once and
+    counted twice (or the other way round).
+    """
+    rows: dict[str, list[int]] = {}
+    for i, q in enumerate(problems):
+        rows.setdefault(q.id, []).append(i)
+    dupes = [(qid, r) for qid, r in rows.items() if len(r) > 1]
+    if dupes:
+        shown = "; ".join(f"{qid!r} in rows {', '.join(map(str, r[:4]))}" for qid, r in dupes[:3])
+        more = f" (and {len(dupes) - 3} more ids)" if len(dupes) > 3 else ""
+        raise DataFormatError(
+            f"{where}: {len(dupes)} problem ids appear more than once: {shown}{more}; give every problem its own "
+            "id (or drop the id field, and the rows are numbered)"
+        )
 
 
 def _local_dir(data_dir: str | os.PathLike | None) -> Path | None:
@@ -182,8 +199,7 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None) -> list[P
         ),
     )
     problems = [_row_to_problem(dict(r), i, f"hub:{path}") for i, r in enumerate(ds)]
-    if len({q.id for q in problems}) != len(problems):
-        problems = [Problem(str(i), q.problem, q.answer) for i, q in enumerate(problems)]
+    _check_unique_ids(problems, f"hub:{path}")
     return problems
 
 
