@@ -65,6 +65,9 @@ def test_weak_openai_steps_prefix_and_eos(oai, mode):
     assert [r.finish for r in res] == ["step", "step", "eos"] and res[-1].final
     assert steps[1].startswith("Step 2: a wrong") and steps[-1] == r"Therefore the answer is \boxed{10}."
     reqs = oai.requests[n0:]
+    if mode == "chat":  # the first request checks that the server continues a partial assistant message
+        assert reqs[0]["body"]["messages"][-1]["content"] == "1, 2, 3, 4, 5, 6, 7, 8,"
+        reqs = reqs[1:]
     assert all(r["body"]["stop"] == ["\n\n"] for r in reqs)
     assert [r["body"]["max_tokens"] for r in reqs] == [512] * 3
     if mode == "completions":  # each prompt extends the previous one exactly: prefix caching applies

@@ -18,6 +18,7 @@ from trim_pomdp.datasets.answers import has_boxed
 
 __all__ = [
     "FINISH_REASONS",
+    "MIN_STEP_TOKENS",
     "STEP_SEPARATOR",
     "StepGenerator",
     "StepResult",
@@ -33,8 +34,13 @@ __all__ = [
 STEP_SEPARATOR = "\n\n"
 
 #: ``step``: ended at a step boundary; ``eos``: the model ended the solution; ``length``: hit the per-step
-#: token cap; ``empty``: the model produced only whitespace (treated as the end of the solution)
+#: token cap (the step may stop mid-sentence); ``empty``: the model produced only whitespace (treated as the end
+#: of the solution)
 FINISH_REASONS = ("step", "eos", "length", "empty")
+
+#: The smallest output budget a step is asked for with: below it no model is called (the solution's token budget
+#: or the server's context is then used up).
+MIN_STEP_TOKENS = 16
 
 
 def solution_prefix(steps: list[str] | tuple[str, ...]) -> str:
@@ -67,7 +73,8 @@ def settle_finish(text: str, finish: str) -> str:
 
 
 def ends_solution(text: str, finish: str) -> bool:
-    """Whether a step ends the solution: the model stopped (``eos``, ``empty``) or it holds a ``\\boxed{}``."""
+    """Whether a step ends the solution: the model stopped (``eos``, ``empty``) or it holds a non-empty
+    ``\\boxed{}`` (a step that only mentions "within \\boxed{}" does not)."""
     return finish in ("eos", "empty") or has_boxed(text)
 
 

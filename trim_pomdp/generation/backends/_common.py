@@ -10,18 +10,25 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from trim_pomdp.exceptions import TrimPomdpError
+from trim_pomdp.exceptions import InvalidParameterError, TrimPomdpError
 from trim_pomdp.generation.base import StepResult, step_cap
 
 __all__ = [
     "DEFAULT_SYSTEM_PROMPT",
     "QWEN_MATH_TEMPLATE",
+    "ContextFullError",
     "GenerationError",
+    "IncompleteReplyError",
     "LocalStepGenerator",
     "MicroBatcher",
     "RetryPolicy",
     "call_with_retries",
+    "check_template",
+    "fill_template",
     "prompt_head",
+    "redact",
+    "register_secret",
+    "strip_scaffolding",
     "user_turn_messages",
 ]
 
@@ -31,6 +38,17 @@ T = TypeVar("T")
 
 class GenerationError(TrimPomdpError, RuntimeError):
     """A model call failed for good (non-retryable error, or retries exhausted)."""
+
+
+class IncompleteReplyError(GenerationError):
+    """A reply ended before the server said it was complete (a stream cut short, a body that is not JSON).
+
+    Retried like a connection error; a reply that stays incomplete is never cached.
+    """
+
+
+class ContextFullError(GenerationError):
+    """The server's context has no room left for a step; the loop ends the problem with what it has."""
 
 
 class RetryPolicy:
@@ -88,6 +106,13 @@ def _retry_after(exc: BaseException) -> float | None:
     return None
 
 
+def _always_retried(exc: BaseException) -> bool:
+    """An incomplete reply, or a transport error that an SDK let through (a connection dropped mid-stream)."""
+    if isinstance(exc, IncompleteReplyError):
+        return True
+    return type(exc).__module__.split(".")[0] in ("httpx", "httpx2", "httpcore", "httpcore2")
+
+
 async def call_with_retries(
     fn: Callable[[], Awaitable[T]],
     policy: RetryPolicy,
@@ -112,11 +137,13 @@ async def call_with_retries(
             raise
         except Exception as exc:
             timed_out = isinstance(exc, (asyncio.TimeoutError, TimeoutError))
-            retryable = timed_out or is_retryable(exc)
+            retryable = timed_out or _always_retried(exc) or is_retryable(exc)
             status = getattr(exc, "status_code", None)
             desc = f"{type(exc).__name__}" + (f" (HTTP {status})" if status else "")
             if timed_out:
                 desc = f"timeout after {policy.timeout:g} s"
+            if not retryable and isinstance(exc, GenerationError):
+                raise  # already says what failed
             if not retryable or attempt >= policy.max_retries:
                 raise GenerationError(
                     f"{what} failed after {attempt + 1} attempt(s): {desc}: {_safe_message(exc)}"
@@ -128,15 +155,31 @@ async def call_with_retries(
 
 
 _KEYLIKE = re.compile(r"(sk-[A-Za-z0-9_\-]{6,}|sk-ant-[A-Za-z0-9_\-]{6,})")
+#: every API key a backend of this process was given (values, never written anywhere): see :func:`redact`
+_SECRETS: set[str] = set()
+
+
+def register_secret(value: str | None) -> None:
+    """Remember an API key so that :func:`redact` removes it from every message (blank values are ignored)."""
+    if value and value.strip() and value != "EMPTY":
+        _SECRETS.add(value)
+
+
+def redact(text: str) -> str:
+    """``text`` without any registered API key (whatever its form) and without ``sk-...``-like keys."""
+    for secret in sorted(_SECRETS, key=len, reverse=True):
+        text = text.replace(secret, "[redacted]")
+    return _KEYLIKE.sub("[redacted]", text)
 
 
 def _safe_message(exc: BaseException) -> str:
-    msg = str(exc)
-    msg = _KEYLIKE.sub("[redacted]", msg)
-    return msg[:500]
+    return redact(str(exc))[:500]
 
 
 DEFAULT_SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
+
+#: the fields of a prompt template (replaced literally; every other brace is kept)
+TEMPLATE_PROBLEM, TEMPLATE_SYSTEM = "{problem}", "{system}"
 
 #: Qwen2.5(-Math)-Instruct chat format, for raw completions against servers whose model uses it.
 QWEN_MATH_TEMPLATE = (
@@ -144,26 +187,45 @@ QWEN_MATH_TEMPLATE = (
 )
 
 
+def check_template(template: str, where: str = "the prompt template") -> str:
+    """``template`` if it has a ``{problem}`` field; else an :class:`InvalidParameterError` naming ``where``."""
+    if TEMPLATE_PROBLEM not in template:
+        raise InvalidParameterError(
+            f"{where} has no {TEMPLATE_PROBLEM} field: write {TEMPLATE_PROBLEM} where the problem goes "
+            f"(and optionally {TEMPLATE_SYSTEM} for the system prompt); other braces are kept as written"
+        )
+    return template
+
+
+def fill_template(template: str, problem: str, system_prompt: str | None) -> str:
+    """``template`` with ``{system}`` and then ``{problem}`` replaced literally (no ``str.format``)."""
+    return template.replace(TEMPLATE_SYSTEM, system_prompt or "").replace(TEMPLATE_PROBLEM, problem)
+
+
 def prompt_head(
     problem: str, system_prompt: str | None, *, template: str | None, tokenizer: Any = None
 ) -> str:
     """The prompt text before the solution, for literal continuation.
 
-    ``template`` formatted with ``problem`` and ``system`` when it is given; otherwise ``tokenizer``'s chat
-    template applied to the system and user messages, with the generation prompt.
+    ``template`` with its ``{problem}`` and ``{system}`` fields filled in when it is given (a literal
+    substitution: every other brace, such as LaTeX's ``\\boxed{10}``, stays as written); otherwise ``tokenizer``'s
+    chat template applied to the system and user messages, with the generation prompt.
     """
     if template is not None:
-        return template.format(problem=problem, system=system_prompt or "")
+        return fill_template(template, problem, system_prompt)
     msgs = [{"role": "system", "content": system_prompt}] if system_prompt else []
     msgs.append({"role": "user", "content": problem})
     return str(tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True))
 
 
+#: the markers around the quoted partial solution of the user-turn prompt (removed from any reply that echoes them)
+PARTIAL_OPEN, PARTIAL_CLOSE = "<partial_solution>", "</partial_solution>"
+
 _USER_TURN = (
     "Solve the following math problem step by step. Steps are separated by a single blank line; put the final "
     "answer within \\boxed{{}}.\n\nProblem:\n{problem}\n\n{partial}"
-    "Write ONLY the {which} step of the solution: one paragraph with no blank lines, no preamble, and do not "
-    "repeat earlier steps. If this step reaches the final answer, write it within \\boxed{{}}.{marker_note}"
+    "Write ONLY the {which} step of the solution: one paragraph with no blank lines, no preamble, no tags, and "
+    "do not repeat earlier steps. If this step reaches the final answer, write it within \\boxed{{}}.{marker_note}"
 )
 
 
@@ -172,10 +234,11 @@ def user_turn_messages(problem: str, steps: list[str], marker: str | None = None
 
     Used for models that reject assistant prefill (Claude 4.6+) and for chat-only endpoints. Every accepted
     step is quoted verbatim, so consecutive calls of one problem share the whole prompt up to the new step.
+    The reply is cleaned with :func:`strip_scaffolding`.
     """
     if steps:
         body = "\n\n".join(steps)
-        partial = f"Partial solution so far:\n<partial_solution>\n{body}\n</partial_solution>\n\n"
+        partial = f"Partial solution so far:\n{PARTIAL_OPEN}\n{body}\n{PARTIAL_CLOSE}\n\n"
         which = "next"
     else:
         partial, which = "", "first"
@@ -186,6 +249,27 @@ def user_turn_messages(problem: str, steps: list[str], marker: str | None = None
             "content": _USER_TURN.format(problem=problem, partial=partial, which=which, marker_note=note),
         }
     ]
+
+
+_SCAFFOLD = re.compile(
+    r"</?partial_solution>|^\s*partial solution so far\s*:\s*",
+    re.IGNORECASE | re.MULTILINE,
+)
+
+
+def strip_scaffolding(text: str, steps: list[str] | tuple[str, ...] = ()) -> str:
+    """A reply to the user-turn prompt without the prompt's own scaffolding echoed into it.
+
+    Removes the ``<partial_solution>`` tags and a "Partial solution so far:" label wherever the model copied
+    them, and the accepted ``steps`` when the reply starts by repeating them, so that none of it reaches an
+    accepted step (or is copied from there by the weak model).
+    """
+    out = _SCAFFOLD.sub("", text).lstrip()
+    for step in steps:
+        if not step or not out.startswith(step):
+            break
+        out = out[len(step) :].lstrip()
+    return out
 
 
 class MicroBatcher:

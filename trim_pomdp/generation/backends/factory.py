@@ -9,8 +9,8 @@ a model id or a local folder
     the model in this process: with vLLM when it is installed, else with transformers.
 
 The strong model is Claude through the Anthropic API (the key from ``ANTHROPIC_API_KEY``), unless ``url`` names
-an OpenAI-compatible endpoint. A PRM specification is the URL of a vLLM pooling server or a model id loaded with
-transformers.
+an OpenAI-compatible endpoint. A PRM specification is the URL of a vLLM pooling server (its key, if it needs one,
+from :data:`PRM_API_KEY_ENV`) or a model id loaded with transformers.
 
 Errors are one-line :class:`~trim_pomdp.exceptions.TrimPomdpError` messages that say what to change.
 """
@@ -25,11 +25,17 @@ from typing import Any
 
 from trim_pomdp._internal.optional import require
 from trim_pomdp.exceptions import InvalidParameterError
-from trim_pomdp.generation.backends._common import GenerationError, RetryPolicy
+from trim_pomdp.generation.backends._common import (
+    GenerationError,
+    RetryPolicy,
+    check_template,
+    register_secret,
+)
 from trim_pomdp.generation.backends.strong_anthropic import MissingAPIKeyError
 
 __all__ = [
     "DEFAULT_PRM",
+    "PRM_API_KEY_ENV",
     "WEAK_TEMPLATES",
     "build_prm",
     "build_strong",
@@ -44,6 +50,9 @@ DEFAULT_PRM = "Qwen/Qwen2.5-Math-PRM-7B"
 
 #: The named prompt formats of the weak model in completions mode (anything else is a template file).
 WEAK_TEMPLATES = ("qwen", "auto")
+
+#: The environment variable holding the API key of a PRM server (``vllm serve --api-key``), when it needs one.
+PRM_API_KEY_ENV = "TRIM_POMDP_PRM_API_KEY"
 
 
 def is_url(spec: str) -> bool:
@@ -83,6 +92,8 @@ def build_weak(
     timeout: float = 120.0,
     max_retries: int = 6,
     template: str = "qwen",
+    tokenizer: str | None = None,
+    step_detection: str = "auto",
 ) -> Any:
     """The weak model (M_w) of a specification (see the module docstring).
 
@@ -103,8 +114,14 @@ def build_weak(
         Per-call limit in seconds and retries of a server call.
     template : str
         Completions-mode prompt format on a server: ``"qwen"`` (Qwen2.5-Math's chat format), ``"auto"`` (the
-        served model's own chat template, through its tokenizer from the hub or a local folder) or the path of
-        a file holding a template with a ``{problem}`` (and optional ``{system}``) field.
+        served model's own chat template, through its tokenizer) or the path of a file holding a template with
+        a ``{problem}`` (and optional ``{system}``) field, filled in literally (LaTeX braces stay as written).
+    tokenizer : str, optional
+        For ``template="auto"``: where the tokenizer comes from, a local folder or a hub id (default: the
+        served model's name, which works when the server names the model by its hub id or local folder).
+    step_detection : str
+        How step boundaries and the end of the solution are told apart on a server
+        (:mod:`~trim_pomdp.generation.backends.stop_detection`; ``"auto"`` finds the server's way).
 
     Returns
     -------
@@ -113,7 +130,17 @@ def build_weak(
     if is_url(spec):
         url = openai_base_url(spec)
         name = model_name or _first_served_model(url, timeout)
-        return _openai_weak(name, url, mode, temperature, max_tokens_per_step, timeout, max_retries, template)
+        return _openai_weak(
+            name,
+            url,
+            mode=mode,
+            temperature=temperature,
+            max_tokens_per_step=max_tokens_per_step,
+            retry=RetryPolicy(max_retries=max_retries, timeout=timeout),
+            template=template,
+            tokenizer=tokenizer,
+            step_detection=step_detection,
+        )
     with model_load_errors():
         try:
             import vllm  # noqa: F401
@@ -128,23 +155,13 @@ def build_weak(
         return VLLMStepGenerator(spec, temperature=temperature, max_tokens_per_step=max_tokens_per_step)
 
 
-def _openai_weak(
-    name: str,
-    url: str,
-    mode: str,
-    temperature: float,
-    max_tokens_per_step: int,
-    timeout: float,
-    max_retries: int,
-    template: str,
-) -> Any:
+def _openai_weak(name: str, url: str, *, template: str, tokenizer: str | None, **kwargs: Any) -> Any:
     from trim_pomdp.generation.backends.weak_openai import OpenAICompatibleGenerator
 
-    kw: dict[str, Any] = {}
     if template == "auto":
         transformers = require("transformers", "hf", "the weak template 'auto'")
         with model_load_errors():
-            kw["tokenizer"] = transformers.AutoTokenizer.from_pretrained(name)
+            kwargs["tokenizer"] = transformers.AutoTokenizer.from_pretrained(tokenizer or name)
     elif template != "qwen":
         path = Path(template)
         if not path.is_file():
@@ -152,25 +169,23 @@ def _openai_weak(
                 f"weak template {template!r} is not 'qwen', 'auto' or a file (--weak-template)"
             )
         with model_load_errors():
-            kw["prompt_template"] = path.read_text(encoding="utf-8")
-    return OpenAICompatibleGenerator(
-        name,
-        base_url=url,
-        mode=mode,
-        **kw,
-        temperature=temperature,
-        max_tokens_per_step=max_tokens_per_step,
-        retry=RetryPolicy(max_retries=max_retries, timeout=timeout),
-    )
+            text = path.read_text(encoding="utf-8")
+        kwargs["prompt_template"] = check_template(text, f"the weak template {path}")
+    return OpenAICompatibleGenerator(name, base_url=url, **kwargs)
 
 
 def _first_served_model(url: str, timeout: float) -> str:
     openai = require("openai", "openai", "the OpenAI-compatible weak backend")
+    key = os.environ.get("OPENAI_API_KEY") or "EMPTY"
+    register_secret(key)
     try:
-        client = openai.OpenAI(
-            base_url=url, api_key=os.environ.get("OPENAI_API_KEY") or "EMPTY", timeout=timeout, max_retries=2
-        )
+        client = openai.OpenAI(base_url=url, api_key=key, timeout=min(timeout, 30.0), max_retries=1)
         models = client.models.list().data
+    except openai.APIConnectionError as exc:
+        raise GenerationError(
+            f"nothing answers at {url} ({type(exc).__name__}: {exc.__cause__ or exc}): start the model server "
+            "there, or give the right URL"
+        ) from exc
     except Exception as exc:
         raise GenerationError(
             f"could not list the models served at {url} ({type(exc).__name__}); pass --weak-model NAME"
@@ -243,7 +258,13 @@ def build_strong(
 
 
 def build_prm(
-    spec: str, *, model_name: str | None = None, batch_size: int = 16, device: str | None = None
+    spec: str,
+    *,
+    model_name: str | None = None,
+    batch_size: int = 16,
+    device: str | None = None,
+    timeout: float = 120.0,
+    api_key: str | None = None,
 ) -> tuple[Any, str]:
     """A PRM backend and its name: a vLLM pooling server for a URL, else a transformers PRM loaded by name.
 
@@ -257,6 +278,11 @@ def build_prm(
         Batch size of a local PRM.
     device : str, optional
         Device of a local PRM (default: CUDA when available).
+    timeout : float
+        Per-request limit of a PRM server, in seconds (the retries are
+        :class:`~trim_pomdp.generation.scoring.BatchedPRM`'s).
+    api_key : str, optional
+        Key of a PRM server (default: the :data:`PRM_API_KEY_ENV` environment variable; none when unset).
 
     Returns
     -------
@@ -268,7 +294,9 @@ def build_prm(
         from trim_pomdp.prm.vllm_backend import VLLMPoolingPRM
 
         name = model_name or DEFAULT_PRM
-        return VLLMPoolingPRM(spec, name), name
+        key = api_key or os.environ.get(PRM_API_KEY_ENV)
+        register_secret(key)
+        return VLLMPoolingPRM(spec, name, api_key=key, timeout=timeout, max_retries=0), name
     from trim_pomdp.prm.transformers_backend import TransformersPRM
 
     with model_load_errors():

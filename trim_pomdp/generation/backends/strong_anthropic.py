@@ -23,6 +23,7 @@ hung connections. The key comes from ``ANTHROPIC_API_KEY`` (or ``api_key=``) and
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -33,8 +34,11 @@ from trim_pomdp._internal.optional import require
 from trim_pomdp.exceptions import InvalidParameterError
 from trim_pomdp.generation.backends._common import (
     DEFAULT_SYSTEM_PROMPT,
+    IncompleteReplyError,
     RetryPolicy,
     call_with_retries,
+    register_secret,
+    strip_scaffolding,
     user_turn_messages,
 )
 from trim_pomdp.generation.base import (
@@ -77,9 +81,12 @@ def prefill_allowed(model: str) -> bool:
 
 
 def anthropic_retryable(exc: BaseException) -> bool:
-    """Retry 408/409/429/5xx/529, ``overloaded_error``-type errors inside a stream, and connection errors."""
+    """Retry 408/409/429/5xx/529, ``overloaded_error``-type errors inside a stream, connection errors, and
+    replies that are not valid JSON (a 200 whose body or stream event cannot be read)."""
     anthropic = require("anthropic", "anthropic", "the Anthropic backend")
     if isinstance(exc, (anthropic.APIConnectionError, anthropic.APITimeoutError)):
+        return True
+    if isinstance(exc, anthropic.APIResponseValidationError) or isinstance(exc, json.JSONDecodeError):
         return True
     if isinstance(exc, anthropic.APIStatusError):
         if exc.status_code in (408, 409, 429) or exc.status_code >= 500:
@@ -153,6 +160,7 @@ class AnthropicStepGenerator:
         self.prompt_cache = prompt_cache
         self.base_url = base_url
         self._api_key = api_key
+        register_secret(api_key)
         self._client = client
 
     def __repr__(self) -> str:
@@ -166,6 +174,7 @@ class AnthropicStepGenerator:
         if self._client is None:
             anthropic = require("anthropic", "anthropic", "the Anthropic (Claude) backend")
             key = self._api_key or os.environ.get("ANTHROPIC_API_KEY")
+            register_secret(key)
             if not key:
                 raise MissingAPIKeyError(
                     "no Anthropic API key: set the ANTHROPIC_API_KEY environment variable "
@@ -226,14 +235,18 @@ class AnthropicStepGenerator:
     async def _call_stream(self, req: dict[str, Any]) -> dict[str, Any]:
         text_parts: list[str] = []
         out_tokens = 0
-        saw_final_usage = False
+        saw_final_usage = saw_stop = False
         stop_reason = stop_sequence = None
         cut = False
+        events = 0
         stream = await self.client.messages.create(**req, stream=True)
         try:
             async for event in stream:
+                events += 1
                 etype = event.type
-                if etype == "message_start":
+                if etype == "message_stop":
+                    saw_stop = True
+                elif etype == "message_start":
                     usage = getattr(event.message, "usage", None)
                     if usage is not None and usage.output_tokens is not None:
                         out_tokens = int(usage.output_tokens)
@@ -255,6 +268,11 @@ class AnthropicStepGenerator:
                     stop_sequence = getattr(event.delta, "stop_sequence", None)
         finally:
             await stream.close()
+        if not cut and not (saw_stop and saw_final_usage):
+            # a stream that closed early (or a 200 whose body held no events): retried, never cached
+            raise IncompleteReplyError(
+                f"the stream ended after {events} events without message_delta and message_stop"
+            )
         return {
             "text": "".join(text_parts),
             "output_tokens": out_tokens,
@@ -286,6 +304,8 @@ class AnthropicStepGenerator:
         )
         latency = time.perf_counter() - t0
         raw = out["text"].replace(STEP_MARKER, "")
+        if self.continuation == "user":
+            raw = strip_scaffolding(raw, steps)
         text, went_on = split_first_step(raw.lstrip() if self.continuation == "prefill" else raw)
         tokens = out["output_tokens"]
         exact = out["exact"]
