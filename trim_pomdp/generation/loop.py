@@ -2,7 +2,10 @@
 
 For each problem: M_w proposes a step, the PRM scores the prefix with it, the router decides; on
 ``regenerate`` M_s writes that step instead (and the PRM scores it); M_w carries on from the accepted steps. A
-problem stops at its final answer (EOS or a ``\\boxed{}``), at the step cap, or at the solution's token cap.
+problem stops at its final answer (EOS or a ``\\boxed{}``, ``stop: "final"``), at the step cap (``step_cap``),
+when the solution's token budget has less than ``min_step_tokens`` left (``token_cap``: no model is called with
+a budget too small for a step), when the server's context is full (``context_full``), or at a degenerate step
+(``repetition``, see :mod:`~trim_pomdp.generation.guards`).
 
 Problems run concurrently (``concurrency`` workers on one event loop), so the model servers see batches and
 the PRM batcher sees many prefixes at once. Every finished problem is appended to ``traces.jsonl`` /
@@ -21,10 +24,12 @@ from typing import Any, TypeVar
 
 from trim_pomdp._internal.artifacts import to_jsonable
 from trim_pomdp._internal.jsonl import JsonlWriter
-from trim_pomdp.datasets.answers import check_answer
+from trim_pomdp.datasets.answers import ANSWER_FORMATS, answers_match, extract_answer, parse_answer_formats
 from trim_pomdp.datasets.problems import Problem
 from trim_pomdp.exceptions import InvalidParameterError
-from trim_pomdp.generation.base import StepResult
+from trim_pomdp.generation.backends._common import ContextFullError
+from trim_pomdp.generation.base import MIN_STEP_TOKENS, StepResult
+from trim_pomdp.generation.guards import REPETITION_POLICIES, degenerate
 from trim_pomdp.generation.runs import (
     ERRORS,
     RECORDS,
@@ -63,6 +68,13 @@ class LoopConfig:
         A problem that fails (retries exhausted, over-long PRM input, ...) is logged to ``errors.jsonl``
         and the run goes on; but when this many problems fail before any succeeds, the error is raised (it
         is a configuration error, e.g. a wrong URL or model name).
+    answer_formats : tuple of str
+        How the final answer is read (:data:`~trim_pomdp.datasets.answers.ANSWER_FORMATS`, tried in order).
+    repetition : {"stop", "off"}
+        The repetition guard's policy (:mod:`~trim_pomdp.generation.guards`).
+    min_step_tokens : int
+        No model is called with a smaller output budget: a solution with less budget left stops
+        (``token_cap``), and a regeneration that would get less keeps M_w's proposal (``regenerate_skipped``).
     """
 
     max_steps: int = 30
@@ -72,8 +84,18 @@ class LoopConfig:
     policy: str = "trim"
     knob: Any = None
     fail_fast_after: int = 5
+    answer_formats: tuple[str, ...] = ANSWER_FORMATS
+    repetition: str = "stop"
+    min_step_tokens: int = MIN_STEP_TOKENS
 
     def validate(self) -> None:
+        self.answer_formats = parse_answer_formats(self.answer_formats)
+        if self.repetition not in REPETITION_POLICIES:
+            raise InvalidParameterError(
+                f"repetition must be one of {REPETITION_POLICIES}, got {self.repetition!r}"
+            )
+        if self.min_step_tokens < 1:
+            raise InvalidParameterError(f"min_step_tokens must be >= 1, got {self.min_step_tokens}")
         if self.max_steps < 1:
             raise InvalidParameterError(f"max_steps must be >= 1, got {self.max_steps}")
         if self.max_solution_tokens < 1:
@@ -179,6 +201,7 @@ async def _route_step(
     prm: Any,
     router: Router,
     remaining: int,
+    min_step_tokens: int,
 ) -> tuple[StepResult, float]:
     """Score M_w's proposal, ask the router, and on ``regenerate`` let M_s write the step (and score it)."""
     r_t = float((await _timed(rec, "prm_s", prm.score(problem.problem, [*sol.steps, proposal.text])))[-1])
@@ -197,7 +220,11 @@ async def _route_step(
         rec["decision"] = to_jsonable(decision)
     if action == "continue":
         return proposal, r_t
-    s = await strong.generate_step(problem.problem, sol.steps, max_tokens=max(1, remaining - proposal.tokens))
+    left = remaining - proposal.tokens
+    if left < min_step_tokens:  # no budget for a strong step: keep the proposal rather than ask for a stub
+        rec["regenerate_skipped"] = f"budget: {max(0, left)} tokens left"
+        return proposal, r_t
+    s = await strong.generate_step(problem.problem, sol.steps, max_tokens=left)
     sol.strong_tokens += s.tokens
     rec["strong"] = _step_dict(s)
     score = float((await _timed(rec, "prm_strong_s", prm.score(problem.problem, [*sol.steps, s.text])))[-1])
@@ -230,7 +257,9 @@ async def _next_step(
         rec["action"] = "weak_only"
         return w, None, rec
     assert router is not None  # run_loop checks that mode "route" has a router
-    chosen, score = await _route_step(problem, t, w, sol, rec, strong, prm, router, remaining)
+    chosen, score = await _route_step(
+        problem, t, w, sol, rec, strong, prm, router, remaining, config.min_step_tokens
+    )
     return chosen, score, rec
 
 
@@ -255,33 +284,60 @@ async def solve_problem(
     if router is not None:
         router.reset()
     for t in range(1, config.max_steps + 1):
-        if config.max_solution_tokens - sol.spent <= 0:
+        if config.max_solution_tokens - sol.spent < config.min_step_tokens:
             stop = "token_cap"
             break
-        chosen, score, rec = await _next_step(problem, t, sol, weak, strong, prm, router, config)
+        try:
+            chosen, score, rec = await _next_step(problem, t, sol, weak, strong, prm, router, config)
+        except ContextFullError as exc:
+            sol.trace.append({"t": t, "context_full": str(exc)})
+            stop = "context_full"
+            break
+        why = degenerate(chosen.text, sol.steps[-1] if sol.steps else None)
+        if why and config.repetition == "stop":
+            rec["rejected"] = why
+            sol.trace.append(rec)
+            stop = "repetition"
+            break
         sol.accept(chosen, score, rec)
         if on_step is not None:
             on_step(chosen, rec)
         if chosen.final:
             stop = "final"
             break
-    answer, correct = check_answer("\n\n".join(sol.steps), problem.answer)
+    return _trace(problem, config, sol, stop, time.perf_counter() - t_start)
+
+
+def _trace(problem: Problem, config: LoopConfig, sol: _Solution, stop: str, wall_s: float) -> dict[str, Any]:
+    """A finished problem's trace: the answer, its check, the counts and every step."""
+    answer, answer_format = extract_answer("\n\n".join(sol.steps), tuple(config.answer_formats))
+    accepted = [e for e in sol.trace if "action" in e and "rejected" not in e]
     return {
         "query_id": problem.id,
         "policy": config.policy,
         "knob": config.knob,
-        "correct": bool(correct),
+        "correct": bool(answer is not None and answers_match(answer, str(problem.answer))),
         "strong_tokens": int(sol.strong_tokens),
         "weak_tokens": int(sol.weak_tokens),
         "answer": answer,
+        "answer_format": answer_format,
         "reference": problem.answer,
         "n_steps": len(sol.steps),
-        "n_regenerated": sum(1 for s in sol.trace if s.get("action") in ("regenerate", "strong_only")),
+        "n_regenerated": sum(1 for s in accepted if s.get("action") in ("regenerate", "strong_only")),
+        "n_truncated": sum(1 for s in accepted if _accepted_finish(s) == "length"),
         "stop": stop,
         "scores": sol.scores,
-        "wall_s": round(time.perf_counter() - t_start, 6),
+        "wall_s": round(wall_s, 6),
         "steps": sol.trace,
     }
+
+
+def _accepted_finish(entry: dict[str, Any]) -> str | None:
+    """How the accepted step of a trace entry ended (``length``: cut at the token cap, maybe mid-sentence)."""
+    chosen = (
+        entry.get("strong") if entry.get("action") in ("regenerate", "strong_only") else entry.get("weak")
+    )
+    return chosen.get("finish") if isinstance(chosen, dict) else None
 
 
 def _check_inputs(
