@@ -100,14 +100,9 @@ def test_every_module_imports_only_its_own_package_and_lower_layers():
 
 # Modules that unpickle whatever file they are handed (a pickle runs code while it loads).
 UNPICKLING_MODULES = {"pickle", "_pickle", "cPickle", "cloudpickle", "dill", "joblib", "shelve"}
-# Known exceptions, by (module, call), to be removed by a later issue: stable-baselines3 saves PPO as a zip that
-# holds pickles, and PPO.load unpickles them: the PPO training checkpoint of TRIM-Agg (ppo.py, the training
-# helper) and a TRIM-Seq router's ppo.zip (seq.py, SeqRouter.load, which also reads a directory the user hands
-# it). Plain weights replace both.
-UNPICKLING_ALLOWED = {
-    ("routers/rl/ppo.py", "PPO.load"),
-    ("routers/rl/seq.py", "PPO.load"),
-}
+# Known exceptions, by (module, call). None: the PPO checkpoints and TRIM-Seq routers, which were stable-baselines3
+# zips read with PPO.load (an unpickler), are plain arrays now (routers/rl/checkpoint.py).
+UNPICKLING_ALLOWED: set[tuple[str, str]] = set()
 
 
 def _dotted(node: ast.AST) -> str:

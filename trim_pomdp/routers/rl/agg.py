@@ -7,8 +7,12 @@ Saved layout of a trained router (``AggRouter.save(DIR)``, through the shared ar
 
     DIR/agg_policy.npz   actor weights (numpy, no pickle)
     DIR/agg.json         card: λ, R, features, PPO hyperparameters, training source, timesteps, seed, versions,
-                         and a digest of the weights and of the fields they depend on (λ, horizon, features)
-    DIR/ppo.zip          the full SB3 model (actor + critic + optimiser), for continued training
+                         the convergence curve, and a digest of the weights and of the fields they depend on (λ,
+                         horizon, features)
+
+Continued training reads the checkpoint that training writes beside it (``checkpoint.npz``: actor, critic and
+optimiser as plain arrays, :mod:`~trim_pomdp.routers.rl.checkpoint`). Earlier versions also wrote SB3's pickled
+``ppo.zip``; it is never read.
 """
 
 from __future__ import annotations
@@ -56,7 +60,8 @@ class AggRouter:
     last_decision : dict
         ``{"t", "features", "probs", "action"}`` of the last :meth:`decide`.
     ppo : stable_baselines3.PPO or None
-        The trained SB3 model when the router was just trained (not restored by :meth:`load`).
+        The trained SB3 model when the router was just trained (not restored by :meth:`load`; training
+        resumes from a checkpoint instead).
     """
 
     def __init__(
@@ -143,17 +148,15 @@ class AggRouter:
 
     # -- persistence -----
     def save(self, directory: str | Path) -> Path:
-        """Write ``agg_policy.npz``, ``agg.json`` and, with the SB3 model at hand, ``ppo.zip`` to a folder."""
+        """Write ``agg_policy.npz`` and ``agg.json`` to a folder (plain arrays and JSON: nothing pickled)."""
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         arrays: dict[str, np.ndarray] = {"n_layers": np.array(len(self.weights))}
         for i, (W, b) in enumerate(self.weights):
             arrays[f"W{i}"], arrays[f"b{i}"] = W, b
         card = dict(self.card)
+        card.pop("sb3_model", None)
         card.update({"horizon": self.horizon, "features": self.features.card()})
-        if self.ppo is not None:
-            self.ppo.save(str(d / "ppo.zip"))
-            card["sb3_model"] = "ppo.zip"
         save_artifact(
             d / "agg_policy.npz",
             stem="agg_policy",
@@ -193,17 +196,21 @@ class AggRouter:
 
     @classmethod
     def from_ppo(cls, model: Any, horizon: int, card: dict[str, Any] | None = None) -> AggRouter:
-        """Extract the actor of an SB3 ``PPO`` MlpPolicy model into a numpy router."""
-        policy = model.policy
+        """Extract the actor of an SB3 ``PPO`` MlpPolicy model into a numpy router (``router.ppo`` is the model)."""
+        router = cls.from_policy(model.policy, horizon, card)
+        router.ppo = model
+        return router
+
+    @classmethod
+    def from_policy(cls, policy: Any, horizon: int, card: dict[str, Any] | None = None) -> AggRouter:
+        """A numpy copy of the actor of an SB3 ``ActorCriticPolicy`` with TRIM-Agg's network."""
         layers = []
         for module in policy.mlp_extractor.policy_net:
             if hasattr(module, "weight"):
                 layers.append((module.weight.detach().cpu().numpy().T, module.bias.detach().cpu().numpy()))
         head = policy.action_net
         layers.append((head.weight.detach().cpu().numpy().T, head.bias.detach().cpu().numpy()))
-        router = cls(layers, horizon, card)
-        router.ppo = model
-        return router
+        return cls(layers, horizon, card)
 
 
 @contextlib.contextmanager
@@ -243,7 +250,7 @@ def train_agg(source: EpisodeBatch | Callable[[], EpisodeBatch], lam: float, **o
         Seeds PPO (torch, numpy) and the environments; the same seed on the same machine gives the same
         router.
     n_envs : int, default=8
-        Environments stepped together (``DummyVecEnv``).
+        Episodes in flight, stepped together in one source (:class:`~trim_pomdp.routers.rl.vec.EpisodeVecEnv`).
     reward : float, default=1.0
         ``R``, the reward of a correct final answer.
     hyperparameters : dict, optional
@@ -258,9 +265,16 @@ def train_agg(source: EpisodeBatch | Callable[[], EpisodeBatch], lam: float, **o
     verbose : int, default=0
         SB3's verbosity.
     checkpoint_dir : path, optional
-        Save ``ppo.zip`` + ``checkpoint.json`` there about every ``checkpoint_every`` (default 50 000) steps,
-        and resume from a checkpoint found there (same λ, reward, seed and ``n_envs``) instead of starting
-        over; the steps already done count towards ``timesteps``.
+        Save ``checkpoint.npz`` + ``checkpoint.json`` (plain arrays, :mod:`~trim_pomdp.routers.rl.checkpoint`)
+        there about every ``checkpoint_every`` (default 50 000) steps and at every held-out evaluation, and
+        resume from a checkpoint found there (same λ, reward, seed, ``n_envs``, hyperparameters) instead of
+        starting over; the steps already done count towards ``timesteps``. A folder holding a pickled
+        ``ppo.zip`` of an earlier version is refused (:class:`DataFormatError`), never unpickled.
+    convergence : Convergence, optional
+        Stop once the return on a fixed held-out batch stops improving (``timesteps`` is then the cap) and keep
+        the best router evaluated; the curve goes into the card (``card["convergence"]``).
+    eval_source : EpisodeBatch or callable, optional
+        The held-out episodes for ``convergence`` (default: a fresh source built by ``source``).
 
     Returns
     -------
@@ -272,8 +286,9 @@ def train_agg(source: EpisodeBatch | Callable[[], EpisodeBatch], lam: float, **o
         return {"net_arch": NET_ARCH, "activation_fn": require("torch", "rl", "TRIM-Agg training").nn.Tanh}
 
     run = train_ppo(
-        source, lam, features="agg", policy_kwargs=policy_kwargs, description="TRIM-Agg", **options
-    )
+        source, lam, features="agg", policy_kwargs=policy_kwargs, description="TRIM-Agg",
+        make_router=lambda model, horizon: AggRouter.from_policy(model.policy, horizon), **options,
+    )  # fmt: skip
     card = dict(run.card)
     card["policy"] = {"net_arch": NET_ARCH, "activation_fn": "tanh", "deterministic": "argmax"}
     return AggRouter.from_ppo(run.model, run.horizon, card)

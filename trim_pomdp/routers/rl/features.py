@@ -54,6 +54,9 @@ class AggFeatures:
     def reset(self, n: int) -> None:
         """Stateless; present for the tracker interface."""
 
+    def reset_rows(self, rows: np.ndarray) -> None:
+        """Stateless; present for the tracker interface."""
+
     def __call__(self, obs: BatchObservation) -> np.ndarray:
         r = np.nan_to_num(obs.score, nan=0.0)
         m = np.nan_to_num(obs.prefix_min, nan=1.0)
@@ -99,7 +102,12 @@ class SeqFeatures:
         self._tok = np.zeros((0, self.horizon), dtype=np.float32)
 
     def reset(self, n: int) -> None:
+        """Start ``n`` new episodes (forget every earlier token count)."""
         self._tok = np.zeros((int(n), self.horizon), dtype=np.float32)
+
+    def reset_rows(self, rows: np.ndarray) -> None:
+        """Start new episodes in ``rows`` only (a vectorised environment restarting finished episodes)."""
+        self._tok[np.asarray(rows, dtype=np.int64)] = 0.0
 
     def __call__(self, obs: BatchObservation) -> np.ndarray:
         n, H = obs.n, self.horizon

@@ -7,19 +7,22 @@ the newest step; the same two 128-unit tanh layers as TRIM-Agg then form the sep
 
 Needs torch and stable-baselines3 (``pip install 'trim-pomdp[rl]'``) for training *and* inference.
 
-Saved layout (``SeqRouter.save(DIR)``): ``DIR/ppo.zip`` (SB3) and ``DIR/seq.json`` (card).
+Saved layout (``SeqRouter.save(DIR)``, through the shared artifact helpers): ``DIR/seq_policy.npz`` (the policy's
+parameters as plain arrays) and ``DIR/seq.json`` (card: λ, horizon, features, the transformer's sizes, training,
+and a digest of both files). Loading rebuilds the network from code and loads the arrays into it, so a router
+someone hands you never runs code. Routers of trim-pomdp 0.1 were a pickled SB3 ``ppo.zip``; they are refused
+with a message, never unpickled.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from trim_pomdp._internal.artifacts import write_json
+from trim_pomdp._internal.artifacts import load_artifact, save_artifact
 from trim_pomdp._internal.optional import require
 from trim_pomdp.constants import ACTIONS
 from trim_pomdp.exceptions import DataFormatError, InvalidParameterError
@@ -27,9 +30,11 @@ from trim_pomdp.routers.rl.features import SeqFeatures
 from trim_pomdp.routers.rl.ppo import NET_ARCH, train_ppo
 from trim_pomdp.types import BatchObservation, EpisodeBatch, StepObservation
 
-__all__ = ["SEQ_ARCH", "SeqRouter", "train_seq"]
+__all__ = ["SEQ_ARCH", "SeqRouter", "build_policy", "train_seq"]
 
-FORMAT = "trim-pomdp/seq-router/1"
+FORMAT = "trim-pomdp/seq-router/2"
+#: The format of trim-pomdp 0.1 (a card beside a pickled ``ppo.zip``), refused.
+LEGACY_FORMAT = "trim-pomdp/seq-router/1"
 
 #: transformer size (small: the inputs are 3 numbers per step)
 SEQ_ARCH: dict[str, int] = {"d_model": 32, "n_heads": 4, "n_layers": 2, "d_ff": 64}
@@ -86,22 +91,45 @@ def _policy_kwargs(arch: dict[str, int]) -> dict[str, Any]:
     }
 
 
+def build_policy(horizon: int, arch: dict[str, int] | None = None) -> Any:
+    """TRIM-Seq's actor-critic network for horizon ``horizon``, built from code (untrained, inference mode)."""
+    require("torch", "rl", "TRIM-Seq")
+    gym = require("gymnasium", "rl", "TRIM-Seq")
+    from stable_baselines3.common.policies import ActorCriticPolicy
+
+    feats = SeqFeatures(horizon)
+    space = gym.spaces.Box(feats.low, feats.high, dtype=np.float32)
+    kwargs = _policy_kwargs(dict(SEQ_ARCH, **(arch or {})))
+    policy = ActorCriticPolicy(space, gym.spaces.Discrete(2), lambda _: 0.0, **kwargs)
+    policy.set_training_mode(False)
+    return policy
+
+
 class SeqRouter:
     """The TRIM-Seq router: the deterministic (argmax) action of a PPO transformer policy.
 
     Build with :func:`train_seq` or :meth:`load`.
 
+    Parameters
+    ----------
+    policy : stable_baselines3 ActorCriticPolicy, or a PPO model (its ``policy`` is used)
+    horizon : int
+    card : dict, optional
+
     Attributes
     ----------
-    ppo : stable_baselines3.PPO
+    policy : ActorCriticPolicy
+    ppo : stable_baselines3.PPO or None
+        The trained SB3 model when the router was just trained (``None`` after :meth:`load`).
     last_decision : dict
         ``{"t", "probs", "action"}`` of the last :meth:`decide`.
     """
 
-    def __init__(self, ppo: Any, horizon: int, card: dict[str, Any] | None = None) -> None:
-        self.ppo = ppo
+    def __init__(self, policy: Any, horizon: int, card: dict[str, Any] | None = None) -> None:
+        self.ppo = policy if hasattr(policy, "policy") else None
+        self.policy = policy.policy if hasattr(policy, "policy") else policy
         self.horizon = int(horizon)
-        space = getattr(ppo, "observation_space", None)
+        space = getattr(self.policy, "observation_space", None)
         if space is not None and tuple(space.shape) != (self.horizon, 3):
             raise InvalidParameterError(
                 f"the PPO model observes sequences of shape {tuple(space.shape)}, not ({self.horizon}, 3): "
@@ -123,7 +151,7 @@ class SeqRouter:
         torch = require("torch", "rl", "TRIM-Seq")
         with torch.no_grad():
             obs = torch.as_tensor(x, dtype=torch.float32)
-            dist = self.ppo.policy.get_distribution(obs)
+            dist = self.policy.get_distribution(obs)
             return dist.distribution.probs.cpu().numpy()
 
     def reset(self) -> None:
@@ -169,38 +197,59 @@ class SeqRouter:
         return out
 
     def save(self, directory: str | Path) -> Path:
+        """Write ``seq_policy.npz`` (the network's parameters) and ``seq.json`` (the card) to a folder."""
+        from trim_pomdp.routers.rl.checkpoint import state_arrays
+
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        self.ppo.save(str(d / "ppo.zip"))
         card = dict(self.card)
-        card.update(
-            {
-                "format": FORMAT,
-                "horizon": self.horizon,
-                "features": self.features.card(),
-                "sb3_model": "ppo.zip",
-            }
+        card.pop("sb3_model", None)
+        card.update({"horizon": self.horizon, "features": self.features.card(), "arch": self.arch})
+        save_artifact(
+            d / "seq_policy.npz",
+            stem="seq_policy",
+            card_stem="seq",
+            format=FORMAT,
+            arrays=state_arrays(self.policy, "policy."),
+            card=card,
+            signed=("lam", "horizon", "features", "arch"),
         )
-        write_json(d / "seq.json", card)
         return d
+
+    @property
+    def arch(self) -> dict[str, int]:
+        """The transformer's sizes (:data:`SEQ_ARCH` unless the card says otherwise)."""
+        return dict(SEQ_ARCH, **self.card.get("arch", {}))
 
     @classmethod
     def load(cls, directory: str | Path) -> SeqRouter:
+        """Read a router written by :meth:`save`: the network is built from code and given the saved arrays.
+
+        Raises
+        ------
+        DataFormatError
+            When the folder holds no TRIM-Seq router, a corrupted one, or one of trim-pomdp 0.1 (a pickled
+            ``ppo.zip``, which is never unpickled).
+        """
+        from trim_pomdp.routers.rl.checkpoint import load_state_arrays, refuse_pickled_zip
+
         d = Path(directory)
-        js, zp = d / "seq.json", d / "ppo.zip"
-        if not js.exists() or not zp.exists():
-            raise DataFormatError(f"{d} holds no TRIM-Seq router (seq.json and ppo.zip are needed)")
-        try:
-            card = json.loads(js.read_text())
-        except json.JSONDecodeError as exc:
-            raise DataFormatError(f"router card {js} is not valid JSON: {exc}") from exc
-        if card.get("format") != FORMAT:
-            raise DataFormatError(f"{js} is not a TRIM-Seq router card (format {card.get('format')!r})")
-        sb3 = require("stable_baselines3", "rl", "TRIM-Seq")
-        arch = card.get("arch", SEQ_ARCH)
-        # rebuild the policy from code rather than from the pickled class reference in the zip
-        ppo = sb3.PPO.load(str(zp), device="cpu", custom_objects={"policy_kwargs": _policy_kwargs(arch)})
-        return cls(ppo, int(card["horizon"]), card)
+        if not (d / "seq_policy.npz").is_file():
+            refuse_pickled_zip(
+                d, "This TRIM-Seq router cannot be used;", "retrain it with this version of trim-pomdp."
+            )
+            raise DataFormatError(f"{d} holds no TRIM-Seq router (seq_policy.npz and seq.json are needed)")
+        art = load_artifact(d / "seq_policy.npz", stem="seq_policy", card_stem="seq", formats=(FORMAT,),
+                            what="TRIM-Seq router")  # fmt: skip
+        horizon = art.card.get("horizon")
+        if not isinstance(horizon, int) or horizon < 1:
+            raise DataFormatError(f"router card {art.json} lacks a valid 'horizon'")
+        arch = art.card.get("arch", SEQ_ARCH)
+        if not isinstance(arch, dict) or not all(isinstance(v, int) and v > 0 for v in arch.values()):
+            raise DataFormatError(f"router card {art.json} has an invalid 'arch' {arch!r}")
+        policy = build_policy(horizon, arch)
+        load_state_arrays(policy, art.arrays, "policy.", art.npz)
+        return cls(policy, horizon, art.card)
 
 
 def train_seq(
@@ -213,13 +262,8 @@ def train_seq(
     """Train TRIM-Seq with PPO for one λ (same objective and hyperparameters as :func:`~.agg.train_agg`).
 
     ``arch`` overrides :data:`SEQ_ARCH` (the transformer's sizes); ``options`` are those of
-    :func:`~.agg.train_agg` except the checkpoints (a TRIM-Seq checkpoint could only be read back by
-    unpickling it).
+    :func:`~.agg.train_agg` (checkpoints, the convergence criterion, ...).
     """
-    if "checkpoint_dir" in options or "checkpoint_every" in options:
-        raise InvalidParameterError(
-            "train_seq does not write checkpoints; drop checkpoint_dir/checkpoint_every"
-        )
     arch = dict(SEQ_ARCH, **(arch or {}))
     run = train_ppo(
         source,
@@ -227,6 +271,8 @@ def train_seq(
         features="seq",
         policy_kwargs=lambda: _policy_kwargs(arch),
         description="TRIM-Seq",
+        make_router=lambda model, horizon: SeqRouter(model.policy, horizon, {"arch": arch}),
+        run_extra={"arch": arch},
         **options,
     )
     card = dict(run.card)
