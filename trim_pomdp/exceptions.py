@@ -13,6 +13,7 @@ __all__ = [
     "InvalidParameterError",
     "ModelCheckError",
     "NotFittedError",
+    "ResourceLimitError",
     "SolverError",
     "TrimPomdpError",
     "ZeroLikelihoodError",
@@ -60,6 +61,10 @@ class ZeroLikelihoodError(TrimPomdpError, FloatingPointError):
 
 class SolverError(TrimPomdpError, RuntimeError):
     """A solver failed (including failures reported by an external backend such as Julia/SARSOP)."""
+
+
+class ResourceLimitError(TrimPomdpError, RuntimeError):
+    """A model or a solve would exceed a configured limit (memory, time); the message names it and how to raise it."""
 
 
 class BackendUnavailableError(TrimPomdpError, ImportError):
