@@ -6,14 +6,22 @@ from pathlib import Path
 
 from trim_pomdp.exceptions import DataFormatError, InvalidParameterError
 from trim_pomdp.solvers.formats.cassandra import parse_cassandra, read_cassandra, write_cassandra
-from trim_pomdp.solvers.formats.pomdpx import parse_pomdpx, read_pomdpx, write_pomdpx
+from trim_pomdp.solvers.formats.pomdpx import (
+    FactoredPOMDP,
+    parse_pomdpx,
+    read_factored,
+    read_pomdpx,
+    write_pomdpx,
+)
 from trim_pomdp.solvers.tabular import TabularPOMDP
 
 __all__ = [
     "FORMATS",
+    "FactoredPOMDP",
     "parse_cassandra",
     "parse_pomdpx",
     "read_cassandra",
+    "read_factored",
     "read_pomdp",
     "read_pomdpx",
     "write_cassandra",
@@ -39,16 +47,31 @@ def _sniff(path: Path) -> str:
     return "pomdpx" if head.startswith(b"<") else "pomdp"
 
 
-def read_pomdp(path: str | Path) -> TabularPOMDP:
+def read_pomdp(
+    path: str | Path,
+    *,
+    memory_limit: int | float | str | None = None,
+    representation: str = "auto",
+    deadline: float | None = None,
+) -> TabularPOMDP:
     """Read a ``.pomdp`` (Cassandra) or ``.pomdpx`` (APPL XML) file into a :class:`TabularPOMDP`.
 
     The format is chosen by the suffix (``.pomdp``/``.POMDP`` or ``.pomdpx``/``.xml``) and otherwise by the
-    content (XML starts with ``<``).
+    content (XML starts with ``<``). Both readers stream the file and build ``T`` and ``O`` sparsely (a
+    ``.pomdpx`` file through its factored tables), with memory proportional to the nonzeros.
 
     Parameters
     ----------
     path : str or Path
         The model file.
+    memory_limit : int, float or str, optional
+        Refuse, before allocating it, a model that would need more memory (bytes, or ``"8G"``; default 4 GiB or
+        the ``TRIM_POMDP_MEMORY_LIMIT`` environment variable; see :mod:`trim_pomdp.solvers.memory`).
+    representation : {"auto", "dense", "sparse"}, default "auto"
+        ``T`` and ``O`` as dense arrays or per-action sparse matrices; ``"auto"`` keeps small or dense models
+        dense (:func:`~trim_pomdp.solvers.tabular.choose_representation`).
+    deadline : float, optional
+        A ``time.perf_counter()`` value after which reading stops with ``ResourceLimitError``.
 
     Returns
     -------
@@ -61,11 +84,15 @@ def read_pomdp(path: str | Path) -> TabularPOMDP:
     DataFormatError
         If the file cannot be read or parsed; the message names the line (or XML element) and what was
         expected.
+    ResourceLimitError
+        If the model would exceed ``memory_limit`` (the message gives both sizes), or reading passes
+        ``deadline``.
     """
     path = Path(path)
     if not path.is_file():
         raise DataFormatError(f"{path} does not exist or is not a file")
-    return read_pomdpx(path) if _sniff(path) == "pomdpx" else read_cassandra(path)
+    reader = read_pomdpx if _sniff(path) == "pomdpx" else read_cassandra
+    return reader(path, memory_limit=memory_limit, representation=representation, deadline=deadline)
 
 
 def write_pomdp(model: TabularPOMDP, path: str | Path, format: str | None = None) -> Path:

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Collection, Sequence
+import time
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from trim_pomdp.exceptions import DataFormatError
+from trim_pomdp.exceptions import DataFormatError, ResourceLimitError
 
-__all__ = ["NAME_RE", "ROW_SUM_TOLERANCE", "format_float", "read_model_text", "valid_names"]
+__all__ = [
+    "NAME_RE",
+    "ROW_SUM_TOLERANCE",
+    "Deadline",
+    "format_float",
+    "model_lines",
+    "read_model_text",
+    "valid_names",
+]
 
 #: A state, action or observation name that both formats accept (and APPL's parsers read back).
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]*$")
@@ -57,3 +67,35 @@ def read_model_text(path: str | Path) -> tuple[str, str]:
         return path.read_text(encoding="utf-8", errors="replace"), str(path)
     except OSError as exc:
         raise DataFormatError(f"cannot read {path}: {exc}") from exc
+
+
+@contextlib.contextmanager
+def model_lines(path: str | Path) -> Iterator[tuple[Iterator[str], str]]:
+    """The lines of a model file, read lazily (undecodable bytes replaced), and its name for messages.
+
+    Raises
+    ------
+    DataFormatError
+        When the file cannot be opened.
+    """
+    path = Path(path)
+    try:
+        fh = path.open("r", encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise DataFormatError(f"cannot read {path}: {exc}") from exc
+    with fh:
+        yield iter(fh), str(path)
+
+
+class Deadline:
+    """A ``time.perf_counter()`` value after which reading stops (``None``: never)."""
+
+    def __init__(self, at: float | None):
+        self.at = at
+
+    def check(self, where: str) -> None:
+        """Raise :class:`ResourceLimitError` naming ``where`` once the deadline has passed."""
+        if self.at is not None and time.perf_counter() > self.at:
+            raise ResourceLimitError(
+                f"{where}: the time limit ran out while reading the model; raise the time limit"
+            )

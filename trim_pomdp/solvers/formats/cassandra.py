@@ -7,6 +7,12 @@ full-matrix forms, ``identity`` and ``uniform`` matrices, ``*`` wildcards in any
 four indices ``R: a : s : s' : o`` and ``#`` comments. Later entries override earlier ones; anything not given
 is 0.
 
+It reads the file in one streaming pass and keeps only what the file assigns (sparse logs of entries, see
+:mod:`~trim_pomdp.solvers.formats._sparse`), so memory grows with the nonzeros, not with ``|S|²``; lines of the
+one-entry forms (``T: a : s : s' p``), which make up nearly all of a large file, take a fast path. Whatever a
+statement would allocate is checked against the memory limit first (:mod:`trim_pomdp.solvers.memory`), so a
+short file that declares 20,000 states and ``T: * uniform`` is refused before anything is allocated.
+
 Rewards are folded into their expectation ``R[s, a] = Σ_{s', o} T[a, s, s'] O[a, s', o] r(a, s, s', o)``
 (as SARSOP does); with ``values: cost`` the costs are negated, so the returned model always *maximises* reward.
 
@@ -17,57 +23,102 @@ vector, which APPL ``pomdpsol`` (both parsers) and SARSOP.jl read.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from trim_pomdp.exceptions import DataFormatError
-from trim_pomdp.solvers.formats._common import ROW_SUM_TOLERANCE, format_float, read_model_text, valid_names
+from trim_pomdp.solvers.formats._cassandra_model import CassandraModel, Space
+from trim_pomdp.solvers.formats._common import (
+    ROW_SUM_TOLERANCE,
+    Deadline,
+    format_float,
+    model_lines,
+    valid_names,
+)
+from trim_pomdp.solvers.memory import MemoryBudget
 from trim_pomdp.solvers.tabular import TabularPOMDP
 
 __all__ = ["ROW_SUM_TOLERANCE", "format_float", "parse_cassandra", "read_cassandra", "write_cassandra"]
 
 _KEYWORDS = {"discount", "values", "states", "actions", "observations", "start", "T", "O", "R"}
 _RESERVED = _KEYWORDS | {"identity", "uniform", "reward", "cost", "include", "exclude"}
+_TOK = r"\s*([^\s:]+)\s*"
+#: ``T: a : s : s' p`` / ``O: a : s' : o p`` on one line (the fast path)
+_ENTRY_RE = re.compile(rf"^\s*([TO])\s*:{_TOK}:{_TOK}:\s*([^\s:]+)\s+([^\s:]+)\s*$")
+#: ``R: a : s : s' : o r`` on one line
+_REWARD_RE = re.compile(rf"^\s*R\s*:{_TOK}:{_TOK}:{_TOK}:\s*([^\s:]+)\s+([^\s:]+)\s*$")
 
 
 class _Tokens:
-    """Whitespace/colon tokens of a ``.pomdp`` text with their 1-based line numbers."""
+    """Whitespace/colon tokens of a ``.pomdp`` text, read line by line, with their 1-based line numbers.
 
-    def __init__(self, text: str, source: str):
-        self.source = source
-        toks: list[str] = []
-        lines: list[int] = []
-        for lineno, line in enumerate(text.splitlines(), start=1):
-            line = line.split("#", 1)[0]
-            for tok in line.replace(":", " : ").split():
-                toks.append(tok)
-                lines.append(lineno)
-        self.toks, self.lines, self.pos = toks, lines, 0
+    Tokens are buffered only for the statement being parsed (positions stay valid until :meth:`compact`);
+    :meth:`raw_line` hands whole lines to the fast path while the buffer is empty.
+    """
+
+    def __init__(self, lines: Iterable[str], source: str, deadline: Deadline):
+        self.source, self.deadline = source, deadline
+        self._lines: Iterator[str] = iter(lines)
+        self.lineno = 0
+        self.toks: list[str] = []
+        self.lines: list[int] = []
+        self.pos = 0
+        self.eof = False
+
+    def raw_line(self) -> str | None:
+        """The next line without its comment (``None`` at the end); only while no token is buffered."""
+        try:
+            line = next(self._lines)
+        except StopIteration:
+            self.eof = True
+            return None
+        self.lineno += 1
+        if not self.lineno & 0xFFFF:
+            self.deadline.check(f"{self.source}: reading line {self.lineno}")
+        return line.split("#", 1)[0] if "#" in line else line
+
+    def push(self, line: str) -> None:
+        """Tokenize ``line`` (already read with :meth:`raw_line`) into the buffer."""
+        for tok in line.replace(":", " : ").split():
+            self.toks.append(tok)
+            self.lines.append(self.lineno)
+
+    def _fill(self, k: int) -> bool:
+        while len(self.toks) - self.pos <= k:
+            line = self.raw_line()
+            if line is None:
+                return False
+            self.push(line)
+        return True
+
+    def compact(self) -> None:
+        """Forget consumed tokens (between statements)."""
+        if self.pos:
+            del self.toks[: self.pos], self.lines[: self.pos]
+            self.pos = 0
 
     def error(self, expected: str, pos: int | None = None) -> DataFormatError:
         pos = self.pos if pos is None else pos
-        if pos < len(self.toks):
+        if pos < len(self.toks) or self._fill(pos - self.pos):
             where, got = f"line {self.lines[pos]}", repr(self.toks[pos])
         else:
-            where, got = f"line {self.lines[-1] if self.lines else 1}", "end of file"
+            where, got = f"line {self.lines[-1] if self.lines else max(self.lineno, 1)}", "end of file"
         return DataFormatError(f"{self.source}: {where}: expected {expected}, got {got}")
 
     def at_end(self) -> bool:
-        return self.pos >= len(self.toks)
+        return not self._fill(0)
 
     def peek(self, k: int = 0) -> str | None:
-        i = self.pos + k
-        return self.toks[i] if i < len(self.toks) else None
+        return self.toks[self.pos + k] if self._fill(k) else None
 
     def next(self, expected: str) -> str:
-        if self.at_end():
+        if not self._fill(0):
             raise self.error(expected)
-        tok = self.toks[self.pos]
         self.pos += 1
-        return tok
+        return self.toks[self.pos - 1]
 
     def expect(self, literal: str) -> None:
         if self.peek() != literal:
@@ -113,82 +164,77 @@ def _is_number(tok: str) -> bool:
     return True
 
 
-class _Space:
-    """A named or counted set (states, actions, observations) and its index lookup."""
-
-    def __init__(self, kind: str, names: list[str] | None, n: int):
-        self.kind, self.names, self.n = kind, names, n
-        self.index = {name: i for i, name in enumerate(names)} if names else {}
-
-    def resolve(self, tokens: _Tokens, pos: int) -> np.ndarray:
-        """Indices denoted by the token at ``pos``: ``*`` → all, an integer → itself, a name → its index."""
-        tok = tokens.toks[pos]
-        if tok == "*":
-            return np.arange(self.n)
-        if tok in self.index:
-            return np.array([self.index[tok]])
-        if tok.isdigit():
-            i = int(tok)
-            if i < self.n:
-                return np.array([i])
-        expected = f"a {self.kind[:-1]} (0..{self.n - 1}" + (", a name" if self.names else "") + " or '*')"
-        raise tokens.error(expected, pos)
-
-
-@dataclass
-class _Start:
-    """The ``start`` statement: ``kind`` is uniform, vector, state, include or exclude; ``line`` for messages."""
-
-    kind: str
-    arg: Any
-    line: int
-
-
-@dataclass
 class _Parser:
-    """The state of one parse: what the preamble declared and the entries read so far."""
+    """One streaming parse: the preamble, then the statements, fed into a :class:`CassandraModel`."""
 
-    tk: _Tokens
-    discount: float | None = None
-    values: str = "reward"
-    spaces: dict[str, _Space] = field(default_factory=dict)
-    start: _Start | None = None
-    T: Any = None
-    O: Any = None
-    r_base: Any = None  # R[a, s] from entries whose s' and o are both '*'
-    r_full: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)  # (a, s) -> r(s', o)
+    def __init__(self, tk: _Tokens, budget: MemoryBudget, representation: str):
+        self.tk, self.budget, self.representation = tk, budget, representation
+        self.discount: float | None = None
+        self.values = "reward"
+        self.spaces: dict[str, Space] = {}
+        self.start: tuple[str, object, int] | None = None
+        self.model: CassandraModel | None = None
+        self.seq = 0
 
     def run(self) -> TabularPOMDP:
         tk = self.tk
-        while not tk.at_end():
-            if not tk.statement_start():
-                raise tk.error(
-                    "a statement (discount:, values:, states:, actions:, observations:, start:, T:, O:, R:)"
-                )
-            key = tk.next("a keyword")
-            if key == "start" and tk.peek() in ("include", "exclude"):
-                self._start_subset()
-                continue
-            tk.expect(":")
-            if key == "discount":
-                self._discount()
-            elif key == "values":
-                self._values()
-            elif key in ("states", "actions", "observations"):
-                self._space(key)
-            elif key == "start":
-                self._start()
-            elif key in ("T", "O"):
-                self._alloc()
-                self._probabilities(
-                    self.T if key == "T" else self.O, "states" if key == "T" else "observations"
-                )
-            elif key == "R":
-                self._alloc()
-                self._reward()
-            else:  # pragma: no cover - statement_start only admits keywords
-                raise tk.error("a keyword")
-        return self._model()
+        while True:
+            if tk.pos >= len(tk.toks):
+                tk.compact()
+                line = tk.raw_line()
+                if line is None:
+                    break
+                if self.model is not None and self._fast(line):
+                    continue
+                tk.push(line)
+                if not tk.toks:
+                    continue
+            self._statement()
+        return self._finish()
+
+    def _fast(self, line: str) -> bool:
+        """Log a one-line ``T:``/``O:``/``R:`` entry; ``False`` if the line needs the general parser."""
+        assert self.model is not None
+        m = _ENTRY_RE.match(line)
+        self.seq += 1
+        if m is not None:
+            self.model.pending(m.group(1), m.groups()[1:], self.tk.lineno, self.seq)
+            return True
+        m = _REWARD_RE.match(line)
+        if m is not None:
+            self.model.pending("R", m.groups(), self.tk.lineno, self.seq)
+            return True
+        return False
+
+    def _statement(self) -> None:
+        tk = self.tk
+        if not tk.statement_start():
+            raise tk.error(
+                "a statement (discount:, values:, states:, actions:, observations:, start:, T:, O:, R:)"
+            )
+        key = tk.next("a keyword")
+        if key == "start" and tk.peek() in ("include", "exclude"):
+            self._start_subset()
+            return
+        tk.expect(":")
+        self.seq += 1
+        if key == "discount":
+            self.discount = tk.number("the discount factor")
+            if not 0.0 < self.discount <= 1.0:
+                raise tk.error("a discount in (0, 1]", tk.pos - 1)
+        elif key == "values":
+            pos = tk.pos
+            self.values = tk.next("'reward' or 'cost'")
+            if self.values not in ("reward", "cost"):
+                raise tk.error("'reward' or 'cost'", pos)
+        elif key in ("states", "actions", "observations"):
+            self._space(key)
+        elif key == "start":
+            self._start()
+        elif key in ("T", "O"):
+            self._alloc()._probabilities(key)
+        else:  # "R"
+            self._alloc()._reward()
 
     # -- helpers -------------------------------------------------------------------------------------------
     def _need(self, *kinds: str) -> None:
@@ -196,35 +242,27 @@ class _Parser:
         if missing:
             raise self.tk.error(f"the preamble to declare {', '.join(missing)} before this statement")
 
-    def _alloc(self) -> None:
-        if self.T is None:
+    def _alloc(self) -> _Parser:
+        if self.model is None:
             self._need("states", "actions", "observations")
-            S, A, Z = (self.spaces[k].n for k in ("states", "actions", "observations"))
-            self.T = np.zeros((A, S, S))
-            self.O = np.zeros((A, S, Z))
-            self.r_base = np.zeros((A, S))
+            self.model = CassandraModel(self.spaces, self.tk.source, self.budget)
+        return self
 
-    def _index(self, kind: str) -> np.ndarray:
+    def _index(self, kind: str) -> tuple[np.ndarray, bool]:
+        """Indices denoted by the next token and whether it was ``*``."""
         pos = self.tk.pos
         self.tk.next(f"a {kind[:-1]}")
-        return self.spaces[kind].resolve(self.tk, pos)
+        tok = self.tk.toks[pos]
+        idx = self.spaces[kind].resolve(tok)
+        if idx is None:
+            raise self.tk.error(self.spaces[kind].expected(), pos)
+        return idx, tok == "*"
 
     # -- the preamble ----------------------------------------------------------------------------------------
-    def _discount(self) -> None:
-        self.discount = self.tk.number("the discount factor")
-        if not 0.0 < self.discount <= 1.0:
-            raise self.tk.error("a discount in (0, 1]", self.tk.pos - 1)
-
-    def _values(self) -> None:
-        pos = self.tk.pos
-        self.values = self.tk.next("'reward' or 'cost'")
-        if self.values not in ("reward", "cost"):
-            raise self.tk.error("'reward' or 'cost'", pos)
-
     def _space(self, key: str) -> None:
         """``states:`` / ``actions:`` / ``observations:`` with a count or a list of names."""
         tk = self.tk
-        if self.T is not None:
+        if self.model is not None:
             raise tk.error(f"'{key}:' before the first T:/O:/R: entry", tk.pos - 2)
         items = tk.until_statement()
         if not items:
@@ -233,7 +271,8 @@ class _Parser:
             n = int(items[0][0])
             if n < 1:
                 raise tk.error(f"a positive number of {key}", items[0][1])
-            self.spaces[key] = _Space(key, None, n)
+            self.budget.check(16.0 * n, f"'{key}: {n}'")
+            self.spaces[key] = Space(key, None, n)
             return
         names = [t for t, _ in items]
         for t, p in items:
@@ -242,7 +281,7 @@ class _Parser:
         if len(set(names)) != len(names):
             dup = next(n for n in names if names.count(n) > 1)
             raise tk.error(f"distinct {key} names ({dup!r} appears twice)", items[0][1])
-        self.spaces[key] = _Space(key, names, len(names))
+        self.spaces[key] = Space(key, names, len(names))
 
     def _start_subset(self) -> None:
         """``start include: ...`` / ``start exclude: ...`` (the keyword ``start`` already read)."""
@@ -253,8 +292,14 @@ class _Parser:
         items = tk.until_statement()
         if not items:
             raise tk.error(f"state names or indices after 'start {mode}:'")
-        idx = np.unique(np.concatenate([self.spaces["states"].resolve(tk, p) for _, p in items]))
-        self.start = _Start(mode, idx, tk.lines[items[0][1]])
+        states = self.spaces["states"]
+        parts = []
+        for tok, p in items:
+            idx = states.resolve(tok)
+            if idx is None:
+                raise tk.error(states.expected(), p)
+            parts.append(idx)
+        self.start = (mode, np.unique(np.concatenate(parts)), tk.lines[items[0][1]])
 
     def _start(self) -> None:
         """``start:`` with a distribution, ``uniform`` or one state."""
@@ -267,92 +312,92 @@ class _Parser:
             raise tk.error("a start distribution, 'uniform' or a state")
         line = tk.lines[items[0][1]]
         if len(items) == 1 and items[0][0] == "uniform":
-            self.start = _Start("uniform", None, line)
+            self.start = ("uniform", None, line)
         elif (
             len(items) == S
             and all(_is_number(t) for t, _ in items)
             and not (S == 1 and items[0][0] in states.index)
         ):
-            self.start = _Start("vector", np.array([float(t) for t, _ in items]), line)
+            self.start = ("vector", np.array([float(t) for t, _ in items]), line)
         elif len(items) == 1:
-            self.start = _Start("state", states.resolve(tk, items[0][1]), line)
+            idx = states.resolve(items[0][0])
+            if idx is None:
+                raise tk.error(states.expected(), items[0][1])
+            self.start = ("state", idx, line)
         else:
             raise tk.error(
                 f"{S} start probabilities, 'uniform' or one state (found {len(items)} tokens)", items[0][1]
             )
 
     # -- entries ---------------------------------------------------------------------------------------------
-    def _probabilities(self, arr: np.ndarray, columns: str) -> None:
+    def _probabilities(self, key: str) -> None:
         """``T: a [: s [: s']]`` or ``O: a [: s' [: o]]`` with numbers, ``uniform`` or ``identity``."""
-        tk = self.tk
-        what = "transition" if columns == "states" else "observation"
+        tk, model = self.tk, self.model
+        assert model is not None
+        columns = "states" if key == "T" else "observations"
+        what = "transition" if key == "T" else "observation"
         S, C = self.spaces["states"].n, self.spaces[columns].n
-        a = self._index("actions")
+        line = tk.lines[tk.pos - 1]
+        a, _ = self._index("actions")
         if tk.peek() == ":":
             tk.pos += 1
-            s = self._index("states")
+            s, _ = self._index("states")
             if tk.peek() == ":":
                 tk.pos += 1
-                c = self._index(columns)
-                arr[np.ix_(a, s, c)] = tk.number(f"a {what} probability")
+                c, _ = self._index(columns)
+                model.block(key, a, s, c, tk.number(f"a {what} probability"), self.seq, line)
             elif tk.peek() == "uniform":
                 tk.pos += 1
-                arr[np.ix_(a, s)] = 1.0 / C
+                model.rows(key, a, s, np.full(C, 1.0 / C), self.seq, line)
             else:
-                arr[np.ix_(a, s)] = tk.numbers(C, f"a row of {C} {what} probabilities or 'uniform'")
-        elif tk.peek() == "uniform":
+                model.rows(
+                    key,
+                    a,
+                    s,
+                    tk.numbers(C, f"a row of {C} {what} probabilities or 'uniform'"),
+                    self.seq,
+                    line,
+                )
+            return
+        if tk.peek() == "uniform":
             tk.pos += 1
-            arr[a] = 1.0 / C
+            model.rows(key, a, np.arange(S), np.full(C, 1.0 / C), self.seq, line)
         elif tk.peek() == "identity":
             if S != C:
                 raise tk.error(f"'uniform' or {S}x{C} numbers ('identity' needs as many {columns} as states)")
             tk.pos += 1
-            arr[a] = np.eye(S)
+            model.identity(key, a, self.seq, line)
         else:
-            arr[a] = tk.numbers(S * C, f"a {S}x{C} {what} matrix, 'identity' or 'uniform'").reshape(S, C)
+            self.budget.check(8.0 * S * C, f"line {line}: a full {S}x{C} {what} matrix")
+            block = tk.numbers(S * C, f"a {S}x{C} {what} matrix, 'identity' or 'uniform'").reshape(S, C)
+            model.matrix(key, a, block, self.seq, line)
 
     def _reward(self) -> None:
         """``R: a : s [: s' [: o]]`` followed by a value, a row of values or a matrix."""
-        tk = self.tk
+        tk, model = self.tk, self.model
+        assert model is not None
         S, Z = self.spaces["states"].n, self.spaces["observations"].n
-        a = self._index("actions")
+        line = tk.lines[tk.pos - 1]
+        a, _ = self._index("actions")
         tk.expect(":")
-        s = self._index("states")
+        s, _ = self._index("states")
         if tk.peek() != ":":
+            self.budget.check(8.0 * S * Z, f"line {line}: a full {S}x{Z} reward matrix")
             block = tk.numbers(S * Z, f"a {S}x{Z} reward matrix").reshape(S, Z)
-            self._set_rewards(a, s, np.arange(S), np.arange(Z), block)
+            model.reward_matrix(a, s, block, self.seq, line)
             return
         tk.pos += 1
-        sp_pos = tk.pos
-        sp = self._index("states")
+        sp, sp_star = self._index("states")
         if tk.peek() != ":":
-            block = tk.numbers(Z, f"a row of {Z} rewards")[None, :]
-            self._set_rewards(a, s, sp, np.arange(Z), block)
+            model.reward_row(a, s, sp, tk.numbers(Z, f"a row of {Z} rewards"), self.seq, line)
             return
         tk.pos += 1
-        o_pos = tk.pos
-        o = self._index("observations")
+        o, o_star = self._index("observations")
         value = tk.number("a reward value")
-        if tk.toks[sp_pos] == "*" and tk.toks[o_pos] == "*":  # R(a, s) itself: drops earlier (s', o) entries
-            self.r_base[np.ix_(a, s)] = value
-            for key in [(int(i), int(j)) for i in a for j in s]:
-                self.r_full.pop(key, None)
-            return
-        self._set_rewards(a, s, sp, o, np.full((len(sp), len(o)), value))
-
-    def _set_rewards(
-        self, a: np.ndarray, s: np.ndarray, sp: np.ndarray, o: np.ndarray, block: np.ndarray
-    ) -> None:
-        S, Z = self.spaces["states"].n, self.spaces["observations"].n
-        for i in a:
-            for j in s:
-                m = self.r_full.get((int(i), int(j)))
-                if m is None:
-                    m = self.r_full[(int(i), int(j))] = np.full((S, Z), self.r_base[i, j])
-                m[np.ix_(sp, o)] = block
+        model.reward(a, s, None if sp_star else sp, None if o_star else o, value, self.seq, line)
 
     # -- the model -------------------------------------------------------------------------------------------
-    def _model(self) -> TabularPOMDP:
+    def _finish(self) -> TabularPOMDP:
         source = self.tk.source
         if self.discount is None:
             raise DataFormatError(f"{source}: missing 'discount:' line")
@@ -360,17 +405,14 @@ class _Parser:
             if key not in self.spaces:
                 raise DataFormatError(f"{source}: missing '{key}:' line")
         self._alloc()
+        assert self.model is not None
         notes: list[str] = []
-        T = _normalise(self.T, "T", source, self.spaces, notes)
-        O = _normalise(self.O, "O", source, self.spaces, notes)
-        R = self.r_base.T.copy()
-        for (i, j), m in self.r_full.items():
-            R[j, i] = T[i, j] @ (O[i] * m).sum(axis=1)
+        T, O, R = self.model.finish(notes)
         if self.values == "cost":
             R = -R
         b0 = self._initial_belief(notes)
-        names = {k: (list(sp.names) if sp.names else None) for k, sp in self.spaces.items()}
-        return TabularPOMDP(
+        names = {k: (list(space.names) if space.names else None) for k, space in self.spaces.items()}
+        model = TabularPOMDP(
             T=T,
             O=O,
             R=R,
@@ -381,25 +423,26 @@ class _Parser:
             observation_names=names["observations"],
             meta={"source": source, "format": "cassandra", "values": self.values, "notes": notes},
         )
+        return _represent(model, self.representation, self.budget)
 
     def _initial_belief(self, notes: list[str]) -> np.ndarray:
         source, S = self.tk.source, self.spaces["states"].n
+        self.budget.charge(8.0 * S, "the initial belief")
         if self.start is None:
             notes.append("no start: line, uniform initial belief")
             return np.full(S, 1.0 / S)
-        kind, arg, line = self.start.kind, self.start.arg, self.start.line
+        kind, arg, line = self.start
         if kind == "uniform":
             return np.full(S, 1.0 / S)
         if kind == "vector":
-            b0 = arg
+            b0 = np.asarray(arg)
             if np.any(b0 < 0) or abs(b0.sum() - 1.0) > ROW_SUM_TOLERANCE:
                 raise DataFormatError(
-                    f"{source}: line {line}: start probabilities must be >= 0 and sum to 1 "
-                    f"(they sum to {b0.sum():.6g})"
+                    f"{source}: line {line}: start probabilities must be >= 0 and sum to 1 (they sum to {b0.sum():.6g})"
                 )
             return b0 / b0.sum() if abs(b0.sum() - 1.0) > 1e-12 else b0
         mask = np.zeros(S, bool)
-        mask[arg] = True
+        mask[np.asarray(arg)] = True
         if kind == "exclude":
             mask = ~mask
         if not mask.any():
@@ -407,7 +450,26 @@ class _Parser:
         return mask / mask.sum()
 
 
-def parse_cassandra(text: str, source: str = "<string>") -> TabularPOMDP:
+def _represent(model: TabularPOMDP, representation: str, budget: MemoryBudget) -> TabularPOMDP:
+    from trim_pomdp.solvers.tabular import choose_representation
+
+    if representation == "sparse":
+        return model
+    if representation == "auto":
+        representation = choose_representation(
+            model.n_states, model.n_actions, model.n_observations, model.nnz
+        )
+    return model.to_dense(budget.limit - budget.used) if representation == "dense" else model
+
+
+def parse_cassandra(
+    text: str,
+    source: str = "<string>",
+    *,
+    memory_limit: int | float | str | None = None,
+    representation: str = "auto",
+    deadline: float | None = None,
+) -> TabularPOMDP:
     """Parse the text of a ``.pomdp`` file into a :class:`~trim_pomdp.solvers.tabular.TabularPOMDP`.
 
     Parameters
@@ -416,42 +478,48 @@ def parse_cassandra(text: str, source: str = "<string>") -> TabularPOMDP:
         The file's content.
     source : str, default "<string>"
         Its name, for messages.
+    memory_limit : int, float or str, optional
+        Refuse models that would need more (see :mod:`trim_pomdp.solvers.memory`; default 4 GiB or
+        ``TRIM_POMDP_MEMORY_LIMIT``).
+    representation : {"auto", "dense", "sparse"}, default "auto"
+        Dense arrays or per-action sparse matrices for ``T`` and ``O``; ``"auto"`` chooses by size and density
+        (:func:`~trim_pomdp.solvers.tabular.choose_representation`).
+    deadline : float, optional
+        ``time.perf_counter()`` value after which reading stops with a ``ResourceLimitError``.
 
     Raises
     ------
     DataFormatError
         Naming the file, the line and what was expected there.
+    ResourceLimitError
+        When the model would exceed ``memory_limit`` (or reading passes ``deadline``).
     """
-    return _Parser(_Tokens(text, source)).run()
+    return _parse(text.splitlines(), source, memory_limit, representation, deadline)
 
 
-def _normalise(
-    P: np.ndarray, what: str, source: str, spaces: dict[str, _Space], notes: list[str]
-) -> np.ndarray:
-    sums = P.sum(axis=2)
-    bad = np.argwhere((np.abs(sums - 1.0) > ROW_SUM_TOLERANCE) | np.any(P < 0, axis=2))
-    if bad.size:
-        a, s = (int(i) for i in bad[0])
-        an = spaces["actions"].names[a] if spaces["actions"].names else str(a)
-        sn = spaces["states"].names[s] if spaces["states"].names else str(s)
-        role = "start state" if what == "T" else "end state"
-        raise DataFormatError(
-            f"{source}: {what} for action {an!r}, {role} {sn!r} sums to {sums[a, s]:.6g} "
-            f"(probabilities must be >= 0 and sum to 1; {len(bad)} such rows)"
-        )
-    off = np.abs(sums - 1.0) > 1e-12
-    if off.any():
-        notes.append(
-            f"{int(off.sum())} {what} rows renormalised (max deviation {np.abs(sums - 1).max():.2g})"
-        )
-        P = P.copy()
-        P[off] /= sums[off][:, None]  # rows within 1e-12 of 1 are kept bit-exact
-    return P
+def _parse(
+    lines: Iterable[str],
+    source: str,
+    memory_limit: int | float | str | None,
+    representation: str,
+    deadline: float | None,
+) -> TabularPOMDP:
+    if representation not in ("auto", "dense", "sparse"):
+        raise ValueError(f"representation must be 'auto', 'dense' or 'sparse', got {representation!r}")
+    budget = MemoryBudget(memory_limit, source)
+    return _Parser(_Tokens(lines, source, Deadline(deadline)), budget, representation).run()
 
 
-def read_cassandra(path: str | Path) -> TabularPOMDP:
-    """Read a Cassandra ``.pomdp`` file. See :func:`parse_cassandra`."""
-    return parse_cassandra(*read_model_text(path))
+def read_cassandra(
+    path: str | Path,
+    *,
+    memory_limit: int | float | str | None = None,
+    representation: str = "auto",
+    deadline: float | None = None,
+) -> TabularPOMDP:
+    """Read a Cassandra ``.pomdp`` file in one streaming pass. See :func:`parse_cassandra`."""
+    with model_lines(path) as (lines, source):
+        return _parse(lines, source, memory_limit, representation, deadline)
 
 
 def write_cassandra(model: TabularPOMDP, path: str | Path, *, dense_row_fraction: float = 0.5) -> Path:
@@ -460,7 +528,8 @@ def write_cassandra(model: TabularPOMDP, path: str | Path, *, dense_row_fraction
     Parameters
     ----------
     model : TabularPOMDP
-        The model; its names are written when they are valid and not keywords of the format, else counts.
+        The model (dense or sparse); its names are written when they are valid and not keywords of the format,
+        else counts.
     path : str or Path
         The file to write (its folder is created).
     dense_row_fraction : float
@@ -475,7 +544,7 @@ def write_cassandra(model: TabularPOMDP, path: str | Path, *, dense_row_fraction
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     S, A, Z = model.n_states, model.n_actions, model.n_observations
-    T, O, R = (np.asarray(x, float) for x in (model.T, model.O, model.R))
+    R = np.asarray(model.R, float)
     ff = format_float
     with path.open("w") as fh:
         w = fh.write
@@ -490,14 +559,22 @@ def write_cassandra(model: TabularPOMDP, path: str | Path, *, dense_row_fraction
             w(f"{key}: {' '.join(valid) if valid else n}\n")
         w("start: " + " ".join(ff(x) for x in np.asarray(model.b0, float)) + "\n\n")
         for a in range(A):
-            w("".join(f"T: {a} : {s} : {sp} {ff(T[a, s, sp])}\n" for s, sp in np.argwhere(T[a] != 0)))
+            T = model.transition(a).tocoo()
+            w(
+                "".join(
+                    f"T: {a} : {s} : {sp} {ff(p)}\n" for s, sp, p in zip(T.row, T.col, T.data, strict=True)
+                )
+            )
         for a in range(A):
+            O = model.observation(a)
             for sp in range(S):
-                row = O[a, sp]
-                nz_o = np.flatnonzero(row)
-                if len(nz_o) > dense_row_fraction * Z and len(nz_o) > 1:
+                lo, hi = O.indptr[sp], O.indptr[sp + 1]
+                cols, vals = O.indices[lo:hi], O.data[lo:hi]
+                if len(cols) > dense_row_fraction * Z and len(cols) > 1:
+                    row = np.zeros(Z)
+                    row[cols] = vals
                     w(f"O: {a} : {sp}\n" + " ".join(ff(x) for x in row) + "\n")
                 else:
-                    w("".join(f"O: {a} : {sp} : {o} {ff(row[o])}\n" for o in nz_o))
+                    w("".join(f"O: {a} : {sp} : {o} {ff(p)}\n" for o, p in zip(cols, vals, strict=True)))
         w("".join(f"R: {a} : {s} : * : * {ff(R[s, a])}\n" for s, a in np.argwhere(R != 0)))
     return path

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+import scipy.sparse as sp
 
 from trim_pomdp.exceptions import ModelCheckError, SolverError
 
@@ -113,14 +114,23 @@ class SparseTabularArrays:
         )
 
 
-def _coo_1based(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Nonzeros of a 3-D array as 1-based index vectors (C order: sorted by axis 0, 1, 2) plus values."""
-    a, i, j = np.nonzero(arr)
+def _coo_1based(mats: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Nonzeros of per-action matrices as 1-based index vectors (sorted by action, row, column) plus values."""
+    parts = []
+    for a, m in enumerate(mats):
+        c = sp.csr_matrix(m, dtype=np.float64)
+        c.sum_duplicates()
+        c.eliminate_zeros()
+        c.sort_indices()
+        rows = np.repeat(np.arange(c.shape[0], dtype=np.int64), np.diff(c.indptr))
+        parts.append(
+            (np.full(len(rows), a + 1, dtype=np.int64), rows + 1, c.indices.astype(np.int64) + 1, c.data)
+        )
     return (
-        (a + 1).astype(np.int64),
-        (i + 1).astype(np.int64),
-        (j + 1).astype(np.int64),
-        np.ascontiguousarray(arr[a, i, j], dtype=np.float64),
+        np.concatenate([p[0] for p in parts]),
+        np.concatenate([p[1] for p in parts]),
+        np.concatenate([p[2] for p in parts]),
+        np.ascontiguousarray(np.concatenate([p[3] for p in parts]), dtype=np.float64),
     )
 
 
@@ -152,12 +162,15 @@ def to_sparse_tabular(model: Any, *, check: bool = True, atol: float = 1e-9) -> 
     """
     if check:
         model.check()
-    T = np.asarray(model.T, dtype=np.float64)
-    O = np.asarray(model.O, dtype=np.float64)
+    if hasattr(model, "transition_matrices"):  # dense or sparse TabularPOMDP: its per-action CSR matrices
+        T_mats, O_mats = model.transition_matrices(), model.observation_matrices()
+    else:
+        T_mats = [sp.csr_matrix(t) for t in np.asarray(model.T, dtype=np.float64)]
+        O_mats = [sp.csr_matrix(o) for o in np.asarray(model.O, dtype=np.float64)]
     R = np.ascontiguousarray(model.R, dtype=np.float64)
     b0 = np.ascontiguousarray(model.b0, dtype=np.float64)
-    n_actions, n_states, _ = T.shape
-    n_obs = O.shape[2]
+    n_actions, n_states = len(T_mats), T_mats[0].shape[0]
+    n_obs = O_mats[0].shape[1]
     terminal = getattr(model, "terminal", None)
     if terminal is None:
         term_idx = np.zeros(0, dtype=np.int64)
@@ -170,9 +183,10 @@ def to_sparse_tabular(model: Any, *, check: bool = True, atol: float = 1e-9) -> 
         term_idx = np.flatnonzero(mask)
         for s in term_idx:
             for a in range(n_actions):
-                if abs(T[a, s, s] - 1.0) > atol:
+                stay = float(T_mats[a][s, s])
+                if abs(stay - 1.0) > atol:
                     raise ModelCheckError(
-                        f"state {s} is marked terminal but T[{a}, {s}, {s}] = {T[a, s, s]!r}, not 1: "
+                        f"state {s} is marked terminal but T[{a}, {s}, {s}] = {stay!r}, not 1: "
                         "POMDPs.jl treats terminal states as absorbing, so this would solve a different "
                         "model; make the state absorbing or unmark it"
                     )
@@ -182,8 +196,8 @@ def to_sparse_tabular(model: Any, *, check: bool = True, atol: float = 1e-9) -> 
                         "terminal states zero reward, so this would solve a different model"
                     )
         term_idx = (term_idx + 1).astype(np.int64)
-    T_a, T_s, T_sp, T_p = _coo_1based(T)
-    O_a, O_sp, O_o, O_p = _coo_1based(O)
+    T_a, T_s, T_sp, T_p = _coo_1based(T_mats)
+    O_a, O_sp, O_o, O_p = _coo_1based(O_mats)
     return SparseTabularArrays(
         n_states=int(n_states),
         n_actions=int(n_actions),
