@@ -12,21 +12,32 @@ Batches of beliefs are passed as ``(idx, B)``: a common support ``idx`` (global 
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
 
 from trim_pomdp.solvers.pointbased.hull import FaceHulls
+from trim_pomdp.solvers.pointbased.points import DensePoints, SparsePoints
 
 __all__ = ["AlphaSet", "SawtoothUpper"]
 
 
 class AlphaSet:
-    """A growable set of alpha vectors with actions (the lower bound)."""
+    """A growable set of alpha vectors with actions (the lower bound).
 
-    def __init__(self, n_states: int, capacity: int = 256):
+    Parameters
+    ----------
+    n_states : int
+    capacity : int, default 256
+        Vectors allocated at first (the set doubles when full).
+    dominance_check : bool, default True
+        Refuse a vector that another dominates pointwise, and drop the ones it dominates (costs ``K x S`` per
+        insertion; with many states the solver leaves this to :meth:`prune_to_witnesses`).
+    """
+
+    def __init__(self, n_states: int, capacity: int = 256, dominance_check: bool = True):
         self.S = n_states
-        self._G = np.empty((capacity, n_states))
-        self._act = np.empty(capacity, dtype=np.int64)
+        self._G = np.empty((max(1, capacity), n_states))
+        self._act = np.empty(max(1, capacity), dtype=np.int64)
         self.K = 0
+        self.dominance_check = bool(dominance_check)
 
     @property
     def alphas(self) -> np.ndarray:
@@ -47,9 +58,9 @@ class AlphaSet:
     def add(self, alpha: np.ndarray, action: int, tol: float = 1e-10) -> bool:
         """Insert unless pointwise dominated; drop vectors the new one dominates. Returns whether inserted."""
         G = self._G[: self.K]
-        if self.K and np.any(np.all(G >= alpha - tol, axis=1)):
+        if self.K and self.dominance_check and np.any(np.all(G >= alpha - tol, axis=1)):
             return False
-        if self.K:
+        if self.K and self.dominance_check:
             keep = ~np.all(alpha >= G - tol, axis=1)
             if not keep.all():
                 n = int(keep.sum())
@@ -151,188 +162,6 @@ def _residual_pairs(
     return g.min(axis=-1)
 
 
-class _DensePoints:
-    """Stored upper-bound points as dense rows (for models with few states)."""
-
-    def __init__(self, S: int, A: int, capacity: int = 512):
-        self.S, self.N = S, 0
-        self._P = np.zeros((capacity, S))
-        self._v = np.empty(capacity)
-        self._F = np.empty((capacity, A))
-        self._n_supp = np.empty(capacity, dtype=np.int64)
-
-    def phi(self, idx: np.ndarray, B: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Points with support inside ``idx`` that help a row of ``B``, and ``φ_i(b)`` (0 if not inside)."""
-        n = self.N
-        P = self._P[:n]
-        inside = np.count_nonzero(P[:, idx], axis=1) == self._n_supp[:n]
-        pts = np.flatnonzero(inside)
-        if len(pts) == 0:
-            return pts, np.zeros((len(B), 0))
-        Pi = P[np.ix_(pts, idx)]  # (n, k)
-        # a point helps a belief only if its support lies inside the belief's support
-        ok = ((B > 0).astype(float) @ (Pi > 0).T.astype(float)) >= self._n_supp[pts] - 0.5  # (Q, n)
-        cols = np.flatnonzero(ok.any(axis=0))
-        Pi, ok, pts = Pi[cols], ok[:, cols], pts[cols]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = B[:, None, :] / Pi[None, :, :]  # b(s)/b_i(s): inf or nan off the support of b_i
-        phi = np.fmin.reduce(ratio, axis=2) if len(pts) else np.zeros((len(B), 0))
-        phi[~ok] = 0.0
-        return pts, phi
-
-    def phi_new(self, idx: np.ndarray, vals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Stored points whose support contains ``idx`` and ``φ_new(b_i) = min_s b_i(s) / new(s)``."""
-        n = self.N
-        sub = self._P[:n][:, idx]
-        cand = np.flatnonzero(np.all(sub > 0, axis=1))
-        return cand, (sub[cand] / vals).min(axis=1)
-
-    def add(self, idx: np.ndarray, vals: np.ndarray, v: float, F: np.ndarray) -> None:
-        if self.N == len(self._v):
-            self._P = np.vstack([self._P, np.zeros_like(self._P)])
-            self._v = np.concatenate([self._v, np.empty_like(self._v)])
-            self._F = np.vstack([self._F, np.empty_like(self._F)])
-            self._n_supp = np.concatenate([self._n_supp, np.empty_like(self._n_supp)])
-        self._P[self.N] = 0.0
-        self._P[self.N, idx] = vals
-        self._v[self.N], self._F[self.N], self._n_supp[self.N] = v, F, len(idx)
-        self.N += 1
-
-    def drop(self, drop: np.ndarray) -> None:
-        n = self.N
-        keep = ~drop
-        m = int(keep.sum())
-        self._P[:m] = self._P[:n][keep]
-        self._v[:m], self._F[:m], self._n_supp[:m] = (
-            self._v[:n][keep],
-            self._F[:n][keep],
-            self._n_supp[:n][keep],
-        )
-        self.N = m
-
-
-class _SparsePoints:
-    """Stored upper-bound points packed as CSR-like arrays (for large, sparse-belief models)."""
-
-    def __init__(self, S: int, A: int, capacity: int = 1024):
-        self.S, self.N, self.nnz = S, 0, 0
-        self._ptr = np.zeros(capacity + 1, dtype=np.int64)
-        self._v = np.empty(capacity)
-        self._F = np.empty((capacity, A))
-        self._idx = np.empty(8 * capacity, dtype=np.int64)
-        self._val = np.empty(8 * capacity)
-        self._inv = np.empty(8 * capacity)
-        self._owner = np.empty(8 * capacity, dtype=np.int64)
-        self._pos = np.full(S, -1, dtype=np.int64)
-
-    def _inside(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """The points whose support lies inside ``idx``, with their entries located in ``idx``.
-
-        Returns ``(pts, lens, offs, cols, sel)``: the points, their support sizes and offsets in the packed
-        selection, and for each selected entry its column in ``idx`` and its position in the packed arrays.
-        """
-        n = self.nnz
-        pos = self._pos
-        pos[idx] = np.arange(len(idx))
-        col = pos[self._idx[:n]]
-        pos[idx] = -1
-        usable = np.ones(self.N, bool)
-        missing = col < 0
-        if missing.any():
-            usable[self._owner[:n][missing]] = False
-        pts = np.flatnonzero(usable)
-        starts, ends = self._ptr[pts], self._ptr[pts + 1]
-        lens = ends - starts
-        offs = np.concatenate([[0], np.cumsum(lens)[:-1]])
-        sel = np.repeat(starts - offs, lens) + np.arange(int(lens.sum()))
-        return pts, lens, offs, col[sel], sel
-
-    def phi(self, idx: np.ndarray, B: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Points with support inside ``idx`` and ``φ_i(b)`` for each row of ``B``."""
-        pts, _, offs, cols, sel = self._inside(idx)
-        if len(pts) == 0:
-            return pts, np.zeros((len(B), 0))
-        ratio = B[:, cols] * self._inv[sel]  # (Q, nnz)
-        return pts, np.minimum.reduceat(ratio, offs, axis=1)  # (Q, n_usable)
-
-    def pairs(self, idx: np.ndarray, B: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The (query, point) pairs where the point's support lies inside the query's, and ``φ`` for each.
-
-        Sparse in both directions: the work grows with the number of such pairs, not with ``Q x N``
-        (beliefs of layered models sit on small supports, and each meets only the points of its own).
-        """
-        empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
-        if self.nnz == 0 or len(B) == 0:
-            return empty
-        pts, lens, offs, cols_e, sel = self._inside(idx)
-        if len(pts) == 0:
-            return empty
-        inv_e = self._inv[sel]
-        k = len(idx)
-        inc_p = sp.csr_matrix(
-            (np.ones(len(sel)), (cols_e, np.repeat(np.arange(len(pts)), lens))), shape=(k, len(pts))
-        )
-        inc_q = sp.csr_matrix((B > 0).astype(float))
-        C = (inc_q @ inc_p).tocoo()
-        ok = np.abs(C.data - lens[C.col]) < 0.5  # every state of the point's support is in the query's
-        q, j = C.row[ok].astype(np.int64), C.col[ok].astype(np.int64)
-        if len(q) == 0:
-            return empty
-        lj = lens[j]
-        pair_offs = np.concatenate([[0], np.cumsum(lj)[:-1]])
-        e = np.repeat(offs[j] - pair_offs, lj) + np.arange(int(lj.sum()))
-        ratio = B[np.repeat(q, lj), cols_e[e]] * inv_e[e]
-        return q, pts[j], np.minimum.reduceat(ratio, pair_offs)
-
-    def phi_new(self, idx: np.ndarray, vals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        n, N = self.nnz, self.N
-        dense_new = np.zeros(self.S)
-        dense_new[idx] = vals
-        hit = dense_new[self._idx[:n]] > 0
-        cnt = np.bincount(self._owner[:n][hit], minlength=N)
-        cand = np.flatnonzero(cnt == len(idx))
-        if len(cand) == 0:
-            return cand, np.zeros(0)
-        ratio = np.full(n, np.inf)
-        ratio[hit] = self._val[:n][hit] / dense_new[self._idx[:n]][hit]
-        return cand, np.minimum.reduceat(ratio, self._ptr[:N])[cand]
-
-    def add(self, idx: np.ndarray, vals: np.ndarray, v: float, F: np.ndarray) -> None:
-        k = len(idx)
-        if self.N + 1 >= len(self._v):
-            grow = len(self._v)
-            self._ptr = np.concatenate([self._ptr, np.zeros(grow, dtype=np.int64)])
-            self._v = np.concatenate([self._v, np.empty(grow)])
-            self._F = np.vstack([self._F, np.empty_like(self._F)])
-        if self.nnz + k > len(self._idx):
-            grow = max(len(self._idx), k)
-            self._idx = np.concatenate([self._idx, np.empty(grow, dtype=np.int64)])
-            self._val = np.concatenate([self._val, np.empty(grow)])
-            self._inv = np.concatenate([self._inv, np.empty(grow)])
-            self._owner = np.concatenate([self._owner, np.empty(grow, dtype=np.int64)])
-        lo, hi = self.nnz, self.nnz + k
-        self._idx[lo:hi], self._val[lo:hi], self._inv[lo:hi] = idx, vals, 1.0 / vals
-        self._owner[lo:hi] = self.N
-        self._v[self.N], self._F[self.N] = v, F
-        self.N += 1
-        self.nnz = hi
-        self._ptr[self.N] = hi
-
-    def drop(self, drop: np.ndarray) -> None:
-        n, N = self.nnz, self.N
-        keep_pts = ~drop
-        keep_nz = keep_pts[self._owner[:n]]
-        lens = np.diff(self._ptr[: N + 1])[keep_pts]
-        m = int(keep_pts.sum())
-        nn = int(keep_nz.sum())
-        for arr in (self._idx, self._val, self._inv):
-            arr[:nn] = arr[:n][keep_nz]
-        self._owner[:nn] = np.repeat(np.arange(m), lens)
-        self._v[:m], self._F[:m] = self._v[:N][keep_pts], self._F[:N][keep_pts]
-        self._ptr[1 : m + 1] = np.cumsum(lens)
-        self.N, self.nnz = m, nn
-
-
 class SawtoothUpper:
     """Upper bound from upper-bound planes and stored (belief, value) points, by convexity.
 
@@ -354,8 +183,8 @@ class SawtoothUpper:
         Store points as dense rows (fast for few states) or packed sparse (default: dense when ``S <= 256``).
     exact : bool, optional
         Minimise over φ exactly (all plane kinks) or try only the kinks of the plane active at ``b``
-        (cheaper with many planes; default: exact for at most three planes). The dominance drop is exact
-        only in exact mode.
+        (cheaper with many planes; default: exact for at most six planes with dense points, three with sparse
+        ones). The dominance drop is exact only in exact mode.
     hull_max_support : int, default 0
         Also bound beliefs on at most this many states by the convex hull of the stored points on their face
         (:class:`~trim_pomdp.solvers.pointbased.hull.FaceHulls`); below 2: off.
@@ -370,12 +199,13 @@ class SawtoothUpper:
     ):
         self.fib = np.asarray(fib, float)
         self.hulls = FaceHulls(self.fib.max(axis=0), hull_max_support) if hull_max_support >= 2 else None
-        self.exact = self.fib.shape[0] <= 3 if exact is None else bool(exact)
         self.S = self.fib.shape[1]
         A = self.fib.shape[0]
         if dense is None:
             dense = self.S <= 256
-        self.points = _DensePoints(self.S, A) if dense else _SparsePoints(self.S, A)
+        # exact minimisation over φ costs a kink per pair of planes: cheap in the fused dense pass
+        self.exact = A <= (6 if dense else 3) if exact is None else bool(exact)
+        self.points = DensePoints(self.S, A) if dense else SparsePoints(self.S, A)
         self.n_dropped = 0
 
     @property
@@ -386,28 +216,32 @@ class SawtoothUpper:
     @property
     def n_points(self) -> int:
         """Number of stored (belief, value) points."""
-        return self.points.N
+        return int(getattr(self.points, "live", self.points.N))
 
     def values(self, idx: np.ndarray, B: np.ndarray) -> np.ndarray:
         """Upper bound at each row of ``B`` (beliefs on support ``idx``)."""
-        FB = B @ self.fib[:, idx].T  # (Q, A)
+        if isinstance(self.points, DensePoints):
+            if len(idx) == self.S:
+                Bf = B
+            else:
+                Bf = np.zeros((len(B), self.S))
+                Bf[:, idx] = B
+            FB = Bf @ self.fib.T  # (Q, A)
+        else:
+            FB = B @ self.fib[:, idx].T
         out = FB.max(axis=1)
         if self.hulls is not None and len(self.hulls):
             out = np.minimum(out, self.hulls.values(idx, B))
         if not self.points.N:
             return out
-        if isinstance(self.points, _SparsePoints):
+        if isinstance(self.points, SparsePoints):
             q, i, phi = self.points.pairs(idx, B)
             if len(q):
                 pv = self.points
                 h = _residual_pairs(FB[q], phi, pv._v[i], pv._F[i], exact=self.exact)
                 np.minimum.at(out, q, h)
             return out
-        pts, phi = self.points.phi(idx, B)
-        if len(pts) == 0:
-            return out
-        h = _residual_bound(FB, phi, self.points._v[pts], self.points._F[pts], exact=self.exact)
-        return np.minimum(out, h.min(axis=1))
+        return np.minimum(out, self.points.bound(Bf, FB, self.exact))
 
     def value(self, idx: np.ndarray, vals: np.ndarray) -> float:
         """Upper bound at the single belief ``vals`` on support ``idx``."""
@@ -430,7 +264,13 @@ class SawtoothUpper:
         F = vals @ self.fib[:, idx].T  # (A,)
         if self.hulls is not None:
             self.hulls.add(idx, vals, v)
-        if self.points.N:
+        if isinstance(self.points, DensePoints) and self.points.N:
+            drop = self.points.dominated(idx, vals, v, F)
+            k = int(drop.sum())
+            if k:
+                self.points.drop(drop)
+                self.n_dropped += k
+        elif self.points.N:
             cand, psi = self.points.phi_new(idx, vals)
             if len(cand):
                 # h_new(b_i) <= v_i  =>  the new point's bound lies below point i's at every belief

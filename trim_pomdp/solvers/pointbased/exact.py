@@ -14,6 +14,7 @@ import numpy as np
 
 from trim_pomdp._internal.simplex import nondominated
 from trim_pomdp.exceptions import SolverError
+from trim_pomdp.solvers.memory import MemoryBudget
 from trim_pomdp.solvers.tabular import TabularPOMDP
 
 __all__ = ["exact_value_iteration", "prune"]
@@ -119,9 +120,16 @@ def prune(V: np.ndarray, rng: np.random.Generator, tol: float | None = None) -> 
 
 
 def exact_value_iteration(
-    model: TabularPOMDP, horizon: int, rng: np.random.Generator, deadline: float | None = None
+    model: TabularPOMDP,
+    horizon: int,
+    rng: np.random.Generator,
+    deadline: float | None = None,
+    budget: MemoryBudget | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """Exact ``horizon``-step value function (zero terminal value) as pruned alpha vectors.
+
+    Every cross-sum is checked against ``budget`` before it is formed (``ResourceLimitError`` otherwise), and
+    the solve stops with ``SolverError`` once ``time.perf_counter()`` passes ``deadline``.
 
     Returns
     -------
@@ -131,7 +139,9 @@ def exact_value_iteration(
     sizes : list of int
         Number of vectors after pruning at each step 1..horizon.
     """
-    T, O, R = (np.asarray(x, float) for x in (model.T, model.O, model.R))
+    budget = budget if budget is not None else MemoryBudget(None, "exact value iteration")
+    dense = model.to_dense(budget.limit)
+    T, O, R = (np.asarray(x, float) for x in (dense.T, dense.O, dense.R))
     gamma = float(model.discount)
     A, S, Z = model.n_actions, model.n_states, model.n_observations
     G = np.zeros((1, S))
@@ -150,6 +160,10 @@ def exact_value_iteration(
                 if acc is None:
                     acc = proj
                 else:
+                    budget.check(
+                        8.0 * len(acc) * len(proj) * S,
+                        f"step {k} of {horizon}: a cross-sum of {len(acc)} x {len(proj)} alpha vectors",
+                    )
                     cross = (acc[:, None, :] + proj[None, :, :]).reshape(-1, S)
                     acc = cross[prune(cross, rng)]
                 if deadline is not None and time.perf_counter() > deadline:

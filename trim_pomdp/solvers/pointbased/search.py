@@ -5,14 +5,18 @@ tree of visited beliefs, the random generator and the counters), so that a
 :class:`~trim_pomdp.solvers.pointbased.solver.PointBasedSolver` keeps only its settings and one solver object can
 solve several models, also from several threads at once.
 
-* **Initial bounds**: the blind policies "always do a" (lower) and the fast informed bound iterated from the
-  exact MDP Q-values (upper).
+* **Initial bounds** (:mod:`~trim_pomdp.solvers.pointbased.initial`): the blind policies "always do a" (lower)
+  and the fast informed bound iterated from the MDP's Q-values (upper), within a share of the time limit (the
+  limit counts from the call to ``solve``, set-up included).
 * **Layer seeding**: when the support graph is acyclic apart from self-loops, grids of beliefs on its small
   supports are backed up from the last layer to the first (upper bound only).
 * **Trials**: depth-first from ``b0``, the action with the largest upper Q-value, the observation drawn in
   proportion to the weighted excess gap (or its argmax), then backups in reverse order.
 * **Sweeps**: lower-bound-only backups over the whole tree, deepest first, for at most a share of the trial time
   that shrinks while they stop improving the bound at ``b0``.
+
+A node's children under every action (:class:`~trim_pomdp.solvers.pointbased.sparse.Expansion`) are computed
+once and kept while the cache has room: trials and sweeps revisit the same beliefs many times.
 """
 
 from __future__ import annotations
@@ -26,14 +30,16 @@ import numpy as np
 import scipy.sparse as sp
 
 from trim_pomdp._internal.simplex import simplex_grid
+from trim_pomdp.solvers.memory import MemoryBudget
 from trim_pomdp.solvers.pointbased.bounds import AlphaSet, SawtoothUpper
-from trim_pomdp.solvers.pointbased.layers import support_layers
-from trim_pomdp.solvers.pointbased.sparse import (
-    SparseModel,
+from trim_pomdp.solvers.pointbased.initial import (
     blind_lower_bound,
     fast_informed_bound,
+    fib_matrices,
     mdp_upper_bound,
 )
+from trim_pomdp.solvers.pointbased.layers import support_layers
+from trim_pomdp.solvers.pointbased.sparse import Expansion, SparseModel
 from trim_pomdp.solvers.tabular import TabularPOMDP
 
 if TYPE_CHECKING:
@@ -41,11 +47,14 @@ if TYPE_CHECKING:
 
 __all__ = ["Search"]
 
+#: Share of the time limit that the initial bounds may take (at most; small models take milliseconds).
+INIT_SHARE = 0.25
+
 
 class _Node:
-    """A belief of the sampled tree (sparse) with its cached bounds and visited children."""
+    """A belief of the sampled tree (sparse) with its cached bounds, children and expansion."""
 
-    __slots__ = ("children", "idx", "lb", "q_up", "ub", "vals")
+    __slots__ = ("children", "exp", "idx", "kid_bounds", "lb", "q_up", "ub", "vals")
 
     def __init__(self, idx: np.ndarray, vals: np.ndarray):
         self.idx, self.vals = idx, vals
@@ -53,6 +62,8 @@ class _Node:
         self.ub = math.inf
         self.children: dict[tuple[int, int], _Node] = {}
         self.q_up: np.ndarray | None = None  # upper Q-values of the last backup (valid, possibly stale)
+        self.kid_bounds: tuple[np.ndarray, np.ndarray] | None = None  # children's bounds at that backup
+        self.exp: Expansion | None = None
 
 
 @dataclass
@@ -85,21 +96,33 @@ class Search:
         Read for its settings only.
     model : TabularPOMDP
         A checked model with discount < 1.
+    start : float, optional
+        ``time.perf_counter()`` at which the time limit started (default: now).
     """
 
-    def __init__(self, solver: PointBasedSolver, model: TabularPOMDP):
+    def __init__(self, solver: PointBasedSolver, model: TabularPOMDP, start: float | None = None):
         self.cfg = solver
-        self.start = time.perf_counter()
+        self.start = time.perf_counter() if start is None else start
         self.limit = math.inf if solver.time_limit is None else solver.time_limit
+        self.budget = MemoryBudget(solver.memory_limit, "the point-based solve")
         m = self.m = SparseModel(model)
-        self.lower = AlphaSet(m.S)
-        for a, alpha in enumerate(blind_lower_bound(m)):
+        self.budget.charge(8.0 * (m.S * m.A * 4 + sum(t.nnz for t in m.T) * 2), "the model's matrices")
+        init_end = self.start + INIT_SHARE * min(self.limit, 600.0)
+        vec = 8.0 * m.S
+        self.max_vectors = max(2 * m.A + 16, int(0.4 * (self.budget.limit - self.budget.used) / vec))
+        self.lower = AlphaSet(m.S, capacity=min(256, self.max_vectors), dominance_check=m.S * 256 <= 1 << 20)
+        for a, alpha in enumerate(blind_lower_bound(m, deadline=init_end)):
             self.lower.add(alpha, a)
-        # upper bound: MDP by policy iteration, then FIB (each iterate valid)
-        q_mdp = mdp_upper_bound(m)
-        fib, self.fib_iterations = fast_informed_bound(
-            m, q_mdp, time_budget=max(0.05, 0.2 * min(self.limit, 600.0))
-        )
+        q_mdp = mdp_upper_bound(m, deadline=init_end)
+        held = self.budget.used
+        mats = fib_matrices(m, self.budget)
+        if mats is None:
+            fib, self.fib_iterations = q_mdp, 0
+        else:
+            budget_s = max(0.0, init_end - time.perf_counter())
+            fib, self.fib_iterations = fast_informed_bound(m, q_mdp, time_budget=budget_s, matrices=mats)
+        del mats
+        self.budget.release(self.budget.used - held)
         hull = solver.hull_max_support
         if hull is None:  # small models: the per-query overhead outweighs the gain (Tiger: 0.43 s -> 0.57 s)
             hull = 3 if m.S > 256 else 0
@@ -111,12 +134,13 @@ class Search:
         self.nodes = [self.root]
         self.seeded = 0
         self.progress = _Progress()
+        self.cache_room = min(256 * 1024**2, 0.25 * (self.budget.limit - self.budget.used))
 
     # -- the main loop ---------------------------------------------------------------------------------------
     def run(self) -> None:
         """Seed the layers, then run trials (and sweeps) until the precision or the time limit is reached."""
         cfg, root, lower, progress = self.cfg, self.root, self.lower, self.progress
-        if cfg.layer_grid:
+        if cfg.layer_grid and time.perf_counter() < self.start + self.limit:
             self.seeded = self._seed_layers(self.start + cfg.layer_share * self.limit)
         self._backup(root)
         progress.last_prune_k, progress.last_callback = lower.K, time.perf_counter()
@@ -129,6 +153,8 @@ class Search:
                 break
             if elapsed >= self.limit:
                 progress.stop = "time limit reached"
+                break
+            if progress.stop == "memory limit reached":
                 break
             if (
                 cfg.callback is not None
@@ -147,8 +173,22 @@ class Search:
             if cfg.sweeps and progress.sweep_time < progress.sweep_share * progress.trial_time:
                 self._sweep(gap)
             if lower.K > 1.1 * progress.last_prune_k + 10:
-                lower.prune_to_witnesses(_witness_matrix(self.nodes, self.m.S))
-                progress.last_prune_k = lower.K
+                self._prune()
+
+    def _prune(self) -> None:
+        """Keep the vectors that are best at some tree belief: a node's lower bound never drops."""
+        self.lower.prune_to_witnesses(_witness_matrix(self.nodes, self.m.S))
+        self.progress.last_prune_k = self.lower.K
+
+    def _add_alpha(self, alpha: np.ndarray, a: int) -> None:
+        """Add a lower-bound vector, pruning (and at worst stopping the solve) at the memory limit."""
+        lower = self.lower
+        if lower.K >= self.max_vectors:
+            self._prune()
+            if lower.K >= 0.9 * self.max_vectors:
+                self.progress.stop = "memory limit reached"
+                return
+        lower.add(alpha, a)
 
     def notify(self, seconds: float, lower_bound: float, upper_bound: float, done: bool = False) -> None:
         """Call the solver's progress callback (if any) with the current bounds."""
@@ -184,52 +224,44 @@ class Search:
             progress.sweep_share = max(0.02, progress.sweep_share / 4)
 
     # -- backups ---------------------------------------------------------------------------------------------
-    def _expand(self, node: _Node) -> list[tuple]:
-        """Per action: R(b, a), children (support, obs, probabilities, beliefs) and their bounds.
+    def _expansion(self, node: _Node) -> Expansion:
+        """The node's children under every action (kept on the node while the cache has room)."""
+        if node.exp is not None:
+            return node.exp
+        e = self.m.expand(node.idx, node.vals)
+        if e.nbytes <= self.cache_room:
+            self.cache_room -= e.nbytes
+            node.exp = e
+        return e
 
-        The children of all actions are evaluated as one batch on the union of their supports (one bound
-        evaluation per node instead of one per action).
+    def _backup(self, node: _Node) -> tuple[Expansion, np.ndarray, np.ndarray]:
+        """Recompute Q-bounds at ``node``, add the backed-up alpha vector and the upper point.
+
+        Returns the node's expansion and its children's lower and upper values (kept on the node for the next
+        trial's choice of branch).
         """
-        m, lower, upper = self.m, self.lower, self.upper
-        kids = [m.children(node.idx, node.vals, a) for a in range(m.A)]
-        sizes = [len(k[1]) for k in kids]
-        union = np.unique(np.concatenate([k[0] for k in kids]))
-        if all(len(k[0]) == len(union) for k in kids):  # common support (e.g. TRIM): no re-indexing needed
-            Ball = np.vstack([k[3] for k in kids])
+        m, gamma, upper = self.m, self.m.gamma, self.upper
+        e = self._expansion(node)
+        lv, lk = self.lower.values(e.union, e.B)
+        if e.Bx is not None:  # the parent's own upper value in the same batch
+            ux = upper.values(e.union, e.Bx)
+            uv, current = np.maximum(ux[:-1], lv), float(ux[-1])
         else:
-            Ball = np.zeros((sum(sizes), len(union)))
-            row = 0
-            for idx2, _, _, B, _ in kids:
-                Ball[row : row + len(B), np.searchsorted(union, idx2)] = B
-                row += len(B)
-        lv_all, lk_all = lower.values(union, Ball)
-        uv_all = np.maximum(upper.values(union, Ball), lv_all)  # both valid; never let round-off cross them
-        out = []
-        row = 0
-        for a, (idx2, obs, p, B, pred) in enumerate(kids):
-            sl = slice(row, row + sizes[a])
-            row += sizes[a]
-            r = float(node.vals @ m.R[node.idx, a])
-            out.append((r, idx2, obs, p, B, pred, lv_all[sl], lk_all[sl], uv_all[sl]))
-        return out
-
-    def _backup(self, node: _Node) -> tuple[list[tuple], np.ndarray]:
-        """Recompute Q-bounds at ``node``, add the backed-up alpha vector and the upper point."""
-        gamma = self.m.gamma
-        exp = self._expand(node)
-        q_lo = np.array([r + gamma * p @ lv for (r, _, _, p, _, _, lv, _, _) in exp])
-        q_up = np.array([r + gamma * p @ uv for (r, _, _, p, _, _, _, _, uv) in exp])
+            uv = np.maximum(upper.values(e.union, e.B), lv)  # both valid; never let round-off cross them
+            current = upper.value(node.idx, node.vals)
+        q_lo = e.r + gamma * np.bincount(e.act, e.p * lv, minlength=m.A)
+        q_up = e.r + gamma * np.bincount(e.act, e.p * uv, minlength=m.A)
         a = int(q_lo.argmax())
-        _, idx2, obs, _, _, pred, _, lk, _ = exp[a]
-        self.lower.add(self._alpha(a, idx2, obs, pred, lk), a)
-        node.lb = float(max(q_lo[a], node.lb))
-        ub = float(q_up.max())
-        current = self.upper.value(node.idx, node.vals)
-        node.ub = min(node.ub, ub, current)
-        self.upper.add(node.idx, node.vals, node.ub, current=current)
+        if q_lo[a] > node.lb + 1e-12:  # else the vectors that gave node.lb are still in the set (see _prune)
+            rows = e.rows(a)
+            self._add_alpha(self._alpha(a, e.union, e.obs[rows], e.pred[a], lk[rows]), a)
+            node.lb = float(q_lo[a])
+        node.ub = min(node.ub, float(q_up.max()), current)
+        upper.add(node.idx, node.vals, node.ub, current=current)
         node.ub = max(node.ub, node.lb)
         node.q_up = q_up
-        return exp, q_up
+        node.kid_bounds = (lv, uv)
+        return e, lv, uv
 
     def _alpha(
         self, a: int, idx2: np.ndarray, obs: np.ndarray, pred: np.ndarray, lk: np.ndarray
@@ -245,18 +277,17 @@ class Search:
         else:
             k_of_o = np.full(m.Z, int(lower.values(idx2, pred[None, :] / pred.sum())[1][0]), dtype=np.int64)
             k_of_o[obs] = lk
-        ks, inv = np.unique(k_of_o, return_inverse=True)
         G = lower.alphas
-        if len(ks) == 1:
-            g = G[ks[0]].copy()
-        elif m.Z <= 64:
-            onehot = np.zeros((m.Z, len(ks)))
-            onehot[np.arange(m.Z), inv] = 1.0
-            g = np.einsum("sk,ks->s", m.O[a] @ onehot, G[ks])
+        if m.O is not None and m.Z <= 64:
+            g = np.einsum("so,os->s", m.O[a], G[k_of_o])
         else:
-            onehot = sp.csr_matrix((np.ones(m.Z), (np.arange(m.Z), inv)), shape=(m.Z, len(ks)))
-            W = (m.O_sparse[a] @ onehot).toarray()  # (S, n_ks): Σ_{o in group} O_a[s', o]
-            g = np.einsum("sk,ks->s", W, G[ks])
+            ks, inv = np.unique(k_of_o, return_inverse=True)
+            if len(ks) == 1:
+                g = G[ks[0]].copy()
+            else:
+                onehot = sp.csr_matrix((np.ones(m.Z), (np.arange(m.Z), inv)), shape=(m.Z, len(ks)))
+                W = (m.O_sparse[a] @ onehot).toarray()  # (S, n_ks): Σ_{o in group} O_a[s', o]
+                g = np.einsum("sk,ks->s", W, G[ks])
         Tg = m.T_dense[a] @ g if m.T_dense is not None else m.T[a] @ g
         return m.R[:, a] + m.gamma * Tg
 
@@ -291,28 +322,23 @@ class Search:
 
     def _backup_upper(self, idx: np.ndarray, vals: np.ndarray) -> None:
         """Upper-bound-only backup at the belief ``(idx, vals)``; stores the point if it tightens it."""
-        m, upper = self.m, self.upper
-        q = -math.inf
-        for a in range(m.A):
-            idx2, _, p, B, _ = m.children(idx, vals, a)
-            q = max(q, float(vals @ m.R[idx, a]) + m.gamma * float(p @ upper.values(idx2, B)))
-        upper.add(idx, vals, q)
+        m = self.m
+        e = m.expand(idx, vals)
+        uv = self.upper.values(e.union, e.B)
+        q = e.r + m.gamma * np.bincount(e.act, e.p * uv, minlength=m.A)
+        self.upper.add(idx, vals, float(q.max()))
 
     def _backup_lower(self, node: _Node) -> None:
         """Lower-bound-only backup at ``node`` (no upper-bound evaluation; used by the sweeps)."""
-        m, lower = self.m, self.lower
-        best = None
-        for a in range(m.A):
-            idx2, obs, p, B, pred = m.children(node.idx, node.vals, a)
-            lv, lk = lower.values(idx2, B)
-            q = float(node.vals @ m.R[node.idx, a]) + m.gamma * float(p @ lv)
-            if best is None or q > best[0]:
-                best = (q, a, idx2, obs, pred, lk)
-        assert best is not None  # every model has an action
-        q, a, idx2, obs, pred, lk = best
-        if q > node.lb + 1e-12:
-            lower.add(self._alpha(a, idx2, obs, pred, lk), a)
-            node.lb = q
+        m = self.m
+        e = self._expansion(node)
+        lv, lk = self.lower.values(e.union, e.B)
+        q = e.r + m.gamma * np.bincount(e.act, e.p * lv, minlength=m.A)
+        a = int(q.argmax())
+        if q[a] > node.lb + 1e-12:
+            rows = e.rows(a)
+            self._add_alpha(self._alpha(a, e.union, e.obs[rows], e.pred[a], lk[rows]), a)
+            node.lb = float(q[a])
 
     # -- trials ----------------------------------------------------------------------------------------------
     def _trial(self, eps: float, span: float) -> tuple[list[_Node], list[_Node]]:
@@ -322,15 +348,16 @@ class Search:
         new_nodes: list[_Node] = []
         node, t = self.root, 0
         while True:
-            if node.q_up is None:
-                exp, q_up = self._backup(node)
-                a = int(np.argmax(q_up))
-                _, idx2, obs, p, B, _, lv, _, uv = exp[a]
-            else:  # revisited node: choose by its cached upper Q-values, refresh only that action's children
-                a = int(np.argmax(node.q_up))
-                idx2, obs, p, B, _ = self.m.children(node.idx, node.vals, a)
-                lv, _ = self.lower.values(idx2, B)
-                uv = np.maximum(self.upper.values(idx2, B), lv)
+            if node.q_up is None or node.kid_bounds is None:
+                e, lv, uv = self._backup(node)
+            else:  # revisited node: choose by the bounds of its last backup (valid; the path is backed up after)
+                e = self._expansion(node)
+                lv, uv = node.kid_bounds
+            assert node.q_up is not None  # set by the backup
+            a = int(np.argmax(node.q_up))
+            rows = e.rows(a)
+            lv, uv = lv[rows], uv[rows]
+            obs, p, B = e.obs[rows], e.p[rows], e.B[rows]
             path.append(node)
             thr = eps * gamma ** (-t)
             if (
@@ -351,7 +378,7 @@ class Search:
             child = node.children.get((a, o))
             if child is None:
                 nz = np.flatnonzero(B[j] > 0)
-                child = _Node(idx2[nz], B[j, nz])
+                child = _Node(e.union[nz], B[j, nz])
                 node.children[(a, o)] = child
                 new_nodes.append(child)
             node, t = child, t + 1

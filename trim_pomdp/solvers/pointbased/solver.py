@@ -34,6 +34,7 @@ A finite-horizon mode (``finite_horizon=H``) runs exact value iteration with alp
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -46,12 +47,19 @@ from trim_pomdp._internal.artifacts import package_versions
 from trim_pomdp.exceptions import InvalidParameterError, SolverError
 from trim_pomdp.registry import SOLVERS
 from trim_pomdp.solvers.base import SolveInfo
+from trim_pomdp.solvers.memory import MemoryBudget, parse_memory_limit
 from trim_pomdp.solvers.pointbased.exact import exact_value_iteration
 from trim_pomdp.solvers.pointbased.search import Search
 from trim_pomdp.solvers.policy import AlphaVectorPolicy
 from trim_pomdp.solvers.tabular import TabularPOMDP
 
 __all__ = ["PointBasedSolver"]
+
+
+@functools.lru_cache(maxsize=1)
+def _versions() -> tuple[tuple[str, str], ...]:
+    """Package versions for the card, looked up once per process (the lookup costs tens of milliseconds)."""
+    return tuple(package_versions().items())
 
 
 @contextlib.contextmanager
@@ -77,7 +85,8 @@ class PointBasedSolver:
     precision : float, default 1e-3
         Stop when the gap ``V̄(b0) - V̲(b0)`` is at most this.
     time_limit : float or None, default 60.0
-        Wall-clock limit in seconds (bound initialisation included). ``None``: no limit.
+        Wall-clock limit in seconds, counted from the call to ``solve``: checking the model, building its
+        matrices and the initial bounds are included. ``None``: no limit.
     seed : int, default 0
         Seeds the stochastic choice of observation branches and the random witness beliefs of the
         finite-horizon pruning; a solve is deterministic given the seed (up to the time limit).
@@ -113,6 +122,10 @@ class PointBasedSolver:
         Largest support that the layer seeding covers with a grid.
     layer_share : float, default 0.5
         At most this share of ``time_limit`` goes to the layer seeding.
+    memory_limit : int, float or str, optional
+        Memory the solve may hold (bytes or ``"8G"``; default 4 GiB or ``TRIM_POMDP_MEMORY_LIMIT``): the alpha
+        vectors are pruned, and at worst the solve stops (``stop_reason`` ``"memory limit reached"``), before
+        it is exceeded.
     blas_threads : int or None, default 1
         BLAS threads while solving (``None``: leave as is). The hot path is many small matrix products, which
         threads slow down, badly so when the machine is busy.
@@ -152,6 +165,7 @@ class PointBasedSolver:
         layer_grid: int = 3,
         layer_max_support: int = 3,
         layer_share: float = 0.5,
+        memory_limit: int | float | str | None = None,
         callback: Callable[[dict[str, Any]], None] | None = None,
         callback_interval: float = 0.5,
     ):
@@ -194,6 +208,7 @@ class PointBasedSolver:
         self.layer_grid = int(layer_grid)
         self.layer_max_support = int(layer_max_support)
         self.layer_share = float(layer_share)
+        self.memory_limit = parse_memory_limit(memory_limit)
         self.callback = callback
         self.callback_interval = float(callback_interval)
 
@@ -221,6 +236,7 @@ class PointBasedSolver:
         InvalidParameterError
             If the discount is 1 in infinite-horizon mode.
         """
+        start = time.perf_counter()
         if not isinstance(model, TabularPOMDP):
             raise InvalidParameterError(f"PointBasedSolver solves a TabularPOMDP, got {type(model).__name__}")
         if b0 is not None:
@@ -233,14 +249,18 @@ class PointBasedSolver:
         with _blas_threads(self.blas_threads):
             if self.finite_horizon is not None:
                 return self._solve_finite(model, self.finite_horizon)
-            return self._solve_discounted(model)
+            return self._solve_discounted(model, start)
 
     # --------------------------------------------------------------------------------------------------------
     def _solve_finite(self, model: TabularPOMDP, horizon: int) -> AlphaVectorPolicy:
         start = time.perf_counter()
         deadline = None if self.time_limit is None else start + self.time_limit
         G, acts, sizes = exact_value_iteration(
-            model, horizon, rng=np.random.default_rng(self.seed), deadline=deadline
+            model,
+            horizon,
+            rng=np.random.default_rng(self.seed),
+            deadline=deadline,
+            budget=MemoryBudget(self.memory_limit, f"the {horizon}-step exact solve"),
         )
         value = float((G @ model.b0).max())
         seconds = time.perf_counter() - start
@@ -284,12 +304,12 @@ class PointBasedSolver:
             "converged": info.converged,
             "solve_info": info.to_dict(),
             "source": model.meta.get("source"),
-            "versions": package_versions(),
+            "versions": dict(_versions()),
         }
         return AlphaVectorPolicy(G, acts, model.action_names, card, info=info)
 
-    def _solve_discounted(self, model: TabularPOMDP) -> AlphaVectorPolicy:
-        search = Search(self, model)
+    def _solve_discounted(self, model: TabularPOMDP, start: float) -> AlphaVectorPolicy:
+        search = Search(self, model, start)
         search.run()
         seconds = time.perf_counter() - search.start
         lower, upper, m = search.lower, search.upper, search.m
