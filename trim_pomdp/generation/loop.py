@@ -16,6 +16,7 @@ problems are skipped, and the unfinished ones replay their cached calls and cont
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
@@ -212,6 +213,8 @@ async def _route_step(
     t0 = time.perf_counter()
     action = router.decide(obs)
     rec["router_s"] = round(time.perf_counter() - t0, 6)
+    if inspect.isawaitable(action):  # a router that awaits its decision (RL training, generation/episodes.py)
+        action = await action
     if action not in ("continue", "regenerate"):
         raise InvalidParameterError(f"router returned {action!r}, expected 'continue' or 'regenerate'")
     rec["action"] = action
