@@ -16,6 +16,13 @@ index is ``i_r * n + i_m``; a first step's (no ``m``) is ``i_r``.
   precision, many exactly 1) cannot be split: an edge sits halfway between two distinct values, and when ties
   leave fewer than ``n`` bins, the fullest bins that still hold two distinct values are split at their middle
   value (the widest bin is halved when none does) until there are ``n``.
+
+**Density scale** (:func:`to_density_scale`). The class densities are kernel estimates, and a kernel of one
+width cannot follow scores that pile up within 0.001 of 1 and also spread over [0, 0.9]. With ``"logit"`` the
+densities are fitted on ``u = (logit(clip(x, eps, 1 - eps)) + L) / (2 L)``, ``L = logit(1 - eps)`` (default
+``eps = 1e-4``), which maps [0, 1] onto [0, 1] monotonically, so the same reflected KDE on the unit square applies
+and every bin's mass is exact on its transformed edges. Scores within ``eps`` of 0 or 1 fall on the box's faces,
+where reflection keeps their mass. ``"score"`` (the models of earlier versions) fits on the scores themselves.
 """
 
 from __future__ import annotations
@@ -30,7 +37,10 @@ from trim_pomdp.exceptions import InvalidParameterError
 __all__ = [
     "BIN_SCHEMES",
     "DEFAULT_BINS",
+    "DEFAULT_DENSITY_SCALE",
     "DEFAULT_LOGIT_EPS",
+    "DEFAULT_SCALE_EPS",
+    "DENSITY_SCALES",
     "ROW_TOL",
     "bin_index",
     "check_class_rows",
@@ -39,6 +49,7 @@ __all__ = [
     "logit_edges",
     "make_edges",
     "quantile_edges",
+    "to_density_scale",
     "uniform_edges",
 ]
 
@@ -50,6 +61,27 @@ BIN_SCHEMES = ("uniform", "logit", "quantile")
 DEFAULT_BINS = "uniform"
 #: Default ``eps`` of the logit scheme: the innermost edges are ``eps`` and ``1 - eps``.
 DEFAULT_LOGIT_EPS = 1e-3
+#: The coordinates the class densities can be fitted in (module docstring).
+DENSITY_SCALES = ("score", "logit")
+#: The density scale fits use unless told otherwise.
+DEFAULT_DENSITY_SCALE = "score"
+#: ``eps`` of the logit density scale: scores closer than this to 0 or 1 sit on the faces.
+DEFAULT_SCALE_EPS = 1e-4
+
+
+def to_density_scale(x: Any, scale: str = "score", eps: float = DEFAULT_SCALE_EPS) -> np.ndarray:
+    """Scores (or bin edges) in the coordinate the densities are fitted in; NaN stays NaN (module docstring)."""
+    x = np.asarray(x, dtype=float)
+    if scale == "score":
+        return x
+    if scale != "logit":
+        raise InvalidParameterError(f"density scale must be one of {DENSITY_SCALES}, got {scale!r}")
+    if not 0 < eps < 0.5:
+        raise InvalidParameterError(f"eps of the logit density scale must lie in (0, 0.5), got {eps!r}")
+    half = np.log1p(-eps) - np.log(eps)
+    c = np.clip(x, eps, 1 - eps)
+    with np.errstate(invalid="ignore"):
+        return np.clip((np.log(c) - np.log1p(-c) + half) / (2 * half), 0.0, 1.0)
 
 
 def uniform_edges(n_bins: int) -> np.ndarray:

@@ -22,7 +22,15 @@ import numpy as np
 
 from trim_pomdp.constants import HIDDEN_CLASSES
 from trim_pomdp.exceptions import InvalidParameterError
-from trim_pomdp.observation_models.binning import BIN_SCHEMES, DEFAULT_BINS, DEFAULT_LOGIT_EPS, make_edges
+from trim_pomdp.observation_models.binning import (
+    BIN_SCHEMES,
+    DEFAULT_BINS,
+    DEFAULT_DENSITY_SCALE,
+    DEFAULT_LOGIT_EPS,
+    DEFAULT_SCALE_EPS,
+    make_edges,
+    to_density_scale,
+)
 from trim_pomdp.observation_models.kde import ReflectedKDE
 from trim_pomdp.observation_models.tables import StepArrays, table_arrays
 
@@ -42,6 +50,7 @@ __all__ = [
     "fit_class_densities",
     "fit_observation_model",
     "held_out_log_likelihood",
+    "scale_eps_for",
 ]
 
 #: First steps a class needs for its own ``t = 1`` density.
@@ -128,12 +137,16 @@ def _first_density(
     min_first_steps: int,
     random_state: int,
     weights: np.ndarray | None = None,
+    source_override: str | None = None,
 ) -> tuple[ReflectedKDE, str]:
     """The ``t = 1`` density of ``r`` for class ``c`` and a description of the steps it was fitted on."""
     in_class, w = _class_mask(tab, weights, c)
     first = in_class & (tab.t == 1)
     n_first = float(first.sum() if w is None else w[first].sum())  # expected first steps under soft classes
-    if n_first >= max(min_first_steps, 2) and first.sum() >= 2:
+    use_first = n_first >= max(min_first_steps, 2) and first.sum() >= 2
+    if source_override is not None:
+        use_first = source_override == "first"
+    if use_first:
         source, mask = "first steps (t = 1)", first
     else:
         source, mask = f"all steps of the class (only {n_first:g} first steps)", in_class
@@ -172,6 +185,9 @@ def fit_class_densities(
     random_state: int = 0,
     class_weights: Any = None,
     bandwidths: Mapping[str, Mapping[str, Any]] | None = None,
+    first_sources: Mapping[str, str] | None = None,
+    density_scale: str = DEFAULT_DENSITY_SCALE,
+    scale_eps: float = DEFAULT_SCALE_EPS,
 ) -> ClassDensities:
     """Fit the three classes' densities and their exact bin masses (the parameters of :meth:`ObservationModel.fit`).
 
@@ -185,6 +201,12 @@ def fit_class_densities(
     bandwidths : mapping, optional
         Fixed bandwidths per class and density, ``{"S0": {"pair": [h_r, h_m], "first": [h]}, ...}`` (the card's
         ``bandwidths``); classes or densities left out use ``bandwidth``.
+    first_sources : mapping, optional
+        Per class, ``"first"`` or ``"all"``: fit its ``t = 1`` density on its first steps or on all its steps,
+        instead of deciding by ``min_first_steps``.
+    density_scale : {"score", "logit"}, default "score"
+        The coordinate the densities are fitted in (:func:`~trim_pomdp.observation_models.binning.to_density_scale`;
+        bandwidths are in that coordinate), with ``scale_eps``.
 
     Raises
     ------
@@ -201,26 +223,57 @@ def fit_class_densities(
     n = int(n_bins)
     r_edges, m_edges = _axis_edges(tab, n, bins, logit_eps)
     out = ClassDensities(r_edges, m_edges, np.zeros((3, n, n)), np.zeros((3, n)))
+    score_tab = tab
+    if density_scale != "score":
+        scale_eps = scale_eps_for([r_edges, m_edges], scale_eps)
+    tab = StepArrays(
+        to_density_scale(tab.r, density_scale, scale_eps),
+        to_density_scale(tab.m, density_scale, scale_eps),
+        tab.z,
+        tab.t,
+        tab.item_index,
+    )
+    re_u = to_density_scale(r_edges, density_scale, scale_eps)
+    me_u = to_density_scale(m_edges, density_scale, scale_eps)
     used: dict[str, dict[str, list[float]]] = {}
     first_source: dict[str, str] = {}
     for c, name in enumerate(HIDDEN_CLASSES):
         bw = _class_bandwidth(bandwidth, bandwidths, name, "pair")
         kde = _pair_density(tab, c, bw, r_only, random_state, weights)
-        masses = kde.bin_masses(r_edges if r_only else [r_edges, m_edges])
+        masses = kde.bin_masses(re_u if r_only else [re_u, me_u])
         if r_only:
             masses = np.repeat((masses / masses.sum())[:, None], n, axis=1) / n
         out.pair_probs[c] = masses / masses.sum()
         fbw = _class_bandwidth(bandwidth, bandwidths, name, "first")
-        fkde, first_source[name] = _first_density(tab, c, fbw, min_first_steps, random_state, weights)
-        fmass = fkde.bin_masses(r_edges)
+        override = None if first_sources is None else first_sources.get(name)
+        fkde, first_source[name] = _first_density(
+            tab, c, fbw, min_first_steps, random_state, weights, override
+        )
+        fmass = fkde.bin_masses(re_u)
         out.first_probs[c] = fmass / fmass.sum()
         out.pair_kdes.append(kde)
         out.first_kdes.append(fkde)
         used[name] = {"pair": kde.bandwidth_.tolist(), "first": fkde.bandwidth_.tolist()}
-    out.card = _density_card(tab, weights, n, r_only, bandwidth, used, min_first_steps, first_source)
+    out.card = _density_card(score_tab, weights, n, r_only, bandwidth, used, min_first_steps, first_source)
+    out.card["density_scale"] = {
+        "kind": density_scale,
+        **({"eps": float(scale_eps)} if density_scale != "score" else {}),
+    }
     out.card["bins"] = {"scheme": bins, **({"eps": float(logit_eps)} if bins == "logit" else {})}
     out.card["bins"].update(r_edges=r_edges.tolist(), m_edges=m_edges.tolist())
     return out
+
+
+def scale_eps_for(edges: Sequence[np.ndarray], scale_eps: float) -> float:
+    """``scale_eps``, lowered when needed so that every inner bin edge lies inside ``(eps, 1 - eps)``.
+
+    A bin entirely within ``eps`` of 0 or 1 would be squeezed onto a face of the logit scale and get mass 0,
+    although scores can fall in it.
+    """
+    inner = np.concatenate([np.asarray(e, dtype=float)[1:-1] for e in edges])
+    if inner.size == 0:
+        return float(scale_eps)
+    return float(min(scale_eps, 0.5 * inner.min(), 0.5 * (1.0 - inner.max())))
 
 
 def _check_class_weights(class_weights: Any, n: int) -> np.ndarray | None:

@@ -431,6 +431,24 @@ class ReflectedKDE(BaseEstimator):
         right = per_dim[1] if w is None else per_dim[1] * w[:, None]
         return (per_dim[0].T @ right) / (n * self.norm_)
 
+    def point_interval_masses(self, j: int, edges: Any) -> np.ndarray:
+        """Mass of each training point's reflected kernel (unnormalised, unweighted) in every interval of ``edges``
+        along dimension ``j``: shape (n_samples, len(edges) - 1).
+
+        With ``M_i`` the points' box masses (:attr:`point_masses_`) and weights ``w``, ``bin_masses`` is
+        ``A_1^T diag(w) A_2 / (w . M)``; a caller that refits the same points with changing weights and a fixed
+        bandwidth (as outcome supervision's EM does) computes these once.
+        """
+        self._check_fitted()
+        e = np.clip(np.asarray(edges, dtype=float), *self.bounds_[j])
+        return self._dim_interval_masses(j, e[:-1], e[1:])
+
+    @property
+    def point_masses_(self) -> np.ndarray:
+        """Box mass of each training point's reflected kernel (unnormalised, unweighted)."""
+        self._check_fitted()
+        return self._point_mass
+
     # ------------------------------------------------------------------ densities
     def _log_kernel_dim(self, j: int, q: np.ndarray, idx: slice = slice(None)) -> np.ndarray:
         """``log k_j(q, x_i)`` for queries ``q`` (M,) and training points ``idx``: (M, n_idx)."""

@@ -24,6 +24,12 @@ first-step observation's index is ``i_r``. Bin masses are exact integrals of the
 normal-CDF products), divided by the total so each class row sums to 1. Models written before per-axis edges
 existed hold one ``edges`` array, used for both axes.
 
+**Density scale.** The densities are fitted either on the scores or on their logit scale
+(:func:`~trim_pomdp.observation_models.binning.to_density_scale`; recorded as ``density_scale`` in the card and the
+arrays). Bins are always defined on the scores; on the logit scale each bin's mass is taken on its transformed
+edges, so it is still exact. ``likelihood(continuous=True)`` returns the densities in the model's own coordinate
+(the Jacobian is the same for every class, so a Bayes update is unchanged).
+
 **r-only option.** ``m_t`` repeats evidence already seen in earlier steps (the paper uses it anyway). With
 ``r_only=True`` the model ignores ``m``: the ``t >= 2`` densities are 1-D in ``r``, and
 ``pair_probs[z] = P(r-bin | z) / n`` in every ``m``-bin, so the tabular model keeps the same observation space.
@@ -53,11 +59,14 @@ from trim_pomdp.constants import HIDDEN_CLASSES
 from trim_pomdp.exceptions import DataFormatError, InvalidParameterError
 from trim_pomdp.observation_models.binning import (
     DEFAULT_BINS,
+    DEFAULT_DENSITY_SCALE,
     DEFAULT_LOGIT_EPS,
+    DEFAULT_SCALE_EPS,
     bin_index,
     check_class_rows,
     check_edges,
     check_scores,
+    to_density_scale,
 )
 from trim_pomdp.observation_models.fitting import MAX_STORED, MIN_FIRST_STEPS, fit_class_densities
 from trim_pomdp.observation_models.kde import ReflectedKDE
@@ -96,6 +105,9 @@ class ObservationModel:
         Bin edges of ``m``; default ``edges``.
     r_only : bool, default=False
         Whether the model ignores ``m`` (module docstring).
+    density_scale : {"score", "logit"}, default "score"
+        The coordinate of the densities behind the bins (module docstring), with ``scale_eps``.
+    scale_eps : float, default 1e-4
     card : dict, optional
         Metadata saved beside the arrays.
     pair_kdes, first_kdes : sequence of three fitted ReflectedKDE, optional
@@ -119,6 +131,8 @@ class ObservationModel:
         *,
         m_edges: Any = None,
         r_only: bool = False,
+        density_scale: str = DEFAULT_DENSITY_SCALE,
+        scale_eps: float = DEFAULT_SCALE_EPS,
         card: Mapping[str, Any] | None = None,
         pair_kdes: list[ReflectedKDE] | None = None,
         first_kdes: list[ReflectedKDE] | None = None,
@@ -143,6 +157,9 @@ class ObservationModel:
         self.pair_probs = pair
         self.first_probs = first
         self.r_only = bool(r_only)
+        to_density_scale(0.5, density_scale, scale_eps)  # validates both
+        self.density_scale = str(density_scale)
+        self.scale_eps = float(scale_eps)
         self.card = dict(card or {})
         self._pair_kdes = pair_kdes
         self._first_kdes = first_kdes
@@ -224,6 +241,9 @@ class ObservationModel:
         random_state: int = 0,
         class_weights: Any = None,
         bandwidths: Mapping[str, Mapping[str, Any]] | None = None,
+        first_sources: Mapping[str, str] | None = None,
+        density_scale: str = DEFAULT_DENSITY_SCALE,
+        scale_eps: float = DEFAULT_SCALE_EPS,
     ) -> ObservationModel:
         """Fit the class-conditional densities and their bin masses.
 
@@ -257,6 +277,12 @@ class ObservationModel:
             :func:`~trim_pomdp.observation_models.fitting.fit_class_densities`).
         bandwidths : mapping, optional
             Fixed bandwidths per class and density (the card's ``bandwidths`` layout).
+        first_sources : mapping, optional
+            Per class, ``"first"`` or ``"all"``: the steps its ``t = 1`` density is fitted on.
+        density_scale : {"score", "logit"}, default "score"
+            Fit the densities on the scores or on their logit scale (module docstring).
+        scale_eps : float, default 1e-4
+            ``eps`` of the logit scale (lowered to keep every bin edge inside it; the card has the value used).
 
         Returns
         -------
@@ -277,6 +303,9 @@ class ObservationModel:
             random_state=random_state,
             class_weights=class_weights,
             bandwidths=bandwidths,
+            first_sources=first_sources,
+            density_scale=density_scale,
+            scale_eps=scale_eps,
         )
         full_card: dict[str, Any] = {
             "format": FORMAT,
@@ -285,12 +314,15 @@ class ObservationModel:
             "package_versions": package_versions("scikit-learn"),
         }
         full_card.update(dict(card or {}))
+        scale = dens.card["density_scale"]
         model = cls(
             dens.r_edges,
             dens.pair_probs,
             dens.first_probs,
             m_edges=dens.m_edges,
             r_only=r_only,
+            density_scale=scale["kind"],
+            scale_eps=scale.get("eps", DEFAULT_SCALE_EPS),
             card=full_card,
             pair_kdes=dens.pair_kdes,
             first_kdes=dens.first_kdes,
@@ -347,11 +379,16 @@ class ObservationModel:
             idx = self.observation_index(r, None if first else m)
             return self.bin_probs(first)[:, idx]
         check_scores(np.asarray([r], float), "r")
+        u = float(self._u(r))
         if first:
-            return np.array([k.pdf(np.array([[r]]))[0] for k in self.first_kdes])
+            return np.array([k.pdf(np.array([[u]]))[0] for k in self.first_kdes])
         check_scores(np.asarray([m], float), "m")
-        x = np.array([[r]]) if self.r_only else np.array([[r, m]])
+        x = np.array([[u]]) if self.r_only else np.array([[u, float(self._u(m))]])
         return np.array([k.pdf(x)[0] for k in self.pair_kdes])
+
+    def _u(self, x: Any) -> np.ndarray:
+        """Scores in the densities' coordinate."""
+        return to_density_scale(x, self.density_scale, self.scale_eps)
 
     def likelihood_batch(self, r: Any, m: Any, continuous: bool = False) -> np.ndarray:
         """Vectorised :meth:`likelihood`: shape (n, 3), with ``m`` NaN where ``t = 1``.
@@ -370,6 +407,7 @@ class ObservationModel:
             out[first] = self.first_probs[:, idx[first]].T
             out[~first] = self.pair_probs.reshape(3, -1)[:, idx[~first]].T
             return out
+        r, m = self._u(r), self._u(m)
         if np.any(first):
             out[first] = np.column_stack([k.pdf(r[first][:, None]) for k in self.first_kdes])
         if np.any(~first):
@@ -444,6 +482,9 @@ class ObservationModel:
         }
         if not self.shared_edges:
             arrays["m_edges"] = self.m_edges
+        if self.density_scale != "score":  # models on the score scale are written as before
+            arrays["density_scale"] = np.array(self.density_scale)
+            arrays["scale_eps"] = np.array(self.scale_eps)
         if self._stored is None and self._pair_kdes is not None:
             self._stored = self._stored_arrays(MAX_STORED, 0)
         if self._stored is not None:
@@ -502,6 +543,8 @@ class ObservationModel:
                 a["first_probs"],
                 m_edges=a.get("m_edges"),
                 r_only=bool(a["r_only"]),
+                density_scale=str(a["density_scale"]) if "density_scale" in a else "score",
+                scale_eps=float(a["scale_eps"]) if "scale_eps" in a else DEFAULT_SCALE_EPS,
                 card=art.card,
             )
         except InvalidParameterError as exc:

@@ -46,8 +46,9 @@ def density_grid(model: Any, resolution: int = 200, binned: bool = False) -> tup
         return c, (model.pair_probs / area[None])[:, ir][:, :, im]
     R, M = np.meshgrid(c, c, indexing="ij")
     dens = np.empty((3, resolution, resolution))
+    r_u, m_u = (getattr(model, "_u", lambda x: x)(x) for x in (R, M))
     for z, kde in enumerate(model.pair_kdes):
-        X = R.reshape(-1, 1) if model.r_only else np.column_stack([R.ravel(), M.ravel()])
+        X = r_u.reshape(-1, 1) if model.r_only else np.column_stack([r_u.ravel(), m_u.ravel()])
         dens[z] = kde.pdf(X).reshape(resolution, resolution)
     return c, dens
 
