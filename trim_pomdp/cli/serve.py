@@ -87,6 +87,15 @@ def _model_options(f: click.Command) -> click.Command:
     help="Retry-After a refused client is told.",
 )
 @click.option(
+    "--keepalive",
+    "keepalive_s",
+    type=SECONDS,
+    metavar="SECONDS",
+    default=15.0,
+    show_default=True,
+    help="Seconds between SSE keep-alive comments while a streamed request waits for its next step.",
+)
+@click.option(
     "--token-env",
     metavar="NAME",
     default="TRIM_POMDP_SERVE_API_KEY",
