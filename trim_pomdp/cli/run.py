@@ -53,7 +53,22 @@ COUNT = click.IntRange(min=1)
     default="qwen",
     show_default=True,
     help="Completions-mode prompt format: qwen (Qwen2.5-Math chat format), auto (the weak model's own chat "
-    "template via its tokenizer), or a FILE with a {problem} (and optional {system}) field.",
+    "template via its tokenizer), or a FILE with a {problem} (and optional {system}) field, filled in "
+    "literally (other braces, e.g. LaTeX, are kept).",
+)
+@click.option(
+    "--weak-tokenizer",
+    metavar="DIR|ID",
+    default=None,
+    help="Tokenizer of --weak-template auto: a local folder or a hub id (default: the served model's name).",
+)
+@click.option(
+    "--step-detection",
+    type=click.Choice(["auto", "stop_reason", "matched_stop", "finish_reason", "stop_in_text", "stream"]),
+    default="auto",
+    show_default=True,
+    help="How the weak server tells a step boundary from the end of the solution: auto (found once per "
+    "server), a server's own report, or stream (cut at the first blank line client-side).",
 )
 @click.option(
     "--strong", metavar="MODEL", default="claude-sonnet-4-6", show_default=True, help="Strong model id."
@@ -88,7 +103,8 @@ COUNT = click.IntRange(min=1)
     "--prm",
     metavar="MODEL|URL",
     default=None,
-    help="PRM model id (transformers) or URL of a vLLM pooling server.",
+    help="PRM model id (transformers) or URL of a vLLM pooling server (its key, if any, from "
+    "TRIM_POMDP_PRM_API_KEY).",
 )
 @click.option("--prm-model", metavar="NAME", default=None, help="Served PRM name on a vLLM pooling server.")
 @click.option(
@@ -131,6 +147,20 @@ COUNT = click.IntRange(min=1)
     default=4096,
     show_default=True,
     help="Output cap of one solution (weak and strong tokens, accepted or not).",
+)
+@click.option(
+    "--answer-format",
+    metavar="LIST",
+    default=None,
+    help="How final answers are read, tried in order: a comma list of boxed, hash (GSM8K's '#### N') and "
+    "answer-is ('The answer is N'). Default: all three.",
+)
+@click.option(
+    "--repetition",
+    type=click.Choice(["stop", "off"]),
+    default="stop",
+    show_default=True,
+    help="A step that repeats its predecessor or ends in a loop stops the problem (stop) or is accepted (off).",
 )
 @click.option("--temperature", type=float, default=0.0, show_default=True, help="Weak model temperature.")
 @click.option(

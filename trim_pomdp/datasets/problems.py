@@ -27,7 +27,7 @@ from trim_pomdp.datasets._hub import load_hub_split
 from trim_pomdp.datasets.answers import extract_boxed
 from trim_pomdp.exceptions import DataFormatError, InvalidParameterError
 
-__all__ = ["DATASETS", "HUB", "Problem", "load_dataset", "load_problems_file", "shard"]
+__all__ = ["DATASETS", "HUB", "Problem", "load_dataset", "load_problems_file", "local_dataset_file", "shard"]
 
 DATASETS = ("math500", "aime", "aime24", "gsm8k", "minerva", "olympiadbench")
 
@@ -159,6 +159,23 @@ def _local_dir(data_dir: str | os.PathLike | None) -> Path | None:
         return Path(data_dir)
     env = os.environ.get("TRIM_POMDP_EVAL_DATA")
     return Path(env) if env else None
+
+
+def local_dataset_file(name: str, data_dir: str | os.PathLike | None = None) -> Path | None:
+    """The file :func:`load_dataset` reads for ``name``, or ``None`` when it would load it from the hub.
+
+    A path that is not a file and names no dataset is returned as it is (loading it then says what is wrong).
+    """
+    if name not in DATASETS:
+        return Path(name)
+    folder = _local_dir(data_dir)
+    if folder is not None:
+        for fname in LOCAL_FILES[name]:
+            if (folder / fname).is_file():
+                return folder / fname
+        if data_dir is not None:
+            return folder  # load_dataset reports the missing file
+    return None
 
 
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None) -> list[Problem]:

@@ -1,25 +1,44 @@
 """One TRIM run over a dataset into a run directory, from plain settings: the library call behind ``trim-pomdp run``.
 
 :class:`RunConfig` holds what the command line takes (dataset, router specification, model specifications,
-caps, retries); :func:`run_experiment` resolves the router, loads and shards the problems, builds the models
-with :mod:`trim_pomdp.generation.backends.factory` behind one SQLite cache, and runs
+caps, retries); :func:`run_experiment` checks the settings and that the extras they need are installed, resolves
+the router, loads and shards the problems, builds the models with
+:mod:`trim_pomdp.generation.backends.factory` behind one SQLite cache, and runs
 :func:`~trim_pomdp.generation.loop.run_loop` with a progress display. Rerunning the same configuration resumes.
+Nothing is written before every check has passed and every model is built, and a run that fails before finishing
+a single problem removes the directory it created.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
+import os
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trim_pomdp._internal.optional import require
 from trim_pomdp._internal.progress import Progress
-from trim_pomdp.datasets.problems import Problem, load_dataset, shard
+from trim_pomdp.datasets.answers import parse_answer_formats
+from trim_pomdp.datasets.problems import Problem, load_dataset, local_dataset_file, shard
 from trim_pomdp.exceptions import InvalidParameterError
-from trim_pomdp.generation.backends.factory import build_prm, build_strong, build_weak, model_load_errors
+from trim_pomdp.generation.backends._common import RetryPolicy, redact
+from trim_pomdp.generation.backends.factory import (
+    build_prm,
+    build_strong,
+    build_weak,
+    is_url,
+    model_load_errors,
+)
+from trim_pomdp.generation.backends.stop_detection import STEP_DETECTIONS
+from trim_pomdp.generation.backends.strong_anthropic import MissingAPIKeyError
 from trim_pomdp.generation.cache import Cache, CachedGenerator
+from trim_pomdp.generation.guards import REPETITION_POLICIES
 from trim_pomdp.generation.loop import LoopConfig, RunSummary, run_loop
+from trim_pomdp.generation.runs import RUN_JSON, RUN_LOCK, TRACES
 from trim_pomdp.generation.scoring import BatchedPRM
 from trim_pomdp.routers.spec import RouterSpec, resolve_router
 
@@ -40,9 +59,10 @@ class RunConfig:
         The run directory.
     data_dir : path, optional
         Local copies of the evaluation sets.
-    weak, weak_model, weak_mode, weak_template, temperature :
-        The weak model: specification, name on its server, continuation mode, prompt format, temperature
-        (see :func:`~trim_pomdp.generation.backends.factory.build_weak`).
+    weak, weak_model, weak_mode, weak_template, weak_tokenizer, step_detection, temperature :
+        The weak model: specification, name on its server, continuation mode, prompt format, where the
+        tokenizer of ``weak_template="auto"`` comes from, how steps and the end of the solution are detected,
+        temperature (see :func:`~trim_pomdp.generation.backends.factory.build_weak`).
     strong, strong_url, strong_temperature, claude_step_mode, claude_continuation, claude_prompt_cache :
         The strong model (see :func:`~trim_pomdp.generation.backends.factory.build_strong`).
     prm, prm_model, prm_batch_size, device :
@@ -51,7 +71,13 @@ class RunConfig:
         Problems in flight, the first ``limit`` problems only (after sharding), ``K/N`` shard, the SQLite cache
         file (default ``out_dir/cache.sqlite``).
     max_steps, max_tokens_per_step, max_solution_tokens, timeout, max_retries :
-        Step cap, output cap of one step, output cap of one solution, per-call timeout (s), retries of a call.
+        Step cap, output cap of one step, output cap of one solution, per-call timeout (s), retries of a call
+        (the PRM's calls included).
+    answer_format : str, optional
+        How final answers are read: a comma list of :data:`~trim_pomdp.datasets.answers.ANSWER_FORMATS`
+        (default all, in that order).
+    repetition : {"stop", "off"}
+        The repetition guard (:mod:`~trim_pomdp.generation.guards`).
     """
 
     dataset: str
@@ -82,13 +108,74 @@ class RunConfig:
     strong_temperature: float | None = None
     timeout: float = 120.0
     max_retries: int = 6
+    weak_tokenizer: str | None = None
+    step_detection: str = "auto"
+    answer_format: str | None = None
+    repetition: str = "stop"
 
     def check(self, mode: str) -> None:
-        """Raise :class:`InvalidParameterError` when a router of loop ``mode`` needs a model that is not given."""
+        """Raise :class:`InvalidParameterError` for a setting out of its range, or when a router of loop
+        ``mode`` needs a model that is not given."""
         if mode in ("route", "weak") and not self.weak:
             raise InvalidParameterError(f"--router {self.router} needs --weak URL_OR_MODEL")
         if mode == "route" and not self.prm:
             raise InvalidParameterError(f"--router {self.router} needs --prm MODEL_OR_URL")
+        if not (isinstance(self.timeout, (int, float)) and math.isfinite(self.timeout) and self.timeout > 0):
+            raise InvalidParameterError(
+                f"timeout must be a finite number of seconds > 0, got {self.timeout!r}"
+            )
+        counts = {
+            "max_retries": (self.max_retries, 0),
+            "max_tokens_per_step": (self.max_tokens_per_step, 1),
+            "max_solution_tokens": (self.max_solution_tokens, 1),
+            "max_steps": (self.max_steps, 1),
+            "prm_batch_size": (self.prm_batch_size, 1),
+            "concurrency": (self.concurrency, 1),
+            "limit": (1 if self.limit is None else self.limit, 1),
+        }
+        for name, (value, low) in counts.items():
+            if not isinstance(value, int) or value < low:
+                raise InvalidParameterError(f"{name} must be an integer >= {low}, got {value!r}")
+        if self.step_detection not in STEP_DETECTIONS:
+            raise InvalidParameterError(
+                f"step detection must be one of {STEP_DETECTIONS}, got {self.step_detection!r}"
+            )
+        if self.repetition not in REPETITION_POLICIES:
+            raise InvalidParameterError(
+                f"repetition must be one of {REPETITION_POLICIES}, got {self.repetition!r}"
+            )
+        parse_answer_formats(self.answer_format)
+
+    def require_extras(self, mode: str) -> None:
+        """Check, before anything is loaded, that the packages the models and the dataset need are installed
+        (:class:`~trim_pomdp.exceptions.BackendUnavailableError` names the extra), and that Claude has a key."""
+        needs: list[tuple[str, str, str]] = []
+        if mode in ("route", "weak"):
+            if is_url(str(self.weak)):
+                needs.append(("openai", "openai", "a weak model server"))
+                if self.weak_template == "auto":
+                    needs.append(("transformers", "hf", "--weak-template auto"))
+            else:
+                needs += [("torch", "hf", "a local weak model"), ("transformers", "hf", "a local weak model")]
+        if mode in ("route", "strong"):
+            if self.strong_url:
+                needs.append(("openai", "openai", "an OpenAI-compatible strong model"))
+            else:
+                needs.append(("anthropic", "anthropic", "Claude as the strong model"))
+                if not os.environ.get("ANTHROPIC_API_KEY"):
+                    raise MissingAPIKeyError(
+                        "the strong model is Claude but ANTHROPIC_API_KEY is not set: export "
+                        "ANTHROPIC_API_KEY=... (or use --strong-url URL for an OpenAI-compatible strong model)"
+                    )
+        if mode == "route":
+            if is_url(str(self.prm)):
+                needs.append(("openai", "openai", "a PRM server"))
+            else:
+                needs += [("torch", "hf", "a local PRM"), ("transformers", "hf", "a local PRM")]
+        if local_dataset_file(self.dataset, self.data_dir) is None:
+            needs.append(("datasets", "data", f"loading {self.dataset!r} from the Hugging Face hub"))
+        for module, extra, feature in dict.fromkeys(needs):
+            require(module, extra, feature)
 
 
 @dataclass
@@ -108,33 +195,16 @@ class _Parts:
             await self.prm.backend.aclose()
 
 
-def _build_parts(config: RunConfig, mode: str, out: Path) -> _Parts:
-    cache = Cache(config.cache or out / "cache.sqlite")
-    try:
-        return _add_models(_Parts(cache), config, mode)
-    except BaseException:
-        cache.close()
-        raise
-
-
-def _add_models(parts: _Parts, config: RunConfig, mode: str) -> _Parts:
+def _build_models(config: RunConfig, mode: str) -> dict[str, Any]:
+    """The weak and strong generators and the PRM backend (with its name) that a run of ``mode`` needs."""
     common: dict[str, Any] = {
         "max_tokens_per_step": config.max_tokens_per_step,
         "timeout": config.timeout,
         "max_retries": config.max_retries,
     }
-    if mode in ("route", "weak"):
-        weak = build_weak(
-            str(config.weak),
-            model_name=config.weak_model,
-            mode=config.weak_mode,
-            temperature=config.temperature,
-            template=config.weak_template,
-            **common,
-        )
-        parts.weak = CachedGenerator(weak, parts.cache)
-    if mode in ("route", "strong"):
-        strong = build_strong(
+    models: dict[str, Any] = {}
+    if mode in ("route", "strong"):  # first: a wrong key is reported before any model is loaded
+        models["strong"] = build_strong(
             config.strong,
             url=config.strong_url,
             step_mode=config.claude_step_mode,
@@ -143,15 +213,40 @@ def _add_models(parts: _Parts, config: RunConfig, mode: str) -> _Parts:
             temperature=config.strong_temperature,
             **common,
         )
-        parts.strong = CachedGenerator(strong, parts.cache)
+    if mode in ("route", "weak"):
+        models["weak"] = build_weak(
+            str(config.weak),
+            model_name=config.weak_model,
+            mode=config.weak_mode,
+            temperature=config.temperature,
+            template=config.weak_template,
+            tokenizer=config.weak_tokenizer,
+            step_detection=config.step_detection,
+            **common,
+        )
     if mode == "route":
-        backend, name = build_prm(
+        models["prm"] = build_prm(
             str(config.prm),
             model_name=config.prm_model,
             batch_size=config.prm_batch_size,
             device=config.device,
+            timeout=config.timeout,
         )
-        parts.prm = BatchedPRM(backend, name, cache=parts.cache, max_batch=config.prm_batch_size)
+    return models
+
+
+def _with_cache(models: dict[str, Any], config: RunConfig, out: Path) -> _Parts:
+    """The models behind one SQLite cache (``config.cache``, default ``out/cache.sqlite``)."""
+    cache = Cache(config.cache or out / "cache.sqlite")
+    parts = _Parts(cache)
+    if "weak" in models:
+        parts.weak = CachedGenerator(models["weak"], cache)
+    if "strong" in models:
+        parts.strong = CachedGenerator(models["strong"], cache)
+    if "prm" in models:
+        backend, name = models["prm"]
+        retry = RetryPolicy(max_retries=config.max_retries, timeout=config.timeout)
+        parts.prm = BatchedPRM(backend, name, cache=cache, max_batch=config.prm_batch_size, retry=retry)
     return parts
 
 
@@ -184,6 +279,8 @@ async def _run(
         mode=spec.mode,
         policy=spec.policy,
         knob=spec.knob,
+        answer_formats=parse_answer_formats(config.answer_format),
+        repetition=config.repetition,
     )
     label = f"{spec.policy} {'' if spec.knob is None else spec.knob}".strip()
     totals = {"done": 0, "correct": 0, "tokens": 0}
@@ -199,7 +296,7 @@ async def _run(
 
         def on_error(problem: Problem, exc: BaseException) -> None:
             if show:
-                print(f"{problem.id} failed: {exc}", file=sys.stderr, flush=True)
+                print(redact(f"{problem.id} failed: {exc}"), file=sys.stderr, flush=True)
 
         try:
             summary = await run_loop(
@@ -241,10 +338,34 @@ def run_experiment(config: RunConfig, *, progress: bool = True) -> RunSummary:
     with model_load_errors():
         spec = resolve_router(config.router)
         config.check(spec.mode)
+        config.require_extras(spec.mode)
         problems = _problems(config)
-        out.mkdir(parents=True, exist_ok=True)
-        parts = _build_parts(config, spec.mode, out)
+        models = _build_models(config, spec.mode)
+    created = not out.exists()
+    parts: _Parts | None = None
     try:
+        out.mkdir(parents=True, exist_ok=True)
+        parts = _with_cache(models, config, out)
         return asyncio.run(_run(problems, spec, parts, config, out, progress))
+    except BaseException:  # (the models' clients open on first use: unused ones hold nothing)
+        if created:
+            _remove_if_unused(out, parts)
+        raise
     finally:
+        if parts is not None:
+            parts.cache.close()
+
+
+def _remove_if_unused(out: Path, parts: _Parts | None) -> None:
+    """Remove a run directory this call created if no problem finished and its cache holds nothing."""
+    if (out / TRACES).exists() and (out / TRACES).stat().st_size > 0:
+        return
+    cache_here = parts is None or Path(parts.cache.path).parent == out
+    if parts is not None and cache_here and len(parts.cache) > 0:
+        return  # paid-for calls: keep them for the next run
+    if parts is not None:
         parts.cache.close()
+    names = {RUN_JSON, RUN_LOCK, TRACES, "records.jsonl", "errors.jsonl"}
+    names |= {"cache.sqlite", "cache.sqlite-wal", "cache.sqlite-shm"} if cache_here else set()
+    if all(p.name in names for p in out.iterdir()):
+        shutil.rmtree(out, ignore_errors=True)

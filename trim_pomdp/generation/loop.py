@@ -16,6 +16,7 @@ problems are skipped, and the unfinished ones replay their cached calls and cont
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import time
 from collections.abc import Awaitable, Callable
@@ -28,7 +29,7 @@ from trim_pomdp._internal.jsonl import JsonlWriter
 from trim_pomdp.datasets.answers import ANSWER_FORMATS, answers_match, extract_answer, parse_answer_formats
 from trim_pomdp.datasets.problems import Problem
 from trim_pomdp.exceptions import InvalidParameterError
-from trim_pomdp.generation.backends._common import ContextFullError
+from trim_pomdp.generation.backends._common import ContextFullError, redact
 from trim_pomdp.generation.base import MIN_STEP_TOKENS, StepResult
 from trim_pomdp.generation.guards import REPETITION_POLICIES, degenerate
 from trim_pomdp.generation.runs import (
@@ -37,6 +38,7 @@ from trim_pomdp.generation.runs import (
     TRACES,
     check_run_settings,
     load_traces,
+    lock_run_dir,
     rebuild_records,
     record_from_trace,
 )
@@ -371,7 +373,7 @@ class _RunFiles:
 
     def failed(self, problem: Problem, exc: BaseException) -> None:
         self.errors.write(
-            {"query_id": problem.id, "error": f"{type(exc).__name__}: {exc}", "time": time.time()}
+            {"query_id": problem.id, "error": redact(f"{type(exc).__name__}: {exc}"), "time": time.time()}
         )
 
     def close(self) -> None:
@@ -445,6 +447,28 @@ async def run_loop(
     """
     config = config or LoopConfig()
     _check_inputs(problems, config, weak, strong, prm, router_factory)
+    with contextlib.ExitStack() as held:
+        if out_dir is not None:
+            Path(out_dir).mkdir(parents=True, exist_ok=True)
+            held.enter_context(lock_run_dir(out_dir))  # one process per run directory
+        return await _run_all(
+            problems, weak, strong, prm, router_factory, config, out_dir, settings, on_result, on_error
+        )
+
+
+async def _run_all(
+    problems: list[Problem],
+    weak: Any,
+    strong: Any,
+    prm: Any,
+    router_factory: Callable[[], Router] | None,
+    config: LoopConfig,
+    out_dir: str | Path | None,
+    settings: dict[str, Any] | None,
+    on_result: Callable[[dict[str, Any]], None] | None,
+    on_error: Callable[[Problem, BaseException], None] | None,
+) -> RunSummary:
+    """:func:`run_loop` once its inputs are checked and its directory is held."""
     summary = RunSummary(total=len(problems))
     t0 = time.perf_counter()
     files: _RunFiles | None = None
@@ -463,7 +487,7 @@ async def run_loop(
                 if summary.completed == 0 and summary.failed + 1 >= config.fail_fast_after:
                     raise  # nothing has worked yet: a configuration error, not a flaky problem
                 summary.failed += 1
-                summary.errors.append(f"{p.id}: {exc}")
+                summary.errors.append(redact(f"{p.id}: {exc}"))
                 if files is not None:
                     files.failed(p, exc)
                 if on_error is not None:

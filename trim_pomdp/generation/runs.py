@@ -12,6 +12,9 @@ A run directory holds
     problems that failed for good in this attempt (they are retried when the run is resumed).
 ``run.json``
     the run's settings; resuming with different settings is refused.
+``run.lock``
+    held (an advisory lock) by the process running in the directory: a second process on the same directory
+    is refused with the holder's pid, instead of both appending to the same files.
 
 The JSONL files are written and read with :mod:`trim_pomdp._internal.jsonl`: one whole line per finished problem,
 so a run killed at any point leaves at most one torn last line, which the reader drops and the writer repairs
@@ -20,11 +23,15 @@ before appending.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Iterable
+import socket
+import sys
+import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from trim_pomdp._internal.artifacts import to_jsonable, write_json
 from trim_pomdp._internal.jsonl import JsonlWriter, read_jsonl
@@ -39,6 +46,7 @@ __all__ = [
     "TRACES",
     "check_run_settings",
     "load_traces",
+    "lock_run_dir",
     "merge_runs",
     "rebuild_records",
     "record_from_trace",
@@ -46,6 +54,7 @@ __all__ = [
 
 RECORD_KEYS = ("policy", "knob", "query_id", "correct", "strong_tokens")
 TRACES, RECORDS, ERRORS, RUN_JSON = "traces.jsonl", "records.jsonl", "errors.jsonl", "run.json"
+RUN_LOCK = "run.lock"
 
 #: The settings of ``run.json`` that a resumed run must share with the run it continues.
 SETTINGS_CHECKED_ON_RESUME = (
@@ -106,6 +115,53 @@ def rebuild_records(out_dir: str | os.PathLike[str]) -> int:
         _write_atomic(out / TRACES, traces.values())
     _write_atomic(out / RECORDS, (record_from_trace(t) for t in traces.values()))
     return len(traces)
+
+
+def _try_lock(fh: IO[str]) -> bool:
+    """Take an exclusive advisory lock on ``fh`` without waiting (``False``: another process holds it)."""
+    if sys.platform == "win32":
+        import msvcrt
+
+        try:
+            msvcrt.locking(fh.fileno(), msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+    import fcntl
+
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def lock_run_dir(out_dir: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold ``out_dir``'s ``run.lock`` while a run writes there (released when the process ends, however it ends).
+
+    Raises
+    ------
+    InvalidParameterError
+        Another process holds the directory; the message names it.
+    """
+    path = Path(out_dir) / RUN_LOCK
+    fh = open(path, "a+", encoding="utf-8")  # held for the whole run
+    try:
+        if not _try_lock(fh):
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            raise InvalidParameterError(
+                f"{out_dir} is in use by another run ({holder}): wait for it to finish, or choose another "
+                "--out directory (two runs appending to one directory would lose records)"
+            )
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        fh.flush()
+        yield
+    finally:
+        fh.close()  # closing the file releases the lock
 
 
 def check_run_settings(out_dir: str | os.PathLike[str], settings: dict[str, Any]) -> None:

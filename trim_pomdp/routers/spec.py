@@ -130,6 +130,11 @@ def _threshold(spec: str, arg: str) -> RouterSpec:
         raise InvalidParameterError(
             f"router {spec!r}: thr:K needs a number K in [0, 1], e.g. thr:0.5"
         ) from None
+    if not 0.0 <= k <= 1.0:  # PRM scores are probabilities: K outside [0, 1] is a typo, not a router
+        raise InvalidParameterError(
+            f"router {spec!r}: K must be in [0, 1] (thr:0 never regenerates, thr:1 regenerates every step "
+            "scored below 1; use --router strong to regenerate every step)"
+        )
     ThresholdRouter(k)  # checks K now rather than in every worker
     return RouterSpec("route", "thr", k, lambda: ThresholdRouter(k), spec)
 

@@ -201,6 +201,11 @@ class _Handler(BaseHTTPRequestHandler):
         if kind == "529":
             self._send_json(529, error_body("overloaded_error", "Overloaded"))
             return True
+        if kind == "echo_key":  # a server that quotes the key it was sent in its error message
+            sent = (self.headers.get("authorization") or "").removeprefix("Bearer ").strip()
+            sent = sent or self.headers.get("x-api-key") or ""
+            self._send_json(400, error_body("invalid_request_error", f"Incorrect API key provided: {sent}"))
+            return True
         if kind == "invalid_json":  # a 200 whose body is cut off: not JSON
             data = b'{"id": "cmpl-broken", "choices": [{"text": "Step'
             self.send_response(200)

@@ -11,7 +11,8 @@
   (400).
 
 Both can be told to fail: ``server.fail_next(kind, n)`` with ``kind`` one of ``"429"`` (with ``retry-after``),
-``"500"``, ``"529"``, ``"hang"``, ``"invalid_json"`` (a 200 whose body is not JSON), and for the Anthropic
+``"500"``, ``"529"``, ``"hang"``, ``"invalid_json"`` (a 200 whose body is not JSON), ``"echo_key"`` (a 400 that
+quotes the API key it was sent), and for the Anthropic
 server ``"overloaded_stream"`` (an ``error`` event mid-stream), ``"cut_stream"`` (the stream closes after a few
 deltas, without ``message_delta`` / ``message_stop``), ``"invalid_json_stream"`` (an event whose data is not
 JSON); for the PRM ``"nan_scores"`` and ``"big_scores"``. ``delay_s`` adds a fixed latency per call
