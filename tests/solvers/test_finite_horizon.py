@@ -242,3 +242,100 @@ def test_policy_arrays_round_trip():
     q = B @ al.T
     for a in (0, 1):
         np.testing.assert_allclose(q[:, ac == a].max(axis=1), pol.action_values(2, 0, B)[:, a], atol=1e-12)
+
+
+# ---------------------------------------------------------------------------- dynamics with K >= 3 vertices
+def random_vertex_model(rng, Z=5, K=3, A=2, H=3, C=2, n_obs=3, given=True) -> FiniteHorizonPOMDP:
+    """Transition rows mixing K random vertex distributions (K < Z), the vertices themselves among the rows (as
+    in the TRIM-POMDP, so that they can be found from the rows); random observations, contexts, rewards."""
+    V = rng.dirichlet(np.ones(Z), size=K)
+    T = rng.dirichlet(np.ones(K) * 0.5, size=(A, Z)) @ V
+    T[0, :K] = V
+    obs = [rng.dirichlet(np.ones(n_obs) * 0.7, size=Z) for _ in range(H)]
+    ctx = rng.dirichlet(np.ones(C), size=H)
+    term = rng.uniform(size=(H, C)) < 0.3
+    reward = rng.normal(size=(H, C, Z, A))
+    return FiniteHorizonPOMDP(
+        T, obs, ctx, term, reward, rng.dirichlet(np.ones(Z)), vertices=V if given else None
+    )
+
+
+def test_vertex_factorization_and_tensor_grid():
+    from trim_pomdp.solvers.finite_horizon.vertices import (
+        TensorGrid,
+        from_stick,
+        to_stick,
+        vertex_factorization,
+    )
+
+    rng = np.random.default_rng(40)
+    m = random_vertex_model(rng, Z=6, K=4, given=False)
+    f = vertex_factorization(m.transition)
+    assert f is not None and f.n_vertices == 4
+    np.testing.assert_allclose(np.einsum("azk,kj->azj", f.M, f.V), m.transition, atol=1e-8)
+    assert vertex_factorization(m.transition, max_vertices=2) is None
+    lam = rng.dirichlet(np.ones(4), size=50)
+    np.testing.assert_allclose(from_stick(to_stick(lam)), lam, atol=1e-12)
+    grid = TensorGrid([np.array([0, 0.2, 1.0]), np.array([0, 0.5, 0.7, 1.0]), np.array([0, 1.0])])
+    x = rng.uniform(size=(200, 3))
+    np.testing.assert_allclose(
+        grid.interpolate(grid.nodes() @ [1.0, -2.0, 0.5], x), x @ [1.0, -2.0, 0.5], atol=1e-12
+    )
+    # a function convex in λ is over-estimated by multilinear interpolation in stick-breaking coordinates
+    alph = rng.normal(size=(7, 4))
+    convex = lambda pts: (from_stick(pts) @ alph.T).max(axis=1)  # noqa: E731
+    assert np.all(grid.interpolate(convex(grid.nodes()), x) >= convex(x) - 1e-12)
+    with pytest.raises(InvalidParameterError):
+        TensorGrid([np.array([0.0, 0.5])])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_vertex_solver_is_exact_and_certified_on_random_models(seed):
+    rng = np.random.default_rng(300 + seed)
+    m = random_vertex_model(rng, K=3 + seed % 2, given=seed < 2)
+    truth = expectimax_finite_horizon(m)
+    exact = FiniteHorizonSolver(mode="exact").solve(m)
+    assert exact.info.sizes["vertices"] == 3 + seed % 2
+    assert exact.info.lower_bound == pytest.approx(truth, abs=1e-9)
+    assert policy_value(exact, m) == pytest.approx(truth, abs=1e-9)
+    auto = FiniteHorizonSolver(precision=1e-3).solve(m)
+    assert auto.info.lower_bound - 1e-12 <= truth <= auto.info.upper_bound + 1e-12 and auto.info.converged
+    assert policy_value(auto, m) >= auto.info.lower_bound - 1e-12  # the returned policy earns its lower bound
+    grid = FiniteHorizonSolver(mode="grid", grid_size=3).solve(m)
+    assert grid.info.lower_bound - 1e-12 <= truth <= grid.info.upper_bound + 1e-12
+    B = rng.dirichlet(np.ones(m.n_hidden), size=20)
+    for t in (1, 2, 3):
+        lo = grid.action_values(t, 1, B).max(axis=1)
+        assert np.all(lo <= exact.action_values(t, 1, B).max(axis=1) + 1e-12)
+        assert np.all(
+            exact.action_values(t, 1, B).max(axis=1)
+            <= grid.action_values(t, 1, B, upper=True).max(axis=1) + 1e-12
+        )
+
+
+def test_vertex_policy_arrays_round_trip_and_time_limit():
+    from trim_pomdp.solvers.finite_horizon.vertex_policy import FiniteHorizonVertexPolicy
+
+    rng = np.random.default_rng(50)
+    m = random_vertex_model(rng, H=4)
+    for mode in ("grid", "exact"):
+        pol = FiniteHorizonSolver(mode=mode).solve(m)
+        back = FiniteHorizonVertexPolicy.from_arrays(pol.to_arrays())
+        B = rng.dirichlet(np.ones(5), size=20)
+        for t in (1, 2, 4):
+            for upper in (False, True):
+                np.testing.assert_array_equal(
+                    pol.action_values(t, 0, B, upper), back.action_values(t, 0, B, upper)
+                )
+        al, _ac = back.alphas(2, 1)
+        np.testing.assert_allclose(
+            (B @ al.T).max(axis=1), back.action_values(2, 1, B).max(axis=1), atol=1e-12
+        )
+    slow = FiniteHorizonSolver(precision=1e-14, time_limit=1e-4).solve(
+        random_vertex_model(rng, H=6, C=3, n_obs=5)
+    )
+    assert not slow.info.converged and slow.info.lower_bound <= slow.info.upper_bound
+    with pytest.raises(SolverError, match="not a mixture"):
+        bad = random_vertex_model(rng)
+        bad.vertices = bad.vertices[:2]
+        FiniteHorizonSolver().solve(bad)

@@ -374,31 +374,77 @@ def _report(
 
 
 # ---------------------------------------------------------------------- exact mode (small models)
+def _hull_candidates(W: np.ndarray) -> np.ndarray:
+    """Indices of the vectors that can be maximal somewhere on the hyperplane ``Σ λ = 1`` (a superset of those
+    maximal on the simplex): the vertices of the upper facets of the convex hull of the dual points
+    ``(w_1 − w_0, …, w_{K−1} − w_0, w_0)``. All indices when the hull is degenerate."""
+    from scipy.spatial import ConvexHull, QhullError
+
+    pts = np.column_stack([W[:, 1:] - W[:, :1], W[:, 0]])
+    try:
+        # Qc: also report the points within Qhull's tolerance of a facet
+        hull = ConvexHull(pts, qhull_options="Qc")
+    except (QhullError, ValueError):
+        return np.arange(len(W))
+    upper = hull.equations[:, -2] > -1e-9  # facets that can face up, with slack for rounding
+    idx = [hull.simplices[upper].ravel()]
+    if hull.coplanar.size:
+        near = hull.coplanar[upper[hull.coplanar[:, 1]], 0]
+        idx.append(near)
+    out = np.unique(np.concatenate(idx))
+    return out if out.size else np.arange(len(W))
+
+
+def _witness(w: np.ndarray, Q: np.ndarray) -> np.ndarray | None:
+    """A point of the simplex where ``w`` beats every row of ``Q`` by more than 1e-11, or ``None``."""
+    K = w.size
+    res = linprog(
+        np.r_[np.zeros(K), -1.0],  # maximise δ: λ · (w − q) ≥ δ for every q, λ in the simplex
+        A_ub=np.hstack([-(w[None, :] - Q), np.ones((len(Q), 1))]),
+        b_ub=np.zeros(len(Q)),
+        A_eq=np.r_[np.ones(K), 0.0][None, :],
+        b_eq=[1.0],
+        bounds=[(0, None)] * K + [(None, None)],
+        method="highs",
+    )
+    if res.status != 0:  # numerically degenerate: keep the vector (a superset is still exact)
+        return np.full(K, 1.0 / K)
+    return res.x[:K] if -res.fun > 1e-11 else None
+
+
 def _prune_lp(W: np.ndarray) -> np.ndarray:
-    """The vectors of ``W (n, K)`` that are strictly maximal somewhere on the simplex (duplicates dropped)."""
+    """The vectors of ``W (n, K)`` that are strictly maximal somewhere on the simplex (duplicates dropped).
+
+    Pointwise dominance and the dual convex hull discard most vectors; the maximisers at a set of sample
+    points are kept outright; the rest go through Lark's filter (one small linear program against the vectors
+    kept so far, and the best vector at each witness point is kept).
+    """
     W = np.unique(np.round(W, 13), axis=0)
     W = W[np.argsort(-W.sum(axis=1))]
     W = W[nondominated(W)]
+    K = W.shape[1]
     if len(W) <= 1:
         return W
-    K = W.shape[1]
-    keep = []
-    for k in range(len(W)):
-        others = np.delete(W, k, axis=0)
-        # maximise δ: λ · (w_k − w_j) ≥ δ for every other j, λ in the simplex
-        A_ub = np.hstack([-(W[k][None, :] - others), np.ones((len(others), 1))])
-        res = linprog(
-            np.r_[np.zeros(K), -1.0],
-            A_ub=A_ub,
-            b_ub=np.zeros(len(others)),
-            A_eq=np.r_[np.ones(K), 0.0][None, :],
-            b_eq=[1.0],
-            bounds=[(0, None)] * K + [(None, None)],
-            method="highs",
-        )
-        if res.status != 0 or -res.fun > 1e-11:
-            keep.append(k)
-    return W[keep]
+    if len(W) > K + 1:
+        W = W[_hull_candidates(W)]
+    pts = np.vstack([np.eye(K), np.random.default_rng(0).dirichlet(np.ones(K), size=64 * K)])
+    vals = pts @ W.T
+    top = vals.max(axis=1, keepdims=True)
+    unique_best = (vals >= top - 1e-12).sum(axis=1) == 1  # a strict maximiser is on the envelope
+    keep = set(np.unique(vals.argmax(axis=1)[unique_best]).tolist()) or {0}
+    queue = [k for k in range(len(W)) if k not in keep]
+    while queue:
+        k = queue.pop()
+        lam = _witness(W[k], W[sorted(keep)])
+        if lam is None:
+            continue
+        cand = [k, *queue]
+        j = cand[int(np.argmax(W[cand] @ lam))]
+        keep.add(j)
+        if j != k:
+            queue.remove(j)
+            queue.append(k)
+    return W[sorted(keep)]
 
 
 def _solve_exact(
