@@ -30,6 +30,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -111,7 +112,8 @@ class Served:
             "--port", str(self.port), "--max-in-flight", "1024", "--max-retries", "2", "--log-level", "warning",
         ]  # fmt: skip
         env = dict(os.environ, PYTHONPATH=str(ROOT))
-        self.proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.log = tempfile.TemporaryFile()  # a pipe nobody reads would block the server once full
+        self.proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=self.log)
         self.url = f"http://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
@@ -121,7 +123,8 @@ class Served:
         deadline = time.time() + 120
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"serve exited: {self.proc.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+                self.log.seek(0)
+                raise RuntimeError(f"serve exited: {self.log.read().decode()[-2000:]}")
             try:
                 await self.client.models.list()
                 return
@@ -142,6 +145,7 @@ class Served:
         await self.client.close()
         self.proc.terminate()
         self.proc.wait(30)
+        self.log.close()
 
 
 async def overhead(served: Served, local: InProcess, n: int) -> dict[str, Any]:

@@ -185,14 +185,14 @@ def create_app(
     return app
 
 
-def _install_filters(secrets: list[str]) -> None:
-    """Redact secrets from every record of the server's loggers (ours and uvicorn's)."""
+def _install_filters(secrets: list[str], level: str) -> None:
+    """Log the package's records at ``level`` (like uvicorn's), with every secret redacted (ours and uvicorn's)."""
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     ours = logging.getLogger("trim_pomdp")
     if not ours.handlers:
         ours.addHandler(handler)
-        ours.setLevel(logging.INFO)
+    ours.setLevel(level.upper())
     flt = RedactingFilter(secrets)
     for name in ("", "trim_pomdp", "uvicorn", "uvicorn.error", "uvicorn.access"):
         for h in logging.getLogger(name).handlers:
@@ -209,8 +209,8 @@ def run_server(config: ServeConfig, *, log_level: str = "info") -> None:
     server_config = uvicorn.Config(
         app, host=config.host, port=int(config.port), log_level=log_level, timeout_graceful_shutdown=5
     )
-    _install_filters(secret_values([token] if token else []))
-    log.info(
+    _install_filters(secret_values([token] if token else []), log_level)
+    log.warning(  # at every log level: where the server is and whether it checks tokens
         "serving %s on http://%s:%d/v1 (%s)",
         ", ".join(routers),
         config.host,
