@@ -21,7 +21,11 @@ __all__ = ["COMMANDS", "main"]
 
 #: command name -> (module in trim_pomdp.cli, one-line help shown by ``trim-pomdp --help``)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "fit-observations": ("fit_observations", "Fit class-conditional PRM-score densities on ProcessBench."),
+    "fit-observations": ("fit_observations", "Fit class-conditional PRM-score densities on scored solutions."),
+    "evaluate-observations": (
+        "evaluate_observations",
+        "Score an observation model's belief on scored data it was not fitted on.",
+    ),
     "score-processbench": ("score_processbench", "Score ProcessBench steps with a PRM (GPU recommended)."),
     "solve": ("solve", "Build and solve the TRIM-POMDP for one or more λ into policies."),
     "solve-file": ("solve_file", "Solve a .pomdp/.pomdpx file with the point-based solver."),

@@ -49,6 +49,7 @@ __all__ = [
     "check_bandwidth",
     "fit_class_densities",
     "fit_observation_model",
+    "held_out_binned_log_likelihood",
     "held_out_log_likelihood",
     "scale_eps_for",
 ]
@@ -390,6 +391,49 @@ def held_out_log_likelihood(
     return out
 
 
+def held_out_binned_log_likelihood(
+    table: Any, n_folds: int = 5, seed: int = 0, **fit: Any
+) -> dict[str, float]:
+    """Mean held-out log-density per step of each class's binned ``t >= 2`` observation, folds by item.
+
+    The binned density is the bin's probability over its area on the scores (``P(r-bin, m-bin | z) / (w_r w_m)``;
+    ``r``'s bin width alone with ``r_only``), so models with different bins or density scales are compared on the
+    same footing. Each fold's steps are scored under :func:`fit_class_densities` (``**fit``) fitted on the other
+    folds. Returns ``{"S0": …, "S1": …, "S2": …}`` in nats per step.
+    """
+    tab = table_arrays(table)
+    if tab.item_index is None:
+        raise InvalidParameterError("held-out log-likelihood by item needs table.item_index")
+    items = np.unique(tab.item_index)
+    if items.size < n_folds:
+        raise InvalidParameterError(f"{n_folds}-fold CV by item needs >= {n_folds} items, got {items.size}")
+    perm = np.random.default_rng(seed).permutation(items)
+    fold_of = dict(zip(perm.tolist(), (np.arange(perm.size) % n_folds).tolist(), strict=True))
+    fold = np.array([fold_of[i] for i in tab.item_index.tolist()])
+    r_only = bool(fit.get("r_only", False))
+    totals, counts = np.zeros(3), np.zeros(3)
+    for k in range(n_folds):
+        train, test = fold != k, (fold == k) & (tab.t >= 2)
+        sub = StepArrays(tab.r[train], tab.m[train], tab.z[train], tab.t[train], tab.item_index[train])
+        dens = fit_class_densities(sub, random_state=seed, **fit)
+        n = dens.r_edges.size - 1
+        ir = np.clip(np.searchsorted(dens.r_edges, tab.r[test], side="right") - 1, 0, n - 1)
+        im = np.clip(np.searchsorted(dens.m_edges, tab.m[test], side="right") - 1, 0, n - 1)
+        wr, wm = np.diff(dens.r_edges)[ir], np.diff(dens.m_edges)[im]
+        z = tab.z[test]
+        if r_only:
+            p = dens.pair_probs.sum(axis=2)[z, ir] / wr
+        else:
+            p = dens.pair_probs[z, ir, im] / (wr * wm)
+        logp = np.log(np.maximum(p, 1e-300))
+        totals += np.bincount(z, weights=logp, minlength=3)
+        counts += np.bincount(z, minlength=3)
+    return {
+        name: float(totals[c] / counts[c]) if counts[c] else float("nan")
+        for c, name in enumerate(HIDDEN_CLASSES)
+    }
+
+
 def fit_observation_model(
     table: Any,
     *,
@@ -398,6 +442,8 @@ def fit_observation_model(
     r_only: bool = False,
     bins: str = DEFAULT_BINS,
     logit_eps: float = DEFAULT_LOGIT_EPS,
+    density_scale: str = DEFAULT_DENSITY_SCALE,
+    scale_eps: float = DEFAULT_SCALE_EPS,
     cv_folds: int = 5,
     seed: int = 0,
     card: Mapping[str, Any] | None = None,
@@ -410,10 +456,10 @@ def fit_observation_model(
     ----------
     table : StepTable-like
         The scored steps (:func:`~trim_pomdp.datasets.scored.step_table`).
-    n_bins, bandwidth, r_only, bins, logit_eps
+    n_bins, bandwidth, r_only, bins, logit_eps, density_scale, scale_eps
         See :meth:`ObservationModel.fit`.
     cv_folds : int, default=5
-        Folds by item of :func:`held_out_log_likelihood`, stored in the card as ``held_out_loglik``; below 2,
+        Folds by item of :func:`held_out_binned_log_likelihood`, stored in the card as ``held_out_loglik``; below 2,
         none is computed.
     seed : int, default=0
         Seed of the stored-points subsample and of the folds.
@@ -430,10 +476,28 @@ def fit_observation_model(
         r_only=r_only,
         bins=bins,
         logit_eps=logit_eps,
+        density_scale=density_scale,
+        scale_eps=scale_eps,
         card=card,
         random_state=seed,
     )
     if cv_folds >= 2:
-        held = held_out_log_likelihood(table, n_folds=cv_folds, bandwidth=bandwidth, r_only=r_only, seed=seed)
-        model.card["held_out_loglik"] = {"folds": cv_folds, "by": "item", "nats_per_step": held}
+        held = held_out_binned_log_likelihood(
+            table,
+            n_folds=cv_folds,
+            seed=seed,
+            n_bins=n_bins,
+            bandwidth=bandwidth,
+            r_only=r_only,
+            bins=bins,
+            logit_eps=logit_eps,
+            density_scale=density_scale,
+            scale_eps=scale_eps,
+        )
+        model.card["held_out_loglik"] = {
+            "folds": cv_folds,
+            "by": "item",
+            "density": "binned: bin probability / bin area on the scores, t >= 2",
+            "nats_per_step": held,
+        }
     return model

@@ -571,15 +571,17 @@ def _inconsistency(npz: Path) -> str | None:
     return None
 
 
-def load_shipped_observation_model() -> ObservationModel:
-    """The observation model shipped with trim-pomdp, ``trim_pomdp/data/observation_model.{npz,json}``.
+def load_shipped_observation_model(name: str | None = None) -> ObservationModel:
+    """An observation model shipped with trim-pomdp: the default one, or another by name.
 
-    Its card says whether the PRM scores behind it were simulated (they are in the shipped model, which is
-    made with ``--synthetic-prm``) and how to replace it; ``trim_pomdp/data/README.md`` says how it was made.
+    The default is ``trim_pomdp/data/observation_model.{npz,json}``;
+    :data:`~trim_pomdp.observation_models.shipped.SHIPPED_OBSERVATION_MODELS` lists the others. Each card says
+    what the model was fitted on and whether the PRM scores behind it were simulated; ``trim_pomdp/data/README.md``
+    says how each was made.
     """
-    from importlib import resources
+    from trim_pomdp.observation_models.shipped import DEFAULT_OBSERVATION_MODEL, shipped_path
 
-    npz = Path(str(resources.files("trim_pomdp") / "data" / f"{FILE_STEM}.npz"))
+    npz = shipped_path(name or DEFAULT_OBSERVATION_MODEL)
     if not npz.is_file():
         raise FileNotFoundError(
             f"the shipped observation model {npz} is missing; reinstall trim-pomdp or make one with "

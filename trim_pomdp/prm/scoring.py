@@ -17,11 +17,41 @@ from typing import Any
 
 from trim_pomdp._internal.progress import Progress
 from trim_pomdp.datasets.processbench import HUB_DATASET, SPLITS, ProcessBenchItem, load_processbench
-from trim_pomdp.datasets.scored import ScoredItem, load_scored_items, save_scored_items
+from trim_pomdp.datasets.scored import ScoredItem, load_scored_items, save_scored_items, select_splits
 from trim_pomdp.exceptions import DataFormatError, InvalidParameterError, TrimPomdpError
 from trim_pomdp.prm.base import PRMBackend
 
-__all__ = ["REPLACE_WITH_REAL_SCORES", "ScoreSource", "processbench_scores", "score_processbench"]
+__all__ = [
+    "DEFAULT_EXCLUDED_SPLITS",
+    "REPLACE_WITH_REAL_SCORES",
+    "ScoreSource",
+    "check_scoring_extras",
+    "processbench_scores",
+    "score_processbench",
+]
+
+#: Splits left out of a fit unless asked for: ProcessBench's ``math`` problems are MATH test problems, and
+#: MATH-500 (the evaluation set of the TRIM paper and of ``trim-pomdp run``) is drawn from the same test set.
+DEFAULT_EXCLUDED_SPLITS: tuple[str, ...] = ("math",)
+#: Why :data:`DEFAULT_EXCLUDED_SPLITS` are left out, for cards.
+EXCLUSION_REASON = (
+    "ProcessBench's math split holds MATH test problems, which overlap MATH-500 (the evaluation set)"
+)
+
+
+def check_scoring_extras(data_dir: str | os.PathLike[str] | None) -> None:
+    """Fail before any data is loaded when what scoring with a transformers PRM needs is missing.
+
+    torch and transformers (the ``hf`` extra), and ``datasets`` (the ``data`` extra) when ProcessBench comes
+    from the hub (no ``data_dir``).
+    """
+    from trim_pomdp._internal.optional import require
+
+    require("torch", "hf", "scoring with a transformers PRM")
+    require("transformers", "hf", "scoring with a transformers PRM")
+    if data_dir is None:
+        require("datasets", "data", "loading ProcessBench from the Hugging Face hub")
+
 
 #: The two commands that replace simulated scores with a real PRM's, recorded in the cards of simulated models.
 REPLACE_WITH_REAL_SCORES = (
@@ -112,6 +142,8 @@ def score_processbench(
     """
     out = Path(out)
     chosen = list(splits) or list(SPLITS)
+    if backend is None:  # before minutes of loading: is the backend installed at all?
+        check_scoring_extras(data_dir)
     items = _first_per_split(load_processbench(chosen, data_dir=data_dir), limit)
     done = _already_scored(out, prm_name)
     todo = [it for it in items if (it.split, it.id) not in done]
@@ -159,18 +191,18 @@ class ScoreSource:
     card: dict[str, Any] = field(default_factory=dict)
 
 
-def _from_file(scores: Path, chosen: list[str], prm_name: str | None) -> ScoreSource:
-    scored = [s for s in load_scored_items(scores) if s.item.split in chosen]
-    if not scored:
-        raise InvalidParameterError(f"{scores} holds no items of the split(s) {', '.join(chosen)}")
+def _from_file(
+    scores: Path, include: list[str] | None, exclude: Sequence[str], prm_name: str | None
+) -> ScoreSource:
+    scored = select_splits(load_scored_items(scores), include, exclude, source=str(scores))
     names = sorted({s.prm for s in scored if s.prm})
     return ScoreSource(
         scored,
         {
             "prm": prm_name or (", ".join(names) if names else f"unknown (scores from {scores.name})"),
             "simulated": any(s.simulated for s in scored),
-            "data_source": f"ProcessBench scored items {scores}",
-            "scores_file": str(scores),
+            "data_source": f"scored items {scores.name}",
+            "scores_file": scores.name,
         },
     )
 
@@ -198,7 +230,8 @@ def processbench_scores(
     scores: str | os.PathLike[str] | None = None,
     prm: str | None = None,
     synthetic: bool = False,
-    splits: Sequence[str] = SPLITS,
+    splits: Sequence[str] | None = None,
+    exclude_splits: Sequence[str] = DEFAULT_EXCLUDED_SPLITS,
     data_dir: str | os.PathLike[str] | None = None,
     seed: int = 0,
     prm_name: str | None = None,
@@ -217,8 +250,11 @@ def processbench_scores(
         A PRM to score ProcessBench with now (:func:`score_processbench`, into ``score_file``, resumable).
     synthetic : bool, default False
         Simulated scores from :class:`~trim_pomdp.prm.synthetic.SyntheticPRM`; the card says so.
-    splits : sequence of str
-        The ProcessBench splits to keep (default all four).
+    splits : sequence of str, optional
+        The splits to keep: any names a scores file holds (default every split in it), or ProcessBench's (default
+        all four).
+    exclude_splits : sequence of str
+        Splits to leave out (default :data:`DEFAULT_EXCLUDED_SPLITS`; pass ``()`` to keep them).
     data_dir : path-like, optional
         A folder with ProcessBench's ``<split>.json`` files (for ``prm`` and ``synthetic``); default the hub.
     seed : int, default 0
@@ -235,7 +271,8 @@ def processbench_scores(
     Raises
     ------
     InvalidParameterError
-        Not exactly one source, or a scores file with no item of ``splits``.
+        Not exactly one source, a split that the data does not hold (the message lists those it does), or a
+        selection that leaves nothing.
     """
     given = [
         name
@@ -246,12 +283,29 @@ def processbench_scores(
         raise InvalidParameterError(
             f"give exactly one score source (scores, prm or synthetic), got {given or 'none'}"
         )
-    chosen = list(splits) or list(SPLITS)
-    data_source = f"local JSON {data_dir}" if data_dir is not None else f"hub {HUB_DATASET}"
+    data_source = "local JSON files" if data_dir is not None else f"hub {HUB_DATASET}"
+    exclusion: dict[str, Any] = {"excluded_splits": sorted(exclude_splits)}
+    if set(exclude_splits) & set(DEFAULT_EXCLUDED_SPLITS):
+        exclusion["exclusion_reason"] = EXCLUSION_REASON
     if scores is not None:
-        return _from_file(Path(scores), chosen, prm_name)
+        source = _from_file(Path(scores), list(splits) if splits else None, exclude_splits, prm_name)
+        source.card.update(exclusion)
+        return source
+    unknown = [s for s in (splits or ()) if s not in SPLITS]
+    if unknown:
+        raise InvalidParameterError(
+            f"ProcessBench has no split(s) {', '.join(map(repr, unknown))}; its splits are {', '.join(SPLITS)}"
+        )
+    chosen = [s for s in (list(splits) if splits else list(SPLITS)) if s not in set(exclude_splits)]
+    if not chosen:
+        raise InvalidParameterError(
+            f"no ProcessBench split left: {', '.join(map(repr, sorted(exclude_splits)))} excluded; "
+            "choose others with --split / --exclude-split"
+        )
     if synthetic:
-        return _from_synthetic(chosen, None if data_dir is None else Path(data_dir), data_source, seed)
+        source = _from_synthetic(chosen, None if data_dir is None else Path(data_dir), data_source, seed)
+        source.card.update(exclusion)
+        return source
     assert prm is not None
     if score_file is None:
         raise InvalidParameterError("scoring with a PRM needs score_file, the JSONL file the scores go to")
@@ -264,6 +318,7 @@ def processbench_scores(
             "prm": prm,
             "simulated": False,
             "data_source": f"ProcessBench ({data_source})",
-            "scores_file": str(score_file),
+            "scores_file": Path(score_file).name,
+            **exclusion,
         },
     )
