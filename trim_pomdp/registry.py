@@ -86,6 +86,7 @@ SOLVERS: dict[str, SolverName] = {
 SARSOP_BACKENDS: dict[str, tuple[tuple[str, ...], str]] = {
     "sarsop.jl": ((), "SARSOP.jl through Julia: APPL's C++ pomdpsol, the paper's solver"),
     "nativesarsop.jl": (("native",), "NativeSARSOP.jl through Julia: a pure-Julia SARSOP"),
+    "appl": (("pomdpsol",), "APPL's pomdpsol run directly, without Julia (the C++ SARSOP; needs pomdpsol)"),
 }
 
 ROUTERS: dict[str, RouterName] = {

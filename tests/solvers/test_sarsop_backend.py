@@ -376,7 +376,7 @@ def test_worker_bad_usage_exit_code():
 @pytest.mark.parametrize(
     ("kwargs", "pattern"),
     [
-        ({"backend": "pomdpsol"}, "backend must be one of"),
+        ({"backend": "sarsop-cpp"}, "backend must be one of"),
         ({"time_limit": 0}, "time_limit must be a positive"),
         ({"time_limit": math.inf}, "time_limit must be a positive"),
         ({"timeout": 0}, "timeout must be a positive"),

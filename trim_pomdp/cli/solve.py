@@ -114,7 +114,8 @@ def parse_lambdas(text: str, param_hint: str = "--lambda") -> list[float]:
     type=RegisteredName(list(SARSOP_BACKENDS), canonical_sarsop_backend),
     default="sarsop.jl",
     show_default=True,
-    help="With --solver sarsop: APPL's SARSOP through SARSOP.jl (as in the paper) or NativeSARSOP.jl.",
+    help="With --solver sarsop: APPL's SARSOP through SARSOP.jl (as in the paper), NativeSARSOP.jl, or "
+    "APPL's pomdpsol run directly without Julia (appl; pomdpsol on PATH or TRIM_POMDP_POMDPSOL).",
 )
 @click.option(
     "--mc-episodes",

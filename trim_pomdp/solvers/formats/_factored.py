@@ -236,6 +236,8 @@ class FactoredPOMDP:
                 "format": "pomdpx",
                 "state_variables": [p.name for p, _ in self.states],
                 "fully_observed": [c.name for c in fo],
+                "state_sizes": [p.n for p, _ in self.states],
+                "state_observed": [c.fully_observed for _, c in self.states],
             },
         )
         if representation == "auto":

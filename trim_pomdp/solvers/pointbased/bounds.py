@@ -11,6 +11,8 @@ Batches of beliefs are passed as ``(idx, B)``: a common support ``idx`` (global 
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from trim_pomdp.solvers.pointbased.hull import FaceHulls
@@ -21,6 +23,9 @@ __all__ = ["AlphaSet", "SawtoothUpper"]
 
 class AlphaSet:
     """A growable set of alpha vectors with actions (the lower bound).
+
+    The vectors are stored as the columns of an ``(S, capacity)`` array, so that the rows of a belief's
+    support are contiguous: valuing beliefs on 256 of 12,800 states reads 256 short rows.
 
     Parameters
     ----------
@@ -34,7 +39,7 @@ class AlphaSet:
 
     def __init__(self, n_states: int, capacity: int = 256, dominance_check: bool = True):
         self.S = n_states
-        self._G = np.empty((max(1, capacity), n_states))
+        self._GT = np.empty((n_states, max(1, capacity)))
         self._act = np.empty(max(1, capacity), dtype=np.int64)
         self.K = 0
         self.dominance_check = bool(dominance_check)
@@ -42,35 +47,59 @@ class AlphaSet:
     @property
     def alphas(self) -> np.ndarray:
         """The vectors, ``(K, S)`` (a view)."""
-        return self._G[: self.K]
+        return self._GT[:, : self.K].T
 
     @property
     def actions(self) -> np.ndarray:
         """The action of each vector, ``(K,)`` (a view)."""
         return self._act[: self.K]
 
+    def entries(self, states: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+        """``alpha_{vectors[i]}(states[i])`` for every ``i``."""
+        return self._GT[states, vectors]
+
     def values(self, idx: np.ndarray, B: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Max value and argmax vector of each row of ``B`` (beliefs on support ``idx``)."""
-        V = B @ self._G[: self.K, idx].T
+        """Max value and argmax vector of each row of ``B`` (beliefs on support ``idx``).
+
+        When ``idx`` is a few runs of consecutive states (as the supports of factored models are), the rows of
+        each run are read in place instead of being gathered.
+        """
+        K = self.K
+        if len(idx) == self.S:
+            V = B @ self._GT[:, :K]
+        else:
+            breaks = np.flatnonzero(np.diff(idx) != 1) + 1
+            if len(breaks) < 8:
+                bounds = [0, *breaks.tolist(), len(idx)]
+                V = np.zeros((len(B), K))
+                for lo, hi in itertools.pairwise(bounds):
+                    V += B[:, lo:hi] @ self._GT[idx[lo] : idx[hi - 1] + 1, :K]
+            else:
+                V = B @ self._GT[idx, :K]
         k = V.argmax(axis=1)
         return V[np.arange(len(k)), k], k
 
+    def _keep(self, keep: np.ndarray) -> None:
+        n = int(keep.sum())
+        self._GT[:, :n] = self._GT[:, : self.K][:, keep]
+        self._act[:n] = self._act[: self.K][keep]
+        self.K = n
+
     def add(self, alpha: np.ndarray, action: int, tol: float = 1e-10) -> bool:
         """Insert unless pointwise dominated; drop vectors the new one dominates. Returns whether inserted."""
-        G = self._G[: self.K]
-        if self.K and self.dominance_check and np.any(np.all(G >= alpha - tol, axis=1)):
-            return False
         if self.K and self.dominance_check:
+            G = self.alphas
+            if np.any(np.all(G >= alpha - tol, axis=1)):
+                return False
             keep = ~np.all(alpha >= G - tol, axis=1)
             if not keep.all():
-                n = int(keep.sum())
-                self._G[:n] = G[keep]
-                self._act[:n] = self._act[: self.K][keep]
-                self.K = n
-        if self.K == len(self._G):
-            self._G = np.concatenate([self._G, np.empty_like(self._G)])
+                self._keep(keep)
+        if self.K == self._GT.shape[1]:
+            grown = np.empty((self.S, 2 * self.K))
+            grown[:, : self.K] = self._GT
+            self._GT = grown
             self._act = np.concatenate([self._act, np.empty_like(self._act)])
-        self._G[self.K] = alpha
+        self._GT[:, self.K] = alpha
         self._act[self.K] = action
         self.K += 1
         return True
@@ -79,16 +108,12 @@ class AlphaSet:
         """Keep only vectors maximal at some witness belief (columns of the sparse ``S x n`` matrix ``W``)."""
         if self.K <= 1:
             return 0
-        V = W.T @ self._G[: self.K].T  # (n_witnesses, K)
-        V = np.asarray(V)
+        V = np.asarray(W.T @ self._GT[:, : self.K])  # (n_witnesses, K)
         keep = np.zeros(self.K, bool)
         keep[V.argmax(axis=1)] = True
         n_removed = int(self.K - keep.sum())
         if n_removed:
-            n = int(keep.sum())
-            self._G[:n] = self._G[: self.K][keep]
-            self._act[:n] = self._act[: self.K][keep]
-            self.K = n
+            self._keep(keep)
         return n_removed
 
 

@@ -19,7 +19,8 @@ def parse_pomdpsol_log(text: str) -> dict[str, Any]:
     -------
     dict
         ``lower``, ``upper``, ``gap``, ``time``, ``trials``, ``backups``, ``n_alphas``, ``n_beliefs`` from the
-        last table row (``nan``/``-1`` if there is none) and ``stop_reason`` (``"precision"``, ``"timeout"``,
+        last table row (``nan``/``-1`` if there is none), ``lower_text`` and ``upper_text`` (the bounds as
+        printed, for their resolution; ``""`` if none) and ``stop_reason`` (``"precision"``, ``"timeout"``,
         ``"memory"``, or ``None`` if the log does not say).
     """
     out: dict[str, Any] = {
@@ -32,8 +33,11 @@ def parse_pomdpsol_log(text: str) -> dict[str, Any]:
         "n_alphas": -1,
         "n_beliefs": -1,
         "stop_reason": None,
+        "lower_text": "",
+        "upper_text": "",
     }
     last_row = None
+    last_tokens: list[str] = []
     for line in text.splitlines():
         tokens = line.split()
         if len(tokens) != 8:
@@ -42,7 +46,7 @@ def parse_pomdpsol_log(text: str) -> dict[str, Any]:
             values = [float(tok) for tok in tokens]
         except ValueError:
             continue
-        last_row = values
+        last_row, last_tokens = values, tokens
     if last_row is not None:
         t, trials, backups, lb, ub, gap, n_alphas, n_beliefs = last_row
         out.update(
@@ -54,6 +58,8 @@ def parse_pomdpsol_log(text: str) -> dict[str, Any]:
             gap=gap,
             n_alphas=int(n_alphas),
             n_beliefs=int(n_beliefs),
+            lower_text=last_tokens[3],
+            upper_text=last_tokens[4],
         )
     lowered = text.lower()
     finish = lowered.rfind("sarsop finishing")

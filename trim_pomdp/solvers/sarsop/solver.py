@@ -1,7 +1,10 @@
-"""SARSOP through POMDPs.jl (juliacall): the solver the TRIM paper used, behind the ``Solver`` protocol.
+"""SARSOP, the solver the TRIM paper used, behind the ``Solver`` protocol: through Julia or APPL directly.
 
 ``SarsopSolver(backend="sarsop.jl")`` runs SARSOP.jl, i.e. APPL's C++ ``pomdpsol`` (the paper's Appendix B
-setup); ``backend="nativesarsop.jl"`` (alias ``"native"``) runs NativeSARSOP.jl, a pure-Julia SARSOP. Both take
+setup); ``backend="nativesarsop.jl"`` (alias ``"native"``) runs NativeSARSOP.jl, a pure-Julia SARSOP;
+``backend="appl"`` (alias ``"pomdpsol"``) runs APPL's ``pomdpsol`` itself, without Julia
+(:mod:`~trim_pomdp.solvers.sarsop.appl`): it writes the model file, runs the binary with the time limit and
+reads the ``.policy`` alpha vectors and the bounds of its log back (rounded to stay certified). All take
 any discounted :class:`~trim_pomdp.solvers.tabular.TabularPOMDP` (e.g. the flattened TRIM-POMDP), build a
 ``POMDPTools.SparseTabularPOMDP`` from it and return an :class:`~trim_pomdp.solvers.policy.AlphaVectorPolicy`.
 
@@ -27,10 +30,12 @@ from typing import Any
 import numpy as np
 
 from trim_pomdp._internal.artifacts import package_versions, to_jsonable
-from trim_pomdp.exceptions import InvalidParameterError, SolverError
+from trim_pomdp.exceptions import DataFormatError, InvalidParameterError, SolverError
 from trim_pomdp.registry import SARSOP_BACKENDS, SOLVERS, canonical_sarsop_backend, did_you_mean
 from trim_pomdp.solvers.base import SolveInfo
+from trim_pomdp.solvers.memory import parse_memory_limit
 from trim_pomdp.solvers.policy import AlphaVectorPolicy
+from trim_pomdp.solvers.sarsop import appl
 from trim_pomdp.solvers.sarsop.arrays import (
     RawSolution,
     SparseTabularArrays,
@@ -49,6 +54,53 @@ from trim_pomdp.solvers.sarsop.process import (
 from trim_pomdp.solvers.sarsop.worker import solve_function
 
 __all__ = ["SarsopSolver"]
+
+
+def _appl_flat_alphas(
+    policy: appl.ApplPolicy, problem: SparseTabularArrays, model: Any, parsed: dict
+) -> np.ndarray:
+    """pomdpsol's vectors over the model's flat states, ``(K, S)``; factored files mapped and checked.
+
+    APPL orders the fully observed and the hidden state variables each with the first declared varying
+    slowest, as the flat model does; the mapped vectors' value at ``b0`` must agree with the lower bound
+    pomdpsol printed (within its rounding), or the policy is refused.
+    """
+    S = problem.n_states
+    if policy.actions.max() >= problem.n_actions:
+        raise SolverError(
+            f"pomdpsol's policy has action {policy.actions.max()}; the model has {problem.n_actions}"
+        )
+    if policy.num_obs_value == 1 and policy.vector_length == S:
+        return policy.alphas
+    meta = getattr(model, "meta", {}) or {}
+    sizes = list(meta.get("state_sizes") or [])
+    is_observed = [bool(x) for x in meta.get("state_observed") or []]
+    if not sizes or int(np.prod(sizes)) != S:
+        raise SolverError(
+            f"pomdpsol's policy has {policy.num_obs_value} observed values x {policy.vector_length} states; the model "
+            f"has {S} states and no factored layout to map them"
+        )
+    digits = np.unravel_index(np.arange(S), sizes)
+    observed, hidden = np.zeros(S, np.int64), np.zeros(S, np.int64)
+    for d, n, fo in zip(digits, sizes, is_observed, strict=True):
+        if fo:
+            observed = observed * n + d
+        else:
+            hidden = hidden * n + d
+    if observed.max() + 1 != policy.num_obs_value or hidden.max() + 1 != policy.vector_length:
+        raise SolverError("pomdpsol's policy does not match the factored layout of the model file")
+    floor = float(problem.R.min()) / (1.0 - problem.discount)
+    alphas = appl.flat_alphas(policy, observed, hidden, floor)
+    lower = float((alphas @ problem.b0).max())
+    if math.isfinite(parsed["lower"]):
+        tol = 2 * appl.printed_resolution(np.array([parsed["lower_text"]]))[0] + 1e-4 * (1 + abs(lower))
+        if abs(lower - parsed["lower"]) > tol:
+            raise SolverError(
+                f"pomdpsol's factored policy, mapped onto the flat states, is worth {lower:.6g} at b0 where pomdpsol "
+                f"reports {parsed['lower']:.6g}; solve without model_file (a flat model file is then written)"
+            )
+    return alphas
+
 
 #: keyword arguments of the Julia solvers that SarsopSolver sets itself
 RESERVED_JULIA_KWARGS = frozenset(
@@ -117,10 +169,11 @@ class SarsopSolver:
 
     Parameters
     ----------
-    backend : {"sarsop.jl", "nativesarsop.jl"}, default "sarsop.jl"
+    backend : {"sarsop.jl", "nativesarsop.jl", "appl"}, default "sarsop.jl"
         ``"sarsop.jl"``: SARSOP.jl, the C++ APPL solver the TRIM paper used (default hyperparameters).
         ``"nativesarsop.jl"`` (also ``"native"``, as in earlier versions): NativeSARSOP.jl, a pure-Julia
-        implementation. Any case is accepted.
+        implementation. ``"appl"`` (also ``"pomdpsol"``): APPL's ``pomdpsol`` run directly, no Julia needed
+        (``isolate``, ``keep_alive`` and ``julia_kwargs`` do not apply). Any case is accepted.
     time_limit : float, default 60.0
         Seconds the solver may search (pomdpsol ``--timeout`` / NativeSARSOP ``max_time``). Always passed:
         without it pomdpsol runs until the precision is reached, which may never happen.
@@ -146,6 +199,16 @@ class SarsopSolver:
     workdir : path, optional
         Directory for the solver's files (``model.pomdpx``, ``policy.out``, ``pomdpsol.log``, the worker's
         request/result ``.npz``), kept after the solve. By default a temporary directory is used and removed.
+    pomdpsol : path, optional
+        The ``pomdpsol`` binary of the ``"appl"`` backend (default: ``TRIM_POMDP_POMDPSOL``, else ``PATH``).
+    appl_options : dict, optional
+        Further ``pomdpsol`` options of the ``"appl"`` backend: ``{"trial-improvement-factor": 0.5,
+        "randomization": True, "fast": True}`` (see :data:`~trim_pomdp.solvers.sarsop.appl.APPL_OPTIONS`).
+    model_format : {"pomdp", "pomdpx"}, default "pomdp"
+        The file the ``"appl"`` backend writes for ``pomdpsol``.
+    memory_limit : int, float or str, optional
+        Passed to ``pomdpsol --memory`` by the ``"appl"`` backend (default 4 GiB or
+        ``TRIM_POMDP_MEMORY_LIMIT``); pomdpsol then stops and writes its policy.
     timeout : float, optional
         Deprecated name of ``time_limit``.
 
@@ -178,6 +241,10 @@ class SarsopSolver:
         keep_alive: bool = False,
         workdir: str | os.PathLike | None = None,
         *,
+        pomdpsol: str | os.PathLike | None = None,
+        appl_options: dict[str, Any] | None = None,
+        model_format: str = "pomdp",
+        memory_limit: int | float | str | None = None,
         timeout: float | None = None,
     ):
         try:
@@ -185,7 +252,8 @@ class SarsopSolver:
         except InvalidParameterError:
             names = ", ".join(f"{k!r}" for k in SARSOP_BACKENDS)
             raise InvalidParameterError(
-                f"backend must be one of {names} ('native' also means 'nativesarsop.jl'), got {backend!r}"
+                f"backend must be one of {names} ('native' also means 'nativesarsop.jl', 'pomdpsol' means 'appl'), "
+                f"got {backend!r}"
                 f"{did_you_mean(str(backend).lower(), SARSOP_BACKENDS)}"
             ) from None
         limit, limit_name = _time_limit(time_limit, timeout)
@@ -196,6 +264,20 @@ class SarsopSolver:
         self.julia_kwargs = _check_julia_kwargs(julia_kwargs)
         self.keep_alive = bool(keep_alive)
         self.workdir = None if workdir is None else Path(workdir)
+        self.pomdpsol = None if pomdpsol is None else Path(pomdpsol)
+        self.appl_options = dict(appl_options or {})
+        try:
+            appl._option_args(self.appl_options)
+        except ValueError as exc:
+            raise InvalidParameterError(str(exc)) from None
+        if model_format not in ("pomdp", "pomdpx"):
+            raise InvalidParameterError(f"model_format must be 'pomdp' or 'pomdpx', got {model_format!r}")
+        self.model_format = model_format
+        self.memory_limit = parse_memory_limit(memory_limit)
+        if self.backend == "appl" and self.julia_kwargs:
+            raise InvalidParameterError(
+                "julia_kwargs do not apply to the 'appl' backend; pass pomdpsol options as appl_options"
+            )
         self._worker: KeepAliveWorker | None = None
         self._worker_lock = threading.Lock()
 
@@ -220,6 +302,11 @@ class SarsopSolver:
             "julia_kwargs": dict(self.julia_kwargs),
             "startup_timeout": self.startup_timeout,
             "keep_alive": self.keep_alive,
+            **(
+                {"appl_options": dict(self.appl_options), "model_format": self.model_format}
+                if self.backend == "appl"
+                else {}
+            ),
         }
 
     def close(self) -> None:
@@ -245,7 +332,9 @@ class SarsopSolver:
         self._worker_lock = threading.Lock()
 
     # ----------------------------------------------------------------------------------------------------
-    def solve(self, model: Any, b0: Any = None) -> AlphaVectorPolicy:
+    def solve(
+        self, model: Any, b0: Any = None, *, model_file: str | os.PathLike | None = None
+    ) -> AlphaVectorPolicy:
         """Solve a discounted tabular POMDP (from ``b0`` if given, else from ``model.b0``).
 
         Parameters
@@ -256,6 +345,12 @@ class SarsopSolver:
         b0 : array-like, optional
             Initial belief to solve from instead of ``model.b0`` (SARSOP's policy is good near the beliefs
             reachable from it).
+        model_file : path, optional
+            ``"appl"`` backend: the ``.pomdp``/``.pomdpx`` file ``model`` was read from
+            (:func:`~trim_pomdp.solvers.formats.read_pomdp`), given to pomdpsol as it is instead of a flat
+            file written from ``model``: APPL then keeps the file's factored, mixed-observability form. The
+            vectors it returns per observed value are mapped onto the flat states, and their value at ``b0`` is
+            checked against the lower bound pomdpsol reports.
 
         Returns
         -------
@@ -285,14 +380,21 @@ class SarsopSolver:
         if b0 is not None:
             model = copy.copy(model)
             model.b0 = np.asarray(b0, dtype=float)
+            model_file = None  # the file holds the other start belief
+        if model_file is not None and (
+            self.backend != "appl" or getattr(model, "meta", {}).get("values") == "cost"
+        ):
+            model_file = None  # Julia takes arrays; a cost file would be solved as costs by pomdpsol
+        self._model_file = None if model_file is None else Path(model_file).resolve()
         problem = to_sparse_tabular(model)
         start = time.perf_counter()
+        run = self._run_appl if self.backend == "appl" else self._run
         if self.workdir is not None:
             self.workdir.mkdir(parents=True, exist_ok=True)
-            raw = self._run(problem, self.workdir)
+            raw = run(problem, self.workdir, model)
         else:
             with tempfile.TemporaryDirectory(prefix="trim-pomdp-sarsop-") as tmp:
-                raw = self._run(problem, Path(tmp))
+                raw = run(problem, Path(tmp), model)
         seconds = time.perf_counter() - start
         alphas, actions = policy_arrays(raw, problem.n_states, problem.n_actions)
         info = self._make_info(raw, problem, alphas, seconds)
@@ -303,13 +405,57 @@ class SarsopSolver:
             "lower_bound": info.lower_bound,
             "upper_bound": info.upper_bound,
             "solve_info": info.to_dict(),
-            "versions": {**package_versions("juliacall", "juliapkg"), **parse_julia_versions(raw.versions)},
+            "versions": (
+                {**package_versions(), "appl": raw.versions}
+                if self.backend == "appl"
+                else {**package_versions("juliacall", "juliapkg"), **parse_julia_versions(raw.versions)}
+            ),
         }
         names = getattr(model, "action_names", None)
         return AlphaVectorPolicy(alphas, actions, action_names=names, card=to_jsonable(card), info=info)
 
     # ----------------------------------------------------------------------------------------------------
-    def _run(self, problem: SparseTabularArrays, workdir: Path) -> RawSolution:
+    def _run_appl(self, problem: SparseTabularArrays, workdir: Path, model: Any) -> RawSolution:
+        """Write the model, run pomdpsol on it, read its policy and bounds back (certified: see ``appl``)."""
+        from trim_pomdp.solvers.formats import write_pomdp
+
+        binary = appl.find_pomdpsol(self.pomdpsol)
+        given = getattr(self, "_model_file", None)
+        model_file = (
+            given if given is not None else write_pomdp(model, workdir / f"model.{self.model_format}")
+        )
+        policy_file, log, seconds = appl.run_pomdpsol(
+            binary,
+            model_file,
+            workdir,
+            time_limit=self.time_limit,
+            precision=self.precision,
+            kill_after=self.time_limit + self.startup_timeout,
+            memory_mb=max(1, self.memory_limit // 2**20),
+            options=self.appl_options,
+        )
+        try:
+            policy = appl.read_appl_policy(policy_file)
+        except DataFormatError as exc:
+            raise SolverError(f"pomdpsol wrote a policy that cannot be read: {exc}") from None
+        parsed = parse_pomdpsol_log(log)
+        alphas = _appl_flat_alphas(policy, problem, model, parsed)
+        upper = math.nan
+        if math.isfinite(parsed["upper"]):
+            upper = float(parsed["upper"] + appl.printed_resolution(np.array([parsed["upper_text"]]))[0])
+        return RawSolution(
+            alphas=alphas.T,
+            actions=policy.actions + 1,
+            lower=parsed["lower"],
+            upper=upper,
+            iterations=parsed["trials"],
+            seconds=seconds,
+            log=log,
+            versions=appl.pomdpsol_version(binary),
+            extra={"pomdpsol": str(binary), "model_file": model_file.name},
+        )
+
+    def _run(self, problem: SparseTabularArrays, workdir: Path, model: Any = None) -> RawSolution:
         if not self.isolate:
             solve = solve_function()
             return solve(
@@ -410,9 +556,13 @@ class SarsopSolver:
             "backend_lower": raw.lower if math.isfinite(raw.lower) else parsed["lower"],
             "upper_bound_source": source,
             "stop_reason": parsed["stop_reason"],
-            "julia_seconds": raw.seconds,
-            "julia_versions": raw.versions,
         }
+        if self.backend == "appl":
+            extra.update(pomdpsol_seconds=raw.seconds, appl_version=raw.versions)
+            for key in ("isolate", "julia_kwargs"):
+                extra.pop(key)
+        else:
+            extra.update(julia_seconds=raw.seconds, julia_versions=raw.versions)
         if raw.extra:
             extra["backend_extra"] = dict(raw.extra)
         return SolveInfo(
