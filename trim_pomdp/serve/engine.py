@@ -23,7 +23,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
 from trim_pomdp.datasets.problems import Problem
-from trim_pomdp.exceptions import InvalidParameterError
+from trim_pomdp.exceptions import DataFormatError, InvalidParameterError
+from trim_pomdp.generation.backends._common import GenerationError
 from trim_pomdp.generation.base import StepResult
 from trim_pomdp.generation.loop import LoopConfig, solve_problem
 from trim_pomdp.serve.config import ServeConfig, ServedRouter, redact
@@ -221,8 +222,9 @@ class Engine:
         """The API error a failed request answers (counted, logged without secrets)."""
         if isinstance(exc, ApiError):
             return exc
-        upstream = type(exc).__module__.split(".")[0] in ("openai", "anthropic", "httpx", "httpx2") or (
-            type(exc).__name__ == "GenerationError" or isinstance(exc, (OSError, TimeoutError))
+        # a model call that failed for good, a PRM answer that is not scores, a connection, an SDK error
+        upstream = isinstance(exc, (GenerationError, DataFormatError, OSError, TimeoutError)) or (
+            type(exc).__module__.split(".")[0] in ("openai", "anthropic", "httpx", "httpx2")
         )
         if not upstream and not _timed_out(exc):
             log.error("request failed: %s: %s", type(exc).__name__, self._safe(exc))
