@@ -316,6 +316,6 @@ def test_sarsop_backend_option_reaches_the_worker(files, monkeypatch):
         card = json.loads((out / lam / "policy.json").read_text())
         assert card["lower_bound"] is not None
     bad = CliRunner().invoke(
-        main, ["solve", "--solver", "sarsop", "--sarsop-backend", "appl", "--out", str(out)]
+        main, ["solve", "--solver", "sarsop", "--sarsop-backend", "no-such-backend", "--out", str(out)]
     )
-    assert bad.exit_code != 0 and "sarsop-backend" in bad.output
+    assert bad.exit_code != 0 and "sarsop-backend" in bad.output and "appl" in bad.output
