@@ -30,3 +30,30 @@ def test_cancelled_items_never_reach_the_batch_function():
     batcher = asyncio.run(main())
     assert seen == [["kept"]]
     assert batcher.items == 1
+
+
+def test_failures_map_to_openai_errors_without_secrets():
+    from trim_pomdp.exceptions import DataFormatError, ZeroLikelihoodError
+    from trim_pomdp.generation.backends._common import ContextFullError, GenerationError, IncompleteReplyError
+    from trim_pomdp.serve.config import ServeConfig
+    from trim_pomdp.serve.engine import Engine
+    from trim_pomdp.serve.metrics import ServeMetrics
+    from trim_pomdp.serve.upstreams import Upstreams
+
+    engine = Engine(ServeConfig(routers=("weak",)), {}, Upstreams(), ServeMetrics(), ["key-0123456789"])
+    cases = [
+        (GenerationError("weak step failed: key-0123456789 refused"), 502, "upstream_error"),
+        (IncompleteReplyError("the stream was cut"), 502, "upstream_error"),
+        (ContextFullError("no context left"), 502, "upstream_error"),
+        (DataFormatError("the PRM returned nan"), 502, "upstream_error"),
+        (ConnectionResetError("reset"), 502, "upstream_error"),
+        (TimeoutError(), 504, "upstream_timeout"),
+        (ZeroLikelihoodError("no class explains it"), 500, "server_error"),
+    ]
+    for exc, status, kind in cases:
+        err = engine.error_of(exc)
+        assert (err.status, err.type) == (status, kind), exc
+        assert "key-0123456789" not in err.message
+    wrapped = GenerationError("strong step failed after 3 attempt(s): timeout after 2 s")
+    wrapped.__cause__ = TimeoutError()
+    assert engine.error_of(wrapped).status == 504
