@@ -102,6 +102,12 @@ def test_sweep_writes_one_policy_per_lambda_and_resumes(files):
     res = run(*args)
     assert res.exit_code == 0
     assert (out / "lambda_0.001" / "policy.npz").stat().st_mtime_ns == stamp  # resumed, not re-solved
+    broken = out / "lambda_0.01" / "policy.npz"
+    broken.write_bytes(broken.read_bytes()[:100])  # a sweep killed mid-copy, or a damaged disk
+    res = run(*args)
+    assert res.exit_code == 0, res.output
+    assert (out / "lambda_0.001" / "policy.npz").stat().st_mtime_ns == stamp
+    assert TrimPolicy.load(out / "lambda_0.01").params.lam == pytest.approx(0.01)  # solved again, loads
 
 
 @pytest.mark.parametrize(
