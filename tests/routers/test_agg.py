@@ -214,7 +214,7 @@ def test_train_agg_cli(tmp_path):
     assert ev["lam"] == 5e-4 and "agg" in ev and "pomdp" in ev and ev["relative_gap"] is not None
     assert AggRouter.load(out).lam == 5e-4
     res = CliRunner().invoke(main, [*args, "--progress", "--out", str(out)])  # done already: resumes at 256
-    assert res.exit_code == 0 and "resuming" in res.output
+    assert res.exit_code == 0 and "resumed from the checkpoint" in res.output
     bad = CliRunner().invoke(main, ["train-agg", "--lambda", "-1", "--out", str(out)])
     assert bad.exit_code != 0 and "--lambda" in bad.output
 

@@ -15,7 +15,6 @@ from trim_pomdp.cli._common import data_dir_option, lambda_option, obs_option, o
 from trim_pomdp.cli.solve import parse_lambdas
 from trim_pomdp.evaluation.sweep import (
     ALL_ROUTERS,
-    DEFAULT_AGG_LAMBDAS,
     DEFAULT_AGG_TIMESTEPS,
     DEFAULT_LAMBDAS,
 )
@@ -56,7 +55,10 @@ def _obs_loader(path: Path | None) -> Any:
 
 @click.command("evaluate")
 @click.option(
-    "--routers", default=",".join(ALL_ROUTERS), show_default=True, help="Comma-separated routers to sweep."
+    "--routers",
+    default=",".join(ALL_ROUTERS),
+    show_default=True,
+    help="Comma-separated routers to sweep (add seq for TRIM-Seq).",
 )
 @click.option(
     "--simulator",
@@ -104,13 +106,19 @@ def _obs_loader(path: Path | None) -> Any:
 @lambda_option(
     "POMDP λ grid: comma-separated or a log range LO:HI:N (default 15 values, 1e-4 … 3e-2).", metavar="Λ"
 )
-@click.option("--agg-lambdas", default=None, help="TRIM-Agg λ grid (default 3e-4,1e-3,3e-3,1e-2).")
+@click.option(
+    "--agg-lambdas",
+    default=None,
+    help="TRIM-Agg/TRIM-Seq λ grid (default: the paper's grid of the training split's family, e.g. 8e-4 … 3e-4 "
+    "for math).",
+)
 @click.option(
     "--agg-timesteps",
     type=click.IntRange(min=1),
     default=DEFAULT_AGG_TIMESTEPS,
     show_default=True,
-    help="PPO timesteps per λ for TRIM-Agg (converged policies need more).",
+    help="Cap on PPO timesteps per λ for TRIM-Agg/TRIM-Seq (training stops once the held-out return stops "
+    "improving).",
 )
 @click.option("--thresholds", default=None, help="TRIM-Thr grid (default 0..1 by 0.05 plus score quantiles).")
 @obs_option("Observation model (dir or .npz) for the POMDP.")
@@ -155,9 +163,7 @@ def command(
         seed=seed,
         train_seed=train_seed,
         lambdas=tuple(parse_lambdas(lambda_spec)) if lambda_spec else DEFAULT_LAMBDAS,
-        agg_lambdas=tuple(parse_lambdas(agg_lambdas, "--agg-lambdas"))
-        if agg_lambdas
-        else DEFAULT_AGG_LAMBDAS,
+        agg_lambdas=tuple(parse_lambdas(agg_lambdas, "--agg-lambdas")) if agg_lambdas else None,
         agg_timesteps=agg_timesteps,
         thresholds=parse_floats(thresholds, "--thresholds"),
         pomdp_gate=pomdp_gate,
@@ -165,11 +171,12 @@ def command(
     t0 = time.perf_counter()
     if records is None:
         console.print(f"[bold yellow]{SIMULATED_NOTE}[/]")
-        if "agg" in settings.routers:
+        if "agg" in settings.routers or "seq" in settings.routers:
+            lams = settings.agg_lambdas
+            grid = "the paper's grid" if lams is None else ", ".join(f"{x:g}" for x in lams)
             console.print(
-                f"TRIM-Agg: PPO for {settings.agg_timesteps} timesteps per λ (λ = "
-                f"{', '.join(f'{x:g}' for x in settings.agg_lambdas)}); raise --agg-timesteps for converged "
-                "policies."
+                f"TRIM-Agg/TRIM-Seq: PPO per λ ({grid}) until the held-out return stops improving, at most "
+                f"{settings.agg_timesteps} timesteps."
             )
     reports = evaluate(
         out_dir, settings, records=records, simulator=simulator, data_dir=data_dir, split=split,

@@ -248,55 +248,67 @@ def train_and_evaluate_agg(
     params: PathLike | None = None,
     obs: PathLike | None = None,
     split: str | None = None,
-    timesteps: int = 300_000,
+    timesteps: int | None = None,
     seed: int = 0,
-    n_envs: int = 8,
+    n_envs: int = 32,
     eval_episodes: int = 10_000,
     compare_pomdp: bool = True,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
+    router: str = "agg",
+    convergence: Any = "default",
 ) -> dict[str, Any]:
-    """Train TRIM-Agg for one λ into ``out`` (resuming from a checkpoint there), then evaluate it.
+    """Train TRIM-Agg (or TRIM-Seq, ``router="seq"``) for one λ into ``out``, resuming there; then evaluate it.
 
-    The evaluation (``eval_episodes`` fresh episodes of the training source) is written to
-    ``out/evaluation.json`` and returned: ``agg`` (and, on the model's own process with ``compare_pomdp``,
-    ``pomdp``, the exact policy's, and ``relative_gap``, the return TRIM-Agg leaves on the table) as
-    :meth:`~trim_pomdp.routers.rollout.RolloutResult.to_dict` rows.
+    Training is :func:`~trim_pomdp.routers.rl.training.train_router`: by default until the return on a fixed
+    held-out batch stops improving (``convergence``, or ``None`` for exactly ``timesteps`` steps; ``timesteps``
+    is the cap, default :data:`~trim_pomdp.routers.rl.grids.DEFAULT_MAX_TIMESTEPS`), with the learning curve
+    written beside the router. The evaluation (``eval_episodes`` fresh episodes of the training source) is
+    written to ``out/evaluation.json`` and returned: ``agg`` (the trained router, whichever it is; and, on the
+    model's own process with ``compare_pomdp``, ``pomdp``, the exact policy's, and ``relative_gap``, the return
+    the router leaves on the table) as :meth:`~trim_pomdp.routers.rollout.RolloutResult.to_dict` rows, with
+    ``collapsed`` and ``stopped`` from training.
     """
     import time
 
     from trim_pomdp._internal.artifacts import write_json
+    from trim_pomdp.registry import ROUTERS
     from trim_pomdp.routers.belief import BeliefRouter
-    from trim_pomdp.routers.rl.agg import train_agg
+    from trim_pomdp.routers.rl.grids import DEFAULT_CONVERGENCE, DEFAULT_MAX_TIMESTEPS
+    from trim_pomdp.routers.rl.training import train_router
     from trim_pomdp.routers.rollout import rollout
 
     say = log or (lambda msg: None)
     if not (lam >= 0):
         raise InvalidParameterError(f"--lambda must be >= 0, got {lam}")
     factory, card, trim = agg_training_source(source, params=params, obs=obs, lam=lam, split=split)
-    say(f"training TRIM-Agg for λ={lam:g} on {card['type']} ({timesteps} steps, {n_envs} envs, seed {seed})")
+    conv = DEFAULT_CONVERGENCE if convergence == "default" else convergence
+    cap = timesteps or DEFAULT_MAX_TIMESTEPS
+    budget = f"until the held-out return stops improving, at most {cap} steps" if conv else f"{cap} steps"
+    label = ROUTERS[router].label if router in ROUTERS else router
+    say(f"training {label} for λ={lam:g} on {card['type']} ({budget}, {n_envs} envs, seed {seed})")
     out_dir = Path(out)
-    ckpt = out_dir / "checkpoint.json"
-    if ckpt.exists():
-        try:
-            done = json.loads(ckpt.read_text(encoding="utf-8")).get("num_timesteps")
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            done = None
-        say(f"found a checkpoint in {out_dir} ({done} steps); resuming if it matches this run")
-    router = train_agg(
-        factory, lam, timesteps=timesteps, seed=seed, n_envs=n_envs, progress_bar=progress,
-        source_card=card, checkpoint_dir=out_dir,
+    trained = train_router(
+        router, factory, lam, out=out_dir, convergence=conv, timesteps=cap, seed=seed, n_envs=n_envs,
+        progress=progress, source_card=card, log=say,
     )  # fmt: skip
-    router.save(out_dir)
-    say(f"saved the router to {out_dir} ({router.card['train_seconds']:.0f} s of training)")
-    results: dict[str, Any] = {"lam": lam, "source": card, "train_seconds": router.card["train_seconds"]}
+    rcard = trained.card
+    secs = rcard["train_seconds"]
+    say(f"saved the router to {out_dir} ({secs:.0f} s of training, stopped: {rcard['stopped']})")
+    results: dict[str, Any] = {
+        "lam": lam, "router": router, "source": card, "train_seconds": rcard["train_seconds"],
+        "stopped": rcard["stopped"], "timesteps_trained": rcard["timesteps_trained"],
+        "collapsed": trained.collapsed, "heldout_best": (rcard.get("convergence") or {}).get("best"),
+    }  # fmt: skip
     if eval_episodes:
         reward = float(trim.params.reward) if trim is not None else 1.0
-        res = rollout(router, factory(), eval_episodes, lam=lam, reward=reward, seed=seed + 1)
+        say(f"evaluating on {eval_episodes} fresh episodes")
+        res = rollout(trained.router, factory(), eval_episodes, lam=lam, reward=reward, seed=seed + 1)
         results["agg"] = res.to_dict()
         if trim is not None and compare_pomdp:
             from trim_pomdp.pomdp import solve_trim
 
+            say("solving the exact POMDP policy for comparison")
             t0 = time.perf_counter()
             policy = solve_trim(trim)
             results["pomdp_solve_seconds"] = time.perf_counter() - t0

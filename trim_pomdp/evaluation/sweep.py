@@ -12,7 +12,10 @@ Routers and their knobs:
 ``pomdp``   λ grid; per λ the TRIM-POMDP (parameters estimated from labelled training queries, the shipped
             observation model) solved with the finite-horizon solver, run through :class:`BeliefRouter`
 ``thr``     threshold k: 0 … 1 plus the quantiles of training step scores
-``agg``     λ grid (a few); PPO per λ on the training simulator for ``agg_timesteps`` steps
+``agg``     λ grid (the paper's, per dataset family: :mod:`trim_pomdp.routers.rl.grids`); PPO per λ on the
+            training simulator until the return on a held-out batch stops improving (at most
+            ``agg_timesteps`` steps); a λ whose router collapsed to a constant policy is reported and dropped
+``seq``     TRIM-Seq, the same way (only when asked for: it trains a transformer per λ)
 ``automix`` λ values where AutoMix-PRM's policy changes (bins fitted on training queries)
 ``oracle``  budget fraction 0 … 1
 ``random``  routing probability 0 … 1
@@ -46,6 +49,13 @@ from trim_pomdp.exceptions import BackendUnavailableError, DataFormatError, Inva
 from trim_pomdp.pomdp.params import TrimParams
 from trim_pomdp.pomdp.sweep import digest
 from trim_pomdp.registry import ROUTERS, did_you_mean
+from trim_pomdp.routers.rl.convergence import Convergence
+from trim_pomdp.routers.rl.grids import (
+    DEFAULT_CONVERGENCE,
+    DEFAULT_MAX_TIMESTEPS,
+    LAMBDA_GRIDS,
+    default_lambdas,
+)
 
 __all__ = [
     "ALL_ROUTERS",
@@ -54,6 +64,7 @@ __all__ = [
     "DEFAULT_LAMBDAS",
     "QUERY_ROUTERS",
     "STEP_ROUTERS",
+    "SWEEP_ROUTERS",
     "Benchmark",
     "Group",
     "SweepSettings",
@@ -65,18 +76,20 @@ __all__ = [
     "write_reports",
 ]
 
-#: Routers a sweep can run, in the registry's order (TRIM-Seq is not swept: it trains a transformer per λ).
-ALL_ROUTERS: tuple[str, ...] = tuple(n for n in ROUTERS if n not in (*RESERVED_POLICIES, "seq"))
+#: Routers a sweep can run, in the registry's order.
+SWEEP_ROUTERS: tuple[str, ...] = tuple(n for n in ROUTERS if n not in RESERVED_POLICIES)
+#: Routers a sweep runs by default: all but TRIM-Seq, which trains a transformer per λ (ask for it by name).
+ALL_ROUTERS: tuple[str, ...] = tuple(n for n in SWEEP_ROUTERS if n != "seq")
 STEP_ROUTERS: tuple[str, ...] = tuple(n for n in ALL_ROUTERS if ROUTERS[n].step_level)
 QUERY_ROUTERS: tuple[str, ...] = tuple(n for n in ALL_ROUTERS if not ROUTERS[n].step_level)
 
 #: λ grid of the POMDP sweep (price per M_s token, in units of the reward).
 DEFAULT_LAMBDAS: tuple[float, ...] = tuple(float(f"{x:.3g}") for x in np.geomspace(1e-4, 3e-2, 15))
-#: λ grid of TRIM-Agg (PPO per λ is the expensive part of a sweep, so fewer values).
-DEFAULT_AGG_LAMBDAS: tuple[float, ...] = (3e-4, 1e-3, 3e-3, 1e-2)
-#: PPO timesteps per λ by default: 100k steps (~1.5 min per λ on 2 cores) is the least budget at which TRIM-Agg
-#: learned useful policies on the default simulator; 20k often learned nothing. The paper trains far longer.
-DEFAULT_AGG_TIMESTEPS = 100_000
+#: λ grid of TRIM-Agg and TRIM-Seq on the default (``math``) split: the paper's MATH grid. Other splits use their
+#: family's grid (:func:`trim_pomdp.routers.rl.grids.default_lambdas`) unless ``agg_lambdas`` is given.
+DEFAULT_AGG_LAMBDAS: tuple[float, ...] = LAMBDA_GRIDS["math"]
+#: The cap on PPO steps per λ; training stops earlier once the held-out return stops improving.
+DEFAULT_AGG_TIMESTEPS = DEFAULT_MAX_TIMESTEPS
 
 
 @dataclass
@@ -86,7 +99,7 @@ class SweepSettings:
     Attributes
     ----------
     routers : tuple of str
-        Subset of :data:`ALL_ROUTERS`.
+        Subset of :data:`SWEEP_ROUTERS` (default :data:`ALL_ROUTERS`).
     n_queries : int
         Evaluation queries (the same ones for every router and knob).
     seed : int
@@ -97,10 +110,12 @@ class SweepSettings:
         Seed of the training queries and of PPO.
     lambdas : tuple of float
         POMDP λ grid.
-    agg_lambdas : tuple of float
-        TRIM-Agg λ grid.
+    agg_lambdas : tuple of float or None
+        TRIM-Agg and TRIM-Seq λ grid; ``None``: the paper's grid of the training split's family.
     agg_timesteps : int
-        PPO timesteps per λ.
+        The cap on PPO timesteps per λ (the whole budget when ``agg_convergence`` is ``None``).
+    agg_convergence : Convergence or None
+        When PPO training stops (:class:`~trim_pomdp.routers.rl.convergence.Convergence`).
     thresholds : tuple of float or None
         TRIM-Thr grid; ``None``: 0, 0.05, …, 1 plus the 5 … 95% quantiles of training step scores.
     budgets : tuple of float
@@ -119,8 +134,9 @@ class SweepSettings:
     n_train: int = 2000
     train_seed: int = 1
     lambdas: tuple[float, ...] = DEFAULT_LAMBDAS
-    agg_lambdas: tuple[float, ...] = DEFAULT_AGG_LAMBDAS
+    agg_lambdas: tuple[float, ...] | None = None
     agg_timesteps: int = DEFAULT_AGG_TIMESTEPS
+    agg_convergence: Convergence | None = DEFAULT_CONVERGENCE
     thresholds: tuple[float, ...] | None = None
     budgets: tuple[float, ...] = tuple(float(x) for x in np.linspace(0.0, 1.0, 21))
     pomdp_gate: bool = False
@@ -128,11 +144,11 @@ class SweepSettings:
 
     def __post_init__(self) -> None:
         self.routers = tuple(self.routers)
-        unknown = [r for r in self.routers if r not in ALL_ROUTERS]
+        unknown = [r for r in self.routers if r not in SWEEP_ROUTERS]
         if unknown:
-            hint = did_you_mean(unknown[0], ALL_ROUTERS)
+            hint = did_you_mean(unknown[0], SWEEP_ROUTERS)
             raise InvalidParameterError(
-                f"unknown router(s) {unknown}{hint}; choose from {', '.join(ALL_ROUTERS)}"
+                f"unknown router(s) {unknown}{hint}; choose from {', '.join(SWEEP_ROUTERS)}"
             )
         if not self.routers:
             raise InvalidParameterError("no routers to evaluate")
@@ -140,6 +156,8 @@ class SweepSettings:
             if int(getattr(self, name)) < 1:
                 raise InvalidParameterError(f"{name} must be >= 1, got {getattr(self, name)!r}")
         for name in ("lambdas", "agg_lambdas"):
+            if getattr(self, name) is None:
+                continue
             vals = tuple(float(x) for x in getattr(self, name))
             if any(not (math.isfinite(v) and v >= 0) for v in vals):
                 raise InvalidParameterError(f"{name} must be finite numbers >= 0, got {vals}")
@@ -217,6 +235,7 @@ class Benchmark:
             "pomdp_gate": self.settings.pomdp_gate,
             "n_buckets": self.settings.n_buckets,
             "agg_timesteps": self.settings.agg_timesteps,
+            "agg_convergence": conv.to_dict() if (conv := self.settings.agg_convergence) else None,
         }
 
 
@@ -260,7 +279,7 @@ class Group:
 
     policy: str
     knob: float | None
-    run: Callable[[], tuple[np.ndarray, np.ndarray]]
+    run: Callable[[], tuple[np.ndarray, np.ndarray] | None]  # None: dropped (a collapsed learned router)
 
 
 def _query_group(bench: Benchmark, policy: str, router: Any, knob: float) -> Group:
@@ -286,6 +305,7 @@ def plan_groups(
     obs_model_loader: Callable[[], Any] | None = None,
     agg_dir: Path | None = None,
     log: Callable[[str], None] | None = None,
+    progress: bool = False,
 ) -> Iterator[Group]:
     """The reserved groups, then every router's ``(policy, knob)`` groups in ``settings.routers`` order.
 
@@ -299,7 +319,8 @@ def plan_groups(
     groups: dict[str, Callable[[], Iterator[Group]]] = {
         "pomdp": lambda: _pomdp_groups(bench, pomdp),
         "thr": lambda: _threshold_groups(bench),
-        "agg": lambda: _agg_groups(bench, agg_dir),
+        "agg": lambda: _rl_groups(bench, "agg", agg_dir, log, progress),
+        "seq": lambda: _rl_groups(bench, "seq", _seq_dir(agg_dir), log, progress),
         "automix": lambda: _automix_groups(bench),
         "oracle": lambda: _budget_groups(bench, "oracle"),
         "random": lambda: _budget_groups(bench, "random"),
@@ -351,31 +372,38 @@ def _threshold_groups(bench: Benchmark) -> Iterator[Group]:
         yield Group("thr", k, functools.partial(bench.run_step_router, ThresholdRouter(k)))
 
 
-def _agg_groups(bench: Benchmark, agg_dir: Path | None) -> Iterator[Group]:
+def _seq_dir(agg_dir: Path | None) -> Path | None:
+    """TRIM-Seq's routers go beside TRIM-Agg's: ``agg`` in the folder's name becomes ``seq``."""
+    return None if agg_dir is None else agg_dir.with_name(agg_dir.name.replace("agg", "seq", 1))
+
+
+def _rl_groups(
+    bench: Benchmark, kind: str, rl_dir: Path | None, log: Callable[[str], None] | None, progress: bool
+) -> Iterator[Group]:
+    """TRIM-Agg or TRIM-Seq per λ: trained (or reloaded from ``rl_dir/lam-<λ>``) on the training simulator."""
     s = bench.settings
+    say = log or (lambda msg: None)
 
-    def run(lam: float) -> tuple[np.ndarray, np.ndarray]:
-        from trim_pomdp.routers.rl.agg import AggRouter, train_agg
+    def run(lam: float) -> tuple[np.ndarray, np.ndarray] | None:
+        from trim_pomdp.routers.rl.training import finished_router, train_router
 
-        target = None if agg_dir is None else agg_dir / f"lam-{lam:.3g}"
-        if target is not None and (target / "agg.json").is_file():
-            router = AggRouter.load(target)
-        else:
+        target = None if rl_dir is None else rl_dir / f"lam-{lam:.3g}"
+        trained = finished_router(kind, target) if target is not None else None
+        if trained is None:
             train_params = bench.train_params
-            router = train_agg(
-                lambda: Simulator(train_params),
-                lam,
-                timesteps=s.agg_timesteps,
-                seed=s.train_seed,
-                n_envs=4,
+            trained = train_router(
+                kind, lambda: Simulator(train_params), lam, out=target, convergence=s.agg_convergence,
+                timesteps=s.agg_timesteps, seed=s.train_seed, n_envs=32, progress=progress, log=say,
                 source_card={"type": "Simulator", "simulated": True, "split": train_params.split},
-            )
-            if target is not None:
-                router.save(target)
-        return bench.run_step_router(router)
+            )  # fmt: skip
+        if trained.collapsed:
+            say(f"{ROUTERS[kind].label} at λ={lam:g} dropped from the sweep: the router {trained.collapsed}")
+            return None
+        return bench.run_step_router(trained.router)
 
-    for lam in s.agg_lambdas:
-        yield Group("agg", lam, functools.partial(run, lam))
+    lams = s.agg_lambdas if s.agg_lambdas is not None else default_lambdas(bench.train_params.split)
+    for lam in lams:
+        yield Group(kind, lam, functools.partial(run, lam))
 
 
 def _automix_groups(bench: Benchmark) -> Iterator[Group]:
@@ -456,7 +484,8 @@ def run_sweep(
         Added to ``evaluate.json``.
     agg_dir : path, optional
         Where trained TRIM-Agg routers are saved and reused (``lam-<λ>/``); default ``out_dir/agg``. Share one
-        folder between evaluations that train on the same split.
+        folder between evaluations that train on the same split. TRIM-Seq's go beside it (``agg`` in the name
+        becomes ``seq``).
     progress : bool, default False
         Report progress per group (:class:`~trim_pomdp._internal.progress.Progress`).
 
@@ -483,8 +512,9 @@ def run_sweep(
     card.update(extra_card or {})
     write_json(out / "evaluate.json", card)
     agg_dir = Path(agg_dir) if agg_dir is not None else out / "agg"
-    groups = list(plan_groups(bench, obs_model_loader, agg_dir, log))
+    groups = list(plan_groups(bench, obs_model_loader, agg_dir, log, progress))
     skipped = 0
+    dropped: list[dict[str, Any]] = []
     with (
         RecordWriter(records_path, append=True) as writer,
         Progress(len(groups), bench.name, enabled=progress, unit="groups") as bar,
@@ -494,14 +524,19 @@ def run_sweep(
             t0 = time.perf_counter()
             was_done = _key(g.policy, g.knob) in done
             if not was_done:
-                correct, tokens = g.run()
-                writer.write(Records.from_arrays(g.policy, g.knob, bench.query_ids, correct, tokens))
+                result = g.run()
+                if result is None:  # a learned router that collapsed to a constant policy: reported, not kept
+                    dropped.append({"policy": g.policy, "knob": g.knob, "reason": "collapsed"})
+                else:
+                    writer.write(Records.from_arrays(g.policy, g.knob, bench.query_ids, *result))
             skipped += was_done
             bar.advance(note=f"{g.policy}{knob}")
             if on_group:
                 on_group(g, i, len(groups), 0.0 if was_done else time.perf_counter() - t0, was_done)
     if skipped and log:
         log(f"resumed: {skipped} (policy, knob) groups were already complete in {records_path}")
+    card["dropped_groups"] = dropped
+    write_json(out / "evaluate.json", card)
     return records_path
 
 

@@ -37,7 +37,7 @@ from trim_pomdp.generation.backends._common import redact
 from trim_pomdp.generation.loop import LoopConfig, solve_problem
 from trim_pomdp.types import BatchObservation, StepObservation
 
-__all__ = ["LiveEpisodes", "LiveModels", "loop_config"]
+__all__ = ["LiveEpisodes", "LiveModels", "loop_config", "split_problems", "train_live"]
 
 T = TypeVar("T")
 
@@ -379,3 +379,121 @@ class LiveEpisodes:
                 k = min(len(o.scores), H)
                 scores[i, :k] = o.scores[:k]
         return BatchObservation(t, scores, tokens, final, active)
+
+
+def split_problems(
+    problems: list[Problem], holdout: float | int, seed: int
+) -> tuple[list[Problem], list[Problem]]:
+    """``(train, held_out)``: a seeded shuffle, ``holdout`` problems (a count, or a fraction below 1) held out.
+
+    The split depends only on the problems and the seed, so every λ and both routers use the same held-out batch.
+    """
+    n = len(problems)
+    k = int(holdout) if holdout >= 1 else round(float(holdout) * n)
+    if n < 2 or not (1 <= k < n):
+        raise InvalidParameterError(
+            f"cannot hold out {holdout!r} of {n} problems: training needs at least one problem and the "
+            "held-out batch at least one (pass --holdout N or a fraction, and enough problems)"
+        )
+    order = np.random.default_rng(seed).permutation(n)
+    return [problems[i] for i in order[k:]], [problems[i] for i in order[:k]]
+
+
+def train_live(
+    run: Any,
+    lam: float,
+    out: str | Path,
+    *,
+    router: str = "agg",
+    holdout: float | int = 0.2,
+    timesteps: int | None = None,
+    convergence: Any = "default",
+    seed: int = 0,
+    n_envs: int = 16,
+    progress: bool = True,
+    log: Any = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """Train TRIM-Agg or TRIM-Seq for one λ on live generations (``trim-pomdp train-agg --source live``).
+
+    Parameters
+    ----------
+    run : RunConfig
+        The dataset, the models and the caps, as for ``trim-pomdp run`` (``router`` and ``out_dir`` unused).
+        Every call goes through the cache ``run.cache`` (default ``out/cache.sqlite``): share one file between
+        λ values and routers so that they reuse each other's generations.
+    lam : float
+        Price of one M_s token.
+    out : path
+        Folder for the router, its checkpoint, the learning curve and ``training.json``.
+    router : {"agg", "seq"}
+    holdout : float or int, default 0.2
+        Problems held out for the convergence criterion (a fraction, or a count); the same ones every call.
+    timesteps : int, optional
+        The cap on PPO steps (default :data:`~trim_pomdp.routers.rl.grids.DEFAULT_MAX_TIMESTEPS`).
+    convergence : Convergence or None, optional
+        The criterion (default: :data:`~trim_pomdp.routers.rl.grids.DEFAULT_CONVERGENCE`); its
+        ``eval_episodes`` becomes the number of held-out problems. ``None``: train exactly ``timesteps``.
+    seed, n_envs, progress, log, options :
+        As for :func:`~trim_pomdp.routers.rl.training.train_router` (``n_envs`` problems in flight).
+
+    Returns
+    -------
+    dict
+        What ``out/training.json`` holds: the run, the kept router's held-out evaluation, the training speed,
+        the episodes and the cache hits and misses of this call.
+    """
+    import dataclasses
+    import time
+
+    from trim_pomdp._internal.artifacts import write_json
+    from trim_pomdp.datasets.problems import load_dataset
+    from trim_pomdp.routers.rl.grids import DEFAULT_CONVERGENCE, DEFAULT_MAX_TIMESTEPS
+    from trim_pomdp.routers.rl.training import train_router
+
+    if not run.weak or not run.prm:
+        raise InvalidParameterError(
+            "--source live needs --weak URL_OR_MODEL, --strong ... and --prm MODEL_OR_URL"
+        )
+    out = Path(out)
+    problems = load_dataset(run.dataset, run.data_dir)
+    problems = problems if run.limit is None else problems[: run.limit]
+    train, held = split_problems(problems, holdout, seed)
+    conv = DEFAULT_CONVERGENCE if convergence == "default" else convergence
+    if conv is not None:
+        conv = dataclasses.replace(conv, eval_episodes=len(held))
+    t0 = time.perf_counter()
+    with LiveModels.from_run_config(run, out, knob=lam) as models:
+        mark = models.mark()
+        card = {
+            "type": "LiveEpisodes", "dataset": run.dataset, "weak": getattr(models.weak, "model", None),
+            "strong": getattr(models.strong, "model", None), "prm": getattr(models.prm, "model", None),
+            "weak_params": models.weak.cache_params(), "strong_params": models.strong.cache_params(),
+            "max_steps": run.max_steps, "max_solution_tokens": run.max_solution_tokens,
+            "train_problems": len(train), "heldout_problems": len(held), "split_seed": seed, "simulated": False,
+        }  # fmt: skip
+        train_src, held_src = models.episodes(train), models.episodes(held)
+        trained = train_router(
+            router, train_src, lam, out=out, eval_source=held_src, convergence=conv, n_envs=n_envs, seed=seed,
+            timesteps=timesteps or DEFAULT_MAX_TIMESTEPS, progress=progress, log=log, source_card=card, **options,
+        )  # fmt: skip
+        rc = trained.card
+        results = {
+            "router": router,
+            "lam": lam,
+            "source": card,
+            "heldout_ids": [p.id for p in held],
+            "stopped": rc.get("stopped"),
+            "collapsed": trained.collapsed,
+            "timesteps_trained": rc.get("timesteps_trained"),
+            "resumed_from_timesteps": rc.get("resumed_from_timesteps"),
+            "train_seconds": rc.get("train_seconds"),
+            "steps_per_second": rc.get("steps_per_second"),
+            "heldout_best": (rc.get("convergence") or {}).get("best"),
+            "training_episodes": train_src.stats(),
+            "heldout_episodes": held_src.stats(),
+            "cache": models.cache_stats(since=mark),
+            "wall_seconds": time.perf_counter() - t0,
+        }
+    write_json(out / "training.json", results)
+    return results

@@ -249,7 +249,7 @@ def train_agg(source: EpisodeBatch | Callable[[], EpisodeBatch], lam: float, **o
     seed : int, default=0
         Seeds PPO (torch, numpy) and the environments; the same seed on the same machine gives the same
         router.
-    n_envs : int, default=8
+    n_envs : int, default=32
         Episodes in flight, stepped together in one source (:class:`~trim_pomdp.routers.rl.vec.EpisodeVecEnv`).
     reward : float, default=1.0
         ``R``, the reward of a correct final answer.

@@ -142,6 +142,10 @@ def train_router(
         from trim_pomdp.routers.rl.seq import train_seq
 
         router = train_seq(source, lam, **kw)
+    if str(router.card.get("checkpoint", "")).startswith("replaced"):
+        say(f"{d}: {router.card['checkpoint']}; trained from scratch")
+    elif router.card.get("resumed_from_timesteps"):
+        say(f"resumed from the checkpoint in {d} at {router.card['resumed_from_timesteps']} steps")
     conv = router.card.get("convergence") or {}
     best = conv.get("best") or {}
     collapsed = collapse(best.get("regenerate_rate"))
