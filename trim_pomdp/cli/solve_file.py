@@ -1,4 +1,4 @@
-"""``trim-pomdp solve-file FILE --out DIR``: solve a ``.pomdp``/``.pomdpx`` file (point-based solver).
+"""``trim-pomdp solve-file FILE --out DIR``: solve a ``.pomdp``/``.pomdpx`` file (point-based solver or SARSOP).
 
 A thin wrapper around :func:`trim_pomdp.solvers.files.solve_file`.
 """
@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from trim_pomdp.cli._common import FiniteFloat, cli_errors, option, out_option, seed_option, time_limit_option
+from trim_pomdp.registry import SARSOP_BACKENDS
 
 __all__ = ["command"]
 
@@ -27,7 +28,7 @@ __all__ = ["command"]
     show_default=True,
     help="Stop when upper - lower bound at b0 is at most this.",
 )
-@time_limit_option(60.0, help="Wall-clock limit in seconds.")
+@time_limit_option(60.0, help="Wall-clock limit in seconds, reading the file included.")
 @option(
     "--horizon",
     type=click.IntRange(min=1),
@@ -43,6 +44,33 @@ __all__ = ["command"]
     help="Initial belief overriding the file's, as comma-separated probabilities (e.g. '0.9,0.1').",
 )
 @seed_option(help="Seed of the solver's sampling.")
+@option(
+    "--solver",
+    type=click.Choice(["pointbased", "sarsop"]),
+    default="pointbased",
+    show_default=True,
+    help="The point-based solver, or SARSOP (see --sarsop-backend).",
+)
+@option(
+    "--sarsop-backend",
+    type=click.Choice(list(SARSOP_BACKENDS)),
+    default="appl",
+    show_default=True,
+    help="With --solver sarsop: appl runs APPL's pomdpsol on FILE itself (no Julia); the others go through Julia.",
+)
+@option(
+    "--pomdpsol",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="APPL's pomdpsol binary (default: $TRIM_POMDP_POMDPSOL, else pomdpsol on PATH).",
+)
+@option(
+    "--memory-limit",
+    metavar="SIZE",
+    default=None,
+    help="Refuse models (and stop solves) needing more memory, e.g. 512M or 8G "
+    "[default: $TRIM_POMDP_MEMORY_LIMIT, else 4G].",
+)
 @option("--quiet", is_flag=True, help="No progress display.")
 @cli_errors
 def command(
@@ -53,12 +81,17 @@ def command(
     horizon: int | None,
     start: str | None,
     seed: int,
+    solver: str,
+    sarsop_backend: str,
+    pomdpsol: Path | None,
+    memory_limit: str | None,
     quiet: bool,
 ) -> None:
     """Solve FILE (Cassandra .pomdp or APPL .pomdpx) and write DIR/policy.npz and DIR/policy.json.
 
     The card (policy.json) holds lower_bound and upper_bound (certified bounds on V*(b0)), solve_seconds,
-    the stop reason and the solver settings.
+    the stop reason and the solver settings. A model that would exceed the memory limit is refused
+    before it is allocated, with its size and the limit.
     """
     from trim_pomdp._internal.progress import Progress
     from trim_pomdp.solvers.files import solve_file
@@ -79,6 +112,10 @@ def command(
             horizon=horizon,
             start=start,
             seed=seed,
+            solver=solver,
+            sarsop_backend=sarsop_backend,
+            pomdpsol=pomdpsol,
+            memory_limit=memory_limit,
             callback=report,
             echo=lambda line: click.echo(line, err=True),
         )

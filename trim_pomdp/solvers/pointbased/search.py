@@ -80,6 +80,21 @@ class _Progress:
     stop: str = "precision reached"
 
 
+#: Beliefs whose entries agree to this many decimals are one node of the search graph
+KEY_DECIMALS = 13
+
+
+def _belief_key(idx: np.ndarray, vals: np.ndarray) -> bytes:
+    """Identity of a sparse belief: its support and its values rounded to ``KEY_DECIMALS`` decimals.
+
+    Beliefs reached along different paths (Tiger's "listen left, then right" and "right, then left"; every
+    door opening back to ``b0``) differ only by round-off; sharing their node saves the repeated backups.
+    The bounds of the node are those of its first belief, which moves them by at most ``10^-13`` per state
+    times the bounds' range, far below the solver's precision.
+    """
+    return idx.tobytes() + np.round(vals, KEY_DECIMALS).tobytes()
+
+
 def _witness_matrix(nodes: list[_Node], S: int) -> sp.csc_matrix:
     rows = np.concatenate([n.idx for n in nodes])
     vals = np.concatenate([n.vals for n in nodes])
@@ -132,6 +147,8 @@ class Search:
         b0 = m.b0
         self.root = _Node(np.flatnonzero(b0 > 0), b0[b0 > 0])
         self.nodes = [self.root]
+        #: the nodes by belief: a belief reached along several paths is one node (the tree is a graph)
+        self.index: dict[bytes, _Node] = {_belief_key(self.root.idx, self.root.vals): self.root}
         self.seeded = 0
         self.progress = _Progress()
         self.cache_room = min(256 * 1024**2, 0.25 * (self.budget.limit - self.budget.used))
@@ -216,7 +233,7 @@ class Search:
             if time.perf_counter() > self.start + self.limit:
                 break
         progress.sweep_time += time.perf_counter() - t1
-        root.lb = max(root.lb, float((self.lower.alphas[:, root.idx] @ root.vals).max()))
+        root.lb = max(root.lb, float(self.lower.values(root.idx, root.vals[None, :])[0][0]))
         # back off when sweeps stop paying at b0 (e.g. when the upper bound is what is left to close)
         if root.lb - lb_before > 0.02 * gap:
             progress.sweep_share = min(0.5, 2 * progress.sweep_share)
@@ -277,17 +294,11 @@ class Search:
         else:
             k_of_o = np.full(m.Z, int(lower.values(idx2, pred[None, :] / pred.sum())[1][0]), dtype=np.int64)
             k_of_o[obs] = lk
-        G = lower.alphas
         if m.O is not None and m.Z <= 64:
-            g = np.einsum("so,os->s", m.O[a], G[k_of_o])
-        else:
-            ks, inv = np.unique(k_of_o, return_inverse=True)
-            if len(ks) == 1:
-                g = G[ks[0]].copy()
-            else:
-                onehot = sp.csr_matrix((np.ones(m.Z), (np.arange(m.Z), inv)), shape=(m.Z, len(ks)))
-                W = (m.O_sparse[a] @ onehot).toarray()  # (S, n_ks): Σ_{o in group} O_a[s', o]
-                g = np.einsum("sk,ks->s", W, G[ks])
+            g = np.einsum("so,os->s", m.O[a], lower.alphas[k_of_o])
+        else:  # g(s') = Σ over the nonzeros O_a[s', o] of O_a[s', o] α_{k(o)}(s')
+            Oa, rows = m.O_sparse[a], m.O_rows[a]
+            g = np.bincount(rows, Oa.data * lower.entries(rows, k_of_o[Oa.indices]), minlength=m.S)
         Tg = m.T_dense[a] @ g if m.T_dense is not None else m.T[a] @ g
         return m.R[:, a] + m.gamma * Tg
 
@@ -378,8 +389,12 @@ class Search:
             child = node.children.get((a, o))
             if child is None:
                 nz = np.flatnonzero(B[j] > 0)
-                child = _Node(e.union[nz], B[j, nz])
+                cidx, cvals = e.union[nz], B[j, nz]
+                key = _belief_key(cidx, cvals)
+                child = self.index.get(key)
+                if child is None:
+                    child = self.index[key] = _Node(cidx, cvals)
+                    new_nodes.append(child)
                 node.children[(a, o)] = child
-                new_nodes.append(child)
             node, t = child, t + 1
         return path, new_nodes

@@ -317,6 +317,7 @@ class PointBasedSolver:
         ub = float(search.root.ub)
         if lb > ub + 1e-9 * (1 + abs(ub)):
             raise SolverError(f"bounds crossed at b0 (lower {lb!r} > upper {ub!r}); please report this model")
+        ub = max(ub, lb)  # equal up to round-off: report them as equal rather than a negative gap
         progress = search.progress
         info = SolveInfo(
             solver=self.name,

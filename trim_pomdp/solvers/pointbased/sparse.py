@@ -103,6 +103,8 @@ class SparseModel:
             if A * S * Z <= DENSE_CELLS
             else None
         )
+        #: the row of every nonzero of O[a] (for the alpha backups)
+        self.O_rows = [np.repeat(np.arange(S), np.diff(o.indptr)) for o in self.O_sparse]
         nnz_o = sum(x.nnz for x in self.O_sparse)
         self.o_is_sparse = nnz_o < 0.25 * A * S * Z
         #: dense expansion (all actions in a few array operations) for small models
