@@ -104,3 +104,35 @@ def test_every_truncation_and_bit_flip_is_a_data_format_error(kind, tmp_path):
         pytest.fail(
             f"{what} of {target.name} was not detected: the {kind} loaded ({'same' if same else 'different'} data)"
         )
+
+
+def test_sizes_that_cannot_fit_are_refused_before_allocating(monkeypatch):
+    """Issue 15 item 8: ``solve --horizon 1e9`` and ``--lambda 1e-4:1e-2:1e9`` used to exhaust memory."""
+    import resource
+
+    from click.testing import CliRunner
+
+    from trim_pomdp.cli import main
+    from trim_pomdp.exceptions import InvalidParameterError, ResourceLimitError
+    from trim_pomdp.pomdp import TrimParams
+    from trim_pomdp.pomdp.sweep import MAX_LAMBDAS, parse_lambdas
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(ResourceLimitError, match=r"horizon H=1000000000 needs at least .* GiB"):
+        TrimParams(0.8, 0.9, horizon=10**9)
+    with pytest.raises(ResourceLimitError, match="memory limit"):
+        TrimParams(0.8, 0.9).replace(horizon=10**9)
+    monkeypatch.setenv("TRIM_POMDP_MEMORY_LIMIT", "1M")  # the limit is configurable
+    with pytest.raises(ResourceLimitError, match=r"1\.0 MiB"):
+        TrimParams(0.8, 0.9, horizon=10**5)
+    monkeypatch.delenv("TRIM_POMDP_MEMORY_LIMIT")
+    assert TrimParams(0.8, 0.9, horizon=10**5).horizon == 10**5  # large but fits
+    with pytest.raises(InvalidParameterError, match=f"more than {MAX_LAMBDAS}"):
+        parse_lambdas("1e-4:1e-2:1000000000")
+    with pytest.raises(InvalidParameterError, match="must be >= 1"):
+        parse_lambdas("1e-4:1e-2:0")
+    assert len(parse_lambdas(f"1e-4:1e-2:{MAX_LAMBDAS}")) == MAX_LAMBDAS
+    res = CliRunner().invoke(main, ["solve", "--horizon", "1000000000", "--out", "unused"])
+    assert res.exit_code == 1 and "Traceback" not in res.output and "memory limit" in res.output
+    # nothing near the 134 GiB was ever allocated (ru_maxrss is in KiB on Linux)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 300 * 1024

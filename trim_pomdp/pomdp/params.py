@@ -20,11 +20,31 @@ from typing import Any
 import numpy as np
 
 from trim_pomdp._internal.simplex import check_stochastic
-from trim_pomdp.exceptions import DataFormatError, InvalidParameterError
+from trim_pomdp.exceptions import DataFormatError, InvalidParameterError, ResourceLimitError
 
 __all__ = ["DifficultyClasses", "TrimParams"]
 
 _FORMAT = "trim-pomdp/params/1"
+
+
+def _check_horizon_size(H: int, K: int) -> None:
+    """Refuse a horizon whose per-step tables alone exceed the memory limit, before allocating them.
+
+    ``bucket_probs`` (H × K), ``hazard`` (H) and the copies a solve makes of them cost at least
+    ``3 · 8 · H · (K + 1)`` bytes; the solver needs far more (alpha vectors per step), so a horizon refused here
+    could never be solved. The limit is that of :func:`trim_pomdp.solvers.memory.parse_memory_limit`
+    (``TRIM_POMDP_MEMORY_LIMIT``, default 4 GiB).
+    """
+    from trim_pomdp.solvers.memory import format_bytes, parse_memory_limit
+
+    need = 3 * 8 * H * (K + 1)
+    limit = parse_memory_limit(None)
+    if need > limit:
+        raise ResourceLimitError(
+            f"horizon H={H} needs at least {format_bytes(need)} for its per-step tables, above the memory "
+            f"limit of {format_bytes(limit)} (TRIM_POMDP_MEMORY_LIMIT); the horizon counts reasoning steps "
+            "(the paper uses 30): lower it"
+        )
 
 
 @dataclass
@@ -173,6 +193,7 @@ class TrimParams:
         self.bucket_edges = np.asarray(self.bucket_edges, dtype=float).reshape(-1)
         K = self.bucket_edges.size + 1
         H = self.horizon
+        _check_horizon_size(H, K)
         if self.bucket_probs is None:
             self.bucket_probs = np.full((H, K), 1.0 / K)
         if self.hazard is None:
@@ -286,6 +307,7 @@ class TrimParams:
             H = int(changes["horizon"])
             if H < 1:
                 raise InvalidParameterError(f"horizon H must be >= 1, got {H}")
+            _check_horizon_size(H, self.n_buckets)
             idx = np.minimum(np.arange(H), self.horizon - 1)
             changes.setdefault("bucket_probs", self.bucket_probs[idx])
             changes.setdefault("hazard", self.hazard[idx])

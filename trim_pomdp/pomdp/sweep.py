@@ -31,6 +31,7 @@ from trim_pomdp.pomdp.problem import TrimPOMDP
 from trim_pomdp.registry import SOLVERS, canonical_sarsop_backend, canonical_solver
 
 __all__ = [
+    "MAX_LAMBDAS",
     "MC_FIELDS",
     "SweepResult",
     "config_hash",
@@ -57,6 +58,10 @@ MC_FIELDS = (
 _HASH_NAMES = {"finite-horizon": "native"}
 
 
+#: The most λ values one sweep may ask for (each is a solve and a policy folder).
+MAX_LAMBDAS = 10_000
+
+
 def parse_lambdas(text: str) -> list[float]:
     """λ values from ``"5e-4"``, a comma list ``"1e-4,5e-4"`` or a log range ``"1e-4:1e-3:20"`` (ends included).
 
@@ -76,6 +81,11 @@ def parse_lambdas(text: str) -> list[float]:
             lo, hi, n = float(parts[0]), float(parts[1]), int(parts[2])
             if n < 1:
                 raise InvalidParameterError(f"the count in {text!r} must be >= 1")
+            if n > MAX_LAMBDAS:
+                raise InvalidParameterError(
+                    f"the count in {text!r} asks for {n} λ values, more than {MAX_LAMBDAS}: a sweep solves one "
+                    "policy per λ (a second or more each); use fewer points"
+                )
             if lo <= 0 or hi <= 0:
                 raise InvalidParameterError(
                     f"a log range needs positive ends, got {text!r}; list 0 explicitly (e.g. '0,1e-4')"
@@ -83,6 +93,8 @@ def parse_lambdas(text: str) -> list[float]:
             vals = [lo] if n == 1 else [float(v) for v in np.geomspace(lo, hi, n)]
         else:
             vals = [float(v) for v in text.split(",") if v.strip()]
+    except InvalidParameterError:
+        raise
     except ValueError:
         raise InvalidParameterError(
             f"{text!r} is not a λ value, comma-separated numbers (1e-4,5e-4) or a log range LO:HI:N "
