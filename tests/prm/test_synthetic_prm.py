@@ -186,3 +186,18 @@ def test_reproduces_published_qwen_prm_accuracies():
     for split, (err, corr) in QWEN25_MATH_PRM_7B_PROCESSBENCH.items():
         assert metrics[split]["error"] == pytest.approx(err, abs=3.0), split
         assert metrics[split]["correct"] == pytest.approx(corr, abs=3.0), split
+
+
+def test_float16_precision_rounds_like_a_real_prm():
+    """precision='float16' gives float16-representable scores (atoms at 1.0, as Qwen2.5-Math-PRM-7B's); the
+    default keeps full precision, so the same seed gives the unrounded scores of the same draws."""
+    items = _items(300, seed=2)
+    full = np.concatenate([x.prm_scores for x in SyntheticPRM().score_items(items, seed=3)])
+    half = np.concatenate(
+        [x.prm_scores for x in SyntheticPRM(precision="float16").score_items(items, seed=3)]
+    )
+    np.testing.assert_array_equal(half, full.astype(np.float16).astype(float))
+    assert np.mean(full == 1.0) == 0.0 and np.mean(half == 1.0) > 0.05
+    assert SyntheticPRM(precision="float16").card["params"]["precision"] == "float16"
+    with pytest.raises(InvalidParameterError, match="precision"):
+        SyntheticPRM(precision="bfloat16")

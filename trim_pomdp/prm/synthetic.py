@@ -37,6 +37,8 @@ from trim_pomdp.exceptions import InvalidParameterError
 __all__ = [
     "CALIBRATED_MU_S0",
     "CALIBRATED_MU_S2",
+    "DEFAULT_PRECISION",
+    "PRECISIONS",
     "QWEN25_MATH_PRM_7B_PROCESSBENCH",
     "SHAPE_DEFAULTS",
     "SyntheticPRM",
@@ -44,6 +46,13 @@ __all__ = [
     "calibrate_synthetic_prm",
     "protocol_accuracy",
 ]
+
+#: The floating-point formats :class:`SyntheticPRM` can round its scores to.
+PRECISIONS = ("float16", None)
+#: The format it rounds to by default: none (full precision), so that the shipped observation model and every
+#: simulated figure stay what their commands give; the simulator calibrated to real Qwen2.5-Math-PRM-7B traces
+#: (``trim_pomdp/data/simulator_qwen_traces.json``) rounds to float16, as that PRM's outputs are.
+DEFAULT_PRECISION: str | None = None
 
 #: Published ProcessBench accuracies (%) of Qwen2.5-Math-PRM-7B: split -> (error, correct).
 #: Zhang et al., "The Lessons of Developing Process Reward Models in Mathematical Reasoning", arXiv:2501.07301v2,
@@ -140,6 +149,10 @@ class SyntheticPRM:
     default_split : str
         The split whose means the stepwise API uses when :meth:`new_episodes` is given none ("math": the
         evaluation in the TRIM paper is on MATH-500).
+    precision : {"float16", None}, default None
+        Round every score to this floating-point format, as a real PRM's outputs are (Qwen2.5-Math-PRM-7B's
+        step probabilities come in float16: 43% of its scores on real solutions are exactly 1.0, the next value
+        below being 0.99951); None keeps full precision.
 
     Notes
     -----
@@ -161,6 +174,7 @@ class SyntheticPRM:
         s1_high: float = SHAPE_DEFAULTS["s1_high"],
         s1_shift: float = SHAPE_DEFAULTS["s1_shift"],
         default_split: str = "math",
+        precision: str | None = DEFAULT_PRECISION,
     ) -> None:
         self.mu_s0 = dict(CALIBRATED_MU_S0 if mu_s0 is None else mu_s0)
         self.mu_s2 = dict(CALIBRATED_MU_S2 if mu_s2 is None else mu_s2)
@@ -171,6 +185,7 @@ class SyntheticPRM:
         self.s1_high = float(s1_high)
         self.s1_shift = float(s1_shift)
         self.default_split = default_split
+        self.precision = precision
         self._validate()
 
     def _validate(self) -> None:
@@ -192,6 +207,8 @@ class SyntheticPRM:
                     raise InvalidParameterError(
                         f"the mean logit of split {split!r} must be finite, got {table[split]}"
                     )
+        if self.precision not in PRECISIONS:
+            raise InvalidParameterError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.default_split not in self.mu_s0:
             raise InvalidParameterError(
                 f"default_split {self.default_split!r} has no calibrated means; choose from {sorted(self.mu_s0)}"
@@ -217,6 +234,7 @@ class SyntheticPRM:
             "s1_high": self.s1_high,
             "s1_shift": self.s1_shift,
             "default_split": self.default_split,
+            "precision": self.precision,
         }
 
     @property
@@ -344,7 +362,10 @@ class SyntheticPRM:
         x = mean + state.bias + sd * noise
         state.noise = np.where(act, noise, state.noise)
         state.t = state.t + act
-        return np.where(act, _sigmoid(x), np.nan)
+        score = _sigmoid(x)
+        if self.precision == "float16":  # the precision a real PRM's probabilities come in (module docstring)
+            score = score.astype(np.float16).astype(float)
+        return np.where(act, score, np.nan)
 
     def score_matrix(
         self, classes: np.ndarray, lengths: np.ndarray, splits: str | Sequence[str] | None, rng
@@ -522,7 +543,12 @@ def _calibrate_split(
     labels = np.tile(np.array([it.label for it in items]), repeats)
 
     def accuracies(m0: float, m2: float) -> tuple[float, float]:
-        prm = SyntheticPRM(mu_s0={split: m0}, mu_s2={split: m2}, default_split=split, **shape)
+        prm = SyntheticPRM(
+            mu_s0={split: m0},
+            mu_s2={split: m2},
+            default_split=split,
+            **{k: float(v) for k, v in shape.items()},  # type: ignore[arg-type]  # shape keywords are floats
+        )
         return protocol_accuracy(prm.score_matrix(classes, lengths, split, seed), labels)
 
     m0 = _bisect(lambda v: accuracies(v, 0.0)[1], -10.0, 30.0, corr_target, tol)
