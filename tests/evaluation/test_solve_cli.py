@@ -118,6 +118,11 @@ def test_sweep_writes_one_policy_per_lambda_and_resumes(files):
         (["--p-w", "1.5"], "[0, 1]"),
         (["--p-s", "-0.2"], "[0, 1]"),
         (["--weak-generator", "x"], "both"),
+        (["--difficulty-classes", "0"], "must be >= 1 (1 is the pooled model)"),
+        (["--difficulty-classes", "two"], "must be an integer >= 1 or auto"),
+        (["--difficulty-data", "simulator"], "--difficulty-data needs --difficulty-classes"),
+        (["--difficulty-classes", "2", "--difficulty-data", "nowhere.jsonl"], "neither 'simulator'"),
+        (["--difficulty-classes", "500", "--difficulty-queries", "200"], "need at least 2500 problems"),
     ],
 )
 def test_clear_errors(files, args, message):
@@ -137,6 +142,31 @@ def test_clear_errors(files, args, message):
     assert res.exit_code != 0
     assert message in res.output
     assert "Traceback" not in res.output
+
+
+def test_difficulty_classes_are_estimated_and_solved(files):
+    out = files / "classes"
+    res = run(
+        "--obs", files / "obs", "--params", files / "params.json", "--out", out, "--mc-episodes", 2000,
+        "--difficulty-classes", 2, "--difficulty-data", "simulator", "--difficulty-queries", 300, "--no-regions",
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())  # the console wraps long lines
+    assert "estimated 2 difficulty classes from 300 problems (simulated training queries (SIMULATED))" in text
+    assert "held-out log-likelihood per problem D=1:" in text and "difficulty classes D=2" in text
+    pol = TrimPolicy.load(out)
+    dc = pol.params.difficulty
+    assert dc.n_classes == 2 and dc.p_w[0] > dc.p_w[1] and dc.card["estimated_from"]["queries"] == 300
+    card = json.loads((out / "policy.json").read_text())
+    assert card["upper_bound"] - card["lower_bound"] <= 1e-3
+    # one class is the pooled model: the parameters' own classes are dropped
+    pol.params.to_json(files / "classes.json")
+    res = run(
+        "--obs", files / "obs", "--params", files / "classes.json", "--out", files / "pooled", "--mc-episodes", 0,
+        "--difficulty-classes", 1, "--no-regions",
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert TrimPolicy.load(files / "pooled").params.difficulty is None
 
 
 def test_mismatched_observation_bins(files):

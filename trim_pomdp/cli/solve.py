@@ -92,6 +92,28 @@ def parse_lambdas(text: str, param_hint: str = "--lambda") -> list[float]:
     "--strong-weak-ratio", type=float, default=None, help="Override the strong/weak step-length ratio."
 )
 @click.option(
+    "--difficulty-classes",
+    default=None,
+    metavar="D|auto",
+    help="Latent difficulty classes with their own p_w, p_s, estimated from --difficulty-data: D classes, or "
+    "auto (D by held-out likelihood); 1 is the pooled model. Default: the parameters' own (none shipped).",
+)
+@click.option(
+    "--difficulty-data",
+    default=None,
+    metavar="SOURCE",
+    help="Per-problem data for --difficulty-classes: simulator (the default simulator's training queries, "
+    "SIMULATED), processbench (the items of --weak/--strong-generator) or a scored-items JSONL. Default: "
+    "processbench with the two generators, else simulator.",
+)
+@click.option(
+    "--difficulty-queries",
+    type=int,
+    default=2000,
+    show_default=True,
+    help="Simulated training queries for --difficulty-data simulator.",
+)
+@click.option(
     "--precision", type=float, default=1e-3, show_default=True, help="Target gap of the bounds at b0."
 )
 @time_limit_option(None, help="Seconds per solve (bounds stay certified).")
@@ -144,6 +166,9 @@ def command(
     p_s: float | None,
     horizon: int | None,
     strong_weak_ratio: float | None,
+    difficulty_classes: str | None,
+    difficulty_data: str | None,
+    difficulty_queries: int,
     precision: float,
     time_limit: float | None,
     mode: str,
@@ -173,10 +198,22 @@ def command(
     lams = parse_lambdas(lambda_spec) if lambda_spec is not None else [trim.params.lam]
     n_mc = mc_episodes if mc_episodes is not None else (100_000 if len(lams) == 1 else 20_000)
     console = Console(width=max(Console().width, 110))
+    if difficulty_classes is not None:
+        trim = _with_classes(
+            console, trim, difficulty_classes, difficulty_data, difficulty_queries, seed,
+            weak_generator=weak_generator, strong_generator=strong_generator, data_dir=data_dir,
+        )  # fmt: skip
+    elif difficulty_data is not None:
+        raise click.UsageError("--difficulty-data needs --difficulty-classes D (or auto)")
     p, n = trim.params, int(trim.obs_model.n_bins)
     console.print(
         f"TRIM-POMDP: p_w={p.p_w:.4f} p_s={p.p_s:.4f} H={p.horizon} K={p.n_buckets} bins={n}×{n} solver={solver}"
     )
+    if p.difficulty is not None:
+        dc = p.difficulty
+        console.print(
+            f"difficulty classes D={dc.n_classes}: prior {_fmt(dc.prior)}, p_w {_fmt(dc.p_w)}, p_s {_fmt(dc.p_s)}"
+        )
     result = solve_lambdas(
         trim, lams, out_dir, solver=solver, precision=precision, time_limit=time_limit, mode=mode,
         sarsop_backend=sarsop_backend, plot=plot,
@@ -187,6 +224,52 @@ def command(
     else:
         _print_sweep(console, result.rows)
         console.print(f"wrote {len(result.rows)} policies and {result.summary_path}")
+
+
+def _fmt(v: Any) -> str:
+    return "[" + ", ".join(f"{x:.4f}" for x in v) + "]"
+
+
+def _with_classes(
+    console: Any,
+    trim: Any,
+    spec: str,
+    source: str | None,
+    queries: int,
+    seed: int,
+    **where: Any,
+) -> Any:
+    """``trim`` with difficulty classes estimated as the options say (``1``: the pooled model)."""
+    from trim_pomdp.pomdp import TrimPOMDP
+    from trim_pomdp.pomdp.difficulty import load_evidence, with_difficulty
+
+    n_classes: int | str = "auto" if spec.strip().lower() == "auto" else -1
+    if n_classes != "auto":
+        try:
+            n_classes = int(spec)
+        except ValueError:
+            raise click.BadParameter(
+                f"must be an integer >= 1 or auto, got {spec!r}", param_hint="--difficulty-classes"
+            ) from None
+        if n_classes < 1:
+            raise click.BadParameter(
+                f"must be >= 1 (1 is the pooled model), got {n_classes}", param_hint="--difficulty-classes"
+            )
+        if n_classes == 1:
+            return TrimPOMDP(trim.params.replace(difficulty=None), trim.obs_model)
+    ev = load_evidence(source, queries=queries, seed=seed, **where)
+    params, warned = with_difficulty(trim.params, ev, n_classes, seed=seed)
+    for text in warned:
+        console.print(f"warning: {text}", highlight=False, markup=False)
+    card = params.difficulty.card
+    held = ", ".join(f"D={k}: {v:.4f}" for k, v in card["heldout_loglik_per_problem"].items())
+    console.print(
+        f"estimated {card['n_classes']} difficulty classes from {ev.n} problems ({ev.card.get('source')}); "
+        f"held-out log-likelihood per problem {held}",
+        highlight=False,
+        markup=False,
+    )
+    return TrimPOMDP(params, trim.obs_model)
 
 
 def _print_one(console: Any, row: dict[str, Any], policy: Any, out: Path, regions: bool) -> None:

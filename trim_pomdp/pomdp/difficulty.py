@@ -22,9 +22,11 @@ given by the caller (the card says so).
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,7 +35,7 @@ from scipy.special import expit, logsumexp
 from threadpoolctl import threadpool_limits
 
 from trim_pomdp.exceptions import DataFormatError, InvalidParameterError
-from trim_pomdp.pomdp.params import DifficultyClasses
+from trim_pomdp.pomdp.params import DifficultyClasses, TrimParams
 
 __all__ = [
     "DifficultyWarning",
@@ -43,7 +45,9 @@ __all__ = [
     "evidence_from_records",
     "evidence_from_simulator",
     "fit_classes",
+    "load_evidence",
     "select_classes",
+    "with_difficulty",
 ]
 
 #: Fewest problems per class a fit accepts.
@@ -587,3 +591,77 @@ def pooled_accuracies(ev: ProblemEvidence) -> tuple[float | None, float | None]:
     w = S[0] / (S[0] + S[1]) if S[0] + S[1] else None
     s = S[2] / (S[2] + S[3]) if S[2] + S[3] else None
     return w, s
+
+
+def load_evidence(
+    source: str | os.PathLike[str] | None,
+    *,
+    weak_generator: str | None = None,
+    strong_generator: str | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+    queries: int = 2000,
+    seed: int = 0,
+) -> ProblemEvidence:
+    """The per-problem evidence a command line names.
+
+    Parameters
+    ----------
+    source : str or path, optional
+        ``"simulator"``: ``queries`` training queries of the default simulator (SIMULATED); a scored-items JSONL
+        file (:func:`~trim_pomdp.datasets.scored.load_scored_items`; step labels where known, else graded
+        outcomes); ``"processbench"``: ProcessBench's labelled items of ``weak_generator`` and
+        ``strong_generator`` (from ``data_dir``, default the hub). ``None``: ``processbench`` when both
+        generators are given, else ``simulator``.
+    weak_generator, strong_generator : str, optional
+        Generators of M_w and M_s in the items.
+    data_dir : path, optional
+        ProcessBench folder for ``processbench``.
+    queries, seed : int
+        Simulated training queries and their seed.
+    """
+    if source is None:
+        source = "processbench" if weak_generator and strong_generator else "simulator"
+    if str(source) == "simulator":
+        from trim_pomdp.evaluation.simulator import Simulator
+
+        if int(queries) < MIN_PROBLEMS_PER_CLASS:
+            raise InvalidParameterError(f"simulated training queries must be >= {MIN_PROBLEMS_PER_CLASS}")
+        return evidence_from_simulator(Simulator(), int(queries), seed)
+    if str(source) == "processbench":
+        from trim_pomdp.pomdp.estimation import processbench_items
+
+        if not (weak_generator and strong_generator):
+            raise InvalidParameterError(
+                "difficulty from ProcessBench needs --weak-generator and --strong-generator"
+            )
+        return evidence_from_items(
+            processbench_items(data_dir), weak_generator, strong_generator, source="ProcessBench"
+        )
+    path = Path(source)
+    if not path.is_file():
+        raise DataFormatError(
+            f"difficulty data {str(source)!r} is neither 'simulator', 'processbench' nor a scored-items file"
+        )
+    from trim_pomdp.datasets.scored import load_scored_items
+
+    return evidence_from_items(load_scored_items(path), weak_generator, strong_generator, source=str(path))
+
+
+def with_difficulty(
+    params: TrimParams,
+    ev: ProblemEvidence,
+    n_classes: int | str,
+    *,
+    max_classes: int = 4,
+    seed: int = 0,
+) -> tuple[TrimParams, list[str]]:
+    """``params`` with difficulty classes estimated from ``ev`` (``params.p_s`` for every class where the data
+    says nothing about M_s), and the texts of the :class:`DifficultyWarning` raised on the way."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DifficultyWarning)
+        dc = estimate_difficulty(ev, n_classes, max_classes=max_classes, pooled_p_s=params.p_s, seed=seed)
+    texts = [str(w.message) for w in caught if issubclass(w.category, DifficultyWarning)]
+    for w in caught:
+        if not issubclass(w.category, DifficultyWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return params.replace(difficulty=dc), texts
