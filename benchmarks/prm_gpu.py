@@ -117,6 +117,12 @@ def main() -> None:
     from trim_pomdp.prm.transformers_backend import TransformersPRM
 
     device = args.device or ("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
+    if not args.smoke and not device.startswith("cuda"):
+        # the 7B configuration in float32 needs ~30 GB of host memory: refuse it before building anything
+        sys.exit(
+            f"prm_gpu.py: the 7B configuration needs a GPU (device {device!r}; torch sees "
+            f"{'a GPU' if torch.cuda.is_available() else 'none'}): run with --smoke for the tiny CPU configuration"
+        )
     if device == "cpu":
         # one intra-op thread: the worker thread of the loop path and the main thread then run alike, and
         # timings do not swing with other processes on a shared machine
