@@ -226,11 +226,19 @@ async def _route_step(
     if action == "continue":
         return proposal, r_t
     left = remaining - proposal.tokens
+    # -- a router's hard cap on strong tokens (BeliefRouter(max_strong_tokens=N)): M_s never writes more --
+    cap, spent = getattr(router, "strong_tokens_left", None), getattr(router, "spent_strong", None)
+    left = left if cap is None else min(left, int(cap))
     if left < min_step_tokens:  # no budget for a strong step: keep the proposal rather than ask for a stub
         rec["regenerate_skipped"] = f"budget: {max(0, left)} tokens left"
+        if callable(spent):
+            spent(0)
         return proposal, r_t
     s = await strong.generate_step(problem.problem, sol.steps, max_tokens=left)
     sol.strong_tokens += s.tokens
+    if callable(spent):
+        spent(s.tokens)
+    # -- end of the cap --
     rec["strong"] = _step_dict(s)
     score = float((await _timed(rec, "prm_strong_s", prm.score(problem.problem, [*sol.steps, s.text])))[-1])
     rec["r_strong"] = score

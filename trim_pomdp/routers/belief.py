@@ -19,6 +19,7 @@ they were solved from.
 
 from __future__ import annotations
 
+import math
 import time
 from bisect import bisect_right
 from pathlib import Path
@@ -29,6 +30,7 @@ import numpy as np
 from trim_pomdp.constants import ACTIONS, S2
 from trim_pomdp.exceptions import InvalidParameterError
 from trim_pomdp.pomdp.belief import BeliefFilter
+from trim_pomdp.pomdp.budget import strong_token_plan
 from trim_pomdp.pomdp.policy import TrimPolicy
 from trim_pomdp.solvers.finite_horizon import FiniteHorizonPOMDP, FiniteHorizonSolver
 from trim_pomdp.types import BatchObservation, StepObservation
@@ -83,6 +85,17 @@ class BeliefRouter:
         context is within the solver's ``precision`` — the guarantee a fresh solve would give — else solved
         again. ``"auto"`` (default) does this; ``True`` re-uses without the certificate check; ``False``
         always re-solves.
+    max_strong_tokens : float, optional
+        A hard cap on M_s output tokens per query. The router then plans with the remaining budget: the
+        budget-aware TRIM-POMDP of :mod:`trim_pomdp.pomdp.budget`, solved with certified bounds when the router
+        is made (a few seconds for the shipped model). It never orders a regeneration whose planned cost does
+        not fit what is left, and the generation loop never lets M_s write more than is left. ``None`` (or
+        ``inf``): no cap. Not combined with ``replan_solver``.
+    cap_mode : {"plan", "clip"}, default "plan"
+        ``"clip"``: the uncapped policy, with regenerations refused once the budget cannot pay their expected
+        tokens (the after-the-fact baseline the planner is compared with).
+    budget_levels, budget_grid : int, default 32, 33
+        Units the cap is divided into, and grid points per epoch and level of the budget-aware solver.
 
     Attributes
     ----------
@@ -114,6 +127,10 @@ class BeliefRouter:
         floor: float | None = None,
         replan: Any = None,
         replan_cache: bool | str = "auto",
+        max_strong_tokens: float | None = None,
+        cap_mode: str = "plan",
+        budget_levels: int = 32,
+        budget_grid: int = 33,
     ) -> None:
         if not isinstance(policy, TrimPolicy):
             raise InvalidParameterError(
@@ -161,6 +178,18 @@ class BeliefRouter:
         self._structured: FiniteHorizonPOMDP | None = None
         self.n_replans = 0
         self.replan_seconds = 0.0
+        # -- hard cap on strong tokens (trim_pomdp/pomdp/budget.py) --
+        if max_strong_tokens is not None and replan_solver is not None:
+            raise InvalidParameterError("max_strong_tokens plans with its own solver: drop replan_solver")
+        self._budget_args: dict[str, Any] = {
+            "mode": cap_mode,
+            "levels": budget_levels,
+            "grid_points": budget_grid,
+        }
+        self.budget = strong_token_plan(
+            self.trim_pomdp, max_strong_tokens, policy=policy, **self._budget_args
+        )
+        # -- end of the cap --
         self.reset()
 
     # -- construction -----
@@ -224,9 +253,41 @@ class BeliefRouter:
         trim = build_trim_pomdp(load_default_params(lam=float(lam)), observation_model)
         return cls(solve_trim(trim, solver), trim, **kwargs)
 
+    def with_max_strong_tokens(self, max_strong_tokens: float | None) -> BeliefRouter:
+        """The same router (policy, model, gate, filter) planning with a cap of ``max_strong_tokens`` per query."""
+        return type(self)(
+            self.policy,
+            self.trim_pomdp,
+            None,
+            self.delta,
+            self.gate,
+            self.continuous_likelihood,
+            floor=self.floor,
+            max_strong_tokens=max_strong_tokens,
+            cap_mode=self._budget_args["mode"],
+            budget_levels=self._budget_args["levels"],
+            budget_grid=self._budget_args["grid_points"],
+        )
+
+    @property
+    def max_strong_tokens(self) -> float | None:
+        """The cap on M_s tokens per query (``None``: none)."""
+        return None if self.budget is None else self.budget.max_strong_tokens
+
+    @property
+    def strong_tokens_left(self) -> float | None:
+        """M_s tokens the current query may still spend, the step just ordered included (``None``: no cap)."""
+        return None if self.budget is None else max(0.0, self._strong_left)
+
+    def spent_strong(self, tokens: int) -> None:
+        """Called by the loop with the M_s tokens a regeneration actually spent (replaces the expected charge)."""
+        self._strong_left -= float(tokens)
+        self._charge = 0.0
+
     def __repr__(self) -> str:
         rp = "" if self.replan_solver is None else f", replan_solver={type(self.replan_solver).__name__}"
-        return f"BeliefRouter(λ={self.policy.lam:g}, delta={self.delta}, gate={self.gate}{rp})"
+        cap = "" if self.budget is None else f", max_strong_tokens={self.budget.max_strong_tokens:g}"
+        return f"BeliefRouter(λ={self.policy.lam:g}, delta={self.delta}, gate={self.gate}{rp}{cap})"
 
     @property
     def lam(self) -> float:
@@ -241,6 +302,8 @@ class BeliefRouter:
         self._t = 0
         self._a: int | None = None
         self._last: dict[str, Any] = {}
+        self._strong_left = math.inf if self.budget is None else self.budget.max_strong_tokens
+        self._charge = 0.0  # expected tokens of a regeneration the loop has not reported yet
 
     @property
     def belief(self) -> np.ndarray:
@@ -285,10 +348,17 @@ class BeliefRouter:
         else:
             values = self.policy.action_values_floats(t, 2 * bucket + int(final), b)
             source = "policy"
+        if self.budget is not None:  # -- hard cap: plan with the tokens left (pomdp/budget.py) --
+            self._strong_left -= self._charge
+            self._charge = 0.0
+            values = self.budget.action_values(t, bucket, final, b, self._strong_left, uncapped=values)
+            decision["strong_tokens_left"] = self._strong_left
         if self.gate and not is_open:
             action, source = 0, "gate"
         else:
             action = 1 if values[1] > values[0] else 0
+        if action == 1 and self.budget is not None:
+            self._charge = float(self.budget.strong_tokens[bucket])
         self._post, self._a, self._t = b, action, t
         decision.update(
             t=t,
@@ -379,6 +449,7 @@ class BeliefRouter:
         prior = self.filter.prior()
         self._B = np.broadcast_to(prior, (int(n), prior.size)).copy()
         self._A = np.zeros(int(n), dtype=np.int64)
+        self._left_B = np.full(int(n), math.inf if self.budget is None else self.budget.max_strong_tokens)
 
     @property
     def beliefs(self) -> np.ndarray:
@@ -416,11 +487,18 @@ class BeliefRouter:
         if ask.any():
             if self.replan_solver is None:
                 a[ask] = self.policy.action_batch(t[ask], bucket[ask], final[ask], post[ask])
+                if self.budget is not None:  # -- hard cap: each row's tokens left (pomdp/budget.py) --
+                    left = self._left_B[rows][ask]
+                    a[ask] = self.budget.actions_batch(
+                        t[ask], bucket[ask], final[ask], post[ask], left, a[ask]
+                    )
             else:
                 for j in np.flatnonzero(ask):
                     q, _ = self._replan(int(t[j]), int(bucket[j]), bool(final[j]), post[j])
                     a[j] = 1 if q[1] > q[0] else 0
         out[rows] = a
+        if self.budget is not None:  # the simulated strong step costs its expected tokens
+            self._left_B[rows] -= a * self.budget.strong_tokens[bucket]
         self._B[rows] = post
         self._A[rows] = a
         return out
