@@ -14,6 +14,7 @@ from trim_pomdp.evaluation.metrics import (
     PGR_LEVELS,
     cpt,
     delta_ibc,
+    delta_ibc_common,
     delta_ibc_levels,
     pareto_frontier,
     pgr,
@@ -179,6 +180,39 @@ def test_summarize_reports_unreached_levels_as_null():
     assert pol["levels_reached"] == 25 and pol["max_pgr"] == pytest.approx(0.25)
     assert pol["delta_ibc"] == pytest.approx(0.25 / 0.4 - 1)  # straight line from the origin: constant ratio
     assert json.loads(json.dumps(s))["policies"]["rand"]["cpt"]["95"] is None
+
+
+def test_delta_ibc_on_common_levels_does_not_favour_a_policy_that_stops_early():
+    # "early" stops at PGR 0.2 for 5% of M_s's tokens (ratio 4 on its 20 levels); "full" reaches PGR 1 for half
+    # the tokens, through PGR 0.2 at 10% (ratio 2 there). On its own levels "full" averages over the expensive
+    # high levels too; on the 20 levels both reach, the comparison is like for like.
+    rec = _records(
+        n=20,
+        r_w=0.5,
+        r_s=1.0,
+        groups=[("early", 1.0, 0.6, 5.0), ("full", 1.0, 0.6, 10.0), ("full", 2.0, 1.0, 50.0)],
+    )
+    s = summarize(rec)
+    early, full = s["policies"]["early"], s["policies"]["full"]
+    assert early["levels_reached"] == 20 and full["levels_reached"] == 100
+    assert early["delta_ibc"] == pytest.approx(3.0)
+    lv = PGR_LEVELS[20:]
+    own_full = (np.sum(np.full(20, 1.0)) + np.sum(lv / (0.1 + (lv - 0.2) * 0.5) - 1)) / 100
+    assert full["delta_ibc"] == pytest.approx(own_full)
+    assert s["common_levels"] == 20
+    assert early["delta_ibc_common"] == pytest.approx(3.0) and full["delta_ibc_common"] == pytest.approx(1.0)
+    assert s["pairwise"] == [
+        {"policies": ["early", "full"], "levels": 20, "delta_ibc": [pytest.approx(3.0), pytest.approx(1.0)]}
+    ]
+    # a policy that never beats M_w shares no level with anyone
+    s = summarize(
+        _records(n=20, r_w=0.5, r_s=1.0, groups=[("full", 1.0, 0.6, 10.0), ("none", 1.0, 0.5, 5.0)])
+    )
+    assert s["common_levels"] == 0 and s["policies"]["full"]["delta_ibc_common"] is None
+    assert s["policies"]["full"]["delta_ibc"] == pytest.approx(1.0)  # its own levels still count
+    vals, n = delta_ibc_common([pareto_frontier(np.array([0.05]), np.array([0.2]))])
+    assert n == 20 and vals == [pytest.approx(3.0)]
+    json.dumps(s)
 
 
 def test_summarize_errors_and_dropping():

@@ -44,7 +44,8 @@ DEMO_AGG_TIMESTEPS = 30_000
 @click.option("--no-agg", is_flag=True, help="Skip TRIM-Agg (no torch / stable-baselines3 needed).")
 @seed_option(help="Seed of the evaluation queries.")
 @lambda_option(
-    "POMDP λ grid: comma-separated or a log range LO:HI:N (default 15 values, 1e-4 … 3e-2).", metavar="Λ"
+    "POMDP λ grid: comma-separated or a log range LO:HI:N (default 0, 1e-5, 3e-5 and 15 values 1e-4 … 3e-2).",
+    metavar="Λ",
 )
 def command(
     out_dir: Path, n_queries: int, agg_timesteps: int, no_agg: bool, seed: int, lambda_spec: str | None

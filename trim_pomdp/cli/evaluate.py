@@ -104,7 +104,8 @@ def _obs_loader(path: Path | None) -> Any:
     "--train-seed", type=int, default=1, show_default=True, help="Seed of training queries and PPO."
 )
 @lambda_option(
-    "POMDP λ grid: comma-separated or a log range LO:HI:N (default 15 values, 1e-4 … 3e-2).", metavar="Λ"
+    "POMDP λ grid: comma-separated or a log range LO:HI:N (default 0, 1e-5, 3e-5 and 15 values 1e-4 … 3e-2).",
+    metavar="Λ",
 )
 @click.option(
     "--agg-lambdas",

@@ -24,6 +24,10 @@ Frontier convention (decided here):
 - Between frontier points the curve is linear. A level above the frontier's highest PGR is *unreached*: its
   CPT is ``None`` and it is left out of the ΔIBC average (no extrapolation). Levels reached at zero cost (a
   point that beats M_w for free) have an unbounded ratio and are left out too.
+- Comparisons: a policy whose frontier stops early reaches fewer levels, and the high levels it misses are the
+  expensive ones, so its own-levels average flatters it. :func:`summarize` therefore also reports every
+  policy's ΔIBC on the levels *all* its policies reach (``delta_ibc_common``) and, per pair of policies, both
+  ΔIBCs on the levels the two reach (``pairwise``; :func:`delta_ibc_common`).
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ __all__ = [
     "Frontier",
     "cpt",
     "delta_ibc",
+    "delta_ibc_common",
     "delta_ibc_levels",
     "frontier_cost_at",
     "pareto_frontier",
@@ -200,6 +205,25 @@ def delta_ibc(frontier_normalised: Frontier, levels: np.ndarray = PGR_LEVELS) ->
     return float(per[ok].mean()), int(ok.sum())
 
 
+def delta_ibc_common(
+    frontiers_normalised: Sequence[Frontier], levels: np.ndarray = PGR_LEVELS
+) -> tuple[list[float | None], int]:
+    """ΔIBC of several frontiers averaged over the levels *every one of them* reaches.
+
+    Returns
+    -------
+    values : list of float or None
+        One mean per frontier over the common levels; ``None`` for all when no level is common.
+    n_levels : int
+        How many levels are common.
+    """
+    per = np.array([delta_ibc_levels(f, levels) for f in frontiers_normalised]).reshape(-1, len(levels))
+    common = ~np.isnan(per).any(axis=0)
+    if not common.any():
+        return [None] * per.shape[0], 0
+    return [float(v) for v in per[:, common].mean(axis=1)], int(common.sum())
+
+
 # ---------------------------------------------------------------------- records → summary
 def _group_stats(records: Records, idx: np.ndarray) -> tuple[float, float]:
     return float(records.correct[idx].mean()), float(records.strong_tokens[idx].mean())
@@ -221,10 +245,13 @@ def summarize(records: Records, *, incomplete: str = "error") -> dict[str, Any]:
     -------
     dict
         ``{"weak": {"accuracy"}, "strong": {"accuracy", "mean_tokens"}, "n_queries", "levels",
-        "policies": {name: {"delta_ibc", "levels_reached", "max_pgr", "cpt": {"50"|"80"|"95": {"tokens",
-        "fraction"} | None}, "points": [{"knob", "accuracy", "mean_tokens", "fraction", "pgr",
-        "on_frontier"}]}}, "dropped": [...]}``. ``None`` (JSON ``null``) marks a CPT level the policy never
-        reaches.
+        "policies": {name: {"delta_ibc", "levels_reached", "delta_ibc_common", "max_pgr", "cpt":
+        {"50"|"80"|"95": {"tokens", "fraction"} | None}, "points": [{"knob", "accuracy", "mean_tokens",
+        "fraction", "pgr", "on_frontier"}]}}, "common_levels", "pairwise": [{"policies": [a, b], "levels",
+        "delta_ibc": [ΔIBC of a, of b]}], "dropped": [...]}``. ``delta_ibc`` averages over the levels the policy
+        reaches itself, ``delta_ibc_common`` over the ``common_levels`` every policy reaches, ``pairwise`` over
+        the levels both policies of each pair reach. ``None`` (JSON ``null``) marks a CPT level the policy never
+        reaches (or no common level).
 
     Raises
     ------
@@ -255,14 +282,27 @@ def summarize(records: Records, *, incomplete: str = "error") -> dict[str, Any]:
                 "(pass incomplete='drop' / --drop-incomplete to leave such groups out)"
             )
         dropped.append({"policy": name, "knob": knob, "n_queries": int(ids[key].shape[0])})
+    policies: dict[str, dict[str, Any]] = {}
+    frontiers: dict[str, Frontier] = {}
+    for name, items in by_policy.items():
+        policies[name], frontiers[name] = _policy_summary(records, items, r_w, r_s, cs_mean)
+    names = list(policies)
+    common, n_common = delta_ibc_common([frontiers[n] for n in names])
+    for name, v in zip(names, common, strict=True):
+        policies[name]["delta_ibc_common"] = v
+    pairwise = []
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            vals, n_lv = delta_ibc_common([frontiers[a], frontiers[b]])
+            pairwise.append({"policies": [a, b], "levels": n_lv, "delta_ibc": vals})
     return {
         "weak": {"accuracy": r_w},
         "strong": {"accuracy": r_s, "mean_tokens": cs_mean},
         "n_queries": int(qset.shape[0]),
         "levels": int(PGR_LEVELS.shape[0]),
-        "policies": {
-            name: _policy_summary(records, items, r_w, r_s, cs_mean) for name, items in by_policy.items()
-        },
+        "policies": policies,
+        "common_levels": n_common,
+        "pairwise": pairwise,
         "dropped": dropped,
     }
 
@@ -314,8 +354,8 @@ def _references(
 
 def _policy_summary(
     records: Records, items: list[tuple[float | None, np.ndarray]], r_w: float, r_s: float, cs_mean: float
-) -> dict[str, Any]:
-    """ΔIBC, CPT levels and the sweep points (with their place on the frontier) of one policy."""
+) -> tuple[dict[str, Any], Frontier]:
+    """ΔIBC, CPT levels and the sweep points (with their place on the frontier) of one policy, and the frontier."""
     items.sort(key=lambda kv: (kv[0] is None, kv[0] if kv[0] is not None else 0.0))
     acc = np.array([_group_stats(records, idx)[0] for _, idx in items])
     tok = np.array([_group_stats(records, idx)[1] for _, idx in items])
@@ -329,9 +369,10 @@ def _policy_summary(
     for lv in CPT_LEVELS:
         f = cpt(front, int(lv) / 100.0)
         cpts[lv] = None if f is None else {"tokens": f * cs_mean, "fraction": f}
-    return {
+    summary = {
         "delta_ibc": dibc,
         "levels_reached": n_lv,
+        "delta_ibc_common": None,  # filled in by summarize: over the levels every policy reaches
         "max_pgr": front.max_pgr,
         "cpt": cpts,
         "points": [
@@ -346,3 +387,4 @@ def _policy_summary(
             for (knob, _), a, t, f, p, o in zip(items, acc, tok, frac, g, on_front, strict=True)
         ],
     }
+    return summary, front

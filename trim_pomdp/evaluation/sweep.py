@@ -83,8 +83,13 @@ ALL_ROUTERS: tuple[str, ...] = tuple(n for n in SWEEP_ROUTERS if n != "seq")
 STEP_ROUTERS: tuple[str, ...] = tuple(n for n in ALL_ROUTERS if ROUTERS[n].step_level)
 QUERY_ROUTERS: tuple[str, ...] = tuple(n for n in ALL_ROUTERS if not ROUTERS[n].step_level)
 
-#: λ grid of the POMDP sweep (price per M_s token, in units of the reward).
-DEFAULT_LAMBDAS: tuple[float, ...] = tuple(float(f"{x:.3g}") for x in np.geomspace(1e-4, 3e-2, 15))
+#: λ grid of the POMDP sweep (price per M_s token, in units of the reward): 0, 1e-5, 3e-5, then 1e-4 … 3e-2.
+DEFAULT_LAMBDAS: tuple[float, ...] = (
+    0.0,
+    1e-5,
+    3e-5,
+    *(float(f"{x:.3g}") for x in np.geomspace(1e-4, 3e-2, 15)),
+)
 #: λ grid of TRIM-Agg and TRIM-Seq on the default (``math``) split: the paper's MATH grid. Other splits use their
 #: family's grid (:func:`trim_pomdp.routers.rl.grids.default_lambdas`) unless ``agg_lambdas`` is given.
 DEFAULT_AGG_LAMBDAS: tuple[float, ...] = LAMBDA_GRIDS["math"]
