@@ -91,23 +91,24 @@ def _policy_dir(tmp_path):
     return tmp_path / "policy"
 
 
-def test_belief_router_is_served_and_refuses_or_takes_the_cap(tmp_path):
-    from trim_pomdp.routers import BeliefRouter
-
-    planned = "max_strong_tokens" in inspect.signature(BeliefRouter).parameters
+def test_belief_router_plans_with_the_cap_of_each_request(tmp_path):
     d = _policy_dir(tmp_path)
     with Upstreams() as ups, serving(ups.config((str(d),))) as srv:
         c = openai.OpenAI(base_url=srv.url + "/v1", api_key="x", max_retries=0)
-        (model,) = [m.id for m in c.models.list().data]
-        assert model.startswith("trim-pomdp/lambda=")
-        r = c.chat.completions.create(model=model, messages=QUESTION)
-        assert "belief" in r.model_extra["trim"]["steps"][0]
-        if not planned:  # until BeliefRouter plans with a cap, the endpoint says so instead of clipping
-            with pytest.raises(openai.BadRequestError) as err:
-                c.chat.completions.create(model=model, messages=QUESTION, extra_body={"max_strong_tokens": 1})
-            assert err.value.param == "max_strong_tokens"
-            return
-        capped = c.chat.completions.create(
-            model=model, messages=QUESTION, extra_body={"max_strong_tokens": 1}
+        (entry,) = c.models.list().data
+        model = entry.id
+        assert (
+            model.startswith("trim-pomdp/lambda=") and entry.model_extra["trim"]["max_strong_tokens"] is True
         )
-        assert capped.usage.model_extra["strong_tokens"] <= 1
+        free = c.chat.completions.create(model=model, messages=QUESTION)
+        assert "belief" in free.model_extra["trim"]["steps"][0]
+        assert free.usage.model_extra["strong_tokens"] > 0  # the uncapped policy regenerates the bad step
+        tight = c.chat.completions.create(model=model, messages=QUESTION, extra_body={"max_strong_tokens": 1})
+        assert tight.usage.model_extra["strong_tokens"] == 0  # one token buys no strong step: none planned
+        steps = tight.model_extra["trim"]["steps"]
+        assert [s["action"] for s in steps] == ["continue"] * len(steps)
+        assert steps[0]["strong_tokens_left"] == 1
+        roomy = c.chat.completions.create(
+            model=model, messages=QUESTION, extra_body={"max_strong_tokens": 500}
+        )
+        assert 0 < roomy.usage.model_extra["strong_tokens"] <= 500

@@ -8,7 +8,9 @@ sampling is fixed when the server starts, so that the cache and the records stay
 Two extension fields (pass them with the SDK's ``extra_body``):
 
 ``max_strong_tokens``
-    A per-query cap on the strong model's output tokens, handed to a router that plans with it.
+    A per-query cap on the strong model's output tokens, handed to a router that plans with it (a TRIM-POMDP
+    policy plans with the budget-aware model of :mod:`trim_pomdp.pomdp.budget`); the loop never lets the strong
+    model write more than the cap leaves. Each step's entry then shows ``strong_tokens_left``.
 ``trim_steps``
     ``false`` leaves the per-step decisions out of the answer (default ``true``).
 
@@ -196,7 +198,7 @@ def step_entry(rec: dict[str, Any]) -> dict[str, Any]:
     if "r_strong" in rec:
         out["score_strong"] = rec["r_strong"]
     decision = rec.get("decision") or {}
-    for key in ("belief", "predicted", "values", "source"):
+    for key in ("belief", "predicted", "values", "source", "strong_tokens_left"):
         if key in decision:
             out[key] = decision[key]
     for who in ("weak", "strong"):
