@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import inspect
 import json
 from typing import ClassVar
 
 import openai
-import pytest
 
 from tests.serve._server import Upstreams, serving, serving_routers
 from trim_pomdp.routers.spec import RouterSpec
