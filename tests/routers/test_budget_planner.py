@@ -220,3 +220,19 @@ def test_bad_caps_are_one_line_errors(cheap):
         from trim_pomdp.solvers.finite_horizon import FiniteHorizonSolver
 
         BeliefRouter(pol, tp, max_strong_tokens=100, replan_solver=FiniteHorizonSolver())
+
+
+def test_the_batch_api_replaces_the_expected_charge_with_what_was_spent(cheap):
+    tp, pol = cheap
+    r = BeliefRouter(pol, tp, gate=False, max_strong_tokens=260)
+    proc = ModelProcess(tp)
+    obs = proc.reset(200, seed=2)
+    r.reset_batch(200)
+    assert np.all(r.strong_tokens_left_batch == 260)
+    a = r.decide_batch(obs)
+    assert a.any()
+    st = tp.params.strong_tokens[obs.bucket]
+    np.testing.assert_allclose(r.strong_tokens_left_batch, 260 - a * st)
+    r.spent_strong_batch(a * (st + 30))  # each strong step was 30 tokens longer than expected
+    np.testing.assert_allclose(r.strong_tokens_left_batch, 260 - a * (st + 30))
+    assert BeliefRouter(pol, tp).strong_tokens_left is None

@@ -443,6 +443,17 @@ class BeliefRouter:
         self.replan_seconds += seconds
         return (float(q[0]), float(q[1])), seconds
 
+    def spent_strong_batch(self, tokens: Any) -> None:
+        """The M_s tokens each row's last step actually spent (replaces the expected charge of its regeneration)."""
+        if self.budget is not None:
+            self._left_B += self._charge_B - np.asarray(tokens, dtype=float)
+            self._charge_B[:] = 0.0
+
+    @property
+    def strong_tokens_left_batch(self) -> np.ndarray | None:
+        """M_s tokens each parallel query may still spend (``None``: no cap)."""
+        return None if self.budget is None else np.maximum(self._left_B, 0.0)
+
     # -- vectorised API -----
     def reset_batch(self, n: int) -> None:
         """Start ``n`` parallel queries."""
@@ -450,6 +461,7 @@ class BeliefRouter:
         self._B = np.broadcast_to(prior, (int(n), prior.size)).copy()
         self._A = np.zeros(int(n), dtype=np.int64)
         self._left_B = np.full(int(n), math.inf if self.budget is None else self.budget.max_strong_tokens)
+        self._charge_B = np.zeros(int(n))
 
     @property
     def beliefs(self) -> np.ndarray:
@@ -497,8 +509,10 @@ class BeliefRouter:
                     q, _ = self._replan(int(t[j]), int(bucket[j]), bool(final[j]), post[j])
                     a[j] = 1 if q[1] > q[0] else 0
         out[rows] = a
-        if self.budget is not None:  # the simulated strong step costs its expected tokens
-            self._left_B[rows] -= a * self.budget.strong_tokens[bucket]
+        if self.budget is not None:  # charged its expected tokens until spent_strong_batch says otherwise
+            self._charge_B[:] = 0.0
+            self._charge_B[rows] = a * self.budget.strong_tokens[bucket]
+            self._left_B -= self._charge_B
         self._B[rows] = post
         self._A[rows] = a
         return out
