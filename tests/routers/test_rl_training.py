@@ -98,9 +98,11 @@ def test_train_router_resumes_and_says_so(tmp_path):
     from trim_pomdp.routers.rl.training import train_router
 
     messages: list[str] = []
-    kw = {"out": tmp_path, "convergence": None, "n_envs": 2, "hyperparameters": SMALL_PPO, "plot": False}
+    out = tmp_path / "lam-0.0005"  # not made yet, and a dot in its name: the checkpoint still goes inside
+    kw = {"out": out, "convergence": None, "n_envs": 2, "hyperparameters": SMALL_PPO, "plot": False}
     first = train_router("agg", ToyProcess, 5e-4, timesteps=256, **kw)
     assert first.card["stopped"] == "budget" and first.card["checkpoint"] == "none"
+    assert (out / "checkpoint.npz").is_file() and not list(tmp_path.glob("lam-0.*.json"))
     second = train_router("agg", ToyProcess, 5e-4, timesteps=512, log=messages.append, **kw)
     assert second.card["resumed_from_timesteps"] == 256 and second.card["timesteps_trained"] == 512
     assert any("resumed from the checkpoint" in m for m in messages)

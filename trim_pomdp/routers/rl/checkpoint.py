@@ -125,7 +125,13 @@ def save_checkpoint(
         "has_best": best is not None,
         **(extra or {}),
     }
-    npz, _ = save_artifact(directory, stem=STEM, format=FORMAT, arrays=arrays, card=card, signed=("run",))
+    # the folder is made first and the file named: a folder not made yet whose name has a dot (``lam-0.0008``)
+    # would otherwise be read as a file name with a suffix, and every λ's checkpoint would land in ``lam-0.json``
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    npz, _ = save_artifact(
+        d / f"{STEM}.npz", stem=STEM, format=FORMAT, arrays=arrays, card=card, signed=("run",)
+    )
     return npz
 
 
