@@ -27,6 +27,9 @@ __all__ = ["RedactingFilter", "create_app", "prepare", "run_server"]
 
 log = logging.getLogger("trim_pomdp.serve")
 
+#: Seconds an idle client connection stays open (longer than the clients' pools keep idle connections).
+KEEP_ALIVE_S = 75
+
 
 class RedactingFilter(logging.Filter):
     """Replaces every configured secret in a log record's message by ``[redacted]``."""
@@ -207,7 +210,14 @@ def run_server(config: ServeConfig, *, log_level: str = "info") -> None:
     routers, upstreams, token = prepare(config)
     app = create_app(config, routers, upstreams, token)
     server_config = uvicorn.Config(
-        app, host=config.host, port=int(config.port), log_level=log_level, timeout_graceful_shutdown=5
+        app,
+        host=config.host,
+        port=int(config.port),
+        log_level=log_level,
+        timeout_graceful_shutdown=5,
+        # idle connections stay open longer than the SDKs' pools keep them (httpx: 5 s, uvicorn's own default):
+        # with equal timeouts a client can send on a connection the server is closing, a reset it does not retry
+        timeout_keep_alive=KEEP_ALIVE_S,
     )
     _install_filters(secret_values([token] if token else []), log_level)
     log.warning(  # at every log level: where the server is and whether it checks tokens
