@@ -4,6 +4,7 @@ Usage::
 
     python benchmarks/pointbased.py --data-dir DIR [--out FILE] [--hallway-time 60] [--trim-time 60]
                                     [--repeats 5] [--cases tiger,1d] [--fresh]
+                                    [--appl-examples DIR] [--pomdpsol PATH] [--large-time 60]
 
 ``DIR`` is a folder with the classic files ``Tiger.pomdp``, ``Hallway.pomdp``, ``cheese.95.POMDP`` and
 ``1d.POMDP`` (from pomdp.org); without it only ``trim_default`` runs.
@@ -21,6 +22,22 @@ Cases (the targets are set against APPL ``pomdpsol``'s results on the same files
   point-based bounds must bracket the native finite-horizon solver's V(b0) (× γ for the flattened start
   step); gap vs 1e-3·R, with the bound trajectory.
 
+Side by side with APPL ``pomdpsol`` in the same run (``--pomdpsol`` or ``TRIM_POMDP_POMDPSOL`` or ``PATH``;
+``--appl-examples``: a folder with APPL's example files, e.g. ``RockSample_7_8.pomdpx``; see
+docs/guide/sarsop.md for how to build APPL and extract them):
+
+* ``appl_small``: time to gap 1e-3 on Tiger and cheese.95, median over ``--repeats``: ours (wall and CPU
+  seconds of the solve call) and pomdpsol's (the CPU seconds its log reports, loading excluded); targets
+  ≤ 0.15 s for ours.
+* ``appl_parse``: reading each file: our wall seconds and the peak memory of a fresh process that only imports
+  and reads (and that of one that only imports, for the baseline), against pomdpsol's reported loading time and
+  the peak memory of a run stopped after 0.01 s (loading and initial bounds); targets ≤ 2× time, ≤ 3× memory.
+* ``rocksample_7_8``: ours for ``--large-time`` wall seconds against pomdpsol at the same CPU seconds (its log
+  is CPU time; on a busy machine wall time is longer) and at ``--large-time`` CPU seconds; load targets ≤ 10 s
+  and ≤ 1 GB, gap target ≤ pomdpsol's.
+* ``rocksample_11_11``: ours under a 4 GiB memory limit for ``--large-time`` seconds: it loads, and the bounds
+  at the end are tighter than the initial ones.
+
 Results are written after every case (``--out``, default ``benchmark-results/pointbased.json``) and a rerun
 skips the cases already there unless ``--fresh``. Timings on a shared machine are pessimistic; the machine and
 its load are recorded.
@@ -31,15 +48,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 from _common import default_out, machine, write_result
 
+from trim_pomdp.exceptions import BackendUnavailableError
 from trim_pomdp.solvers.formats import read_pomdp
 from trim_pomdp.solvers.pointbased.solver import PointBasedSolver
+from trim_pomdp.solvers.sarsop.appl import find_pomdpsol
 
 TIGER_FINITE = {
     1: (-1.0, 3),
@@ -177,6 +200,184 @@ def case_trim(seconds: float) -> dict:
     return r
 
 
+# -- side by side with APPL pomdpsol -------------------------------------------------------------------------
+_ROW = re.compile(r"^\s*([0-9.]+)\s+(\d+)\s+(\d+)\s+(-?[0-9.e+-]+)\s+(-?[0-9.e+-]+)\s+([0-9.e+-]+)\s", re.M)
+
+
+#: GNU time reports the peak memory of the command alone; ``wait4`` from this process would count the copy of
+#: the interpreter that ``fork`` makes before ``exec`` (Linux keeps the high-water mark across ``exec``)
+GNU_TIME = Path("/usr/bin/time")
+
+
+def _measured(cmd: list[str], cwd: str | None = None) -> tuple[str, float, float, float]:
+    """Run ``cmd``; (its output, wall seconds, CPU seconds, peak resident MiB), NaN without GNU time."""
+    t0 = time.perf_counter()
+    prefix = [str(GNU_TIME), "-f", "GNU_TIME_PEAK_KB %M CPU %U %S"] if GNU_TIME.is_file() else []
+    proc = subprocess.run([*prefix, *cmd], capture_output=True, text=True, cwd=cwd)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cmd[0]} failed ({proc.returncode}):\n{(proc.stdout + proc.stderr)[-2000:]}")
+    m = re.search(r"GNU_TIME_PEAK_KB (\d+) CPU ([0-9.]+) ([0-9.]+)", proc.stderr)
+    if m is None:
+        return proc.stdout + proc.stderr, wall, float("nan"), float("nan")
+    return proc.stdout, wall, float(m[2]) + float(m[3]), int(m[1]) / 1024
+
+
+def _pomdpsol(binary: Path, path: Path, timeout: float, precision: float = 1e-3) -> dict:
+    """One pomdpsol run: its log's rows (CPU seconds, lower, upper), loading time, wall, CPU, peak MiB."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [str(binary), str(path), "--timeout", repr(timeout), "--precision", repr(precision)]
+        out, wall, cpu, mib = _measured([*cmd, "--output", str(Path(tmp) / "out.policy")], cwd=tmp)
+    rows = [(float(m[1]), float(m[4]), float(m[5])) for m in _ROW.finditer(out)]
+    load = re.search(r"loading time\s*:\s*([0-9.]+)", out)
+    return {
+        "rows": rows,
+        "loading_seconds": float(load.group(1)) if load else None,
+        "wall_seconds": wall,
+        "cpu_seconds": cpu,
+        "peak_mib": mib,
+        "final": rows[-1] if rows else None,
+    }
+
+
+def _appl_at(rows: list, cpu: float) -> list:
+    """pomdpsol's bounds at ``cpu`` seconds: the last log row at or before it."""
+    before = [r for r in rows if r[0] <= cpu]
+    return list(before[-1] if before else rows[0])
+
+
+def case_appl_small(data: Path, binary: Path, repeats: int) -> dict:
+    out: dict = {}
+    for name in ("Tiger.pomdp", "cheese.95.POMDP"):
+        m = read_pomdp(data / name)
+        ours = []
+        for r in range(repeats):
+            c0 = time.process_time()
+            res = _solve(m, precision=1e-3, time_limit=30, seed=r)
+            res["cpu_seconds"] = time.process_time() - c0
+            ours.append(res)
+        appl = [_pomdpsol(binary, data / name, timeout=30) for _ in range(repeats)]
+        med_wall = statistics.median(r["seconds"] for r in ours)
+        med_cpu = statistics.median(r["cpu_seconds"] for r in ours)
+        med_appl = statistics.median(a["final"][0] for a in appl)
+        out[name] = {
+            "ours_median_wall_seconds": med_wall,
+            "ours_median_cpu_seconds": med_cpu,
+            "pomdpsol_median_cpu_seconds": med_appl,
+            "pomdpsol_median_wall_seconds": statistics.median(a["wall_seconds"] for a in appl),
+            "ratio_ours_cpu_over_pomdpsol": med_cpu / max(med_appl, 0.01),
+            "pomdpsol_time_resolution": 0.01,
+            "all_converged": all(r["converged"] for r in ours),
+            "ours": ours,
+            "pomdpsol_final": [a["final"] for a in appl],
+            "target_met": all(r["converged"] for r in ours) and med_cpu <= 0.15,
+            "target_met_wall": all(r["converged"] for r in ours) and med_wall <= 0.15,
+        }
+    out["target_met"] = all(v["target_met"] for v in out.values())
+    return out
+
+
+_READ = (
+    "import json, sys, time\n"
+    "from trim_pomdp.solvers.formats import read_pomdp\n"
+    "t = time.perf_counter()\n"
+    "m = read_pomdp(sys.argv[1]) if sys.argv[1] != '-' else None\n"
+    "print(json.dumps({'seconds': time.perf_counter() - t,"
+    " 'states': m.n_states if m else None, 'nnz': m.nnz if m else None,"
+    " 'sparse': m.is_sparse if m else None}))\n"
+)
+
+
+def case_appl_parse(files: list[Path], binary: Path, repeats: int) -> dict:
+    out: dict = {}
+    for path in files:
+        ours, peaks = [], []
+        for _ in range(repeats):
+            text, _, _, mib = _measured([sys.executable, "-c", _READ, str(path)])
+            ours.append(json.loads(text.strip().splitlines()[-1]))
+            peaks.append(mib)
+        _, _, _, import_mib = _measured([sys.executable, "-c", _READ, "-"])
+        appl = [_pomdpsol(binary, path, timeout=0.01) for _ in range(repeats)]
+        sec = statistics.median(o["seconds"] for o in ours)
+        a_sec = statistics.median(a["loading_seconds"] for a in appl)
+        mem, a_mem = statistics.median(peaks), statistics.median(a["peak_mib"] for a in appl)
+        out[path.name] = {
+            "states": ours[0]["states"],
+            "nnz": ours[0]["nnz"],
+            "sparse": ours[0]["sparse"],
+            "ours_median_seconds": sec,
+            "ours_median_peak_mib": mem,
+            "ours_import_only_peak_mib": import_mib,
+            "ours_model_mib": mem - import_mib,
+            "pomdpsol_median_loading_seconds": a_sec,
+            "pomdpsol_median_peak_mib": a_mem,
+            "time_ratio": sec / max(a_sec, 0.01),
+            "memory_ratio": mem / a_mem,
+            "memory_ratio_without_interpreter": (mem - import_mib) / a_mem,
+            "target_met": sec <= 2 * max(a_sec, 0.01) and mem <= 3 * a_mem,
+        }
+    out["target_met"] = all(v["target_met"] for v in out.values())
+    return out
+
+
+_SOLVE = (
+    "import json, sys, time\n"
+    "from trim_pomdp.solvers.formats import read_pomdp\n"
+    "from trim_pomdp.solvers.pointbased.solver import PointBasedSolver\n"
+    "t0 = time.perf_counter(); c0 = time.process_time()\n"
+    "m = read_pomdp(sys.argv[1], memory_limit=sys.argv[3])\n"
+    "read_s = time.perf_counter() - t0\n"
+    "tr = []\n"
+    "cb = lambda d: tr.append([d['seconds'], d['lower_bound'], d['upper_bound']])\n"
+    "s = PointBasedSolver(time_limit=float(sys.argv[2]), memory_limit=sys.argv[3], callback=cb,"
+    " callback_interval=1.0)\n"
+    "p = s.solve(m)\n"
+    "i = p.info\n"
+    "print(json.dumps({'read_seconds': read_s, 'states': m.n_states, 'lower_bound': i.lower_bound,"
+    " 'upper_bound': i.upper_bound, 'gap': i.gap, 'solve_seconds': i.seconds,"
+    " 'cpu_seconds': time.process_time() - c0, 'stop_reason': i.extra['stop_reason'],"
+    " 'first': tr[0], 'trajectory': tr[:: max(1, len(tr) // 20)]}))\n"
+)
+
+
+def _ours_large(path: Path, seconds: float, memory: str) -> dict:
+    text, wall, cpu, mib = _measured([sys.executable, "-c", _SOLVE, str(path), repr(seconds), memory])
+    r = json.loads(text.strip().splitlines()[-1])
+    r.update({"process_wall_seconds": wall, "process_cpu_seconds": cpu, "peak_mib": mib})
+    return r
+
+
+def case_rocksample_7_8(examples: Path, binary: Path, seconds: float) -> dict:
+    path = examples / "RockSample_7_8.pomdpx"
+    ours = _ours_large(path, seconds, "4G")
+    appl = _pomdpsol(binary, path, timeout=seconds)
+    same_cpu = _appl_at(appl["rows"], ours["cpu_seconds"] - ours["read_seconds"])
+    at_limit = _appl_at(appl["rows"], seconds)
+    return {
+        "ours": ours,
+        "pomdpsol_at_our_cpu_seconds": same_cpu,
+        "pomdpsol_at_limit": at_limit,
+        "pomdpsol_loading_seconds": appl["loading_seconds"],
+        "pomdpsol_peak_mib": appl["peak_mib"],
+        "pomdpsol_wall_seconds": appl["wall_seconds"],
+        "gap_ratio_same_cpu": ours["gap"] / (same_cpu[2] - same_cpu[1]),
+        "gap_ratio_same_limit": ours["gap"] / (at_limit[2] - at_limit[1]),
+        "brackets_agree": ours["lower_bound"] <= at_limit[2] and at_limit[1] <= ours["upper_bound"],
+        "load_target_met": ours["read_seconds"] <= 10 and ours["peak_mib"] <= 1024,
+        "target_met": ours["read_seconds"] <= 10
+        and ours["peak_mib"] <= 1024
+        and ours["gap"] <= same_cpu[2] - same_cpu[1],
+    }
+
+
+def case_rocksample_11_11(examples: Path, seconds: float) -> dict:
+    r = _ours_large(examples / "RockSample_11_11.pomdpx", seconds, "4G")
+    first = r["first"]
+    r["improved"] = r["lower_bound"] > first[1] and r["upper_bound"] < first[2]
+    r["target_met"] = r["improved"] and r["peak_mib"] <= 4096
+    return r
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data-dir", type=Path, default=None, help="folder with the classic .pomdp files")
@@ -186,7 +387,42 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5, help="Tiger solves per sampling variant")
     ap.add_argument("--cases", default=None, help="comma-separated cases to run (default: all)")
     ap.add_argument("--fresh", action="store_true", help="ignore results already in --out")
+    ap.add_argument("--appl-examples", type=Path, default=None, help="folder with APPL's example files")
+    ap.add_argument(
+        "--pomdpsol", type=Path, default=None, help="APPL's pomdpsol (default: as the solver finds it)"
+    )
+    ap.add_argument("--large-time", type=float, default=60.0, help="seconds for the RockSample cases")
     args = ap.parse_args()
+    try:
+        binary: Path | None = find_pomdpsol(args.pomdpsol)
+    except BackendUnavailableError as exc:
+        binary = None
+        print(f"no pomdpsol ({exc}): the appl_* and rocksample_7_8 cases are skipped")
+    ex = args.appl_examples
+    parse_files = [
+        f
+        for f in [
+            *(
+                []
+                if args.data_dir is None
+                else [args.data_dir / "Tiger.pomdp", args.data_dir / "cheese.95.POMDP"]
+            ),
+            *(
+                []
+                if ex is None
+                else [
+                    ex / n
+                    for n in (
+                        "Hallway2.pomdp",
+                        "TagAvoid.pomdp",
+                        "RockSample_7_8.pomdpx",
+                        "RockSample_11_11.pomdpx",
+                    )
+                ]
+            ),
+        ]
+        if f.is_file()
+    ]
 
     results = {} if args.fresh or not args.out.exists() else json.loads(args.out.read_text())
     results["machine"] = machine()
@@ -200,6 +436,16 @@ def main() -> None:
         "cheese": lambda: case_file(data, "cheese.95.POMDP"),
         "1d": lambda: case_file(data, "1d.POMDP"),
         "trim_default": lambda: case_trim(args.trim_time),
+        "appl_small": lambda: case_appl_small(data, binary, args.repeats),
+        "appl_parse": lambda: case_appl_parse(parse_files, binary, min(args.repeats, 3)),
+        "rocksample_7_8": lambda: case_rocksample_7_8(ex, binary, args.large_time),
+        "rocksample_11_11": lambda: case_rocksample_11_11(ex, args.large_time),
+    }
+    needs = {
+        "appl_small": ("pomdpsol", "data"),
+        "appl_parse": ("pomdpsol",),
+        "rocksample_7_8": ("pomdpsol", "examples"),
+        "rocksample_11_11": ("examples",),
     }
     wanted = set(plan) if args.cases is None else {c.strip() for c in args.cases.split(",") if c.strip()}
     unknown = wanted - set(plan)
@@ -211,8 +457,18 @@ def main() -> None:
         if name in cases:
             print(f"{name}: already in {args.out}, skipped (use --fresh to rerun)")
             continue
-        if name != "trim_default" and (data is None or not data.is_dir()):
-            print(f"{name}: skipped, no --data-dir with the classic files")
+        need = needs.get(name, ("data",) if name != "trim_default" else ())
+        missing = [
+            what
+            for what, ok in (
+                ("pomdpsol", binary is not None),
+                ("data", data is not None and data.is_dir()),
+                ("examples", ex is not None and ex.is_dir()),
+            )
+            if what in need and not ok
+        ]
+        if missing:
+            print(f"{name}: skipped, missing {' and '.join(missing)} (see --help)")
             continue
         print(f"running {name} ...", flush=True)
         cases[name] = fn()
@@ -235,6 +491,25 @@ def main() -> None:
                 f"{name:<18}{s['lower_bound']:>12.6f}{s['upper_bound']:>12.6f}{s['gap']:>10.2e}"
                 f"{s['seconds']:>10.1f}  {c['target_met']}  (greedy baseline [{g['lower_bound']:.4f}, "
                 f"{g['upper_bound']:.4f}])"
+            )
+        elif name in ("appl_small", "appl_parse"):
+            for f, r in c.items():
+                if isinstance(r, dict):
+                    print(
+                        f"  {name} {f}: "
+                        + ", ".join(f"{k} {v:.3g}" for k, v in r.items() if isinstance(v, float))
+                    )
+        elif name == "rocksample_7_8":
+            o = c["ours"]
+            print(
+                f"{name:<18}{o['lower_bound']:>12.4f}{o['upper_bound']:>12.4f}{o['gap']:>10.3f}"
+                f"{o['solve_seconds']:>10.1f}  {c['target_met']}  "
+                f"pomdpsol at our CPU {c['pomdpsol_at_our_cpu_seconds']}"
+            )
+        elif name == "rocksample_11_11":
+            print(
+                f"{name:<18}{c['lower_bound']:>12.4f}{c['upper_bound']:>12.4f}{c['gap']:>10.3f}"
+                f"{c['solve_seconds']:>10.1f}  {c['target_met']}  first {c['first']}, peak {c['peak_mib']:.0f} MiB"
             )
         elif name == "tiger_finite":
             for h, r in c["horizons"].items():
