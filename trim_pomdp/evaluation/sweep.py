@@ -121,6 +121,8 @@ class SweepSettings:
         The cap on PPO timesteps per λ (the whole budget when ``agg_convergence`` is ``None``).
     agg_convergence : Convergence or None
         When PPO training stops (:class:`~trim_pomdp.routers.rl.convergence.Convergence`).
+    agg_n_envs : int
+        PPO episodes in flight (one rollout is 64 steps of each).
     thresholds : tuple of float or None
         TRIM-Thr grid; ``None``: 0, 0.05, …, 1 plus the 5 … 95% quantiles of training step scores.
     budgets : tuple of float
@@ -142,6 +144,7 @@ class SweepSettings:
     agg_lambdas: tuple[float, ...] | None = None
     agg_timesteps: int = DEFAULT_AGG_TIMESTEPS
     agg_convergence: Convergence | None = DEFAULT_CONVERGENCE
+    agg_n_envs: int = 32
     thresholds: tuple[float, ...] | None = None
     budgets: tuple[float, ...] = tuple(float(x) for x in np.linspace(0.0, 1.0, 21))
     pomdp_gate: bool = False
@@ -157,7 +160,7 @@ class SweepSettings:
             )
         if not self.routers:
             raise InvalidParameterError("no routers to evaluate")
-        for name in ("n_queries", "n_train", "agg_timesteps", "n_buckets"):
+        for name in ("n_queries", "n_train", "agg_n_envs", "agg_timesteps", "n_buckets"):
             if int(getattr(self, name)) < 1:
                 raise InvalidParameterError(f"{name} must be >= 1, got {getattr(self, name)!r}")
         for name in ("lambdas", "agg_lambdas"):
@@ -241,6 +244,7 @@ class Benchmark:
             "n_buckets": self.settings.n_buckets,
             "agg_timesteps": self.settings.agg_timesteps,
             "agg_convergence": conv.to_dict() if (conv := self.settings.agg_convergence) else None,
+            "agg_n_envs": self.settings.agg_n_envs,
         }
 
 
@@ -398,7 +402,7 @@ def _rl_groups(
             train_params = bench.train_params
             trained = train_router(
                 kind, lambda: Simulator(train_params), lam, out=target, convergence=s.agg_convergence,
-                timesteps=s.agg_timesteps, seed=s.train_seed, n_envs=32, progress=progress, log=say,
+                timesteps=s.agg_timesteps, seed=s.train_seed, n_envs=s.agg_n_envs, progress=progress, log=say,
                 source_card={"type": "Simulator", "simulated": True, "split": train_params.split},
             )  # fmt: skip
         if trained.collapsed:
