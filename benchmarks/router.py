@@ -3,6 +3,7 @@
     python benchmarks/router.py            # all sections (TRIM-Agg training takes up to --agg-minutes)
     python benchmarks/router.py --sections overhead,batch,replan
     python benchmarks/router.py --sections agg --agg-minutes 10
+    python benchmarks/router.py --sections classes   # BeliefRouter.decide with D = 1, 2, 3 difficulty classes
 
 Prints a table per section and writes JSON (default ``benchmark-results/router.json``, git-ignored) after every
 section. Episodes run through :func:`trim_pomdp.routers.rollout.rollout`, the one evaluation loop.
@@ -121,6 +122,36 @@ def section_overhead(model, policy, args) -> dict[str, Any]:
     empty = out["routers"]["empty loop"]["loop_us_per_step"]
     for row in out["routers"].values():
         row["overhead_us_per_step"] = row["loop_us_per_step"] - empty
+    return out
+
+
+def section_classes(model, policy, args) -> dict[str, Any]:
+    """BeliefRouter.decide on the model with D = 1, 2, 3 difficulty classes (estimated from 2000 simulated
+    training queries, seed 1), over the same episodes of the D = 2 model's process."""
+    from trim_pomdp.pomdp import TrimPOMDP
+    from trim_pomdp.pomdp.difficulty import load_evidence, with_difficulty
+
+    ev = load_evidence("simulator", queries=2000, seed=1)
+    models = {1: model}
+    for D in (2, 3):
+        params, _ = with_difficulty(model.params, ev, D, max_classes=D)
+        models[D] = TrimPOMDP(params, model.obs_model)
+    eps = episodes(models[2], args.overhead_episodes, seed=1)
+    n_steps = sum(len(e) for e in eps)
+    out: dict[str, Any] = {"steps_per_loop": n_steps, "repeats": args.repeats, "classes": {}}
+    print(f"\nBeliefRouter(gate=False) per difficulty-class count, {n_steps} steps of {len(eps)} episodes")
+    print(f"{'classes':>8s} {'solve s':>8s} {'loop µs/step':>13s} {'decide() µs (median call)':>26s}")
+    for D, m in models.items():
+        t0 = time.perf_counter()
+        pol = policy if D == 1 else solve_trim(m)
+        solve_s = time.perf_counter() - t0
+        loop, call = time_loop(BeliefRouter(pol, m, gate=False), eps, args.repeats)
+        out["classes"][str(D)] = {
+            "solve_seconds": solve_s,
+            "loop_us_per_step": loop * 1e6,
+            "median_call_us": call * 1e6,
+        }
+        print(f"{D:8d} {solve_s:8.2f} {loop * 1e6:13.2f} {call * 1e6:26.2f}")
     return out
 
 
@@ -345,8 +376,10 @@ def main(argv: list[str] | None = None) -> None:
             results["replan"] = section_replan(model, policy, args)
         elif name == "agg":
             results["agg"] = section_agg(model, policy, args, args.out, results)
+        elif name == "classes":
+            results["classes"] = section_classes(model, policy, args)
         else:
-            raise SystemExit(f"unknown section {name!r}: choose from overhead, batch, replan, agg")
+            raise SystemExit(f"unknown section {name!r}: choose from overhead, batch, replan, agg, classes")
         results["machine"] = machine()
         write_result(args.out, results)
     print(f"\nwrote {args.out}")

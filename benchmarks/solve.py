@@ -13,7 +13,12 @@ Measures, on the shipped defaults (H = 30, 5 token buckets, 20×20 observation b
 * a λ sweep (default 50 log-spaced values in [1e-5, 1e-2]) at precision 1e-3;
 * Monte Carlo (10^5 episodes under the model's own process, :func:`trim_pomdp.routers.rollout.rollout`): time
   and agreement with V(b0) in standard errors;
-* optionally (``--pointbased S``) the generic point-based solver on the flattened tabular model for S seconds.
+* optionally (``--pointbased S``) the generic point-based solver on the flattened tabular model for S seconds;
+* difficulty classes (``--classes 2,3``; ``0`` skips): the same model with D classes estimated from 2000
+  simulated training queries (seed 1; :func:`trim_pomdp.pomdp.difficulty.with_difficulty`), solved at 1e-3 —
+  the first solve of each D (cold) and the median of ``--repeats`` more (warm), as a ratio to the D = 1 median
+  of the same run — and a ``--class-sweep`` λ sweep (default 50 values in [1e-5, 1e-2]) at D = 2 and at D = 1,
+  run twice (cold: first, warm: again in the same process).
 
 Writes JSON to ``benchmark-results/solve.json`` (git-ignored) or to ``--out``. Timings on a shared machine are
 pessimistic.
@@ -38,15 +43,17 @@ from trim_pomdp.solvers.finite_horizon import FiniteHorizonSolver
 
 
 def _median_solve(model, repeats: int, **kw) -> dict:
-    times, info = [], None
+    times, cpu, info = [], [], None
     for _ in range(repeats):
         solver = FiniteHorizonSolver(**kw)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         policy = solver.solve(model)
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
         info = policy.info
     return {
         "median_s": statistics.median(times),
+        "cpu_median_s": statistics.median(cpu),
         "min_s": min(times),
         "times_s": times,
         "gap": info.gap,
@@ -70,6 +77,79 @@ def _uniform_baseline(model, precision: float, repeats: int) -> dict:
     return res
 
 
+def _timed_sweep(tp, lams) -> dict:
+    t0 = time.perf_counter()
+    gaps = [
+        FiniteHorizonSolver(precision=1e-3).solve(tp.with_params(lam=float(x)).structured()).info.gap
+        for x in lams
+    ]
+    return {"total_s": time.perf_counter() - t0, "max_gap": max(gaps)}
+
+
+def _difficulty(tp, args, rows: list) -> dict:
+    """Solve times with difficulty classes, as ratios to the pooled (D = 1) model in the same run."""
+    from trim_pomdp.pomdp import TrimPOMDP
+    from trim_pomdp.pomdp.difficulty import load_evidence, with_difficulty
+
+    ev = load_evidence("simulator", queries=2000, seed=1)
+    repeats = max(1, args.repeats)
+    base = _median_solve(tp.structured(), repeats, precision=1e-3)
+    res: dict = {
+        "source": "2000 simulated training queries, seed 1 (SIMULATED)",
+        "pooled": base,
+        "classes": {},
+    }
+    models = {}
+    for D in (int(x) for x in args.classes.split(",")):
+        params, _ = with_difficulty(tp.params, ev, D, max_classes=D)
+        models[D] = TrimPOMDP(params, tp.obs_model)
+        model = models[D].structured()
+        t0, c0 = time.perf_counter(), time.process_time()
+        FiniteHorizonSolver(precision=1e-3).solve(model)
+        cold, cold_cpu = time.perf_counter() - t0, time.process_time() - c0
+        warm = _median_solve(model, repeats, precision=1e-3)
+        dc = params.difficulty
+        res["classes"][str(D)] = {
+            "prior": dc.prior.tolist(),
+            "p_w": dc.p_w.tolist(),
+            "p_s": dc.p_s.tolist(),
+            "cold_s": cold,
+            "cold_cpu_s": cold_cpu,
+            "warm": warm,
+            "ratio_to_pooled": warm["median_s"] / base["median_s"],
+        }
+        rows.append(
+            (
+                f"D = {D} solve @ 1e-3 (warm median)",
+                warm["median_s"],
+                f"cold {cold:.3f} s; CPU {warm['cpu_median_s']:.3f} s; gap {warm['gap']:.2e}, {warm['passes']} "
+                f"passes, {warm['grid_points']} pts; {warm['median_s'] / base['median_s']:.1f}× the D = 1 solve "
+                f"({base['median_s']:.3f} s)",
+            )
+        )
+    if args.class_sweep and 2 in models:
+        lams = np.geomspace(1e-5, 1e-2, args.class_sweep)
+        sweeps = {}
+        for name, m in (("pooled", tp), ("D2", models[2])):
+            cold = _timed_sweep(m, lams)
+            warm = _timed_sweep(m, lams)
+            sweeps[name] = {"cold": cold, "warm": warm}
+        sweeps["ratio_warm"] = sweeps["D2"]["warm"]["total_s"] / sweeps["pooled"]["warm"]["total_s"]
+        res["sweep"] = {"n": args.class_sweep, **sweeps}
+        d2, d1 = sweeps["D2"], sweeps["pooled"]
+        rows.append(
+            (
+                f"D = 2 {args.class_sweep}-λ sweep @ 1e-3 (cold)",
+                d2["cold"]["total_s"],
+                f"warm {d2['warm']['total_s']:.2f} s (CPU {d2['warm']['cpu_s']:.2f} s), max gap "
+                f"{d2['warm']['max_gap']:.2e}; D = 1 cold "
+                f"{d1['cold']['total_s']:.2f} s, warm {d1['warm']['total_s']:.2f} s (D = 2 / D = 1 warm "
+                f"{sweeps['ratio_warm']:.1f}×)",
+            )
+        )
+    return res
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
@@ -77,6 +157,15 @@ def main() -> None:
     ap.add_argument("--mc", type=int, default=100_000, help="Monte Carlo episodes (0: skip)")
     ap.add_argument(
         "--pointbased", type=float, default=0.0, help="seconds for the point-based solver (0: skip)"
+    )
+    ap.add_argument(
+        "--classes", default="2,3", help="difficulty-class counts to time, comma-separated (0: skip)"
+    )
+    ap.add_argument("--class-sweep", type=int, default=50, help="λ values of the D = 2 sweep (0: skip)")
+    ap.add_argument(
+        "--only-classes",
+        action="store_true",
+        help="only the difficulty-class section (skip precision/sweep/MC)",
     )
     ap.add_argument("--out", type=Path, default=default_out(__file__))
     args = ap.parse_args()
@@ -102,7 +191,9 @@ def main() -> None:
     }
     rows = []
     FiniteHorizonSolver(precision=1e-3).solve(model)  # warm caches / imports
-    for prec in (1e-3, 1e-4, 1e-5, 1e-6):
+    if args.only_classes:
+        args.sweep = args.mc = 0
+    for prec in () if args.only_classes else (1e-3, 1e-4, 1e-5, 1e-6):
         ours = _median_solve(model, args.repeats, precision=prec)
         base = _uniform_baseline(model, prec, max(1, args.repeats // 2))
         out[f"precision_{prec:g}"] = {
@@ -125,12 +216,13 @@ def main() -> None:
             )
         )
 
-    tracemalloc.start()
-    FiniteHorizonSolver(precision=1e-4).solve(model)
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    out["peak_traced_MiB_1e-4"] = peak / 2**20
-    rows.append(("peak memory @ 1e-4 (traced)", float("nan"), f"{peak / 2**20:.1f} MiB"))
+    if not args.only_classes:
+        tracemalloc.start()
+        FiniteHorizonSolver(precision=1e-4).solve(model)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        out["peak_traced_MiB_1e-4"] = peak / 2**20
+        rows.append(("peak memory @ 1e-4 (traced)", float("nan"), f"{peak / 2**20:.1f} MiB"))
 
     if args.sweep:
         lams = np.geomspace(1e-5, 1e-2, args.sweep)
@@ -200,6 +292,9 @@ def main() -> None:
                     f"bounds [{pb_policy.info.lower_bound:.4f}, {pb_policy.info.upper_bound:.4f}] (discounted)",
                 )
             )
+
+    if args.classes.strip() != "0":
+        out["difficulty"] = _difficulty(tp, args, rows)
 
     try:
         import resource

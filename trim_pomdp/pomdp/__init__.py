@@ -32,6 +32,7 @@ __all__ = [
     "TrimPolicy",
     "build_trim_pomdp",
     "default_observation_model",
+    "estimate_difficulty",
     "estimate_params",
     "format_region_table",
     "load_default_params",
@@ -42,6 +43,7 @@ __all__ = [
     "regenerate_region_table",
     "solve_lambdas",
     "solve_trim",
+    "with_difficulty",
 ]
 
 
@@ -52,6 +54,10 @@ def __getattr__(name: str):
         from trim_pomdp.pomdp.estimation import estimate_params
 
         return estimate_params
+    if name in ("estimate_difficulty", "with_difficulty"):
+        from trim_pomdp.pomdp import difficulty
+
+        return getattr(difficulty, name)
     if name == "solve_lambdas":
         from trim_pomdp.pomdp.sweep import solve_lambdas
 
