@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from trim_pomdp.constants import HIDDEN_CLASSES
 from trim_pomdp.exceptions import InvalidParameterError
@@ -396,6 +397,51 @@ def fit_outcome_em(
     InvalidParameterError
         Ungraded items, no wrong answer, identical scores, ``bandwidth="cv"``, or bad settings.
     """
+    # One BLAS/OpenMP thread: the products here are small (steps x bins), and threaded BLAS on a busy machine made
+    # the ProcessBench-scale fit 3-7x slower in wall time (benchmarks/em.py).
+    with threadpool_limits(limits=1):
+        return _fit_outcome_em(
+            items,
+            n_bins=n_bins,
+            bins=bins,
+            logit_eps=logit_eps,
+            bandwidth=bandwidth,
+            r_only=r_only,
+            density_scale=density_scale,
+            scale_eps=scale_eps,
+            rho=rho,
+            restarts=restarts,
+            seed=seed,
+            tol=tol,
+            max_iter=max_iter,
+            time_limit=time_limit,
+            min_first_steps=min_first_steps,
+            card=card,
+            progress=progress,
+        )
+
+
+def _fit_outcome_em(
+    items: Sequence[Any] | Trajectories,
+    *,
+    n_bins: int = 20,
+    bins: str = DEFAULT_BINS,
+    logit_eps: float = DEFAULT_LOGIT_EPS,
+    bandwidth: str | float = "scott",
+    r_only: bool = False,
+    density_scale: str = DEFAULT_DENSITY_SCALE,
+    scale_eps: float = DEFAULT_SCALE_EPS,
+    rho: float | None = None,
+    restarts: int = 3,
+    seed: int = 0,
+    tol: float = 1e-6,
+    max_iter: int = 500,
+    time_limit: float = 60.0,
+    min_first_steps: int = MIN_FIRST_STEPS,
+    card: Mapping[str, Any] | None = None,
+    progress: bool = False,
+) -> EMResult:
+    """The body of :func:`fit_outcome_em`, run under its thread limit."""
     from trim_pomdp._internal.progress import Progress
     from trim_pomdp.observation_models.observation import ObservationModel
 
@@ -450,7 +496,7 @@ def fit_outcome_em(
         warnings.warn(
             f"outcome EM stopped before converging ({best.stop_reason} after {best.iterations} iterations); the "
             "best iterate is kept and the card says converged: false (raise --em-max-iter or --time-limit)",
-            stacklevel=2,
+            stacklevel=3,  # the caller of fit_outcome_em
         )
     table = steps.table()
     restart_rows = [
