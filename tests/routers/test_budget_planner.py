@@ -236,3 +236,14 @@ def test_the_batch_api_replaces_the_expected_charge_with_what_was_spent(cheap):
     r.spent_strong_batch(a * (st + 30))  # each strong step was 30 tokens longer than expected
     np.testing.assert_allclose(r.strong_tokens_left_batch, 260 - a * (st + 30))
     assert BeliefRouter(pol, tp).strong_tokens_left is None
+
+
+def test_load_and_with_max_strong_tokens_give_a_planning_router(cheap, tmp_path):
+    tp, pol = cheap
+    pol.save(tmp_path / "p")
+    loaded = BeliefRouter.load(tmp_path / "p", max_strong_tokens=150, delta=0.2)
+    assert loaded.max_strong_tokens == 150 and loaded.budget.mode == "plan" and loaded.delta == 0.2
+    again = loaded.with_max_strong_tokens(90)
+    assert again.max_strong_tokens == 90 and again.delta == 0.2 and again.gate == loaded.gate
+    assert BeliefRouter(pol, tp).with_max_strong_tokens(None).budget is None
+    assert "max_strong_tokens=150" in repr(loaded)
