@@ -195,3 +195,31 @@ def test_estimated_classes_round_trip_through_a_params_file(tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps(raw))
     with pytest.raises(InvalidParameterError, match=r"sum to 1.*difficulty\.prior"):
         TrimParams.from_json(tmp_path / "bad.json")
+
+
+def test_load_evidence_from_a_scored_items_file_and_with_difficulty_warnings(tmp_path):
+    from trim_pomdp.datasets.scored import save_scored_items
+    from trim_pomdp.exceptions import DataFormatError
+    from trim_pomdp.pomdp.difficulty import load_evidence, with_difficulty
+
+    rng = np.random.default_rng(7)
+    items = []
+    for q in range(60):
+        p = 0.95 if q % 2 else 0.5  # two kinds of problems, 4 graded samples each (M_w only)
+        for k in range(4):
+            n = 4
+            right = bool(rng.random() < p**n)
+            it = ProcessBenchItem(f"q{q}-{k}", "w", f"problem {q}", ["s"] * n, right, -1, "dev")
+            items.append(ScoredItem(it, [0.5] * n, extra={"step_labels_known": False}))
+    save_scored_items(tmp_path / "items.jsonl", items)
+    ev = load_evidence(tmp_path / "items.jsonl")
+    assert ev.n == 60 and ev.outcome_problem.size == 240 and not ev.has_strong
+    params, warned = with_difficulty(TrimParams(0.8, 0.9), ev, 2, max_classes=2)
+    assert params.difficulty.n_classes == 2 and np.allclose(params.difficulty.p_s, 0.9)  # pooled p_s
+    assert params.difficulty.card["p_s"].startswith("not identified")
+    assert warned == []  # two clearly different kinds of problems: D = 2 is supported
+    assert params.difficulty.p_w[0] > 0.85 and params.difficulty.p_w[1] < 0.7
+    with pytest.raises(DataFormatError, match="neither 'simulator', 'processbench' nor a scored-items file"):
+        load_evidence(tmp_path / "missing.jsonl")
+    with pytest.raises(InvalidParameterError, match="needs --weak-generator and --strong-generator"):
+        load_evidence("processbench")

@@ -265,7 +265,7 @@ def _with_classes(
     held = ", ".join(f"D={k}: {v:.4f}" for k, v in card["heldout_loglik_per_problem"].items())
     console.print(
         f"estimated {card['n_classes']} difficulty classes from {ev.n} problems ({ev.card.get('source')}); "
-        f"held-out log-likelihood per problem {held}",
+        f"held-out log-likelihood per problem {held} (auto: D={card['heldout_choice']})",
         highlight=False,
         markup=False,
     )

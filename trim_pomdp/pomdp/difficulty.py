@@ -407,6 +407,7 @@ def estimate_difficulty(
         if auto
         else "asked for",
         "heldout_best_mean": sel["top"],
+        "heldout_choice": sel["best"],
         "heldout_loglik_per_problem": {str(k): v for k, v in held.items()},
         "heldout_loglik_se": {str(k): v for k, v in sel["se"].items()},
         "folds": sel["folds"],
