@@ -335,6 +335,7 @@ def recalibrated_simulator_params(
     n: int = 4000,
     seed: int = 0,
     max_evaluations: int = 600,
+    operating_point_n: int = 20_000,
 ) -> SimulatorParams:
     """The simulator ``base`` (default: the shipped ``math`` one) with its PRM calibrated to the real traces
     in the scored-items file ``scores``, scores rounded to float16.
@@ -342,13 +343,14 @@ def recalibrated_simulator_params(
     The PRM's parameters are fitted at the traces' operating point (their generator's accuracy and step counts,
     :func:`operating_point`) and then put into ``base``'s own generators: the generators of ``base`` stay, the
     PRM that scores their steps changes. The card records the operating point, the fitted parameters and the
-    distances before and after.
+    distances before and after. ``n``, ``seed`` and ``max_evaluations`` are :func:`calibrate_prm_to_traces`'s;
+    ``operating_point_n`` the simulated solutions per step of :func:`operating_point`'s bisection.
     """
     from trim_pomdp.evaluation.simulator import load_default_simulator_params
 
     base = base or load_default_simulator_params("math")
     real, lengths = load_trace_statistics(scores)
-    op = operating_point(base, lengths, real.accuracy, seed=seed)
+    op = operating_point(base, lengths, real.accuracy, n=operating_point_n, seed=seed)
     start = SyntheticPRM(default_split=base.split, precision="float16")
     fitted, report = calibrate_prm_to_traces(
         real, op, prm=start, n=n, seed=seed, max_evaluations=max_evaluations
