@@ -247,3 +247,13 @@ def test_load_and_with_max_strong_tokens_give_a_planning_router(cheap, tmp_path)
     assert again.max_strong_tokens == 90 and again.delta == 0.2 and again.gate == loaded.gate
     assert BeliefRouter(pol, tp).with_max_strong_tokens(None).budget is None
     assert "max_strong_tokens=150" in repr(loaded)
+
+
+def test_difficulty_classes_are_refused_with_what_to_do_instead(cheap):
+    from trim_pomdp.pomdp.problem import TrimPOMDP
+
+    tp, _ = cheap
+    classes = {"prior": [0.5, 0.5], "p_w": [0.9, 0.6], "p_s": [0.95, 0.9]}
+    hard = TrimPOMDP(tp.params.replace(difficulty=classes), tp.obs_model)
+    with pytest.raises(InvalidParameterError, match=r"one difficulty class.*'clip'"):
+        StrongTokenPlan(hard, 100)

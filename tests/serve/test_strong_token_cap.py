@@ -110,3 +110,20 @@ def test_belief_router_plans_with_the_cap_of_each_request(tmp_path):
             model=model, messages=QUESTION, extra_body={"max_strong_tokens": 500}
         )
         assert 0 < roomy.usage.model_extra["strong_tokens"] <= 500
+
+
+def test_requests_with_one_new_cap_at_once_share_one_solve(tmp_path):
+    import threading
+    import time
+
+    served = _served(tmp_path)
+    solve = served._make_capped
+    served._make_capped = lambda n: (time.sleep(0.2), solve(n))[1]  # a solve takes a while
+    BudgetThr.loads.clear()
+    got: list = []
+    threads = [threading.Thread(target=lambda: got.append(served.capped(33))) for _ in range(6)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert BudgetThr.loads == [33] and len({id(r) for r in got}) == 6  # one load, a copy per request

@@ -19,6 +19,7 @@ import json
 import math
 import os
 import re
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -211,6 +212,7 @@ class ServedRouter:
         self._idle: list[Router] = []
         self._proto: Router | None = spec.factory() if spec.factory is not None else None
         self._capped: collections.OrderedDict[int, Router] = collections.OrderedDict()
+        self._capped_lock = threading.Lock()  # requests with a new cap at once: one solve, not one each
 
     @property
     def mode(self) -> str:
@@ -249,15 +251,16 @@ class ServedRouter:
         if not self.supports_cap:
             raise InvalidParameterError(f"{self.model} does not plan with a strong-token cap")
         n = int(max_strong_tokens)
-        proto = self._capped.get(n)
-        if proto is None:
-            proto = self._make_capped(n)
-            self._capped[n] = proto
-            while len(self._capped) > _CAPPED_CACHE:
-                self._capped.popitem(last=False)
-        else:
-            self._capped.move_to_end(n)
-        return copy.deepcopy(proto)
+        with self._capped_lock:
+            proto = self._capped.get(n)
+            if proto is None:
+                proto = self._make_capped(n)
+                self._capped[n] = proto
+                while len(self._capped) > _CAPPED_CACHE:
+                    self._capped.popitem(last=False)
+            else:
+                self._capped.move_to_end(n)
+            return copy.deepcopy(proto)
 
     def _make_capped(self, n: int) -> Router:
         proto = self._proto
