@@ -10,7 +10,9 @@ Two simulators (everything SIMULATED):
 * ``homogeneous``: the same with every query's ``p_w``, ``p_s`` at the means (concentrations 1e6);
 * ``independent``: homogeneous, and M_s's chance at a step independent of M_w's at the same step
   (``step_corr = 0``; the default simulator correlates them, which makes M_w's and M_s's failures on one query
-  depend on each other even when every query has the same accuracies).
+  depend on each other even when every query has the same accuracies);
+* ``qwen-traces`` (not in the default list): the simulator whose PRM is recalibrated to the real
+  Qwen2.5-Math-PRM-7B traces (``trim_pomdp/data/simulator_qwen_traces.json``).
 
 On each, with the same training queries (the POMDP's parameters and the difficulty classes are estimated from
 them, classes with :func:`trim_pomdp.pomdp.difficulty.with_difficulty`) and the same evaluation queries
@@ -40,7 +42,7 @@ from _common import default_out, machine, write_result
 
 from trim_pomdp.evaluation.metrics import summarize
 from trim_pomdp.evaluation.records import Records
-from trim_pomdp.evaluation.simulator import load_default_simulator_params
+from trim_pomdp.evaluation.simulator import SimulatorParams, load_default_simulator_params
 from trim_pomdp.evaluation.sweep import (
     DEFAULT_LAMBDAS,
     Benchmark,
@@ -48,6 +50,7 @@ from trim_pomdp.evaluation.sweep import (
     estimate_trim_params,
     threshold_grid,
 )
+from trim_pomdp.evaluation.trace_calibration import QWEN_TRACES_FILE
 from trim_pomdp.pomdp import TrimPOMDP, default_observation_model, solve_trim
 from trim_pomdp.pomdp.difficulty import evidence_from_simulator, with_difficulty
 from trim_pomdp.routers import BeliefRouter, ThresholdRouter
@@ -211,6 +214,9 @@ def main() -> None:
         "default": base,
         "homogeneous": dataclasses.replace(base, p_w_concentration=1e6, p_s_concentration=1e6),
         "independent": dataclasses.replace(base, p_w_concentration=1e6, p_s_concentration=1e6, step_corr=0.0),
+        "qwen-traces": SimulatorParams.from_json(
+            Path(__file__).resolve().parents[1] / "trim_pomdp" / "data" / QWEN_TRACES_FILE
+        ),
     }
     out: dict[str, Any] = {"machine": machine(), "lambdas": args.lambdas, "results": {}}
     for name in args.simulators.split(","):
