@@ -201,3 +201,28 @@ def test_float16_precision_rounds_like_a_real_prm():
     assert SyntheticPRM(precision="float16").card["params"]["precision"] == "float16"
     with pytest.raises(InvalidParameterError, match="precision"):
         SyntheticPRM(precision="bfloat16")
+
+
+def test_s1_persist_keeps_the_look_of_steps_after_an_error():
+    """s1_persist = 0 draws nothing extra (the scores of before); > 0 makes consecutive S1 looks agree more often,
+    with the share of correct-looking S1 steps still s1_high."""
+    n, H = 4000, 8
+    classes = np.ones((n, H), dtype=int)
+    classes[:, 0] = 2  # first error at step 1, S1 after
+    lengths = np.full(n, H)
+    base = SyntheticPRM(s1_high=0.5, s0_sd=0.3, s2_sd=0.3, item_sd=0.01)
+    np.testing.assert_array_equal(
+        base.score_matrix(classes, lengths, "math", 5),
+        SyntheticPRM(s1_high=0.5, s0_sd=0.3, s2_sd=0.3, item_sd=0.01, s1_persist=0.0).score_matrix(
+            classes, lengths, "math", 5
+        ),
+    )
+    high = {}
+    for persist in (0.0, 0.9):
+        prm = SyntheticPRM(s1_high=0.5, s0_sd=0.3, s2_sd=0.3, item_sd=0.01, s1_persist=persist)
+        looks_ok = prm.score_matrix(classes, lengths, "math", 6)[:, 1:] > 0.5
+        high[persist] = (looks_ok.mean(), np.mean(looks_ok[:, 1:] == looks_ok[:, :-1]))
+    assert abs(high[0.0][0] - 0.5) < 0.02 and abs(high[0.9][0] - 0.5) < 0.03
+    assert abs(high[0.0][1] - 0.5) < 0.02 and high[0.9][1] > 0.9
+    with pytest.raises(InvalidParameterError, match="s1_persist"):
+        SyntheticPRM(s1_persist=1.0)

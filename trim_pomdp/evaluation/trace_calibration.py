@@ -14,9 +14,10 @@ which answers are right, so the operating point does not depend on the PRM being
 
 :func:`calibrate_prm_to_traces` then fits :class:`~trim_pomdp.prm.synthetic.SyntheticPRM`'s parameters of one
 split (the class means and every shape parameter) by minimising the sum of the KS distances and of the
-autocorrelation differences (Nelder–Mead on transformed parameters, common random numbers). What a step after an
-error scores like (``s1_high``, ``s1_shift``) is identified here through the wrong solutions: their scores after
-the lowest one, and their last step.
+autocorrelation differences (Nelder–Mead on transformed parameters from a simplex of side
+:data:`SIMPLEX_STEP`, common random numbers). What a step after an error scores like (``s1_high``, ``s1_shift``,
+``s1_persist``) is identified here through the wrong solutions: their scores after the lowest one, their last step
+and their autocorrelation.
 """
 
 from __future__ import annotations
@@ -52,7 +53,19 @@ __all__ = [
 
 #: The SyntheticPRM parameters :func:`calibrate_prm_to_traces` fits (the means of the calibrated split and the
 #: shapes).
-CALIBRATED_PARAMETERS = ("mu_s0", "mu_s2", "item_sd", "rho", "s0_sd", "s2_sd", "s1_high", "s1_shift")
+CALIBRATED_PARAMETERS = (
+    "mu_s0",
+    "mu_s2",
+    "item_sd",
+    "rho",
+    "s0_sd",
+    "s2_sd",
+    "s1_high",
+    "s1_shift",
+    "s1_persist",
+)
+#: Side of the initial Nelder–Mead simplex in the transformed parameters (logits, log-s.d.s, means).
+SIMPLEX_STEP = 0.5
 #: The shipped simulator whose PRM is calibrated to the real Qwen2.5-Math-PRM-7B traces (inside ``trim_pomdp/data``).
 QWEN_TRACES_FILE = "simulator_qwen_traces.json"
 #: The distributions compared by KS, and the scalars compared by absolute difference.
@@ -200,8 +213,13 @@ def _to_vector(kw: dict[str, float]) -> np.ndarray:
             math.log(kw["s2_sd"]),
             math.log(kw["s1_high"] / (1 - kw["s1_high"])),
             kw["s1_shift"],
+            _logit(min(max(kw["s1_persist"], 0.02), 0.98)),
         ]
     )
+
+
+def _logit(p: float) -> float:
+    return math.log(p / (1 - p))
 
 
 def _from_vector(v: np.ndarray) -> dict[str, float]:
@@ -214,6 +232,7 @@ def _from_vector(v: np.ndarray) -> dict[str, float]:
         "s2_sd": float(math.exp(v[5])),
         "s1_high": float(1 / (1 + math.exp(-v[6]))),
         "s1_shift": float(v[7]),
+        "s1_persist": float(1 / (1 + math.exp(-v[8]))),
     }
 
 
@@ -280,13 +299,19 @@ def calibrate_prm_to_traces(
 
     def loss(v: np.ndarray) -> float:
         kw = _from_vector(v)
-        if not (0.0 < kw["item_sd"] < 20 and kw["s0_sd"] < 20 and kw["s2_sd"] < 20):
+        if not (
+            0.0 < kw["item_sd"] < 20 and kw["s0_sd"] < 20 and kw["s2_sd"] < 20 and kw["s1_persist"] < 0.999
+        ):
             return 1e3
         return objective(distances(kw))
 
     x0 = _to_vector(start)
+    simplex = np.vstack([x0, x0 + SIMPLEX_STEP * np.eye(x0.size)])
     res = optimize.minimize(
-        loss, x0, method="Nelder-Mead", options={"maxfev": max_evaluations, "xatol": 1e-3, "fatol": 1e-4}
+        loss,
+        x0,
+        method="Nelder-Mead",
+        options={"maxfev": max_evaluations, "xatol": 1e-3, "fatol": 1e-4, "initial_simplex": simplex},
     )
     fitted = {k: round(v, 4) for k, v in _from_vector(res.x).items()}
     d0, d1 = distances(start), distances(fitted)

@@ -9,7 +9,9 @@ Scores are **simulated**. They are drawn in logit space, ``score = sigmoid(x)``,
   ``x = mu_s2[split] + b + s2_sd·e_t`` for the first error (S2);
 - steps after an error (S1) often score *high*, as real PRMs do (Qwen2.5-Math-PRM-7B gives 0.9995, 0.1813, 0.9746,
   0.9995 on ProcessBench gsm8k-0, classes S0, S2, S1, S1): each S1 step looks like an S0 step (mean
-  ``mu_s0[split] + s1_shift``) with probability ``s1_high`` and like an S2 step otherwise.
+  ``mu_s0[split] + s1_shift``) with probability ``s1_high`` and like an S2 step otherwise; with ``s1_persist`` > 0
+  an S1 step keeps the look of the S1 step before it with that probability (real traces stay low once they drop),
+  which leaves the share of high-looking S1 steps at ``s1_high``.
 
 The per-split means ``mu_s0`` / ``mu_s2`` are the calibrated quantities (per-split difficulty): they were fitted so
 that under the ProcessBench protocol (first step with score < 0.5 is the predicted error, -1 if none; a sample is
@@ -119,6 +121,10 @@ class SyntheticPRMState:
         Number of steps scored so far.
     mu_s0, mu_s2 : ndarray of float
         The episode's class means (from its split).
+    last_s1_high : ndarray of bool, optional
+        Whether the episode's last step was an S1 step that looked correct (for ``s1_persist``).
+    last_s1 : ndarray of bool, optional
+        Whether the episode's last step was an S1 step.
     """
 
     bias: np.ndarray
@@ -126,6 +132,8 @@ class SyntheticPRMState:
     t: np.ndarray
     mu_s0: np.ndarray
     mu_s2: np.ndarray
+    last_s1_high: np.ndarray | None = None
+    last_s1: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -153,6 +161,9 @@ class SyntheticPRM:
         Round every score to this floating-point format, as a real PRM's outputs are (Qwen2.5-Math-PRM-7B's
         step probabilities come in float16: 43% of its scores on real solutions are exactly 1.0, the next value
         below being 0.99951); None keeps full precision.
+    s1_persist : float, default 0
+        Probability that an S1 step looks as the S1 step before it did (correct-looking or error-looking) instead
+        of drawing its look afresh; 0 (independent looks) is the ProcessBench calibration's assumption.
 
     Notes
     -----
@@ -175,6 +186,7 @@ class SyntheticPRM:
         s1_shift: float = SHAPE_DEFAULTS["s1_shift"],
         default_split: str = "math",
         precision: str | None = DEFAULT_PRECISION,
+        s1_persist: float = 0.0,
     ) -> None:
         self.mu_s0 = dict(CALIBRATED_MU_S0 if mu_s0 is None else mu_s0)
         self.mu_s2 = dict(CALIBRATED_MU_S2 if mu_s2 is None else mu_s2)
@@ -186,6 +198,7 @@ class SyntheticPRM:
         self.s1_shift = float(s1_shift)
         self.default_split = default_split
         self.precision = precision
+        self.s1_persist = float(s1_persist)
         self._validate()
 
     def _validate(self) -> None:
@@ -207,6 +220,8 @@ class SyntheticPRM:
                     raise InvalidParameterError(
                         f"the mean logit of split {split!r} must be finite, got {table[split]}"
                     )
+        if not 0.0 <= self.s1_persist < 1.0:
+            raise InvalidParameterError(f"s1_persist must lie in [0, 1), got {self.s1_persist!r}")
         if self.precision not in PRECISIONS:
             raise InvalidParameterError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.default_split not in self.mu_s0:
@@ -235,6 +250,7 @@ class SyntheticPRM:
             "s1_shift": self.s1_shift,
             "default_split": self.default_split,
             "precision": self.precision,
+            "s1_persist": self.s1_persist,
         }
 
     @property
@@ -356,7 +372,18 @@ class SyntheticPRM:
         u = rng.random(n)
         first = state.t == 0
         noise = np.where(first, eps, self.rho * state.noise + np.sqrt(1.0 - self.rho**2) * eps)
-        looks_ok = (classes == 0) | ((classes == 1) & (u < self.s1_high))
+        s1_high = u < self.s1_high
+        if (
+            self.s1_persist > 0.0
+        ):  # no extra draw otherwise: s1_persist = 0 gives exactly the scores it always did
+            keep = rng.random(n) < self.s1_persist
+            last_high = np.zeros(n, dtype=bool) if state.last_s1_high is None else state.last_s1_high
+            last_s1 = np.zeros(n, dtype=bool) if state.last_s1 is None else state.last_s1
+            s1_high = np.where(last_s1 & keep, last_high, s1_high)
+            is_s1 = classes == 1
+            state.last_s1_high = np.where(act, is_s1 & s1_high, last_high)
+            state.last_s1 = np.where(act, is_s1, last_s1)
+        looks_ok = (classes == 0) | ((classes == 1) & s1_high)
         mean = np.where(looks_ok, state.mu_s0 + np.where(classes == 1, self.s1_shift, 0.0), state.mu_s2)
         sd = np.where(looks_ok, self.s0_sd, self.s2_sd)
         x = mean + state.bias + sd * noise
