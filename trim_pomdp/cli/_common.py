@@ -61,7 +61,7 @@ class AliasOption(click.Option):
         super().__init__(*args, **kwargs)
         self.hidden_aliases = tuple(hidden_aliases)
 
-    def get_error_hint(self, ctx: click.Context) -> str:
+    def get_error_hint(self, ctx: click.Context | None) -> str:
         shown = [o for o in self.opts if o not in self.hidden_aliases]
         return " / ".join(f"'{o}'" for o in shown) or super().get_error_hint(ctx)
 
