@@ -67,6 +67,14 @@ def test_a_step_that_ends_in_a_loop_is_not_accepted():
     assert step_key("Step 12: The Answer is 9!") == step_key("the answer is 9")
 
 
+def test_a_step_that_is_only_a_number_label_is_compared_as_written():
+    # SmolLM2-135M on GSM8K problem 0 under transformers serve: "1." as every step after "... = 1."
+    assert step_key("1.") == "1" and step_key("Step 3:") == "step 3"
+    assert degenerate("1.", "1.") == "repeat" and degenerate("2.", "1.") is None
+    tr = solve(Script(["Step 1: 16 / 16 = 1.", "1.", "1."]), max_steps=6)
+    assert tr["stop"] == "repetition" and tr["n_steps"] == 2 and tr["steps"][-1]["rejected"] == "repeat"
+
+
 def test_truncated_steps_are_counted():
     tr = solve(Script(["Step 1: we add 4 and", r"so \boxed{9}"], finish="length"))
     assert tr["n_truncated"] == 2 and all(s["weak"]["finish"] == "length" for s in tr["steps"])
@@ -99,3 +107,11 @@ def test_answer_formats(formats, answer):
     weak = Script(["Janet has 3 + 5 = 8 apples.\n#### 8\nThe answer is: 8"], finish="eos")
     tr = solve(weak, answer_formats=formats)
     assert tr["answer"] == answer and tr["answer_format"] == (formats[1] if answer else None)
+
+
+def test_gsm8k_hash_line_ends_a_solution_and_answer_is_does_not():
+    # SmolLM2 ends its GSM8K solutions with "#### 18" then "The answer is: 18" (no \boxed{})
+    assert ends_solution("She makes 9 x 2 = 18 dollars.\n#### 18\nThe answer is: 18", "step")
+    assert ends_solution(r"so \boxed{18}", "step") and not ends_solution(r"within \boxed{}", "step")
+    assert not ends_solution("The answer is 9 eggs left, times 2.", "step")  # said on the way: not the end
+    assert not ends_solution("#### ", "step") and ends_solution("", "eos")

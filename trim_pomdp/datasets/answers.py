@@ -32,6 +32,7 @@ __all__ = [
     "extract_answer",
     "extract_boxed",
     "has_boxed",
+    "marks_final_answer",
     "normalize_answer",
     "parse_answer_formats",
 ]
@@ -90,6 +91,14 @@ def _from_hash(text: str) -> str | None:
 
 
 _NUMBER_THEN_WORDS = re.compile(r"^(\\?\$?-?\d[\d,]*(?:\.\d+)?)\s+[A-Za-z][A-Za-z\s]*$")
+
+
+def marks_final_answer(text: str) -> bool:
+    """Whether ``text`` marks its final answer unambiguously: a non-empty ``\\boxed{}`` or GSM8K's ``#### N``.
+
+    ("The answer is ..." does not count: a step may say it on the way.)
+    """
+    return has_boxed(text) or _from_hash(text) is not None
 
 
 def _from_answer_is(text: str) -> str | None:

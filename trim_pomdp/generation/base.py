@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from trim_pomdp.datasets.answers import has_boxed
+from trim_pomdp.datasets.answers import marks_final_answer
 
 __all__ = [
     "FINISH_REASONS",
@@ -73,9 +73,9 @@ def settle_finish(text: str, finish: str) -> str:
 
 
 def ends_solution(text: str, finish: str) -> bool:
-    """Whether a step ends the solution: the model stopped (``eos``, ``empty``) or it holds a non-empty
-    ``\\boxed{}`` (a step that only mentions "within \\boxed{}" does not)."""
-    return finish in ("eos", "empty") or has_boxed(text)
+    """Whether a step ends the solution: the model stopped (``eos``, ``empty``) or it marks its final answer
+    (a non-empty ``\\boxed{}``, or GSM8K's ``#### N``; a step that only mentions "within \\boxed{}" does not)."""
+    return finish in ("eos", "empty") or marks_final_answer(text)
 
 
 @dataclass

@@ -4,7 +4,8 @@ Small models loop. Two patterns are caught, on the step the loop is about to acc
 
 ``repeat``
     the step says what the step before it said: the same words, ignoring case, spacing, punctuation and a
-    leading "Step N:" label ("Step 4: The answer is 150." after "Step 3: The answer is 150.");
+    leading "Step N:" label ("Step 4: The answer is 150." after "Step 3: The answer is 150."); a step that is
+    nothing but such a label is compared as written ("1." after "1." is a repeat: SmolLM2 on GSM8K);
 ``loop``
     the step ends in a loop: a piece of at least :data:`MIN_LOOP_CHARS` characters written
     :data:`LOOP_REPEATS` times in a row ("3. 3. 3. 3. ..." cut at the token cap).
@@ -33,8 +34,13 @@ _NOT_WORD = re.compile(r"[\W_]+")
 
 
 def step_key(text: str) -> str:
-    """What a step says, for comparing steps: lower case, no "Step N:" label, only letters and digits."""
-    return _NOT_WORD.sub(" ", _LABEL.sub("", text).lower()).strip()
+    """What a step says, for comparing steps: lower case, no "Step N:" label, only letters and digits.
+
+    A step that is only a label ("1.", "Step 3:") keeps it: it says that label.
+    """
+    lower = text.lower()
+    body = _NOT_WORD.sub(" ", _LABEL.sub("", lower)).strip()
+    return body or _NOT_WORD.sub(" ", lower).strip()
 
 
 def _ends_in_loop(text: str) -> bool:
