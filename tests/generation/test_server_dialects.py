@@ -165,6 +165,8 @@ def test_pure_parts_of_step_detection():
     assert classify_stop("stop_in_text", "a", "length", {}) == "length"
     assert report_from_probe("te", "Ste", "stop", {}) == "stop_in_text"
     assert report_from_probe("te", "S", "stop", {}) == "stream"
+    # transformers serve checks stops on decoded tokens: SmolLM2 asked to stop at "o " answered "To solve"
+    assert report_from_probe("o ", "To solve", "stop", {}) == "stop_in_text"
     assert context_limit(
         "This model's maximum context length is 512 tokens. However, you requested 600 tokens "
         "(88 in the messages, 512 in the completion)."

@@ -6,7 +6,9 @@ Each flavor carries the documented behaviour of its server (the sources are name
   EOS), SGLang's ``matched_stop`` (the stop string, or the EOS token id), TGI's ``finish_reason``
   (``"stop_sequence"`` for a stop string, ``"stop"`` for EOS), or nothing (llama.cpp's and llama-cpp-python's
   ``/v1/completions``: ``"stop"`` either way);
-* whether the matched stop string stays in ``text`` (``transformers serve`` keeps it; the others drop it);
+* whether the matched stop string stays in ``text`` (``transformers serve`` keeps it; the others drop it), and
+  whether the text then runs on to the end of the token the match ended in (``transformers serve`` checks stop
+  strings on decoded tokens: asked to stop at ``"o "``, SmolLM2 answered ``"To solve"``);
 * whether a final assistant message is continued (vLLM's and SGLang's ``continue_final_message``) or a new
   assistant turn is opened (llama.cpp), or the field is refused (``transformers serve``: HTTP 422 on any field
   outside its schema);
@@ -72,6 +74,7 @@ class Flavor:
     name: str
     stop_field: str | None = None
     keeps_stop_string: bool = False
+    stop_ends_token: bool = False
     stop_finish_reason: str = "stop"
     continues_assistant: bool = True
     accepted_fields: frozenset[str] | None = None
@@ -107,6 +110,7 @@ FLAVORS: dict[str, Flavor] = {
     "transformers": Flavor(
         "transformers",
         keeps_stop_string=True,
+        stop_ends_token=True,
         continues_assistant=False,
         accepted_fields=_OPENAI_FIELDS,
         usage_counts_eos=True,

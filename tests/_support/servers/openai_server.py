@@ -114,7 +114,11 @@ class _OpenAIHandler(_Handler):
         )
         eos = finish == "stop" and matched is None
         if matched is not None and (flavor.keeps_stop_string or body.get("include_stop_str_in_output")):
-            text += matched
+            end = len(text) + len(matched)
+            if flavor.stop_ends_token:  # the rest of the (word-sized) token the match ended in
+                while end < len(full) and not full[end].isspace() and not full[end - 1].isspace():
+                    end += 1
+            text = full[:end]
         if matched is not None:
             finish = flavor.stop_finish_reason
         n_out = count_tokens(text) + (1 if eos and flavor.usage_counts_eos else 0)

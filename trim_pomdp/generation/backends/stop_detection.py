@@ -10,8 +10,8 @@ text, so ``finish_reason`` alone cannot tell them apart. Each server family docu
 ``matched_stop``   SGLang: ``choices[0].matched_stop`` is the matched stop string, or the EOS token id (an int)
 ``finish_reason``  TGI's OpenAI routes: ``finish_reason`` is ``"stop_sequence"`` for a stop string, ``"stop"``
                    for EOS
-``stop_in_text``   ``transformers serve``: the matched stop string is kept at the end of ``text``, so a step
-                   without it ended at EOS
+``stop_in_text``   ``transformers serve``: the matched stop string is kept in ``text`` (at its end, or followed
+                   by the rest of the token it ended in), so a step without it ended at EOS
 ``stream``         none of these (llama.cpp's and llama-cpp-python's servers, the OpenAI API, ...): no stop
                    string is sent; the reply is streamed and cut at the first blank line on the client, and a
                    stream that ends by itself ended at EOS
@@ -138,7 +138,9 @@ def report_from_probe(stop: str, raw: str, finish_reason: str | None, fields: di
         return "matched_stop"
     if finish_reason == "stop_sequence":
         return "finish_reason"
-    if finish_reason == "stop" and raw.endswith(stop):
+    if finish_reason == "stop" and stop in raw:
+        # kept in the text; a server that checks stop strings on decoded tokens (transformers serve) goes on to
+        # the end of the token the match ended in: asked to stop at "o ", SmolLM2 answers "To solve"
         return "stop_in_text"
     return "stream"
 
