@@ -253,3 +253,16 @@ def test_a_weak_template_with_latex_braces(tmp_path):
         tpl.write_text("no field here \\boxed{10}")
         r = _run(*base, "--weak-template", str(tpl), "--out", str(tmp_path / "b"))
         assert r.exit_code == 1 and "has no {problem} field" in r.output and not (tmp_path / "b").exists()
+
+
+def test_progress_lines_keep_coming_off_a_terminal_while_no_problem_finishes(tmp_path, monkeypatch, capsys):
+    import trim_pomdp.generation.experiment as experiment
+
+    monkeypatch.setattr(experiment, "PROGRESS_INTERVAL_S", 0.1)
+    with FakeOpenAIServer(delay_s=0.3) as oai:  # one problem of three steps: about a second
+        config = RunConfig(str(_data(tmp_path)), "weak", tmp_path / "o", weak=oai.url, weak_model="w")
+        assert run_experiment(config).completed == 1
+    lines = capsys.readouterr().err.splitlines()
+    waiting = [x for x in lines if x.startswith("weak: 0/1 (0%)") and "elapsed" in x]
+    assert len(waiting) >= 3, lines
+    assert lines[-1].startswith("weak: 1/1 (100%)")

@@ -44,6 +44,16 @@ from trim_pomdp.routers.spec import RouterSpec, resolve_router
 
 __all__ = ["RunConfig", "run_experiment"]
 
+#: Seconds between plain progress lines when the output is not a terminal (also while no problem finishes).
+PROGRESS_INTERVAL_S = 10.0
+
+
+async def _heartbeat(bar: Progress) -> None:
+    """Keep a plain progress line coming while problems are slow to finish (a terminal's bar updates itself)."""
+    while True:
+        await asyncio.sleep(PROGRESS_INTERVAL_S)
+        bar.set(bar.completed)
+
 
 @dataclass
 class RunConfig:
@@ -284,7 +294,7 @@ async def _run(
     )
     label = f"{spec.policy} {'' if spec.knob is None else spec.knob}".strip()
     totals = {"done": 0, "correct": 0, "tokens": 0}
-    with Progress(len(problems), label, enabled=show, unit="problems") as bar:
+    with Progress(len(problems), label, enabled=show, unit="problems", interval=PROGRESS_INTERVAL_S) as bar:
 
         def on_result(trace: dict[str, Any]) -> None:
             totals["done"] += 1
@@ -298,6 +308,7 @@ async def _run(
             if show:
                 print(redact(f"{problem.id} failed: {exc}"), file=sys.stderr, flush=True)
 
+        beat = asyncio.get_running_loop().create_task(_heartbeat(bar))
         try:
             summary = await run_loop(
                 problems,
@@ -312,6 +323,7 @@ async def _run(
                 on_error=on_error,
             )
         finally:
+            beat.cancel()
             await parts.aclose()
         bar.set(summary.finished)
     return summary
