@@ -351,3 +351,38 @@ def test_weak_prompt_from_a_tokenizer_chat_template(oai):
     gen = OpenAICompatibleGenerator("weak", base_url=oai.url + "/v1", tokenizer=Tok(), system_prompt=None)
     assert gen.build_prompt(P, ["a", "b"]) == f"[user]{P}[assistant]a\n\nb\n\n"
     assert gen.cache_params()["template"] == "custom"
+
+
+class _EchoingChat:
+    """A chat client whose model copies the user-turn prompt's scaffolding into its reply (SmolLM2 did)."""
+
+    def __init__(self, reply: str) -> None:
+        from types import SimpleNamespace
+
+        message = SimpleNamespace(content=reply)
+        choice = SimpleNamespace(message=message, finish_reason="stop", model_extra={})
+        self.answer = SimpleNamespace(choices=[choice], usage=SimpleNamespace(completion_tokens=17))
+        self.chat = SimpleNamespace(completions=SimpleNamespace(create=self._create))
+
+    async def _create(self, **kw):
+        return self.answer
+
+    async def close(self) -> None:
+        return None
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "<partial_solution>\nStep 1: 4 + 5 = 9.\n</partial_solution>\nStep 2: so \\boxed{9}.",
+        "Partial solution so far:\nStep 1: 4 + 5 = 9.\n\nStep 2: so \\boxed{9}.",
+        "Step 1: 4 + 5 = 9. Step 2: so \\boxed{9}.</partial_solution>",
+    ],
+)
+def test_the_strong_prompts_scaffolding_never_reaches_a_step(reply):
+    steps = ["Step 1: 4 + 5 = 9."]
+    gen = OpenAIStrongGenerator("strong", base_url="http://unused/v1", retry=FAST, client=_EchoingChat(reply))
+    r = run(gen.generate_step(P, steps))
+    assert "partial_solution" not in r.text and "Partial solution" not in r.text
+    assert r.text == "Step 2: so \\boxed{9}."
+    assert r.tokens == 17 and r.final

@@ -179,3 +179,23 @@ def test_cli_with_local_weak_model_and_prm(models, tmp_path):
     traces = read_jsonl(tmp_path / "run" / "traces.jsonl")
     assert len(traces) == 2 and all(len(t["scores"]) == t["n_steps"] for t in traces)
     assert all(t["steps"][0]["weak"]["model"] == weak_dir for t in traces)
+
+
+def test_weak_template_auto_takes_the_tokenizer_from_weak_tokenizer(tmp_path):
+    """The served name is often not a folder or hub id (``transformers serve`` names it by its path on the
+    server, llama.cpp by its GGUF): ``tokenizer=`` (``--weak-tokenizer``) says where the chat template is."""
+    from trim_pomdp.exceptions import TrimPomdpError
+    from trim_pomdp.generation.backends import build_weak
+
+    make_tokenizer().save_pretrained(tmp_path / "tok")
+    gen = build_weak(
+        "http://127.0.0.1:9", model_name="smollm2.Q4_1", template="auto", tokenizer=str(tmp_path / "tok")
+    )
+    assert gen.model == "smollm2.Q4_1"
+    assert gen.build_prompt("what is 1 + 2 ?", ["so we add"]) == (
+        "<|im_start|>system\nPlease reason step by step, and put your final answer within \\boxed{}.<|im_end|>\n"
+        "<|im_start|>user\nwhat is 1 + 2 ?<|im_end|>\n<|im_start|>assistant\nso we add\n\n"
+    )
+    with pytest.raises(TrimPomdpError) as err:  # without it the served name is looked up, and not found
+        build_weak("http://127.0.0.1:9", model_name=str(tmp_path / "no-such-model"), template="auto")
+    assert "\n" not in str(err.value)
