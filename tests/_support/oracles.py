@@ -35,11 +35,24 @@ def expectimax_tabular(model: Any, belief: np.ndarray, depth: int) -> float:
     return best
 
 
-def expectimax_finite_horizon(model: Any, i: int = 0, belief: np.ndarray | None = None) -> float:
+def expectimax_finite_horizon(
+    model: Any,
+    i: int = 0,
+    belief: np.ndarray | None = None,
+    *,
+    cost: np.ndarray | None = None,
+    budget: int | None = None,
+    policy: Any = None,
+) -> float:
     """Exact value of a :class:`~trim_pomdp.solvers.finite_horizon.FiniteHorizonPOMDP` from epoch index ``i``.
 
     ``belief`` is the predicted belief over the hidden state before epoch ``i``'s observation (``model.b0`` at
     ``i = 0``); the full hidden state is tracked, with no rank-2 reduction.
+
+    With ``cost`` and ``budget`` it is the value with ``budget`` units left when action 1 (regenerate) at context
+    ``c`` costs ``cost[c]`` units and is only available when they are left (the hard cap's model). With
+    ``policy`` (a budgeted policy's ``action_values(i, c, b, B)``) it is the value earned by following that
+    policy's greedy actions instead of maximising.
     """
     belief = model.b0 if belief is None else belief
     if i == model.horizon:
@@ -56,12 +69,27 @@ def expectimax_finite_horizon(model: Any, i: int = 0, belief: np.ndarray | None 
             if s == 0:
                 continue
             b = u / s
+            if policy is None:
+                actions = range(model.n_actions)
+            else:  # only the action the policy takes (ties go to the first, as argmax breaks them)
+                ql = (
+                    policy.action_values(i + 1, c, b)
+                    if budget is None
+                    else policy.action_values(i + 1, c, b, budget)
+                )
+                actions = range(int(np.argmax(ql)), int(np.argmax(ql)) + 1)
             best = -np.inf
-            for a in range(model.n_actions):
-                q = b @ model.reward[i, c, :, a]
+            for a in actions:
+                left = budget if cost is None or a != 1 else budget - cost[c]  # type: ignore[operator]
+                if left is not None and left < 0:
+                    continue
+                v = b @ model.reward[i, c, :, a]
                 if not model.terminal[i, c]:
-                    q += model.discount * expectimax_finite_horizon(model, i + 1, b @ model.transition[a])
-                best = max(best, q)
+                    nxt = b @ model.transition[a]
+                    v += model.discount * expectimax_finite_horizon(
+                        model, i + 1, nxt, cost=cost, budget=left, policy=policy
+                    )
+                best = max(best, v)
             total += pc * s * best
     return total
 

@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 
+from tests._support.oracles import expectimax_finite_horizon
 from tests._support.toys import small_trim
 from trim_pomdp.exceptions import InvalidParameterError
 from trim_pomdp.pomdp.budget import StrongTokenPlan, strong_token_plan
@@ -20,42 +21,8 @@ from trim_pomdp.types import StepObservation
 
 
 def _expectimax(fh, cost, i, belief, B, policy=None):
-    """Exact value with ``B`` budget units left (``policy``: follow its greedy actions instead of maximising).
-
-    Written from the definition of the finite-horizon model: the regeneration at context ``c`` costs ``cost[c]``
-    units and is only available when they are left; ``belief`` is the predicted belief before epoch ``i``.
-    """
-    if i == fh.horizon:
-        return 0.0
-    O = fh.observation[i]
-    total = 0.0
-    for c in range(fh.n_contexts):
-        pc = fh.context_probs[i, c]
-        if pc == 0:
-            continue
-        for o in range(O.shape[1]):
-            u = belief * O[:, o]
-            s = u.sum()
-            if s == 0:
-                continue
-            b = u / s
-            q = []
-            for a in (0, 1):
-                nxt = B - cost[c] if a == 1 else B
-                if nxt < 0:
-                    q.append(-np.inf)
-                    continue
-                v = b @ fh.reward[i, c, :, a]
-                if not fh.terminal[i, c]:
-                    v += fh.discount * _expectimax(fh, cost, i + 1, b @ fh.transition[a], nxt, policy)
-                q.append(v)
-            if policy is None:
-                best = max(q)
-            else:
-                ql = policy.action_values(i + 1, c, b, B)
-                best = q[int(ql[1] > ql[0])]
-            total += pc * s * best
-    return total
+    """Exact value with ``B`` budget units left (``policy``: follow its greedy actions instead of maximising)."""
+    return expectimax_finite_horizon(fh, i, belief, cost=cost, budget=B, policy=policy)
 
 
 @pytest.fixture(scope="module")

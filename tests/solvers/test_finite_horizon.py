@@ -18,29 +18,9 @@ from trim_pomdp.solvers.finite_horizon import (
 )
 
 
-def policy_value(policy: FiniteHorizonPolicy, model: FiniteHorizonPOMDP, i: int = 0, beta=None) -> float:
+def policy_value(policy: FiniteHorizonPolicy, model: FiniteHorizonPOMDP) -> float:
     """Exact value of the greedy policy (its own action choice at every posterior belief)."""
-    beta = model.b0 if beta is None else beta
-    if i == model.horizon:
-        return 0.0
-    O = model.observation[i]
-    total = 0.0
-    for c in range(model.n_contexts):
-        pc = model.context_probs[i, c]
-        if pc == 0:
-            continue
-        for o in range(O.shape[1]):
-            u = beta * O[:, o]
-            s = u.sum()
-            if s == 0:
-                continue
-            b = u / s
-            a = int(np.argmax(policy.action_values(i + 1, c, b)))
-            q = b @ model.reward[i, c, :, a]
-            if not model.terminal[i, c]:
-                q += model.discount * policy_value(policy, model, i + 1, b @ model.transition[a])
-            total += pc * s * q
-    return total
+    return expectimax_finite_horizon(model, policy=policy)
 
 
 def random_rank2_model(rng, Z=3, A=2, H=3, C=3, n_obs=3, discount=1.0) -> FiniteHorizonPOMDP:
