@@ -29,9 +29,13 @@ docs/guide/sarsop.md for how to build APPL and extract them):
 * ``appl_small``: time to gap 1e-3 on Tiger and cheese.95, median over ``--repeats``: ours (wall and CPU
   seconds of the solve call) and pomdpsol's (the CPU seconds its log reports, loading excluded); targets
   ≤ 0.15 s for ours.
-* ``appl_parse``: reading each file: our wall seconds and the peak memory of a fresh process that only imports
-  and reads (and that of one that only imports, for the baseline), against pomdpsol's reported loading time and
-  the peak memory of a run stopped after 0.01 s (loading and initial bounds); targets ≤ 2× time, ≤ 3× memory.
+* ``appl_parse``: reading each file: our wall and CPU seconds and the peak memory of a fresh process that only
+  imports and reads (and that of one that only imports, for the baseline), against pomdpsol's loading time (CPU
+  seconds, as its log reports them, resolution 0.01 s) and the peak memory of a run stopped after 0.01 s
+  (loading and initial bounds); targets: CPU time ≤ 2×, memory ≤ 3×.
+* ``appl_random``: a random sparse 7-state model (2 successors per row, discount 0.8; the generator of
+  ``tests/solvers/test_sparse_models.py``, seed 4) whose beliefs fill the simplex, to gap 1e-3: CPU seconds and
+  backups of both solvers (target: within 3× of pomdpsol, the issue's bar for 4x3.95 and RockSample_4_4).
 * ``rocksample_7_8``: ours for ``--large-time`` wall seconds against pomdpsol at the same CPU seconds (its log
   is CPU time; on a busy machine wall time is longer) and at ``--large-time`` CPU seconds; load targets ≤ 10 s
   and ≤ 1 GB, gap target ≤ pomdpsol's.
@@ -232,6 +236,7 @@ def _pomdpsol(binary: Path, path: Path, timeout: float, precision: float = 1e-3)
     load = re.search(r"loading time\s*:\s*([0-9.]+)", out)
     return {
         "rows": rows,
+        "backups": [int(m[3]) for m in _ROW.finditer(out)],
         "loading_seconds": float(load.group(1)) if load else None,
         "wall_seconds": wall,
         "cpu_seconds": cpu,
@@ -277,12 +282,58 @@ def case_appl_small(data: Path, binary: Path, repeats: int) -> dict:
     return out
 
 
+def random_sparse_model(seed: int, S: int = 7, A: int = 3, Z: int = 3, discount: float = 0.8, k: int = 2):
+    """The random model of ``tests/solvers/test_sparse_models.py`` (same generator, same draws)."""
+    import scipy.sparse as sp
+
+    from trim_pomdp.solvers import TabularPOMDP
+
+    rng = np.random.default_rng(seed)
+    T, O = [], []
+    for _ in range(A):
+        t, o = np.zeros((S, S)), np.zeros((S, Z))
+        for s in range(S):
+            t[s, rng.choice(S, size=k, replace=False)] = rng.dirichlet(np.ones(k))
+            o[s, rng.choice(Z, size=min(k, Z), replace=False)] = rng.dirichlet(np.ones(min(k, Z)))
+        T.append(sp.csr_matrix(t))
+        O.append(sp.csr_matrix(o))
+    R = rng.normal(size=(S, A))
+    b0 = np.zeros(S)
+    b0[: S // 2] = rng.dirichlet(np.ones(S // 2))
+    return TabularPOMDP(T=T, O=O, R=R, b0=b0, discount=discount)
+
+
+def case_appl_random(binary: Path) -> dict:
+    from trim_pomdp.solvers.formats import write_pomdp
+
+    m = random_sparse_model(4)
+    c0 = time.process_time()
+    info = PointBasedSolver(precision=1e-3, time_limit=120).solve(m).info
+    cpu = time.process_time() - c0
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write_pomdp(m, Path(tmp) / "random4.pomdp")
+        appl = _pomdpsol(binary, path, timeout=120)
+    backups = appl["backups"]
+    return {
+        "ours_cpu_seconds": cpu,
+        "ours_wall_seconds": info.seconds,
+        "ours_backups": info.sizes["backups"],
+        "ours_gap": info.gap,
+        "ours_converged": info.converged,
+        "pomdpsol_cpu_seconds": appl["final"][0],
+        "pomdpsol_gap": appl["final"][2] - appl["final"][1],
+        "pomdpsol_backups": backups[-1] if backups else None,
+        "ratio_cpu": cpu / max(appl["final"][0], 0.01),
+        "target_met": info.converged and cpu <= 3 * max(appl["final"][0], 0.01),
+    }
+
+
 _READ = (
     "import json, sys, time\n"
     "from trim_pomdp.solvers.formats import read_pomdp\n"
-    "t = time.perf_counter()\n"
+    "t, c = time.perf_counter(), time.process_time()\n"
     "m = read_pomdp(sys.argv[1]) if sys.argv[1] != '-' else None\n"
-    "print(json.dumps({'seconds': time.perf_counter() - t,"
+    "print(json.dumps({'seconds': time.perf_counter() - t, 'cpu_seconds': time.process_time() - c,"
     " 'states': m.n_states if m else None, 'nnz': m.nnz if m else None,"
     " 'sparse': m.is_sparse if m else None}))\n"
 )
@@ -299,6 +350,7 @@ def case_appl_parse(files: list[Path], binary: Path, repeats: int) -> dict:
         _, _, _, import_mib = _measured([sys.executable, "-c", _READ, "-"])
         appl = [_pomdpsol(binary, path, timeout=0.01) for _ in range(repeats)]
         sec = statistics.median(o["seconds"] for o in ours)
+        cpu = statistics.median(o["cpu_seconds"] for o in ours)
         a_sec = statistics.median(a["loading_seconds"] for a in appl)
         mem, a_mem = statistics.median(peaks), statistics.median(a["peak_mib"] for a in appl)
         out[path.name] = {
@@ -306,15 +358,17 @@ def case_appl_parse(files: list[Path], binary: Path, repeats: int) -> dict:
             "nnz": ours[0]["nnz"],
             "sparse": ours[0]["sparse"],
             "ours_median_seconds": sec,
+            "ours_median_cpu_seconds": cpu,
             "ours_median_peak_mib": mem,
             "ours_import_only_peak_mib": import_mib,
             "ours_model_mib": mem - import_mib,
             "pomdpsol_median_loading_seconds": a_sec,
             "pomdpsol_median_peak_mib": a_mem,
             "time_ratio": sec / max(a_sec, 0.01),
+            "cpu_time_ratio": cpu / max(a_sec, 0.01),
             "memory_ratio": mem / a_mem,
             "memory_ratio_without_interpreter": (mem - import_mib) / a_mem,
-            "target_met": sec <= 2 * max(a_sec, 0.01) and mem <= 3 * a_mem,
+            "target_met": cpu <= 2 * max(a_sec, 0.01) and mem <= 3 * a_mem,
         }
     out["target_met"] = all(v["target_met"] for v in out.values())
     return out
@@ -438,12 +492,14 @@ def main() -> None:
         "trim_default": lambda: case_trim(args.trim_time),
         "appl_small": lambda: case_appl_small(data, binary, args.repeats),
         "appl_parse": lambda: case_appl_parse(parse_files, binary, min(args.repeats, 3)),
+        "appl_random": lambda: case_appl_random(binary),
         "rocksample_7_8": lambda: case_rocksample_7_8(ex, binary, args.large_time),
         "rocksample_11_11": lambda: case_rocksample_11_11(ex, args.large_time),
     }
     needs = {
         "appl_small": ("pomdpsol", "data"),
         "appl_parse": ("pomdpsol",),
+        "appl_random": ("pomdpsol",),
         "rocksample_7_8": ("pomdpsol", "examples"),
         "rocksample_11_11": ("examples",),
     }
@@ -491,6 +547,10 @@ def main() -> None:
                 f"{name:<18}{s['lower_bound']:>12.6f}{s['upper_bound']:>12.6f}{s['gap']:>10.2e}"
                 f"{s['seconds']:>10.1f}  {c['target_met']}  (greedy baseline [{g['lower_bound']:.4f}, "
                 f"{g['upper_bound']:.4f}])"
+            )
+        elif name == "appl_random":
+            print(
+                f"  {name}: " + ", ".join(f"{k} {v:.4g}" for k, v in c.items() if isinstance(v, (int, float)))
             )
         elif name in ("appl_small", "appl_parse"):
             for f, r in c.items():
