@@ -184,6 +184,11 @@ def test_train_agg_live_shares_the_cache_between_lambdas_and_routers_and_resumes
     assert seq["router"] == "seq" and (tmp_path / "seq" / "seq_policy.npz").is_file()
     assert seq["cache"]["hits"] > 0
     assert len(weak.requests) + len(strong.requests) - calls < first["cache"]["misses"]
+    calls = len(weak.requests) + len(strong.requests)
+    res = _train(tmp_path, weak, strong, "1e-3", "a")  # finished already: nothing is asked again
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "a" / "training.json").read_text())["cache"]["misses"] == 0
+    assert len(weak.requests) + len(strong.requests) == calls
     res = _train(tmp_path, weak, strong, "1e-3", "a", "--timesteps", "256")  # resumes at 128 (one rollout)
     assert res.exit_code == 0, res.output
     again = json.loads((tmp_path / "a" / "training.json").read_text())
