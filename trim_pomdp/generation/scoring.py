@@ -54,6 +54,8 @@ class BatchedPRM:
         transit (connection, timeout, 429/5xx, a body that is not JSON or not one score per step). Default
         ``RetryPolicy()``.
 
+    Notes
+    -----
     Every score must be a finite probability in [0, 1]; a prefix whose scores are not fails its problem (the
     error names the PRM) and is never cached. The cache key holds the PRM's name and, for a server, its
     endpoint and served model, so a shared cache never replays another server's scores.
