@@ -266,3 +266,27 @@ def test_progress_lines_keep_coming_off_a_terminal_while_no_problem_finishes(tmp
     waiting = [x for x in lines if x.startswith("weak: 0/1 (0%)") and "elapsed" in x]
     assert len(waiting) >= 3, lines
     assert lines[-1].startswith("weak: 1/1 (100%)")
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("p.jsonl", b'{"id": "a", "problem": "caf\xe9: 1 + 1?", "answer": "2"}\n'),
+        ("p.csv", b"problem,answer\ncaf\xe9: 1 + 1?,2\n"),
+        ("p.json", b'[{"problem": "caf\xe9: 1 + 1?", "answer": "2"}]'),
+    ],
+)
+def test_a_dataset_that_is_not_utf8_is_a_one_line_error(tmp_path, name, content):
+    (tmp_path / name).write_bytes(content)
+    r = _run(
+        "--dataset",
+        str(tmp_path / name),
+        "--router",
+        "weak",
+        "--weak",
+        "http://127.0.0.1:9",
+        "--out",
+        str(tmp_path / "o"),
+    )
+    assert r.exit_code == 1 and "not UTF-8" in r.output and "save it as UTF-8" in r.output, r.output
+    assert "Traceback" not in r.output and not (tmp_path / "o").exists()
