@@ -108,6 +108,10 @@ def test_initial_bounds_on_sparse_matrices_bracket_the_value():
     np.testing.assert_allclose(floor, m.R.min() / 0.1)
     lifted = mdp_upper_bound(sm, deadline=0.0)
     assert np.all(lifted >= q - 1e-9)
+    assert np.all(lifted <= m.R.T + 0.9 * m.R.max() / 0.1 + 1e-9)  # capped by the bound no policy exceeds
+    # stopped after the first evaluation (of the myopic policy): a valid bound, never above the cap
+    one = mdp_upper_bound(sm, max_iter=1)
+    assert np.all(one >= q - 1e-9) and np.all(one <= m.R.T + 0.9 * m.R.max() / 0.1 + 1e-9)
 
 
 @pytest.mark.parametrize("dense", [True, False])
