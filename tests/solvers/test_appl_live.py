@@ -72,7 +72,7 @@ def test_factored_file_goes_to_pomdpsol_as_it_is_and_agrees_with_the_native_solv
 @pytest.mark.parametrize("seed", [0, 1])
 def test_random_sparse_model_bounds_bracket_expectimax(seed):
     m = sparse_random(seed, discount=0.8)
-    info = SarsopSolver(backend="appl", time_limit=2, precision=1e-3).solve(m).info
+    info = SarsopSolver(backend="appl", time_limit=1, precision=1e-3).solve(m).info
     depth = 5
     tail = 0.8**depth * np.abs(m.R).max() / 0.2
     v = expectimax_tabular(m.to_dense(), m.b0, depth)
