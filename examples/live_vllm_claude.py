@@ -1,4 +1,4 @@
-"""TRIM live: a vLLM-served weak model, Claude as the strong model, a PRM and a router, via the library API.
+"""TRIM live: a served weak model, a strong model (Claude or any OpenAI-compatible server), a PRM and a router.
 
 Start the servers first (one GPU each is plenty for 1.5B/7B models):
 
@@ -10,10 +10,19 @@ then
 
     python examples/live_vllm_claude.py --problems 20 --router thr:0.6 --out runs/live
 
+The strong model can be any OpenAI-compatible server instead of Claude (``--strong-url URL --strong NAME``),
+and the PRM a local model folder or hub id instead of a pooling server (``--prm PATH_OR_ID``); the weak server
+can be any OpenAI-compatible one too (vLLM, SGLang, TGI, llama.cpp, ``transformers serve``: step and end
+detection adapt to it). With a small model on a CPU, for example:
+
+    transformers serve ./smollm2-135m --port 8000 --device cpu
+    python examples/live_vllm_claude.py --dataset gsm8k --weak-url http://localhost:8000 \
+        --weak-model ./smollm2-135m --weak-template auto --strong-url http://localhost:8000 \
+        --strong ./smollm2-135m --prm ./tiny-prm --problems 3 --out runs/smol
+
 ``--router`` also takes a `trim-pomdp solve` output directory (BeliefRouter). The run is resumable and its
-records feed `trim-pomdp metrics runs/live/records.jsonl`. ``--offline`` replaces the three servers by the
-local fake servers of the test suite (scripted "What is A + B?" problems), to see the whole path work without
-GPUs or keys.
+records feed `trim-pomdp metrics runs/live/records.jsonl`. ``--offline`` replaces the servers by the local fake
+servers of the test suite (scripted "What is A + B?" problems), to see the whole path work without GPUs or keys.
 """
 
 from __future__ import annotations
@@ -43,9 +52,11 @@ async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--weak-url", default="http://localhost:8000/v1")
     ap.add_argument("--weak-model", default="Qwen/Qwen2.5-Math-1.5B-Instruct")
-    ap.add_argument("--prm-url", default="http://localhost:8001")
-    ap.add_argument("--prm-model", default="Qwen/Qwen2.5-Math-PRM-7B")
+    ap.add_argument("--weak-template", default="qwen", help="qwen | auto | FILE (see trim-pomdp run --help)")
+    ap.add_argument("--prm", default="http://localhost:8001", help="a pooling server URL or a local PRM")
+    ap.add_argument("--prm-model", default="Qwen/Qwen2.5-Math-PRM-7B", help="the served PRM's name")
     ap.add_argument("--strong", default="claude-sonnet-4-6")
+    ap.add_argument("--strong-url", default=None, help="an OpenAI-compatible strong model (else Claude)")
     ap.add_argument("--dataset", default="math500")
     ap.add_argument("--problems", type=int, default=20)
     ap.add_argument("--router", default="thr:0.6")
@@ -57,22 +68,31 @@ async def main() -> None:
     servers = []
     if args.offline:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-        from tests._support.servers.fake import FakeAnthropicServer, FakeOpenAIServer
+        from tests._support.servers.fake import FakeAnthropicServer, FakeOpenAIServer, ScriptedMathModel
 
         oai, ant = FakeOpenAIServer().start(), FakeAnthropicServer().start()
-        servers = [oai, ant]
-        args.weak_url, args.prm_url = oai.url + "/v1", oai.url
-        os.environ["ANTHROPIC_API_KEY"], os.environ["ANTHROPIC_BASE_URL"] = ant.api_key, ant.url
+        big = FakeOpenAIServer(ScriptedMathModel(weak=False)).start()  # an OpenAI-compatible strong model
+        servers = [oai, ant, big]
+        args.weak_url, args.prm = oai.url + "/v1", oai.url
+        if args.strong_url is None:
+            os.environ["ANTHROPIC_API_KEY"], os.environ["ANTHROPIC_BASE_URL"] = ant.api_key, ant.url
+        else:
+            args.strong_url = big.url
         problems = [Problem(f"q{i}", f"What is {i} + {i + 1}?", str(2 * i + 1)) for i in range(args.problems)]
     else:
         problems = load_dataset(args.dataset)[: args.problems]
 
     router = resolve_router(args.router)
     cache = Cache(Path(args.out) / "cache.sqlite")  # model and PRM calls: reruns and λ sweeps reuse them
-    # the same backends as `trim-pomdp run --weak URL --prm URL` (Claude: the key from ANTHROPIC_API_KEY)
-    weak = CachedGenerator(build_weak(args.weak_url, model_name=args.weak_model), cache)
-    strong = CachedGenerator(build_strong(args.strong), cache)
-    prm_backend, prm_name = build_prm(args.prm_url, model_name=args.prm_model)
+    # the same backends as `trim-pomdp run --weak URL --strong-url URL --prm URL_OR_MODEL` (Claude: the key from
+    # ANTHROPIC_API_KEY)
+    weak = CachedGenerator(
+        build_weak(args.weak_url, model_name=args.weak_model, template=args.weak_template), cache
+    )
+    strong = CachedGenerator(build_strong(args.strong, url=args.strong_url), cache)
+    prm_backend, prm_name = build_prm(
+        args.prm, model_name=args.prm_model, device="cpu" if args.offline else None
+    )
     prm = BatchedPRM(prm_backend, prm_name, cache=cache)
 
     def show(trace: dict) -> None:
@@ -97,14 +117,15 @@ async def main() -> None:
                 "router": args.router,
                 "weak": args.weak_model,
                 "strong": args.strong,
-                "prm": args.prm_model,
+                "prm": prm_name,
             },
             on_result=show,
         )
     finally:
         await weak.aclose()
         await strong.aclose()
-        await prm_backend.aclose()
+        if hasattr(prm_backend, "aclose"):
+            await prm_backend.aclose()
         for s in servers:
             s.stop()
     print(
