@@ -9,7 +9,7 @@ decision, i.e. one weak step scored by the PRM, plus the strong step when it reg
 the cache hits and misses of that call. The model is tiny and the PRM random: the numbers are about the machinery
 (live episodes, batching, the cache), not about routing quality.
 
-Usage: ``python benchmarks/live_training.py [--problems 8] [--timesteps 256] [--lambdas 1e-3,5e-4] [--out FILE]``
+Usage: ``python benchmarks/live_training.py [--problems 6] [--timesteps 128] [--lambdas 1e-3,5e-4] [--out FILE]``
 """
 
 from __future__ import annotations
@@ -51,13 +51,15 @@ def _warm_up(server) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--problems", type=int, default=8, help="GSM8K test problems (2 of them held out)")
-    ap.add_argument("--holdout", type=int, default=2)
-    ap.add_argument("--timesteps", type=int, default=256, help="PPO steps per λ (a multiple of 64 × n-envs)")
+    ap.add_argument(
+        "--problems", type=int, default=6, help="GSM8K test problems (--holdout of them held out)"
+    )
+    ap.add_argument("--holdout", type=int, default=1)
+    ap.add_argument("--timesteps", type=int, default=128, help="PPO steps per λ (a multiple of 64 × n-envs)")
     ap.add_argument("--n-envs", type=int, default=2, help="episodes in flight")
     ap.add_argument("--lambdas", default="1e-3,5e-4", help="the first λ, then the second (same cache)")
-    ap.add_argument("--max-steps", type=int, default=12)
-    ap.add_argument("--max-tokens-per-step", type=int, default=48)
+    ap.add_argument("--max-steps", type=int, default=8)
+    ap.add_argument("--max-tokens-per-step", type=int, default=32)
     ap.add_argument("--out", type=Path, default=default_out(__file__))
     args = ap.parse_args()
 
