@@ -65,6 +65,20 @@ def test_collapse_names_constant_policies(tmp_path):
     assert json.loads((tmp_path / "learning_curve.json").read_text())["lam"] == 1e-3
 
 
+def test_the_curve_plots_without_a_standard_error(tmp_path):
+    pytest.importorskip("matplotlib")
+    from trim_pomdp.routers.rl.convergence import plot_curve
+
+    tr = ConvergenceTracker(Convergence())
+    tr.record(
+        0, SimpleNamespace(**{**vars(_result(0.4)), "ret_se": float("nan")}), 0.0
+    )  # one held-out episode
+    tr.record(64, _result(0.5), 0.0)
+    resumed = json.loads(json.dumps(tr.state(), default=str).replace("NaN", "null"))["curve"]  # as read back
+    assert resumed[0]["ret_se"] is None
+    assert plot_curve(resumed, tmp_path / "c.png").stat().st_size > 0
+
+
 @pytest.mark.parametrize("kind", ["agg", "seq"])
 def test_train_router_writes_the_folder_and_a_finished_router_is_reused(kind, tmp_path):
     pytest.importorskip("stable_baselines3")

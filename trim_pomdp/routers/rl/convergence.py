@@ -185,6 +185,10 @@ def collapse(regenerate_rate: float | None) -> str | None:
     return None
 
 
+def _finite_or_zero(x: Any) -> float:
+    return float(x) if isinstance(x, (int, float)) and math.isfinite(x) else 0.0
+
+
 def write_curve(
     curve: list[dict[str, Any]], directory: str | Path, meta: dict[str, Any] | None = None
 ) -> Path:
@@ -217,7 +221,7 @@ def plot_curve(
 
     x = [r["timesteps"] for r in curve]
     y = [r["ret"] for r in curve]
-    se = [r["ret_se"] if r["ret_se"] == r["ret_se"] else 0.0 for r in curve]  # NaN (one episode): no band
+    se = [_finite_or_zero(r.get("ret_se")) for r in curve]  # NaN (one episode; None once read back): no band
     fig = Figure(figsize=(7, 4))
     ax = fig.add_subplot()
     ax.fill_between(x, [a - b for a, b in zip(y, se, strict=True)], [a + b for a, b in zip(y, se, strict=True)],
