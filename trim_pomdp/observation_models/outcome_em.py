@@ -442,23 +442,11 @@ def _fit_outcome_em(
     progress: bool = False,
 ) -> EMResult:
     """The body of :func:`fit_outcome_em`, run under its thread limit."""
-    from trim_pomdp._internal.progress import Progress
     from trim_pomdp.observation_models.observation import ObservationModel
 
     traj = items if isinstance(items, Trajectories) else Trajectories.from_scored(list(items))
     _check_data(traj)
-    if bandwidth == "cv":
-        raise InvalidParameterError(
-            "bandwidth='cv' is not available with outcome supervision; use scott or a number"
-        )
-    bandwidth = check_bandwidth(bandwidth)
-    if rho is not None and not 0.0 <= rho < 1.0:
-        raise InvalidParameterError(f"rho must lie in [0, 1), got {rho!r}")
-    for name, v in (("restarts", restarts), ("max_iter", max_iter)):
-        if not (isinstance(v, int) and v >= 1):
-            raise InvalidParameterError(f"{name} must be an int >= 1, got {v!r}")
-    if not (tol > 0 and time_limit > 0):
-        raise InvalidParameterError("tol and time_limit must be > 0")
+    bandwidth = _check_settings(bandwidth, rho, restarts, max_iter, tol, time_limit)
     r_all = traj.r[traj.valid]
     r_edges = make_edges(bins, n_bins, r_all, eps=logit_eps)
     m_edges = (
@@ -478,18 +466,9 @@ def _fit_outcome_em(
         "max_iter": int(max_iter),
     }
     start = time.perf_counter()
-    deadline = start + float(time_limit)
-    runs: list[_Run] = []
-    with Progress(None, "EM (outcome supervision)", enabled=progress, unit="iterations") as bar:
-        for k in range(restarts):
-            rng = None if k == 0 else np.random.default_rng([seed, k])
-
-            def report(it: int, ll: float, k: int = k) -> None:
-                bar.advance(1, note=f"restart {k + 1}/{restarts}, iteration {it}: {ll:.5f} nats/step")
-
-            runs.append(_run_em(traj, steps, (r_edges, m_edges), settings, rng, deadline, report))
-            if time.perf_counter() > deadline:
-                break
+    runs = _restarts(
+        traj, steps, (r_edges, m_edges), settings, restarts, seed, start + float(time_limit), progress
+    )
     best = max(runs, key=lambda run: run.loglik)
     seconds = time.perf_counter() - start
     if not best.converged:
@@ -499,38 +478,9 @@ def _fit_outcome_em(
             stacklevel=3,  # the caller of fit_outcome_em
         )
     table = steps.table()
-    restart_rows = [
-        {
-            "log_likelihood": r.loglik,
-            "iterations": r.iterations,
-            "converged": r.converged,
-            "stop_reason": r.stop_reason,
-            "seconds": r.seconds,
-        }
-        for r in runs
-    ]
-    info: dict[str, Any] = {
-        "supervision": "outcome",
-        "p_w": best.p_w,
-        "rho": best.rho,
-        "rho_source": "fixed" if rho is not None else "estimated by EM",
-        "em": {
-            "log_likelihood": best.loglik,
-            "log_likelihood_per_step": best.history,
-            "iterations": best.iterations,
-            "converged": best.converged,
-            "stop_reason": best.stop_reason,
-            "restarts": restart_rows,
-            "seed": seed,
-            "tol": tol,
-            "max_iter": max_iter,
-            "time_limit": time_limit,
-            "seconds": seconds,
-            "likelihood": "binned observations and outcomes, sum_i log P(o_1..o_T, y)",
-        },
-        "n_items": len(traj),
-        "n_right": int(np.sum(traj.outcome == 1)),
-    }
+    restart_rows = [_restart_row(r) for r in runs]
+    settings_card = {"seed": seed, "tol": tol, "max_iter": max_iter, "time_limit": time_limit}
+    info = _em_card(traj, best, restart_rows, settings_card, seconds, rho_fixed=rho is not None)
     info.update(dict(card or {}))
     model = ObservationModel.fit(
         table,
@@ -560,3 +510,91 @@ def _fit_outcome_em(
         restart_rows,
         seconds,
     )
+
+
+def _check_settings(
+    bandwidth: str | float, rho: float | None, restarts: int, max_iter: int, tol: float, time_limit: float
+) -> str | float:
+    """The checked bandwidth; one-line errors for settings outcome EM cannot run with."""
+    if bandwidth == "cv":
+        raise InvalidParameterError(
+            "bandwidth='cv' is not available with outcome supervision; use scott or a number"
+        )
+    checked = check_bandwidth(bandwidth)
+    if rho is not None and not 0.0 <= rho < 1.0:
+        raise InvalidParameterError(f"rho must lie in [0, 1), got {rho!r}")
+    for name, v in (("restarts", restarts), ("max_iter", max_iter)):
+        if not (isinstance(v, int) and v >= 1):
+            raise InvalidParameterError(f"{name} must be an int >= 1, got {v!r}")
+    if not (tol > 0 and time_limit > 0):
+        raise InvalidParameterError("tol and time_limit must be > 0")
+    return checked
+
+
+def _restart_row(r: _Run) -> dict[str, Any]:
+    """One restart's summary in the card."""
+    return {
+        "log_likelihood": r.loglik,
+        "iterations": r.iterations,
+        "converged": r.converged,
+        "stop_reason": r.stop_reason,
+        "seconds": r.seconds,
+    }
+
+
+def _em_card(
+    traj: Trajectories,
+    best: _Run,
+    restart_rows: list[dict[str, Any]],
+    settings: dict[str, Any],
+    seconds: float,
+    *,
+    rho_fixed: bool,
+) -> dict[str, Any]:
+    """What the observation model's card records about an outcome-supervised fit."""
+    return {
+        "supervision": "outcome",
+        "p_w": best.p_w,
+        "rho": best.rho,
+        "rho_source": "fixed" if rho_fixed else "estimated by EM",
+        "em": {
+            "log_likelihood": best.loglik,
+            "log_likelihood_per_step": best.history,
+            "iterations": best.iterations,
+            "converged": best.converged,
+            "stop_reason": best.stop_reason,
+            "restarts": restart_rows,
+            **settings,
+            "seconds": seconds,
+            "likelihood": "binned observations and outcomes, sum_i log P(o_1..o_T, y)",
+        },
+        "n_items": len(traj),
+        "n_right": int(np.sum(traj.outcome == 1)),
+    }
+
+
+def _restarts(
+    traj: Trajectories,
+    steps: Any,
+    edges: tuple[np.ndarray, np.ndarray],
+    settings: dict[str, Any],
+    restarts: int,
+    seed: int,
+    deadline: float,
+    progress: bool,
+) -> list[_Run]:
+    """EM from ``restarts`` starts (the first deterministic, the others seeded), until the deadline."""
+    from trim_pomdp._internal.progress import Progress
+
+    runs: list[_Run] = []
+    with Progress(None, "EM (outcome supervision)", enabled=progress, unit="iterations") as bar:
+        for k in range(restarts):
+            rng = None if k == 0 else np.random.default_rng([seed, k])
+
+            def report(it: int, ll: float, k: int = k) -> None:
+                bar.advance(1, note=f"restart {k + 1}/{restarts}, iteration {it}: {ll:.5f} nats/step")
+
+            runs.append(_run_em(traj, steps, edges, settings, rng, deadline, report))
+            if time.perf_counter() > deadline:
+                break
+    return runs
