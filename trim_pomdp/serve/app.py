@@ -77,6 +77,8 @@ def create_app(
     token : str, optional
         The bearer token every request but ``/health`` must carry.
     """
+    # long: FastAPI's idiom — each route is a few lines, a closure over this app's engine, metrics and token;
+    # split apart they would need the same state passed through app.state on every request
     fastapi = require("fastapi", "serve", "trim-pomdp serve")
     from fastapi.responses import JSONResponse, Response, StreamingResponse
     from starlette.exceptions import HTTPException
