@@ -1,8 +1,9 @@
 """``trim-pomdp train-agg --source live`` against a real LLM server: a few PPO episodes on SmolLM2-135M-Instruct.
 
 Weak and strong model from ``transformers serve`` (CPU), the PRM a tiny random model with SmolLM2's real tokenizer,
-the first GSM8K test problems. Only the machinery is checked (the model is tiny): real episodes finish, the held-out
-batch is run, a second λ reuses the first one's cached generations and scores, and a finished run resumes.
+the first GSM8K test problems (two trained on, one held out). Only the machinery is checked (the model is tiny):
+real episodes finish, the held-out batch is run, a second λ reuses the first one's cached generations and scores,
+and a finished run resumes.
 """
 
 from __future__ import annotations
@@ -13,23 +14,18 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tests._support.data import shared_data_dir
+from tests.real_model.test_smollm2_run import GSM8K_FIRST
 from trim_pomdp.cli import main
 
 pytestmark = pytest.mark.real_model
 
-N_PROBLEMS = 4
-
 
 @pytest.fixture(scope="module")
 def gsm8k(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from trim_pomdp.datasets.problems import load_dataset
-
-    shared = shared_data_dir()
-    folder = shared / "eval-sets" if shared and (shared / "eval-sets").is_dir() else None
-    problems = load_dataset("gsm8k", folder)[:N_PROBLEMS]
+    """The first GSM8K test problems that ship with the real-model tests (no network needed)."""
+    problems = [{"id": i, "problem": q, "answer": a} for i, q, a in GSM8K_FIRST]
     path = tmp_path_factory.mktemp("data") / "gsm8k.jsonl"
-    path.write_text("".join(json.dumps(p.__dict__) + "\n" for p in problems), encoding="utf-8")
+    path.write_text("".join(json.dumps(p) + "\n" for p in problems), encoding="utf-8")
     return path
 
 
