@@ -21,7 +21,10 @@ __all__ = ["COMMANDS", "main"]
 
 #: command name -> (module in trim_pomdp.cli, one-line help shown by ``trim-pomdp --help``)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "fit-observations": ("fit_observations", "Fit class-conditional PRM-score densities on scored solutions."),
+    "fit-observations": (
+        "fit_observations",
+        "Fit class-conditional PRM-score densities on scored solutions.",
+    ),
     "evaluate-observations": (
         "evaluate_observations",
         "Score an observation model's belief on scored data it was not fitted on.",
