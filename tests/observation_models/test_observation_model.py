@@ -297,6 +297,8 @@ def test_shipped_artifact_matches_a_refit():
         step_table(SyntheticPRM().score_items(items, seed=shipped.card["seed"])),
         n_bins=shipped.n_bins,
         bandwidth=shipped.card["bandwidth_rule"],
+        bins=shipped.card["bins"]["scheme"],
+        density_scale=shipped.card["density_scale"]["kind"],
     )
     assert np.allclose(refit.pair_probs, shipped.pair_probs, rtol=0, atol=1e-12) and np.allclose(
         refit.first_probs, shipped.first_probs, rtol=0, atol=1e-12
@@ -320,11 +322,20 @@ def test_shipped_artifact_is_what_its_stored_densities_give():
     assert not card[
         "stored_points_subsampled_from"
     ]  # every training point is stored: the refit below is exact
+    from trim_pomdp.observation_models.binning import to_density_scale
+
+    # the densities live on the model's density scale: its bins' edges, mapped there, bound the exact masses
+    re_u, me_u = (
+        to_density_scale(e, shipped.density_scale, shipped.scale_eps)
+        for e in (shipped.r_edges, shipped.m_edges)
+    )
+    np.testing.assert_array_equal(shipped.r_edges, card["bins"]["r_edges"])
+    np.testing.assert_array_equal(shipped.m_edges, card["bins"]["m_edges"])
     for c, name in enumerate(("S0", "S1", "S2")):
         pair, first = shipped.pair_kdes[c], shipped.first_kdes[c]
-        masses = pair.bin_masses(shipped.edges)
+        masses = pair.bin_masses([re_u, me_u])
         np.testing.assert_allclose(shipped.pair_probs[c], masses / masses.sum(), rtol=0, atol=1e-12)
-        fmass = first.bin_masses(shipped.edges)
+        fmass = first.bin_masses(re_u)
         np.testing.assert_allclose(shipped.first_probs[c], fmass / fmass.sum(), rtol=0, atol=1e-12)
         assert pair.data_.shape[0] == card["counts_t_ge_2"][name]
         n_first = card["counts_t_eq_1"][name]
@@ -338,7 +349,12 @@ def test_shipped_artifact_is_what_its_stored_densities_give():
 def test_shipped_artifact_is_marked_simulated():
     model = load_shipped_observation_model()
     assert model.card["simulated"] is True
-    assert model.card["counts"] == {"S0": 14329, "S1": 9147, "S2": 2221}
+    assert model.card["counts"] == {"S0": 10555, "S1": 7010, "S2": 1627}
+    # train/test hygiene: ProcessBench's math split (MATH test problems, overlapping MATH-500) is left out
+    assert model.card["splits"] == ["gsm8k", "olympiadbench", "omnimath"]
+    assert model.card["excluded_splits"] == ["math"] and "MATH-500" in model.card["exclusion_reason"]
+    # the bins benchmark's choice (benchmarks/bins.py): quantile edges on densities fitted on the logit scale
+    assert model.card["bins"]["scheme"] == "quantile" and model.density_scale == "logit"
     assert any("score-processbench" in c for c in model.card["replace_with_real_scores"])
     assert model.n_bins == 20 and model.pair_probs.shape == (3, 20, 20)
     assert np.all(np.isfinite(model.likelihood(0.9, 0.8, continuous=True)))
