@@ -128,10 +128,11 @@ def section_overhead(model, policy, args) -> dict[str, Any]:
 def section_classes(model, policy, args) -> dict[str, Any]:
     """BeliefRouter.decide on the model with D = 1, 2, 3 difficulty classes (estimated from 2000 simulated
     training queries, seed 1), over the same episodes of the D = 2 model's process."""
+    from trim_pomdp.evaluation.simulator import Simulator
     from trim_pomdp.pomdp import TrimPOMDP
     from trim_pomdp.pomdp.difficulty import load_evidence, with_difficulty
 
-    ev = load_evidence("simulator", queries=2000, seed=1)
+    ev = load_evidence("simulator", queries=2000, seed=1, simulator=Simulator)
     models = {1: model}
     for D in (2, 3):
         params, _ = with_difficulty(model.params, ev, D, max_classes=D)

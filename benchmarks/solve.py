@@ -88,10 +88,11 @@ def _timed_sweep(tp, lams) -> dict:
 
 def _difficulty(tp, args, rows: list) -> dict:
     """Solve times with difficulty classes, as ratios to the pooled (D = 1) model in the same run."""
+    from trim_pomdp.evaluation.simulator import Simulator
     from trim_pomdp.pomdp import TrimPOMDP
     from trim_pomdp.pomdp.difficulty import load_evidence, with_difficulty
 
-    ev = load_evidence("simulator", queries=2000, seed=1)
+    ev = load_evidence("simulator", queries=2000, seed=1, simulator=Simulator)
     repeats = max(1, args.repeats)
     base = _median_solve(tp.structured(), repeats, precision=1e-3)
     res: dict = {

@@ -257,7 +257,9 @@ def _with_classes(
             )
         if n_classes == 1:
             return TrimPOMDP(trim.params.replace(difficulty=None), trim.obs_model)
-    ev = load_evidence(source, queries=queries, seed=seed, **where)
+    from trim_pomdp.evaluation.simulator import Simulator
+
+    ev = load_evidence(source, queries=queries, seed=seed, simulator=Simulator, **where)
     params, warned = with_difficulty(trim.params, ev, n_classes, seed=seed)
     for text in warned:
         console.print(f"warning: {text}", highlight=False, markup=False)

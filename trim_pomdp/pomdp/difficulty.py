@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -602,6 +602,7 @@ def load_evidence(
     data_dir: str | os.PathLike[str] | None = None,
     queries: int = 2000,
     seed: int = 0,
+    simulator: Callable[[], Any] | None = None,
 ) -> ProblemEvidence:
     """The per-problem evidence a command line names.
 
@@ -619,15 +620,18 @@ def load_evidence(
         ProcessBench folder for ``processbench``.
     queries, seed : int
         Simulated training queries and their seed.
+    simulator : callable, optional
+        Makes the simulator for ``"simulator"`` (e.g. :class:`~trim_pomdp.evaluation.simulator.Simulator`; this
+        layer does not import the evaluation layer, so the caller hands it over).
     """
     if source is None:
         source = "processbench" if weak_generator and strong_generator else "simulator"
     if str(source) == "simulator":
-        from trim_pomdp.evaluation.simulator import Simulator
-
+        if simulator is None:
+            raise InvalidParameterError("difficulty data 'simulator' needs simulator= (a simulator factory)")
         if int(queries) < MIN_PROBLEMS_PER_CLASS:
             raise InvalidParameterError(f"simulated training queries must be >= {MIN_PROBLEMS_PER_CLASS}")
-        return evidence_from_simulator(Simulator(), int(queries), seed)
+        return evidence_from_simulator(simulator(), int(queries), seed)
     if str(source) == "processbench":
         from trim_pomdp.pomdp.estimation import processbench_items
 
