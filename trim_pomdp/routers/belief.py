@@ -88,10 +88,9 @@ class BeliefRouter:
     max_strong_tokens : float, optional
         A hard cap on M_s output tokens per query. The router then plans with the remaining budget: the
         budget-aware TRIM-POMDP of :mod:`trim_pomdp.pomdp.budget`, solved with certified bounds when the router
-        is made (for the shipped model, 11–22 s on a busy 2-core machine). It never orders a regeneration
-        whose planned cost does not fit what is left, and the generation loop never lets M_s write more than is
-        left. ``None`` (or
-        ``inf``): no cap. Not combined with ``replan_solver``.
+        is made (for the shipped model, 3–8 s on a busy 2-core machine, ``python benchmarks/budget.py``). It
+        never orders a regeneration whose planned cost does not fit what is left, and the generation loop never
+        lets M_s write more than is left. ``None`` (or ``inf``): no cap. Not combined with ``replan_solver``.
     cap_mode : {"plan", "clip"}, default "plan"
         ``"clip"``: the uncapped policy, with regenerations refused once the budget cannot pay their expected
         tokens (the after-the-fact baseline the planner is compared with).
