@@ -400,116 +400,76 @@ def fit_outcome_em(
     # One BLAS/OpenMP thread: the products here are small (steps x bins), and threaded BLAS on a busy machine made
     # the ProcessBench-scale fit 3-7x slower in wall time (benchmarks/em.py).
     with threadpool_limits(limits=1):
-        return _fit_outcome_em(
-            items,
+        from trim_pomdp.observation_models.observation import ObservationModel
+
+        traj = items if isinstance(items, Trajectories) else Trajectories.from_scored(list(items))
+        _check_data(traj)
+        bandwidth = _check_settings(bandwidth, rho, restarts, max_iter, tol, time_limit)
+        r_all = traj.r[traj.valid]
+        r_edges = make_edges(bins, n_bins, r_all, eps=logit_eps)
+        m_edges = (
+            make_edges(bins, n_bins, traj.m[~np.isnan(traj.m)], eps=logit_eps)
+            if bins == "quantile"
+            else r_edges
+        )
+        if density_scale != "score":
+            scale_eps = scale_eps_for([r_edges, m_edges], scale_eps)
+        scale = (density_scale, float(scale_eps))
+        steps = _steps(traj, r_edges, m_edges, scale)
+        settings = {
+            "scale": scale,
+            "rho": rho,
+            "bandwidth": bandwidth,
+            "r_only": bool(r_only),
+            "min_first_steps": int(min_first_steps),
+            "tol": float(tol),
+            "max_iter": int(max_iter),
+        }
+        start = time.perf_counter()
+        runs = _restarts(
+            traj, steps, (r_edges, m_edges), settings, restarts, seed, start + float(time_limit), progress
+        )
+        best = max(runs, key=lambda run: run.loglik)
+        seconds = time.perf_counter() - start
+        if not best.converged:
+            warnings.warn(
+                f"outcome EM stopped before converging ({best.stop_reason} after {best.iterations} iterations); the "
+                "best iterate is kept and the card says converged: false (raise --em-max-iter or --time-limit)",
+                stacklevel=2,  # the caller of fit_outcome_em
+            )
+        table = steps.table()
+        restart_rows = [_restart_row(r) for r in runs]
+        settings_card = {"seed": seed, "tol": tol, "max_iter": max_iter, "time_limit": time_limit}
+        info = _em_card(traj, best, restart_rows, settings_card, seconds, rho_fixed=rho is not None)
+        info.update(dict(card or {}))
+        model = ObservationModel.fit(
+            table,
             n_bins=n_bins,
-            bins=bins,
-            logit_eps=logit_eps,
             bandwidth=bandwidth,
             r_only=r_only,
+            card=info,
+            bins=bins,
+            logit_eps=logit_eps,
+            min_first_steps=min_first_steps,
+            random_state=seed,
+            class_weights=best.W,
+            bandwidths=best.model.bandwidths(),
+            first_sources=best.model.first_sources,
             density_scale=density_scale,
             scale_eps=scale_eps,
-            rho=rho,
-            restarts=restarts,
-            seed=seed,
-            tol=tol,
-            max_iter=max_iter,
-            time_limit=time_limit,
-            min_first_steps=min_first_steps,
-            card=card,
-            progress=progress,
         )
-
-
-def _fit_outcome_em(
-    items: Sequence[Any] | Trajectories,
-    *,
-    n_bins: int = 20,
-    bins: str = DEFAULT_BINS,
-    logit_eps: float = DEFAULT_LOGIT_EPS,
-    bandwidth: str | float = "scott",
-    r_only: bool = False,
-    density_scale: str = DEFAULT_DENSITY_SCALE,
-    scale_eps: float = DEFAULT_SCALE_EPS,
-    rho: float | None = None,
-    restarts: int = 3,
-    seed: int = 0,
-    tol: float = 1e-6,
-    max_iter: int = 500,
-    time_limit: float = 60.0,
-    min_first_steps: int = MIN_FIRST_STEPS,
-    card: Mapping[str, Any] | None = None,
-    progress: bool = False,
-) -> EMResult:
-    """The body of :func:`fit_outcome_em`, run under its thread limit."""
-    from trim_pomdp.observation_models.observation import ObservationModel
-
-    traj = items if isinstance(items, Trajectories) else Trajectories.from_scored(list(items))
-    _check_data(traj)
-    bandwidth = _check_settings(bandwidth, rho, restarts, max_iter, tol, time_limit)
-    r_all = traj.r[traj.valid]
-    r_edges = make_edges(bins, n_bins, r_all, eps=logit_eps)
-    m_edges = (
-        make_edges(bins, n_bins, traj.m[~np.isnan(traj.m)], eps=logit_eps) if bins == "quantile" else r_edges
-    )
-    if density_scale != "score":
-        scale_eps = scale_eps_for([r_edges, m_edges], scale_eps)
-    scale = (density_scale, float(scale_eps))
-    steps = _steps(traj, r_edges, m_edges, scale)
-    settings = {
-        "scale": scale,
-        "rho": rho,
-        "bandwidth": bandwidth,
-        "r_only": bool(r_only),
-        "min_first_steps": int(min_first_steps),
-        "tol": float(tol),
-        "max_iter": int(max_iter),
-    }
-    start = time.perf_counter()
-    runs = _restarts(
-        traj, steps, (r_edges, m_edges), settings, restarts, seed, start + float(time_limit), progress
-    )
-    best = max(runs, key=lambda run: run.loglik)
-    seconds = time.perf_counter() - start
-    if not best.converged:
-        warnings.warn(
-            f"outcome EM stopped before converging ({best.stop_reason} after {best.iterations} iterations); the "
-            "best iterate is kept and the card says converged: false (raise --em-max-iter or --time-limit)",
-            stacklevel=3,  # the caller of fit_outcome_em
+        model.card["counts_are"] = "expected counts under the final posterior"
+        return EMResult(
+            model,
+            best.p_w,
+            best.rho,
+            best.loglik,
+            best.history,
+            best.converged,
+            best.stop_reason,
+            restart_rows,
+            seconds,
         )
-    table = steps.table()
-    restart_rows = [_restart_row(r) for r in runs]
-    settings_card = {"seed": seed, "tol": tol, "max_iter": max_iter, "time_limit": time_limit}
-    info = _em_card(traj, best, restart_rows, settings_card, seconds, rho_fixed=rho is not None)
-    info.update(dict(card or {}))
-    model = ObservationModel.fit(
-        table,
-        n_bins=n_bins,
-        bandwidth=bandwidth,
-        r_only=r_only,
-        card=info,
-        bins=bins,
-        logit_eps=logit_eps,
-        min_first_steps=min_first_steps,
-        random_state=seed,
-        class_weights=best.W,
-        bandwidths=best.model.bandwidths(),
-        first_sources=best.model.first_sources,
-        density_scale=density_scale,
-        scale_eps=scale_eps,
-    )
-    model.card["counts_are"] = "expected counts under the final posterior"
-    return EMResult(
-        model,
-        best.p_w,
-        best.rho,
-        best.loglik,
-        best.history,
-        best.converged,
-        best.stop_reason,
-        restart_rows,
-        seconds,
-    )
 
 
 def _check_settings(
