@@ -57,3 +57,22 @@ def test_failures_map_to_openai_errors_without_secrets():
     wrapped = GenerationError("strong step failed after 3 attempt(s): timeout after 2 s")
     wrapped.__cause__ = TimeoutError()
     assert engine.error_of(wrapped).status == 504
+
+
+def test_served_models_take_the_run_settings_the_prm_timeout_and_retries_included():
+    """serve builds its models with the run's factory (one ModelSettings): --timeout and --max-retries reach
+    the PRM as they do in `trim-pomdp run` (serve's own copy of the builders used to drop them)."""
+    from trim_pomdp.generation.backends.factory import ModelSettings
+    from trim_pomdp.generation.experiment import RunConfig
+    from trim_pomdp.serve.config import ServeConfig
+    from trim_pomdp.serve.upstreams import build_upstreams
+
+    assert issubclass(ServeConfig, ModelSettings) and issubclass(RunConfig, ModelSettings)
+    url = "http://127.0.0.1:9/v1"  # nothing is called while building
+    config = ServeConfig(
+        routers=("thr:0.5",), weak=url, weak_model="m", strong="m2", strong_url=url, prm="http://127.0.0.1:9",
+        timeout=2.5, max_retries=1,
+    )  # fmt: skip
+    ups = build_upstreams(config, ["route"])
+    assert ups.prm is not None and ups.prm.backend.timeout == 2.5
+    assert (ups.prm.retry.timeout, ups.prm.retry.max_retries) == (2.5, 1)

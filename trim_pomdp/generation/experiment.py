@@ -27,9 +27,8 @@ from trim_pomdp.datasets.problems import Problem, load_dataset, local_dataset_fi
 from trim_pomdp.exceptions import InvalidParameterError
 from trim_pomdp.generation.backends._common import RetryPolicy, redact
 from trim_pomdp.generation.backends.factory import (
-    build_prm,
-    build_strong,
-    build_weak,
+    ModelSettings,
+    build_models,
     is_url,
     model_load_errors,
 )
@@ -56,8 +55,11 @@ async def _heartbeat(bar: Progress) -> None:
 
 
 @dataclass
-class RunConfig:
+class RunConfig(ModelSettings):
     """The settings of one run (the options of ``trim-pomdp run``, under the same names).
+
+    The models are the fields of :class:`~trim_pomdp.generation.backends.factory.ModelSettings` (keyword
+    arguments); the others follow.
 
     Attributes
     ----------
@@ -69,20 +71,11 @@ class RunConfig:
         The run directory.
     data_dir : path, optional
         Local copies of the evaluation sets.
-    weak, weak_model, weak_mode, weak_template, weak_tokenizer, step_detection, temperature :
-        The weak model: specification, name on its server, continuation mode, prompt format, where the
-        tokenizer of ``weak_template="auto"`` comes from, how steps and the end of the solution are detected,
-        temperature (see :func:`~trim_pomdp.generation.backends.factory.build_weak`).
-    strong, strong_url, strong_temperature, claude_step_mode, claude_continuation, claude_prompt_cache :
-        The strong model (see :func:`~trim_pomdp.generation.backends.factory.build_strong`).
-    prm, prm_model, prm_batch_size, device :
-        The PRM (see :func:`~trim_pomdp.generation.backends.factory.build_prm`).
     concurrency, limit, shard, cache :
         Problems in flight, the first ``limit`` problems only (after sharding), ``K/N`` shard, the SQLite cache
         file (default ``out_dir/cache.sqlite``).
-    max_steps, max_tokens_per_step, max_solution_tokens, timeout, max_retries :
-        Step cap, output cap of one step, output cap of one solution, per-call timeout (s), retries of a call
-        (the PRM's calls included).
+    max_steps, max_solution_tokens :
+        Step cap and output cap of one solution.
     answer_format : str, optional
         How final answers are read: a comma list of :data:`~trim_pomdp.datasets.answers.ANSWER_FORMATS`
         (default all, in that order).
@@ -94,32 +87,12 @@ class RunConfig:
     router: str
     out_dir: str | Path
     data_dir: str | Path | None = None
-    weak: str | None = None
-    weak_model: str | None = None
-    weak_mode: str = "completions"
-    weak_template: str = "qwen"
-    strong: str = "claude-sonnet-4-6"
-    strong_url: str | None = None
-    claude_step_mode: str = "marker"
-    claude_continuation: str = "user"
-    claude_prompt_cache: bool = False
-    prm: str | None = None
-    prm_model: str | None = None
-    prm_batch_size: int = 16
-    device: str | None = None
     concurrency: int = 64
     limit: int | None = None
     shard: str | None = None
     cache: str | Path | None = None
     max_steps: int = 30
-    max_tokens_per_step: int = 512
     max_solution_tokens: int = 4096
-    temperature: float = 0.0
-    strong_temperature: float | None = None
-    timeout: float = 120.0
-    max_retries: int = 6
-    weak_tokenizer: str | None = None
-    step_detection: str = "auto"
     answer_format: str | None = None
     repetition: str = "stop"
 
@@ -207,42 +180,9 @@ class _Parts:
 
 def _build_models(config: RunConfig, mode: str) -> dict[str, Any]:
     """The weak and strong generators and the PRM backend (with its name) that a run of ``mode`` needs."""
-    common: dict[str, Any] = {
-        "max_tokens_per_step": config.max_tokens_per_step,
-        "timeout": config.timeout,
-        "max_retries": config.max_retries,
-    }
-    models: dict[str, Any] = {}
-    if mode in ("route", "strong"):  # first: a wrong key is reported before any model is loaded
-        models["strong"] = build_strong(
-            config.strong,
-            url=config.strong_url,
-            step_mode=config.claude_step_mode,
-            continuation=config.claude_continuation,
-            prompt_cache=config.claude_prompt_cache,
-            temperature=config.strong_temperature,
-            **common,
-        )
-    if mode in ("route", "weak"):
-        models["weak"] = build_weak(
-            str(config.weak),
-            model_name=config.weak_model,
-            mode=config.weak_mode,
-            temperature=config.temperature,
-            template=config.weak_template,
-            tokenizer=config.weak_tokenizer,
-            step_detection=config.step_detection,
-            **common,
-        )
-    if mode == "route":
-        models["prm"] = build_prm(
-            str(config.prm),
-            model_name=config.prm_model,
-            batch_size=config.prm_batch_size,
-            device=config.device,
-            timeout=config.timeout,
-        )
-    return models
+    return build_models(
+        config, weak=mode in ("route", "weak"), strong=mode in ("route", "strong"), prm=mode == "route"
+    )
 
 
 def _with_cache(models: dict[str, Any], config: RunConfig, out: Path) -> _Parts:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from trim_pomdp.exceptions import InvalidParameterError
+from trim_pomdp.generation.backends.factory import ModelSettings
 from trim_pomdp.registry import ROUTERS
 from trim_pomdp.routers.base import Router
 from trim_pomdp.routers.spec import RouterSpec, resolve_router
@@ -53,23 +54,20 @@ _SECRET_ENV = re.compile(r"(API_KEY|_TOKEN|_SECRET|_PASSWORD)$")
 
 
 @dataclass
-class ServeConfig:
+class ServeConfig(ModelSettings):
     """The settings of ``trim-pomdp serve`` (its options, under the same names).
+
+    The models are the fields of :class:`~trim_pomdp.generation.backends.factory.ModelSettings` (keyword
+    arguments), shared with ``trim-pomdp run``; the others follow.
 
     Attributes
     ----------
     routers : tuple of str
         Router specifications (:mod:`trim_pomdp.routers.spec`), or folders written by ``trim-pomdp calibrate``.
-    weak, weak_model, weak_mode, weak_template, temperature :
-        The weak model (see :func:`~trim_pomdp.generation.backends.factory.build_weak`).
-    strong, strong_url, strong_temperature, claude_step_mode, claude_continuation, claude_prompt_cache :
-        The strong model (see :func:`~trim_pomdp.generation.backends.factory.build_strong`).
-    prm, prm_model, prm_batch_size, device :
-        The PRM (see :func:`~trim_pomdp.generation.backends.factory.build_prm`).
     cache : path, optional
         SQLite cache of model and PRM calls (none by default: a server's memory stays bounded).
-    max_steps, max_tokens_per_step, max_solution_tokens, timeout, max_retries :
-        Step cap, output cap of one step and of one solution, per-call timeout (s), retries of a call.
+    max_steps, max_solution_tokens :
+        Step cap and output cap of one solution.
     host, port :
         Where to listen (127.0.0.1 by default).
     max_in_flight : int
@@ -87,27 +85,9 @@ class ServeConfig:
     """
 
     routers: tuple[str, ...] = ()
-    weak: str | None = None
-    weak_model: str | None = None
-    weak_mode: str = "completions"
-    weak_template: str = "qwen"
-    strong: str = "claude-sonnet-4-6"
-    strong_url: str | None = None
-    claude_step_mode: str = "marker"
-    claude_continuation: str = "user"
-    claude_prompt_cache: bool = False
-    prm: str | None = None
-    prm_model: str | None = None
-    prm_batch_size: int = 16
-    device: str | None = None
     cache: str | Path | None = None
     max_steps: int = 30
-    max_tokens_per_step: int = 512
     max_solution_tokens: int = 4096
-    temperature: float = 0.0
-    strong_temperature: float | None = None
-    timeout: float = 120.0
-    max_retries: int = 6
     host: str = "127.0.0.1"
     port: int = 8080
     max_in_flight: int = 64

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from trim_pomdp.exceptions import InvalidParameterError
-from trim_pomdp.generation.backends.factory import build_prm, build_strong, build_weak, model_load_errors
+from trim_pomdp.generation.backends._common import RetryPolicy
+from trim_pomdp.generation.backends.factory import build_models, model_load_errors
 from trim_pomdp.generation.cache import Cache, CachedGenerator
 from trim_pomdp.generation.scoring import BatchedPRM
 
@@ -60,41 +61,15 @@ def build_upstreams(config: Any, modes: Iterable[str]) -> Upstreams:
         raise InvalidParameterError("the routers served need a weak model: pass --weak URL_OR_MODEL")
     if need_prm and not config.prm:
         raise InvalidParameterError("the routers served need a PRM: pass --prm MODEL_OR_URL")
-    common: dict[str, Any] = {
-        "max_tokens_per_step": config.max_tokens_per_step,
-        "timeout": config.timeout,
-        "max_retries": config.max_retries,
-    }
     ups = Upstreams(cache=Cache(config.cache) if config.cache else None)
     try:
         with model_load_errors():
-            if need_strong:  # first: a missing API key is reported before any model is loaded
-                ups.strong = build_strong(
-                    config.strong,
-                    url=config.strong_url,
-                    step_mode=config.claude_step_mode,
-                    continuation=config.claude_continuation,
-                    prompt_cache=config.claude_prompt_cache,
-                    temperature=config.strong_temperature,
-                    **common,
-                )
-            if need_weak:
-                ups.weak = build_weak(
-                    str(config.weak),
-                    model_name=config.weak_model,
-                    mode=config.weak_mode,
-                    temperature=config.temperature,
-                    template=config.weak_template,
-                    **common,
-                )
-            if need_prm:
-                backend, name = build_prm(
-                    str(config.prm),
-                    model_name=config.prm_model,
-                    batch_size=config.prm_batch_size,
-                    device=config.device,
-                )
-                ups.prm = BatchedPRM(backend, name, cache=ups.cache, max_batch=config.prm_batch_size)
+            models = build_models(config, weak=need_weak, strong=need_strong, prm=need_prm)
+        ups.weak, ups.strong = models.get("weak"), models.get("strong")
+        if need_prm:
+            backend, name = models["prm"]
+            retry = RetryPolicy(max_retries=config.max_retries, timeout=config.timeout)
+            ups.prm = BatchedPRM(backend, name, cache=ups.cache, max_batch=config.prm_batch_size, retry=retry)
     except BaseException:
         if ups.cache is not None:
             ups.cache.close()

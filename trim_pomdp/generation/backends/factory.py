@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,8 @@ __all__ = [
     "DEFAULT_PRM",
     "PRM_API_KEY_ENV",
     "WEAK_TEMPLATES",
+    "ModelSettings",
+    "build_models",
     "build_prm",
     "build_strong",
     "build_weak",
@@ -53,6 +56,93 @@ WEAK_TEMPLATES = ("qwen", "auto")
 
 #: The environment variable holding the API key of a PRM server (``vllm serve --api-key``), when it needs one.
 PRM_API_KEY_ENV = "TRIM_POMDP_PRM_API_KEY"
+
+
+@dataclass(kw_only=True)
+class ModelSettings:
+    """The weak model, the strong model and the PRM, under the names of ``trim-pomdp run``'s options.
+
+    The one set of model settings that a run (:class:`~trim_pomdp.generation.experiment.RunConfig`) and a
+    server (:class:`~trim_pomdp.serve.config.ServeConfig`) share; :func:`build_models` turns it into backends.
+
+    Attributes
+    ----------
+    weak, weak_model, weak_mode, weak_template, weak_tokenizer, step_detection, temperature :
+        The weak model: specification, name on its server, continuation mode, prompt format, where the
+        tokenizer of ``weak_template="auto"`` comes from, how steps and the end of the solution are detected,
+        temperature (see :func:`build_weak`).
+    strong, strong_url, strong_temperature, claude_step_mode, claude_continuation, claude_prompt_cache :
+        The strong model (see :func:`build_strong`).
+    prm, prm_model, prm_batch_size, device :
+        The PRM (see :func:`build_prm`).
+    max_tokens_per_step, timeout, max_retries :
+        Output cap of one step, per-call timeout (s), retries of a call (the PRM's calls included).
+    """
+
+    weak: str | None = None
+    weak_model: str | None = None
+    weak_mode: str = "completions"
+    weak_template: str = "qwen"
+    weak_tokenizer: str | None = None
+    step_detection: str = "auto"
+    temperature: float = 0.0
+    strong: str = "claude-sonnet-4-6"
+    strong_url: str | None = None
+    strong_temperature: float | None = None
+    claude_step_mode: str = "marker"
+    claude_continuation: str = "user"
+    claude_prompt_cache: bool = False
+    prm: str | None = None
+    prm_model: str | None = None
+    prm_batch_size: int = 16
+    device: str | None = None
+    max_tokens_per_step: int = 512
+    timeout: float = 120.0
+    max_retries: int = 6
+
+
+def build_models(settings: ModelSettings, *, weak: bool, strong: bool, prm: bool) -> dict[str, Any]:
+    """The backends ``settings`` name that are asked for: ``"weak"``, ``"strong"`` (generators) and ``"prm"``
+    (a ``(backend, name)`` pair, as :func:`build_prm` returns it).
+
+    The strong model is built first, so that a missing or wrong API key is reported before any model is loaded.
+    """
+    common: dict[str, Any] = {
+        "max_tokens_per_step": settings.max_tokens_per_step,
+        "timeout": settings.timeout,
+        "max_retries": settings.max_retries,
+    }
+    models: dict[str, Any] = {}
+    if strong:
+        models["strong"] = build_strong(
+            settings.strong,
+            url=settings.strong_url,
+            step_mode=settings.claude_step_mode,
+            continuation=settings.claude_continuation,
+            prompt_cache=settings.claude_prompt_cache,
+            temperature=settings.strong_temperature,
+            **common,
+        )
+    if weak:
+        models["weak"] = build_weak(
+            str(settings.weak),
+            model_name=settings.weak_model,
+            mode=settings.weak_mode,
+            temperature=settings.temperature,
+            template=settings.weak_template,
+            tokenizer=settings.weak_tokenizer,
+            step_detection=settings.step_detection,
+            **common,
+        )
+    if prm:
+        models["prm"] = build_prm(
+            str(settings.prm),
+            model_name=settings.prm_model,
+            batch_size=settings.prm_batch_size,
+            device=settings.device,
+            timeout=settings.timeout,
+        )
+    return models
 
 
 def is_url(spec: str) -> bool:
