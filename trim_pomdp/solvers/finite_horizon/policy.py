@@ -33,11 +33,29 @@ class EpochPolicy:
     discount: float
     info: SolveInfo | None
 
+    context_probs: np.ndarray
+
     def _keep(self, model: FiniteHorizonPOMDP, info: SolveInfo | None) -> None:
         self.reward = model.reward
         self.terminal = model.terminal
         self.discount = float(model.discount)
         self.info = info
+
+    def _model_arrays(self, prefix: str) -> dict[str, np.ndarray]:
+        """The model's arrays every policy format stores, under ``prefix`` (``fh``, ``fv``)."""
+        return {
+            f"{prefix}_reward": self.reward,
+            f"{prefix}_terminal": self.terminal,
+            f"{prefix}_discount": np.array(self.discount),
+            f"{prefix}_context_probs": self.context_probs,
+        }
+
+    def _read_model_arrays(self, arrays: Mapping[str, np.ndarray], prefix: str) -> None:
+        """Inverse of :meth:`_model_arrays`."""
+        self.reward = np.asarray(arrays[f"{prefix}_reward"], dtype=float)
+        self.terminal = np.asarray(arrays[f"{prefix}_terminal"], dtype=bool)
+        self.discount = float(arrays[f"{prefix}_discount"])
+        self.context_probs = np.asarray(arrays[f"{prefix}_context_probs"], dtype=float)
 
     @property
     def horizon(self) -> int:
@@ -107,10 +125,7 @@ class FiniteHorizonPolicy(EpochPolicy):
         grids = [self.grids[i] for i in idx]
         uv = [self.uvals[i] for i in idx]
         return {
-            "fh_reward": self.reward,
-            "fh_terminal": self.terminal,
-            "fh_discount": np.array(self.discount),
-            "fh_context_probs": self.context_probs,
+            **self._model_arrays("fh"),
             "fh_V": self.factor.V,
             "fh_M": self.factor.M,
             "fh_at1": np.concatenate(at1),
@@ -129,10 +144,7 @@ class FiniteHorizonPolicy(EpochPolicy):
     ) -> FiniteHorizonPolicy:
         """Inverse of :meth:`to_arrays`."""
         self = cls.__new__(cls)
-        self.reward = np.asarray(arrays["fh_reward"], dtype=float)
-        self.terminal = np.asarray(arrays["fh_terminal"], dtype=bool)
-        self.discount = float(arrays["fh_discount"])
-        self.context_probs = np.asarray(arrays["fh_context_probs"], dtype=float)
+        self._read_model_arrays(arrays, "fh")
         self.factor = SegmentFactorization(np.asarray(arrays["fh_V"]), np.asarray(arrays["fh_M"]))
         H = self.reward.shape[0]
         lo, bo, go = arrays["fh_line_off"], arrays["fh_break_off"], arrays["fh_grid_off"]

@@ -167,10 +167,7 @@ class FiniteHorizonVertexPolicy(EpochPolicy):
             uv.append(u)
             u_off.append(u_off[-1] + u.size)
         return {
-            "fv_reward": self.reward,
-            "fv_terminal": self.terminal,
-            "fv_discount": np.array(self.discount),
-            "fv_context_probs": self.context_probs,
+            **self._model_arrays("fv"),
             "fv_V": self.factor.V,
             "fv_M": self.factor.M,
             "fv_alpha": np.concatenate(alphas),
@@ -188,10 +185,7 @@ class FiniteHorizonVertexPolicy(EpochPolicy):
     ) -> FiniteHorizonVertexPolicy:
         """Inverse of :meth:`to_arrays`."""
         self = cls.__new__(cls)
-        self.reward = np.asarray(arrays["fv_reward"], dtype=float)
-        self.terminal = np.asarray(arrays["fv_terminal"], dtype=bool)
-        self.discount = float(arrays["fv_discount"])
-        self.context_probs = np.asarray(arrays["fv_context_probs"], dtype=float)
+        self._read_model_arrays(arrays, "fv")
         self.factor = VertexFactorization(np.asarray(arrays["fv_V"]), np.asarray(arrays["fv_M"]))
         H, m = self.reward.shape[0], self.factor.n_vertices - 1
         ao, xo, uo = arrays["fv_alpha_off"], arrays["fv_axes_off"], arrays["fv_uval_off"]
