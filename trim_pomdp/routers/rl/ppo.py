@@ -140,7 +140,6 @@ def train_ppo(
     check_training_args(source, lam, timesteps, n_envs)
     torch = require("torch", "rl", f"{description} training")
     sb3 = require("stable_baselines3", "rl", f"{description} training")
-    from trim_pomdp.routers.rl.checkpoint import read_checkpoint, restore_checkpoint
     from trim_pomdp.routers.rl.env import is_source_factory
     from trim_pomdp.routers.rl.vec import EpisodeVecEnv, restarts_rows
 
@@ -171,16 +170,7 @@ def train_ppo(
         model = sb3.PPO("MlpPolicy", venv, device="cpu", **kw)
         model.set_logger(quiet_logger(verbose))
         ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
-        art = read_checkpoint(ckpt) if ckpt is not None else None
-        best = None
-        ckpt_status = "none" if art is None else "resumed"
-        if art is not None and art.card.get("run") == run_key:
-            best = restore_checkpoint(model, art)
-        elif art is not None:
-            ckpt_status = (
-                "replaced: the checkpoint found was of another run (λ, seed, settings or source differ)"
-            )
-            art = None
+        art, best, ckpt_status = _resume(model, ckpt, run_key)
         done = int(model.num_timesteps)
         tracker = None
         if convergence is not None:
@@ -201,19 +191,13 @@ def train_ppo(
     finally:
         torch.set_num_threads(old_threads)
     card = {
-        "router": description,
-        "lam": float(lam),
-        "reward": float(reward),
-        "timesteps": int(timesteps),
+        **_run_card(description, lam, reward, timesteps, seed, n_envs, hp),
         "timesteps_trained": int(model.num_timesteps),
-        "seed": int(seed),
-        "n_envs": int(n_envs),
         "train_seconds": seconds,
         "steps_per_second": (int(model.num_timesteps) - done) / seconds if seconds > 0 else None,
         "resumed_from_timesteps": done,
         "checkpoint": ckpt_status,
         "stopped": trainer.stop_reason(),
-        "ppo": hp,
         "source": source_card or {"type": getattr(venv.source, "kind", type(venv.source).__name__)},
         "versions": package_versions("stable-baselines3", "gymnasium", "torch"),
     }
@@ -339,3 +323,35 @@ class _Trainer:
         self.bar.close()
         if self.tracker is not None and self.best is not None:
             load_state_arrays(self.model.policy, self.best, "", Path("<best policy>"))
+
+
+def _resume(model: Any, ckpt: Path | None, run_key: dict[str, Any]) -> tuple[Any, Any, str]:
+    """``(checkpoint, best router state, status)``: the checkpoint in ``ckpt`` restored into ``model`` when it is
+    of this run (``run_key``); one of another run is reported as replaced and not used."""
+    from trim_pomdp.routers.rl.checkpoint import read_checkpoint, restore_checkpoint
+
+    art = read_checkpoint(ckpt) if ckpt is not None else None
+    if art is None:
+        return None, None, "none"
+    if art.card.get("run") == run_key:
+        return art, restore_checkpoint(model, art), "resumed"
+    return (
+        None,
+        None,
+        "replaced: the checkpoint found was of another run (λ, seed, settings or source differ)",
+    )
+
+
+def _run_card(
+    description: str, lam: float, reward: float, timesteps: int, seed: int, n_envs: int, hp: dict[str, Any]
+) -> dict[str, Any]:
+    """The settings part of a training's card (in the card's key order)."""
+    return {
+        "router": description,
+        "lam": float(lam),
+        "reward": float(reward),
+        "timesteps": int(timesteps),
+        "seed": int(seed),
+        "n_envs": int(n_envs),
+        "ppo": hp,
+    }
