@@ -75,35 +75,42 @@ def support_layers(
     start = tuple(np.flatnonzero(m.b0 > 0).tolist())
     if max_size is not None and len(start) > max_size:
         return None
+    # depth-first search with colours: a support is "open" while its successors are being explored, so an
+    # edge back to an open support (other than itself) is a cycle, found as soon as it is walked (RockSample:
+    # a move and its reverse), not after the whole graph has been built; the post-order lists every support
+    # after all of its successors
     succ: dict[tuple[int, ...], set[tuple[int, ...]]] = {}
-    stack = [start]
-    while stack:
-        U = stack.pop()
-        if U in succ:
-            continue
+    open_: set[tuple[int, ...]] = set()
+    order: list[tuple[int, ...]] = []
+
+    def enter(U: tuple[int, ...]) -> list[tuple[int, ...]] | None:
         if max_size is not None and len(U) > max_size:
             return None
         kids = _child_supports(m, np.asarray(U, dtype=np.int64))
         succ[U] = kids
-        if len(succ) > max_supports or (deadline is not None and time.perf_counter() > deadline):
+        open_.add(U)
+        return [k for k in kids if k != U]
+
+    first = enter(start)
+    if first is None:
+        return None
+    stack: list[tuple[tuple[int, ...], list[tuple[int, ...]]]] = [(start, first)]
+    while stack:
+        U, todo = stack[-1]
+        if not todo:
+            stack.pop()
+            open_.discard(U)
+            order.append(U)
+            continue
+        k = todo.pop()
+        if k in open_:
+            return None  # a cycle through several supports: not layered
+        if k in succ:
+            continue
+        if len(succ) >= max_supports or (deadline is not None and time.perf_counter() > deadline):
             return None
-        stack.extend(k for k in kids if k not in succ)
-    # Kahn's algorithm on the graph without self-loops
-    indeg = {U: 0 for U in succ}
-    for U, kids in succ.items():
-        for k in kids:
-            if k != U:
-                indeg[k] += 1
-    order = [U for U, d in indeg.items() if d == 0]
-    i = 0
-    while i < len(order):
-        U = order[i]
-        i += 1
-        for k in succ[U]:
-            if k != U:
-                indeg[k] -= 1
-                if indeg[k] == 0:
-                    order.append(k)
-    if len(order) < len(succ):
-        return None  # a cycle through several supports: not layered
-    return [U for U in reversed(order) if U not in succ[U]]
+        kids = enter(k)
+        if kids is None:
+            return None
+        stack.append((k, kids))
+    return [U for U in order if U not in succ[U]]
