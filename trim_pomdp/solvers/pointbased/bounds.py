@@ -80,9 +80,17 @@ class AlphaSet:
         return V[np.arange(len(k)), k], k
 
     def _keep(self, keep: np.ndarray) -> None:
+        """Keep the vectors in ``keep``: the kept ones beyond the new count fill the holes before it.
+
+        Moves as many columns as there are holes (a prune that drops a few of 800 vectors on 12,800 states
+        copies a few columns, not the whole set); the order of the vectors changes, which nothing relies on.
+        """
         n = int(keep.sum())
-        self._GT[:, :n] = self._GT[:, : self.K][:, keep]
-        self._act[:n] = self._act[: self.K][keep]
+        holes = np.flatnonzero(~keep[:n])
+        if len(holes):
+            fill = n + np.flatnonzero(keep[n:])
+            self._GT[:, holes] = self._GT[:, fill]
+            self._act[holes] = self._act[fill]
         self.K = n
 
     def add(self, alpha: np.ndarray, action: int, tol: float = 1e-10) -> bool:
@@ -124,9 +132,11 @@ def _residual_bound(
 
     The function of φ is convex and piecewise linear, so its minimum is at ``φ_max`` or at a kink where
     two planes tie; ``φ = 0`` (the plain planes bound) is covered by the caller. With ``exact=False``
-    only the kinks of the plane active at ``φ = 0`` are tried (``A`` candidates instead of ``1 +
-    A(A-1)/2``): still a valid upper bound, possibly above the minimum when there are more than two
-    planes.
+    only ``φ_max`` is tried (one candidate instead of ``1 + A(A-1)/2``, as the corner-value sawtooth of
+    HSVI2 and SARSOP does): still a valid upper bound, possibly above the minimum when there are more than
+    two planes. On RockSample_7_8 (13 planes) this cheaper bound left a tighter upper bound after 60 s
+    (24.58 against 24.72, more points in the time), on TagAvoid (5 planes) too (-2.84 against -2.74 was the
+    one loss, with a tighter lower bound from the extra backups: gap 3.62 against 3.75).
 
     Parameters
     ----------
@@ -135,21 +145,15 @@ def _residual_bound(
     v : (n,) stored upper values; Fi : (n, A) plane values ``fib[a] . b_i`` of the points.
     """
     A = FB.shape[1]
+    if not exact and A > 2:
+        g = (FB[:, None, :] - phi_max[..., None] * Fi[None, :, :]).max(axis=-1)
+        return phi_max * v[None, :] + g
     cands = [phi_max]
-    if exact or A <= 2:
-        pairs = [(a, a2) for a in range(A) for a2 in range(a + 1, A)]
-        for a, a2 in pairs:
+    for a in range(A):
+        for a2 in range(a + 1, A):
             den = Fi[:, a] - Fi[:, a2]
             with np.errstate(divide="ignore", invalid="ignore"):
                 kink = (FB[:, a] - FB[:, a2])[:, None] / den[None, :]
-            cands.append(np.clip(np.where(np.isfinite(kink), kink, 0.0), 0.0, phi_max))
-    else:
-        a0 = FB.argmax(axis=1)  # active plane at φ = 0
-        f0 = FB[np.arange(len(FB)), a0]  # (Q,)
-        fi0 = Fi.T[a0]  # (Q, n): Fi[i, a0(q)]
-        for a in range(A):
-            with np.errstate(divide="ignore", invalid="ignore"):
-                kink = (f0 - FB[:, a])[:, None] / (fi0 - Fi[None, :, a])
             cands.append(np.clip(np.where(np.isfinite(kink), kink, 0.0), 0.0, phi_max))
     phi = np.stack(cands, axis=-1)  # (Q, n, C)
     g = phi * v[None, :, None] + (FB[:, None, None, :] - phi[..., None] * Fi[None, :, None, :]).max(axis=-1)
@@ -167,20 +171,13 @@ def _residual_pairs(
     Fi : (P, A) plane values of each pair's point.
     """
     A = FBq.shape[1]
+    if not exact and A > 2:
+        return phi_max * v + (FBq - phi_max[:, None] * Fi).max(axis=1)
     cands = [phi_max]
-    if exact or A <= 2:
-        for a in range(A):
-            for a2 in range(a + 1, A):
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    kink = (FBq[:, a] - FBq[:, a2]) / (Fi[:, a] - Fi[:, a2])
-                cands.append(np.clip(np.where(np.isfinite(kink), kink, 0.0), 0.0, phi_max))
-    else:
-        rows = np.arange(len(FBq))
-        a0 = FBq.argmax(axis=1)
-        f0, fi0 = FBq[rows, a0], Fi[rows, a0]
-        for a in range(A):
+    for a in range(A):
+        for a2 in range(a + 1, A):
             with np.errstate(divide="ignore", invalid="ignore"):
-                kink = (f0 - FBq[:, a]) / (fi0 - Fi[:, a])
+                kink = (FBq[:, a] - FBq[:, a2]) / (Fi[:, a] - Fi[:, a2])
             cands.append(np.clip(np.where(np.isfinite(kink), kink, 0.0), 0.0, phi_max))
     phi = np.stack(cands, axis=-1)  # (P, C)
     g = phi * v[:, None] + (FBq[:, None, :] - phi[..., None] * Fi[:, None, :]).max(axis=-1)
@@ -207,9 +204,9 @@ class SawtoothUpper:
     dense : bool, optional
         Store points as dense rows (fast for few states) or packed sparse (default: dense when ``S <= 256``).
     exact : bool, optional
-        Minimise over φ exactly (all plane kinks) or try only the kinks of the plane active at ``b``
-        (cheaper with many planes; default: exact for at most six planes with dense points, three with sparse
-        ones). The dominance drop is exact only in exact mode.
+        Minimise over φ exactly (all plane kinks) or take ``φ = φ_i(b)`` only (cheaper with many planes;
+        default: exact for at most six planes with dense points, three with sparse ones). Outside exact mode a
+        new point drops only the points it dominates at the largest ``φ`` (a sufficient test).
     hull_max_support : int, default 0
         Also bound beliefs on at most this many states by the convex hull of the stored points on their face
         (:class:`~trim_pomdp.solvers.pointbased.hull.FaceHulls`); below 2: off.
@@ -300,7 +297,9 @@ class SawtoothUpper:
             if len(cand):
                 # h_new(b_i) <= v_i  =>  the new point's bound lies below point i's at every belief
                 # each candidate b_i as a query against the new point alone
-                h = _residual_bound(self.points._F[cand], psi[:, None], np.array([v]), F[None, :])[:, 0]
+                h = _residual_bound(
+                    self.points._F[cand], psi[:, None], np.array([v]), F[None, :], exact=self.exact
+                )[:, 0]
                 drop = np.zeros(self.points.N, bool)
                 drop[cand] = h <= self.points._v[cand] + 1e-15
                 k = int(drop.sum())

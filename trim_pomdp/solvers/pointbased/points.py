@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
 
 __all__ = ["DensePoints", "SparsePoints"]
 
@@ -64,15 +63,10 @@ class DensePoints:
         if exact or self.A <= 2:
             ia, ib = self.pairs
             kink = (FB[:, ia] - FB[:, ib])[:, None, :] * self._Dinv[None, :n]  # (Q, n, pairs)
-        else:  # kinks of the plane active at φ = 0 only
-            a0 = FB.argmax(axis=1)
-            f0 = FB[np.arange(len(FB)), a0]
-            den = Fi.T[a0][:, :, None] - Fi[None, :, :]  # (Q, n, A)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                kink = (f0[:, None] - FB)[:, None, :] / den
-            kink[~np.isfinite(kink)] = 0.0
-        kink = np.minimum(np.maximum(kink, 0.0), phi[:, :, None])
-        Phi = np.concatenate([phi[:, :, None], kink], axis=2)  # (Q, n, C)
+            kink = np.minimum(np.maximum(kink, 0.0), phi[:, :, None])
+            Phi = np.concatenate([phi[:, :, None], kink], axis=2)  # (Q, n, C)
+        else:  # φ = φ_i(b) only
+            Phi = phi[:, :, None]
         # g = Phi v + max_a (FB[a] - Phi F_i[a]), the max over the (few) planes as a loop of maxima
         FiT = Fi.T
         g = FB[:, 0, None, None] - Phi * FiT[0][None, :, None]
@@ -143,18 +137,34 @@ class DensePoints:
 
 
 class SparsePoints:
-    """Stored upper-bound points packed as CSR-like arrays (for large, sparse-belief models)."""
+    """Stored upper-bound points packed as CSR-like arrays (for large, sparse-belief models).
+
+    Each point also keeps the first and last state of its support: a point can lie inside a query's support only
+    if both are in it, a test that costs one lookup per point and leaves only the points near the query (the
+    beliefs of a factored model with an observed variable sit in one block of states, and meet only the points
+    of their block) for the entry-by-entry check.
+    """
 
     def __init__(self, S: int, A: int, capacity: int = 1024):
         self.S, self.N, self.nnz = S, 0, 0
         self._ptr = np.zeros(capacity + 1, dtype=np.int64)
         self._v = np.empty(capacity)
         self._F = np.empty((capacity, A))
+        self._lo = np.empty(capacity, dtype=np.int64)
+        self._hi = np.empty(capacity, dtype=np.int64)
+        self._alive = np.ones(capacity, dtype=bool)
+        self.n_dead = 0
         self._idx = np.empty(8 * capacity, dtype=np.int64)
         self._val = np.empty(8 * capacity)
         self._inv = np.empty(8 * capacity)
         self._owner = np.empty(8 * capacity, dtype=np.int64)
         self._pos = np.full(S, -1, dtype=np.int64)
+
+    @staticmethod
+    def _entries(starts: np.ndarray, lens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Positions in the packed arrays of the entries of the points ``starts, lens``, and their offsets."""
+        offs = np.cumsum(lens) - lens
+        return np.repeat(starts - offs, lens) + np.arange(int(lens.sum())), offs
 
     def _inside(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """The points whose support lies inside ``idx``, with their entries located in ``idx``.
@@ -162,35 +172,33 @@ class SparsePoints:
         Returns ``(pts, lens, offs, cols, sel)``: the points, their support sizes and offsets in the packed
         selection, and for each selected entry its column in ``idx`` and its position in the packed arrays.
         """
-        n = self.nnz
-        pos = self._pos
+        N, pos = self.N, self._pos
         pos[idx] = np.arange(len(idx))
-        col = pos[self._idx[:n]]
-        pos[idx] = -1
-        usable = np.ones(self.N, bool)
+        try:
+            pts = np.flatnonzero((pos[self._lo[:N]] >= 0) & (pos[self._hi[:N]] >= 0) & self._alive[:N])
+            lens = self._ptr[pts + 1] - self._ptr[pts]
+            sel, offs = self._entries(self._ptr[pts], lens)
+            col = pos[self._idx[sel]]
+        finally:
+            pos[idx] = -1
         missing = col < 0
-        if missing.any():
-            usable[self._owner[:n][missing]] = False
-        pts = np.flatnonzero(usable)
-        starts, ends = self._ptr[pts], self._ptr[pts + 1]
-        lens = ends - starts
-        offs = np.concatenate([[0], np.cumsum(lens)[:-1]])
-        sel = np.repeat(starts - offs, lens) + np.arange(int(lens.sum()))
-        return pts, lens, offs, col[sel], sel
-
-    def phi(self, idx: np.ndarray, B: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Points with support inside ``idx`` and ``φ_i(b)`` for each row of ``B``."""
-        pts, _, offs, cols, sel = self._inside(idx)
-        if len(pts) == 0:
-            return pts, np.zeros((len(B), 0))
-        ratio = B[:, cols] * self._inv[sel]  # (Q, nnz)
-        return pts, np.minimum.reduceat(ratio, offs, axis=1)  # (Q, n_usable)
+        if missing.any():  # a state between the first and the last is not in idx
+            owner = np.repeat(np.arange(len(pts)), lens)
+            bad = np.zeros(len(pts), bool)
+            bad[owner[missing]] = True
+            keep_e = ~bad[owner]
+            pts, lens, sel, col = pts[~bad], lens[~bad], sel[keep_e], col[keep_e]
+            offs = np.cumsum(lens) - lens
+        return pts, lens, offs, col, sel
 
     def pairs(self, idx: np.ndarray, B: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The (query, point) pairs where the point's support lies inside the query's, and ``φ`` for each.
 
-        Sparse in both directions: the work grows with the number of such pairs, not with ``Q x N``
-        (beliefs of layered models sit on small supports, and each meets only the points of its own).
+        Only the points inside ``idx`` are looked at, and of those only the ones whose first and last state
+        lie between the query's first and last: the work grows with the number of such pairs, not with
+        ``Q x N`` (the beliefs of factored and layered models sit on small supports, and each meets only the
+        points of its own). A pair whose ``φ`` is 0 (the point's support is not inside the query's after all)
+        adds nothing to the planes' bound and is left out.
         """
         empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
         if self.nnz == 0 or len(B) == 0:
@@ -198,35 +206,39 @@ class SparsePoints:
         pts, lens, offs, cols_e, sel = self._inside(idx)
         if len(pts) == 0:
             return empty
-        inv_e = self._inv[sel]
-        k = len(idx)
-        inc_p = sp.csr_matrix(
-            (np.ones(len(sel)), (cols_e, np.repeat(np.arange(len(pts)), lens))), shape=(k, len(pts))
-        )
-        inc_q = sp.csr_matrix((B > 0).astype(float))
-        C = (inc_q @ inc_p).tocoo()
-        ok = np.abs(C.data - lens[C.col]) < 0.5  # every state of the point's support is in the query's
-        q, j = C.row[ok].astype(np.int64), C.col[ok].astype(np.int64)
+        nz = B > 0
+        first = nz.argmax(axis=1)
+        last = nz.shape[1] - 1 - nz[:, ::-1].argmax(axis=1)
+        near = (cols_e[offs][None, :] >= first[:, None]) & (cols_e[offs + lens - 1][None, :] <= last[:, None])
+        q, j = np.nonzero(near)
         if len(q) == 0:
             return empty
         lj = lens[j]
-        pair_offs = np.concatenate([[0], np.cumsum(lj)[:-1]])
-        e = np.repeat(offs[j] - pair_offs, lj) + np.arange(int(lj.sum()))
-        ratio = B[np.repeat(q, lj), cols_e[e]] * inv_e[e]
-        return q, pts[j], np.minimum.reduceat(ratio, pair_offs)
+        e, pair_offs = self._entries(offs[j], lj)
+        flat = np.ascontiguousarray(B).ravel()
+        ratio = flat[np.repeat(q * B.shape[1], lj) + cols_e[e]] * self._inv[sel[e]]
+        phi = np.minimum.reduceat(ratio, pair_offs)
+        ok = phi > 0
+        return q[ok], pts[j[ok]], phi[ok]
 
     def phi_new(self, idx: np.ndarray, vals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        n, N = self.nnz, self.N
+        """Stored points whose support contains ``idx`` and ``φ_new(b_i) = min_s b_i(s) / new(s)``."""
+        N = self.N
+        near = np.flatnonzero((self._lo[:N] <= idx[0]) & (self._hi[:N] >= idx[-1]) & self._alive[:N])
+        if len(near) == 0:
+            return near, np.zeros(0)
+        lens = self._ptr[near + 1] - self._ptr[near]
+        sel, offs = self._entries(self._ptr[near], lens)
         dense_new = np.zeros(self.S)
         dense_new[idx] = vals
-        hit = dense_new[self._idx[:n]] > 0
-        cnt = np.bincount(self._owner[:n][hit], minlength=N)
-        cand = np.flatnonzero(cnt == len(idx))
-        if len(cand) == 0:
-            return cand, np.zeros(0)
-        ratio = np.full(n, np.inf)
-        ratio[hit] = self._val[:n][hit] / dense_new[self._idx[:n]][hit]
-        return cand, np.minimum.reduceat(ratio, self._ptr[:N])[cand]
+        mine = dense_new[self._idx[sel]]
+        hit = mine > 0
+        ok = np.add.reduceat(hit.astype(np.int64), offs) == len(idx)
+        if not ok.any():
+            return near[:0], np.zeros(0)
+        ratio = np.full(len(sel), np.inf)
+        ratio[hit] = self._val[sel][hit] / mine[hit]
+        return near[ok], np.minimum.reduceat(ratio, offs)[ok]
 
     def add(self, idx: np.ndarray, vals: np.ndarray, v: float, F: np.ndarray) -> None:
         k = len(idx)
@@ -235,6 +247,9 @@ class SparsePoints:
             self._ptr = np.concatenate([self._ptr, np.zeros(grow, dtype=np.int64)])
             self._v = np.concatenate([self._v, np.empty(grow)])
             self._F = np.vstack([self._F, np.empty_like(self._F)])
+            self._lo = np.concatenate([self._lo, np.empty_like(self._lo)])
+            self._hi = np.concatenate([self._hi, np.empty_like(self._hi)])
+            self._alive = np.concatenate([self._alive, np.ones_like(self._alive)])
         if self.nnz + k > len(self._idx):
             grow = max(len(self._idx), k)
             self._idx = np.concatenate([self._idx, np.empty(grow, dtype=np.int64)])
@@ -245,13 +260,27 @@ class SparsePoints:
         self._idx[lo:hi], self._val[lo:hi], self._inv[lo:hi] = idx, vals, 1.0 / vals
         self._owner[lo:hi] = self.N
         self._v[self.N], self._F[self.N] = v, F
+        self._lo[self.N], self._hi[self.N] = idx[0], idx[-1]
+        self._alive[self.N] = True
         self.N += 1
         self.nnz = hi
         self._ptr[self.N] = hi
 
+    @property
+    def live(self) -> int:
+        """Number of stored points that are not disabled."""
+        return self.N - self.n_dead
+
     def drop(self, drop: np.ndarray) -> None:
+        """Disable the points in ``drop``; compact the packed arrays once a quarter are disabled."""
+        N = self.N
+        self._alive[:N][drop] = False
+        self.n_dead += int(drop.sum())
+        if self.n_dead * 4 >= N:
+            self._compact(self._alive[:N].copy())
+
+    def _compact(self, keep_pts: np.ndarray) -> None:
         n, N = self.nnz, self.N
-        keep_pts = ~drop
         keep_nz = keep_pts[self._owner[:n]]
         lens = np.diff(self._ptr[: N + 1])[keep_pts]
         m = int(keep_pts.sum())
@@ -260,5 +289,7 @@ class SparsePoints:
             arr[:nn] = arr[:n][keep_nz]
         self._owner[:nn] = np.repeat(np.arange(m), lens)
         self._v[:m], self._F[:m] = self._v[:N][keep_pts], self._F[:N][keep_pts]
+        self._lo[:m], self._hi[:m] = self._lo[:N][keep_pts], self._hi[:N][keep_pts]
         self._ptr[1 : m + 1] = np.cumsum(lens)
-        self.N, self.nnz = m, nn
+        self._alive[:m] = True
+        self.N, self.nnz, self.n_dead = m, nn, 0

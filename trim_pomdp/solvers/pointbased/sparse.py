@@ -51,7 +51,7 @@ class Expansion:
     p: np.ndarray
     pred: np.ndarray
     r: np.ndarray
-    #: ``B`` with the parent belief appended as a last row, when it lives on ``union`` (the dense path)
+    #: ``B`` with the parent belief appended as a last row, when it lives on ``union``
     Bx: np.ndarray | None = None
     starts: np.ndarray | None = None
 
@@ -177,7 +177,14 @@ class SparseModel:
         kids = [self.children(idx, vals, a) for a in range(self.A)]
         union = np.unique(np.concatenate([k[0] for k in kids]))
         n = sum(len(k[1]) for k in kids)
-        B = np.zeros((n, len(union)))
+        # the parent joins the batch (one upper-bound query instead of two) when it lives on the union, as
+        # it does whenever an action leaves the state where it is (a sensing action, a fully observed factor)
+        at = np.searchsorted(union, idx)
+        inside = bool(np.all(at < len(union)) and np.array_equal(union[np.minimum(at, len(union) - 1)], idx))
+        Bx = np.zeros((n + 1 if inside else n, len(union)))
+        if inside:
+            Bx[-1, at] = vals
+        B = Bx[:n]
         pred = np.zeros((self.A, len(union)))
         row = 0
         for a, (idx2, _, _, Ba, pa) in enumerate(kids):
@@ -188,4 +195,4 @@ class SparseModel:
         act = np.repeat(np.arange(self.A), [len(k[1]) for k in kids])
         obs = np.concatenate([k[1] for k in kids]).astype(np.int64)
         p = np.concatenate([k[2] for k in kids])
-        return Expansion(union, B, act, obs, p, pred, r)
+        return Expansion(union, B, act, obs, p, pred, r, Bx if inside else None)
