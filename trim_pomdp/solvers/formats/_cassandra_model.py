@@ -1,14 +1,16 @@
 """What a ``.pomdp`` file assigns, kept sparse while it is read, and the tabular model built from it at the end.
 
 :class:`CassandraModel` receives the ``T:``, ``O:`` and ``R:`` statements from the parser in
-:mod:`~trim_pomdp.solvers.formats.cassandra`, logs their entries in file order (one-line entries are batched
-and converted to indices in bulk), and builds per-action CSR matrices and the expected rewards when the file
-ends. Everything it logs is charged to the reader's memory budget before it is stored.
+:mod:`~trim_pomdp.solvers.formats.cassandra`, logs their entries in file order (runs of one-line entries
+arrive as token columns, converted to indices and wildcards expanded in bulk), and builds per-action CSR
+matrices and the expected rewards when the file ends. Everything it logs is charged to the reader's memory
+budget before it is stored.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,13 +18,18 @@ import scipy.sparse as sp
 
 from trim_pomdp.exceptions import DataFormatError
 from trim_pomdp.solvers.formats._common import ROW_SUM_TOLERANCE
-from trim_pomdp.solvers.formats._sparse import AssignmentLog, check_rows, csr_lookup, last_wins, split_actions
+from trim_pomdp.solvers.formats._sparse import (
+    ENTRY_BYTES,
+    AssignmentLog,
+    check_rows,
+    csr_lookup,
+    last_wins,
+    split_actions,
+)
 from trim_pomdp.solvers.memory import MemoryBudget
 
 __all__ = ["CassandraModel", "Space"]
 
-#: One-line entries converted to indices in one batch.
-_BATCH = 1 << 16
 #: Bytes charged per logged reward entry (row, s', o, value, sequence number).
 _REWARD_BYTES = 40
 
@@ -34,7 +41,7 @@ class Space:
         self.kind, self.names, self.n = kind, names, n
         self.index = {name: i for i, name in enumerate(names)} if names else {}
         self._all = np.arange(n)
-        self._cache: dict[str, int] = {}
+        self._cache: dict[str, int] = {"*": -1, **self.index}  # every token seen that is a code
 
     def expected(self) -> str:
         return f"a {self.kind[:-1]} (0..{self.n - 1}" + (", a name" if self.names else "") + " or '*')"
@@ -42,36 +49,45 @@ class Space:
     def resolve(self, tok: str) -> np.ndarray | None:
         """Indices denoted by ``tok``: ``*`` → all, an integer → itself, a name → its index; ``None`` if invalid."""
         i = self.code(tok)
-        if i is None:
-            return None
-        return self._all if i < 0 else np.array([i])
+        return None if i is None else self.indices(i)
+
+    def indices(self, code: int) -> np.ndarray:
+        """The indices a :meth:`code` stands for: all of them for ``-1`` (``*``), else itself."""
+        return self._all if code < 0 else np.array([code])
 
     def code(self, tok: str) -> int | None:
         """The index of ``tok``, ``-1`` for ``*``, ``None`` if it is not one."""
         hit = self._cache.get(tok)
         if hit is not None:
             return hit
-        if tok == "*":
-            i = -1
-        elif tok in self.index:
-            i = self.index[tok]
-        elif tok.isdigit() and int(tok) < self.n:
+        if tok.isdigit() and int(tok) < self.n:
             i = int(tok)
         else:
             return None
-        if len(self._cache) < 1 << 20:
+        if len(self._cache) < 1 << 20:  # numbered spaces can be huge: cache only so many numbers
             self._cache[tok] = i
         return i
 
+    def codes(self, toks: Sequence[str]) -> np.ndarray:
+        """:meth:`code` of each token, ``-2`` where a token is not one."""
+        try:  # names, "*" and the numbers seen before are in the cache: one dict lookup each
+            return np.fromiter(map(self._cache.__getitem__, toks), np.int64, len(toks))
+        except KeyError:
+            return np.array([-2 if (i := self.code(t)) is None else i for t in toks], dtype=np.int64)
+
+
+#: One-entry statements expanded and logged in one batch.
+_BATCH = 1 << 16
+
 
 @dataclass
-class _Pending:
-    """One-line entries of one kind not yet converted: index tokens, value tokens, line and sequence numbers."""
+class _Batch:
+    """One-entry statements of one kind waiting to be logged: codes (``-1``: ``*``), value, seq and line number,
+    as arrays per run of one-line entries and as tuples per statement read by the parser."""
 
-    cols: list[list[str]]
-    vals: list[str] = field(default_factory=list)
-    lines: list[int] = field(default_factory=list)
-    seq: list[int] = field(default_factory=list)
+    runs: list[list[np.ndarray]] = field(default_factory=list)
+    singles: list[tuple[float, ...]] = field(default_factory=list)
+    n: int = 0
 
 
 class CassandraModel:
@@ -89,101 +105,132 @@ class CassandraModel:
             [],
             [],
         ]  # rows (a*S+s), s' (-1: any), o (-1: any), r, seq
-        self._pending = {k: _Pending([[] for _ in range(4 if k == "R" else 3)]) for k in "TOR"}
-        self._kinds = {
+        #: the spaces of the index columns of each kind of entry
+        self._columns = {
             "T": ("actions", "states", "states"),
             "O": ("actions", "states", "observations"),
             "R": ("actions", "states", "states", "observations"),
         }
         self._what = {"T": "transition probability", "O": "observation probability", "R": "reward value"}
+        self._batches = {key: _Batch() for key in "TOR"}
 
-    # -- one-line entries (the fast path) --------------------------------------------------------------------
-    def pending(self, kind: str, groups: tuple, line: int, seq: int) -> None:
-        p = self._pending[kind]
-        for col, tok in zip(p.cols, groups[:-1], strict=True):
-            col.append(tok)
-        p.vals.append(groups[-1])
-        p.lines.append(line)
-        p.seq.append(seq)
-        if len(p.vals) >= _BATCH:
-            self._flush(kind)
+    # -- one-entry statements (``T: a : s : s' p`` and the like), batched -----------------------------------
+    def entry(self, key: str, codes: list[int], value: float, seq: int, line: int) -> None:
+        """One ``key: a : s : c value`` (``R: a : s : s' : o value``) entry; a code ``-1`` stands for ``*``."""
+        batch = self._batches[key]
+        batch.singles.append((*codes, value, seq, line))
+        batch.n += 1
+        if batch.n >= _BATCH:
+            self._flush(key)
+
+    def entry_run(self, entries: list[tuple[str, list[list[str]], np.ndarray, np.ndarray]]) -> None:
+        """Log a run of one-line entries: per kind ``(key, token columns, lines, sequence numbers)``, the token
+        columns being the indices (``*`` allowed), then the value.
+
+        Raises
+        ------
+        DataFormatError
+            For the first line of the run, and in it the first token, that is not an index or a number (as the
+            statement parser would meet them).
+        """
+        bad: list[tuple[int, int, str]] = []
+        checked = []
+        for key, tokens, lines, seq in entries:
+            spaces = [self.spaces[k] for k in self._columns[key]]
+            codes = [space.codes(toks) for space, toks in zip(spaces, tokens, strict=False)]
+            values, bad_value = _floats(tokens[-1])
+            for j, c in enumerate(codes):
+                if (c == -2).any():
+                    k = int(np.argmax(c == -2))
+                    bad.append((int(lines[k]), j, f"expected {spaces[j].expected()}, got {tokens[j][k]!r}"))
+            if bad_value is not None:
+                k = bad_value
+                bad.append(
+                    (int(lines[k]), len(codes), f"expected a {self._what[key]}, got {tokens[-1][k]!r}")
+                )
+            checked.append((key, [*codes, values, seq, lines]))
+        if bad:
+            line, _, message = min(bad)
+            raise DataFormatError(f"{self.source}: line {line}: {message}")
+        for key, columns in checked:
+            batch = self._batches[key]
+            batch.runs.append(columns)
+            batch.n += len(columns[-1])
+            if batch.n >= _BATCH:
+                self._flush(key)
 
     def flush(self) -> None:
-        for kind in "TOR":
-            self._flush(kind)
+        """Expand and log the entries waiting in the batches."""
+        for key in self._batches:
+            self._flush(key)
 
-    def _flush(self, kind: str) -> None:
-        p = self._pending[kind]
-        if not p.vals:
+    def _flush(self, key: str) -> None:
+        batch = self._batches[key]
+        if not batch.n:
             return
-        lines = p.lines
-        codes = []
-        for col, space_key in zip(p.cols, self._kinds[kind], strict=True):
-            space = self.spaces[space_key]
-            code = space.code
-            out = [code(t) for t in col]
-            if None in out:
-                k = out.index(None)
-                raise DataFormatError(
-                    f"{self.source}: line {lines[k]}: expected {space.expected()}, got {col[k]!r}"
-                )
-            codes.append(np.array(out, dtype=np.int64))
-        try:
-            vals = np.array(p.vals, dtype=np.float64)
-        except ValueError:
-            k = next(i for i, t in enumerate(p.vals) if not _is_float(t))
-            raise DataFormatError(
-                f"{self.source}: line {lines[k]}: expected a {self._what[kind]}, got {p.vals[k]!r}"
-            ) from None
-        seq = np.array(p.seq, dtype=np.int64)
-        self._pending[kind] = _Pending([[] for _ in p.cols])
-        star = np.zeros(len(vals), bool)
-        for c in codes:
-            star |= c < 0
-        plain = ~star
-        S = self.S
-        if kind == "R":
-            self._charge_rewards(int(plain.sum()), lines[0])
-            self._log_reward(
-                codes[0][plain] * S + codes[1][plain],
-                codes[2][plain],
-                codes[3][plain],
-                vals[plain],
-                seq[plain],
+        n_codes = len(self._columns[key])
+        parts = batch.runs
+        if batch.singles:  # one float array: codes, sequence and line numbers are exact in float64
+            table = np.array(batch.singles, dtype=np.float64)
+            parts.append(
+                [table[:, j].astype(np.int64) if j != n_codes else table[:, j] for j in range(n_codes + 3)]
             )
-        else:
-            log = self.logs[kind]
-            log.reserve(int(plain.sum()), f"line {lines[0]} ff.")
-            log.add(codes[0][plain] * S + codes[1][plain], codes[2][plain], vals[plain], seq[plain])
-        for k in (
-            int(i) for i in np.flatnonzero(star)
-        ):  # wildcards: one entry at a time (rare in large files)
-            a_k, s_k = self._all(kind, 0, codes[0][k]), self._all(kind, 1, codes[1][k])
-            if kind == "R":
-                sp_k = None if codes[2][k] < 0 else np.array([codes[2][k]])
-                o_k = None if codes[3][k] < 0 else np.array([codes[3][k]])
-                self.reward(a_k, s_k, sp_k, o_k, float(vals[k]), int(seq[k]), lines[k])
-            else:
-                self.block(
-                    kind, a_k, s_k, self._all(kind, 2, codes[2][k]), float(vals[k]), int(seq[k]), lines[k]
-                )
+        columns = [np.concatenate(col) for col in zip(*parts, strict=True)]
+        self._batches[key] = _Batch()
+        self._entries(key, columns[:n_codes], *columns[n_codes:])
 
-    def _all(self, kind: str, j: int, code: int) -> np.ndarray:
-        n = self.spaces[self._kinds[kind][j]].n
-        return np.arange(n) if code < 0 else np.array([code])
-
-    # -- statements ------------------------------------------------------------------------------------------
-    def block(
-        self, key: str, a: np.ndarray, s: np.ndarray, c: np.ndarray, value: float, seq: int, line: int
+    def _entries(
+        self, key: str, codes: list[np.ndarray], values: np.ndarray, seq: np.ndarray, lines: np.ndarray
     ) -> None:
-        """``key: a : s : c value`` with any of them wildcards."""
-        log = self.logs[key]
-        rows = (a[:, None] * self.S + s[None, :]).ravel()
-        if value == 0.0 and len(c) == log.n_cols:  # "T: * : * : * 0.0" resets whole rows: log no zeros
-            log.clear(rows, seq)
+        """Log ``key: a : s : c value`` (``R: a : s : s' : o value``) entries; a code ``-1`` stands for ``*``.
+
+        ``T: * : * : * 0.0`` (a 0 over whole rows) resets the rows instead of logging zeros. In rewards, ``*``
+        for both ``s'`` and ``o`` sets ``R(a, s)`` itself, and ``*`` for ``o`` alone stays one entry.
+        """
+        S = self.S
+        sizes = [self.spaces[k].n for k in self._columns[key]]
+        wild = [c < 0 for c in codes]
+        if key == "R":
+            wild[2] &= ~wild[3]  # "R: a : s : * : *" is R(a, s); "* : o" stands for every s'
+            wild[3] = np.zeros(len(values), bool)  # "any o" stays one entry (weighted by the sum over o)
+            self._reserve(self._charge_rewards, wild, sizes, lines, _REWARD_BYTES)
+            for (a, s, sp, o), src in _expand(codes, wild, sizes):
+                self._log_reward(a * S + s, sp, o, values[src], seq[src])
             return
-        log.reserve(len(a) * len(s) * len(c), f"line {line}")
-        log.add(np.repeat(rows, len(c)), np.tile(c, len(rows)), value, seq)
+        log = self.logs[key]
+        reset = (values == 0.0) & (wild[2] | (log.n_cols == 1))
+        if reset.any():
+            rows = [(a * S + s, src) for (a, s), src in _expand(codes[:2], wild[:2], sizes[:2], reset)]
+            for r, src in rows:
+                log.clear(r, seq[src])
+            keep = ~reset
+            codes, values, seq, lines = [c[keep] for c in codes], values[keep], seq[keep], lines[keep]
+            wild = [w[keep] for w in wild]
+        self._reserve(log.reserve, wild, sizes, lines)
+        for (a, s, c), src in _expand(codes, wild, sizes):
+            log.add(a * S + s, c, values[src], seq[src])
+
+    def _reserve(
+        self,
+        reserve: Callable[[float, str], None],
+        wild: list[np.ndarray],
+        sizes: list[int],
+        lines: np.ndarray,
+        entry_bytes: int = ENTRY_BYTES,
+    ) -> None:
+        """Charge ``reserve(n, where)`` for the entries :func:`_expand` will make, at once when they fit, else up
+        to the first statement that does not (so that the refusal names its line)."""
+        if not len(lines):
+            return
+        counts = np.ones(len(lines))
+        for w, n in zip(wild, sizes, strict=True):
+            counts[w] *= n
+        total = float(counts.sum())
+        if self.budget.used + entry_bytes * total > self.budget.limit:
+            k = int(np.argmax(self.budget.used + entry_bytes * np.cumsum(counts) > self.budget.limit))
+            reserve(float(counts[:k].sum()), f"lines {lines[0]}-{lines[k]}")
+            reserve(float(counts[k]), f"line {lines[k]}")  # raises
+        reserve(total, f"line {lines[0]}" + (" ff." if len(lines) > 1 else ""))
 
     def rows(self, key: str, a: np.ndarray, s: np.ndarray, values: np.ndarray, seq: int, line: int) -> None:
         """Whole rows ``key: a : s`` set to ``values`` (everything else in them becomes 0)."""
@@ -208,46 +255,24 @@ class CassandraModel:
         log.clear((a[:, None] * S + np.arange(S)[None, :]).ravel(), seq)
         log.add((a[:, None] * S + r[None, :]).ravel(), np.tile(c, len(a)), np.tile(block[r, c], len(a)), seq)
 
-    def reward(
-        self,
-        a: np.ndarray,
-        s: np.ndarray,
-        sp: np.ndarray | None,
-        o: np.ndarray | None,
-        value: float,
-        seq: int,
-        line: int,
-    ) -> None:
-        """``R: a : s : s' : o value``; ``None`` stands for ``*`` (both ``None``: ``R(a, s)`` itself)."""
-        rows = (a[:, None] * self.S + s[None, :]).ravel()
-        if sp is None and o is None:
-            self._charge_rewards(len(rows), line)
-            self._log_reward(rows, np.full(len(rows), -1), np.full(len(rows), -1), value, seq)
-            return
-        sp = np.arange(self.S) if sp is None else sp
-        oo = np.array([-1]) if o is None else o
-        self._charge_rewards(len(rows) * len(sp) * len(oo), line)
-        grid = np.stack(np.meshgrid(rows, sp, oo, indexing="ij"), axis=-1).reshape(-1, 3)
-        self._log_reward(grid[:, 0], grid[:, 1], grid[:, 2], value, seq)
-
     def reward_row(
         self, a: np.ndarray, s: np.ndarray, sp: np.ndarray, values: np.ndarray, seq: int, line: int
     ) -> None:
         rows = (a[:, None] * self.S + s[None, :]).ravel()
         Z = self.Z
-        self._charge_rewards(len(rows) * len(sp) * Z, line)
+        self._charge_rewards(len(rows) * len(sp) * Z, f"line {line}")
         grid = np.stack(np.meshgrid(rows, sp, np.arange(Z), indexing="ij"), axis=-1).reshape(-1, 3)
         self._log_reward(grid[:, 0], grid[:, 1], grid[:, 2], values[grid[:, 2]], seq)
 
     def reward_matrix(self, a: np.ndarray, s: np.ndarray, block: np.ndarray, seq: int, line: int) -> None:
         rows = (a[:, None] * self.S + s[None, :]).ravel()
         S, Z = self.S, self.Z
-        self._charge_rewards(len(rows) * S * Z, line)
+        self._charge_rewards(len(rows) * S * Z, f"line {line}")
         grid = np.stack(np.meshgrid(rows, np.arange(S), np.arange(Z), indexing="ij"), axis=-1).reshape(-1, 3)
         self._log_reward(grid[:, 0], grid[:, 1], grid[:, 2], block[grid[:, 1], grid[:, 2]], seq)
 
-    def _charge_rewards(self, n: int, line: int) -> None:
-        self.budget.charge(_REWARD_BYTES * float(n), f"line {line} ({n:,} reward entries)")
+    def _charge_rewards(self, n: float, where: str) -> None:
+        self.budget.charge(_REWARD_BYTES * float(n), f"{where} ({n:,.0f} reward entries)")
 
     def _log_reward(self, rows, sp, o, value, seq) -> None:
         n = len(rows)
@@ -320,9 +345,41 @@ class CassandraModel:
         return np.ascontiguousarray(out.reshape(A, S).T)
 
 
-def _is_float(tok: str) -> bool:
-    try:
-        float(tok)
-    except ValueError:
-        return False
-    return True
+def _floats(toks: Sequence[str]) -> tuple[np.ndarray, int | None]:
+    """``float`` of each token, and the position of the first that is not a number (``None`` if all are)."""
+    table, bad = {}, set()
+    for tok in set(toks):  # files repeat a few values ("1.000000"): convert each once
+        try:
+            table[tok] = float(tok)
+        except ValueError:
+            bad.add(tok)
+    if bad:
+        return np.zeros(0), next(k for k, tok in enumerate(toks) if tok in bad)
+    return np.fromiter(map(table.__getitem__, toks), np.float64, len(toks)), None
+
+
+def _expand(
+    codes: list[np.ndarray], wild: list[np.ndarray], sizes: list[int], select: np.ndarray | None = None
+) -> Iterator[tuple[list[np.ndarray], np.ndarray]]:
+    """The entries that entries with wildcards stand for, one group of entries with the same wildcards at a time.
+
+    Axis ``j`` of entry ``i`` runs over ``range(sizes[j])`` where ``wild[j][i]``, else it is ``codes[j][i]``.
+    Yields the codes of the entries made and, for each, the position of the entry it came from (``select``:
+    only the entries where it is true).
+    """
+    pattern = np.zeros(len(codes[0]), np.int64)
+    for j, w in enumerate(wild):
+        pattern |= w.astype(np.int64) << j
+    chosen = np.arange(len(pattern)) if select is None else np.flatnonzero(select)
+    for p in np.unique(pattern[chosen]).tolist():
+        src = chosen[pattern[chosen] == p]
+        axes = [j for j in range(len(codes)) if p >> j & 1]
+        shape = (len(src), *(sizes[j] for j in axes))
+        grid = np.indices(shape[1:], sparse=True) if axes else ()
+        out = [
+            np.broadcast_to(grid[axes.index(j)][None], shape).ravel()
+            if j in axes
+            else np.broadcast_to(c[src].reshape((-1,) + (1,) * len(axes)), shape).ravel()
+            for j, c in enumerate(codes)
+        ]
+        yield out, np.broadcast_to(src.reshape((-1,) + (1,) * len(axes)), shape).ravel()

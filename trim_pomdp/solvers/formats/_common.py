@@ -14,11 +14,12 @@ import numpy as np
 from trim_pomdp.exceptions import DataFormatError, ResourceLimitError
 
 __all__ = [
+    "BLOCK_CHARS",
     "NAME_RE",
     "ROW_SUM_TOLERANCE",
     "Deadline",
     "format_float",
-    "model_lines",
+    "model_blocks",
     "read_model_text",
     "valid_names",
 ]
@@ -69,9 +70,17 @@ def read_model_text(path: str | Path) -> tuple[str, str]:
         raise DataFormatError(f"cannot read {path}: {exc}") from exc
 
 
+#: Characters read from a model file at a time (then completed to the end of the line).
+BLOCK_CHARS = 1 << 16
+
+
 @contextlib.contextmanager
-def model_lines(path: str | Path) -> Iterator[tuple[Iterator[str], str]]:
-    """The lines of a model file, read lazily (undecodable bytes replaced), and its name for messages.
+def model_blocks(path: str | Path, size: int = BLOCK_CHARS) -> Iterator[tuple[Iterator[str], str]]:
+    """The text of a model file in blocks of whole lines, read lazily, and its name for messages.
+
+    Each block holds about ``size`` characters and ends with a newline (the last one may not); newlines are
+    universal (``\\r\\n`` and ``\\r`` read as ``\\n``) and undecodable bytes are replaced. Readers take
+    many lines at once from a block without holding the whole file.
 
     Raises
     ------
@@ -83,8 +92,13 @@ def model_lines(path: str | Path) -> Iterator[tuple[Iterator[str], str]]:
         fh = path.open("r", encoding="utf-8", errors="replace")
     except OSError as exc:
         raise DataFormatError(f"cannot read {path}: {exc}") from exc
+
+    def blocks() -> Iterator[str]:
+        while block := fh.read(size):
+            yield block if block.endswith("\n") else block + fh.readline()
+
     with fh:
-        yield iter(fh), str(path)
+        yield blocks(), str(path)
 
 
 class Deadline:

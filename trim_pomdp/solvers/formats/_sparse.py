@@ -77,12 +77,12 @@ class AssignmentLog:
         self._seq.append(np.broadcast_to(np.asarray(seq, dtype=np.int64), (n,)).copy())
         self.n += n
 
-    def clear(self, rows: np.ndarray, seq: int) -> None:
+    def clear(self, rows: np.ndarray, seq: np.ndarray | int) -> None:
         """Zero whole rows: entries logged for them with a smaller ``seq`` are dropped."""
         rows = np.asarray(rows, dtype=np.int64).ravel()
         self.budget.charge(16 * len(rows), f"row resets of {self.what}")
         self._clear_rows.append(rows)
-        self._clear_seq.append(np.full(len(rows), seq, dtype=np.int64))
+        self._clear_seq.append(np.broadcast_to(np.asarray(seq, dtype=np.int64), rows.shape).copy())
 
     def resolve(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(rows, cols, values)`` of the final nonzeros, sorted by row then column (the logs are freed)."""

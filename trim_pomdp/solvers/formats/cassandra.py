@@ -8,8 +8,10 @@ four indices ``R: a : s : s' : o`` and ``#`` comments. Later entries override ea
 is 0.
 
 It reads the file in one streaming pass and keeps only what the file assigns (sparse logs of entries, see
-:mod:`~trim_pomdp.solvers.formats._sparse`), so memory grows with the nonzeros, not with ``|S|²``; lines of the
-one-entry forms (``T: a : s : s' p``), which make up nearly all of a large file, take a fast path. Whatever a
+:mod:`~trim_pomdp.solvers.formats._sparse`), so memory grows with the nonzeros, not with ``|S|²``. Lines of the
+one-entry forms (``T: a : s : s' p``), which make up nearly all of a large file, are taken a run of lines at a
+time by one regular expression and converted to indices in bulk (:mod:`~trim_pomdp.solvers.formats._tokens`);
+every other statement goes through the token-by-token parser below, with the same meaning. Whatever a
 statement would allocate is checked against the memory limit first (:mod:`trim_pomdp.solvers.memory`), so a
 short file that declares 20,000 states and ``T: * uniform`` is refused before anything is allocated.
 
@@ -23,8 +25,8 @@ vector, which APPL ``pomdpsol`` (both parsers) and SARSOP.jl read.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
+from itertools import compress
 from pathlib import Path
 
 import numpy as np
@@ -35,125 +37,16 @@ from trim_pomdp.solvers.formats._common import (
     ROW_SUM_TOLERANCE,
     Deadline,
     format_float,
-    model_lines,
+    model_blocks,
     valid_names,
 )
+from trim_pomdp.solvers.formats._tokens import KEYWORDS, Tokens, text_blocks
 from trim_pomdp.solvers.memory import MemoryBudget
 from trim_pomdp.solvers.tabular import TabularPOMDP
 
 __all__ = ["ROW_SUM_TOLERANCE", "format_float", "parse_cassandra", "read_cassandra", "write_cassandra"]
 
-_KEYWORDS = {"discount", "values", "states", "actions", "observations", "start", "T", "O", "R"}
-_RESERVED = _KEYWORDS | {"identity", "uniform", "reward", "cost", "include", "exclude"}
-_TOK = r"\s*([^\s:]+)\s*"
-#: ``T: a : s : s' p`` / ``O: a : s' : o p`` on one line (the fast path)
-_ENTRY_RE = re.compile(rf"^\s*([TO])\s*:{_TOK}:{_TOK}:\s*([^\s:]+)\s+([^\s:]+)\s*$")
-#: ``R: a : s : s' : o r`` on one line
-_REWARD_RE = re.compile(rf"^\s*R\s*:{_TOK}:{_TOK}:{_TOK}:\s*([^\s:]+)\s+([^\s:]+)\s*$")
-
-
-class _Tokens:
-    """Whitespace/colon tokens of a ``.pomdp`` text, read line by line, with their 1-based line numbers.
-
-    Tokens are buffered only for the statement being parsed (positions stay valid until :meth:`compact`);
-    :meth:`raw_line` hands whole lines to the fast path while the buffer is empty.
-    """
-
-    def __init__(self, lines: Iterable[str], source: str, deadline: Deadline):
-        self.source, self.deadline = source, deadline
-        self._lines: Iterator[str] = iter(lines)
-        self.lineno = 0
-        self.toks: list[str] = []
-        self.lines: list[int] = []
-        self.pos = 0
-        self.eof = False
-
-    def raw_line(self) -> str | None:
-        """The next line without its comment (``None`` at the end); only while no token is buffered."""
-        try:
-            line = next(self._lines)
-        except StopIteration:
-            self.eof = True
-            return None
-        self.lineno += 1
-        if not self.lineno & 0xFFFF:
-            self.deadline.check(f"{self.source}: reading line {self.lineno}")
-        return line.split("#", 1)[0] if "#" in line else line
-
-    def push(self, line: str) -> None:
-        """Tokenize ``line`` (already read with :meth:`raw_line`) into the buffer."""
-        for tok in line.replace(":", " : ").split():
-            self.toks.append(tok)
-            self.lines.append(self.lineno)
-
-    def _fill(self, k: int) -> bool:
-        while len(self.toks) - self.pos <= k:
-            line = self.raw_line()
-            if line is None:
-                return False
-            self.push(line)
-        return True
-
-    def compact(self) -> None:
-        """Forget consumed tokens (between statements)."""
-        if self.pos:
-            del self.toks[: self.pos], self.lines[: self.pos]
-            self.pos = 0
-
-    def error(self, expected: str, pos: int | None = None) -> DataFormatError:
-        pos = self.pos if pos is None else pos
-        if pos < len(self.toks) or self._fill(pos - self.pos):
-            where, got = f"line {self.lines[pos]}", repr(self.toks[pos])
-        else:
-            where, got = f"line {self.lines[-1] if self.lines else max(self.lineno, 1)}", "end of file"
-        return DataFormatError(f"{self.source}: {where}: expected {expected}, got {got}")
-
-    def at_end(self) -> bool:
-        return not self._fill(0)
-
-    def peek(self, k: int = 0) -> str | None:
-        return self.toks[self.pos + k] if self._fill(k) else None
-
-    def next(self, expected: str) -> str:
-        if not self._fill(0):
-            raise self.error(expected)
-        self.pos += 1
-        return self.toks[self.pos - 1]
-
-    def expect(self, literal: str) -> None:
-        if self.peek() != literal:
-            raise self.error(repr(literal))
-        self.pos += 1
-
-    def statement_start(self, k: int = 0) -> bool:
-        """Whether the token at offset ``k`` begins a statement (``key :`` or ``start include|exclude :``)."""
-        tok = self.peek(k)
-        if tok not in _KEYWORDS:
-            return False
-        if self.peek(k + 1) == ":":
-            return True
-        return tok == "start" and self.peek(k + 1) in ("include", "exclude") and self.peek(k + 2) == ":"
-
-    def number(self, expected: str = "a number") -> float:
-        pos = self.pos
-        tok = self.next(expected)
-        try:
-            return float(tok)
-        except ValueError:
-            raise self.error(expected, pos) from None
-
-    def numbers(self, n: int, what: str) -> np.ndarray:
-        out = np.empty(n)
-        for i in range(n):
-            out[i] = self.number(f"{what} (number {i + 1} of {n})")
-        return out
-
-    def until_statement(self) -> list[tuple[str, int]]:
-        out = []
-        while not self.at_end() and not self.statement_start():
-            out.append((self.toks[self.pos], self.pos))
-            self.pos += 1
-        return out
+_RESERVED = KEYWORDS | {"identity", "uniform", "reward", "cost", "include", "exclude"}
 
 
 def _is_number(tok: str) -> bool:
@@ -167,7 +60,7 @@ def _is_number(tok: str) -> bool:
 class _Parser:
     """One streaming parse: the preamble, then the statements, fed into a :class:`CassandraModel`."""
 
-    def __init__(self, tk: _Tokens, budget: MemoryBudget, representation: str):
+    def __init__(self, tk: Tokens, budget: MemoryBudget, representation: str):
         self.tk, self.budget, self.representation = tk, budget, representation
         self.discount: float | None = None
         self.values = "reward"
@@ -181,30 +74,39 @@ class _Parser:
         while True:
             if tk.pos >= len(tk.toks):
                 tk.compact()
+                if self.model is not None and self._entries():
+                    continue
                 line = tk.raw_line()
                 if line is None:
                     break
-                if self.model is not None and self._fast(line):
-                    continue
                 tk.push(line)
                 if not tk.toks:
                     continue
             self._statement()
         return self._finish()
 
-    def _fast(self, line: str) -> bool:
-        """Log a one-line ``T:``/``O:``/``R:`` entry; ``False`` if the line needs the general parser."""
+    def _entries(self) -> bool:
+        """Log the next run of one-line entries in bulk; ``False`` if the next line needs the statement parser."""
         assert self.model is not None
-        m = _ENTRY_RE.match(line)
-        self.seq += 1
-        if m is not None:
-            self.model.pending(m.group(1), m.groups()[1:], self.tk.lineno, self.seq)
-            return True
-        m = _REWARD_RE.match(line)
-        if m is not None:
-            self.model.pending("R", m.groups(), self.tk.lineno, self.seq)
-            return True
-        return False
+        rows, first = self.tk.entry_run()
+        if not rows:
+            return False
+        # the columns of _tokens._ENTRY_RE: kind, a, s, s'|s', s'|o, value (T, O), then a, s, s', o, value (R)
+        cols = list(zip(*rows, strict=True))
+        at = np.arange(len(rows))  # line i of the run is line first + i and gets sequence number seq + i
+        kinds = cols[0]
+        entries = []
+        for key, sel, group in (
+            ("T", list(map("T".__eq__, kinds)), cols[1:5]),
+            ("O", list(map("O".__eq__, kinds)), cols[1:5]),
+            ("R", list(map(bool, cols[9])), cols[5:10]),
+        ):
+            if any(sel):
+                i = at[sel]
+                entries.append((key, [list(compress(c, sel)) for c in group], first + i, self.seq + 1 + i))
+        self.model.entry_run(entries)
+        self.seq += len(rows)
+        return True
 
     def _statement(self) -> None:
         tk = self.tk
@@ -248,15 +150,13 @@ class _Parser:
             self.model = CassandraModel(self.spaces, self.tk.source, self.budget)
         return self
 
-    def _index(self, kind: str) -> tuple[np.ndarray, bool]:
-        """Indices denoted by the next token and whether it was ``*``."""
+    def _index(self, kind: str) -> int:
+        """The index denoted by the next token, ``-1`` for ``*``."""
         pos = self.tk.pos
-        self.tk.next(f"a {kind[:-1]}")
-        tok = self.tk.toks[pos]
-        idx = self.spaces[kind].resolve(tok)
-        if idx is None:
+        code = self.spaces[kind].code(self.tk.next(f"a {kind[:-1]}"))
+        if code is None:
             raise self.tk.error(self.spaces[kind].expected(), pos)
-        return idx, tok == "*"
+        return code
 
     # -- the preamble ----------------------------------------------------------------------------------------
     def _space(self, key: str) -> None:
@@ -338,63 +238,64 @@ class _Parser:
         what = "transition" if key == "T" else "observation"
         S, C = self.spaces["states"].n, self.spaces[columns].n
         line = tk.lines[tk.pos - 1]
-        a, _ = self._index("actions")
+        a = self._index("actions")
         if tk.peek() == ":":
             tk.pos += 1
-            s, _ = self._index("states")
+            s = self._index("states")
             if tk.peek() == ":":
                 tk.pos += 1
-                c, _ = self._index(columns)
-                model.block(key, a, s, c, tk.number(f"a {what} probability"), self.seq, line)
-            elif tk.peek() == "uniform":
+                c = self._index(columns)
+                value = tk.number(f"a {what} probability")
+                model.entry(key, [a, s, c], value, self.seq, line)
+                return
+            a_idx, s_idx = self.spaces["actions"].indices(a), self.spaces["states"].indices(s)
+            if tk.peek() == "uniform":
                 tk.pos += 1
-                model.rows(key, a, s, np.full(C, 1.0 / C), self.seq, line)
+                model.rows(key, a_idx, s_idx, np.full(C, 1.0 / C), self.seq, line)
             else:
-                model.rows(
-                    key,
-                    a,
-                    s,
-                    tk.numbers(C, f"a row of {C} {what} probabilities or 'uniform'"),
-                    self.seq,
-                    line,
-                )
+                row = tk.numbers(C, f"a row of {C} {what} probabilities or 'uniform'")
+                model.rows(key, a_idx, s_idx, row, self.seq, line)
             return
+        a_idx = self.spaces["actions"].indices(a)
         if tk.peek() == "uniform":
             tk.pos += 1
-            model.rows(key, a, np.arange(S), np.full(C, 1.0 / C), self.seq, line)
+            model.rows(key, a_idx, np.arange(S), np.full(C, 1.0 / C), self.seq, line)
         elif tk.peek() == "identity":
             if S != C:
                 raise tk.error(f"'uniform' or {S}x{C} numbers ('identity' needs as many {columns} as states)")
             tk.pos += 1
-            model.identity(key, a, self.seq, line)
+            model.identity(key, a_idx, self.seq, line)
         else:
             self.budget.check(8.0 * S * C, f"line {line}: a full {S}x{C} {what} matrix")
             block = tk.numbers(S * C, f"a {S}x{C} {what} matrix, 'identity' or 'uniform'").reshape(S, C)
-            model.matrix(key, a, block, self.seq, line)
+            model.matrix(key, a_idx, block, self.seq, line)
 
     def _reward(self) -> None:
         """``R: a : s [: s' [: o]]`` followed by a value, a row of values or a matrix."""
         tk, model = self.tk, self.model
         assert model is not None
-        S, Z = self.spaces["states"].n, self.spaces["observations"].n
+        states = self.spaces["states"]
+        S, Z = states.n, self.spaces["observations"].n
         line = tk.lines[tk.pos - 1]
-        a, _ = self._index("actions")
+        a = self._index("actions")
         tk.expect(":")
-        s, _ = self._index("states")
+        s = self._index("states")
+        a_idx, s_idx = self.spaces["actions"].indices(a), states.indices(s)
         if tk.peek() != ":":
             self.budget.check(8.0 * S * Z, f"line {line}: a full {S}x{Z} reward matrix")
             block = tk.numbers(S * Z, f"a {S}x{Z} reward matrix").reshape(S, Z)
-            model.reward_matrix(a, s, block, self.seq, line)
+            model.reward_matrix(a_idx, s_idx, block, self.seq, line)
             return
         tk.pos += 1
-        sp, sp_star = self._index("states")
+        sp = self._index("states")
         if tk.peek() != ":":
-            model.reward_row(a, s, sp, tk.numbers(Z, f"a row of {Z} rewards"), self.seq, line)
+            row = tk.numbers(Z, f"a row of {Z} rewards")
+            model.reward_row(a_idx, s_idx, states.indices(sp), row, self.seq, line)
             return
         tk.pos += 1
-        o, o_star = self._index("observations")
+        o = self._index("observations")
         value = tk.number("a reward value")
-        model.reward(a, s, None if sp_star else sp, None if o_star else o, value, self.seq, line)
+        model.entry("R", [a, s, sp, o], value, self.seq, line)
 
     # -- the model -------------------------------------------------------------------------------------------
     def _finish(self) -> TabularPOMDP:
@@ -494,11 +395,11 @@ def parse_cassandra(
     ResourceLimitError
         When the model would exceed ``memory_limit`` (or reading passes ``deadline``).
     """
-    return _parse(text.splitlines(), source, memory_limit, representation, deadline)
+    return _parse(text_blocks(text), source, memory_limit, representation, deadline)
 
 
 def _parse(
-    lines: Iterable[str],
+    blocks: Iterable[str],
     source: str,
     memory_limit: int | float | str | None,
     representation: str,
@@ -507,7 +408,7 @@ def _parse(
     if representation not in ("auto", "dense", "sparse"):
         raise ValueError(f"representation must be 'auto', 'dense' or 'sparse', got {representation!r}")
     budget = MemoryBudget(memory_limit, source)
-    return _Parser(_Tokens(lines, source, Deadline(deadline)), budget, representation).run()
+    return _Parser(Tokens(blocks, source, Deadline(deadline)), budget, representation).run()
 
 
 def read_cassandra(
@@ -518,8 +419,8 @@ def read_cassandra(
     deadline: float | None = None,
 ) -> TabularPOMDP:
     """Read a Cassandra ``.pomdp`` file in one streaming pass. See :func:`parse_cassandra`."""
-    with model_lines(path) as (lines, source):
-        return _parse(lines, source, memory_limit, representation, deadline)
+    with model_blocks(path) as (blocks, source):
+        return _parse(blocks, source, memory_limit, representation, deadline)
 
 
 def write_cassandra(model: TabularPOMDP, path: str | Path, *, dense_row_fraction: float = 0.5) -> Path:
