@@ -246,3 +246,59 @@ def test_shared_classic_files_parse(name, shape, tmp_path):
         back = read_pomdp(write_pomdp(m, tmp_path / f"x.{fmt}"))
         np.testing.assert_array_equal(back.T, m.T)
         np.testing.assert_array_equal(back.R, m.R)
+
+
+_ENTRIES = (
+    "discount: 0.9\nvalues: reward\nstates: a b c\nactions: 2\nobservations: 2\n"
+    "T: * uniform\nO: * uniform\n"
+    "T: 0 : a : b 0.5   # a trailing comment\n  T : 0 :a:c 0.5\nT: * : * : * 0.0\nT: * : a : a 1\n"
+    "T: 1 : a : a 0.5\nT: 1 : a : c 0.5\nT: * : b : c 1.0\nT: 0 : c : 2 1\nT: 1 : c : a 1\nT: 1 : * : b 0.0\n"
+    "\n# a comment line\nO: * : * : 0 0.25\nO: * : * : 1 0.75\nO: 0 : 2 : * 0.5\n"
+    "R: * : * : * : * 1\nR: 0 : a : * : 1 5\nR: 1 : b : c : * -2\nR: 0 : a : b : 0 3\nR: * : c : * : * 4\n"
+)
+
+
+def _split_entries(text: str) -> str:
+    """The same statements with each one-line entry's value on a line of its own (the statement parser's path)."""
+    out = []
+    for line in text.splitlines():
+        head = line.partition("#")[0]
+        if head.strip()[:1] in ("T", "O", "R") and head.count(":") >= 3:
+            *idx, value = head.split()
+            out.append(" ".join(idx) + "\n" + value)
+        else:
+            out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def test_runs_of_one_line_entries_mean_what_the_statement_parser_reads():
+    runs, split = parse_cassandra(_ENTRIES), parse_cassandra(_split_entries(_ENTRIES))
+    for key in ("T", "O", "R", "b0"):
+        np.testing.assert_array_equal(getattr(runs, key), getattr(split, key), err_msg=key)
+    np.testing.assert_array_equal(
+        runs.T, [[[1, 0, 0], [0, 0, 1], [0, 0, 1]], [[0.5, 0, 0.5], [0, 0, 1], [1, 0, 0]]]
+    )
+    np.testing.assert_array_equal(runs.O[1], np.tile([0.25, 0.75], (3, 1)))
+    np.testing.assert_array_equal(runs.O[0, 2], [0.5, 0.5])
+
+
+@pytest.mark.parametrize("block", [1, 7, 40])
+def test_blocks_of_any_size_and_line_breaks_give_the_same_model(block):
+    from trim_pomdp.solvers.formats._tokens import text_blocks
+    from trim_pomdp.solvers.formats.cassandra import _parse
+
+    whole = parse_cassandra(_ENTRIES)
+    for text in (_ENTRIES, _ENTRIES.replace("\n", "\r\n"), _ENTRIES.replace("\n", "\x0c")):
+        m = _parse(text_blocks(text, block), "m.pomdp", None, "auto", None)
+        for key in ("T", "O", "R"):
+            np.testing.assert_array_equal(getattr(m, key), getattr(whole, key), err_msg=key)
+
+
+def test_a_run_of_entries_reports_its_first_bad_line():
+    head = "discount: 0.9\nstates: 2\nactions: 1\nobservations: 2\nT: * uniform\nO: * uniform\n"
+    with pytest.raises(
+        DataFormatError, match=r"bad\.pomdp: line 8: expected a action \(0\.\.0 or '\*'\), got 'q'"
+    ):
+        parse_cassandra(head + "T: 0 : 0 : 0 1\nR: q : 0 : 0 : 0 1\nT: 0 : 5 : 0 1\n", "bad.pomdp")
+    with pytest.raises(DataFormatError, match=r"line 7: expected a transition probability, got 'x'"):
+        parse_cassandra(head + "T: 0 : 0 : 0 x\nbogus: 1\n", "bad.pomdp")
