@@ -3,8 +3,8 @@
 The parser in :mod:`~trim_pomdp.solvers.formats.cassandra` reads statements token by token from
 :class:`Tokens`. Large files are nearly all one-line entries (``T: a : s : s' p``, ``O: a : s' : o p``,
 ``R: a : s : s' : o r``, with names, numbers or ``*``), and tokenizing those one at a time in Python is what
-made reading slow; so between statements :meth:`Tokens.entry_run` hands over the next run of such lines (blank
-and comment lines included) as the groups of one regular-expression ``findall``. Any other line goes through the
+made reading slow; so between statements :meth:`Tokens.entry_run` finds the next run of such lines (and blank
+lines) with one regular-expression match and splits all of it at once. Any other line goes through the
 tokens, with the same meaning: the run grammar accepts only lines the statement grammar reads as one entry.
 """
 
@@ -28,21 +28,16 @@ _BLANK = r"[^\S\n]*"
 _WORD = r"[^\s:#]+"
 
 
-def _entry_line(capture: bool) -> str:
-    """One line of a run: a one-line ``T:``/``O:`` or ``R:`` entry, or nothing, then an optional comment."""
-    g = "(" if capture else "(?:"
-    index = rf"{_BLANK}{g}{_WORD}){_BLANK}"
-    last = rf"{_BLANK}{g}{_WORD})[^\S\n]+{g}{_WORD}){_BLANK}"
-    to = rf"{g}[TO]){_BLANK}:{index}:{index}:{last}"
-    r = rf"R{_BLANK}:{index}:{index}:{index}:{last}"
-    return rf"{_BLANK}(?:{to}|{r})?{_BLANK}(?:#[^\n]*)?\n"
+def _entry_line() -> str:
+    """One line of a run: a one-line ``T:``/``O:`` or ``R:`` entry, or nothing (comments end a run: the parser
+    cuts them off)."""
+    index = rf"{_BLANK}{_WORD}{_BLANK}"
+    last = rf"{_BLANK}{_WORD}[^\S\n]+{_WORD}{_BLANK}"
+    return rf"{_BLANK}(?:[TO]{_BLANK}:{index}:{index}:{last}|R{_BLANK}:{index}:{index}:{index}:{last})?\n"
 
 
-#: A run of whole lines that are one-line entries, blank or comments.
-_RUN_RE = re.compile(rf"(?:{_entry_line(False)})*")
-#: Per line of a run: kind (``T``/``O``), a, s, s'|s', s'|o, value; then for ``R``: a, s, s', o, value
-#: (empty strings where the line is of the other form, blank or a comment).
-_ENTRY_RE = re.compile(_entry_line(True))
+#: A run of whole lines that are one-line entries or blank.
+_RUN_RE = re.compile(rf"(?:{_entry_line()})*")
 #: Line breaks of ``str.splitlines`` other than ``\n``.
 _OTHER_BREAKS = re.compile("[\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
 
@@ -114,19 +109,21 @@ class Tokens:
             self.deadline.check(f"{self.source}: reading line {self.lineno}")
         return line.split("#", 1)[0] if "#" in line else line
 
-    def entry_run(self) -> tuple[list[tuple[str, ...]], int]:
-        """The groups of the next lines while they are one-line entries (see ``_ENTRY_RE``), one tuple per line,
-        and the number of the first of them; only while no token is buffered."""
+    def entry_run(self) -> tuple[list[list[str]], int]:
+        """The tokens of the next lines while they are one-line entries or blank, one list per line (``T``/``O``,
+        a, s, s'|o, value; ``R``, a, s, s', o, value; or empty), and the number of the first of them; only while
+        no token is buffered."""
         if not self._more():
             return [], self.lineno + 1
         run = _RUN_RE.match(self._text, self._off)
         end = run.end() if run else self._off
         if end == self._off:
             return [], self.lineno + 1
-        rows = _ENTRY_RE.findall(self._text, self._off, end)
+        # the run grammar leaves exactly these tokens: no colon inside a word, no comment
+        lines = self._text[self._off : end - 1].replace(":", " ").split("\n")
         first = self.lineno + 1
-        self._off, self.lineno = end, self.lineno + len(rows)
-        return rows, first
+        self._off, self.lineno = end, self.lineno + len(lines)
+        return list(map(str.split, lines)), first
 
     def push(self, line: str) -> None:
         """Tokenize ``line`` (already read with :meth:`raw_line`) into the buffer."""

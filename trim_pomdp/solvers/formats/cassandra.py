@@ -91,19 +91,22 @@ class _Parser:
         rows, first = self.tk.entry_run()
         if not rows:
             return False
-        # the columns of _tokens._ENTRY_RE: kind, a, s, s'|s', s'|o, value (T, O), then a, s, s', o, value (R)
-        cols = list(zip(*rows, strict=True))
-        at = np.arange(len(rows))  # line i of the run is line first + i and gets sequence number seq + i
-        kinds = cols[0]
+        n = len(rows)
+        lengths = list(map(len, rows))
         entries = []
-        for key, sel, group in (
-            ("T", list(map("T".__eq__, kinds)), cols[1:5]),
-            ("O", list(map("O".__eq__, kinds)), cols[1:5]),
-            ("R", list(map(bool, cols[9])), cols[5:10]),
-        ):
-            if any(sel):
-                i = at[sel]
-                entries.append((key, [list(compress(c, sel)) for c in group], first + i, self.seq + 1 + i))
+        for width, group in ((5, "TO"), (6, "R")):  # "T a s c p" / "R a s s' o r"; blank lines have none
+            sel = list(map(width.__eq__, lengths))
+            if not any(sel):
+                continue
+            at = np.flatnonzero(np.fromiter(sel, bool, n))  # line first + i, sequence number seq + 1 + i
+            cols = list(zip(*compress(rows, sel), strict=True))
+            for key in group:
+                is_key = list(map(key.__eq__, cols[0])) if group == "TO" else [True] * len(at)
+                if any(is_key):
+                    i = at[np.fromiter(is_key, bool, len(at))]
+                    entries.append(
+                        (key, [list(compress(c, is_key)) for c in cols[1:]], first + i, self.seq + 1 + i)
+                    )
         self.model.entry_run(entries)
         self.seq += len(rows)
         return True
