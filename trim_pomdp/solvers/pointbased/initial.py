@@ -26,9 +26,31 @@ from trim_pomdp.solvers.pointbased.sparse import SparseModel, gather_rows
 __all__ = ["blind_lower_bound", "fast_informed_bound", "fib_matrices", "mdp_upper_bound"]
 
 
-def _solve(A: sp.spmatrix, rhs: np.ndarray) -> np.ndarray:
+#: Models with at most this many states (and a dense copy of ``T``) get dense linear solves: on Tiger-sized
+#: models a sparse solve costs its set-up many times over (the initial bounds were a sixth of mini-hall2's
+#: 0.15-s solve).
+DENSE_SOLVE_STATES = 512
+
+
+def _solve(A: sp.spmatrix | np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    if isinstance(A, np.ndarray):
+        return np.linalg.solve(A, rhs)
     x = spla.spsolve(sp.csc_matrix(A), rhs)
     return np.asarray(x, float).reshape(rhs.shape)
+
+
+def _dense_T(m: SparseModel) -> np.ndarray | None:
+    """``T`` as an ``(A, S, S)`` array when the model is small enough for dense solves."""
+    return m.T_dense if m.T_dense is not None and m.S <= DENSE_SOLVE_STATES else None
+
+
+def _policy_matrix(m: SparseModel, pi: np.ndarray) -> sp.spmatrix | np.ndarray:
+    """``I - γ T_π`` for the deterministic policy ``π`` (dense for small models)."""
+    Td = _dense_T(m)
+    if Td is not None:
+        return np.eye(m.S) - m.gamma * Td[pi, np.arange(m.S)]
+    rows = [sp.diags((pi == a).astype(float)) @ m.T[a] for a in range(m.A)]
+    return sp.identity(m.S, format="csr") - m.gamma * sum(rows[1:], rows[0])
 
 
 def _late(deadline: float | None) -> bool:
@@ -37,18 +59,20 @@ def _late(deadline: float | None) -> bool:
 
 def blind_lower_bound(m: SparseModel, deadline: float | None = None) -> np.ndarray:
     """``(A, S)`` array: row ``a`` is the exact value of the blind policy "always do a" (or a constant bound)."""
-    eye = sp.identity(m.S, format="csr")
     floor = float(m.R.min()) / (1.0 - m.gamma)
     rows = []
     for a in range(m.A):
         if _late(deadline):
             rows.append(np.full(m.S, floor))
         else:
-            rows.append(_solve(eye - m.gamma * m.T[a], m.R[:, a]))
+            rows.append(_solve(_policy_matrix(m, np.full(m.S, a)), m.R[:, a]))
     return np.stack(rows)
 
 
 def _q(m: SparseModel, V: np.ndarray) -> np.ndarray:
+    Td = _dense_T(m)
+    if Td is not None:
+        return m.R.T + m.gamma * (Td @ V)
     return np.stack([m.R[:, a] + m.gamma * (m.T[a] @ V) for a in range(m.A)])
 
 
@@ -69,15 +93,12 @@ def mdp_upper_bound(m: SparseModel, max_iter: int = 200, deadline: float | None 
     """
     if m.gamma >= 1.0:
         raise InvalidParameterError("the MDP upper bound needs a discount < 1")
-    eye = sp.identity(m.S, format="csr")
     pi = m.R.argmax(axis=1)
     V = np.full(m.S, float(m.R.max()) / (1.0 - m.gamma))  # valid if nothing else gets done
     for _ in range(max_iter):
         if _late(deadline):
             return _lifted(m, V)
-        rows = [sp.diags((pi == a).astype(float)) @ m.T[a] for a in range(m.A)]
-        T_pi = sum(rows[1:], rows[0])
-        V = _solve(eye - m.gamma * T_pi, m.R[np.arange(m.S), pi])
+        V = _solve(_policy_matrix(m, pi), m.R[np.arange(m.S), pi])
         Q = _q(m, V)
         new = Q.argmax(axis=0)
         # keep the old action on ties so policy iteration terminates

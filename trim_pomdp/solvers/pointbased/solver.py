@@ -62,18 +62,24 @@ def _versions() -> tuple[tuple[str, str], ...]:
     return tuple(package_versions().items())
 
 
+@functools.lru_cache(maxsize=1)
+def _threadpools() -> Any:
+    """threadpoolctl's view of the loaded BLAS libraries, found once (finding them costs milliseconds)."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # pragma: no cover - threadpoolctl ships with scikit-learn, a core dependency
+        return None
+    return ThreadpoolController()
+
+
 @contextlib.contextmanager
 def _blas_threads(n: int | None) -> Iterator[None]:
     """Limit BLAS threads: the solver's many small products run far slower with threads on a busy machine."""
-    if n is None:
+    controller = None if n is None else _threadpools()
+    if controller is None:
         yield
         return
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - threadpoolctl ships with scikit-learn, a core dependency
-        yield
-        return
-    with threadpool_limits(limits=n, user_api="blas"):
+    with controller.limit(limits=n, user_api="blas"):
         yield
 
 
