@@ -99,7 +99,7 @@ class AlphaSet:
             GT = self._GT[:, : self.K]  # (S, K): the method forms skip numpy's wrappers (Tiger adds ~1,000)
             if (GT >= (alpha - tol)[:, None]).all(axis=0).any():
                 return False
-            keep = ~(GT <= (alpha + tol)[:, None]).all(axis=0)
+            keep = np.asarray(~(GT <= (alpha + tol)[:, None]).all(axis=0))
             if not keep.all():
                 self._keep(keep)
         if self.K == self._GT.shape[1]:
