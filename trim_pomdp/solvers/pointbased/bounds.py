@@ -283,9 +283,14 @@ class SawtoothUpper:
         """
         if v >= (self.value(idx, vals) if current is None else current) - min_gain:
             return False
-        F = vals @ self.fib[:, idx].T  # (A,)
         if self.hulls is not None:
             self.hulls.add(idx, vals, v)
+        key = idx.tobytes() + vals.tobytes()
+        same = self.points.find(key)
+        if same is not None:  # a lower value at a stored belief: it dominates the old point, replace it
+            self.points._v[same] = v
+            return True
+        F = vals @ self.fib[:, idx].T  # (A,)
         if isinstance(self.points, DensePoints) and self.points.N:
             drop = self.points.dominated(idx, vals, v, F)
             k = int(drop.sum())
@@ -306,5 +311,5 @@ class SawtoothUpper:
                 if k:
                     self.points.drop(drop)
                     self.n_dropped += k
-        self.points.add(idx, vals, v, F)
+        self.points.add(idx, vals, v, F, key)
         return True

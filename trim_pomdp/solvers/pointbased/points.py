@@ -16,7 +16,36 @@ __all__ = ["DensePoints", "SparsePoints"]
 _DEAD = 1e300
 
 
-class DensePoints:
+class _ByBelief:
+    """The index from a stored belief (its support and values as bytes) to its point, kept through compactions.
+
+    The same belief is backed up many times (every trial through a node, every revisit of a merged one); its
+    new, lower value replaces the old one in place instead of adding a point and testing every stored point
+    for dominance (Tiger's 1,000 backups leave 37 beliefs).
+    """
+
+    def __init__(self) -> None:
+        self._where: dict[bytes, int] = {}
+        self._keys: list[bytes] = []
+
+    def find(self, key: bytes) -> int | None:
+        """Index of the live point stored at the belief ``key``, if any."""
+        return self._where.get(key)
+
+    def _remember(self, key: bytes) -> None:
+        self._where[key] = len(self._keys)
+        self._keys.append(key)
+
+    def _forget(self, drop: np.ndarray) -> None:
+        for i in np.flatnonzero(drop).tolist():
+            self._where.pop(self._keys[i], None)
+
+    def _renumber(self, keep: np.ndarray) -> None:
+        self._keys = [k for k, kept in zip(self._keys, keep.tolist(), strict=True) if kept]
+        self._where = {k: i for i, k in enumerate(self._keys)}
+
+
+class DensePoints(_ByBelief):
     """Stored upper-bound points as dense rows (for models with few states), with a fused sawtooth bound.
 
     Besides each point ``b_i``, its value and plane values, it keeps ``1 / b_i`` on the support and ``inf`` off
@@ -27,6 +56,7 @@ class DensePoints:
     """
 
     def __init__(self, S: int, A: int, capacity: int = 512):
+        super().__init__()
         self.S, self.A, self.N = S, A, 0
         ia, ib = np.triu_indices(A, k=1)
         self.pairs = (ia, ib)
@@ -103,7 +133,8 @@ class DensePoints:
         live = self._v[:n]
         return (h <= live + 1e-15) & (live < _DEAD)
 
-    def add(self, idx: np.ndarray, vals: np.ndarray, v: float, F: np.ndarray) -> None:
+    def add(self, idx: np.ndarray, vals: np.ndarray, v: float, F: np.ndarray, key: bytes) -> None:
+        """Store the point ``(b, v)`` with plane values ``F``; ``key`` identifies ``b`` (see :meth:`find`)."""
         if self.N == len(self._v):
             for name in ("_P", "_Pinv", "_F", "_Dinv"):
                 arr = getattr(self, name)
@@ -119,11 +150,13 @@ class DensePoints:
         den = F[ia] - F[ib]
         self._Dinv[i] = np.divide(1.0, den, out=np.zeros(len(den)), where=den != 0)
         self._v[i], self._F[i], self._n_supp[i] = v, F, len(idx)
+        self._remember(key)
         self.N += 1
 
     def drop(self, drop: np.ndarray) -> None:
         """Disable the points in ``drop`` (their value becomes huge); compact once a quarter are disabled."""
         self._v[: self.N][drop] = _DEAD
+        self._forget(drop)
         self.n_dead += int(drop.sum())
         if self.n_dead * 4 < self.N:
             return
@@ -133,10 +166,11 @@ class DensePoints:
         for name in ("_P", "_Pinv", "_v", "_F", "_Dinv", "_n_supp"):
             arr = getattr(self, name)
             arr[:m] = arr[:n][keep]
+        self._renumber(keep)
         self.N, self.n_dead = m, 0
 
 
-class SparsePoints:
+class SparsePoints(_ByBelief):
     """Stored upper-bound points packed as CSR-like arrays (for large, sparse-belief models).
 
     Each point also keeps the first and last state of its support: a point can lie inside a query's support only
@@ -146,6 +180,7 @@ class SparsePoints:
     """
 
     def __init__(self, S: int, A: int, capacity: int = 1024):
+        super().__init__()
         self.S, self.N, self.nnz = S, 0, 0
         self._ptr = np.zeros(capacity + 1, dtype=np.int64)
         self._v = np.empty(capacity)
@@ -240,7 +275,8 @@ class SparsePoints:
         ratio[hit] = self._val[sel][hit] / mine[hit]
         return near[ok], np.minimum.reduceat(ratio, offs)[ok]
 
-    def add(self, idx: np.ndarray, vals: np.ndarray, v: float, F: np.ndarray) -> None:
+    def add(self, idx: np.ndarray, vals: np.ndarray, v: float, F: np.ndarray, key: bytes) -> None:
+        """Store the point ``(b, v)`` with plane values ``F``; ``key`` identifies ``b`` (see :meth:`find`)."""
         k = len(idx)
         if self.N + 1 >= len(self._v):
             grow = len(self._v)
@@ -262,6 +298,7 @@ class SparsePoints:
         self._v[self.N], self._F[self.N] = v, F
         self._lo[self.N], self._hi[self.N] = idx[0], idx[-1]
         self._alive[self.N] = True
+        self._remember(key)
         self.N += 1
         self.nnz = hi
         self._ptr[self.N] = hi
@@ -275,6 +312,7 @@ class SparsePoints:
         """Disable the points in ``drop``; compact the packed arrays once a quarter are disabled."""
         N = self.N
         self._alive[:N][drop] = False
+        self._forget(drop)
         self.n_dead += int(drop.sum())
         if self.n_dead * 4 >= N:
             self._compact(self._alive[:N].copy())
@@ -292,4 +330,5 @@ class SparsePoints:
         self._lo[:m], self._hi[:m] = self._lo[:N][keep_pts], self._hi[:N][keep_pts]
         self._ptr[1 : m + 1] = np.cumsum(lens)
         self._alive[:m] = True
+        self._renumber(keep_pts)
         self.N, self.nnz, self.n_dead = m, nn, 0
