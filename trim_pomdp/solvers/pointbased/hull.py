@@ -43,6 +43,7 @@ class FaceHulls:
         self._dirty: set[tuple[int, ...]] = set()
         self._key = np.random.default_rng(0).integers(1, 2**62, size=len(self.corner), dtype=np.int64)
         self._by_key: dict[int, tuple[int, ...]] = {}
+        self._lowered: set[int] = set()  # corners below their initial value (points on one state)
 
     def __len__(self) -> int:
         return sum(len(p) for p in self._pts.values())
@@ -55,6 +56,7 @@ class FaceHulls:
         U = tuple(int(s) for s in idx)
         if k == 1:
             self.corner[U[0]] = min(self.corner[U[0]], v)
+            self._lowered.add(U[0])
         else:
             self._pts.setdefault(U, []).append((np.asarray(vals, float).copy(), float(v)))
         # every face containing U must be rebuilt; only the ones already built are known
@@ -91,6 +93,12 @@ class FaceHulls:
         self._dirty.discard(U)
         return planes
 
+    def _has_points(self, U: tuple[int, ...]) -> bool:
+        """Whether a point is stored on ``U`` or on one of its faces (a lowered corner counts)."""
+        return any(s in self._lowered for s in U) or any(
+            sub in self._pts for r in range(2, len(U) + 1) for sub in itertools.combinations(U, r)
+        )
+
     def planes(self, U: tuple[int, ...]) -> np.ndarray:
         """``(F, k)`` planes over the states of ``U``; the bound on the face is ``max_f w_f . b``."""
         if U in self._dirty or U not in self._planes:
@@ -98,7 +106,12 @@ class FaceHulls:
         return self._planes[U]
 
     def values(self, idx: np.ndarray, B: np.ndarray) -> np.ndarray:
-        """Hull bound at each row of ``B`` (beliefs on ``idx``); ``inf`` where the support is too large."""
+        """Hull bound at each row of ``B`` (beliefs on ``idx``).
+
+        ``inf`` where the support is too large, or where no point lies on the support or a face of it and no
+        corner of it was lowered (the chord of the initial corners, the planes' maxima, is never below the
+        planes).
+        """
         out = np.full(len(B), np.inf)
         if len(B) == 0:
             return out
@@ -115,6 +128,8 @@ class FaceHulls:
             if U is None:
                 U = tuple(int(s) for s in idx[nzB[rows[0]]])
                 self._by_key[int(key)] = U
+            if not self._has_points(U):  # only the initial corners: their chord never beats the planes
+                continue
             cols = np.searchsorted(idx, U)
             Bu = B[np.ix_(rows, cols)]
             exact = np.abs(Bu.sum(axis=1) - B[rows].sum(axis=1)) <= 1e-12  # hash collisions: skip
