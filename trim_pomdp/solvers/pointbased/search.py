@@ -11,7 +11,8 @@ solve several models, also from several threads at once.
 * **Layer seeding**: when the support graph is acyclic apart from self-loops, grids of beliefs on its small
   supports are backed up from the last layer to the first (upper bound only).
 * **Trials**: depth-first from ``b0``, the action with the largest upper Q-value, the observation drawn in
-  proportion to the weighted excess gap (or its argmax), then backups in reverse order.
+  proportion to the weighted excess gap (or its argmax), then backups in reverse order; each trial's depth factor
+  is chosen between two by the gap each has closed per second (:class:`_TrialDepth`).
 * **Sweeps**: lower-bound-only backups over the whole tree, deepest first, for at most a share of the trial time
   that shrinks while they stop improving the bound at ``b0``.
 
