@@ -46,7 +46,8 @@ docs/guide/sarsop.md for how to build APPL and extract them):
   backups of both solvers (target: within 3× of pomdpsol, the issue's bar for 4x3.95 and RockSample_4_4).
 * ``rocksample_7_8``: ours for ``--large-time`` wall seconds against pomdpsol at the same CPU seconds (its log
   is CPU time; on a busy machine wall time is longer) and at ``--large-time`` CPU seconds; load targets ≤ 10 s
-  and ≤ 1 GB, gap target ≤ pomdpsol's.
+  and ≤ 1 GB (the peak of a process that only reads; the solve's own peak is reported beside pomdpsol's), gap
+  target ≤ pomdpsol's.
 * ``rocksample_11_11``: ours under a 4 GiB memory limit for ``--large-time`` seconds: it loads, and the bounds
   at the end are tighter than the initial ones.
 
@@ -468,6 +469,7 @@ def _ours_large(path: Path, seconds: float, memory: str) -> dict:
 def case_rocksample_7_8(examples: Path, binary: Path, seconds: float) -> dict:
     path = examples / "RockSample_7_8.pomdpx"
     ours = _ours_large(path, seconds, "4G")
+    _, _, _, read_mib = _measured([sys.executable, "-c", _READ, str(path)])  # loading alone
     appl = _pomdpsol(binary, path, timeout=seconds)
     same_cpu = _appl_at(appl["rows"], ours["cpu_seconds"] - ours["read_seconds"])
     at_limit = _appl_at(appl["rows"], seconds)
@@ -481,9 +483,10 @@ def case_rocksample_7_8(examples: Path, binary: Path, seconds: float) -> dict:
         "gap_ratio_same_cpu": ours["gap"] / (same_cpu[2] - same_cpu[1]),
         "gap_ratio_same_limit": ours["gap"] / (at_limit[2] - at_limit[1]),
         "brackets_agree": ours["lower_bound"] <= at_limit[2] and at_limit[1] <= ours["upper_bound"],
-        "load_target_met": ours["read_seconds"] <= 10 and ours["peak_mib"] <= 1024,
+        "read_peak_mib": read_mib,
+        "load_target_met": ours["read_seconds"] <= 10 and read_mib <= 1024,
         "target_met": ours["read_seconds"] <= 10
-        and ours["peak_mib"] <= 1024
+        and read_mib <= 1024
         and ours["gap"] <= same_cpu[2] - same_cpu[1],
     }
 
