@@ -288,7 +288,7 @@ class SawtoothUpper:
         key = idx.tobytes() + vals.tobytes()
         same = self.points.find(key)
         if same is not None:  # a lower value at a stored belief: it dominates the old point, replace it
-            self.points._v[same] = v
+            self.points.lower(same, v)
             return True
         F = vals @ self.fib[:, idx].T  # (A,)
         if isinstance(self.points, DensePoints) and self.points.N:

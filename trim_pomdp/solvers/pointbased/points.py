@@ -28,9 +28,15 @@ class _ByBelief:
         self._where: dict[bytes, int] = {}
         self._keys: list[bytes] = []
 
+    _v: np.ndarray  # the stores' values, one per point
+
     def find(self, key: bytes) -> int | None:
         """Index of the live point stored at the belief ``key``, if any."""
         return self._where.get(key)
+
+    def lower(self, i: int, v: float) -> None:
+        """Give point ``i`` the lower value ``v`` (a new bound at the same belief dominates the old one)."""
+        self._v[i] = min(float(self._v[i]), v)
 
     def _remember(self, key: bytes) -> None:
         self._where[key] = len(self._keys)
